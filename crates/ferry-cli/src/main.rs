@@ -1,0 +1,2 @@
+//! ferry CLI
+fn main() {}

@@ -1,0 +1,229 @@
+//! Compact binary encoding of values and items, shared by storage, journal and wire.
+//!
+//! A value is a tag byte and its payload; lengths and counts are LEB128 varints. The byte
+//! layout is documented in `docs/formats.md`. Decoding never panics on bad input.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{Error, Item, Number, Result, Value};
+
+const S: u8 = 0;
+const N: u8 = 1;
+const B: u8 = 2;
+const FALSE: u8 = 3;
+const TRUE: u8 = 4;
+const NULL: u8 = 5;
+const M: u8 = 6;
+const L: u8 = 7;
+const SS: u8 = 8;
+const NS: u8 = 9;
+const BS: u8 = 10;
+
+/// Appends the encoding of an item (count, then name and value pairs) to `out`.
+pub fn encode_item(item: &Item, out: &mut Vec<u8>) {
+    varint(item.len() as u64, out);
+    for (name, value) in item {
+        bytes(name.as_bytes(), out);
+        encode_value(value, out);
+    }
+}
+
+/// Appends the encoding of one value to `out`.
+pub fn encode_value(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::S(s) => tagged(S, s.as_bytes(), out),
+        Value::N(n) => tagged(N, n.as_str().as_bytes(), out),
+        Value::B(b) => tagged(B, b, out),
+        Value::Bool(false) => out.push(FALSE),
+        Value::Bool(true) => out.push(TRUE),
+        Value::Null => out.push(NULL),
+        Value::M(map) => {
+            out.push(M);
+            encode_item(map, out);
+        }
+        Value::L(list) => {
+            out.push(L);
+            varint(list.len() as u64, out);
+            list.iter().for_each(|v| encode_value(v, out));
+        }
+        Value::Ss(set) => {
+            out.push(SS);
+            varint(set.len() as u64, out);
+            set.iter().for_each(|s| bytes(s.as_bytes(), out));
+        }
+        Value::Ns(set) => {
+            out.push(NS);
+            varint(set.len() as u64, out);
+            set.iter().for_each(|n| bytes(n.as_str().as_bytes(), out));
+        }
+        Value::Bs(set) => {
+            out.push(BS);
+            varint(set.len() as u64, out);
+            set.iter().for_each(|b| bytes(b, out));
+        }
+    }
+}
+
+fn tagged(tag: u8, payload: &[u8], out: &mut Vec<u8>) {
+    out.push(tag);
+    bytes(payload, out);
+}
+
+fn bytes(payload: &[u8], out: &mut Vec<u8>) {
+    varint(payload.len() as u64, out);
+    out.extend_from_slice(payload);
+}
+
+/// Appends `n` as an unsigned LEB128 varint.
+pub fn varint(mut n: u64, out: &mut Vec<u8>) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Reads encoded data front to back.
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// A reader over `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes }
+    }
+
+    /// The bytes not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Reads one byte.
+    pub fn byte(&mut self) -> Result<u8> {
+        let (&b, rest) = self.bytes.split_first().ok_or_else(|| truncated("byte"))?;
+        self.bytes = rest;
+        Ok(b)
+    }
+
+    /// Reads an unsigned LEB128 varint.
+    pub fn varint(&mut self) -> Result<u64> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            n |= u64::from(b & 0x7F) << shift;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err(Error::Corrupt("varint longer than 10 bytes".into()))
+    }
+
+    /// Reads a length-prefixed byte string.
+    pub fn bytes(&mut self) -> Result<&'a [u8]> {
+        let len = usize::try_from(self.varint()?).map_err(|_| truncated("length"))?;
+        if len > self.bytes.len() {
+            return Err(truncated("byte string"));
+        }
+        let (head, rest) = self.bytes.split_at(len);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn text(&mut self) -> Result<String> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| Error::Corrupt("text is not UTF-8".into()))
+    }
+
+    fn number(&mut self) -> Result<Number> {
+        Number::parse(&self.text()?)
+    }
+
+    /// Reads a count, refusing counts larger than the remaining bytes could hold.
+    fn count(&mut self) -> Result<usize> {
+        let n = self.varint()?;
+        if n > self.bytes.len() as u64 {
+            return Err(truncated("collection"));
+        }
+        Ok(n as usize)
+    }
+
+    /// Reads an item.
+    pub fn item(&mut self) -> Result<Item> {
+        let n = self.count()?;
+        let mut item = BTreeMap::new();
+        for _ in 0..n {
+            let name = self.text()?;
+            item.insert(name, self.value()?);
+        }
+        Ok(item)
+    }
+
+    /// Reads one value.
+    pub fn value(&mut self) -> Result<Value> {
+        Ok(match self.byte()? {
+            S => Value::S(self.text()?),
+            N => Value::N(self.number()?),
+            B => Value::B(self.bytes()?.to_vec()),
+            FALSE => Value::Bool(false),
+            TRUE => Value::Bool(true),
+            NULL => Value::Null,
+            M => Value::M(self.item()?),
+            L => {
+                let n = self.count()?;
+                Value::L((0..n).map(|_| self.value()).collect::<Result<_>>()?)
+            }
+            SS => {
+                let n = self.count()?;
+                Value::Ss((0..n).map(|_| self.text()).collect::<Result<BTreeSet<_>>>()?)
+            }
+            NS => {
+                let n = self.count()?;
+                Value::Ns((0..n).map(|_| self.number()).collect::<Result<BTreeSet<_>>>()?)
+            }
+            BS => {
+                let n = self.count()?;
+                Value::Bs((0..n).map(|_| Ok(self.bytes()?.to_vec())).collect::<Result<BTreeSet<_>>>()?)
+            }
+            tag => return Err(Error::Corrupt(format!("unknown value tag {tag}"))),
+        })
+    }
+}
+
+fn truncated(what: &str) -> Error {
+    Error::Corrupt(format!("truncated {what}"))
+}
+
+/// Decodes an item encoded by [`encode_item`], requiring that nothing follows it.
+pub fn decode_item(bytes: &[u8]) -> Result<Item> {
+    let mut reader = Reader::new(bytes);
+    let item = reader.item()?;
+    if !reader.rest().is_empty() {
+        return Err(Error::Corrupt("trailing bytes after item".into()));
+    }
+    Ok(item)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_every_type() {
+        let mut item = Item::new();
+        item.insert("s".into(), Value::S("hé".into()));
+        item.insert("n".into(), Value::N(Number::parse("-1.5e3").unwrap()));
+        item.insert("b".into(), Value::B(vec![0, 200]));
+        item.insert("t".into(), Value::Bool(true));
+        item.insert("z".into(), Value::Null);
+        item.insert("l".into(), Value::L(vec![Value::Bool(false), Value::M(Item::new())]));
+        item.insert("ss".into(), Value::Ss(["a".to_string(), "b".to_string()].into()));
+        item.insert("ns".into(), Value::Ns([Number::from(1i64)].into()));
+        item.insert("bs".into(), Value::Bs([vec![1u8]].into()));
+        let mut bytes = Vec::new();
+        encode_item(&item, &mut bytes);
+        assert_eq!(decode_item(&bytes).unwrap(), item);
+        for cut in 0..bytes.len() {
+            assert!(decode_item(&bytes[..cut]).is_err(), "truncated at {cut} must fail");
+        }
+    }
+}
