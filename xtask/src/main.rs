@@ -1,2 +1,59 @@
-//! xtask
-fn main() {}
+//! Project automation: `cargo xtask test`, `cargo xtask bench local`, `cargo xtask tidy`.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test           the whole test suite (what CI runs)
+  tidy           formatting and lints (cargo fmt --check, cargo clippy -D warnings)
+  bench local    Ferry vs SQLite, side by side: create, get, page query, update (release build)
+                 options: --items N[,N...] (default 100000,1000000)";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["test", rest @ ..] => test(rest),
+        ["tidy"] => tidy(),
+        ["bench", rest @ ..] => bench(rest),
+        _ => {
+            println!("{USAGE}");
+            if args.is_empty() { Ok(()) } else { bail!("unknown command: {}", args.join(" ")) }
+        }
+    }
+}
+
+/// Runs the whole suite: unit, integration (with the real CLI binary), doc tests.
+fn test(extra: &[&str]) -> Result<()> {
+    cargo(&["build", "--bin", "ferry"])?;
+    let mut args = vec!["test", "--workspace"];
+    args.extend_from_slice(extra);
+    cargo(&args)
+}
+
+fn tidy() -> Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+}
+
+fn bench(args: &[&str]) -> Result<()> {
+    let mut cargo_args = vec!["run", "--release", "--quiet", "-p", "ferry-bench", "--"];
+    cargo_args.extend_from_slice(args);
+    cargo(&cargo_args)
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {cargo}"))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}

@@ -1,2 +1,159 @@
-//! bench
-fn main() {}
+//! Side-by-side benchmarks of Ferry against SQLite, run by `cargo xtask bench local`.
+//!
+//! Both databases store the same items with the same secondary index, one write per
+//! transaction, at their default durability (Ferry: in the OS at commit, fsync within
+//! 100 ms; SQLite: WAL with `synchronous=NORMAL`). Each operation runs in rounds; the table
+//! gives the median round's rate and the ratio of the medians.
+
+mod ferry_side;
+mod sqlite_side;
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+/// Rounds per operation; the median is reported.
+const ROUNDS: usize = 5;
+
+/// One store under test.
+pub trait Subject {
+    /// Creates item `seq`.
+    fn create(&mut self, seq: u64) -> Result<()>;
+    /// Reads item `seq` by key.
+    fn get(&mut self, seq: u64) -> Result<()>;
+    /// Reads the 100-item page of a device, starting at its first item.
+    fn page(&mut self, device: u64) -> Result<usize>;
+    /// Updates one attribute of item `seq`.
+    fn update(&mut self, seq: u64) -> Result<()>;
+}
+
+/// Items per device: a page query returns 100 of them.
+pub const ITEMS_PER_DEVICE: u64 = 1000;
+/// Items a page query returns.
+pub const PAGE_ITEMS: usize = 100;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("rss") => {
+            let dir = args.get(1).context("rss needs a directory")?;
+            let items = args.get(2).and_then(|n| n.parse().ok()).context("rss needs an item count")?;
+            ferry_side::report_rss(dir, items)
+        }
+        Some("local") | None => {
+            let sizes = parse_sizes(&args)?;
+            local(&sizes)
+        }
+        Some(other) => bail!("unknown benchmark '{other}': try `local`"),
+    }
+}
+
+fn parse_sizes(args: &[String]) -> Result<Vec<u64>> {
+    match args.iter().position(|a| a == "--items") {
+        Some(at) => args
+            .get(at + 1)
+            .context("--items needs N[,N...]")?
+            .split(',')
+            .map(|n| n.trim().parse().context("--items takes whole numbers"))
+            .collect(),
+        None => Ok(vec![100_000, 1_000_000]),
+    }
+}
+
+/// One row of the results table.
+struct Row {
+    items: u64,
+    op: &'static str,
+    ferry: f64,
+    sqlite: f64,
+}
+
+fn local(sizes: &[u64]) -> Result<()> {
+    let mut rows = Vec::new();
+    let mut rss = Vec::new();
+    for &items in sizes {
+        let dir = tempfile::tempdir()?;
+        let mut ferry = ferry_side::Ferry::open(&dir.path().join("ferry"))?;
+        let mut sqlite = sqlite_side::Sqlite::open(&dir.path().join("sqlite.db"))?;
+        eprintln!("loading {items} items into each store...");
+        let per_round = items / ROUNDS as u64;
+        let ops: [(&str, u64, Op); 4] = [
+            ("create", per_round, Op::Create),
+            ("get", per_round.min(20_000), Op::Get),
+            ("find 100-item page", (items / ITEMS_PER_DEVICE).clamp(1, 400), Op::Page),
+            ("update", per_round.min(20_000), Op::Update),
+        ];
+        for (name, count, op) in ops {
+            let ferry_rate = median_rate(&mut ferry, op, count, items)?;
+            let sqlite_rate = median_rate(&mut sqlite, op, count, items)?;
+            eprintln!("  {items} {name}: ferry {ferry_rate:.0}/s, sqlite {sqlite_rate:.0}/s");
+            rows.push(Row { items, op: name, ferry: ferry_rate, sqlite: sqlite_rate });
+        }
+        drop(ferry);
+        rss.push((items, ferry_side::measure_rss(&dir.path().join("ferry"), items)?));
+    }
+    print_table(&rows, &rss);
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Create,
+    Get,
+    Page,
+    Update,
+}
+
+/// Runs `ROUNDS` rounds of `count` operations and returns the median rate (ops/s).
+/// Creates continue the sequence so that the last round leaves `items` stored.
+fn median_rate(subject: &mut dyn Subject, op: Op, count: u64, items: u64) -> Result<f64> {
+    let mut rates = Vec::with_capacity(ROUNDS);
+    let mut rng = fastrand_like(items ^ count);
+    for round in 0..ROUNDS as u64 {
+        let started = Instant::now();
+        for i in 0..count {
+            match op {
+                Op::Create => subject.create(round * count + i)?,
+                Op::Get => subject.get(rng() % items)?,
+                Op::Update => subject.update(rng() % items)?,
+                Op::Page => {
+                    let got = subject.page(rng() % (items / ITEMS_PER_DEVICE).max(1))?;
+                    if got != PAGE_ITEMS.min(items as usize) {
+                        bail!("a page query returned {got} items, expected {PAGE_ITEMS}");
+                    }
+                }
+            }
+        }
+        rates.push(count as f64 / started.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[ROUNDS / 2])
+}
+
+/// A small deterministic generator (xorshift), so both stores see the same keys.
+fn fastrand_like(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+fn print_table(rows: &[Row], rss: &[(u64, u64)]) {
+    println!("| items | operation | Ferry ops/s | SQLite ops/s | Ferry / SQLite |");
+    println!("|---:|---|---:|---:|---:|");
+    for row in rows {
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.2}x |",
+            row.items, row.op, row.ferry, row.sqlite, row.ferry / row.sqlite
+        );
+    }
+    println!();
+    println!("| items stored | Ferry resident memory (open, 20k gets, 400 page queries) |");
+    println!("|---:|---:|");
+    for (items, bytes) in rss {
+        println!("| {items} | {:.1} MiB |", *bytes as f64 / (1024.0 * 1024.0));
+    }
+}

@@ -1,1 +1,26 @@
-//! ferry-schema
+//! OneTable schemas with Ferry's `control` section: loading and validating the schema
+//! document, and turning user JSON into stored items and back.
+//!
+//! Architecture invariant: this crate performs no I/O except reading schema files (and
+//! their `blend` parts); time and context come in as arguments.
+
+mod coerce;
+mod control;
+mod doc;
+mod error;
+pub mod expr;
+mod field;
+mod generate;
+mod index;
+mod model;
+mod prepare;
+mod schema;
+mod template;
+
+pub use control::{Control, Durability, Enable, SyncDirection};
+pub use error::{Error, FieldError, Result};
+pub use field::{Field, FieldType, Generate, UID_LEN_MAX};
+pub use index::{Index, IndexKind, LOCAL_INDEXES_MAX, Projection};
+pub use model::Model;
+pub use prepare::{Context, KeyQuery, PutMode, SortCondition, UpdateOps};
+pub use schema::{Params, Schema, Timestamps};

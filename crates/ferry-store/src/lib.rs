@@ -1,1 +1,22 @@
-//! ferry-store
+//! Ferry's storage: items under their full primary key, every secondary index, TTL
+//! bookkeeping, unique constraints and atomic multi-key writes, on fjall.
+//!
+//! Architecture invariant: this is the only crate that names `fjall`. It stores and finds
+//! items; it does not know OneTable's operations (create, update, conditions): the facade
+//! builds those on [`Tx`]. Every logical write is one fjall batch.
+
+mod durability;
+mod error;
+mod layout;
+mod query;
+mod store;
+mod tx;
+
+pub use durability::Durability;
+pub use error::{Error, Result};
+pub use query::{Query, Row};
+pub use store::{Options, Store};
+pub use tx::{Change, Tx};
+
+#[cfg(test)]
+mod tests;

@@ -133,6 +133,13 @@ impl std::str::FromStr for Number {
 
 impl Decimal {
     pub(crate) fn parse(text: &str) -> Result<Decimal> {
+        let decimal = Decimal::parse_unchecked(text)?;
+        decimal.check(text)?;
+        Ok(decimal)
+    }
+
+    /// Parses without the range check (for intermediate results of arithmetic).
+    fn parse_unchecked(text: &str) -> Result<Decimal> {
         let bad = || Error::NotANumber(text.to_string());
         let trimmed = text.trim();
         let (negative, rest) = match trimmed.as_bytes().first() {
@@ -174,13 +181,11 @@ impl Decimal {
                 exponent: 0,
             });
         }
-        let decimal = Decimal {
+        Ok(Decimal {
             negative,
             digits,
             exponent,
-        };
-        decimal.check(text)?;
-        Ok(decimal)
+        })
     }
 
     fn check(&self, text: &str) -> Result<()> {
@@ -268,7 +273,7 @@ impl Decimal {
             (b.negative, sub_digits(&y, &x))
         };
         let text: String = magnitude.iter().map(|d| char::from(b'0' + d)).collect();
-        let mut out = Decimal::parse(&format!("{text}e{scale}")).unwrap_or(Decimal {
+        let mut out = Decimal::parse_unchecked(&format!("{text}e{scale}")).unwrap_or(Decimal {
             negative: false,
             digits: Vec::new(),
             exponent: 0,
@@ -372,5 +377,8 @@ mod tests {
         assert_eq!(n("-3").add(&n("3")).unwrap(), n("0"));
         assert_eq!(n("99999999999999999999").add(&n("1")).unwrap(), n("100000000000000000000"));
         assert_eq!(n("-1.25").sub(&n("-0.25")).unwrap(), n("-1"));
+        let big = n("9.9e125");
+        assert!(matches!(big.add(&big), Err(Error::NumberOutOfRange(_))), "overflow is an error, not zero");
+        assert!(n("1e30").add(&n("1e-10")).is_err(), "more than 38 significant digits");
     }
 }

@@ -1,0 +1,184 @@
+//! The data commands: open the database from the global options and run one operation.
+
+use std::io::{IsTerminal, Write as _};
+use std::path::Path;
+
+use ferry::{Config, Db, FindOptions, Schema, UpdateOps, Write, WriteOptions};
+use serde_json::{Map, Value as Json, json};
+
+use crate::{Cli, Command, Failure};
+
+/// Items per transaction when loading seed data.
+const LOAD_BATCH_ITEMS: usize = 100;
+
+/// `ferry schema check FILE`: loads the schema and prints its models and indexes.
+pub fn schema_check(file: &Path) -> Result<(), Failure> {
+    let schema = Schema::from_path(file)?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "schema {} is valid", file.display());
+    for index in schema.indexes() {
+        let sort = index.sort.as_deref().map(|s| format!(", sort {s}")).unwrap_or_default();
+        let _ = writeln!(out, "index {} ({:?}): hash {}{sort}, project {:?}", index.name, index.kind, index.hash, index.project);
+    }
+    for model in schema.models() {
+        let fields: Vec<&str> = model.fields.iter().map(|f| f.name.as_str()).collect();
+        let control = &model.control;
+        let _ = writeln!(
+            out,
+            "model {}: enable {:?}, sync {:?}; fields {}",
+            model.name,
+            control.enable,
+            control.sync,
+            fields.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Runs a data command.
+pub fn run(cli: &Cli) -> Result<(), Failure> {
+    let db = open(cli)?;
+    let hidden = cli.hidden;
+    match &cli.command {
+        Command::Create { model, json } => print(&db.create(model, parse(json, "item")?)?),
+        Command::Get { model, json } => {
+            let options = FindOptions { hidden, ..FindOptions::default() };
+            match db.get_with(model, parse(json, "key")?, &options)? {
+                Some(item) => print(&item),
+                None => {
+                    return Err(ferry::Error::NotFound { model: model.clone(), key: json.clone() }.into());
+                }
+            }
+        }
+        Command::Update { model, json, upsert, set, add, remove } => {
+            let ops = UpdateOps {
+                set: parse_object(set.as_deref(), "--set")?,
+                add: parse_object(add.as_deref(), "--add")?,
+                remove: parse_list(remove.as_deref())?,
+                ..UpdateOps::default()
+            };
+            let options = WriteOptions { upsert: *upsert, ops, hidden, ..WriteOptions::default() };
+            print(&db.update(model, parse(json, "item")?, &options)?);
+        }
+        Command::Remove { model, json, many } => {
+            let props = parse(json, "key")?;
+            let removed = if *many {
+                db.remove_many(model, props, &FindOptions::default())?
+            } else {
+                usize::from(db.remove(model, props, &WriteOptions::default())?.is_some())
+            };
+            print(&json!({ "removed": removed }));
+        }
+        Command::Find { model, json, index, condition, limit, next, reverse } => {
+            let props = match json {
+                Some(text) => parse(text, "properties")?,
+                None => json!({}),
+            };
+            let options = FindOptions {
+                index: index.clone(),
+                condition: condition.clone(),
+                limit: *limit,
+                next: next.clone(),
+                reverse: *reverse,
+                hidden,
+                ..FindOptions::default()
+            };
+            let page = db.find(model, props, &options)?;
+            print(&json!({ "items": page.items, "next": page.next }));
+        }
+        Command::Load { file } => load(&db, file)?,
+        Command::Export => export(&db, hidden)?,
+        Command::Demo | Command::Schema { .. } => {}
+    }
+    Ok(())
+}
+
+fn open(cli: &Cli) -> Result<Db, Failure> {
+    let dir = cli
+        .db
+        .as_ref()
+        .ok_or_else(|| Failure::invalid("no database: give --db DIR or set FERRY_DB".into()))?;
+    let mut config = Config::default();
+    if let Some(path) = &cli.schema {
+        config.schema = Some(Schema::from_path(path)?);
+    }
+    if let Some(device) = &cli.device {
+        config = config.context("deviceId", device.as_str());
+    }
+    for pair in &cli.context {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| Failure::invalid(format!("--context '{pair}' must be KEY=VALUE")))?;
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Json::String(value.to_string()));
+        config = config.context(name, value);
+    }
+    Ok(Db::open(dir, config)?)
+}
+
+fn parse(text: &str, what: &str) -> Result<Json, Failure> {
+    let json: Json = serde_json::from_str(text)
+        .map_err(|e| Failure::invalid(format!("the {what} '{text}' is not valid JSON: {e}")))?;
+    if !json.is_object() {
+        return Err(Failure::invalid(format!("the {what} must be a JSON object, not {text}")));
+    }
+    Ok(json)
+}
+
+fn parse_object(text: Option<&str>, option: &str) -> Result<Map<String, Json>, Failure> {
+    match text {
+        None => Ok(Map::new()),
+        Some(text) => match parse(text, option)? {
+            Json::Object(map) => Ok(map),
+            _ => Ok(Map::new()),
+        },
+    }
+}
+
+fn parse_list(text: Option<&str>) -> Result<Vec<String>, Failure> {
+    let Some(text) = text else { return Ok(Vec::new()) };
+    serde_json::from_str(text)
+        .map_err(|e| Failure::invalid(format!("--remove '{text}' must be a JSON array of field names: {e}")))
+}
+
+fn print(json: &Json) {
+    println!("{json}");
+}
+
+/// `ferry load FILE`: puts every item of `{Model: [items]}`, a transaction per batch.
+fn load(db: &Db, file: &Path) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::invalid(format!("cannot read {}: {e}", file.display())))?;
+    let data: Map<String, Json> = serde_json::from_str(&text)
+        .map_err(|e| Failure::invalid(format!("{} must be a JSON object {{\"Model\": [items]}}: {e}", file.display())))?;
+    let mut writes = Vec::new();
+    for (model, items) in &data {
+        let items = items
+            .as_array()
+            .ok_or_else(|| Failure::invalid(format!("{}: '{model}' must be an array of items", file.display())))?;
+        writes.extend(items.iter().map(|item| Write::Put { model: model.clone(), props: item.clone() }));
+    }
+    let bar = indicatif::ProgressBar::new(writes.len() as u64);
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    for chunk in writes.chunks(LOAD_BATCH_ITEMS) {
+        db.transaction(chunk)?;
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    print(&json!({ "loaded": writes.len() }));
+    Ok(())
+}
+
+/// `ferry export`: every item, grouped by model, as one JSON object.
+fn export(db: &Db, hidden: bool) -> Result<(), Failure> {
+    let mut out: Map<String, Json> = Map::new();
+    db.scan(None, hidden, |model, item| {
+        if let Json::Array(items) = out.entry(model).or_insert_with(|| Json::Array(Vec::new())) {
+            items.push(item);
+        }
+        true
+    })?;
+    print(&Json::Object(out));
+    Ok(())
+}

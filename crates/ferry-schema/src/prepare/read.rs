@@ -1,0 +1,164 @@
+//! Stored items back to user JSON, and the views of an item other layers need.
+
+use ferry_types::{Item, Value};
+use serde_json::{Map, Value as Json};
+
+use super::{Context, Props, json_text, lookup};
+use crate::coerce::coerce;
+use crate::template::Rendered;
+use crate::{Field, FieldType, Model, Schema};
+
+/// Separates the parts of a unique key text; it cannot appear in model or field names.
+const UNIQUE_SEPARATOR: char = '\u{1f}';
+
+impl Model {
+    /// Stored item -> user JSON: attribute names mapped back to property names, read defaults,
+    /// hidden fields (value templates and the type field are hidden by default) left out unless `hidden`.
+    pub fn to_json(&self, _schema: &Schema, item: &Item, hidden: bool) -> Map<String, Json> {
+        read_fields(
+            &self.fields,
+            &|field| self.stored(field, item),
+            hidden,
+            true,
+        )
+    }
+
+    /// Every field's property, hidden ones included, without read defaults.
+    pub(super) fn read_props(&self, item: &Item) -> Props {
+        read_fields(&self.fields, &|field| self.stored(field, item), true, false)
+    }
+
+    /// Does this stored item belong to this model (type field == name)?
+    pub fn owns(&self, schema: &Schema, item: &Item) -> bool {
+        item.get(&schema.params().type_field)
+            .and_then(Value::as_str)
+            == Some(self.name.as_str())
+    }
+
+    /// The attribute holding the model's ttl field (epoch seconds), if any.
+    pub fn ttl_attr(&self) -> Option<&str> {
+        self.fields.iter().find(|f| f.ttl).map(|f| f.attr.as_str())
+    }
+
+    /// For each unique field present in `item`: (field name, unique key text
+    /// "Model\u{1f}field\u{1f}scope\u{1f}value") — two items conflict iff their texts are equal.
+    pub fn unique_keys(&self, item: &Item, ctx: &Context) -> Vec<(String, String)> {
+        let props = self.read_props(item);
+        let mut keys = Vec::new();
+        for field in self.fields.iter().filter(|f| f.unique) {
+            let Some(value) = props.get(&field.name).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            let scope = match field
+                .scope
+                .as_ref()
+                .map(|s| s.render(&|path| lookup(&props, ctx, path)))
+            {
+                Some(Rendered::Full(text) | Rendered::Prefix(text)) => text,
+                None => String::new(),
+            };
+            let sep = UNIQUE_SEPARATOR;
+            let text = format!(
+                "{}{sep}{}{sep}{scope}{sep}{}",
+                self.name,
+                field.name,
+                json_text(value)
+            );
+            keys.push((field.name.clone(), text));
+        }
+        keys
+    }
+
+    /// The item as it may leave the device: fields with `sync: 'none'` removed.
+    pub fn cloud_view(&self, item: &Item) -> Item {
+        let mut view = item.clone();
+        for field in self
+            .fields
+            .iter()
+            .filter(|f| f.sync_none && f.encode.is_none())
+        {
+            match &field.sub {
+                Some(sub) => {
+                    if let Some(Value::M(map)) = view.get_mut(&field.attr) {
+                        map.remove(sub);
+                    }
+                }
+                None => {
+                    view.remove(&field.attr);
+                }
+            }
+        }
+        view
+    }
+
+    /// Rewrites a parsed expression's property names to attribute names. A packed field
+    /// (`map: 'data.sub'`) is not renamed: expressions reach it as `${data.sub}`.
+    pub fn rename_expr(&self) -> impl Fn(&str) -> Option<String> + '_ {
+        move |name| {
+            let field = self
+                .field(name)
+                .filter(|f| f.sub.is_none() && f.encode.is_none())?;
+            (field.attr != name).then(|| field.attr.clone())
+        }
+    }
+
+    /// A field's stored value: its attribute, its key in a packed map, or its encoded part.
+    fn stored(&self, field: &Field, item: &Item) -> Option<Value> {
+        if let Some(encode) = &field.encode {
+            let source = self.field(&encode.source)?;
+            let text = self.stored(source, item)?.to_text()?;
+            let part = text.split(encode.separator.as_str()).nth(encode.part)?;
+            return coerce(field, &Json::String(part.to_string())).ok();
+        }
+        let value = item.get(&field.attr)?;
+        match (&field.sub, value) {
+            (None, _) => Some(value.clone()),
+            (Some(sub), Value::M(map)) => map.get(sub).cloned(),
+            (Some(_), _) => None,
+        }
+    }
+}
+
+/// Reads `fields` through `get`; `hidden` includes hidden fields, `defaults` fills missing
+/// values from the field's default.
+fn read_fields(
+    fields: &[Field],
+    get: &dyn Fn(&Field) -> Option<Value>,
+    hidden: bool,
+    defaults: bool,
+) -> Props {
+    let mut props = Props::new();
+    for field in fields.iter().filter(|f| hidden || !f.hidden) {
+        let json = match get(field) {
+            Some(value) => read_value(field, &value, hidden, defaults),
+            None => match (&field.default, defaults) {
+                (Some(default), true) => default.clone(),
+                _ => continue,
+            },
+        };
+        props.insert(field.name.clone(), json);
+    }
+    props
+}
+
+/// A stored value as a property (hidden nested fields included, no defaults).
+pub(super) fn value_json(field: &Field, value: &Value) -> Json {
+    read_value(field, value, true, false)
+}
+
+fn read_value(field: &Field, value: &Value, hidden: bool, defaults: bool) -> Json {
+    match (field.ty, value, &field.schema, &field.items) {
+        (FieldType::Object, Value::M(map), Some(schema), _) => Json::Object(read_fields(
+            schema,
+            &|f| map.get(&f.attr).cloned(),
+            hidden,
+            defaults,
+        )),
+        (FieldType::Array, Value::L(list), _, Some(items)) => Json::Array(
+            list.iter()
+                .map(|v| read_value(items, v, hidden, defaults))
+                .collect(),
+        ),
+        _ => value.to_json(),
+    }
+}

@@ -1,0 +1,84 @@
+//! Reading items back, and the views other layers need.
+
+use ferry_schema::PutMode;
+use ferry_types::{Item, Value};
+use serde_json::json;
+
+use crate::fixture::{NOW, ctx, item, props, schema};
+
+fn stored() -> Item {
+    let schema = schema();
+    let given = json!({"id": "u1", "name": "ann", "email": "a@b.c", "password": "pw", "nick": "a", "score": 1,
+                       "address": {"zip": 1}, "photo": "AAH/", "tags": ["x"]});
+    schema
+        .model("User")
+        .unwrap()
+        .prepare_put(&schema, &props(given), &ctx(), NOW, PutMode::Create)
+        .unwrap()
+}
+
+#[test]
+fn to_json_maps_back_and_hides() {
+    let schema = schema();
+    let user = schema.model("User").unwrap();
+    let mut item = stored();
+    item.remove("role");
+    let shown = user.to_json(&schema, &item, false);
+    let want = json!({
+        "id": "u1", "name": "ann", "email": "a@b.c", "active": true, "role": "user",
+        "tags": ["x"], "photo": "AAH/", "address": {"zip": 1, "country": "NZ"}, "nick": "a",
+        "deviceId": "d1", "balance": 0, "score": 1, "created": NOW, "updated": NOW,
+    });
+    assert_eq!(
+        serde_json::Value::Object(shown),
+        want,
+        "role comes from its default on read"
+    );
+    let all = user.to_json(&schema, &item, true);
+    for hidden in ["pk", "sk", "_type", "password"] {
+        assert!(all.contains_key(hidden), "{hidden} with hidden");
+    }
+    let thing = schema.model("Thing").unwrap();
+    let stored_thing = item_of(json!({"pk": "thing#t1", "sk": "thing", "_type": "Thing"}));
+    assert_eq!(
+        serde_json::Value::Object(thing.to_json(&schema, &stored_thing, false)),
+        json!({"id": "t1"}),
+        "encode reads back"
+    );
+}
+
+fn item_of(value: serde_json::Value) -> Item {
+    item(value)
+}
+
+#[test]
+fn views_for_other_layers() {
+    let schema = schema();
+    let user = schema.model("User").unwrap();
+    let item = stored();
+    assert!(user.owns(&schema, &item));
+    assert!(!schema.model("Order").unwrap().owns(&schema, &item));
+    assert_eq!(user.ttl_attr(), Some("expires"));
+    assert_eq!(schema.model("Order").unwrap().ttl_attr(), None);
+    assert_eq!(
+        user.unique_keys(&item, &ctx()),
+        [(
+            "email".to_string(),
+            "User\u{1f}email\u{1f}d1\u{1f}a@b.c".to_string()
+        )]
+    );
+    let cloud = user.cloud_view(&item);
+    assert!(item.contains_key("password") && !cloud.contains_key("password"));
+    assert_eq!(cloud.len(), item.len() - 1);
+    let rename = user.rename_expr();
+    assert_eq!(
+        (
+            rename("score"),
+            rename("name"),
+            rename("nick"),
+            rename("nope")
+        ),
+        (Some("s".to_string()), None, None, None)
+    );
+    assert_eq!(item["photo"], Value::B(vec![0, 1, 255]));
+}

@@ -1,0 +1,264 @@
+//! Opening a store, its keyspaces, the stored schema, and reads.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_schema::{Index, IndexKind, Schema};
+use ferry_types::{Item, Key};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+
+use crate::durability::{Durability, Syncer};
+use crate::layout;
+use crate::tx::{Change, Tx};
+use crate::{Error, Result};
+
+const META_SCHEMA: &[u8] = b"schema";
+const META_INDEX_PREFIX: &str = "index:";
+/// Items re-indexed per batch when an index is added or changed.
+const REINDEX_BATCH_ITEMS: usize = 10_000;
+
+/// Store options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a committed write may wait for its fsync at [`Durability::Default`].
+    pub sync_window: Duration,
+    /// Block cache size. Small by default: devices have little memory.
+    pub cache_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            sync_window: Duration::from_millis(100),
+            cache_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// A Ferry database directory: items, indexes, expiries, unique claims and metadata.
+pub struct Store {
+    pub(crate) path: PathBuf,
+    pub(crate) db: Database,
+    pub(crate) schema: Schema,
+    pub(crate) items: Keyspace,
+    /// Secondary indexes, in the schema's order (primary excluded).
+    pub(crate) indexes: Vec<(Index, Keyspace)>,
+    pub(crate) expiry: Keyspace,
+    pub(crate) unique: Keyspace,
+    pub(crate) meta: Keyspace,
+    pub(crate) write_lock: Mutex<()>,
+    pub(crate) dirty: Arc<AtomicBool>,
+    pub(crate) poisoned: Arc<AtomicBool>,
+    _syncer: Syncer,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`. With a schema, it is stored (and indexes it
+    /// adds or changes are rebuilt); without one, the stored schema is used.
+    pub fn open(dir: &Path, schema: Option<Schema>, options: &Options) -> Result<Store> {
+        let path = dir.to_path_buf();
+        let fail = |source| Error::Storage {
+            path: dir.display().to_string(),
+            source,
+        };
+        let db = Database::builder(dir)
+            .cache_size(options.cache_bytes)
+            .open()
+            .map_err(fail)?;
+        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(fail);
+        let meta = open("meta")?;
+        let stored = meta.get(META_SCHEMA).map_err(fail)?;
+        let schema = match (schema, stored) {
+            (Some(schema), _) => schema,
+            (None, Some(bytes)) => {
+                let doc = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                    path: path.display().to_string(),
+                    what: "stored schema".into(),
+                    detail: e.to_string(),
+                })?;
+                Schema::from_value(doc)?
+            }
+            (None, None) => {
+                return Err(Error::Key(format!(
+                    "database {} has no schema yet: give one (--schema FILE) to create it",
+                    dir.display()
+                )));
+            }
+        };
+        let mut indexes = Vec::new();
+        for index in schema.indexes().iter().filter(|i| i.kind != IndexKind::Primary) {
+            indexes.push((index.clone(), open(&format!("index.{}", index.name))?));
+        }
+        let dirty = Arc::new(AtomicBool::new(false));
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let syncer = Syncer::start(db.clone(), options.sync_window, dirty.clone(), poisoned.clone());
+        let store = Store {
+            items: open("items")?,
+            expiry: open("expiry")?,
+            unique: open("unique")?,
+            meta,
+            indexes,
+            schema,
+            path,
+            db,
+            write_lock: Mutex::new(()),
+            dirty,
+            poisoned,
+            _syncer: syncer,
+        };
+        store.save_schema()?;
+        Ok(store)
+    }
+
+    /// The schema the store was opened with.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the item stored under `key`.
+    pub fn get(&self, key: &Key) -> Result<Option<Item>> {
+        let bytes = self.items.get(layout::key_bytes(key)).map_err(|e| self.fail(e))?;
+        bytes.map(|b| self.decode(&b, "item")).transpose()
+    }
+
+    /// Runs `f` as one atomic write: everything it does through the [`Tx`] commits in one
+    /// fjall batch, or nothing does (when `f` or the commit fails). Writers are serialized,
+    /// so `f` reads a stable state. Returns `f`'s result and the changes made, in order.
+    pub fn write<R, E: From<Error>>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<(R, Vec<Change>), E> {
+        // A panic in another writer cannot leave a half-written batch: batches commit whole.
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_writable()?;
+        let mut tx = Tx::new(self, durability);
+        let result = f(&mut tx)?;
+        let changes = tx.commit()?;
+        Ok((result, changes))
+    }
+
+    /// Keys of items whose TTL passed at or before `now_seconds`, oldest first, at most `limit`.
+    pub fn expired(&self, now_seconds: u64, limit: usize) -> Result<Vec<Key>> {
+        let end = (now_seconds.saturating_add(1)).to_be_bytes();
+        let has_sort = self.schema.primary().sort.is_some();
+        let mut keys = Vec::new();
+        for guard in self.expiry.range(..end.as_slice()).take(limit) {
+            let record = guard.key().map_err(|e| self.fail(e))?;
+            let key = record
+                .get(8..)
+                .ok_or_else(|| "short expiry record".to_string())
+                .and_then(|pk| layout::decode_key(pk, has_sort))
+                .map_err(|detail| self.corrupt("expiry record", detail))?;
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    /// Fsyncs everything committed so far.
+    pub fn persist(&self) -> Result<()> {
+        self.db
+            .persist(fjall::PersistMode::SyncAll)
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Approximate number of stored items (all models).
+    pub fn approximate_len(&self) -> usize {
+        self.items.approximate_len()
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned(self.path.display().to_string()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn fail(&self, source: fjall::Error) -> Error {
+        if matches!(source, fjall::Error::Poisoned) {
+            self.poisoned.store(true, Ordering::Release);
+            return Error::Poisoned(self.path.display().to_string());
+        }
+        Error::Storage {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(&self, what: &str, detail: String) -> Error {
+        Error::Corrupt {
+            path: self.path.display().to_string(),
+            what: what.into(),
+            detail,
+        }
+    }
+
+    pub(crate) fn decode(&self, bytes: &[u8], what: &str) -> Result<Item> {
+        layout::decode_item(bytes).map_err(|detail| self.corrupt(what, detail))
+    }
+
+    /// Stores the schema document and rebuilds any index whose definition changed.
+    fn save_schema(&self) -> Result<()> {
+        let doc = serde_json::to_vec(self.schema.document()).unwrap_or_default();
+        if self.meta.get(META_SCHEMA).map_err(|e| self.fail(e))?.as_deref() != Some(&doc[..]) {
+            self.meta.insert(META_SCHEMA, doc).map_err(|e| self.fail(e))?;
+        }
+        for (index, keyspace) in &self.indexes {
+            let name = format!("{META_INDEX_PREFIX}{}", index.name);
+            let definition = index_definition(index);
+            let stored = self.meta.get(&name).map_err(|e| self.fail(e))?;
+            if stored.as_deref() != Some(definition.as_bytes()) {
+                self.reindex(index, keyspace)?;
+                self.meta.insert(&name, definition).map_err(|e| self.fail(e))?;
+            }
+        }
+        self.persist()
+    }
+
+    /// Rebuilds one secondary index from the items (after a schema adds or changes it).
+    fn reindex(&self, index: &Index, keyspace: &Keyspace) -> Result<()> {
+        keyspace.clear().map_err(|e| self.fail(e))?;
+        let primary = self.schema.primary();
+        let type_field = &self.schema.params().type_field;
+        let mut batch = self.db.batch();
+        for guard in self.items.iter() {
+            let (key, value) = guard.into_inner().map_err(|e| self.fail(e))?;
+            let item = self.decode(&value, "item")?;
+            if let Some(entry) = layout::index_entry_key(index, &item, &key) {
+                let projected = layout::project(index, primary, type_field, &item);
+                batch.insert(keyspace, entry, layout::encode_item(&projected));
+            }
+            if batch.len() >= REINDEX_BATCH_ITEMS {
+                std::mem::replace(&mut batch, self.db.batch())
+                    .commit()
+                    .map_err(|e| self.fail(e))?;
+            }
+        }
+        batch.commit().map_err(|e| self.fail(e))
+    }
+}
+
+/// The parts of an index definition that change its entries.
+fn index_definition(index: &Index) -> String {
+    format!(
+        "{}|{}|{:?}|{:?}",
+        index.hash, index.sort.as_deref().unwrap_or(""), index.kind, index.project
+    )
+}
+
+impl Store {
+    /// Every stored item, in primary key order (for export and maintenance).
+    pub fn items(&self) -> impl Iterator<Item = Result<Item>> + '_ {
+        self.items.iter().map(move |guard| {
+            let value = guard.value().map_err(|e| self.fail(e))?;
+            self.decode(&value, "item")
+        })
+    }
+}

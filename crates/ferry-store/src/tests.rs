@@ -1,0 +1,192 @@
+//! The store against an in-memory model, with reopen in the mix.
+
+use std::collections::BTreeMap;
+
+use ferry_schema::{Schema, SortCondition};
+use ferry_types::{Item, Key, Number, Value};
+use proptest::prelude::*;
+
+use crate::{Durability, Error, Options, Query, Store};
+
+const SCHEMA: &str = r#"{
+    version: '1',
+    indexes: {
+        primary: { hash: 'pk', sort: 'sk' },
+        gs1: { hash: 'kind', sort: 'n', project: 'keys' },
+    },
+    models: { T: {
+        pk: { type: 'string' }, sk: { type: 'number' },
+        kind: { type: 'string' }, n: { type: 'number' },
+        code: { type: 'string', unique: true },
+        exp: { type: 'date', ttl: true },
+    } },
+}"#;
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(dir, Some(Schema::parse(SCHEMA).unwrap()), &Options::default()).unwrap()
+}
+
+fn item(pk: u8, sk: i64, kind: Option<u8>, n: i64) -> Item {
+    let mut item = Item::new();
+    item.insert("_type".into(), Value::S("T".into()));
+    item.insert("pk".into(), Value::S(format!("p{pk}")));
+    item.insert("sk".into(), Value::N(Number::from(sk)));
+    if let Some(kind) = kind {
+        item.insert("kind".into(), Value::S(format!("k{kind}")));
+        item.insert("n".into(), Value::N(Number::from(n)));
+    }
+    item
+}
+
+fn key(pk: u8, sk: i64) -> Key {
+    Key { hash: Value::S(format!("p{pk}")), sort: Some(Value::N(Number::from(sk))) }
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Put { pk: u8, sk: i64, kind: Option<u8>, n: i64 },
+    Delete { pk: u8, sk: i64 },
+    Reopen,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0..3u8, -5..5i64, proptest::option::of(0..2u8), -3..3i64).prop_map(|(pk, sk, kind, n)| Step::Put { pk, sk, kind, n }),
+        3 => (0..3u8, -5..5i64).prop_map(|(pk, sk)| Step::Delete { pk, sk }),
+        1 => Just(Step::Reopen),
+    ]
+}
+
+fn query(store: &Store, index: &str, hash: Value, sort: Option<SortCondition>, reverse: bool) -> Vec<Item> {
+    let q = Query { index: index.into(), hash, sort, reverse, after: None };
+    store.rows(&q).unwrap().map(|r| r.unwrap().item).collect()
+}
+
+/// Everything the model says must be visible: gets, primary queries in both directions,
+/// and the sparse index with its keys-only projection.
+fn check(store: &Store, model: &BTreeMap<(u8, i64), Item>) {
+    for pk in 0..3u8 {
+        for sk in -5..5i64 {
+            assert_eq!(store.get(&key(pk, sk)).unwrap().as_ref(), model.get(&(pk, sk)));
+        }
+        let want: Vec<Item> = model.range((pk, i64::MIN)..=(pk, i64::MAX)).map(|(_, v)| v.clone()).collect();
+        assert_eq!(query(store, "primary", Value::S(format!("p{pk}")), None, false), want);
+        let mut reversed = want.clone();
+        reversed.reverse();
+        assert_eq!(query(store, "primary", Value::S(format!("p{pk}")), None, true), reversed);
+    }
+    for kind in 0..2u8 {
+        let kind_value = Value::S(format!("k{kind}"));
+        let mut want: Vec<(Value, Value, Value)> = model
+            .values()
+            .filter(|i| i.get("kind") == Some(&kind_value))
+            .map(|i| (i["n"].clone(), i["pk"].clone(), i["sk"].clone()))
+            .collect();
+        // Index order: index sort key numerically, then the primary key.
+        want.sort_by(|a, b| (a.0.as_number(), a.1.as_str(), a.2.as_number()).cmp(&(b.0.as_number(), b.1.as_str(), b.2.as_number())));
+        let got: Vec<(Value, Value, Value)> = query(store, "gs1", kind_value, None, false)
+            .into_iter()
+            .map(|i| (i["n"].clone(), i["pk"].clone(), i["sk"].clone()))
+            .collect();
+        assert_eq!(got, want, "index gs1 for k{kind}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn store_matches_a_btreemap_across_reopens(steps in proptest::collection::vec(step(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        let mut model = BTreeMap::new();
+        for step in steps {
+            match step {
+                Step::Put { pk, sk, kind, n } => {
+                    let it = item(pk, sk, kind, n);
+                    store.write(Durability::Default, |tx| tx.put(it.clone()).map(|_| ())).unwrap();
+                    model.insert((pk, sk), it);
+                }
+                Step::Delete { pk, sk } => {
+                    store.write(Durability::Default, |tx| tx.delete(&key(pk, sk)).map(|_| ())).unwrap();
+                    model.remove(&(pk, sk));
+                }
+                Step::Reopen => {
+                    drop(store);
+                    store = Store::open(dir.path(), None, &Options::default()).unwrap();
+                }
+            }
+            check(&store, &model);
+        }
+    }
+}
+
+#[test]
+fn sort_conditions_select_exact_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .write(Durability::Default, |tx| {
+            for sk in -3..=3 {
+                tx.put(item(0, sk, None, 0))?;
+            }
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    let sks = |cond: SortCondition| -> Vec<i64> {
+        query(&store, "primary", Value::S("p0".into()), Some(cond), false)
+            .iter()
+            .map(|i| i["sk"].as_number().unwrap().as_i64().unwrap())
+            .collect()
+    };
+    let n = |v: i64| Value::N(Number::from(v));
+    assert_eq!(sks(SortCondition::Eq(n(1))), vec![1]);
+    assert_eq!(sks(SortCondition::Lt(n(0))), vec![-3, -2, -1]);
+    assert_eq!(sks(SortCondition::Le(n(0))), vec![-3, -2, -1, 0]);
+    assert_eq!(sks(SortCondition::Gt(n(1))), vec![2, 3]);
+    assert_eq!(sks(SortCondition::Ge(n(1))), vec![1, 2, 3]);
+    assert_eq!(sks(SortCondition::Between(n(-1), n(1))), vec![-1, 0, 1]);
+}
+
+#[test]
+fn a_failed_batch_leaves_nothing_and_unique_claims_move_with_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let with_code = |pk, code: &str| {
+        let mut it = item(pk, 0, None, 0);
+        it.insert("code".into(), Value::S(code.into()));
+        it
+    };
+    store.write(Durability::Immediate, |tx| tx.put(with_code(0, "a")).map(|_| ())).unwrap();
+    // A second item with the same code fails, and its other write in the batch is dropped.
+    let result = store.write(Durability::Default, |tx| {
+        tx.put(item(1, 5, None, 0))?;
+        tx.put(with_code(2, "a"))
+    });
+    assert!(matches!(result, Err(Error::Unique { ref field, .. }) if field == "code"), "{result:?}");
+    assert_eq!(store.get(&key(1, 5)).unwrap(), None, "nothing of the failed batch is stored");
+    // Changing the code releases the old claim.
+    store.write(Durability::Default, |tx| tx.put(with_code(0, "b")).map(|_| ())).unwrap();
+    store.write(Durability::Default, |tx| tx.put(with_code(2, "a")).map(|_| ())).unwrap();
+}
+
+#[test]
+fn expiry_records_follow_the_ttl_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut it = item(0, 1, None, 0);
+    it.insert("exp".into(), Value::N(Number::from(100i64)));
+    store.write(Durability::Default, |tx| tx.put(it.clone()).map(|_| ())).unwrap();
+    assert_eq!(store.expired(99, 10).unwrap(), vec![]);
+    assert_eq!(store.expired(100, 10).unwrap(), vec![key(0, 1)]);
+    it.insert("exp".into(), Value::N(Number::from(500i64)));
+    store.write(Durability::Default, |tx| tx.put(it.clone()).map(|_| ())).unwrap();
+    assert_eq!(store.expired(499, 10).unwrap(), vec![], "the old expiry record is gone");
+}
+
+#[test]
+fn corrupt_records_are_errors_not_panics() {
+    for bytes in [&[][..], &[9, 1, 2][..], &[1, 5, 0][..], &[1, 200][..]] {
+        assert!(crate::layout::decode_item(bytes).is_err(), "{bytes:?}");
+    }
+}

@@ -1,0 +1,217 @@
+//! One atomic write: reads that see its own writes, and a commit that writes items, index
+//! entries, expiries and unique claims in a single fjall batch.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+
+use ferry_schema::Context;
+use ferry_types::limits::ITEM_BYTES_MAX;
+use ferry_types::{Item, Key, Value, item_size};
+
+use crate::durability::Durability;
+use crate::layout;
+use crate::store::Store;
+use crate::{Error, Result};
+
+/// One change made by a write, for triggers and (later) the journal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The item's primary key.
+    pub key: Key,
+    /// The item before the change (`None`: it did not exist).
+    pub old: Option<Item>,
+    /// The item after the change (`None`: it was removed).
+    pub new: Option<Item>,
+}
+
+/// A write in progress. Obtained from [`Store::write`].
+pub struct Tx<'s> {
+    store: &'s Store,
+    durability: Durability,
+    /// Per touched key: the stored item when first touched, and the latest state.
+    touched: BTreeMap<Vec<u8>, (Option<Item>, Option<Item>)>,
+    /// Unique claims changed so far: claim text -> owning primary key bytes (`None`: released).
+    claims: BTreeMap<String, Option<Vec<u8>>>,
+    changes: Vec<Change>,
+}
+
+impl<'s> Tx<'s> {
+    pub(crate) fn new(store: &'s Store, durability: Durability) -> Tx<'s> {
+        Tx {
+            store,
+            durability,
+            touched: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// Asks for an fsync before the commit returns (it never lowers durability).
+    pub fn require(&mut self, durability: Durability) {
+        if durability == Durability::Immediate {
+            self.durability = durability;
+        }
+    }
+
+    /// Reads an item as this write has left it so far.
+    pub fn get(&self, key: &Key) -> Result<Option<Item>> {
+        match self.touched.get(&layout::key_bytes(key)) {
+            Some((_, latest)) => Ok(latest.clone()),
+            None => self.store.get(key),
+        }
+    }
+
+    /// Stores `item` under its primary key, replacing what was there. Returns the old item.
+    pub fn put(&mut self, item: Item) -> Result<Option<Item>> {
+        let key = layout::item_key(self.store.schema.primary(), &item).map_err(Error::Key)?;
+        let size = item_size(&item);
+        if size > ITEM_BYTES_MAX {
+            return Err(Error::TooLarge {
+                key: key.to_string(),
+                size,
+                limit: ITEM_BYTES_MAX,
+            });
+        }
+        self.apply(key, Some(item))
+    }
+
+    /// Removes the item under `key`. Returns the removed item, if there was one.
+    pub fn delete(&mut self, key: &Key) -> Result<Option<Item>> {
+        self.apply(key.clone(), None)
+    }
+
+    fn apply(&mut self, key: Key, new: Option<Item>) -> Result<Option<Item>> {
+        let bytes = layout::key_bytes(&key);
+        let old = self.get(&key)?;
+        self.move_claims(&bytes, old.as_ref(), new.as_ref())?;
+        match self.touched.get_mut(&bytes) {
+            Some((_, latest)) => *latest = new.clone(),
+            None => {
+                self.touched.insert(bytes, (old.clone(), new.clone()));
+            }
+        }
+        self.changes.push(Change {
+            key,
+            old: old.clone(),
+            new,
+        });
+        Ok(old)
+    }
+
+    /// Releases the old item's unique values and claims the new item's, failing if a
+    /// value is claimed by another item.
+    fn move_claims(&mut self, owner: &[u8], old: Option<&Item>, new: Option<&Item>) -> Result<()> {
+        let old_claims = old.map(|i| self.unique_keys(i)).unwrap_or_default();
+        let new_claims = new.map(|i| self.unique_keys(i)).unwrap_or_default();
+        for (model, field, text) in &new_claims {
+            let holder = match self.claims.get(text) {
+                Some(holder) => holder.clone(),
+                None => self.store.unique.get(text).map_err(|e| self.store.fail(e))?.map(|v| v.to_vec()),
+            };
+            if holder.is_some_and(|h| h != owner) {
+                return Err(Error::Unique {
+                    model: model.clone(),
+                    field: field.clone(),
+                });
+            }
+        }
+        let kept: BTreeSet<&String> = new_claims.iter().map(|(_, _, t)| t).collect();
+        for (_, _, text) in old_claims.iter().filter(|(_, _, t)| !kept.contains(t)) {
+            self.claims.insert(text.clone(), None);
+        }
+        for (_, _, text) in new_claims {
+            self.claims.insert(text, Some(owner.to_vec()));
+        }
+        Ok(())
+    }
+
+    /// (model, field, claim text) for every unique field of the item's model.
+    fn unique_keys(&self, item: &Item) -> Vec<(String, String, String)> {
+        let Some(model) = self.model_of(item) else {
+            return Vec::new();
+        };
+        model
+            .unique_keys(item, &Context::new())
+            .into_iter()
+            .map(|(field, text)| (model.name.clone(), field, text))
+            .collect()
+    }
+
+    fn model_of(&self, item: &Item) -> Option<&'s ferry_schema::Model> {
+        let schema = &self.store.schema;
+        let name = item.get(&schema.params().type_field)?.as_str()?;
+        schema.model(name).ok()
+    }
+
+    /// Expiry second of an item whose model has a ttl field set.
+    fn expiry_of(&self, item: &Item) -> Option<u64> {
+        let attr = self.model_of(item)?.ttl_attr()?;
+        match item.get(attr)? {
+            Value::N(n) => n.as_i64().map(|s| s.max(0) as u64),
+            _ => None,
+        }
+    }
+
+    /// Writes every touched key's final state, with its index, expiry and unique records,
+    /// in one batch.
+    pub(crate) fn commit(self) -> Result<Vec<Change>> {
+        let store = self.store;
+        if self.touched.is_empty() {
+            return Ok(self.changes);
+        }
+        let mut batch = store.db.batch();
+        for (key, (old, new)) in &self.touched {
+            match new {
+                Some(item) => batch.insert(&store.items, key.clone(), layout::encode_item(item)),
+                None if old.is_some() => batch.remove(&store.items, key.clone()),
+                None => {}
+            }
+            self.write_indexes(&mut batch, key, old.as_ref(), new.as_ref());
+            let old_expiry = old.as_ref().and_then(|i| self.expiry_of(i));
+            let new_expiry = new.as_ref().and_then(|i| self.expiry_of(i));
+            if old_expiry != new_expiry {
+                if let Some(at) = old_expiry {
+                    batch.remove(&store.expiry, layout::expiry_key(at, key));
+                }
+                if let Some(at) = new_expiry {
+                    batch.insert(&store.expiry, layout::expiry_key(at, key), []);
+                }
+            }
+        }
+        for (text, owner) in &self.claims {
+            match owner {
+                Some(owner) => batch.insert(&store.unique, text.as_bytes(), owner.clone()),
+                None => batch.remove(&store.unique, text.as_bytes()),
+            }
+        }
+        let mode = match self.durability {
+            Durability::Immediate => Some(fjall::PersistMode::SyncAll),
+            Durability::Default => None,
+        };
+        batch.durability(mode).commit().map_err(|e| store.fail(e))?;
+        if mode.is_none() {
+            store.dirty.store(true, Ordering::Release);
+        }
+        Ok(self.changes)
+    }
+
+    /// Removes the entries the old item had and adds the new item's, per secondary index.
+    fn write_indexes(&self, batch: &mut fjall::OwnedWriteBatch, key: &[u8], old: Option<&Item>, new: Option<&Item>) {
+        let store = self.store;
+        let primary = store.schema.primary();
+        let type_field = &store.schema.params().type_field;
+        for (index, keyspace) in &store.indexes {
+            let old_entry = old.and_then(|i| layout::index_entry_key(index, i, key));
+            let new_entry = new.and_then(|i| layout::index_entry_key(index, i, key));
+            if let Some(entry) = &old_entry
+                && old_entry != new_entry
+            {
+                batch.remove(keyspace, entry.clone());
+            }
+            if let (Some(entry), Some(item)) = (new_entry, new) {
+                let projected = layout::project(index, primary, type_field, item);
+                batch.insert(keyspace, entry, layout::encode_item(&projected));
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! How a database is opened.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferry_schema::{Context, Schema};
+use ferry_store::Durability;
+
+/// A source of wall-clock time in epoch milliseconds (replaceable in tests).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// Options for [`crate::Db::open`].
+#[derive(Clone)]
+pub struct Config {
+    /// The schema. Needed to create a database or to change its schema; otherwise the
+    /// stored one is used.
+    pub schema: Option<Schema>,
+    /// Context properties (`deviceId`, `accountId`, ...) injected into every operation.
+    pub context: Context,
+    /// Durability of every write unless a model or a call asks for more.
+    pub durability: Durability,
+    /// Longest time a committed write waits for its fsync at [`Durability::Default`].
+    pub sync_window: Duration,
+    /// How often expired items are removed (`None`: only by [`crate::Db::sweep_expired`]).
+    pub ttl_sweep: Option<Duration>,
+    /// The wall clock.
+    pub clock: Clock,
+}
+
+impl Config {
+    /// Defaults, with a schema.
+    pub fn with_schema(schema: Schema) -> Config {
+        Config {
+            schema: Some(schema),
+            ..Config::default()
+        }
+    }
+
+    /// Adds a context property such as `deviceId`.
+    pub fn context(mut self, name: &str, value: impl Into<serde_json::Value>) -> Config {
+        self.context.insert(name.to_string(), value.into());
+        self
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            schema: None,
+            context: Context::new(),
+            durability: Durability::Default,
+            sync_window: Duration::from_millis(100),
+            ttl_sweep: Some(Duration::from_secs(60)),
+            clock: Arc::new(system_ms),
+        }
+    }
+}
+
+fn system_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,222 @@
+//! The database handle.
+
+use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use ferry_schema::{Context, Enable, Model, Schema};
+use ferry_store::{Change, Durability, Store};
+use ferry_types::{Item, Value};
+use serde_json::Value as Json;
+
+use crate::triggers::{Event, Op, Origin, TriggerId, Triggers};
+use crate::{Config, Error, Result};
+
+/// Expired items removed per sweeper transaction.
+const SWEEP_BATCH_ITEMS: usize = 256;
+
+/// An open Ferry database. Cheap to clone; every clone is the same database.
+#[derive(Clone)]
+pub struct Db {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub store: Store,
+    pub config: Config,
+    pub triggers: Triggers,
+    _sweeper: Option<Sweeper>,
+}
+
+impl Db {
+    /// Opens the database in `dir`, creating it when `config.schema` is given. A database
+    /// remembers its schema: later opens need no schema unless it changes.
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Db> {
+        let options = ferry_store::Options {
+            sync_window: config.sync_window,
+            ..ferry_store::Options::default()
+        };
+        let store = Store::open(dir.as_ref(), config.schema.clone(), &options)?;
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
+            store,
+            _sweeper: config.ttl_sweep.map(|every| Sweeper::start(weak.clone(), every)),
+            config,
+            triggers: Triggers::default(),
+        });
+        Ok(Db { inner })
+    }
+
+    /// The schema in force.
+    pub fn schema(&self) -> &Schema {
+        self.inner.store.schema()
+    }
+
+    /// The context properties injected into every operation.
+    pub fn context(&self) -> &Context {
+        &self.inner.config.context
+    }
+
+    /// Registers a callback fired after every committed change to `model` (every model
+    /// when `None`), in commit order, on the writing thread.
+    pub fn on_change(
+        &self,
+        model: Option<&str>,
+        callback: impl Fn(&Event) + Send + Sync + 'static,
+    ) -> Result<TriggerId> {
+        if let Some(name) = model {
+            self.schema().model(name)?;
+        }
+        Ok(self.inner.triggers.add(model.map(str::to_string), Box::new(callback)))
+    }
+
+    /// Removes a trigger. Returns whether it was registered.
+    pub fn remove_trigger(&self, id: TriggerId) -> bool {
+        self.inner.triggers.remove(id)
+    }
+
+    /// Removes every item whose TTL has passed, as real removes (triggers fire). Returns
+    /// how many were removed. Expired items are invisible to reads before this runs.
+    pub fn sweep_expired(&self) -> Result<usize> {
+        let mut removed = 0;
+        loop {
+            let now_s = (self.now_ms() / 1000).max(0) as u64;
+            let keys = self.inner.store.expired(now_s, SWEEP_BATCH_ITEMS)?;
+            if keys.is_empty() {
+                return Ok(removed);
+            }
+            let (count, changes) = self.inner.store.write(Durability::Default, |tx| {
+                let mut count = 0;
+                for key in &keys {
+                    let expired = tx.get(key)?.is_some_and(|item| self.expired(&item, now_s as i64 * 1000));
+                    if expired {
+                        tx.delete(key)?;
+                        count += 1;
+                    }
+                }
+                Ok::<_, Error>(count)
+            })?;
+            self.fire(&changes, Origin::Local);
+            removed += count;
+            if count == 0 {
+                // Records that no longer match their items; they are rewritten on the next
+                // write of the item. Stop rather than spin on them.
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// Fsyncs every committed write now.
+    pub fn flush(&self) -> Result<()> {
+        Ok(self.inner.store.persist()?)
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        (self.inner.config.clock)()
+    }
+
+    pub(crate) fn model(&self, name: &str) -> Result<&Model> {
+        let model = self.schema().model(name)?;
+        if model.control.enable == Enable::Cloud {
+            return Err(Error::Control {
+                model: name.to_string(),
+                reason: "the model lives only in the cloud (control enable: 'cloud'); the device does not store it".into(),
+            });
+        }
+        Ok(model)
+    }
+
+    /// The model a stored item belongs to.
+    pub(crate) fn model_of(&self, item: &Item) -> Option<&Model> {
+        let type_field = &self.schema().params().type_field;
+        let name = item.get(type_field)?.as_str()?;
+        self.schema().model(name).ok()
+    }
+
+    /// Has the item's TTL passed at `now_ms`?
+    pub(crate) fn expired(&self, item: &Item, now_ms: i64) -> bool {
+        let Some(attr) = self.model_of(item).and_then(|m| m.ttl_attr()) else {
+            return false;
+        };
+        match item.get(attr) {
+            Some(Value::N(n)) => n.as_i64().is_some_and(|s| s.saturating_mul(1000) <= now_ms),
+            _ => false,
+        }
+    }
+
+    /// Item -> JSON for a caller, hidden fields only when asked.
+    pub(crate) fn to_json(&self, model: &Model, item: &Item, hidden: bool) -> Json {
+        Json::Object(model.to_json(self.schema(), item, hidden))
+    }
+
+    /// Fires triggers for committed changes.
+    pub(crate) fn fire(&self, changes: &[Change], origin: Origin) {
+        if self.inner.triggers.is_empty() {
+            return;
+        }
+        for change in changes {
+            let Some(model) = change.new.as_ref().or(change.old.as_ref()).and_then(|i| self.model_of(i))
+            else {
+                continue;
+            };
+            let op = match (&change.old, &change.new) {
+                (None, _) => Op::Create,
+                (Some(_), Some(_)) => Op::Update,
+                (Some(_), None) => Op::Remove,
+            };
+            let event = Event {
+                model: model.name.clone(),
+                op,
+                old: change.old.as_ref().map(|i| self.to_json(model, i, true)),
+                new: change.new.as_ref().map(|i| self.to_json(model, i, true)),
+                origin,
+            };
+            self.inner.triggers.fire(&event);
+        }
+    }
+}
+
+/// Removes expired items in the background.
+struct Sweeper {
+    _stop: mpsc::Sender<()>,
+}
+
+impl Sweeper {
+    fn start(db: Weak<Inner>, every: Duration) -> Sweeper {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("ferry-ttl".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    let Some(inner) = db.upgrade() else { return };
+                    // A failed sweep is retried next round; reads already hide expired items.
+                    let _ = Db { inner }.sweep_expired();
+                }
+            });
+        // Without the thread, expired items stay hidden and are swept on demand.
+        drop(spawned);
+        Sweeper { _stop: stop }
+    }
+}
+
+impl Db {
+    /// Calls `f` with every item of `model` (every model when `None`), in primary key
+    /// order, as `(model name, item)`, until it returns false. Expired items are skipped.
+    pub fn scan(&self, model: Option<&str>, hidden: bool, mut f: impl FnMut(&str, Json) -> bool) -> Result<()> {
+        if let Some(name) = model {
+            self.model(name)?;
+        }
+        let now = self.now_ms();
+        for item in self.inner.store.items() {
+            let item = item?;
+            let Some(owner) = self.model_of(&item) else { continue };
+            if model.is_some_and(|m| m != owner.name) || self.expired(&item, now) {
+                continue;
+            }
+            if !f(&owner.name, self.to_json(owner, &item, hidden)) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}

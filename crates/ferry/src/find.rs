@@ -1,0 +1,205 @@
+//! Reads: get and find, with filters, pagination, projection and follow.
+
+use ferry_schema::{KeyQuery, Model};
+use ferry_store::{Query, Row};
+use ferry_types::{Item, Key};
+use serde_json::{Map, Value as Json};
+
+use crate::write::{object, parse_condition};
+use crate::{Db, Error, Result};
+
+/// Version byte of a pagination cursor.
+const CURSOR_V1: u8 = 1;
+
+/// Options of a find.
+#[derive(Debug, Clone, Default)]
+pub struct FindOptions {
+    /// A secondary index to query instead of the primary key.
+    pub index: Option<String>,
+    /// Most items to return.
+    pub limit: Option<usize>,
+    /// Resume after the page that returned this cursor.
+    pub next: Option<String>,
+    /// Descending sort key order.
+    pub reverse: bool,
+    /// A `where` expression items must satisfy.
+    pub condition: Option<String>,
+    /// Values for `@{name}` in `condition`.
+    pub subs: Map<String, Json>,
+    /// Return only these properties.
+    pub fields: Option<Vec<String>>,
+    /// Count the matches instead of returning them.
+    pub count: bool,
+    /// For an index that projects only some attributes, read each full item.
+    pub follow: bool,
+    /// Return hidden fields too.
+    pub hidden: bool,
+}
+
+/// One page of a find.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The items (empty when counting).
+    pub items: Vec<Json>,
+    /// A cursor for the next page; `None` when there are no more matches.
+    pub next: Option<String>,
+    /// How many matched (with `count`), else the number of items returned.
+    pub count: usize,
+}
+
+impl Db {
+    /// Reads one item. Needs the full primary key after templates; with less (or on an
+    /// index) it is a find that must match at most one item (`NonUniqueError` otherwise).
+    pub fn get(&self, model: &str, props: Json) -> Result<Option<Json>> {
+        self.get_with(model, props, &FindOptions::default())
+    }
+
+    /// [`Db::get`] with options (`index`, `hidden`, `fields`, `follow`).
+    pub fn get_with(&self, model_name: &str, props: Json, options: &FindOptions) -> Result<Option<Json>> {
+        let model = self.model(model_name)?;
+        let query = model.key_query(self.schema(), object(&props)?, self.context(), options.index.as_deref())?;
+        if let (Some(key), true) = (query.full_key(), query.filters.is_empty()) {
+            let now = self.now_ms();
+            let item = self.inner.store.get(&key)?;
+            let item = item.filter(|i| model.owns(self.schema(), i) && !self.expired(i, now));
+            return Ok(item.map(|i| self.shape(model, &i, options)));
+        }
+        let options = FindOptions { limit: Some(2), next: None, count: false, ..options.clone() };
+        let page = self.find_query(model, &query, &options)?;
+        match page.items.len() {
+            0 | 1 => Ok(page.items.into_iter().next()),
+            count => Err(Error::NonUnique { model: model.name.clone(), count }),
+        }
+    }
+
+    /// Finds the items of `model` whose key matches `props` (hash key equality, a sort-key
+    /// condition or template prefix), other given properties and `options.condition`.
+    pub fn find(&self, model_name: &str, props: Json, options: &FindOptions) -> Result<Page> {
+        let model = self.model(model_name)?;
+        let query = model.key_query(self.schema(), object(&props)?, self.context(), options.index.as_deref())?;
+        self.find_query(model, &query, options)
+    }
+
+    /// The primary keys of every match of a find (all pages).
+    pub(crate) fn find_keys(&self, model_name: &str, props: &Json, options: &FindOptions) -> Result<Vec<Key>> {
+        let model = self.model(model_name)?;
+        let query = model.key_query(self.schema(), object(props)?, self.context(), options.index.as_deref())?;
+        let mut keys = Vec::new();
+        self.scan_rows(model, &query, options, |_, item| {
+            keys.push(self.primary_key(&item)?);
+            Ok(true)
+        })?;
+        Ok(keys)
+    }
+
+    fn find_query(&self, model: &Model, query: &KeyQuery, options: &FindOptions) -> Result<Page> {
+        let limit = options.limit.unwrap_or(usize::MAX);
+        let mut items = Vec::new();
+        let mut count = 0;
+        let mut last_key = None;
+        let mut more = false;
+        self.scan_rows(model, query, options, |row_key, item| {
+            if count == limit {
+                // One more match exists: the page has a next.
+                more = true;
+                return Ok(false);
+            }
+            count += 1;
+            if !options.count {
+                items.push(self.shape(model, &item, options));
+            }
+            last_key = Some(row_key.to_vec());
+            Ok(true)
+        })?;
+        let next = if more { last_key.map(|k| encode_cursor(&k)) } else { None };
+        Ok(Page { items, next, count })
+    }
+
+    /// Calls `f` with each matching item (full or projected) in order, until it returns false.
+    fn scan_rows(
+        &self,
+        model: &Model,
+        query: &KeyQuery,
+        options: &FindOptions,
+        mut f: impl FnMut(&[u8], Item) -> Result<bool>,
+    ) -> Result<()> {
+        let condition = options.condition.as_deref().map(|text| parse_condition(model, text)).transpose()?;
+        let store_query = Query {
+            index: query.index.clone(),
+            hash: query.hash.clone(),
+            sort: query.sort.clone(),
+            reverse: options.reverse,
+            after: options.next.as_deref().map(decode_cursor).transpose()?,
+        };
+        let now = self.now_ms();
+        let follow = options.follow && query.index != "primary";
+        for row in self.inner.store.rows(&store_query)? {
+            let Row { key, item } = row?;
+            if !model.owns(self.schema(), &item) {
+                continue;
+            }
+            let item = if follow {
+                match self.inner.store.get(&self.primary_key(&item)?)? {
+                    Some(full) => full,
+                    None => continue,
+                }
+            } else {
+                item
+            };
+            if self.expired(&item, now) || !query.filters.iter().all(|(k, v)| item.get(k) == Some(v)) {
+                continue;
+            }
+            if let Some(condition) = &condition
+                && !condition.eval(&item, &options.subs)?
+            {
+                continue;
+            }
+            if !f(&key, item)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn primary_key(&self, item: &Item) -> Result<Key> {
+        let primary = self.schema().primary();
+        let value = |name: &String| item.get(name).cloned();
+        Ok(Key {
+            hash: value(&primary.hash).ok_or_else(|| Error::Argument(format!("item lacks key '{}'", primary.hash)))?,
+            sort: primary.sort.as_ref().and_then(value),
+        })
+    }
+
+    /// Item -> JSON with hidden fields and the `fields` projection applied.
+    fn shape(&self, model: &Model, item: &Item, options: &FindOptions) -> Json {
+        let mut json = model.to_json(self.schema(), item, options.hidden);
+        if let Some(fields) = &options.fields {
+            json.retain(|name, _| fields.iter().any(|f| f == name));
+        }
+        Json::Object(json)
+    }
+}
+
+fn encode_cursor(key: &[u8]) -> String {
+    let mut out = format!("{CURSOR_V1:02x}");
+    for byte in key {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
+fn decode_cursor(text: &str) -> Result<Vec<u8>> {
+    let bad = || Error::Argument(format!("'{text}' is not a cursor from an earlier find's next"));
+    if text.len() % 2 != 0 || !text.is_ascii() {
+        return Err(bad());
+    }
+    let bytes: Vec<u8> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| bad())?;
+    match bytes.split_first() {
+        Some((&CURSOR_V1, key)) => Ok(key.to_vec()),
+        _ => Err(bad()),
+    }
+}

@@ -1,0 +1,111 @@
+//! The crate dependency rules of the design, checked against `cargo metadata`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use serde_json::Value as Json;
+
+/// Workspace crates each crate may depend on (normal dependencies). Crates not listed
+/// (xtask, benchmarks, tests) may use anything.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("ferry-types", &[]),
+    ("ferry-schema", &["ferry-types"]),
+    ("ferry-store", &["ferry-types", "ferry-schema"]),
+    ("ferry", &["ferry-types", "ferry-schema", "ferry-store"]),
+    ("ferry-cli", &["ferry"]),
+];
+
+/// Third-party crates only one workspace crate may name.
+const OWNED: &[(&str, &str)] = &[("fjall", "ferry-store"), ("aws-sdk-dynamodb", "ferry-dynamo")];
+
+/// Crates that must stay synchronous and deterministic.
+const NO_TOKIO: &[&str] = &["ferry-types", "ferry-schema", "ferry-store", "ferry-journal", "ferry-sync"];
+
+fn metadata(no_deps: bool) -> Json {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.args(["metadata", "--format-version", "1", "--offline"]);
+    if no_deps {
+        command.arg("--no-deps");
+    }
+    let out = command.output().expect("cargo metadata runs");
+    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
+}
+
+/// Workspace package -> its normal (non-dev, non-build) dependency names.
+fn normal_dependencies(meta: &Json) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out = BTreeMap::new();
+    for package in meta["packages"].as_array().into_iter().flatten() {
+        let deps = package["dependencies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["kind"].is_null())
+            .filter_map(|d| d["name"].as_str().map(String::from))
+            .collect();
+        out.insert(package["name"].as_str().unwrap_or_default().to_string(), deps);
+    }
+    out
+}
+
+#[test]
+fn workspace_edges_follow_the_layer_table() {
+    let deps = normal_dependencies(&metadata(true));
+    let workspace: BTreeSet<&String> = deps.keys().collect();
+    for (krate, allowed) in ALLOWED {
+        let Some(actual) = deps.get(*krate) else { continue };
+        for dep in actual.iter().filter(|d| workspace.contains(d)) {
+            assert!(allowed.contains(&dep.as_str()), "{krate} may not depend on {dep} (DESIGN.md section 2)");
+        }
+    }
+    for (dep, owner) in OWNED {
+        for (krate, actual) in &deps {
+            if actual.contains(*dep) {
+                assert_eq!(krate, owner, "only {owner} may depend on {dep}");
+            }
+        }
+    }
+    for krate in NO_TOKIO {
+        if let Some(actual) = deps.get(*krate) {
+            assert!(!actual.contains("tokio"), "{krate} must not depend on tokio");
+        }
+    }
+}
+
+#[test]
+fn device_build_pulls_in_no_cloud_sdk_or_relay() {
+    let meta = metadata(false);
+    let nodes = meta["resolve"]["nodes"].as_array().expect("resolve graph");
+    let by_id: BTreeMap<&str, &Json> = nodes.iter().filter_map(|n| Some((n["id"].as_str()?, n))).collect();
+    let name_of = |id: &str| -> String {
+        meta["packages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["id"] == id)
+            .and_then(|p| p["name"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let root = by_id.keys().find(|id| name_of(id) == "ferry-cli").expect("ferry-cli is in the graph").to_string();
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![root];
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        let name = name_of(&id);
+        assert!(
+            !name.starts_with("aws-") && name != "ferry-relay" && name != "ferry-dynamo",
+            "the device build of the ferry CLI pulls in {name}"
+        );
+        for dep in by_id[id.as_str()]["deps"].as_array().into_iter().flatten() {
+            let normal = dep["dep_kinds"].as_array().into_iter().flatten().any(|k| k["kind"].is_null());
+            if normal && let Some(pkg) = dep["pkg"].as_str() {
+                todo.push(pkg.to_string());
+            }
+        }
+    }
+    assert!(seen.len() > 5, "the walk found the CLI's dependencies");
+}
