@@ -8,7 +8,14 @@ use crate::support::{example_schema_path, ferry};
 fn run(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let db = dir.to_str().unwrap();
     let schema = example_schema_path();
-    let mut all = vec!["--db", db, "--schema", schema.to_str().unwrap(), "--device", "d1"];
+    let mut all = vec![
+        "--db",
+        db,
+        "--schema",
+        schema.to_str().unwrap(),
+        "--device",
+        "d1",
+    ];
     all.extend_from_slice(args);
     ferry(&all)
 }
@@ -22,23 +29,42 @@ fn json_line(text: &str) -> Json {
 fn schema_check_summarizes_and_rejects_with_a_named_place() {
     let (code, out, _) = ferry(&["schema", "check", example_schema_path().to_str().unwrap()]);
     assert_eq!(code, 0);
-    assert!(out.contains("model User") && out.contains("index gs1"), "{out}");
+    assert!(
+        out.contains("model User") && out.contains("index gs1"),
+        "{out}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, r#"{"version": "1", "indexes": {"primary": {"hash": "pk"}}, "models": {"User": {"pk": {"type": "string"}, "name": {"type": "strin"}}}}"#).unwrap();
     let (code, _, err) = ferry(&["schema", "check", bad.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.starts_with("SchemaError: ") && err.contains("User") && err.contains("name") && err.contains("type"), "{err}");
+    assert!(
+        err.starts_with("SchemaError: ")
+            && err.contains("User")
+            && err.contains("name")
+            && err.contains("type"),
+        "{err}"
+    );
 }
 
 #[test]
 fn create_get_update_find_remove_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, out, err) = run(dir.path(), &["create", "User", r#"{"name": "Ada", "email": "ada@example.com", "password": "pw"}"#]);
+    let (code, out, err) = run(
+        dir.path(),
+        &[
+            "create",
+            "User",
+            r#"{"name": "Ada", "email": "ada@example.com", "password": "pw"}"#,
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     let ada = json_line(&out);
-    assert!(ada.get("password").is_none(), "hidden field printed without --hidden: {ada}");
+    assert!(
+        ada.get("password").is_none(),
+        "hidden field printed without --hidden: {ada}"
+    );
     let id = ada["id"].as_str().unwrap().to_string();
     assert_eq!(id.len(), 26, "a ULID");
 
@@ -47,11 +73,21 @@ fn create_get_update_find_remove_round_trip() {
     assert_eq!(code, 0);
     assert_eq!(json_line(&out)["password"], "pw");
 
-    let (code, out, err) = run(dir.path(), &["update", "User", &json!({"id": id, "role": "admin"}).to_string()]);
+    let (code, out, err) = run(
+        dir.path(),
+        &[
+            "update",
+            "User",
+            &json!({"id": id, "role": "admin"}).to_string(),
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(json_line(&out)["role"], "admin");
 
-    let (code, out, _) = run(dir.path(), &["find", "User", r#"{"role": "admin"}"#, "--index", "gs1"]);
+    let (code, out, _) = run(
+        dir.path(),
+        &["find", "User", r#"{"role": "admin"}"#, "--index", "gs1"],
+    );
     assert_eq!(code, 0);
     let page = json_line(&out);
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
@@ -70,16 +106,67 @@ fn exit_status_and_error_codes() {
     let ada = r#"{"name": "Ada", "email": "ada@example.com"}"#;
     assert_eq!(run(dir.path(), &["create", "User", ada]).0, 0);
     let cases: &[(&[&str], i32, &str)] = &[
-        (&["create", "User", r#"{"name": "Eve", "email": "ada@example.com"}"#], 1, "UniqueError: "),
-        (&["create", "User", r#"{"email": "eve@example.com"}"#], 2, "ValidationError: "),
-        (&["create", "User", r#"{"name": "Eve", "email": "eve@example.com", "role": "root"}"#], 2, "ValidationError: "),
-        (&["create", "Config", r#"{"name": "rate"}"#], 2, "ControlError: "),
-        (&["create", "Status", r#"{"state": "ok"}"#], 2, "ControlError: "),
+        (
+            &[
+                "create",
+                "User",
+                r#"{"name": "Eve", "email": "ada@example.com"}"#,
+            ],
+            1,
+            "UniqueError: ",
+        ),
+        (
+            &["create", "User", r#"{"email": "eve@example.com"}"#],
+            2,
+            "ValidationError: ",
+        ),
+        (
+            &[
+                "create",
+                "User",
+                r#"{"name": "Eve", "email": "eve@example.com", "role": "root"}"#,
+            ],
+            2,
+            "ValidationError: ",
+        ),
+        (
+            &["create", "Config", r#"{"name": "rate"}"#],
+            2,
+            "ControlError: ",
+        ),
+        (
+            &["create", "Status", r#"{"state": "ok"}"#],
+            2,
+            "ControlError: ",
+        ),
         (&["create", "Nope", r#"{}"#], 2, "ArgumentError: "),
         (&["create", "User", "not json"], 2, "ArgumentError: "),
-        (&["update", "Fault", r#"{"id": "01J00000000000000000000000", "code": 1}"#], 1, "NotFoundError: "),
-        (&["find", "User", "{}", "--next", "zz"], 2, "ArgumentError: "),
-        (&["find", "User", "{}", "--where", "${name} = "], 2, "ExpressionError: "),
+        (
+            &[
+                "update",
+                "Fault",
+                r#"{"id": "01J00000000000000000000000", "code": 1}"#,
+            ],
+            1,
+            "NotFoundError: ",
+        ),
+        (
+            &["find", "User", "{}", "--next", "zz"],
+            2,
+            "ArgumentError: ",
+        ),
+        (
+            &[
+                "find",
+                "Reading",
+                r#"{"sensor": "t"}"#,
+                "--where",
+                "${value} = ",
+            ],
+            2,
+            "ExpressionError: ",
+        ),
+        (&["find", "User", "{}"], 2, "ArgumentError: "),
     ];
     for (args, want_code, want_prefix) in cases {
         let (code, _, err) = run(dir.path(), args);
@@ -87,8 +174,15 @@ fn exit_status_and_error_codes() {
         assert!(err.starts_with(want_prefix), "{args:?}: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     }
-    let big = json!({"name": "Big", "email": "big@example.com", "password": "x".repeat(500 * 1024)}).to_string();
-    let (code, _, err) = run(dir.path(), &["create", "User", &big]);
+    let big =
+        json!({"name": "Big", "email": "big@example.com", "password": "x".repeat(500 * 1024)})
+            .to_string();
+    let big_file = dir.path().join("big.json");
+    std::fs::write(&big_file, big).unwrap();
+    let (code, _, err) = run(
+        dir.path(),
+        &["create", "User", &format!("@{}", big_file.display())],
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.starts_with("ValidationError: "), "{err}");
     // Usage errors are invalid input too.
@@ -99,7 +193,9 @@ fn exit_status_and_error_codes() {
 fn pagination_load_and_export() {
     let dir = tempfile::tempdir().unwrap();
     let seed = dir.path().join("seed.json");
-    let readings: Vec<Json> = (0..25).map(|i| json!({"sensor": "t", "at": i, "value": i})).collect();
+    let readings: Vec<Json> = (0..25)
+        .map(|i| json!({"sensor": "t", "at": i, "value": i}))
+        .collect();
     std::fs::write(&seed, json!({"Reading": readings}).to_string()).unwrap();
     let db = dir.path().join("db");
     let (code, out, err) = run(&db, &["load", seed.to_str().unwrap()]);
@@ -116,20 +212,38 @@ fn pagination_load_and_export() {
         let (code, out, err) = run(&db, &args);
         assert_eq!(code, 0, "{err}");
         let page = json_line(&out);
-        seen.extend(page["items"].as_array().unwrap().iter().map(|i| i["at"].as_i64().unwrap()));
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["at"].as_i64().unwrap()),
+        );
         match page["next"].as_str() {
             Some(cursor) => next = Some(cursor.to_string()),
             None => break,
         }
     }
-    assert_eq!(seen, (0..25).collect::<Vec<_>>(), "every item once, in order, no repeated page");
+    assert_eq!(
+        seen,
+        (0..25).collect::<Vec<_>>(),
+        "every item once, in order, no repeated page"
+    );
 
     let (code, out, _) = run(&db, &["export"]);
     assert_eq!(code, 0);
     assert_eq!(json_line(&out)["Reading"].as_array().unwrap().len(), 25);
 
     // The database remembers its schema: no --schema needed now.
-    let (code, out, err) = ferry(&["--db", db.to_str().unwrap(), "--device", "d1", "get", "Reading", r#"{"sensor": "t", "at": 3}"#]);
+    let (code, out, err) = ferry(&[
+        "--db",
+        db.to_str().unwrap(),
+        "--device",
+        "d1",
+        "get",
+        "Reading",
+        r#"{"sensor": "t", "at": 3}"#,
+    ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(json_line(&out)["value"], 3);
 }

@@ -20,7 +20,9 @@ const KILLS: usize = 12;
 /// Child side: writes until killed. Not a test of its own without the variable.
 #[test]
 fn crash_writer_child() {
-    let Ok(dir) = std::env::var(WRITER_ENV) else { return };
+    let Ok(dir) = std::env::var(WRITER_ENV) else {
+        return;
+    };
     let start: u64 = std::env::var("FERRY_CRASH_START").unwrap().parse().unwrap();
     let db = Db::open(&dir, Config::default().context("deviceId", "d1")).unwrap();
     let mut out = std::io::stdout().lock();
@@ -31,7 +33,8 @@ fn crash_writer_child() {
         db.create("Reading", props).unwrap();
         if seq % 3 == 0 && seq > start {
             let earlier = json!({"sensor": "s", "at": seq - 1, "value": -1});
-            db.update("Reading", earlier, &WriteOptions::default()).unwrap();
+            db.update("Reading", earlier, &WriteOptions::default())
+                .unwrap();
         }
         use std::io::Write;
         writeln!(out, "{seq}").unwrap();
@@ -50,7 +53,12 @@ fn acknowledged_writes_survive_sigkill() {
     let mut next = 0u64;
     for round in 0..KILLS {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash::crash_writer_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash::crash_writer_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(WRITER_ENV, dir.path())
             .env("FERRY_CRASH_START", next.to_string())
             .stdout(Stdio::piped())
@@ -59,7 +67,11 @@ fn acknowledged_writes_survive_sigkill() {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).filter_map(|l| l.trim().parse::<u64>().ok()).collect::<Vec<_>>()
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| l.trim().parse::<u64>().ok())
+                .collect::<Vec<_>>()
         });
         std::thread::sleep(Duration::from_millis(150 + 37 * round as u64));
         child.kill().unwrap(); // SIGKILL
@@ -70,15 +82,29 @@ fn acknowledged_writes_survive_sigkill() {
 
         let db = Db::open(dir.path(), Config::default().context("deviceId", "d1")).unwrap();
         for &seq in &acknowledged {
-            let item = db.get("Reading", json!({"sensor": "s", "at": seq})).unwrap();
-            assert!(item.is_some(), "round {round}: acknowledged write {seq} is missing after SIGKILL");
+            let item = db
+                .get("Reading", json!({"sensor": "s", "at": seq}))
+                .unwrap();
+            assert!(
+                item.is_some(),
+                "round {round}: acknowledged write {seq} is missing after SIGKILL"
+            );
         }
-        let all = db.find("Reading", json!({"sensor": "s"}), &FindOptions::default()).unwrap();
+        let all = db
+            .find("Reading", json!({"sensor": "s"}), &FindOptions::default())
+            .unwrap();
         for item in &all.items {
             let at = item["at"].as_u64().unwrap();
             let value = &item["value"];
-            assert!(value == &json!(at) || value == &json!(-1), "torn item {item}");
+            assert!(
+                value == &json!(at) || value == &json!(-1),
+                "torn item {item}"
+            );
         }
     }
-    assert!(acknowledged.len() > KILLS, "the writer made progress ({} writes)", acknowledged.len());
+    assert!(
+        acknowledged.len() > KILLS,
+        "the writer made progress ({} writes)",
+        acknowledged.len()
+    );
 }

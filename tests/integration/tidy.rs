@@ -16,20 +16,33 @@ const ALLOWED: &[(&str, &[&str])] = &[
 ];
 
 /// Third-party crates only one workspace crate may name.
-const OWNED: &[(&str, &str)] = &[("fjall", "ferry-store"), ("aws-sdk-dynamodb", "ferry-dynamo")];
+const OWNED: &[(&str, &str)] = &[
+    ("fjall", "ferry-store"),
+    ("aws-sdk-dynamodb", "ferry-dynamo"),
+];
 
 /// Crates that must stay synchronous and deterministic.
-const NO_TOKIO: &[&str] = &["ferry-types", "ferry-schema", "ferry-store", "ferry-journal", "ferry-sync"];
+const NO_TOKIO: &[&str] = &[
+    "ferry-types",
+    "ferry-schema",
+    "ferry-store",
+    "ferry-journal",
+    "ferry-sync",
+];
 
 fn metadata(no_deps: bool) -> Json {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
-    command.args(["metadata", "--format-version", "1", "--offline"]);
+    command.args(["metadata", "--format-version", "1"]);
     if no_deps {
         command.arg("--no-deps");
     }
     let out = command.output().expect("cargo metadata runs");
-    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
 }
 
@@ -44,7 +57,10 @@ fn normal_dependencies(meta: &Json) -> BTreeMap<String, BTreeSet<String>> {
             .filter(|d| d["kind"].is_null())
             .filter_map(|d| d["name"].as_str().map(String::from))
             .collect();
-        out.insert(package["name"].as_str().unwrap_or_default().to_string(), deps);
+        out.insert(
+            package["name"].as_str().unwrap_or_default().to_string(),
+            deps,
+        );
     }
     out
 }
@@ -54,9 +70,14 @@ fn workspace_edges_follow_the_layer_table() {
     let deps = normal_dependencies(&metadata(true));
     let workspace: BTreeSet<&String> = deps.keys().collect();
     for (krate, allowed) in ALLOWED {
-        let Some(actual) = deps.get(*krate) else { continue };
+        let Some(actual) = deps.get(*krate) else {
+            continue;
+        };
         for dep in actual.iter().filter(|d| workspace.contains(d)) {
-            assert!(allowed.contains(&dep.as_str()), "{krate} may not depend on {dep} (DESIGN.md section 2)");
+            assert!(
+                allowed.contains(&dep.as_str()),
+                "{krate} may not depend on {dep} (DESIGN.md section 2)"
+            );
         }
     }
     for (dep, owner) in OWNED {
@@ -68,7 +89,10 @@ fn workspace_edges_follow_the_layer_table() {
     }
     for krate in NO_TOKIO {
         if let Some(actual) = deps.get(*krate) {
-            assert!(!actual.contains("tokio"), "{krate} must not depend on tokio");
+            assert!(
+                !actual.contains("tokio"),
+                "{krate} must not depend on tokio"
+            );
         }
     }
 }
@@ -77,7 +101,10 @@ fn workspace_edges_follow_the_layer_table() {
 fn device_build_pulls_in_no_cloud_sdk_or_relay() {
     let meta = metadata(false);
     let nodes = meta["resolve"]["nodes"].as_array().expect("resolve graph");
-    let by_id: BTreeMap<&str, &Json> = nodes.iter().filter_map(|n| Some((n["id"].as_str()?, n))).collect();
+    let by_id: BTreeMap<&str, &Json> = nodes
+        .iter()
+        .filter_map(|n| Some((n["id"].as_str()?, n)))
+        .collect();
     let name_of = |id: &str| -> String {
         meta["packages"]
             .as_array()
@@ -88,7 +115,11 @@ fn device_build_pulls_in_no_cloud_sdk_or_relay() {
             .unwrap_or_default()
             .to_string()
     };
-    let root = by_id.keys().find(|id| name_of(id) == "ferry-cli").expect("ferry-cli is in the graph").to_string();
+    let root = by_id
+        .keys()
+        .find(|id| name_of(id) == "ferry-cli")
+        .expect("ferry-cli is in the graph")
+        .to_string();
     let mut seen = BTreeSet::new();
     let mut todo = vec![root];
     while let Some(id) = todo.pop() {
@@ -101,7 +132,11 @@ fn device_build_pulls_in_no_cloud_sdk_or_relay() {
             "the device build of the ferry CLI pulls in {name}"
         );
         for dep in by_id[id.as_str()]["deps"].as_array().into_iter().flatten() {
-            let normal = dep["dep_kinds"].as_array().into_iter().flatten().any(|k| k["kind"].is_null());
+            let normal = dep["dep_kinds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|k| k["kind"].is_null());
             if normal && let Some(pkg) = dep["pkg"].as_str() {
                 todo.push(pkg.to_string());
             }

@@ -21,7 +21,11 @@ fn main() -> Result<()> {
         ["bench", rest @ ..] => bench(rest),
         _ => {
             println!("{USAGE}");
-            if args.is_empty() { Ok(()) } else { bail!("unknown command: {}", args.join(" ")) }
+            if args.is_empty() {
+                Ok(())
+            } else {
+                bail!("unknown command: {}", args.join(" "))
+            }
         }
     }
 }
@@ -36,7 +40,14 @@ fn test(extra: &[&str]) -> Result<()> {
 
 fn tidy() -> Result<()> {
     cargo(&["fmt", "--all", "--", "--check"])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])
 }
 
 fn bench(args: &[&str]) -> Result<()> {

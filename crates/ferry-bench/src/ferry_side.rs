@@ -32,8 +32,13 @@ pub struct Ferry {
 
 impl Ferry {
     pub fn open(dir: &Path) -> Result<Ferry> {
-        let config = Config { ttl_sweep: None, ..Config::with_schema(Schema::parse(SCHEMA)?) };
-        Ok(Ferry { db: Db::open(dir, config)? })
+        let config = Config {
+            ttl_sweep: None,
+            ..Config::with_schema(Schema::parse(SCHEMA)?)
+        };
+        Ok(Ferry {
+            db: Db::open(dir, config)?,
+        })
     }
 }
 
@@ -63,8 +68,15 @@ impl Subject for Ferry {
     }
 
     fn page(&mut self, device: u64) -> Result<usize> {
-        let options = FindOptions { limit: Some(PAGE_ITEMS), ..FindOptions::default() };
-        Ok(self.db.find("Reading", json!({"dev": device}), &options)?.items.len())
+        let options = FindOptions {
+            limit: Some(PAGE_ITEMS),
+            ..FindOptions::default()
+        };
+        Ok(self
+            .db
+            .find("Reading", json!({"dev": device}), &options)?
+            .items
+            .len())
     }
 
     fn update(&mut self, seq: u64) -> Result<()> {
@@ -77,11 +89,18 @@ impl Subject for Ferry {
 /// Resident memory of a fresh process that opens the database and reads from it.
 pub fn measure_rss(dir: &Path, items: u64) -> Result<u64> {
     let exe = std::env::current_exe()?;
-    let out = Command::new(exe).arg("rss").arg(dir).arg(items.to_string()).output()?;
+    let out = Command::new(exe)
+        .arg("rss")
+        .arg(dir)
+        .arg(items.to_string())
+        .output()?;
     if !out.status.success() {
         bail!("rss child failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    String::from_utf8(out.stdout)?.trim().parse().context("rss child printed no number")
+    String::from_utf8(out.stdout)?
+        .trim()
+        .parse()
+        .context("rss child printed no number")
 }
 
 /// Child side of [`measure_rss`]: opens, reads, prints VmRSS in bytes.

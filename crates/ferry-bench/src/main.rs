@@ -37,7 +37,10 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("rss") => {
             let dir = args.get(1).context("rss needs a directory")?;
-            let items = args.get(2).and_then(|n| n.parse().ok()).context("rss needs an item count")?;
+            let items = args
+                .get(2)
+                .and_then(|n| n.parse().ok())
+                .context("rss needs an item count")?;
             ferry_side::report_rss(dir, items)
         }
         Some("local") | None => {
@@ -80,17 +83,29 @@ fn local(sizes: &[u64]) -> Result<()> {
         let ops: [(&str, u64, Op); 4] = [
             ("create", per_round, Op::Create),
             ("get", per_round.min(20_000), Op::Get),
-            ("find 100-item page", (items / ITEMS_PER_DEVICE).clamp(1, 400), Op::Page),
+            (
+                "find 100-item page",
+                (items / ITEMS_PER_DEVICE).clamp(1, 400),
+                Op::Page,
+            ),
             ("update", per_round.min(20_000), Op::Update),
         ];
         for (name, count, op) in ops {
             let ferry_rate = median_rate(&mut ferry, op, count, items)?;
             let sqlite_rate = median_rate(&mut sqlite, op, count, items)?;
             eprintln!("  {items} {name}: ferry {ferry_rate:.0}/s, sqlite {sqlite_rate:.0}/s");
-            rows.push(Row { items, op: name, ferry: ferry_rate, sqlite: sqlite_rate });
+            rows.push(Row {
+                items,
+                op: name,
+                ferry: ferry_rate,
+                sqlite: sqlite_rate,
+            });
         }
         drop(ferry);
-        rss.push((items, ferry_side::measure_rss(&dir.path().join("ferry"), items)?));
+        rss.push((
+            items,
+            ferry_side::measure_rss(&dir.path().join("ferry"), items)?,
+        ));
     }
     print_table(&rows, &rss);
     Ok(())
@@ -147,7 +162,11 @@ fn print_table(rows: &[Row], rss: &[(u64, u64)]) {
     for row in rows {
         println!(
             "| {} | {} | {:.0} | {:.0} | {:.2}x |",
-            row.items, row.op, row.ferry, row.sqlite, row.ferry / row.sqlite
+            row.items,
+            row.op,
+            row.ferry,
+            row.sqlite,
+            row.ferry / row.sqlite
         );
     }
     println!();

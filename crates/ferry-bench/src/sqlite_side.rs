@@ -28,7 +28,10 @@ impl Sqlite {
 }
 
 fn keys(seq: u64) -> (String, String) {
-    (format!("dev#{}", seq / ITEMS_PER_DEVICE), format!("r#{seq:012}"))
+    (
+        format!("dev#{}", seq / ITEMS_PER_DEVICE),
+        format!("r#{seq:012}"),
+    )
 }
 
 impl Subject for Sqlite {
@@ -39,13 +42,21 @@ impl Subject for Sqlite {
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO items (pk, sk, gs1pk, gs1sk, data) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        stmt.execute(params![pk, sk, gs1pk, format!("{seq:012}"), data.to_string()])?;
+        stmt.execute(params![
+            pk,
+            sk,
+            gs1pk,
+            format!("{seq:012}"),
+            data.to_string()
+        ])?;
         Ok(())
     }
 
     fn get(&mut self, seq: u64) -> Result<()> {
         let (pk, sk) = keys(seq);
-        let mut stmt = self.conn.prepare_cached("SELECT data FROM items WHERE pk = ?1 AND sk = ?2")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT data FROM items WHERE pk = ?1 AND sk = ?2")?;
         let data: String = stmt.query_row(params![pk, sk], |row| row.get(0))?;
         let _: serde_json::Value = serde_json::from_str(&data)?;
         Ok(())

@@ -51,7 +51,7 @@ enum Command {
         #[command(subcommand)]
         command: SchemaCommand,
     },
-    /// Create an item (fails if it exists).
+    /// Create an item (fails if it exists). JSON arguments may be `@FILE` or `-` (stdin).
     Create { model: String, json: String },
     /// Read an item by key.
     Get { model: String, json: String },

@@ -17,8 +17,16 @@ pub fn schema_check(file: &Path) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "schema {} is valid", file.display());
     for index in schema.indexes() {
-        let sort = index.sort.as_deref().map(|s| format!(", sort {s}")).unwrap_or_default();
-        let _ = writeln!(out, "index {} ({:?}): hash {}{sort}, project {:?}", index.name, index.kind, index.hash, index.project);
+        let sort = index
+            .sort
+            .as_deref()
+            .map(|s| format!(", sort {s}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "index {} ({:?}): hash {}{sort}, project {:?}",
+            index.name, index.kind, index.hash, index.project
+        );
     }
     for model in schema.models() {
         let fields: Vec<&str> = model.fields.iter().map(|f| f.name.as_str()).collect();
@@ -42,22 +50,41 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Create { model, json } => print(&db.create(model, parse(json, "item")?)?),
         Command::Get { model, json } => {
-            let options = FindOptions { hidden, ..FindOptions::default() };
+            let options = FindOptions {
+                hidden,
+                ..FindOptions::default()
+            };
             match db.get_with(model, parse(json, "key")?, &options)? {
                 Some(item) => print(&item),
                 None => {
-                    return Err(ferry::Error::NotFound { model: model.clone(), key: json.clone() }.into());
+                    return Err(ferry::Error::NotFound {
+                        model: model.clone(),
+                        key: json.clone(),
+                    }
+                    .into());
                 }
             }
         }
-        Command::Update { model, json, upsert, set, add, remove } => {
+        Command::Update {
+            model,
+            json,
+            upsert,
+            set,
+            add,
+            remove,
+        } => {
             let ops = UpdateOps {
                 set: parse_object(set.as_deref(), "--set")?,
                 add: parse_object(add.as_deref(), "--add")?,
                 remove: parse_list(remove.as_deref())?,
                 ..UpdateOps::default()
             };
-            let options = WriteOptions { upsert: *upsert, ops, hidden, ..WriteOptions::default() };
+            let options = WriteOptions {
+                upsert: *upsert,
+                ops,
+                hidden,
+                ..WriteOptions::default()
+            };
             print(&db.update(model, parse(json, "item")?, &options)?);
         }
         Command::Remove { model, json, many } => {
@@ -69,7 +96,15 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             };
             print(&json!({ "removed": removed }));
         }
-        Command::Find { model, json, index, condition, limit, next, reverse } => {
+        Command::Find {
+            model,
+            json,
+            index,
+            condition,
+            limit,
+            next,
+            reverse,
+        } => {
             let props = match json {
                 Some(text) => parse(text, "properties")?,
                 None => json!({}),
@@ -115,11 +150,28 @@ fn open(cli: &Cli) -> Result<Db, Failure> {
     Ok(Db::open(dir, config)?)
 }
 
+/// Parses a JSON object argument; `@FILE` reads it from a file and `-` from stdin (for
+/// items larger than a command line can hold).
 fn parse(text: &str, what: &str) -> Result<Json, Failure> {
+    let read = |result: std::io::Result<String>, from: &str| {
+        result.map_err(|e| Failure::invalid(format!("cannot read the {what} from {from}: {e}")))
+    };
+    let owned;
+    let text = if text == "-" {
+        owned = read(std::io::read_to_string(std::io::stdin()), "stdin")?;
+        owned.as_str()
+    } else if let Some(path) = text.strip_prefix('@') {
+        owned = read(std::fs::read_to_string(path), path)?;
+        owned.as_str()
+    } else {
+        text
+    };
     let json: Json = serde_json::from_str(text)
-        .map_err(|e| Failure::invalid(format!("the {what} '{text}' is not valid JSON: {e}")))?;
+        .map_err(|e| Failure::invalid(format!("the {what} is not valid JSON: {e}")))?;
     if !json.is_object() {
-        return Err(Failure::invalid(format!("the {what} must be a JSON object, not {text}")));
+        return Err(Failure::invalid(format!(
+            "the {what} must be a JSON object"
+        )));
     }
     Ok(json)
 }
@@ -135,9 +187,14 @@ fn parse_object(text: Option<&str>, option: &str) -> Result<Map<String, Json>, F
 }
 
 fn parse_list(text: Option<&str>) -> Result<Vec<String>, Failure> {
-    let Some(text) = text else { return Ok(Vec::new()) };
-    serde_json::from_str(text)
-        .map_err(|e| Failure::invalid(format!("--remove '{text}' must be a JSON array of field names: {e}")))
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    serde_json::from_str(text).map_err(|e| {
+        Failure::invalid(format!(
+            "--remove '{text}' must be a JSON array of field names: {e}"
+        ))
+    })
 }
 
 fn print(json: &Json) {
@@ -148,14 +205,24 @@ fn print(json: &Json) {
 fn load(db: &Db, file: &Path) -> Result<(), Failure> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| Failure::invalid(format!("cannot read {}: {e}", file.display())))?;
-    let data: Map<String, Json> = serde_json::from_str(&text)
-        .map_err(|e| Failure::invalid(format!("{} must be a JSON object {{\"Model\": [items]}}: {e}", file.display())))?;
+    let data: Map<String, Json> = serde_json::from_str(&text).map_err(|e| {
+        Failure::invalid(format!(
+            "{} must be a JSON object {{\"Model\": [items]}}: {e}",
+            file.display()
+        ))
+    })?;
     let mut writes = Vec::new();
     for (model, items) in &data {
-        let items = items
-            .as_array()
-            .ok_or_else(|| Failure::invalid(format!("{}: '{model}' must be an array of items", file.display())))?;
-        writes.extend(items.iter().map(|item| Write::Put { model: model.clone(), props: item.clone() }));
+        let items = items.as_array().ok_or_else(|| {
+            Failure::invalid(format!(
+                "{}: '{model}' must be an array of items",
+                file.display()
+            ))
+        })?;
+        writes.extend(items.iter().map(|item| Write::Put {
+            model: model.clone(),
+            props: item.clone(),
+        }));
     }
     let bar = indicatif::ProgressBar::new(writes.len() as u64);
     if !std::io::stderr().is_terminal() {

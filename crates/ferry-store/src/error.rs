@@ -11,7 +11,9 @@ pub enum Error {
         source: fjall::Error,
     },
     /// An earlier storage failure (such as a failed fsync) poisoned the database.
-    #[error("database {0} is poisoned by an earlier storage failure: no write is accepted until it is reopened")]
+    #[error(
+        "database {0} is poisoned by an earlier storage failure: no write is accepted until it is reopened"
+    )]
     Poisoned(String),
     /// Stored bytes that do not decode.
     #[error("corrupt {what} in {path}: {detail}")]

@@ -78,7 +78,12 @@ pub fn project(index: &Index, primary: &Index, type_field: &str, item: &Item) ->
         Projection::Keys => Vec::new(),
         Projection::Attrs(attrs) => attrs.iter().map(String::as_str).collect(),
     };
-    let keys = [Some(&index.hash), index.sort.as_ref(), Some(&primary.hash), primary.sort.as_ref()];
+    let keys = [
+        Some(&index.hash),
+        index.sort.as_ref(),
+        Some(&primary.hash),
+        primary.sort.as_ref(),
+    ];
     item.iter()
         .filter(|(name, _)| {
             let name = name.as_str();
@@ -102,7 +107,9 @@ pub fn encode_item(item: &Item) -> Vec<u8> {
 pub fn decode_item(bytes: &[u8]) -> Result<Item, String> {
     match bytes.split_first() {
         Some((&FORMAT_ITEM_V1, rest)) => codec::decode_item(rest).map_err(|e| e.to_string()),
-        Some((v, _)) => Err(format!("unknown item format version {v}: written by a newer Ferry?")),
+        Some((v, _)) => Err(format!(
+            "unknown item format version {v}: written by a newer Ferry?"
+        )),
         None => Err("empty item record".into()),
     }
 }

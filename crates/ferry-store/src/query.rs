@@ -57,8 +57,11 @@ impl Store {
             }
         }
         let iter = keyspace.range::<Vec<u8>, _>((lower, upper));
-        let iter: Box<dyn Iterator<Item = fjall::Guard>> =
-            if query.reverse { Box::new(iter.rev()) } else { Box::new(iter) };
+        let iter: Box<dyn Iterator<Item = fjall::Guard>> = if query.reverse {
+            Box::new(iter.rev())
+        } else {
+            Box::new(iter)
+        };
         Ok(iter.map(move |guard| {
             let (key, value) = guard.into_inner().map_err(|e| self.fail(e))?;
             Ok(Row {
@@ -88,13 +91,18 @@ fn key_range(hash: &Value, sort: Option<&SortCondition>) -> (Bound<Vec<u8>>, Bou
         Some(SortCondition::Lt(v)) => (all.0, Bound::Excluded(with(v))),
         Some(SortCondition::Le(v)) => (all.0, end_of(with(v))),
         // Encodings start with a tag below 0xFF, so a key past every `v...` key exists.
-        Some(SortCondition::Gt(v)) => (prefix_end(&with(v)).map_or(Bound::Unbounded, Bound::Included), all.1),
+        Some(SortCondition::Gt(v)) => (
+            prefix_end(&with(v)).map_or(Bound::Unbounded, Bound::Included),
+            all.1,
+        ),
         Some(SortCondition::Ge(v)) => (Bound::Included(with(v)), all.1),
         Some(SortCondition::Between(a, b)) => (Bound::Included(with(a)), end_of(with(b))),
         Some(SortCondition::BeginsWith(v)) => {
             let prefix = match v {
                 Value::B(bytes) => keycode::text_prefix(bytes, true),
-                other => keycode::text_prefix(other.to_text().unwrap_or_default().as_bytes(), false),
+                other => {
+                    keycode::text_prefix(other.to_text().unwrap_or_default().as_bytes(), false)
+                }
             };
             let mut k = base.clone();
             k.extend_from_slice(&prefix);
@@ -113,10 +121,18 @@ fn tighter(a: Bound<Vec<u8>>, b: Bound<Vec<u8>>, lower: bool) -> Bound<Vec<u8>> 
         (None, _) => b,
         (_, None) => a,
         (Some(ka), Some(kb)) if ka == kb => {
-            if matches!(a, Bound::Excluded(_)) { a } else { b }
+            if matches!(a, Bound::Excluded(_)) {
+                a
+            } else {
+                b
+            }
         }
         (Some(ka), Some(kb)) => {
-            if (ka > kb) == lower { a } else { b }
+            if (ka > kb) == lower {
+                a
+            } else {
+                b
+            }
         }
     }
 }

@@ -67,7 +67,10 @@ impl Store {
             .cache_size(options.cache_bytes)
             .open()
             .map_err(fail)?;
-        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(fail);
+        let open = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(fail)
+        };
         let meta = open("meta")?;
         let stored = meta.get(META_SCHEMA).map_err(fail)?;
         let schema = match (schema, stored) {
@@ -88,12 +91,21 @@ impl Store {
             }
         };
         let mut indexes = Vec::new();
-        for index in schema.indexes().iter().filter(|i| i.kind != IndexKind::Primary) {
+        for index in schema
+            .indexes()
+            .iter()
+            .filter(|i| i.kind != IndexKind::Primary)
+        {
             indexes.push((index.clone(), open(&format!("index.{}", index.name))?));
         }
         let dirty = Arc::new(AtomicBool::new(false));
         let poisoned = Arc::new(AtomicBool::new(false));
-        let syncer = Syncer::start(db.clone(), options.sync_window, dirty.clone(), poisoned.clone());
+        let syncer = Syncer::start(
+            db.clone(),
+            options.sync_window,
+            dirty.clone(),
+            poisoned.clone(),
+        );
         let store = Store {
             items: open("items")?,
             expiry: open("expiry")?,
@@ -124,7 +136,10 @@ impl Store {
 
     /// Reads the item stored under `key`.
     pub fn get(&self, key: &Key) -> Result<Option<Item>> {
-        let bytes = self.items.get(layout::key_bytes(key)).map_err(|e| self.fail(e))?;
+        let bytes = self
+            .items
+            .get(layout::key_bytes(key))
+            .map_err(|e| self.fail(e))?;
         bytes.map(|b| self.decode(&b, "item")).transpose()
     }
 
@@ -207,8 +222,16 @@ impl Store {
     /// Stores the schema document and rebuilds any index whose definition changed.
     fn save_schema(&self) -> Result<()> {
         let doc = serde_json::to_vec(self.schema.document()).unwrap_or_default();
-        if self.meta.get(META_SCHEMA).map_err(|e| self.fail(e))?.as_deref() != Some(&doc[..]) {
-            self.meta.insert(META_SCHEMA, doc).map_err(|e| self.fail(e))?;
+        if self
+            .meta
+            .get(META_SCHEMA)
+            .map_err(|e| self.fail(e))?
+            .as_deref()
+            != Some(&doc[..])
+        {
+            self.meta
+                .insert(META_SCHEMA, doc)
+                .map_err(|e| self.fail(e))?;
         }
         for (index, keyspace) in &self.indexes {
             let name = format!("{META_INDEX_PREFIX}{}", index.name);
@@ -216,7 +239,9 @@ impl Store {
             let stored = self.meta.get(&name).map_err(|e| self.fail(e))?;
             if stored.as_deref() != Some(definition.as_bytes()) {
                 self.reindex(index, keyspace)?;
-                self.meta.insert(&name, definition).map_err(|e| self.fail(e))?;
+                self.meta
+                    .insert(&name, definition)
+                    .map_err(|e| self.fail(e))?;
             }
         }
         self.persist()
@@ -249,7 +274,10 @@ impl Store {
 fn index_definition(index: &Index) -> String {
     format!(
         "{}|{}|{:?}|{:?}",
-        index.hash, index.sort.as_deref().unwrap_or(""), index.kind, index.project
+        index.hash,
+        index.sort.as_deref().unwrap_or(""),
+        index.kind,
+        index.project
     )
 }
 

@@ -23,7 +23,12 @@ const SCHEMA: &str = r#"{
 }"#;
 
 fn open(dir: &std::path::Path) -> Store {
-    Store::open(dir, Some(Schema::parse(SCHEMA).unwrap()), &Options::default()).unwrap()
+    Store::open(
+        dir,
+        Some(Schema::parse(SCHEMA).unwrap()),
+        &Options::default(),
+    )
+    .unwrap()
 }
 
 fn item(pk: u8, sk: i64, kind: Option<u8>, n: i64) -> Item {
@@ -39,13 +44,24 @@ fn item(pk: u8, sk: i64, kind: Option<u8>, n: i64) -> Item {
 }
 
 fn key(pk: u8, sk: i64) -> Key {
-    Key { hash: Value::S(format!("p{pk}")), sort: Some(Value::N(Number::from(sk))) }
+    Key {
+        hash: Value::S(format!("p{pk}")),
+        sort: Some(Value::N(Number::from(sk))),
+    }
 }
 
 #[derive(Debug, Clone)]
 enum Step {
-    Put { pk: u8, sk: i64, kind: Option<u8>, n: i64 },
-    Delete { pk: u8, sk: i64 },
+    Put {
+        pk: u8,
+        sk: i64,
+        kind: Option<u8>,
+        n: i64,
+    },
+    Delete {
+        pk: u8,
+        sk: i64,
+    },
     Reopen,
 }
 
@@ -57,8 +73,20 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn query(store: &Store, index: &str, hash: Value, sort: Option<SortCondition>, reverse: bool) -> Vec<Item> {
-    let q = Query { index: index.into(), hash, sort, reverse, after: None };
+fn query(
+    store: &Store,
+    index: &str,
+    hash: Value,
+    sort: Option<SortCondition>,
+    reverse: bool,
+) -> Vec<Item> {
+    let q = Query {
+        index: index.into(),
+        hash,
+        sort,
+        reverse,
+        after: None,
+    };
     store.rows(&q).unwrap().map(|r| r.unwrap().item).collect()
 }
 
@@ -67,13 +95,25 @@ fn query(store: &Store, index: &str, hash: Value, sort: Option<SortCondition>, r
 fn check(store: &Store, model: &BTreeMap<(u8, i64), Item>) {
     for pk in 0..3u8 {
         for sk in -5..5i64 {
-            assert_eq!(store.get(&key(pk, sk)).unwrap().as_ref(), model.get(&(pk, sk)));
+            assert_eq!(
+                store.get(&key(pk, sk)).unwrap().as_ref(),
+                model.get(&(pk, sk))
+            );
         }
-        let want: Vec<Item> = model.range((pk, i64::MIN)..=(pk, i64::MAX)).map(|(_, v)| v.clone()).collect();
-        assert_eq!(query(store, "primary", Value::S(format!("p{pk}")), None, false), want);
+        let want: Vec<Item> = model
+            .range((pk, i64::MIN)..=(pk, i64::MAX))
+            .map(|(_, v)| v.clone())
+            .collect();
+        assert_eq!(
+            query(store, "primary", Value::S(format!("p{pk}")), None, false),
+            want
+        );
         let mut reversed = want.clone();
         reversed.reverse();
-        assert_eq!(query(store, "primary", Value::S(format!("p{pk}")), None, true), reversed);
+        assert_eq!(
+            query(store, "primary", Value::S(format!("p{pk}")), None, true),
+            reversed
+        );
     }
     for kind in 0..2u8 {
         let kind_value = Value::S(format!("k{kind}"));
@@ -83,7 +123,13 @@ fn check(store: &Store, model: &BTreeMap<(u8, i64), Item>) {
             .map(|i| (i["n"].clone(), i["pk"].clone(), i["sk"].clone()))
             .collect();
         // Index order: index sort key numerically, then the primary key.
-        want.sort_by(|a, b| (a.0.as_number(), a.1.as_str(), a.2.as_number()).cmp(&(b.0.as_number(), b.1.as_str(), b.2.as_number())));
+        want.sort_by(|a, b| {
+            (a.0.as_number(), a.1.as_str(), a.2.as_number()).cmp(&(
+                b.0.as_number(),
+                b.1.as_str(),
+                b.2.as_number(),
+            ))
+        });
         let got: Vec<(Value, Value, Value)> = query(store, "gs1", kind_value, None, false)
             .into_iter()
             .map(|i| (i["n"].clone(), i["pk"].clone(), i["sk"].clone()))
@@ -157,17 +203,36 @@ fn a_failed_batch_leaves_nothing_and_unique_claims_move_with_items() {
         it.insert("code".into(), Value::S(code.into()));
         it
     };
-    store.write(Durability::Immediate, |tx| tx.put(with_code(0, "a")).map(|_| ())).unwrap();
+    store
+        .write(Durability::Immediate, |tx| {
+            tx.put(with_code(0, "a")).map(|_| ())
+        })
+        .unwrap();
     // A second item with the same code fails, and its other write in the batch is dropped.
     let result = store.write(Durability::Default, |tx| {
         tx.put(item(1, 5, None, 0))?;
         tx.put(with_code(2, "a"))
     });
-    assert!(matches!(result, Err(Error::Unique { ref field, .. }) if field == "code"), "{result:?}");
-    assert_eq!(store.get(&key(1, 5)).unwrap(), None, "nothing of the failed batch is stored");
+    assert!(
+        matches!(result, Err(Error::Unique { ref field, .. }) if field == "code"),
+        "{result:?}"
+    );
+    assert_eq!(
+        store.get(&key(1, 5)).unwrap(),
+        None,
+        "nothing of the failed batch is stored"
+    );
     // Changing the code releases the old claim.
-    store.write(Durability::Default, |tx| tx.put(with_code(0, "b")).map(|_| ())).unwrap();
-    store.write(Durability::Default, |tx| tx.put(with_code(2, "a")).map(|_| ())).unwrap();
+    store
+        .write(Durability::Default, |tx| {
+            tx.put(with_code(0, "b")).map(|_| ())
+        })
+        .unwrap();
+    store
+        .write(Durability::Default, |tx| {
+            tx.put(with_code(2, "a")).map(|_| ())
+        })
+        .unwrap();
 }
 
 #[test]
@@ -176,12 +241,20 @@ fn expiry_records_follow_the_ttl_field() {
     let store = open(dir.path());
     let mut it = item(0, 1, None, 0);
     it.insert("exp".into(), Value::N(Number::from(100i64)));
-    store.write(Durability::Default, |tx| tx.put(it.clone()).map(|_| ())).unwrap();
+    store
+        .write(Durability::Default, |tx| tx.put(it.clone()).map(|_| ()))
+        .unwrap();
     assert_eq!(store.expired(99, 10).unwrap(), vec![]);
     assert_eq!(store.expired(100, 10).unwrap(), vec![key(0, 1)]);
     it.insert("exp".into(), Value::N(Number::from(500i64)));
-    store.write(Durability::Default, |tx| tx.put(it.clone()).map(|_| ())).unwrap();
-    assert_eq!(store.expired(499, 10).unwrap(), vec![], "the old expiry record is gone");
+    store
+        .write(Durability::Default, |tx| tx.put(it.clone()).map(|_| ()))
+        .unwrap();
+    assert_eq!(
+        store.expired(499, 10).unwrap(),
+        vec![],
+        "the old expiry record is gone"
+    );
 }
 
 #[test]

@@ -106,7 +106,12 @@ impl<'s> Tx<'s> {
         for (model, field, text) in &new_claims {
             let holder = match self.claims.get(text) {
                 Some(holder) => holder.clone(),
-                None => self.store.unique.get(text).map_err(|e| self.store.fail(e))?.map(|v| v.to_vec()),
+                None => self
+                    .store
+                    .unique
+                    .get(text)
+                    .map_err(|e| self.store.fail(e))?
+                    .map(|v| v.to_vec()),
             };
             if holder.is_some_and(|h| h != owner) {
                 return Err(Error::Unique {
@@ -184,19 +189,30 @@ impl<'s> Tx<'s> {
                 None => batch.remove(&store.unique, text.as_bytes()),
             }
         }
+        // A batch reaches the OS only when asked to: `Buffer` is what makes a commit
+        // survive a process crash; the syncer fsyncs it within the window.
         let mode = match self.durability {
-            Durability::Immediate => Some(fjall::PersistMode::SyncAll),
-            Durability::Default => None,
+            Durability::Immediate => fjall::PersistMode::SyncAll,
+            Durability::Default => fjall::PersistMode::Buffer,
         };
-        batch.durability(mode).commit().map_err(|e| store.fail(e))?;
-        if mode.is_none() {
+        batch
+            .durability(Some(mode))
+            .commit()
+            .map_err(|e| store.fail(e))?;
+        if mode == fjall::PersistMode::Buffer {
             store.dirty.store(true, Ordering::Release);
         }
         Ok(self.changes)
     }
 
     /// Removes the entries the old item had and adds the new item's, per secondary index.
-    fn write_indexes(&self, batch: &mut fjall::OwnedWriteBatch, key: &[u8], old: Option<&Item>, new: Option<&Item>) {
+    fn write_indexes(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        key: &[u8],
+        old: Option<&Item>,
+        new: Option<&Item>,
+    ) {
         let store = self.store;
         let primary = store.schema.primary();
         let type_field = &store.schema.params().type_field;

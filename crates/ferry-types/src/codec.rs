@@ -131,7 +131,8 @@ impl<'a> Reader<'a> {
     }
 
     fn text(&mut self) -> Result<String> {
-        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| Error::Corrupt("text is not UTF-8".into()))
+        String::from_utf8(self.bytes()?.to_vec())
+            .map_err(|_| Error::Corrupt("text is not UTF-8".into()))
     }
 
     fn number(&mut self) -> Result<Number> {
@@ -174,15 +175,27 @@ impl<'a> Reader<'a> {
             }
             SS => {
                 let n = self.count()?;
-                Value::Ss((0..n).map(|_| self.text()).collect::<Result<BTreeSet<_>>>()?)
+                Value::Ss(
+                    (0..n)
+                        .map(|_| self.text())
+                        .collect::<Result<BTreeSet<_>>>()?,
+                )
             }
             NS => {
                 let n = self.count()?;
-                Value::Ns((0..n).map(|_| self.number()).collect::<Result<BTreeSet<_>>>()?)
+                Value::Ns(
+                    (0..n)
+                        .map(|_| self.number())
+                        .collect::<Result<BTreeSet<_>>>()?,
+                )
             }
             BS => {
                 let n = self.count()?;
-                Value::Bs((0..n).map(|_| Ok(self.bytes()?.to_vec())).collect::<Result<BTreeSet<_>>>()?)
+                Value::Bs(
+                    (0..n)
+                        .map(|_| Ok(self.bytes()?.to_vec()))
+                        .collect::<Result<BTreeSet<_>>>()?,
+                )
             }
             tag => return Err(Error::Corrupt(format!("unknown value tag {tag}"))),
         })
@@ -215,15 +228,24 @@ mod tests {
         item.insert("b".into(), Value::B(vec![0, 200]));
         item.insert("t".into(), Value::Bool(true));
         item.insert("z".into(), Value::Null);
-        item.insert("l".into(), Value::L(vec![Value::Bool(false), Value::M(Item::new())]));
-        item.insert("ss".into(), Value::Ss(["a".to_string(), "b".to_string()].into()));
+        item.insert(
+            "l".into(),
+            Value::L(vec![Value::Bool(false), Value::M(Item::new())]),
+        );
+        item.insert(
+            "ss".into(),
+            Value::Ss(["a".to_string(), "b".to_string()].into()),
+        );
         item.insert("ns".into(), Value::Ns([Number::from(1i64)].into()));
         item.insert("bs".into(), Value::Bs([vec![1u8]].into()));
         let mut bytes = Vec::new();
         encode_item(&item, &mut bytes);
         assert_eq!(decode_item(&bytes).unwrap(), item);
         for cut in 0..bytes.len() {
-            assert!(decode_item(&bytes[..cut]).is_err(), "truncated at {cut} must fail");
+            assert!(
+                decode_item(&bytes[..cut]).is_err(),
+                "truncated at {cut} must fail"
+            );
         }
     }
 }

@@ -6,7 +6,9 @@ pub enum Error {
     #[error("'{0}' is not a number: expected decimal text such as 42, -1.5 or 1e10")]
     NotANumber(String),
     /// A number with more significant digits or a larger exponent than DynamoDB allows.
-    #[error("number '{0}' is out of range: DynamoDB keeps 38 significant digits and exponents from -130 to +125")]
+    #[error(
+        "number '{0}' is out of range: DynamoDB keeps 38 significant digits and exponents from -130 to +125"
+    )]
     NumberOutOfRange(String),
     /// Bytes that are not a valid encoding.
     #[error("corrupt encoding: {0}")]

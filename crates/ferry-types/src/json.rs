@@ -14,9 +14,12 @@ impl Value {
             Json::Bool(b) => Value::Bool(*b),
             Json::Number(n) => Value::N(Number::parse(&n.to_string())?),
             Json::String(s) => Value::S(s.clone()),
-            Json::Array(items) => {
-                Value::L(items.iter().map(Value::from_json).collect::<crate::Result<_>>()?)
-            }
+            Json::Array(items) => Value::L(
+                items
+                    .iter()
+                    .map(Value::from_json)
+                    .collect::<crate::Result<_>>()?,
+            ),
             Json::Object(map) => Value::M(item_from_json(map)?),
         })
     }
@@ -42,10 +45,11 @@ impl Value {
 /// Decodes base64 text (standard alphabet, padding optional).
 pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let engine = base64::engine::general_purpose::STANDARD;
-    engine
-        .decode(text)
-        .ok()
-        .or_else(|| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text).ok())
+    engine.decode(text).ok().or_else(|| {
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(text)
+            .ok()
+    })
 }
 
 fn number_to_json(n: &Number) -> Json {
@@ -76,13 +80,18 @@ mod tests {
         let text = r#"{"n": 12345678901234567890123456789012345678, "f": 0.1}"#;
         let json: Json = serde_json::from_str(text).unwrap();
         let value = Value::from_json(&json).unwrap();
-        assert_eq!(serde_json::to_string(&value.to_json()).unwrap(), r#"{"f":0.1,"n":12345678901234567890123456789012345678}"#);
+        assert_eq!(
+            serde_json::to_string(&value.to_json()).unwrap(),
+            r#"{"f":0.1,"n":12345678901234567890123456789012345678}"#
+        );
     }
 
     #[test]
     fn binary_round_trips_through_base64() {
         let value = Value::B(vec![0, 1, 255]);
-        let Json::String(text) = value.to_json() else { panic!("binary maps to text") };
+        let Json::String(text) = value.to_json() else {
+            panic!("binary maps to text")
+        };
         assert_eq!(decode_base64(&text), Some(vec![0, 1, 255]));
     }
 }

@@ -107,7 +107,11 @@ pub fn decode(bytes: &[u8]) -> Result<(Value, &[u8])> {
         TAG_ZERO => Ok((Value::N(Number::from(0i64)), rest)),
         TAG_POSITIVE | TAG_NEGATIVE => {
             let negative = tag == TAG_NEGATIVE;
-            let exp_bytes: [u8; 2] = rest.get(..2).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?;
+            let exp_bytes: [u8; 2] = rest
+                .get(..2)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .map_err(|_| corrupt())?;
             let mut exponent = u16::from_be_bytes(exp_bytes);
             if negative {
                 exponent = !exponent;
@@ -117,14 +121,23 @@ pub fn decode(bytes: &[u8]) -> Result<(Value, &[u8])> {
             let len = body.iter().position(|&b| b == end).ok_or_else(corrupt)?;
             let digits = body[..len]
                 .iter()
-                .map(|&b| if negative { b'0' + (10 - b) } else { b'0' + (b - 1) })
+                .map(|&b| {
+                    if negative {
+                        b'0' + (10 - b)
+                    } else {
+                        b'0' + (b - 1)
+                    }
+                })
                 .collect();
             let decimal = Decimal {
                 negative,
                 digits,
                 exponent: exponent as i32 - 0x8000,
             };
-            Ok((Value::N(Number::parse(&decimal.to_text())?), &body[len + 1..]))
+            Ok((
+                Value::N(Number::parse(&decimal.to_text())?),
+                &body[len + 1..],
+            ))
         }
         _ => Err(corrupt()),
     }
@@ -142,10 +155,21 @@ mod tests {
 
     #[test]
     fn numbers_sort_numerically_and_round_trip() {
-        let texts = ["-1e20", "-100", "-2.5", "-2", "-0.001", "0", "0.001", "0.12", "0.123", "2", "10", "1e20"];
-        let values: Vec<Value> = texts.iter().map(|t| Value::N(Number::parse(t).unwrap())).collect();
+        let texts = [
+            "-1e20", "-100", "-2.5", "-2", "-0.001", "0", "0.001", "0.12", "0.123", "2", "10",
+            "1e20",
+        ];
+        let values: Vec<Value> = texts
+            .iter()
+            .map(|t| Value::N(Number::parse(t).unwrap()))
+            .collect();
         for pair in values.windows(2) {
-            assert!(enc(&pair[0]) < enc(&pair[1]), "{:?} < {:?}", pair[0], pair[1]);
+            assert!(
+                enc(&pair[0]) < enc(&pair[1]),
+                "{:?} < {:?}",
+                pair[0],
+                pair[1]
+            );
         }
         for v in &values {
             let bytes = enc(v);

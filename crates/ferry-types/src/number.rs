@@ -342,16 +342,26 @@ mod tests {
             ("1.5e-3", "0.0015"),
             ("-12.340", "-12.34"),
             (".5", "0.5"),
-            ("12345678901234567890123456789012345678", "12345678901234567890123456789012345678"),
+            (
+                "12345678901234567890123456789012345678",
+                "12345678901234567890123456789012345678",
+            ),
         ] {
-            assert_eq!(Number::parse(input).map(|n| n.0), Ok(want.to_string()), "{input}");
+            assert_eq!(
+                Number::parse(input).map(|n| n.0),
+                Ok(want.to_string()),
+                "{input}"
+            );
         }
     }
 
     #[test]
     fn rejects_bad_text_and_range() {
         for bad in ["", "-", "abc", "1.2.3", "1e", "--1", "0x10"] {
-            assert!(matches!(Number::parse(bad), Err(Error::NotANumber(_))), "{bad}");
+            assert!(
+                matches!(Number::parse(bad), Err(Error::NotANumber(_))),
+                "{bad}"
+            );
         }
         assert!(matches!(
             Number::parse("123456789012345678901234567890123456789"),
@@ -362,7 +372,9 @@ mod tests {
 
     #[test]
     fn numeric_order() {
-        let sorted = ["-100", "-2.5", "-2", "-0.001", "0", "0.001", "0.5", "2", "10", "1e20"];
+        let sorted = [
+            "-100", "-2.5", "-2", "-0.001", "0", "0.001", "0.5", "2", "10", "1e20",
+        ];
         let numbers: Vec<Number> = sorted.iter().map(|t| Number::parse(t).unwrap()).collect();
         for pair in numbers.windows(2) {
             assert!(pair[0] < pair[1], "{:?} < {:?}", pair[0], pair[1]);
@@ -375,10 +387,19 @@ mod tests {
         assert_eq!(n("0.1").add(&n("0.2")).unwrap(), n("0.3"));
         assert_eq!(n("10").sub(&n("10.5")).unwrap(), n("-0.5"));
         assert_eq!(n("-3").add(&n("3")).unwrap(), n("0"));
-        assert_eq!(n("99999999999999999999").add(&n("1")).unwrap(), n("100000000000000000000"));
+        assert_eq!(
+            n("99999999999999999999").add(&n("1")).unwrap(),
+            n("100000000000000000000")
+        );
         assert_eq!(n("-1.25").sub(&n("-0.25")).unwrap(), n("-1"));
         let big = n("9.9e125");
-        assert!(matches!(big.add(&big), Err(Error::NumberOutOfRange(_))), "overflow is an error, not zero");
-        assert!(n("1e30").add(&n("1e-10")).is_err(), "more than 38 significant digits");
+        assert!(
+            matches!(big.add(&big), Err(Error::NumberOutOfRange(_))),
+            "overflow is an error, not zero"
+        );
+        assert!(
+            n("1e30").add(&n("1e-10")).is_err(),
+            "more than 38 significant digits"
+        );
     }
 }

@@ -4,7 +4,9 @@ use crate::{Item, Value};
 
 /// The size DynamoDB charges for an item: every attribute name plus its value.
 pub fn item_size(item: &Item) -> usize {
-    item.iter().map(|(name, value)| name.len() + value_size(value)).sum()
+    item.iter()
+        .map(|(name, value)| name.len() + value_size(value))
+        .sum()
 }
 
 /// The size of one value, by DynamoDB's published rules.
@@ -14,7 +16,12 @@ pub fn value_size(value: &Value) -> usize {
         Value::N(n) => number_size(n.as_str()),
         Value::B(b) => b.len(),
         Value::Bool(_) | Value::Null => 1,
-        Value::M(map) => 3 + map.iter().map(|(k, v)| 1 + k.len() + value_size(v)).sum::<usize>(),
+        Value::M(map) => {
+            3 + map
+                .iter()
+                .map(|(k, v)| 1 + k.len() + value_size(v))
+                .sum::<usize>()
+        }
         Value::L(list) => 3 + list.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
         Value::Ss(set) => set.iter().map(String::len).sum(),
         Value::Ns(set) => set.iter().map(|n| number_size(n.as_str())).sum(),

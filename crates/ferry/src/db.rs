@@ -40,7 +40,9 @@ impl Db {
         let store = Store::open(dir.as_ref(), config.schema.clone(), &options)?;
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             store,
-            _sweeper: config.ttl_sweep.map(|every| Sweeper::start(weak.clone(), every)),
+            _sweeper: config
+                .ttl_sweep
+                .map(|every| Sweeper::start(weak.clone(), every)),
             config,
             triggers: Triggers::default(),
         });
@@ -67,7 +69,10 @@ impl Db {
         if let Some(name) = model {
             self.schema().model(name)?;
         }
-        Ok(self.inner.triggers.add(model.map(str::to_string), Box::new(callback)))
+        Ok(self
+            .inner
+            .triggers
+            .add(model.map(str::to_string), Box::new(callback)))
     }
 
     /// Removes a trigger. Returns whether it was registered.
@@ -88,7 +93,9 @@ impl Db {
             let (count, changes) = self.inner.store.write(Durability::Default, |tx| {
                 let mut count = 0;
                 for key in &keys {
-                    let expired = tx.get(key)?.is_some_and(|item| self.expired(&item, now_s as i64 * 1000));
+                    let expired = tx
+                        .get(key)?
+                        .is_some_and(|item| self.expired(&item, now_s as i64 * 1000));
                     if expired {
                         tx.delete(key)?;
                         count += 1;
@@ -155,7 +162,11 @@ impl Db {
             return;
         }
         for change in changes {
-            let Some(model) = change.new.as_ref().or(change.old.as_ref()).and_then(|i| self.model_of(i))
+            let Some(model) = change
+                .new
+                .as_ref()
+                .or(change.old.as_ref())
+                .and_then(|i| self.model_of(i))
             else {
                 continue;
             };
@@ -202,14 +213,21 @@ impl Sweeper {
 impl Db {
     /// Calls `f` with every item of `model` (every model when `None`), in primary key
     /// order, as `(model name, item)`, until it returns false. Expired items are skipped.
-    pub fn scan(&self, model: Option<&str>, hidden: bool, mut f: impl FnMut(&str, Json) -> bool) -> Result<()> {
+    pub fn scan(
+        &self,
+        model: Option<&str>,
+        hidden: bool,
+        mut f: impl FnMut(&str, Json) -> bool,
+    ) -> Result<()> {
         if let Some(name) = model {
             self.model(name)?;
         }
         let now = self.now_ms();
         for item in self.inner.store.items() {
             let item = item?;
-            let Some(owner) = self.model_of(&item) else { continue };
+            let Some(owner) = self.model_of(&item) else {
+                continue;
+            };
             if model.is_some_and(|m| m != owner.name) || self.expired(&item, now) {
                 continue;
             }

@@ -114,9 +114,10 @@ impl Error {
             | Error::Unique { .. }
             | Error::ConditionalCheckFailed { .. } => ErrorKind::Refused,
             Error::TransactionCanceled { reason, .. } => reason.kind(),
-            Error::Validation { .. } | Error::Control { .. } | Error::Argument(_) | Error::Schema(_) => {
-                ErrorKind::Invalid
-            }
+            Error::Validation { .. }
+            | Error::Control { .. }
+            | Error::Argument(_)
+            | Error::Schema(_) => ErrorKind::Invalid,
             Error::Storage(ferry_store::Error::TooLarge { .. } | ferry_store::Error::Key(_)) => {
                 ErrorKind::Invalid
             }
@@ -126,14 +127,19 @@ impl Error {
 }
 
 fn validation_message(model: &str, errors: &[FieldError]) -> String {
-    let parts: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.reason)).collect();
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.reason))
+        .collect();
     format!("{model}: {}", parts.join("; "))
 }
 
 impl From<ferry_schema::Error> for Error {
     fn from(e: ferry_schema::Error) -> Error {
         match e {
-            ferry_schema::Error::Validation { model, errors } => Error::Validation { model, errors },
+            ferry_schema::Error::Validation { model, errors } => {
+                Error::Validation { model, errors }
+            }
             ferry_schema::Error::Argument(message) => Error::Argument(message),
             other => Error::Schema(other),
         }

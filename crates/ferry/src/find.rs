@@ -55,20 +55,38 @@ impl Db {
     }
 
     /// [`Db::get`] with options (`index`, `hidden`, `fields`, `follow`).
-    pub fn get_with(&self, model_name: &str, props: Json, options: &FindOptions) -> Result<Option<Json>> {
+    pub fn get_with(
+        &self,
+        model_name: &str,
+        props: Json,
+        options: &FindOptions,
+    ) -> Result<Option<Json>> {
         let model = self.model(model_name)?;
-        let query = model.key_query(self.schema(), object(&props)?, self.context(), options.index.as_deref())?;
+        let query = model.key_query(
+            self.schema(),
+            object(&props)?,
+            self.context(),
+            options.index.as_deref(),
+        )?;
         if let (Some(key), true) = (query.full_key(), query.filters.is_empty()) {
             let now = self.now_ms();
             let item = self.inner.store.get(&key)?;
             let item = item.filter(|i| model.owns(self.schema(), i) && !self.expired(i, now));
             return Ok(item.map(|i| self.shape(model, &i, options)));
         }
-        let options = FindOptions { limit: Some(2), next: None, count: false, ..options.clone() };
+        let options = FindOptions {
+            limit: Some(2),
+            next: None,
+            count: false,
+            ..options.clone()
+        };
         let page = self.find_query(model, &query, &options)?;
         match page.items.len() {
             0 | 1 => Ok(page.items.into_iter().next()),
-            count => Err(Error::NonUnique { model: model.name.clone(), count }),
+            count => Err(Error::NonUnique {
+                model: model.name.clone(),
+                count,
+            }),
         }
     }
 
@@ -76,14 +94,29 @@ impl Db {
     /// condition or template prefix), other given properties and `options.condition`.
     pub fn find(&self, model_name: &str, props: Json, options: &FindOptions) -> Result<Page> {
         let model = self.model(model_name)?;
-        let query = model.key_query(self.schema(), object(&props)?, self.context(), options.index.as_deref())?;
+        let query = model.key_query(
+            self.schema(),
+            object(&props)?,
+            self.context(),
+            options.index.as_deref(),
+        )?;
         self.find_query(model, &query, options)
     }
 
     /// The primary keys of every match of a find (all pages).
-    pub(crate) fn find_keys(&self, model_name: &str, props: &Json, options: &FindOptions) -> Result<Vec<Key>> {
+    pub(crate) fn find_keys(
+        &self,
+        model_name: &str,
+        props: &Json,
+        options: &FindOptions,
+    ) -> Result<Vec<Key>> {
         let model = self.model(model_name)?;
-        let query = model.key_query(self.schema(), object(props)?, self.context(), options.index.as_deref())?;
+        let query = model.key_query(
+            self.schema(),
+            object(props)?,
+            self.context(),
+            options.index.as_deref(),
+        )?;
         let mut keys = Vec::new();
         self.scan_rows(model, &query, options, |_, item| {
             keys.push(self.primary_key(&item)?);
@@ -111,7 +144,11 @@ impl Db {
             last_key = Some(row_key.to_vec());
             Ok(true)
         })?;
-        let next = if more { last_key.map(|k| encode_cursor(&k)) } else { None };
+        let next = if more {
+            last_key.map(|k| encode_cursor(&k))
+        } else {
+            None
+        };
         Ok(Page { items, next, count })
     }
 
@@ -123,7 +160,11 @@ impl Db {
         options: &FindOptions,
         mut f: impl FnMut(&[u8], Item) -> Result<bool>,
     ) -> Result<()> {
-        let condition = options.condition.as_deref().map(|text| parse_condition(model, text)).transpose()?;
+        let condition = options
+            .condition
+            .as_deref()
+            .map(|text| parse_condition(model, text))
+            .transpose()?;
         let store_query = Query {
             index: query.index.clone(),
             hash: query.hash.clone(),
@@ -146,7 +187,9 @@ impl Db {
             } else {
                 item
             };
-            if self.expired(&item, now) || !query.filters.iter().all(|(k, v)| item.get(k) == Some(v)) {
+            if self.expired(&item, now)
+                || !query.filters.iter().all(|(k, v)| item.get(k) == Some(v))
+            {
                 continue;
             }
             if let Some(condition) = &condition
@@ -165,7 +208,8 @@ impl Db {
         let primary = self.schema().primary();
         let value = |name: &String| item.get(name).cloned();
         Ok(Key {
-            hash: value(&primary.hash).ok_or_else(|| Error::Argument(format!("item lacks key '{}'", primary.hash)))?,
+            hash: value(&primary.hash)
+                .ok_or_else(|| Error::Argument(format!("item lacks key '{}'", primary.hash)))?,
             sort: primary.sort.as_ref().and_then(value),
         })
     }
@@ -189,7 +233,11 @@ fn encode_cursor(key: &[u8]) -> String {
 }
 
 fn decode_cursor(text: &str) -> Result<Vec<u8>> {
-    let bad = || Error::Argument(format!("'{text}' is not a cursor from an earlier find's next"));
+    let bad = || {
+        Error::Argument(format!(
+            "'{text}' is not a cursor from an earlier find's next"
+        ))
+    };
     if text.len() % 2 != 0 || !text.is_ascii() {
         return Err(bad());
     }

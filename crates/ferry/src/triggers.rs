@@ -71,7 +71,10 @@ impl Triggers {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.list.read().unwrap_or_else(|p| p.into_inner()).is_empty()
+        self.list
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     pub fn fire(&self, event: &Event) {

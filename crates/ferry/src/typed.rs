@@ -39,13 +39,24 @@ impl<T: Serialize + DeserializeOwned> Model<T> {
 
     /// Reads an item by key (any serializable value with the key properties).
     pub fn get(&self, key: &impl Serialize) -> Result<Option<T>> {
-        self.db.get(&self.name, to_json(key)?)?.map(from_json).transpose()
+        self.db
+            .get(&self.name, to_json(key)?)?
+            .map(from_json)
+            .transpose()
     }
 
     /// Finds items; returns them and the next-page cursor.
-    pub fn find(&self, props: &impl Serialize, options: &FindOptions) -> Result<(Vec<T>, Option<String>)> {
+    pub fn find(
+        &self,
+        props: &impl Serialize,
+        options: &FindOptions,
+    ) -> Result<(Vec<T>, Option<String>)> {
         let page = self.db.find(&self.name, to_json(props)?, options)?;
-        let items = page.items.into_iter().map(from_json).collect::<Result<_>>()?;
+        let items = page
+            .items
+            .into_iter()
+            .map(from_json)
+            .collect::<Result<_>>()?;
         Ok((items, page.next))
     }
 
@@ -64,9 +75,11 @@ impl<T: Serialize + DeserializeOwned> Model<T> {
 }
 
 fn to_json(value: &impl Serialize) -> Result<serde_json::Value> {
-    serde_json::to_value(value).map_err(|e| Error::Argument(format!("cannot serialize the item: {e}")))
+    serde_json::to_value(value)
+        .map_err(|e| Error::Argument(format!("cannot serialize the item: {e}")))
 }
 
 fn from_json<T: DeserializeOwned>(json: serde_json::Value) -> Result<T> {
-    serde_json::from_value(json).map_err(|e| Error::Argument(format!("the stored item does not fit the type: {e}")))
+    serde_json::from_value(json)
+        .map_err(|e| Error::Argument(format!("the stored item does not fit the type: {e}")))
 }

@@ -89,9 +89,9 @@ impl Write {
 
     fn options(&self) -> Option<&WriteOptions> {
         match self {
-            Write::Update { options, .. } | Write::Remove { options, .. } | Write::Check { options, .. } => {
-                Some(options)
-            }
+            Write::Update { options, .. }
+            | Write::Remove { options, .. }
+            | Write::Check { options, .. } => Some(options),
             _ => None,
         }
     }
@@ -100,34 +100,57 @@ impl Write {
 impl Db {
     /// Creates an item; fails with `ConditionalCheckFailed` if it exists. Returns the item.
     pub fn create(&self, model: &str, props: Json) -> Result<Json> {
-        let write = Write::Create { model: model.into(), props };
-        self.write_one(write, false).map(|item| item.unwrap_or(Json::Null))
+        let write = Write::Create {
+            model: model.into(),
+            props,
+        };
+        self.write_one(write, false)
+            .map(|item| item.unwrap_or(Json::Null))
     }
 
     /// Creates or replaces an item. Returns the item.
     pub fn put(&self, model: &str, props: Json) -> Result<Json> {
-        let write = Write::Put { model: model.into(), props };
-        self.write_one(write, false).map(|item| item.unwrap_or(Json::Null))
+        let write = Write::Put {
+            model: model.into(),
+            props,
+        };
+        self.write_one(write, false)
+            .map(|item| item.unwrap_or(Json::Null))
     }
 
     /// Merges `props` and `options.ops` into an existing item (or creates it with
     /// `options.upsert`). Returns the updated item.
     pub fn update(&self, model: &str, props: Json, options: &WriteOptions) -> Result<Json> {
         let hidden = options.hidden;
-        let write = Write::Update { model: model.into(), props, options: options.clone() };
-        self.write_one(write, hidden).map(|item| item.unwrap_or(Json::Null))
+        let write = Write::Update {
+            model: model.into(),
+            props,
+            options: options.clone(),
+        };
+        self.write_one(write, hidden)
+            .map(|item| item.unwrap_or(Json::Null))
     }
 
     /// [`Db::update`] that creates the item when it does not exist.
     pub fn upsert(&self, model: &str, props: Json, options: &WriteOptions) -> Result<Json> {
-        let options = WriteOptions { upsert: true, ..options.clone() };
+        let options = WriteOptions {
+            upsert: true,
+            ..options.clone()
+        };
         self.update(model, props, &options)
     }
 
     /// Removes an item by its full key. Returns the removed item, if there was one.
     pub fn remove(&self, model: &str, props: Json, options: &WriteOptions) -> Result<Option<Json>> {
         let hidden = options.hidden;
-        self.write_one(Write::Remove { model: model.into(), props, options: options.clone() }, hidden)
+        self.write_one(
+            Write::Remove {
+                model: model.into(),
+                props,
+                options: options.clone(),
+            },
+            hidden,
+        )
     }
 
     /// Removes every item a find matches (all pages). Returns how many were removed.
@@ -168,10 +191,12 @@ impl Db {
         let (items, changes) = self.inner.store.write(durability, |tx| {
             let mut items = Vec::with_capacity(writes.len());
             for (index, write) in writes.iter().enumerate() {
-                let item = self.apply(tx, write, now).map_err(|reason| Error::TransactionCanceled {
-                    index,
-                    reason: Box::new(reason),
-                })?;
+                let item =
+                    self.apply(tx, write, now)
+                        .map_err(|reason| Error::TransactionCanceled {
+                            index,
+                            reason: Box::new(reason),
+                        })?;
                 items.push(item);
             }
             Ok::<_, Error>(items)
@@ -197,7 +222,10 @@ impl Db {
         let model = self.model(write.model())?;
         let durability = self.durability(model, write.options());
         let now = self.now_ms();
-        let (item, changes) = self.inner.store.write(durability, |tx| self.apply(tx, &write, now))?;
+        let (item, changes) = self
+            .inner
+            .store
+            .write(durability, |tx| self.apply(tx, &write, now))?;
         self.fire(&changes, Origin::Local);
         Ok(item.map(|i| self.to_json(model, &i, hidden)))
     }
@@ -217,7 +245,8 @@ impl Db {
         if !matches!(write, Write::Check { .. }) && model.control.sync == SyncDirection::Down {
             return Err(Error::Control {
                 model: model.name.clone(),
-                reason: "the cloud owns this model (control sync: 'down'); devices cannot write it".into(),
+                reason: "the cloud owns this model (control sync: 'down'); devices cannot write it"
+                    .into(),
             });
         }
         let schema = self.schema();
@@ -225,7 +254,11 @@ impl Db {
         match write {
             Write::Create { props, .. } | Write::Put { props, .. } => {
                 let create = matches!(write, Write::Create { .. });
-                let mode = if create { PutMode::Create } else { PutMode::Put };
+                let mode = if create {
+                    PutMode::Create
+                } else {
+                    PutMode::Put
+                };
                 let item = model.prepare_put(schema, object(props)?, ctx, now, mode)?;
                 let key = self.key_of(&item)?;
                 if create && self.live(tx, &key, now)?.is_some() {
@@ -239,14 +272,21 @@ impl Db {
                 let key = self.full_key(model, props)?;
                 let existing = self.live(tx, &key, now)?;
                 if existing.is_none() && !options.upsert && options.exists != Some(false) {
-                    return Err(Error::NotFound { model: model.name.clone(), key: key.to_string() });
+                    return Err(Error::NotFound {
+                        model: model.name.clone(),
+                        key: key.to_string(),
+                    });
                 }
                 self.check(model, &key, existing.as_ref(), options)?;
                 let mut ops = options.ops.clone();
                 ops.subs.extend(options.subs.clone());
-                let item = model.prepare_update(schema, existing.as_ref(), props, &ops, ctx, now)?;
+                let item =
+                    model.prepare_update(schema, existing.as_ref(), props, &ops, ctx, now)?;
                 if self.key_of(&item)? != key {
-                    return Err(Error::Argument(format!("{}: update cannot change the primary key", model.name)));
+                    return Err(Error::Argument(format!(
+                        "{}: update cannot change the primary key",
+                        model.name
+                    )));
                 }
                 tx.put(item.clone())?;
                 Ok(Some(item))
@@ -264,7 +304,10 @@ impl Db {
             Write::Check { props, options, .. } => {
                 let key = self.full_key(model, object(props)?)?;
                 let existing = self.live(tx, &key, now)?;
-                let options = WriteOptions { exists: options.exists.or(Some(true)), ..options.clone() };
+                let options = WriteOptions {
+                    exists: options.exists.or(Some(true)),
+                    ..options.clone()
+                };
                 self.check(model, &key, existing.as_ref(), &options)?;
                 Ok(None)
             }
@@ -279,9 +322,9 @@ impl Db {
     fn key_of(&self, item: &Item) -> Result<Key> {
         let primary = self.schema().primary();
         let value = |name: &str| {
-            item.get(name)
-                .cloned()
-                .ok_or_else(|| Error::Argument(format!("the item has no value for key attribute '{name}'")))
+            item.get(name).cloned().ok_or_else(|| {
+                Error::Argument(format!("the item has no value for key attribute '{name}'"))
+            })
         };
         Ok(Key {
             hash: value(&primary.hash)?,
@@ -303,13 +346,23 @@ impl Db {
     }
 
     /// Checks `exists` and `condition` against the existing item.
-    fn check(&self, model: &Model, key: &Key, existing: Option<&Item>, options: &WriteOptions) -> Result<()> {
+    fn check(
+        &self,
+        model: &Model,
+        key: &Key,
+        existing: Option<&Item>,
+        options: &WriteOptions,
+    ) -> Result<()> {
         match (options.exists, existing) {
             (Some(true), None) => return Err(refused(model, key, "does not exist (exists: true)")),
-            (Some(false), Some(_)) => return Err(refused(model, key, "already exists (exists: false)")),
+            (Some(false), Some(_)) => {
+                return Err(refused(model, key, "already exists (exists: false)"));
+            }
             _ => {}
         }
-        let Some(text) = &options.condition else { return Ok(()) };
+        let Some(text) = &options.condition else {
+            return Ok(());
+        };
         let condition = parse_condition(model, text)?;
         let holds = match existing {
             Some(item) => condition.eval(item, &options.subs)?,
