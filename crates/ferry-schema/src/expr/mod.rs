@@ -3,17 +3,22 @@
 //! `${field}` names an attribute (`${address.city}`, `${tags[0]}`), `{value}` is a literal
 //! (`{42}` a number, `{"42"}` or `{'42'}` the text 42, `{true}`, `{false}`, `{null}`, any
 //! other `{text}` a text), `@{name}` takes a value from the call's substitutions and
-//! `@{...name}` expands a list of them inside `IN (...)`.
+//! `@{...name}` expands a list of them inside `IN (...)`. A number DynamoDB cannot hold
+//! (`{1e200}`, 39 digits) is an error rather than text. Text holding braces must be quoted;
+//! inside quotes a backslash escapes the next character (`{"say \"hi\" {x}"}`).
 //!
-//! Conditions use DynamoDB's operators and functions with DynamoDB's meaning: `= <> < <= >
-//! >= BETWEEN IN AND OR NOT` and parentheses, `attribute_exists`, `attribute_not_exists`,
-//! `attribute_type`, `begins_with`, `contains` and `size`. Keywords are case-insensitive.
+//! Conditions use DynamoDB's operators and functions with DynamoDB's meaning: `=`, `<>`,
+//! `<`, `<=`, `>`, `>=`, `BETWEEN`, `IN`, `AND`, `OR`, `NOT` and parentheses,
+//! `attribute_exists`, `attribute_not_exists`, `attribute_type`, `begins_with`, `contains`
+//! and `size`. Keywords and function names are case-insensitive.
 //! Precedence, tightest first: comparisons, `NOT`, `AND`, `OR`.
 //!
 //! Comparisons follow DynamoDB: values of different types are never equal and never
 //! ordered; `<`, `<=`, `>`, `>=` and `BETWEEN` only order numbers (numerically), texts and
 //! binaries (bytewise). A missing attribute makes every comparison false except `<>`, which
-//! is true, as in DynamoDB (a missing value is unequal to anything).
+//! is true, as in DynamoDB (a missing value is unequal to anything). `size` counts the
+//! UTF-8 bytes of a text, the bytes of a binary and the elements of a set, list or map; on
+//! other types, like a missing attribute, it makes the comparison false.
 //!
 //! `set` expressions are an operand, `a + b` or `a - b` on numbers (exact decimal
 //! arithmetic), `if_not_exists(${f}, value)` and `list_append(a, b)`.
@@ -35,12 +40,12 @@ use crate::{Error, Result};
 /// `((((...` from overflowing the stack; real conditions stay far below it.
 pub const DEPTH_MAX: usize = 64;
 
-/// The substitutions of a call: the values of `@{name}`.
+/// The substitutions of a call: the values of `@{name}` (internal shorthand).
 type Subs = serde_json::Map<String, serde_json::Value>;
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CmpOp {
+enum CmpOp {
     Eq,
     Ne,
     Lt,
@@ -74,7 +79,11 @@ impl Condition {
     ///
     /// Every part is evaluated (no short cut), so a missing substitution is reported
     /// whatever the item holds.
-    pub fn eval(&self, item: &Item, subs: &Subs) -> Result<bool> {
+    pub fn eval(
+        &self,
+        item: &Item,
+        subs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<bool> {
         eval::Env {
             text: &self.text,
             item,
@@ -125,7 +134,11 @@ impl Expr {
 
     /// Computes the value against the current item; `subs` supplies `@{name}` values.
     /// Reading a missing attribute outside `if_not_exists` is an error, as in DynamoDB.
-    pub fn eval(&self, item: &Item, subs: &Subs) -> Result<Value> {
+    pub fn eval(
+        &self,
+        item: &Item,
+        subs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Value> {
         eval::Env {
             text: &self.text,
             item,

@@ -28,6 +28,7 @@ pub(super) fn expr(text: &str) -> Result<Term> {
     Ok(term)
 }
 
+/// A cursor over the tokens of one text, tracking how deep it has nested.
 struct Parser<'t> {
     text: &'t str,
     /// Always ends with [`Tok::End`]; `pos` never moves past it.
@@ -243,16 +244,11 @@ impl<'t> Parser<'t> {
     /// The `${path}` first argument of a function.
     fn path_arg(&mut self, function: &str) -> Result<Path> {
         let token = self.peek().clone();
+        let span = span(&token);
         match token.tok {
             Tok::Path(parts) => {
                 self.bump();
-                Ok(Path {
-                    parts,
-                    span: Span {
-                        start: token.start,
-                        end: token.end,
-                    },
-                })
+                Ok(Path { parts, span })
             }
             _ => Err(self.unexpected(&format!(
                 "expected an attribute ${{name}} as the first argument of {function}"
@@ -298,16 +294,11 @@ impl<'t> Parser<'t> {
         let mut items = Vec::new();
         loop {
             let token = self.peek().clone();
+            let span = span(&token);
             match token.tok {
                 Tok::Expand(name) => {
                     self.bump();
-                    items.push(InItem::Expand(
-                        name,
-                        Span {
-                            start: token.start,
-                            end: token.end,
-                        },
-                    ));
+                    items.push(InItem::Expand(name, span));
                 }
                 _ => items.push(InItem::One(self.operand()?)),
             }
@@ -323,10 +314,7 @@ impl<'t> Parser<'t> {
     /// A condition operand: a path, literal, substitution or `size(${path})`.
     fn operand(&mut self) -> Result<Operand> {
         let token = self.peek().clone();
-        let span = Span {
-            start: token.start,
-            end: token.end,
-        };
+        let span = span(&token);
         let operand = match token.tok {
             Tok::Path(parts) => Operand::Path(Path { parts, span }),
             Tok::Literal(value) => Operand::Literal(value, span),
@@ -417,6 +405,13 @@ impl<'t> Parser<'t> {
             kind,
             span: self.span_from(token.start),
         })
+    }
+}
+
+fn span(token: &Token) -> Span {
+    Span {
+        start: token.start,
+        end: token.end,
     }
 }
 
