@@ -43,12 +43,40 @@ fn main() -> Result<()> {
                 .context("rss needs an item count")?;
             ferry_side::report_rss(dir, items)
         }
+        Some("profile") => {
+            let op = args.get(1).map(String::as_str).unwrap_or("get");
+            let items = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100_000);
+            profile(op, items)
+        }
         Some("local") | None => {
             let sizes = parse_sizes(&args)?;
             local(&sizes)
         }
         Some(other) => bail!("unknown benchmark '{other}': try `local`"),
     }
+}
+
+/// Runs one operation on Ferry alone for a while, for a profiler (`perf record`).
+fn profile(op: &str, items: u64) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut ferry = ferry_side::Ferry::open(&dir.path().join("ferry"))?;
+    for seq in 0..items {
+        ferry.create(seq)?;
+    }
+    let op = match op {
+        "get" => Op::Get,
+        "page" => Op::Page,
+        "update" => Op::Update,
+        "create" => return Ok(()),
+        other => bail!("unknown operation '{other}': get, page, update or create"),
+    };
+    let count = match op {
+        Op::Page => 2_000,
+        _ => 100_000,
+    };
+    let rate = median_rate(&mut ferry, op, count, items)?;
+    eprintln!("{rate:.0} ops/s");
+    Ok(())
 }
 
 fn parse_sizes(args: &[String]) -> Result<Vec<u64>> {

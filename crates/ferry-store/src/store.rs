@@ -16,6 +16,12 @@ use crate::{Error, Result};
 
 const META_SCHEMA: &[u8] = b"schema";
 const META_INDEX_PREFIX: &str = "index:";
+/// Memory of all memtables together: devices have little RAM (fjall's default is unbounded).
+const WRITE_BUFFER_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// One keyspace's memtable before it is flushed (fjall's default is 64 MiB).
+const MEMTABLE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Journal kept before memtables are flushed; bounds replay time and memory at open.
+const JOURNAL_BYTES_MAX: u64 = 64 * 1024 * 1024; // fjall's minimum
 /// Items re-indexed per batch when an index is added or changed.
 const REINDEX_BATCH_ITEMS: usize = 10_000;
 
@@ -47,6 +53,8 @@ pub struct Store {
     pub(crate) indexes: Vec<(Index, Keyspace)>,
     pub(crate) expiry: Keyspace,
     pub(crate) unique: Keyspace,
+    /// Primary keys of items of `mem: true` models: removed at every open.
+    pub(crate) memory: Keyspace,
     pub(crate) meta: Keyspace,
     pub(crate) write_lock: Mutex<()>,
     pub(crate) dirty: Arc<AtomicBool>,
@@ -110,6 +118,7 @@ impl Store {
             items: open("items")?,
             expiry: open("expiry")?,
             unique: open("unique")?,
+            memory: open("memory")?,
             meta,
             indexes,
             schema,
@@ -121,6 +130,7 @@ impl Store {
             _syncer: syncer,
         };
         store.save_schema()?;
+        store.forget_memory_models()?;
         Ok(store)
     }
 
@@ -245,6 +255,25 @@ impl Store {
             }
         }
         self.persist()
+    }
+
+    /// Removes the items of `mem: true` models left by the previous run: such models live
+    /// in memory only, so a restart starts them empty (with their indexes and claims).
+    fn forget_memory_models(&self) -> Result<()> {
+        let has_sort = self.schema.primary().sort.is_some();
+        let mut keys = Vec::new();
+        for guard in self.memory.iter() {
+            let bytes = guard.key().map_err(|e| self.fail(e))?;
+            let key = layout::decode_key(&bytes, has_sort)
+                .map_err(|d| self.corrupt("memory record", d))?;
+            keys.push(key);
+        }
+        for chunk in keys.chunks(REINDEX_BATCH_ITEMS) {
+            self.write(Durability::Default, |tx| {
+                chunk.iter().try_for_each(|key| tx.delete(key).map(|_| ()))
+            })?;
+        }
+        Ok(())
     }
 
     /// Rebuilds one secondary index from the items (after a schema adds or changes it).

@@ -263,3 +263,45 @@ fn corrupt_records_are_errors_not_panics() {
         assert!(crate::layout::decode_item(bytes).is_err(), "{bytes:?}");
     }
 }
+
+#[test]
+fn memory_models_start_empty_after_reopen() {
+    let schema = r#"{
+        version: '1',
+        indexes: { primary: { hash: 'pk', sort: 'sk' }, gs1: { hash: 'kind', sort: 'n' } },
+        models: {
+            T: { pk: { type: 'string' }, sk: { type: 'number' }, kind: { type: 'string' }, n: { type: 'number' } },
+            Live: { pk: { type: 'string' }, sk: { type: 'number' }, kind: { type: 'string' }, n: { type: 'number' } },
+        },
+        control: { Live: { mem: true } },
+    }"#;
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        Store::open(
+            dir.path(),
+            Some(Schema::parse(schema).unwrap()),
+            &Options::default(),
+        )
+        .unwrap()
+    };
+    let store = open();
+    let mut live = item(1, 1, Some(0), 7);
+    live.insert("_type".into(), Value::S("Live".into()));
+    store
+        .write(Durability::Default, |tx| {
+            tx.put(item(0, 1, Some(0), 1))?;
+            tx.put(live.clone())
+        })
+        .unwrap();
+    assert_eq!(store.get(&key(1, 1)).unwrap(), Some(live));
+    drop(store);
+    let store = open();
+    assert_eq!(
+        store.get(&key(1, 1)).unwrap(),
+        None,
+        "a mem model is not persisted"
+    );
+    assert!(store.get(&key(0, 1)).unwrap().is_some(), "other models are");
+    let in_index = query(&store, "gs1", Value::S("k0".into()), None, false);
+    assert_eq!(in_index.len(), 1, "the mem item's index entry is gone too");
+}

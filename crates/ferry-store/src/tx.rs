@@ -172,6 +172,16 @@ impl<'s> Tx<'s> {
                 None => {}
             }
             self.write_indexes(&mut batch, key, old.as_ref(), new.as_ref());
+            let in_memory = |item: &Option<Item>| {
+                item.as_ref()
+                    .and_then(|i| self.model_of(i))
+                    .is_some_and(|m| m.control.mem)
+            };
+            if in_memory(new) {
+                batch.insert(&store.memory, key.clone(), []);
+            } else if in_memory(old) {
+                batch.remove(&store.memory, key.clone());
+            }
             let old_expiry = old.as_ref().and_then(|i| self.expiry_of(i));
             let new_expiry = new.as_ref().and_then(|i| self.expiry_of(i));
             if old_expiry != new_expiry {

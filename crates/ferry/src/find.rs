@@ -68,7 +68,9 @@ impl Db {
             self.context(),
             options.index.as_deref(),
         )?;
-        if let (Some(key), true) = (query.full_key(), query.filters.is_empty()) {
+        // With the full primary key a get is a point read; other properties (the inputs
+        // of the key templates, typically) are not filters, as in OneTable.
+        if let Some(key) = query.full_key() {
             let now = self.now_ms();
             let item = self.inner.store.get(&key)?;
             let item = item.filter(|i| model.owns(self.schema(), i) && !self.expired(i, now));
