@@ -1,45 +1,105 @@
 //! Write, SIGKILL, reopen, compare: every write that returned before the kill is there,
-//! and nothing is torn (each item's index entry and unique claim agree with it).
+//! deletes and removed fields stay deleted (Ioto brings them back after a crash), and
+//! nothing is torn.
 //!
-//! The writer is this test binary re-executed with `FERRY_CRASH_WRITER` set: it writes
-//! items in a loop and prints each sequence number after its write returned.
+//! The writer is this test binary re-executed with `FERRY_CRASH_WRITER` set: for each
+//! sequence number it creates an item and changes earlier items of its own run, then
+//! prints the number once every one of those writes has returned.
 
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ferry::{Config, Db, FindOptions, WriteOptions};
-use serde_json::json;
+use ferry::{Config, Db, WriteOptions};
+use serde_json::{Value as Json, json};
 
 use crate::support::example_db;
 
 const WRITER_ENV: &str = "FERRY_CRASH_WRITER";
+const START_ENV: &str = "FERRY_CRASH_START";
 /// Kills per test run.
 const KILLS: usize = 12;
 
-/// Child side: writes until killed. Not a test of its own without the variable.
+/// The writes made for `seq`, on items of the same run only (`seq - k >= start`):
+/// `seq - 1` gets value -1 when `seq % 3 == 0`, `seq - 2` is removed when `seq % 5 == 0`,
+/// `seq - 3` loses its `expires` field when `seq % 4 == 0`.
+fn touches(seq: u64, start: u64) -> (Option<u64>, Option<u64>, Option<u64>) {
+    let earlier = |k: u64, every: u64| (seq % every == 0 && seq >= start + k).then(|| seq - k);
+    (earlier(1, 3), earlier(2, 5), earlier(3, 4))
+}
+
+fn key(seq: u64) -> Json {
+    json!({"sensor": "s", "at": seq})
+}
+
+/// Child side: writes until killed. Does nothing without the variable.
 #[test]
 fn crash_writer_child() {
     let Ok(dir) = std::env::var(WRITER_ENV) else {
         return;
     };
-    let start: u64 = std::env::var("FERRY_CRASH_START").unwrap().parse().unwrap();
+    let start: u64 = std::env::var(START_ENV).unwrap().parse().unwrap();
     let db = Db::open(&dir, Config::default().context("deviceId", "d1")).unwrap();
     let mut out = std::io::stdout().lock();
+    let plain = WriteOptions::default();
     for seq in start.. {
-        // Alternate creates, updates of earlier items and removes, so every kind of batch
-        // can be cut.
-        let props = json!({"sensor": "s", "at": seq, "value": seq});
-        db.create("Reading", props).unwrap();
-        if seq % 3 == 0 && seq > start {
-            let earlier = json!({"sensor": "s", "at": seq - 1, "value": -1});
-            db.update("Reading", earlier, &WriteOptions::default())
-                .unwrap();
+        db.create(
+            "Reading",
+            json!({"sensor": "s", "at": seq, "value": seq, "expires": "2100-01-01T00:00:00Z"}),
+        )
+        .unwrap();
+        let (bump, remove, strip) = touches(seq, start);
+        if let Some(s) = bump {
+            db.update(
+                "Reading",
+                json!({"sensor": "s", "at": s, "value": -1}),
+                &plain,
+            )
+            .unwrap();
         }
-        use std::io::Write;
+        if let Some(s) = remove {
+            db.remove("Reading", key(s), &plain).unwrap();
+        }
+        if let Some(s) = strip {
+            // The item may have been removed already; an upsert would bring it back.
+            let _ = db.update(
+                "Reading",
+                json!({"sensor": "s", "at": s, "expires": null}),
+                &plain,
+            );
+        }
         writeln!(out, "{seq}").unwrap();
         out.flush().unwrap();
     }
+}
+
+/// Runs one writer from `start`, kills it after `delay`, returns the acknowledged numbers.
+fn write_and_kill(dir: &std::path::Path, start: u64, delay: Duration) -> Vec<u64> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "crash::crash_writer_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(WRITER_ENV, dir)
+        .env(START_ENV, start.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        lines
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(delay);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    reader.join().unwrap()
 }
 
 #[test]
@@ -49,62 +109,78 @@ fn acknowledged_writes_survive_sigkill() {
     }
     let (dir, db) = example_db();
     drop(db);
-    let mut acknowledged: Vec<u64> = Vec::new();
+    // Acknowledged sequence number -> the first number of its writer's run.
+    let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
     let mut next = 0u64;
     for round in 0..KILLS {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "crash::crash_writer_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(WRITER_ENV, dir.path())
-            .env("FERRY_CRASH_START", next.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| l.trim().parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        });
-        std::thread::sleep(Duration::from_millis(150 + 37 * round as u64));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let seen = reader.join().unwrap();
-        acknowledged.extend(&seen);
+        let seen = write_and_kill(
+            dir.path(),
+            next,
+            Duration::from_millis(150 + 37 * round as u64),
+        );
+        acked.extend(seen.iter().map(|&s| (s, next)));
+        // One write past the last acknowledged one may have landed: skip its number.
         next = seen.last().map_or(next, |s| s + 1) + 1;
 
         let db = Db::open(dir.path(), Config::default().context("deviceId", "d1")).unwrap();
-        for &seq in &acknowledged {
-            let item = db
-                .get("Reading", json!({"sensor": "s", "at": seq}))
-                .unwrap();
-            assert!(
-                item.is_some(),
-                "round {round}: acknowledged write {seq} is missing after SIGKILL"
-            );
-        }
-        let all = db
-            .find("Reading", json!({"sensor": "s"}), &FindOptions::default())
-            .unwrap();
-        for item in &all.items {
-            let at = item["at"].as_u64().unwrap();
-            let value = &item["value"];
-            assert!(
-                value == &json!(at) || value == &json!(-1),
-                "torn item {item}"
-            );
+        for (&seq, &start) in &acked {
+            check_item(&db, seq, start, &acked, round);
         }
     }
     assert!(
-        acknowledged.len() > KILLS,
+        acked.len() > KILLS,
         "the writer made progress ({} writes)",
-        acknowledged.len()
+        acked.len()
     );
+}
+
+/// What an acknowledged item must look like after reopen.
+fn check_item(db: &Db, seq: u64, start: u64, acked: &BTreeMap<u64, u64>, round: usize) {
+    let done = |later: u64| acked.get(&later) == Some(&start);
+    // The later write that would change this item, and whether it was acknowledged.
+    let changed_by = |k: u64, pick: fn((Option<u64>, Option<u64>, Option<u64>)) -> Option<u64>| {
+        let later = seq + k;
+        (pick(touches(later, start)) == Some(seq)).then_some(done(later))
+    };
+    let item = db.get("Reading", key(seq)).unwrap();
+    match changed_by(2, |t| t.1) {
+        Some(true) => {
+            assert!(
+                item.is_none(),
+                "round {round}: item {seq} was removed (acknowledged) but came back"
+            );
+            return;
+        }
+        Some(false) => return, // the remove may or may not have landed
+        None => {}
+    }
+    let item = item.unwrap_or_else(|| panic!("round {round}: acknowledged item {seq} is missing"));
+    let value = &item["value"];
+    match changed_by(1, |t| t.0) {
+        Some(true) => assert_eq!(
+            value,
+            &json!(-1),
+            "round {round}: acknowledged update of {seq} lost"
+        ),
+        Some(false) => assert!(
+            value == &json!(-1) || value == &json!(seq),
+            "torn item {item}"
+        ),
+        None => assert_eq!(
+            value,
+            &json!(seq),
+            "round {round}: item {seq} changed unexpectedly"
+        ),
+    }
+    if changed_by(3, |t| t.2) == Some(true) {
+        assert!(
+            item.get("expires").is_none(),
+            "round {round}: removed field of {seq} came back: {item}"
+        );
+    } else if changed_by(3, |t| t.2).is_none() {
+        assert!(
+            item.get("expires").is_some(),
+            "round {round}: {seq} lost its expires field: {item}"
+        );
+    }
 }

@@ -156,7 +156,8 @@ impl Model {
                 continue;
             };
             let is_key = field.sub.is_none() && index.keys().any(|key| key == field.attr);
-            if is_key || field.encode.is_some() {
+            // A null is no value to match (and in an update it means "remove the field").
+            if is_key || field.encode.is_some() || json.is_null() {
                 continue;
             }
             filters.insert(field.attr_path(), key_value(field, json)?);

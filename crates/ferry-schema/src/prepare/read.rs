@@ -159,6 +159,16 @@ fn read_value(field: &Field, value: &Value, hidden: bool, defaults: bool) -> Jso
                 .map(|v| read_value(items, v, hidden, defaults))
                 .collect(),
         ),
+        // A ttl is stored in epoch seconds (DynamoDB's TTL) but read like any other date,
+        // so that what a read returns can be written back unchanged.
+        (FieldType::Date, Value::N(seconds), _, _) if field.ttl => {
+            let ms = seconds.as_i64().unwrap_or_default().saturating_mul(1000);
+            if field.iso_dates {
+                Json::String(crate::coerce::format_iso(ms))
+            } else {
+                Json::from(ms)
+            }
+        }
         _ => value.to_json(),
     }
 }
