@@ -16,8 +16,6 @@ use crate::{Error, Result};
 
 const META_SCHEMA: &[u8] = b"schema";
 const META_INDEX_PREFIX: &str = "index:";
-/// Memory of all memtables together: devices have little RAM (fjall's default is unbounded).
-const WRITE_BUFFER_BYTES_MAX: u64 = 16 * 1024 * 1024;
 /// One keyspace's memtable before it is flushed (fjall's default is 64 MiB).
 const MEMTABLE_BYTES_MAX: u64 = 4 * 1024 * 1024;
 /// Journal kept before memtables are flushed; bounds replay time and memory at open.
@@ -38,7 +36,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             sync_window: Duration::from_millis(100),
-            cache_bytes: 8 * 1024 * 1024,
+            cache_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -73,12 +71,16 @@ impl Store {
         };
         let db = Database::builder(dir)
             .cache_size(options.cache_bytes)
+            .max_journaling_size(JOURNAL_BYTES_MAX)
             .open()
             .map_err(fail)?;
-        let open = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(fail)
+        // Uncompressed data blocks: reads skip decompression (the OS caches them as is).
+        let keyspace_options = || {
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(MEMTABLE_BYTES_MAX)
+                .data_block_compression_policy(fjall::config::CompressionPolicy::disabled())
         };
+        let open = |name: &str| db.keyspace(name, keyspace_options).map_err(fail);
         let meta = open("meta")?;
         let stored = meta.get(META_SCHEMA).map_err(fail)?;
         let schema = match (schema, stored) {

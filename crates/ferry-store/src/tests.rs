@@ -305,3 +305,81 @@ fn memory_models_start_empty_after_reopen() {
     let in_index = query(&store, "gs1", Value::S("k0".into()), None, false);
     assert_eq!(in_index.len(), 1, "the mem item's index entry is gone too");
 }
+
+/// Diagnostics for tuning (run by hand): `cargo test --release -p ferry-store -- --ignored --nocapture lsm_shape`.
+#[test]
+#[ignore = "a manual tuning aid: loads many items and prints the LSM shape"]
+fn lsm_shape_after_bulk_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let n: i64 = std::env::var("ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let mut it = item((i % 200) as u8, i, Some((i % 2) as u8), i);
+        it.insert(
+            "note".into(),
+            Value::S("a reading of moderate length, like a device would keep".into()),
+        );
+        store
+            .write(Durability::Default, |tx| tx.put(it).map(|_| ()))
+            .unwrap();
+    }
+    eprintln!("loaded {n} in {:?}", started.elapsed());
+    let rss = || {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("VmRSS"))
+            .unwrap()
+            .to_string()
+    };
+    for (name, ks) in [("items", &store.items), ("gs1", &store.indexes[0].1)] {
+        eprintln!(
+            "{name}: tables {} l0 {} sealed {}",
+            ks.table_count(),
+            ks.l0_table_count(),
+            ks.sealed_memtable_count()
+        );
+    }
+    eprintln!(
+        "journals {} write buffer {} {}",
+        store.db.journal_count(),
+        store.db.write_buffer_size(),
+        rss()
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for (name, ks) in [("items", &store.items), ("gs1", &store.indexes[0].1)] {
+        eprintln!(
+            "{name} after 2s: tables {} l0 {} sealed {} disk {}",
+            ks.table_count(),
+            ks.l0_table_count(),
+            ks.sealed_memtable_count(),
+            ks.disk_space()
+        );
+    }
+    let out = std::process::Command::new("du")
+        .arg("-a")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    eprintln!(
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.contains("tables/") || l.ends_with("tables"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    drop(store);
+    let store = Store::open(dir.path(), None, &Options::default()).unwrap();
+    eprintln!("after reopen: {}", rss());
+    let started = std::time::Instant::now();
+    for i in 0..100_000i64 {
+        let k = (i * 7919) % n;
+        assert!(store.get(&key((k % 200) as u8, k)).unwrap().is_some());
+    }
+    eprintln!("100k gets in {:?}; {}", started.elapsed(), rss());
+}
