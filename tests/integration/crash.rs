@@ -24,9 +24,22 @@ const KILLS: usize = 12;
 /// The writes made for `seq`, on items of the same run only (`seq - k >= start`):
 /// `seq - 1` gets value -1 when `seq % 3 == 0`, `seq - 2` is removed when `seq % 5 == 0`,
 /// `seq - 3` loses its `expires` field when `seq % 4 == 0`.
-fn touches(seq: u64, start: u64) -> (Option<u64>, Option<u64>, Option<u64>) {
-    let earlier = |k: u64, every: u64| (seq % every == 0 && seq >= start + k).then(|| seq - k);
-    (earlier(1, 3), earlier(2, 5), earlier(3, 4))
+fn touches(seq: u64, start: u64) -> Touches {
+    let earlier =
+        |k: u64, every: u64| (seq.is_multiple_of(every) && seq >= start + k).then(|| seq - k);
+    Touches {
+        bump: earlier(1, 3),
+        remove: earlier(2, 5),
+        strip: earlier(3, 4),
+    }
+}
+
+/// The earlier items one sequence number changes.
+#[derive(Clone, Copy)]
+struct Touches {
+    bump: Option<u64>,
+    remove: Option<u64>,
+    strip: Option<u64>,
 }
 
 fn key(seq: u64) -> Json {
@@ -49,7 +62,11 @@ fn crash_writer_child() {
             json!({"sensor": "s", "at": seq, "value": seq, "expires": "2100-01-01T00:00:00Z"}),
         )
         .unwrap();
-        let (bump, remove, strip) = touches(seq, start);
+        let Touches {
+            bump,
+            remove,
+            strip,
+        } = touches(seq, start);
         if let Some(s) = bump {
             db.update(
                 "Reading",
@@ -138,12 +155,12 @@ fn acknowledged_writes_survive_sigkill() {
 fn check_item(db: &Db, seq: u64, start: u64, acked: &BTreeMap<u64, u64>, round: usize) {
     let done = |later: u64| acked.get(&later) == Some(&start);
     // The later write that would change this item, and whether it was acknowledged.
-    let changed_by = |k: u64, pick: fn((Option<u64>, Option<u64>, Option<u64>)) -> Option<u64>| {
+    let changed_by = |k: u64, pick: fn(Touches) -> Option<u64>| {
         let later = seq + k;
         (pick(touches(later, start)) == Some(seq)).then_some(done(later))
     };
     let item = db.get("Reading", key(seq)).unwrap();
-    match changed_by(2, |t| t.1) {
+    match changed_by(2, |t| t.remove) {
         Some(true) => {
             assert!(
                 item.is_none(),
@@ -156,7 +173,7 @@ fn check_item(db: &Db, seq: u64, start: u64, acked: &BTreeMap<u64, u64>, round: 
     }
     let item = item.unwrap_or_else(|| panic!("round {round}: acknowledged item {seq} is missing"));
     let value = &item["value"];
-    match changed_by(1, |t| t.0) {
+    match changed_by(1, |t| t.bump) {
         Some(true) => assert_eq!(
             value,
             &json!(-1),
@@ -172,12 +189,12 @@ fn check_item(db: &Db, seq: u64, start: u64, acked: &BTreeMap<u64, u64>, round: 
             "round {round}: item {seq} changed unexpectedly"
         ),
     }
-    if changed_by(3, |t| t.2) == Some(true) {
+    if changed_by(3, |t| t.strip) == Some(true) {
         assert!(
             item.get("expires").is_none(),
             "round {round}: removed field of {seq} came back: {item}"
         );
-    } else if changed_by(3, |t| t.2).is_none() {
+    } else if changed_by(3, |t| t.strip).is_none() {
         assert!(
             item.get("expires").is_some(),
             "round {round}: {seq} lost its expires field: {item}"

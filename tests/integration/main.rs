@@ -1,7 +1,14 @@
 //! Ferry's integration tests, from the user's side: the library, the real `ferry` binary,
 //! crash safety with a real process, and the dependency rules.
 
+// A test fails by panicking, helpers included: clippy's `allow-unwrap-in-tests` covers only
+// `#[test]` functions, not the helpers of an integration-test binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod cli;
 mod crash;
+mod ioto;
+mod operations;
 mod support;
 mod tidy;
+mod triggers;

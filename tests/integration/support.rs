@@ -48,3 +48,60 @@ pub fn ferry(args: &[&str]) -> (i32, String, String) {
         String::from_utf8(stderr).unwrap(),
     )
 }
+
+/// A schema from JSON5 text written in the test.
+pub fn schema(text: &str) -> Schema {
+    Schema::parse(text).unwrap_or_else(|e| panic!("test schema does not load: {e}"))
+}
+
+/// Options for a test database: `deviceId` = `d1`, no background TTL sweeper.
+pub fn config(text: &str) -> Config {
+    Config {
+        ttl_sweep: None,
+        ..Config::with_schema(schema(text))
+    }
+    .context("deviceId", "d1")
+}
+
+/// A fresh database on the schema `text` (see [`config`]).
+pub fn db(text: &str) -> (tempfile::TempDir, Db) {
+    db_with(config(text))
+}
+
+/// A fresh database with the given options.
+pub fn db_with(config: Config) -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), config).unwrap();
+    (dir, db)
+}
+
+/// The error a call must fail with: its code and message.
+#[track_caller]
+pub fn fails<T: std::fmt::Debug>(result: ferry::Result<T>) -> (&'static str, String) {
+    match result {
+        Ok(value) => panic!("expected an error, got {value:?}"),
+        Err(e) => (e.code(), e.to_string()),
+    }
+}
+
+/// A wall clock the test moves by hand (epoch milliseconds).
+#[derive(Clone)]
+pub struct ManualClock(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl ManualClock {
+    /// A clock showing `ms`.
+    pub fn at(ms: i64) -> ManualClock {
+        ManualClock(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(ms)))
+    }
+
+    /// Moves the clock to `ms`.
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The clock as a [`ferry::Clock`] for [`Config::clock`].
+    pub fn clock(&self) -> ferry::Clock {
+        let now = self.0.clone();
+        std::sync::Arc::new(move || now.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}

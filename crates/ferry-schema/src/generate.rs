@@ -1,5 +1,7 @@
 //! Generated ids: ULID, UUID v4 and short random uids.
 
+use std::sync::Mutex;
+
 use crate::Generate;
 
 /// Crockford's base-32 alphabet (no I, L, O, U), as ULID uses.
@@ -16,11 +18,24 @@ impl Generate {
     }
 }
 
+/// The last ULID made in this process, for ULID's monotonic mode.
+static LAST_ULID: Mutex<u128> = Mutex::new(0);
+
 /// 48 bits of milliseconds then 80 random bits, as 26 Crockford characters: sorts by time.
+/// Within one millisecond each ULID is the previous one plus one (ULID's monotonic mode),
+/// so that items created in a burst still sort in creation order.
 fn ulid(now_ms: i64) -> String {
     let time = u128::try_from(now_ms).unwrap_or(0) & ((1 << 48) - 1);
     let random = fastrand::u128(..) & ((1 << 80) - 1);
-    let bits = (time << 80) | random;
+    let bits = {
+        let mut last = LAST_ULID.lock().unwrap_or_else(|p| p.into_inner());
+        *last = if *last >> 80 == time {
+            *last + 1
+        } else {
+            (time << 80) | random
+        };
+        *last
+    };
     (0..26)
         .map(|i| crockford(((bits >> (125 - 5 * i)) & 31) as u8))
         .collect()
@@ -63,6 +78,15 @@ mod tests {
         assert!(early < late);
         // The first 10 characters are the time: 1_700_000_000_000 ms.
         assert_eq!(&Generate::Ulid.id(1_700_000_000_000)[..10], "01HF7YAT00");
+    }
+
+    #[test]
+    fn ulids_of_one_millisecond_sort_in_creation_order() {
+        let ids: Vec<String> = (0..100).map(|_| Generate::Ulid.id(5_000)).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+        assert!(ids.iter().all(|id| id.starts_with(&ids[0][..10])));
     }
 
     #[test]

@@ -94,10 +94,7 @@ impl Store {
                 Schema::from_value(doc)?
             }
             (None, None) => {
-                return Err(Error::Key(format!(
-                    "database {} has no schema yet: give one (--schema FILE) to create it",
-                    dir.display()
-                )));
+                return Err(Error::NoSchema(dir.display().to_string()));
             }
         };
         let mut indexes = Vec::new();

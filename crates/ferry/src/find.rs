@@ -1,8 +1,8 @@
 //! Reads: get and find, with filters, pagination, projection and follow.
 
-use ferry_schema::{KeyQuery, Model};
+use ferry_schema::{KeyQuery, Model, Projection};
 use ferry_store::{Query, Row};
-use ferry_types::{Item, Key};
+use ferry_types::{Item, Key, Value};
 use serde_json::{Map, Value as Json};
 
 use crate::write::{object, parse_condition};
@@ -74,7 +74,7 @@ impl Db {
             let now = self.now_ms();
             let item = self.inner.store.get(&key)?;
             let item = item.filter(|i| model.owns(self.schema(), i) && !self.expired(i, now));
-            return Ok(item.map(|i| self.shape(model, &i, options)));
+            return Ok(item.map(|i| self.shape(model, &i, options, false)));
         }
         let options = FindOptions {
             limit: Some(2),
@@ -129,6 +129,9 @@ impl Db {
 
     fn find_query(&self, model: &Model, query: &KeyQuery, options: &FindOptions) -> Result<Page> {
         let limit = options.limit.unwrap_or(usize::MAX);
+        let projected = query.index != "primary"
+            && !options.follow
+            && self.schema().index(&query.index)?.project != Projection::All;
         let mut items = Vec::new();
         let mut count = 0;
         let mut last_key = None;
@@ -141,7 +144,7 @@ impl Db {
             }
             count += 1;
             if !options.count {
-                items.push(self.shape(model, &item, options));
+                items.push(self.shape(model, &item, options, projected));
             }
             last_key = Some(row_key.to_vec());
             Ok(true)
@@ -190,7 +193,10 @@ impl Db {
                 item
             };
             if self.expired(&item, now)
-                || !query.filters.iter().all(|(k, v)| item.get(k) == Some(v))
+                || !query
+                    .filters
+                    .iter()
+                    .all(|(path, v)| filter_value(&item, path) == Some(v))
             {
                 continue;
             }
@@ -216,13 +222,30 @@ impl Db {
         })
     }
 
-    /// Item -> JSON with hidden fields and the `fields` projection applied.
-    fn shape(&self, model: &Model, item: &Item, options: &FindOptions) -> Json {
-        let mut json = model.to_json(self.schema(), item, options.hidden);
+    /// Item -> JSON with hidden fields and the `fields` projection applied. `projected`: the
+    /// item holds only an index's projected attributes (no defaults for the others).
+    fn shape(&self, model: &Model, item: &Item, options: &FindOptions, projected: bool) -> Json {
+        let mut json = if projected {
+            model.to_json_projected(item, options.hidden)
+        } else {
+            model.to_json(self.schema(), item, options.hidden)
+        };
         if let Some(fields) = &options.fields {
             json.retain(|name, _| fields.iter().any(|f| f == name));
         }
         Json::Object(json)
+    }
+}
+
+/// The value a filter compares: an attribute, or a packed property's `attr.sub` in a map.
+fn filter_value<'i>(item: &'i Item, path: &str) -> Option<&'i Value> {
+    if let Some(value) = item.get(path) {
+        return Some(value);
+    }
+    let (attr, sub) = path.split_once('.')?;
+    match item.get(attr)? {
+        Value::M(map) => map.get(sub),
+        _ => None,
     }
 }
 
@@ -240,7 +263,7 @@ fn decode_cursor(text: &str) -> Result<Vec<u8>> {
             "'{text}' is not a cursor from an earlier find's next"
         ))
     };
-    if text.len() % 2 != 0 || !text.is_ascii() {
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
         return Err(bad());
     }
     let bytes: Vec<u8> = (0..text.len())

@@ -23,6 +23,17 @@ impl Model {
         )
     }
 
+    /// [`Model::to_json`] for an item read from an index that projects only some
+    /// attributes: what is not projected is left out rather than shown as its default.
+    pub fn to_json_projected(&self, item: &Item, hidden: bool) -> Map<String, Json> {
+        read_fields(
+            &self.fields,
+            &|field| self.stored(field, item),
+            hidden,
+            false,
+        )
+    }
+
     /// Every field's property, hidden ones included, without read defaults.
     pub(super) fn read_props(&self, item: &Item) -> Props {
         read_fields(&self.fields, &|field| self.stored(field, item), true, false)
@@ -127,7 +138,7 @@ fn read_fields(
     hidden: bool,
     defaults: bool,
 ) -> Props {
-    let mut props = Props::new();
+    let mut props = Props::with_capacity(fields.len());
     for field in fields.iter().filter(|f| hidden || !f.hidden) {
         let json = match get(field) {
             Some(value) => read_value(field, &value, hidden, defaults),
