@@ -61,13 +61,7 @@ impl Db {
         props: Json,
         options: &FindOptions,
     ) -> Result<Option<Json>> {
-        let model = self.model(model_name)?;
-        let query = model.key_query(
-            self.schema(),
-            object(&props)?,
-            self.context(),
-            options.index.as_deref(),
-        )?;
+        let (model, query) = self.key_query(model_name, &props, options)?;
         // With the full primary key a get is a point read; other properties (the inputs
         // of the key templates, typically) are not filters, as in OneTable.
         if let Some(key) = query.full_key() {
@@ -95,14 +89,21 @@ impl Db {
     /// Finds the items of `model` whose key matches `props` (hash key equality, a sort-key
     /// condition or template prefix), other given properties and `options.condition`.
     pub fn find(&self, model_name: &str, props: Json, options: &FindOptions) -> Result<Page> {
-        let model = self.model(model_name)?;
-        let query = model.key_query(
-            self.schema(),
-            object(&props)?,
-            self.context(),
-            options.index.as_deref(),
-        )?;
+        let (model, query) = self.key_query(model_name, &props, options)?;
         self.find_query(model, &query, options)
+    }
+
+    /// The model and the resolved key condition of a get or find.
+    fn key_query(
+        &self,
+        model_name: &str,
+        props: &Json,
+        options: &FindOptions,
+    ) -> Result<(&Model, KeyQuery)> {
+        let model = self.model(model_name)?;
+        let index = options.index.as_deref();
+        let query = model.key_query(self.schema(), object(props)?, self.context(), index)?;
+        Ok((model, query))
     }
 
     /// The primary keys of every match of a find (all pages).
@@ -112,13 +113,7 @@ impl Db {
         props: &Json,
         options: &FindOptions,
     ) -> Result<Vec<Key>> {
-        let model = self.model(model_name)?;
-        let query = model.key_query(
-            self.schema(),
-            object(props)?,
-            self.context(),
-            options.index.as_deref(),
-        )?;
+        let (model, query) = self.key_query(model_name, props, options)?;
         let mut keys = Vec::new();
         self.scan_rows(model, &query, options, |_, item| {
             keys.push(self.primary_key(&item)?);
