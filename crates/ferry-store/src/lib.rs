@@ -3,10 +3,12 @@
 //!
 //! Architecture invariant: this is the only crate that names `fjall`. It stores and finds
 //! items; it does not know OneTable's operations (create, update, conditions): the facade
-//! builds those on [`Tx`]. Every logical write is one fjall batch.
+//! builds those on [`Tx`]. Every logical write is one fjall batch, replication records
+//! (outbox, tombstones, conflicts, sync state) included.
 
 mod durability;
 mod error;
+mod journal;
 mod layout;
 mod query;
 mod store;

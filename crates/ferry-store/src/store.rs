@@ -54,6 +54,10 @@ pub struct Store {
     /// Primary keys of items of `mem: true` models: removed at every open.
     pub(crate) memory: Keyspace,
     pub(crate) meta: Keyspace,
+    /// Replication records: see the `journal` module for their layout.
+    pub(crate) outbox: Keyspace,
+    pub(crate) tombstones: Keyspace,
+    pub(crate) conflicts: Keyspace,
     pub(crate) write_lock: Mutex<()>,
     pub(crate) dirty: Arc<AtomicBool>,
     pub(crate) poisoned: Arc<AtomicBool>,
@@ -118,6 +122,9 @@ impl Store {
             expiry: open("expiry")?,
             unique: open("unique")?,
             memory: open("memory")?,
+            outbox: open("outbox")?,
+            tombstones: open("tombstones")?,
+            conflicts: open("conflicts")?,
             meta,
             indexes,
             schema,

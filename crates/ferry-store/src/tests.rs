@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use ferry_journal::{Change, ChangeOp, ConflictRecord, OutboxEntry, Tombstone};
 use ferry_schema::{Schema, SortCondition};
-use ferry_types::{Item, Key, Number, Value};
+use ferry_types::{Hlc, Item, Key, Number, ReplicaId, Value, Version};
 use proptest::prelude::*;
 
 use crate::{Durability, Error, Options, Query, Store};
@@ -382,4 +383,227 @@ fn lsm_shape_after_bulk_load() {
         assert!(store.get(&key((k % 200) as u8, k)).unwrap().is_some());
     }
     eprintln!("100k gets in {:?}; {}", started.elapsed(), rss());
+}
+
+// Replication records: outbox, tombstones, conflicts and sync state.
+
+fn version(hlc: u64) -> Version {
+    Version {
+        hlc: Hlc::from_u64(hlc),
+        replica: ReplicaId::parse("dev1").unwrap(),
+    }
+}
+
+fn entry(pk: u8, hlc: u64) -> OutboxEntry {
+    OutboxEntry {
+        change: Change {
+            model: "T".into(),
+            key: key(pk, 0),
+            op: ChangeOp::Put,
+            version: version(hlc),
+            scope: "*".into(),
+            item: Some(item(pk, 0, None, 0)),
+        },
+        queued_ms: hlc,
+    }
+}
+
+fn queue(store: &Store, entry: OutboxEntry) -> bool {
+    store
+        .write(Durability::Default, |tx| tx.queue(entry))
+        .unwrap()
+        .0
+}
+
+fn settle(store: &Store, pk: u8, acked: u64) -> bool {
+    store
+        .write(Durability::Default, |tx| {
+            tx.settle(&key(pk, 0), &version(acked))
+        })
+        .unwrap()
+        .0
+}
+
+fn tombstone(deleted_ms: u64) -> Tombstone {
+    Tombstone {
+        model: "T".into(),
+        version: version(deleted_ms),
+        deleted_ms,
+    }
+}
+
+fn conflict(pk: u8, at_ms: u64, loser_hlc: u64) -> ConflictRecord {
+    ConflictRecord {
+        winner: version(100),
+        loser: entry(pk, loser_hlc).change,
+        at_ms,
+    }
+}
+
+#[test]
+fn outbox_coalescing_keeps_the_newest_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert!(queue(&store, entry(0, 2)));
+    assert!(
+        !queue(&store, entry(0, 1)),
+        "an older change does not replace"
+    );
+    assert!(!queue(&store, entry(0, 2)), "nor does a replay");
+    assert_eq!(store.pending(&key(0, 0)).unwrap(), Some(entry(0, 2)));
+    // Within one write, the second queue sees the first.
+    store
+        .write(Durability::Default, |tx| {
+            assert!(tx.queue(entry(0, 3))?);
+            assert!(tx.queue(entry(0, 4))?);
+            assert_eq!(tx.pending(&key(0, 0))?, Some(entry(0, 4)));
+            tx.queue(entry(1, 1))
+        })
+        .unwrap();
+    let outbox: Vec<_> = store.outbox().map(|r| r.unwrap()).collect();
+    assert_eq!(
+        outbox,
+        vec![(key(0, 0), entry(0, 4)), (key(1, 0), entry(1, 1))],
+        "one entry per key, in key order"
+    );
+}
+
+#[test]
+fn settle_removes_only_acknowledged_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert!(!settle(&store, 0, 5), "nothing pending");
+    queue(&store, entry(0, 5));
+    assert!(!settle(&store, 0, 4), "an older ack keeps the entry");
+    assert_eq!(store.pending(&key(0, 0)).unwrap(), Some(entry(0, 5)));
+    assert!(settle(&store, 0, 6), "a newer ack covers it");
+    assert_eq!(store.pending(&key(0, 0)).unwrap(), None);
+    // A change queued in the same write is settled by the same write.
+    store
+        .write(Durability::Default, |tx| {
+            tx.queue(entry(1, 7))?;
+            tx.settle(&key(1, 0), &version(7))
+        })
+        .unwrap();
+    assert_eq!(store.outbox().count(), 0);
+}
+
+#[test]
+fn a_failed_write_leaves_no_outbox_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let result = store.write(Durability::Default, |tx| {
+        tx.put(item(0, 0, None, 0))?;
+        tx.queue(entry(0, 1))?;
+        tx.set_tombstone(&key(1, 0), tombstone(1));
+        Err::<(), _>(Error::Key("refused by the caller".into()))
+    });
+    assert!(result.is_err());
+    assert_eq!(store.get(&key(0, 0)).unwrap(), None);
+    assert_eq!(store.pending(&key(0, 0)).unwrap(), None);
+    assert_eq!(store.tombstone(&key(1, 0)).unwrap(), None);
+}
+
+#[test]
+fn replication_records_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .write(Durability::Default, |tx| {
+            tx.put(item(0, 0, None, 0))?;
+            tx.queue(entry(0, 1))?;
+            tx.set_tombstone(&key(1, 0), tombstone(10));
+            // Two conflicts of one key in one millisecond are both kept.
+            tx.log_conflict(conflict(0, 50, 1))?;
+            tx.log_conflict(conflict(0, 50, 2))?;
+            tx.set_meta("clock", vec![1, 2]);
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    store
+        .write(Durability::Default, |tx| {
+            tx.log_conflict(conflict(0, 50, 3))
+        })
+        .unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), None, &Options::default()).unwrap();
+    assert!(store.get(&key(0, 0)).unwrap().is_some());
+    assert_eq!(store.pending(&key(0, 0)).unwrap(), Some(entry(0, 1)));
+    assert_eq!(store.tombstone(&key(1, 0)).unwrap(), Some(tombstone(10)));
+    assert_eq!(store.meta("clock").unwrap(), Some(vec![1, 2]));
+    assert_eq!(store.meta("cursor").unwrap(), None);
+    assert!(
+        store.schema().model("T").is_ok(),
+        "sync state leaves the schema alone"
+    );
+    let losers = |limit| -> Vec<u64> {
+        let conflicts = store.conflicts(limit).unwrap();
+        conflicts
+            .iter()
+            .map(|c| c.loser.version.hlc.as_u64())
+            .collect()
+    };
+    assert_eq!(losers(10), vec![3, 2, 1], "newest first");
+    assert_eq!(losers(2), vec![3, 2]);
+}
+
+#[test]
+fn conflicts_are_ordered_by_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for (pk, at_ms) in [(2, 30), (0, 10), (1, 20)] {
+        let record = conflict(pk, at_ms, u64::from(pk));
+        store
+            .write(Durability::Default, |tx| tx.log_conflict(record.clone()))
+            .unwrap();
+    }
+    let times: Vec<u64> = store
+        .conflicts(10)
+        .unwrap()
+        .iter()
+        .map(|c| c.at_ms)
+        .collect();
+    assert_eq!(times, vec![30, 20, 10]);
+    assert_eq!(store.conflicts(10).unwrap()[0], conflict(2, 30, 2));
+}
+
+#[test]
+fn tombstones_round_trip_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .write(Durability::Default, |tx| {
+            tx.set_tombstone(&key(0, 0), tombstone(10));
+            tx.set_tombstone(&key(1, 0), tombstone(5));
+            tx.set_tombstone(&key(2, 0), tombstone(30));
+            assert_eq!(tx.tombstone(&key(0, 0))?, Some(tombstone(10)));
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    assert_eq!(
+        store.expired_tombstones(20, 10).unwrap(),
+        vec![key(0, 0), key(1, 0)]
+    );
+    assert_eq!(store.expired_tombstones(20, 1).unwrap(), vec![key(0, 0)]);
+    store
+        .write(Durability::Default, |tx| {
+            tx.clear_tombstone(&key(0, 0));
+            assert_eq!(tx.tombstone(&key(0, 0))?, None);
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    assert_eq!(store.tombstone(&key(0, 0)).unwrap(), None);
+    assert_eq!(store.expired_tombstones(20, 10).unwrap(), vec![key(1, 0)]);
+}
+
+#[test]
+fn corrupt_journal_records_name_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .outbox
+        .insert(crate::layout::key_bytes(&key(0, 0)), [1, 200])
+        .unwrap();
+    let err = store.pending(&key(0, 0)).unwrap_err().to_string();
+    assert!(err.starts_with("corrupt outbox entry in "), "{err}");
 }

@@ -1,14 +1,16 @@
 //! One atomic write: reads that see its own writes, and a commit that writes items, index
-//! entries, expiries and unique claims in a single fjall batch.
+//! entries, expiries, unique claims and replication records in a single fjall batch.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 
+use ferry_journal::{ConflictRecord, OutboxEntry, Tombstone};
 use ferry_schema::Context;
 use ferry_types::limits::ITEM_BYTES_MAX;
-use ferry_types::{Item, Key, Value, item_size};
+use ferry_types::{Item, Key, Value, Version, item_size};
 
 use crate::durability::Durability;
+use crate::journal::Staged;
 use crate::layout;
 use crate::store::Store;
 use crate::{Error, Result};
@@ -32,6 +34,8 @@ pub struct Tx<'s> {
     touched: BTreeMap<Vec<u8>, (Option<Item>, Option<Item>)>,
     /// Unique claims changed so far: claim text -> owning primary key bytes (`None`: released).
     claims: BTreeMap<String, Option<Vec<u8>>>,
+    /// Outbox entries, tombstones, conflicts and sync state to write with the items.
+    journal: Staged,
     changes: Vec<Change>,
 }
 
@@ -42,6 +46,7 @@ impl<'s> Tx<'s> {
             durability,
             touched: BTreeMap::new(),
             claims: BTreeMap::new(),
+            journal: Staged::default(),
             changes: Vec::new(),
         }
     }
@@ -158,10 +163,10 @@ impl<'s> Tx<'s> {
     }
 
     /// Writes every touched key's final state, with its index, expiry and unique records,
-    /// in one batch.
+    /// and the staged replication records, in one batch.
     pub(crate) fn commit(self) -> Result<Vec<Change>> {
         let store = self.store;
-        if self.touched.is_empty() {
+        if self.touched.is_empty() && self.journal.is_empty() {
             return Ok(self.changes);
         }
         let mut batch = store.db.batch();
@@ -199,6 +204,7 @@ impl<'s> Tx<'s> {
                 None => batch.remove(&store.unique, text.as_bytes()),
             }
         }
+        self.journal.write(store, &mut batch);
         // A batch reaches the OS only when asked to: `Buffer` is what makes a commit
         // survive a process crash; the syncer fsyncs it within the window.
         let mode = match self.durability {
@@ -239,5 +245,52 @@ impl<'s> Tx<'s> {
                 batch.insert(keyspace, entry, layout::encode_item(&projected));
             }
         }
+    }
+}
+
+/// Replication records, staged in the same batch as the items so that a write and its
+/// outbox entry (or tombstone, or conflict) commit together or not at all.
+impl Tx<'_> {
+    /// Queues a local change for upload. A pending entry of the same key is replaced only
+    /// by a newer version ([`OutboxEntry::replaced_by`]). Returns whether `entry` was queued.
+    pub fn queue(&mut self, entry: OutboxEntry) -> Result<bool> {
+        self.journal.queue(self.store, entry)
+    }
+
+    /// Removes the pending entry of `key` when the cloud acknowledged its version (`acked`
+    /// is the same or newer). Returns whether it was removed: a newer entry stays pending.
+    pub fn settle(&mut self, key: &Key, acked: &Version) -> Result<bool> {
+        self.journal.settle(self.store, key, acked)
+    }
+
+    /// The pending outbox entry of `key`, as this write has left it so far.
+    pub fn pending(&self, key: &Key) -> Result<Option<OutboxEntry>> {
+        self.journal.pending(self.store, key)
+    }
+
+    /// Remembers that `key` was deleted, replacing an earlier tombstone.
+    pub fn set_tombstone(&mut self, key: &Key, tombstone: Tombstone) {
+        self.journal.set_tombstone(key, Some(tombstone));
+    }
+
+    /// Forgets the tombstone of `key` (a newer put revived it, or retention expired it).
+    pub fn clear_tombstone(&mut self, key: &Key) {
+        self.journal.set_tombstone(key, None);
+    }
+
+    /// The tombstone of `key`, as this write has left it so far.
+    pub fn tombstone(&self, key: &Key) -> Result<Option<Tombstone>> {
+        self.journal.tombstone(self.store, key)
+    }
+
+    /// Adds a losing version to the conflict log; conflicts of the same key at the same
+    /// millisecond are all kept.
+    pub fn log_conflict(&mut self, conflict: ConflictRecord) -> Result<()> {
+        self.journal.log_conflict(self.store, conflict)
+    }
+
+    /// Stores a sync state value (clock, cursor, device identity), read by [`Store::meta`].
+    pub fn set_meta(&mut self, name: &str, value: Vec<u8>) {
+        self.journal.set_meta(name, value);
     }
 }

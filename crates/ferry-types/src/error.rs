@@ -13,6 +13,14 @@ pub enum Error {
     /// Bytes that are not a valid encoding.
     #[error("corrupt encoding: {0}")]
     Corrupt(String),
+    /// A text that should be a version, clock stamp or replica id is not one.
+    #[error("'{text}' is not a valid version: {problem}")]
+    BadVersion {
+        /// The text as given.
+        text: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
 }
 
 /// The result of this crate's fallible operations.

@@ -1,5 +1,5 @@
 //! Ferry's data model: the DynamoDB attribute-value model ([`Value`]), items, keys,
-//! DynamoDB's size limits and the JSON mapping.
+//! DynamoDB's size limits, the JSON mapping and replication versions ([`Version`]).
 //!
 //! Architecture invariant: this crate is pure data. It performs no I/O, knows nothing
 //! of schemas or storage, and depends only on serde.
@@ -12,8 +12,10 @@ pub mod limits;
 mod number;
 pub mod size;
 mod value;
+pub mod version;
 
 pub use error::{Error, Result};
 pub use number::Number;
 pub use size::item_size;
 pub use value::{Item, Key, PathPart, Value};
+pub use version::{Hlc, HlcClock, Observed, ReplicaId, Version};

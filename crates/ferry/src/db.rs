@@ -6,10 +6,11 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use ferry_schema::{Context, Enable, Model, Schema};
-use ferry_store::{Change, Durability, Store};
-use ferry_types::{Item, Value};
+use ferry_store::{Change, Durability, Store, Tx};
+use ferry_types::{Item, Key, Value};
 use serde_json::Value as Json;
 
+use crate::replica::{Replica, uploads};
 use crate::triggers::{Event, Op, Origin, TriggerId, Triggers};
 use crate::{Config, Error, Result};
 
@@ -24,6 +25,7 @@ pub struct Db {
 
 pub(crate) struct Inner {
     pub store: Store,
+    pub replica: Replica,
     pub config: Config,
     pub triggers: Triggers,
     _sweeper: Option<Sweeper>,
@@ -38,8 +40,10 @@ impl Db {
             ..ferry_store::Options::default()
         };
         let store = Store::open(dir.as_ref(), config.schema.clone(), &options)?;
+        let replica = Replica::load(&store)?;
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             store,
+            replica,
             _sweeper: config
                 .ttl_sweep
                 .map(|every| Sweeper::start(weak.clone(), every)),
@@ -92,12 +96,14 @@ impl Db {
             }
             let (count, changes) = self.inner.store.write(Durability::Default, |tx| {
                 let mut count = 0;
+                let now_ms = now_s as i64 * 1000;
                 for key in &keys {
-                    let expired = tx
-                        .get(key)?
-                        .is_some_and(|item| self.expired(&item, now_s as i64 * 1000));
-                    if expired {
-                        tx.delete(key)?;
+                    let Some(item) = tx.get(key)? else { continue };
+                    let Some(model) = self.model_of(&item) else {
+                        continue;
+                    };
+                    if self.expired(&item, now_ms) {
+                        self.delete_in(tx, model, key, now_ms)?;
                         count += 1;
                     }
                 }
@@ -111,6 +117,45 @@ impl Db {
                 return Ok(removed);
             }
         }
+    }
+
+    /// Removes the item under `key` in `tx`, journaling the removal when the model uploads.
+    pub(crate) fn delete_in(
+        &self,
+        tx: &mut Tx<'_>,
+        model: &Model,
+        key: &Key,
+        now_ms: i64,
+    ) -> Result<Option<Item>> {
+        let old = tx.delete(key)?;
+        if let Some(old) = &old
+            && uploads(model)
+        {
+            let ctx = self.context();
+            self.inner
+                .replica
+                .journal_delete(tx, model, ctx, key, old, now_ms)?;
+        }
+        Ok(old)
+    }
+
+    /// Stores `item` in `tx`, stamping and journaling it when the model uploads.
+    pub(crate) fn put_in(
+        &self,
+        tx: &mut Tx<'_>,
+        model: &Model,
+        key: &Key,
+        mut item: Item,
+        now_ms: i64,
+    ) -> Result<Item> {
+        if uploads(model) {
+            let ctx = self.context();
+            self.inner
+                .replica
+                .journal_put(tx, model, ctx, key, &mut item, now_ms)?;
+        }
+        tx.put(item.clone())?;
+        Ok(item)
     }
 
     /// Fsyncs every committed write now.

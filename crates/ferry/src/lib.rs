@@ -32,6 +32,7 @@ mod config;
 mod db;
 mod error;
 mod find;
+mod replica;
 mod triggers;
 mod typed;
 mod write;

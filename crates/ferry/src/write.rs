@@ -156,13 +156,15 @@ impl Db {
     /// Removes every item a find matches (all pages). Returns how many were removed.
     pub fn remove_many(&self, model: &str, props: Json, options: &FindOptions) -> Result<usize> {
         let found = self.find_keys(model, &props, options)?;
-        let durability = self.durability(self.model(model)?, None);
+        let model = self.model(model)?;
+        let durability = self.durability(model, None);
         let mut removed = 0;
         for chunk in found.chunks(TRANSACTION_ITEMS_MAX) {
+            let now = self.now_ms();
             let (count, changes) = self.inner.store.write(durability, |tx| {
                 let mut count = 0;
                 for key in chunk {
-                    count += usize::from(tx.delete(key)?.is_some());
+                    count += usize::from(self.delete_in(tx, model, key, now)?.is_some());
                 }
                 Ok::<_, Error>(count)
             })?;
@@ -264,8 +266,7 @@ impl Db {
                 if create && self.live(tx, &key, now)?.is_some() {
                     return Err(refused(model, &key, "already exists"));
                 }
-                tx.put(item.clone())?;
-                Ok(Some(item))
+                Ok(Some(self.put_in(tx, model, &key, item, now)?))
             }
             Write::Update { props, options, .. } => {
                 let props = object(props)?;
@@ -288,18 +289,16 @@ impl Db {
                         model.name
                     )));
                 }
-                tx.put(item.clone())?;
-                Ok(Some(item))
+                Ok(Some(self.put_in(tx, model, &key, item, now)?))
             }
             Write::Remove { props, options, .. } => {
                 let key = self.full_key(model, object(props)?)?;
                 let existing = self.live(tx, &key, now)?;
                 self.check(model, &key, existing.as_ref(), options)?;
                 match existing {
-                    Some(_) => tx.delete(&key),
+                    Some(_) => self.delete_in(tx, model, &key, now),
                     None => Ok(None),
                 }
-                .map_err(Error::from)
             }
             Write::Check { props, options, .. } => {
                 let key = self.full_key(model, object(props)?)?;

@@ -1,0 +1,233 @@
+//! Byte encodings of the records: a format byte, then `ferry_types::codec` primitives.
+//!
+//! ```text
+//! change        = FORMAT change-body
+//! change-body   = text(model) key op version text(scope) (0 | 1 item)
+//! key           = value(hash) (0 | 1 value(sort))
+//! op            = 0 (put) | 1 (delete)
+//! version       = varint(hlc) text(replica)
+//! outbox entry  = FORMAT change-body varint(queued_ms)
+//! tombstone     = FORMAT text(model) version varint(deleted_ms)
+//! conflict      = FORMAT version(winner) change-body(loser) varint(at_ms)
+//! text(s)       = varint(byte length) UTF-8 bytes
+//! ```
+
+use ferry_types::codec::{Reader, encode_item, encode_value, varint};
+use ferry_types::{Hlc, Item, Key, ReplicaId, Version};
+
+use crate::{Change, ChangeOp, ConflictRecord, Error, OutboxEntry, Result, Tombstone};
+
+/// The leading byte of every record: a later layout gets a new number, and old bytes stay
+/// readable by matching on it.
+const FORMAT_V1: u8 = 1;
+
+const ABSENT: u8 = 0;
+const PRESENT: u8 = 1;
+const PUT: u8 = 0;
+const DELETE: u8 = 1;
+
+/// Appends the encoding of a change to `out`.
+pub fn encode_change(change: &Change, out: &mut Vec<u8>) {
+    out.push(FORMAT_V1);
+    change_body(change, out);
+}
+
+/// Decodes [`encode_change`]'s bytes.
+pub fn decode_change(bytes: &[u8]) -> Result<Change> {
+    let mut d = Decoder::start(bytes, "change")?;
+    let change = d.change()?;
+    d.finish(change)
+}
+
+/// Appends the encoding of an outbox entry to `out`.
+pub fn encode_outbox_entry(entry: &OutboxEntry, out: &mut Vec<u8>) {
+    out.push(FORMAT_V1);
+    change_body(&entry.change, out);
+    varint(entry.queued_ms, out);
+}
+
+/// Decodes [`encode_outbox_entry`]'s bytes.
+pub fn decode_outbox_entry(bytes: &[u8]) -> Result<OutboxEntry> {
+    let mut d = Decoder::start(bytes, "outbox entry")?;
+    let entry = OutboxEntry {
+        change: d.change()?,
+        queued_ms: d.varint()?,
+    };
+    d.finish(entry)
+}
+
+/// Appends the encoding of a tombstone to `out`.
+pub fn encode_tombstone(tombstone: &Tombstone, out: &mut Vec<u8>) {
+    out.push(FORMAT_V1);
+    text(&tombstone.model, out);
+    version(&tombstone.version, out);
+    varint(tombstone.deleted_ms, out);
+}
+
+/// Decodes [`encode_tombstone`]'s bytes.
+pub fn decode_tombstone(bytes: &[u8]) -> Result<Tombstone> {
+    let mut d = Decoder::start(bytes, "tombstone")?;
+    let tombstone = Tombstone {
+        model: d.text()?,
+        version: d.version()?,
+        deleted_ms: d.varint()?,
+    };
+    d.finish(tombstone)
+}
+
+/// Appends the encoding of a conflict record to `out`.
+pub fn encode_conflict(conflict: &ConflictRecord, out: &mut Vec<u8>) {
+    out.push(FORMAT_V1);
+    version(&conflict.winner, out);
+    change_body(&conflict.loser, out);
+    varint(conflict.at_ms, out);
+}
+
+/// Decodes [`encode_conflict`]'s bytes.
+pub fn decode_conflict(bytes: &[u8]) -> Result<ConflictRecord> {
+    let mut d = Decoder::start(bytes, "conflict record")?;
+    let conflict = ConflictRecord {
+        winner: d.version()?,
+        loser: d.change()?,
+        at_ms: d.varint()?,
+    };
+    d.finish(conflict)
+}
+
+fn change_body(change: &Change, out: &mut Vec<u8>) {
+    text(&change.model, out);
+    encode_value(&change.key.hash, out);
+    optional(change.key.sort.as_ref(), out, encode_value);
+    out.push(match change.op {
+        ChangeOp::Put => PUT,
+        ChangeOp::Delete => DELETE,
+    });
+    version(&change.version, out);
+    text(&change.scope, out);
+    optional(change.item.as_ref(), out, encode_item);
+}
+
+fn optional<T>(value: Option<&T>, out: &mut Vec<u8>, encode: fn(&T, &mut Vec<u8>)) {
+    match value {
+        Some(value) => {
+            out.push(PRESENT);
+            encode(value, out);
+        }
+        None => out.push(ABSENT),
+    }
+}
+
+fn version(version: &Version, out: &mut Vec<u8>) {
+    varint(version.hlc.as_u64(), out);
+    text(version.replica.as_str(), out);
+}
+
+fn text(text: &str, out: &mut Vec<u8>) {
+    varint(text.len() as u64, out);
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// A [`Reader`] that names the record in every error.
+struct Decoder<'a> {
+    reader: Reader<'a>,
+    what: &'static str,
+}
+
+impl<'a> Decoder<'a> {
+    /// Starts decoding `what`, checking the format byte.
+    fn start(bytes: &'a [u8], what: &'static str) -> Result<Decoder<'a>> {
+        let mut d = Decoder {
+            reader: Reader::new(bytes),
+            what,
+        };
+        match d.byte()? {
+            FORMAT_V1 => Ok(d),
+            other => Err(d.corrupt(format!("unknown format {other}, expected {FORMAT_V1}"))),
+        }
+    }
+
+    /// Returns the decoded record if no bytes follow it.
+    fn finish<T>(self, record: T) -> Result<T> {
+        match self.reader.rest().len() {
+            0 => Ok(record),
+            n => Err(self.corrupt(format!("{n} trailing bytes"))),
+        }
+    }
+
+    fn corrupt(&self, detail: String) -> Error {
+        Error::Corrupt {
+            what: self.what,
+            detail,
+        }
+    }
+
+    /// Converts a codec error, keeping only its detail: the record name says the rest.
+    fn codec(&self, error: ferry_types::Error) -> Error {
+        match error {
+            ferry_types::Error::Corrupt(detail) => self.corrupt(detail),
+            other => self.corrupt(other.to_string()),
+        }
+    }
+
+    fn byte(&mut self) -> Result<u8> {
+        self.reader.byte().map_err(|e| self.codec(e))
+    }
+
+    fn varint(&mut self) -> Result<u64> {
+        self.reader.varint().map_err(|e| self.codec(e))
+    }
+
+    fn text(&mut self) -> Result<String> {
+        let bytes = self.reader.bytes().map_err(|e| self.codec(e))?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.corrupt("text is not UTF-8".into()))
+    }
+
+    fn flag(&mut self) -> Result<bool> {
+        match self.byte()? {
+            ABSENT => Ok(false),
+            PRESENT => Ok(true),
+            other => Err(self.corrupt(format!("presence flag {other} is neither 0 nor 1"))),
+        }
+    }
+
+    fn version(&mut self) -> Result<Version> {
+        let hlc = Hlc::from_u64(self.varint()?);
+        let replica = ReplicaId::parse(&self.text()?).map_err(|e| self.codec(e))?;
+        Ok(Version { hlc, replica })
+    }
+
+    fn key(&mut self) -> Result<Key> {
+        let hash = self.reader.value().map_err(|e| self.codec(e))?;
+        let sort = match self.flag()? {
+            true => Some(self.reader.value().map_err(|e| self.codec(e))?),
+            false => None,
+        };
+        Ok(Key { hash, sort })
+    }
+
+    fn op(&mut self) -> Result<ChangeOp> {
+        match self.byte()? {
+            PUT => Ok(ChangeOp::Put),
+            DELETE => Ok(ChangeOp::Delete),
+            other => Err(self.corrupt(format!("unknown change op {other}"))),
+        }
+    }
+
+    fn item(&mut self) -> Result<Option<Item>> {
+        match self.flag()? {
+            true => Ok(Some(self.reader.item().map_err(|e| self.codec(e))?)),
+            false => Ok(None),
+        }
+    }
+
+    fn change(&mut self) -> Result<Change> {
+        Ok(Change {
+            model: self.text()?,
+            key: self.key()?,
+            op: self.op()?,
+            version: self.version()?,
+            scope: self.text()?,
+            item: self.item()?,
+        })
+    }
+}

@@ -1,0 +1,101 @@
+//! Ferry's change records: what replication remembers between a local write and the
+//! cloud's answer, and what it keeps afterwards.
+//!
+//! - [`Change`]: one replicated write, as it travels up (outbox) and down (pull).
+//! - [`OutboxEntry`]: the latest pending local change of one key.
+//! - [`Tombstone`]: a delete, remembered so that older puts do not resurrect the item.
+//! - [`ConflictRecord`]: a version that lost under last-writer-wins, kept for users.
+//!
+//! Each record has an `encode_*`/`decode_*` pair (a leading format byte, then
+//! `ferry_types::codec` primitives); decoding returns [`Error::Corrupt`] on bad bytes and
+//! never panics.
+//!
+//! Architecture invariant: pure records. This crate performs no I/O and keeps no state;
+//! `ferry-store` persists the records through the same batch as the data they describe,
+//! so a write and its outbox entry commit together or not at all.
+
+mod encode;
+mod error;
+#[cfg(test)]
+mod tests;
+
+pub use encode::{
+    decode_change, decode_conflict, decode_outbox_entry, decode_tombstone, encode_change,
+    encode_conflict, encode_outbox_entry, encode_tombstone,
+};
+pub use error::{Error, Result};
+
+use ferry_types::{Item, Key, Version};
+
+/// Whether a change writes or removes its item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeOp {
+    /// The item was created or replaced.
+    Put,
+    /// The item was removed.
+    Delete,
+}
+
+/// One replicated change, as it travels up (outbox) and down (pull / push from the cloud).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The model (entity type) of the item.
+    pub model: String,
+    /// The item's primary key.
+    pub key: Key,
+    /// Write or remove.
+    pub op: ChangeOp,
+    /// The version this change gives the item.
+    pub version: Version,
+    /// Which devices see it: `"*"` for shared items, or e.g. a device id.
+    pub scope: String,
+    /// Put: the item as it leaves the device (fields with sync `none` removed); Delete: `None`.
+    pub item: Option<Item>,
+}
+
+/// The latest pending local change of one key (the outbox holds one per key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// The change to send.
+    pub change: Change,
+    /// When it was queued (wall milliseconds), to report how long changes wait.
+    pub queued_ms: u64,
+}
+
+impl OutboxEntry {
+    /// Coalescing: a newer local write of the same key replaces the pending one (never
+    /// first-write-wins, which loses the later update).
+    pub fn replaced_by(&self, newer: &Change) -> bool {
+        debug_assert_eq!(newer.key, self.change.key, "coalescing across keys");
+        newer.version > self.change.version
+    }
+
+    /// The size of the encoded entry: what it costs in the outbox and, roughly, on the wire.
+    pub fn encoded_len(&self) -> usize {
+        let mut out = Vec::new();
+        encode_outbox_entry(self, &mut out);
+        out.len()
+    }
+}
+
+/// A delete, remembered so that older puts do not resurrect the item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    /// The model of the removed item.
+    pub model: String,
+    /// The version of the delete.
+    pub version: Version,
+    /// When it was removed (wall milliseconds), for retention.
+    pub deleted_ms: u64,
+}
+
+/// A losing version under last-writer-wins (`sync: 'both'`), kept for users to inspect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictRecord {
+    /// The version that won.
+    pub winner: Version,
+    /// The change that lost.
+    pub loser: Change,
+    /// When the conflict was resolved (wall milliseconds).
+    pub at_ms: u64,
+}

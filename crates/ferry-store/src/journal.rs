@@ -1,0 +1,257 @@
+//! Replication records beside the data: the outbox, tombstones, the conflict log and sync
+//! state in `meta`. A [`Tx`](crate::Tx) stages them in [`Staged`] and its commit writes
+//! them in the same fjall batch as the items they describe.
+//!
+//! Keyspaces (values are `ferry_journal` encodings):
+//! - `outbox`: primary key bytes -> `OutboxEntry`
+//! - `tombstones`: primary key bytes -> `Tombstone`
+//! - `conflicts`: big-endian `at_ms` ++ primary key bytes ++ big-endian u32 sequence ->
+//!   `ConflictRecord` (the sequence keeps conflicts of one key in one millisecond apart)
+//! - `meta`: `state:` ++ name -> bytes (the prefix keeps them clear of the schema records)
+
+use std::collections::BTreeMap;
+
+use ferry_journal::{ConflictRecord, OutboxEntry, Tombstone};
+use ferry_types::{Key, Version};
+use fjall::Keyspace;
+
+use crate::store::Store;
+use crate::{Result, layout};
+
+/// Prefix of sync state names in `meta` (clock, cursors, device identity).
+const META_STATE_PREFIX: &str = "state:";
+/// Bytes of the sequence suffix of a conflict record key.
+const CONFLICT_SEQ_BYTES: usize = 4;
+
+/// Replication records a write has staged, keyed like their keyspaces.
+#[derive(Default)]
+pub(crate) struct Staged {
+    /// `None`: the entry is removed.
+    outbox: BTreeMap<Vec<u8>, Option<OutboxEntry>>,
+    /// `None`: the tombstone is removed.
+    tombstones: BTreeMap<Vec<u8>, Option<Tombstone>>,
+    conflicts: BTreeMap<Vec<u8>, ConflictRecord>,
+    meta: BTreeMap<String, Vec<u8>>,
+}
+
+impl Staged {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.outbox.is_empty()
+            && self.tombstones.is_empty()
+            && self.conflicts.is_empty()
+            && self.meta.is_empty()
+    }
+
+    pub(crate) fn pending(&self, store: &Store, key: &Key) -> Result<Option<OutboxEntry>> {
+        let bytes = layout::key_bytes(key);
+        match self.outbox.get(&bytes) {
+            Some(staged) => Ok(staged.clone()),
+            None => store.pending_at(&bytes),
+        }
+    }
+
+    pub(crate) fn queue(&mut self, store: &Store, entry: OutboxEntry) -> Result<bool> {
+        if let Some(pending) = self.pending(store, &entry.change.key)?
+            && !pending.replaced_by(&entry.change)
+        {
+            return Ok(false);
+        }
+        let bytes = layout::key_bytes(&entry.change.key);
+        self.outbox.insert(bytes, Some(entry));
+        Ok(true)
+    }
+
+    pub(crate) fn settle(&mut self, store: &Store, key: &Key, acked: &Version) -> Result<bool> {
+        match self.pending(store, key)? {
+            Some(pending) if pending.change.version <= *acked => {
+                self.outbox.insert(layout::key_bytes(key), None);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    pub(crate) fn set_tombstone(&mut self, key: &Key, tombstone: Option<Tombstone>) {
+        self.tombstones.insert(layout::key_bytes(key), tombstone);
+    }
+
+    pub(crate) fn tombstone(&self, store: &Store, key: &Key) -> Result<Option<Tombstone>> {
+        let bytes = layout::key_bytes(key);
+        match self.tombstones.get(&bytes) {
+            Some(staged) => Ok(staged.clone()),
+            None => store.tombstone_at(&bytes),
+        }
+    }
+
+    pub(crate) fn log_conflict(&mut self, store: &Store, conflict: ConflictRecord) -> Result<()> {
+        let mut prefix = conflict.at_ms.to_be_bytes().to_vec();
+        prefix.extend_from_slice(&layout::key_bytes(&conflict.loser.key));
+        let seq = self.next_conflict_seq(store, &prefix)?;
+        prefix.extend_from_slice(&seq.to_be_bytes());
+        self.conflicts.insert(prefix, conflict);
+        Ok(())
+    }
+
+    /// The sequence after every conflict record of this time and key, stored or staged.
+    /// Primary key bytes are self-delimiting, so `prefix` matches this key's records only.
+    fn next_conflict_seq(&self, store: &Store, prefix: &[u8]) -> Result<u32> {
+        let staged = self
+            .conflicts
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .last()
+            .map(|(k, _)| k.clone());
+        let stored = match store.conflicts.prefix(prefix).next_back() {
+            Some(guard) => Some(guard.key().map_err(|e| store.fail(e))?.to_vec()),
+            None => None,
+        };
+        let last = staged.max(stored).and_then(|k| conflict_seq(&k));
+        // 4 billion conflicts of one key in one millisecond cannot happen: saturating
+        // (which would overwrite the last record) only rules out a panic.
+        Ok(last.map_or(0, |seq| seq.saturating_add(1)))
+    }
+
+    pub(crate) fn set_meta(&mut self, name: &str, value: Vec<u8>) {
+        self.meta.insert(name.to_string(), value);
+    }
+
+    /// Adds every staged record to `batch`.
+    pub(crate) fn write(&self, store: &Store, batch: &mut fjall::OwnedWriteBatch) {
+        write_records(
+            batch,
+            &store.outbox,
+            &self.outbox,
+            encode(ferry_journal::encode_outbox_entry),
+        );
+        write_records(
+            batch,
+            &store.tombstones,
+            &self.tombstones,
+            encode(ferry_journal::encode_tombstone),
+        );
+        for (key, conflict) in &self.conflicts {
+            let value = encode(ferry_journal::encode_conflict)(conflict);
+            batch.insert(&store.conflicts, key.clone(), value);
+        }
+        for (name, value) in &self.meta {
+            batch.insert(&store.meta, meta_key(name), value.clone());
+        }
+    }
+}
+
+/// Inserts each present record and removes each absent one.
+fn write_records<T>(
+    batch: &mut fjall::OwnedWriteBatch,
+    keyspace: &Keyspace,
+    records: &BTreeMap<Vec<u8>, Option<T>>,
+    encode: impl Fn(&T) -> Vec<u8>,
+) {
+    for (key, record) in records {
+        match record {
+            Some(record) => batch.insert(keyspace, key.clone(), encode(record)),
+            None => batch.remove(keyspace, key.clone()),
+        }
+    }
+}
+
+/// Turns an appending encoder into one that returns the bytes.
+fn encode<T>(append: fn(&T, &mut Vec<u8>)) -> impl Fn(&T) -> Vec<u8> {
+    move |record| {
+        let mut out = Vec::new();
+        append(record, &mut out);
+        out
+    }
+}
+
+/// The sequence at the end of a conflict record key.
+fn conflict_seq(key: &[u8]) -> Option<u32> {
+    let seq = key.get(key.len().checked_sub(CONFLICT_SEQ_BYTES)?..)?;
+    Some(u32::from_be_bytes(seq.try_into().ok()?))
+}
+
+fn meta_key(name: &str) -> String {
+    format!("{META_STATE_PREFIX}{name}")
+}
+
+/// Replication reads: committed state only (a [`Tx`](crate::Tx) also sees its own writes).
+impl Store {
+    /// Every pending outbox entry, in primary key order.
+    pub fn outbox(&self) -> impl Iterator<Item = Result<(Key, OutboxEntry)>> + '_ {
+        self.outbox.iter().map(move |guard| {
+            let value = guard.value().map_err(|e| self.fail(e))?;
+            let entry = self.decoded(ferry_journal::decode_outbox_entry(&value))?;
+            Ok((entry.change.key.clone(), entry))
+        })
+    }
+
+    /// The pending outbox entry of `key`.
+    pub fn pending(&self, key: &Key) -> Result<Option<OutboxEntry>> {
+        self.pending_at(&layout::key_bytes(key))
+    }
+
+    /// The tombstone of `key`, if it was deleted and the tombstone is still kept.
+    pub fn tombstone(&self, key: &Key) -> Result<Option<Tombstone>> {
+        self.tombstone_at(&layout::key_bytes(key))
+    }
+
+    /// The latest `limit` conflicts, newest first.
+    pub fn conflicts(&self, limit: usize) -> Result<Vec<ConflictRecord>> {
+        self.conflicts
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|guard| {
+                let value = guard.value().map_err(|e| self.fail(e))?;
+                self.decoded(ferry_journal::decode_conflict(&value))
+            })
+            .collect()
+    }
+
+    /// A sync state value stored by [`Tx::set_meta`](crate::Tx::set_meta).
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let value = self.meta.get(meta_key(name)).map_err(|e| self.fail(e))?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    /// Keys of at most `limit` tombstones deleted before `before_ms`, for retention.
+    /// Tombstones are kept by key, so this scans them in key order.
+    pub fn expired_tombstones(&self, before_ms: u64, limit: usize) -> Result<Vec<Key>> {
+        let has_sort = self.schema.primary().sort.is_some();
+        let mut keys = Vec::new();
+        for guard in self.tombstones.iter() {
+            if keys.len() >= limit {
+                break;
+            }
+            let (key, value) = guard.into_inner().map_err(|e| self.fail(e))?;
+            let tombstone = self.decoded(ferry_journal::decode_tombstone(&value))?;
+            if tombstone.deleted_ms < before_ms {
+                let key = layout::decode_key(&key, has_sort)
+                    .map_err(|detail| self.corrupt("tombstone key", detail))?;
+                keys.push(key);
+            }
+        }
+        Ok(keys)
+    }
+
+    fn pending_at(&self, key: &[u8]) -> Result<Option<OutboxEntry>> {
+        let value = self.outbox.get(key).map_err(|e| self.fail(e))?;
+        value
+            .map(|v| self.decoded(ferry_journal::decode_outbox_entry(&v)))
+            .transpose()
+    }
+
+    fn tombstone_at(&self, key: &[u8]) -> Result<Option<Tombstone>> {
+        let value = self.tombstones.get(key).map_err(|e| self.fail(e))?;
+        value
+            .map(|v| self.decoded(ferry_journal::decode_tombstone(&v)))
+            .transpose()
+    }
+
+    /// Names the database in a journal record's decoding error.
+    fn decoded<T>(&self, decoded: ferry_journal::Result<T>) -> Result<T> {
+        decoded.map_err(|error| match error {
+            ferry_journal::Error::Corrupt { what, detail } => self.corrupt(what, detail),
+            other => self.corrupt("journal record", other.to_string()),
+        })
+    }
+}

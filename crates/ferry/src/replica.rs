@@ -1,0 +1,205 @@
+//! This database as a replica: its id, its hybrid logical clock, and how a local write of
+//! a replicated model is journaled (version stamp, outbox entry, tombstone) in the same
+//! batch as the data.
+
+use std::sync::Mutex;
+
+use ferry_journal::{Change, ChangeOp, OutboxEntry, Tombstone};
+use ferry_schema::{Context, Enable, Model, SyncDirection};
+use ferry_store::{Store, Tx};
+use ferry_types::{Hlc, HlcClock, Item, Key, ReplicaId, Value, Version};
+
+use crate::{Error, Result};
+
+/// Meta record holding this replica's id.
+const META_REPLICA: &str = "replica";
+/// Meta record holding the last HLC stamp, so the clock never goes back after a restart.
+const META_HLC: &str = "hlc";
+/// Attribute holding an item's version text (DESIGN.md section 7's `_ver`).
+pub const VERSION_ATTR: &str = "_ver";
+/// How far a received stamp may move the clock past wall time. Source: DESIGN.md section 5.
+const HLC_FORWARD_MS_MAX: u64 = 60 * 60 * 1000;
+/// The scope of items that every device sees.
+pub const SHARED_SCOPE: &str = "*";
+
+/// This database's replica identity and clock.
+pub(crate) struct Replica {
+    pub id: ReplicaId,
+    clock: Mutex<HlcClock>,
+}
+
+impl Replica {
+    /// Loads the id and clock from the store, creating the id on first open.
+    pub fn load(store: &Store) -> Result<Replica> {
+        let stored = store.meta(META_REPLICA)?;
+        let id = match stored.as_deref().map(std::str::from_utf8) {
+            Some(Ok(text)) => ReplicaId::parse(text)
+                .map_err(|e| Error::Argument(format!("stored replica id: {e}")))?,
+            _ => {
+                let id = ReplicaId::from_random(fastrand::u128(..));
+                store.write(ferry_store::Durability::Immediate, |tx| {
+                    tx.set_meta(META_REPLICA, id.as_str().as_bytes().to_vec());
+                    Ok::<_, Error>(())
+                })?;
+                id
+            }
+        };
+        let last = store
+            .meta(META_HLC)?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+            .map_or(Hlc::ZERO, |b| Hlc::from_u64(u64::from_be_bytes(b)));
+        Ok(Replica {
+            id,
+            clock: Mutex::new(HlcClock::new(last, HLC_FORWARD_MS_MAX)),
+        })
+    }
+
+    /// A new version for a local write, persisted in the write's own batch.
+    pub fn stamp(&self, tx: &mut Tx<'_>, now_ms: i64) -> Version {
+        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        let hlc = clock.tick(now_ms.max(0) as u64);
+        tx.set_meta(META_HLC, hlc.as_u64().to_be_bytes().to_vec());
+        Version {
+            hlc,
+            replica: self.id.clone(),
+        }
+    }
+
+    /// The latest stamp issued or observed.
+    pub fn last(&self) -> Hlc {
+        self.clock.lock().unwrap_or_else(|p| p.into_inner()).last()
+    }
+}
+
+/// Does a local write of this model travel to the cloud?
+pub(crate) fn uploads(model: &Model) -> bool {
+    model.control.enable == Enable::Both
+        && matches!(model.control.sync, SyncDirection::Up | SyncDirection::Both)
+}
+
+/// The version an item carries, if it has one.
+pub(crate) fn version_of(item: &Item) -> Option<Version> {
+    item.get(VERSION_ATTR)?
+        .as_str()
+        .and_then(|text| Version::parse(text).ok())
+}
+
+/// Which devices see an item: the model's `control.scope` template, else the item's
+/// `deviceId`, else everyone (DESIGN.md section 7).
+pub(crate) fn scope_of(model: &Model, item: &Item, ctx: &Context) -> String {
+    let lookup = |name: &str| -> Option<String> {
+        let field_attr = model
+            .fields
+            .iter()
+            .find(|f| f.name == name)
+            .map_or(name, |f| f.attr.as_str());
+        item.get(field_attr).and_then(Value::to_text).or_else(|| {
+            ctx.get(name)
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+        })
+    };
+    match &model.control.scope {
+        Some(template) => render(template, &lookup),
+        None if model.fields.iter().any(|f| f.name == "deviceId") => {
+            lookup("deviceId").unwrap_or_else(|| SHARED_SCOPE.to_string())
+        }
+        None => SHARED_SCOPE.to_string(),
+    }
+}
+
+/// Fills `${name}` in a scope template; an unknown name renders empty.
+fn render(template: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('}') else {
+            break;
+        };
+        out.push_str(&lookup(&rest[start + 2..start + end]).unwrap_or_default());
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+impl Replica {
+    /// Stamps `item` with a new version and queues its upload, in `tx`.
+    pub fn journal_put(
+        &self,
+        tx: &mut Tx<'_>,
+        model: &Model,
+        ctx: &Context,
+        key: &Key,
+        item: &mut Item,
+        now_ms: i64,
+    ) -> Result<()> {
+        let version = self.stamp(tx, now_ms);
+        item.insert(VERSION_ATTR.to_string(), Value::S(version.to_text()));
+        tx.clear_tombstone(key);
+        let change = Change {
+            model: model.name.clone(),
+            key: key.clone(),
+            op: ChangeOp::Put,
+            scope: scope_of(model, item, ctx),
+            item: Some(model.cloud_view(item)),
+            version,
+        };
+        self.queue(tx, change, now_ms)
+    }
+
+    /// Records the removal of `old` with a versioned tombstone and queues it, in `tx`.
+    pub fn journal_delete(
+        &self,
+        tx: &mut Tx<'_>,
+        model: &Model,
+        ctx: &Context,
+        key: &Key,
+        old: &Item,
+        now_ms: i64,
+    ) -> Result<()> {
+        let version = self.stamp(tx, now_ms);
+        let deleted_ms = now_ms.max(0) as u64;
+        tx.set_tombstone(
+            key,
+            Tombstone {
+                model: model.name.clone(),
+                version: version.clone(),
+                deleted_ms,
+            },
+        );
+        let change = Change {
+            model: model.name.clone(),
+            key: key.clone(),
+            op: ChangeOp::Delete,
+            scope: scope_of(model, old, ctx),
+            item: None,
+            version,
+        };
+        self.queue(tx, change, now_ms)
+    }
+
+    fn queue(&self, tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<()> {
+        let entry = OutboxEntry {
+            change,
+            queued_ms: now_ms.max(0) as u64,
+        };
+        // A fresh stamp is newer than anything pending, so the entry always replaces it.
+        tx.queue(entry)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render;
+
+    #[test]
+    fn scope_templates_render_names_and_keep_text() {
+        let lookup = |name: &str| (name == "deviceId").then(|| "d7".to_string());
+        assert_eq!(render("${deviceId}", &lookup), "d7");
+        assert_eq!(render("fleet#${deviceId}#x", &lookup), "fleet#d7#x");
+        assert_eq!(render("*", &lookup), "*");
+        assert_eq!(render("${missing}", &lookup), "");
+    }
+}
