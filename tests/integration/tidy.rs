@@ -10,8 +10,25 @@ use serde_json::Value as Json;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("ferry-types", &[]),
     ("ferry-schema", &["ferry-types"]),
-    ("ferry-store", &["ferry-types", "ferry-schema"]),
-    ("ferry", &["ferry-types", "ferry-schema", "ferry-store"]),
+    ("ferry-journal", &["ferry-types"]),
+    (
+        "ferry-store",
+        &["ferry-types", "ferry-schema", "ferry-journal"],
+    ),
+    (
+        "ferry-sync",
+        &["ferry-types", "ferry-schema", "ferry-journal"],
+    ),
+    (
+        "ferry",
+        &[
+            "ferry-types",
+            "ferry-schema",
+            "ferry-store",
+            "ferry-journal",
+            "ferry-sync",
+        ],
+    ),
     ("ferry-cli", &["ferry"]),
 ];
 
