@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use ferry_schema::{Context, Enable, Model, Schema};
@@ -11,6 +11,7 @@ use ferry_types::{Item, Key, Value};
 use serde_json::Value as Json;
 
 use crate::replica::{Replica, uploads};
+use crate::sync::Syncer;
 use crate::triggers::{Event, Op, Origin, TriggerId, Triggers};
 use crate::{Config, Error, Result};
 
@@ -26,6 +27,8 @@ pub struct Db {
 pub(crate) struct Inner {
     pub store: Store,
     pub replica: Replica,
+    /// The attached transport's driver state, once `Db::attach` ran.
+    pub sync: OnceLock<Syncer>,
     pub config: Config,
     pub triggers: Triggers,
     _sweeper: Option<Sweeper>,
@@ -44,6 +47,7 @@ impl Db {
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             store,
             replica,
+            sync: OnceLock::new(),
             _sweeper: config
                 .ttl_sweep
                 .map(|every| Sweeper::start(weak.clone(), every)),
@@ -109,7 +113,7 @@ impl Db {
                 }
                 Ok::<_, Error>(count)
             })?;
-            self.fire(&changes, Origin::Local);
+            self.committed(&changes);
             removed += count;
             if count == 0 {
                 // Records that no longer match their items; they are rewritten on the next
@@ -199,6 +203,12 @@ impl Db {
     /// Item -> JSON for a caller, hidden fields only when asked.
     pub(crate) fn to_json(&self, model: &Model, item: &Item, hidden: bool) -> Json {
         Json::Object(model.to_json(self.schema(), item, hidden))
+    }
+
+    /// After a local commit: fires triggers and tells the sync engine what was queued.
+    pub(crate) fn committed(&self, changes: &[Change]) {
+        self.fire(changes, Origin::Local);
+        self.report_staged();
     }
 
     /// Fires triggers for committed changes.

@@ -64,6 +64,14 @@ pub enum Error {
         /// What the control section says.
         reason: String,
     },
+    /// `Db::sync` did not see everything acknowledged in time.
+    #[error(
+        "sync timed out with {pending} changes still pending: the cloud is unreachable or slow; they stay queued and are retried"
+    )]
+    SyncTimeout {
+        /// Changes still waiting for an acknowledgement.
+        pending: usize,
+    },
     /// A bad argument: unknown model or index, a key that cannot be resolved, a bad cursor.
     #[error("{0}")]
     Argument(String),
@@ -100,6 +108,7 @@ impl Error {
             Error::TransactionCanceled { .. } => "TransactionCanceled",
             Error::Control { .. } => "ControlError",
             Error::Argument(_) => "ArgumentError",
+            Error::SyncTimeout { .. } => "SyncTimeout",
             Error::Schema(e) => e.code(),
             Error::Storage(ferry_store::Error::TooLarge { .. }) => "ValidationError",
             Error::Storage(_) => "StorageError",
@@ -121,7 +130,7 @@ impl Error {
             Error::Storage(ferry_store::Error::TooLarge { .. } | ferry_store::Error::Key(_)) => {
                 ErrorKind::Invalid
             }
-            Error::Storage(_) => ErrorKind::Failed,
+            Error::Storage(_) | Error::SyncTimeout { .. } => ErrorKind::Failed,
         }
     }
 }

@@ -207,7 +207,7 @@ impl Db {
         Ok(())
     }
 
-    fn primary_key(&self, item: &Item) -> Result<Key> {
+    pub(crate) fn primary_key(&self, item: &Item) -> Result<Key> {
         let primary = self.schema().primary();
         let value = |name: &String| item.get(name).cloned();
         Ok(Key {

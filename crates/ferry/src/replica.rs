@@ -26,6 +26,15 @@ pub const SHARED_SCOPE: &str = "*";
 pub(crate) struct Replica {
     pub id: ReplicaId,
     clock: Mutex<HlcClock>,
+    /// Outbox entries written by commits not yet reported to the sync engine.
+    staged: Mutex<Vec<Staged>>,
+}
+
+/// A queued outbox entry, as the sync engine hears of it.
+pub(crate) struct Staged {
+    pub key: Key,
+    pub version: Version,
+    pub bytes: usize,
 }
 
 impl Replica {
@@ -51,6 +60,7 @@ impl Replica {
         Ok(Replica {
             id,
             clock: Mutex::new(HlcClock::new(last, HLC_FORWARD_MS_MAX)),
+            staged: Mutex::new(Vec::new()),
         })
     }
 
@@ -68,6 +78,21 @@ impl Replica {
     /// The latest stamp issued or observed.
     pub fn last(&self) -> Hlc {
         self.clock.lock().unwrap_or_else(|p| p.into_inner()).last()
+    }
+
+    /// Moves the clock past a received stamp; returns how far ahead of wall time the
+    /// stamp was when that is more than the clock accepts.
+    pub fn observe(&self, remote: Hlc, now_ms: i64) -> Option<u64> {
+        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        match clock.observe(remote, now_ms.max(0) as u64) {
+            ferry_types::Observed::TooFarAhead { ahead_ms } => Some(ahead_ms),
+            _ => None,
+        }
+    }
+
+    /// Takes the entries queued since the last call.
+    pub fn take_staged(&self) -> Vec<Staged> {
+        std::mem::take(&mut *self.staged.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -179,13 +204,48 @@ impl Replica {
         self.queue(tx, change, now_ms)
     }
 
+    /// Gives a pending change a new version (past every stamp seen, including the cloud's
+    /// newer one just observed), in `tx`: the device-authoritative answer to a superseded upload.
+    pub fn restamp(&self, tx: &mut Tx<'_>, entry: OutboxEntry, now_ms: i64) -> Result<Version> {
+        let mut change = entry.change;
+        change.version = self.stamp(tx, now_ms);
+        match change.op {
+            ChangeOp::Put => {
+                if let Some(mut item) = tx.get(&change.key)? {
+                    item.insert(VERSION_ATTR.to_string(), Value::S(change.version.to_text()));
+                    tx.put(item)?;
+                }
+            }
+            ChangeOp::Delete => {
+                let tombstone = Tombstone {
+                    model: change.model.clone(),
+                    version: change.version.clone(),
+                    deleted_ms: now_ms.max(0) as u64,
+                };
+                tx.set_tombstone(&change.key, tombstone);
+            }
+        }
+        let version = change.version.clone();
+        self.queue(tx, change, now_ms)?;
+        Ok(version)
+    }
+
     fn queue(&self, tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<()> {
         let entry = OutboxEntry {
             change,
             queued_ms: now_ms.max(0) as u64,
         };
+        let staged = Staged {
+            key: entry.change.key.clone(),
+            version: entry.change.version.clone(),
+            bytes: entry.encoded_len(),
+        };
         // A fresh stamp is newer than anything pending, so the entry always replaces it.
         tx.queue(entry)?;
+        self.staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(staged);
         Ok(())
     }
 }

@@ -7,7 +7,6 @@ use ferry_types::limits::TRANSACTION_ITEMS_MAX;
 use ferry_types::{Item, Key};
 use serde_json::{Map, Value as Json};
 
-use crate::triggers::Origin;
 use crate::{Db, Error, FindOptions, Result};
 
 /// Options of a single write.
@@ -168,7 +167,7 @@ impl Db {
                 }
                 Ok::<_, Error>(count)
             })?;
-            self.fire(&changes, Origin::Local);
+            self.committed(&changes);
             removed += count;
         }
         Ok(removed)
@@ -203,7 +202,7 @@ impl Db {
             }
             Ok::<_, Error>(items)
         })?;
-        self.fire(&changes, Origin::Local);
+        self.committed(&changes);
         Ok(writes
             .iter()
             .zip(items)
@@ -228,7 +227,7 @@ impl Db {
             .inner
             .store
             .write(durability, |tx| self.apply(tx, &write, now))?;
-        self.fire(&changes, Origin::Local);
+        self.committed(&changes);
         Ok(item.map(|i| self.to_json(model, &i, hidden)))
     }
 
