@@ -10,5 +10,6 @@ mod crash;
 mod ioto;
 mod operations;
 mod support;
+mod sync;
 mod tidy;
 mod triggers;

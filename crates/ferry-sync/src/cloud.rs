@@ -19,6 +19,10 @@
 //!    `_seq > since`, in `_seq` order, at most `limit` (at least one), and `more` when
 //!    further rows exist. A key appears once, at its latest `_seq`: the feed is a
 //!    snapshot-able index, not a log. A row whose scope changes leaves the old scope's feed.
+//!    The last page (`more == false`) carries the feed's `position`: the latest `_seq`
+//!    stamped or, if later, just before the current time. Every later landing is stamped
+//!    after it, so a device may move its cursor there although the page is empty; a scope
+//!    that sees no change for longer than the horizon then still never expires.
 //! 7. **Horizon**: a tombstone is purged once `_seq`'s time + horizon <= now (DynamoDB's TTL
 //!    on `_ttl`). A pull with `since != Hlc::ZERO` and `since`'s time + horizon <= now is
 //!    `Expired` (tombstones after it may be gone); `since == Hlc::ZERO` reads the whole
@@ -131,7 +135,19 @@ impl MemoryCloud {
             .filter_map(|((_, seq), key)| Some((*seq, self.rows.get(key)?.change.clone())));
         let changes: Vec<(Hlc, Change)> = rows.by_ref().take(limit.max(1)).collect();
         let more = rows.next().is_some();
-        Ok(PullPage { changes, more })
+        let position = (!more).then(|| self.position());
+        Ok(PullPage {
+            changes,
+            more,
+            position,
+        })
+    }
+
+    /// A feed position every later landing is stamped after (rule 6): the clock's last
+    /// stamp, or the last instant before now (a landing now may be stamped `(now, 0)`).
+    fn position(&self) -> Hlc {
+        let before_now = Hlc::new(self.now_ms, 0).as_u64().saturating_sub(1);
+        self.clock.last().max(Hlc::from_u64(before_now))
     }
 
     /// The latest change of `key` (a tombstone is a `Delete`), if the cloud holds one.
@@ -488,6 +504,43 @@ mod tests {
             keys(&snapshot),
             ["k1"],
             "a read from the start never expires"
+        );
+    }
+
+    #[test]
+    fn the_last_page_gives_a_position_that_keeps_a_quiet_scope_from_expiring() {
+        let mut cloud = MemoryCloud::new(30 * DAY_MS);
+        cloud.set_time_ms(DAY_MS);
+        cloud.write(put(1, 1, "*"));
+        let first = pull(&cloud, "*", Hlc::ZERO, 10);
+        let seq = first.changes[0].0;
+        assert_eq!(
+            first.position,
+            Some(seq),
+            "nothing newer than the last landing yet"
+        );
+        cloud.set_time_ms(20 * DAY_MS);
+        let quiet = pull(&cloud, "*", seq, 10);
+        let position = quiet.position.unwrap_or_default();
+        assert!(
+            quiet.changes.is_empty() && position > seq,
+            "an empty page moves on"
+        );
+        cloud.write(put(2, 2, "*")); // lands within the same millisecond as the pull
+        assert_eq!(
+            keys(&pull(&cloud, "*", position, 10)),
+            ["k2"],
+            "later landings follow"
+        );
+        cloud.set_time_ms(45 * DAY_MS);
+        assert!(
+            cloud.pull("*", position, 10).is_ok(),
+            "within the horizon of the position"
+        );
+        assert_eq!(
+            pull(&cloud, "*", Hlc::ZERO, 1).position,
+            None,
+            "only on the last page"
         );
     }
 

@@ -33,6 +33,12 @@ pub struct PullPage {
     pub changes: Vec<(Hlc, Change)>,
     /// Another page follows: pull again from the last `_seq` of this one.
     pub more: bool,
+    /// On the last page (`more == false`): a feed position that every later change of the
+    /// scope will be stamped after, so the cursor may move there even when the page is
+    /// empty. Without it a scope that sees no change for longer than the horizon would keep
+    /// answering `Expired` (and the device resyncing) at every poll. `None`: the cloud cannot
+    /// say, and the cursor stays at the last change received.
+    pub position: Option<Hlc>,
 }
 
 /// Why a transport call failed as a whole.
@@ -67,4 +73,24 @@ pub trait Transport {
         since: Hlc,
         limit: usize,
     ) -> impl Future<Output = Result<PullPage, TransportError>> + Send;
+}
+
+/// A shared transport is a transport: the owner keeps a handle (to take a test link down,
+/// say) while the driver uses it.
+impl<T: Transport + Send + Sync> Transport for std::sync::Arc<T> {
+    fn push(
+        &self,
+        changes: Vec<Change>,
+    ) -> impl Future<Output = Result<Vec<(Key, Version, PushOutcome)>, TransportError>> + Send {
+        (**self).push(changes)
+    }
+
+    fn pull(
+        &self,
+        scope: &str,
+        since: Hlc,
+        limit: usize,
+    ) -> impl Future<Output = Result<PullPage, TransportError>> + Send {
+        (**self).pull(scope, since, limit)
+    }
 }

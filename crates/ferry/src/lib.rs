@@ -32,6 +32,7 @@ mod config;
 mod db;
 mod error;
 mod find;
+mod inspect;
 mod replica;
 mod sync;
 mod triggers;
@@ -42,11 +43,14 @@ pub use config::{Clock, Config};
 pub use db::Db;
 pub use error::{Error, ErrorKind, Result};
 pub use find::{FindOptions, Page};
+#[doc(hidden)]
+pub use inspect::{LocalState, PendingChange};
 pub use sync::{Status, SyncOptions};
 pub use triggers::{Event, Op, Origin, TriggerId};
 pub use typed::Model;
 pub use write::{Write, WriteOptions};
 
+pub use ferry_journal as journal;
 pub use ferry_schema as schema;
 pub use ferry_schema::{Context, Schema, UpdateOps};
 pub use ferry_store::Durability;

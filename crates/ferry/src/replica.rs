@@ -75,6 +75,22 @@ impl Replica {
         }
     }
 
+    /// A new version for a local write that replaces `over` (the version of the item, its
+    /// tombstone, or the cloud's): past it even where the clock cannot go, because the
+    /// writer has seen `over` and its write must win over it. The clock lags a version it
+    /// saw after a restart (observed stamps are not persisted) or when the version was more
+    /// than the forward bound ahead; a write stamped below what it replaces would lose to
+    /// it by last writer wins although it came after, and the device would keep it while
+    /// the cloud keeps the other. The clock itself is not moved, so one far-future stamp
+    /// still cannot pull every later write ahead.
+    pub fn stamp_over(&self, tx: &mut Tx<'_>, now_ms: i64, over: Option<&Version>) -> Version {
+        let mut version = self.stamp(tx, now_ms);
+        if let Some(over) = over.filter(|over| **over >= version) {
+            version.hlc = Hlc::from_u64(over.hlc.as_u64().saturating_add(1));
+        }
+        version
+    }
+
     /// The latest stamp issued or observed.
     pub fn last(&self) -> Hlc {
         self.clock.lock().unwrap_or_else(|p| p.into_inner()).last()
@@ -159,7 +175,11 @@ impl Replica {
         item: &mut Item,
         now_ms: i64,
     ) -> Result<()> {
-        let version = self.stamp(tx, now_ms);
+        let over = match tx.get(key)? {
+            Some(old) => version_of(&old),
+            None => tx.tombstone(key)?.map(|t| t.version),
+        };
+        let version = self.stamp_over(tx, now_ms, over.as_ref());
         item.insert(VERSION_ATTR.to_string(), Value::S(version.to_text()));
         tx.clear_tombstone(key);
         let change = Change {
@@ -183,7 +203,7 @@ impl Replica {
         old: &Item,
         now_ms: i64,
     ) -> Result<()> {
-        let version = self.stamp(tx, now_ms);
+        let version = self.stamp_over(tx, now_ms, version_of(old).as_ref());
         let deleted_ms = now_ms.max(0) as u64;
         tx.set_tombstone(
             key,
@@ -204,11 +224,17 @@ impl Replica {
         self.queue(tx, change, now_ms)
     }
 
-    /// Gives a pending change a new version (past every stamp seen, including the cloud's
-    /// newer one just observed), in `tx`: the device-authoritative answer to a superseded upload.
-    pub fn restamp(&self, tx: &mut Tx<'_>, entry: OutboxEntry, now_ms: i64) -> Result<Version> {
+    /// Gives a pending change a new version past `cloud`, the newer version the cloud holds,
+    /// in `tx`: the device-authoritative answer to a superseded upload.
+    pub fn restamp(
+        &self,
+        tx: &mut Tx<'_>,
+        entry: OutboxEntry,
+        cloud: &Version,
+        now_ms: i64,
+    ) -> Result<Version> {
         let mut change = entry.change;
-        change.version = self.stamp(tx, now_ms);
+        change.version = self.stamp_over(tx, now_ms, Some(cloud));
         match change.op {
             ChangeOp::Put => {
                 if let Some(mut item) = tx.get(&change.key)? {

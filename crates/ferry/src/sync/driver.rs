@@ -112,7 +112,7 @@ impl Db {
             // The device is authoritative: come back with a version past the cloud's.
             replica.observe(cloud.hlc, now as i64);
             let (version, _) = self.inner.store.write(Durability::Default, |tx| {
-                replica.restamp(tx, entry, now as i64)
+                replica.restamp(tx, entry, cloud, now as i64)
             })?;
             let bytes = self
                 .inner
@@ -161,7 +161,9 @@ impl Db {
     ) -> Result<()> {
         match syncer.link.pull(scope, since, PULL_PAGE_CHANGES) {
             Ok(page) => {
-                let last_seq = self.apply_page(syncer, engine, scope, &page.changes, now)?;
+                let position = page.position.filter(|_| !page.more);
+                let last_seq =
+                    self.apply_page(syncer, engine, scope, &page.changes, position, now)?;
                 engine.handle(
                     Input::Pulled {
                         scope: scope.to_string(),
@@ -213,7 +215,10 @@ impl Db {
                 }
             };
             seen.extend(page.changes.iter().map(|(_, c)| c.key.clone()));
-            if let Some(seq) = self.apply_page(syncer, engine, scope, &page.changes, now)? {
+            let position = page.position.filter(|_| !page.more);
+            if let Some(seq) =
+                self.apply_page(syncer, engine, scope, &page.changes, position, now)?
+            {
                 last_seq = Some(seq);
                 since = seq;
             }

@@ -19,16 +19,18 @@ const FORGET_BATCH_ITEMS: usize = 256;
 
 impl Db {
     /// Applies a page of a scope's changes and advances its persisted cursor, in one
-    /// transaction. Returns the page's highest `_seq`.
+    /// transaction. Returns the page's highest `_seq`, or the feed `position` the cloud
+    /// gave with the last page if that is higher (see `PullPage::position`).
     pub(super) fn apply_page(
         &self,
         syncer: &Syncer,
         engine: &mut Engine,
         scope: &str,
         changes: &[(Hlc, Change)],
+        position: Option<Hlc>,
         now: u64,
     ) -> Result<Option<Hlc>> {
-        let last_seq = changes.iter().map(|(seq, _)| *seq).max();
+        let last_seq = changes.iter().map(|(seq, _)| *seq).max().max(position);
         let cursor = engine
             .cursor(scope)
             .unwrap_or(Hlc::ZERO)

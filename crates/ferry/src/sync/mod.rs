@@ -23,6 +23,8 @@ use link::Link;
 const META_CURSOR_PREFIX: &str = "cursor:";
 /// Longest pause of `Db::sync` between engine steps.
 const SYNC_POLL_MS: u64 = 5;
+/// Rounds of `Db::sync` at most (each pushes what is pending and pulls every scope).
+const SYNC_ROUNDS_MAX: usize = 3;
 /// Changes asked for per pull.
 const PULL_PAGE_CHANGES: usize = 100;
 
@@ -142,21 +144,26 @@ impl Db {
     /// `SyncTimeout` after `timeout`.
     pub fn sync(&self, timeout: Duration) -> Result<()> {
         let syncer = self.syncer()?;
-        let ticket = syncer.requested.fetch_add(1, Ordering::AcqRel) + 1;
-        lock(&syncer.inbox).push(Input::SyncRequested);
-        let deadline = self.now_ms().saturating_add(timeout.as_millis() as i64);
-        loop {
-            self.drive()?;
-            if syncer.answered.load(Ordering::Acquire) >= ticket {
-                return Ok(());
+        // The caller's wait is real time, whatever clock the database runs on.
+        let started = std::time::Instant::now();
+        // A round can leave new work: an `up` change superseded in the cloud comes back
+        // re-stamped. Another round sends it, so that sync() returns converged.
+        for _ in 0..SYNC_ROUNDS_MAX {
+            let ticket = syncer.requested.fetch_add(1, Ordering::AcqRel) + 1;
+            lock(&syncer.inbox).push(Input::SyncRequested);
+            while syncer.answered.load(Ordering::Acquire) < ticket {
+                self.drive()?;
+                if started.elapsed() >= timeout {
+                    let pending = self.status().pending_changes;
+                    return Err(Error::SyncTimeout { pending });
+                }
+                std::thread::sleep(Duration::from_millis(SYNC_POLL_MS));
             }
-            if self.now_ms() >= deadline {
-                return Err(Error::SyncTimeout {
-                    pending: self.status().pending_changes,
-                });
+            if self.inner.store.outbox().next().is_none() {
+                break;
             }
-            std::thread::sleep(Duration::from_millis(SYNC_POLL_MS));
         }
+        Ok(())
     }
 
     /// Runs the sync work that is due now, once: what [`SyncOptions::background`] does

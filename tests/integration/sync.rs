@@ -1,0 +1,440 @@
+//! Replication through the reference cloud: the behaviours Ioto gets wrong, as named
+//! regressions, and two devices converging.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry::journal::{Change, ChangeOp};
+use ferry::types::{Hlc, Item, Key, ReplicaId, Value, Version};
+use ferry::{
+    Config, Db, FindOptions, MemoryCloud, MemoryTransport, Origin, SyncOptions, WriteOptions,
+};
+use serde_json::{Value as Json, json};
+
+use crate::support::{ManualClock, schema};
+
+const SCHEMA: &str = r#"{
+    version: '1', format: 'onetable:1.1.0',
+    indexes: { primary: { hash: 'pk', sort: 'sk' } },
+    params: { timestamps: true },
+    models: {
+        Note: {
+            pk: { type: 'string', value: 'note#${deviceId}' }, sk: { type: 'string', value: 'note#${id}' },
+            deviceId: { type: 'string', required: true }, id: { type: 'string', required: true },
+            text: { type: 'string' }, secret: { type: 'string', sync: 'none' },
+        },
+        Fault: {
+            pk: { type: 'string', value: 'fault#${deviceId}' }, sk: { type: 'string', value: 'fault#${id}' },
+            deviceId: { type: 'string', required: true }, id: { type: 'string', required: true },
+            code: { type: 'number' },
+        },
+        Config: {
+            pk: { type: 'string', value: 'config#' }, sk: { type: 'string', value: 'config#${name}' },
+            name: { type: 'string', required: true }, value: { type: 'string' },
+        },
+        Scratch: {
+            pk: { type: 'string', value: 'scratch#' }, sk: { type: 'string', value: 'scratch#${id}' },
+            id: { type: 'string', required: true },
+        },
+        Private: {
+            pk: { type: 'string', value: 'private#' }, sk: { type: 'string', value: 'private#${id}' },
+            id: { type: 'string', required: true },
+        },
+    },
+    control: {
+        Note: { sync: 'both' },
+        Fault: { sync: 'up' },
+        Config: { sync: 'down', scope: '*' },
+        Private: { enable: 'device' },
+    },
+}"#;
+
+const START_MS: i64 = 1_800_000_000_000;
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One cloud and the devices attached to it.
+struct World {
+    cloud: Arc<Mutex<MemoryCloud>>,
+    clock: ManualClock,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+impl World {
+    fn new() -> World {
+        let mut cloud = MemoryCloud::default();
+        cloud.set_time_ms(START_MS as u64);
+        World {
+            cloud: Arc::new(Mutex::new(cloud)),
+            clock: ManualClock::at(START_MS),
+            dirs: Vec::new(),
+        }
+    }
+
+    /// A device database (new, or reopened from `dir`) attached to the cloud.
+    fn device(&mut self, id: &str, dir: Option<usize>) -> (Db, Arc<MemoryTransport>, usize) {
+        let index = dir.unwrap_or_else(|| {
+            self.dirs.push(tempfile::tempdir().unwrap());
+            self.dirs.len() - 1
+        });
+        let config = Config {
+            clock: self.clock.clock(),
+            ttl_sweep: None,
+            ..Config::with_schema(schema(SCHEMA)).context("deviceId", id)
+        };
+        let db = Db::open(self.dirs[index].path(), config).unwrap();
+        let transport = Arc::new(MemoryTransport::new(self.cloud.clone()));
+        db.attach(transport.clone(), SyncOptions::default())
+            .unwrap();
+        (db, transport, index)
+    }
+
+    fn advance(&self, ms: i64) {
+        let now = self.now() + ms;
+        self.clock.set(now);
+        self.cloud.lock().unwrap().set_time_ms(now as u64);
+    }
+
+    fn now(&self) -> i64 {
+        self.cloud.lock().unwrap().now_ms() as i64
+    }
+
+    /// The cloud's item of `key`, if it is there and not deleted.
+    fn cloud_item(&self, key: &Key) -> Option<Item> {
+        let cloud = self.cloud.lock().unwrap();
+        let change = cloud.get(key)?;
+        (change.op == ChangeOp::Put)
+            .then(|| change.item.clone())
+            .flatten()
+    }
+
+    /// Writes a change in the cloud as a cloud developer would, with a fresh cloud version.
+    fn cloud_write(&self, model: &str, key: Key, scope: &str, item: Option<Item>) {
+        let now = self.now() as u64;
+        let mut cloud = self.cloud.lock().unwrap();
+        let version = Version {
+            hlc: Hlc::new(now, 7),
+            replica: ReplicaId::parse("cloud").unwrap(),
+        };
+        let op = if item.is_some() {
+            ChangeOp::Put
+        } else {
+            ChangeOp::Delete
+        };
+        let change = Change {
+            model: model.into(),
+            key,
+            op,
+            version,
+            scope: scope.into(),
+            item,
+        };
+        assert_eq!(
+            cloud.write(change),
+            ferry::replication::PushOutcome::Applied
+        );
+    }
+}
+
+fn key(pk: &str, sk: &str) -> Key {
+    Key {
+        hash: Value::S(pk.into()),
+        sort: Some(Value::S(sk.into())),
+    }
+}
+
+fn text(item: &Item, name: &str) -> Option<String> {
+    item.get(name).and_then(Value::as_str).map(String::from)
+}
+
+#[test]
+fn two_updates_while_offline_upload_the_second() {
+    let mut world = World::new();
+    let (db, link, _) = world.device("d1", None);
+    link.set_online(false);
+    db.create("Note", json!({"id": "n1", "text": "first"}))
+        .unwrap();
+    db.update(
+        "Note",
+        json!({"id": "n1", "text": "second"}),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    db.update(
+        "Note",
+        json!({"id": "n1", "text": "third"}),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        db.status().pending_changes,
+        1,
+        "one pending change per key, the latest"
+    );
+    assert!(
+        db.sync(Duration::from_millis(50)).is_err(),
+        "offline: sync times out"
+    );
+    link.set_online(true);
+    world.advance(120_000);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let item = world
+        .cloud_item(&key("note#d1", "note#n1"))
+        .expect("uploaded");
+    assert_eq!(text(&item, "text").as_deref(), Some("third"));
+    assert_eq!(db.status().pending_changes, 0);
+}
+
+#[test]
+fn a_crash_before_the_acknowledgement_resends_after_restart() {
+    let mut world = World::new();
+    let (db, link, dir) = world.device("d1", None);
+    link.set_online(false);
+    db.create("Fault", json!({"id": "f1", "code": 17})).unwrap();
+    drop(db); // the process ends with the change committed locally but never acknowledged
+    let (db, _, _) = world.device("d1", Some(dir));
+    assert_eq!(
+        db.status().pending_changes,
+        1,
+        "the outbox survived the restart"
+    );
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert!(world.cloud_item(&key("fault#d1", "fault#f1")).is_some());
+}
+
+#[test]
+fn unacknowledged_changes_are_resent_on_a_timer_without_new_traffic() {
+    let mut world = World::new();
+    let (db, link, _) = world.device("d1", None);
+    link.set_online(false);
+    db.create("Fault", json!({"id": "f1", "code": 3})).unwrap();
+    world.advance(10_000); // past syncDelay: the first push fails
+    db.drive().unwrap();
+    assert_eq!(db.status().pending_changes, 1);
+    link.set_online(true);
+    for _ in 0..20 {
+        world.advance(30_000); // only time passes: no write, no sync() call
+        db.drive().unwrap();
+    }
+    assert!(
+        world.cloud_item(&key("fault#d1", "fault#f1")).is_some(),
+        "re-sent by the retry timer"
+    );
+    assert_eq!(db.status().pending_changes, 0);
+}
+
+#[test]
+fn a_cloud_delete_applies_whatever_the_fields_say() {
+    let mut world = World::new();
+    let (db, _, _) = world.device("d1", None);
+    let mut item = Item::new();
+    for (k, v) in [
+        ("_type", "Config"),
+        ("pk", "config#"),
+        ("sk", "config#rate"),
+        ("name", "rate"),
+        ("value", "10"),
+    ] {
+        item.insert(k.into(), Value::S(v.into()));
+    }
+    world.cloud_write("Config", key("config#", "config#rate"), "*", Some(item));
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert!(db.get("Config", json!({"name": "rate"})).unwrap().is_some());
+    world.advance(1_000);
+    world.cloud_write("Config", key("config#", "config#rate"), "*", None);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(
+        db.get("Config", json!({"name": "rate"})).unwrap(),
+        None,
+        "the cloud delete applied"
+    );
+}
+
+#[test]
+fn a_cloud_change_keeps_its_timestamps_and_a_newer_cloud_change_is_never_reverted() {
+    let mut world = World::new();
+    let (db, _, _) = world.device("d1", None);
+    db.create("Note", json!({"id": "n1", "text": "device"}))
+        .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    world.advance(60_000);
+    let mut newer = world.cloud_item(&key("note#d1", "note#n1")).unwrap();
+    newer.insert("text".into(), Value::S("cloud".into()));
+    newer.insert("updated".into(), Value::int(START_MS - 5_000)); // set by the cloud writer
+    world.cloud_write("Note", key("note#d1", "note#n1"), "d1", Some(newer));
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let local = db.get("Note", json!({"id": "n1"})).unwrap().unwrap();
+    assert_eq!(local["text"], "cloud");
+    assert_eq!(
+        local["updated"],
+        json!(START_MS - 5_000),
+        "the cloud's timestamp is kept, not re-stamped"
+    );
+    world.advance(60_000);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let cloud = world.cloud_item(&key("note#d1", "note#n1")).unwrap();
+    assert_eq!(
+        text(&cloud, "text").as_deref(),
+        Some("cloud"),
+        "the device never reverted the newer cloud change"
+    );
+}
+
+#[test]
+fn a_local_write_to_a_down_model_is_rejected() {
+    let mut world = World::new();
+    let (db, _, _) = world.device("d1", None);
+    let error = db
+        .create("Config", json!({"name": "rate", "value": "1"}))
+        .unwrap_err();
+    assert_eq!(error.code(), "ControlError");
+    assert_eq!(db.status().pending_changes, 0);
+}
+
+#[test]
+fn none_and_device_models_never_upload() {
+    let mut world = World::new();
+    let (db, _, _) = world.device("d1", None);
+    db.create("Scratch", json!({"id": "s1"})).unwrap();
+    db.create("Private", json!({"id": "p1"})).unwrap();
+    assert_eq!(db.status().pending_changes, 0);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert!(
+        world.cloud.lock().unwrap().is_empty(),
+        "nothing reached the cloud"
+    );
+}
+
+#[test]
+fn fields_with_sync_none_never_leave_the_device_and_survive_cloud_changes() {
+    let mut world = World::new();
+    let (db, _, _) = world.device("d1", None);
+    db.create("Note", json!({"id": "n1", "text": "a", "secret": "pw"}))
+        .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let mut cloud = world.cloud_item(&key("note#d1", "note#n1")).unwrap();
+    assert!(
+        !cloud.contains_key("secret"),
+        "the secret stayed on the device"
+    );
+    world.advance(1_000);
+    cloud.insert("text".into(), Value::S("b".into()));
+    world.cloud_write("Note", key("note#d1", "note#n1"), "d1", Some(cloud));
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let local = db
+        .get_with(
+            "Note",
+            json!({"id": "n1"}),
+            &FindOptions {
+                hidden: true,
+                ..FindOptions::default()
+            },
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (local["text"].clone(), local["secret"].clone()),
+        (json!("b"), json!("pw"))
+    );
+}
+
+#[test]
+fn an_up_model_converges_to_the_device_even_against_a_newer_cloud_write() {
+    let mut world = World::new();
+    let (db, link, _) = world.device("d1", None);
+    link.set_online(false);
+    db.create("Fault", json!({"id": "f1", "code": 1})).unwrap();
+    // A cloud writer gets in first with a version from the future of the device's clock.
+    world.advance(1_000);
+    let mut item = Item::new();
+    for (k, v) in [
+        ("_type", "Fault"),
+        ("pk", "fault#d1"),
+        ("sk", "fault#f1"),
+        ("deviceId", "d1"),
+        ("id", "f1"),
+    ] {
+        item.insert(k.into(), Value::S(v.into()));
+    }
+    item.insert("code".into(), Value::int(99));
+    world.cloud_write("Fault", key("fault#d1", "fault#f1"), "d1", Some(item));
+    link.set_online(true);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let cloud = world.cloud_item(&key("fault#d1", "fault#f1")).unwrap();
+    assert_eq!(
+        cloud.get("code"),
+        Some(&Value::int(1)),
+        "the device is authoritative for an up model"
+    );
+}
+
+#[test]
+fn two_devices_converge_and_cloud_changes_fire_cloud_triggers() {
+    let mut world = World::new();
+    let (a, _, _) = world.device("d1", None);
+    let (b, _, _) = world.device("d2", None);
+    let seen = Arc::new(Mutex::new(Vec::<(Origin, Json)>::new()));
+    let events = seen.clone();
+    b.on_change(Some("Config"), move |e| {
+        events
+            .lock()
+            .unwrap()
+            .push((e.origin, e.new.clone().unwrap_or_default()))
+    })
+    .unwrap();
+    let mut item = Item::new();
+    for (k, v) in [
+        ("_type", "Config"),
+        ("pk", "config#"),
+        ("sk", "config#mode"),
+        ("name", "mode"),
+        ("value", "eco"),
+    ] {
+        item.insert(k.into(), Value::S(v.into()));
+    }
+    world.cloud_write("Config", key("config#", "config#mode"), "*", Some(item));
+    a.sync(SYNC_TIMEOUT).unwrap();
+    b.sync(SYNC_TIMEOUT).unwrap();
+    for db in [&a, &b] {
+        assert_eq!(
+            db.get("Config", json!({"name": "mode"})).unwrap().unwrap()["value"],
+            "eco"
+        );
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0, Origin::Cloud);
+}
+
+#[test]
+fn last_writer_wins_on_both_models_and_the_loser_is_logged() {
+    let mut world = World::new();
+    let (db, link, _) = world.device("d1", None);
+    db.create("Note", json!({"id": "n1", "text": "v1"}))
+        .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    link.set_online(false);
+    db.update(
+        "Note",
+        json!({"id": "n1", "text": "device"}),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    world.advance(10 * 60_000); // the cloud write is later than the device's
+    let mut newer = world.cloud_item(&key("note#d1", "note#n1")).unwrap();
+    newer.insert("text".into(), Value::S("cloud".into()));
+    world.cloud_write("Note", key("note#d1", "note#n1"), "d1", Some(newer));
+    link.set_online(true);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(
+        db.get("Note", json!({"id": "n1"})).unwrap().unwrap()["text"],
+        "cloud"
+    );
+    let cloud = world.cloud_item(&key("note#d1", "note#n1")).unwrap();
+    assert_eq!(text(&cloud, "text").as_deref(), Some("cloud"));
+    assert_eq!(
+        db.status().conflicts,
+        1,
+        "the device's losing version is in the conflict log"
+    );
+}
