@@ -1,4 +1,7 @@
-//! Project automation: `cargo xtask test`, `cargo xtask bench local`, `cargo xtask tidy`.
+//! Project automation: `cargo xtask test`, `cargo xtask sim`, `cargo xtask bench local`,
+//! `cargo xtask tidy`.
+
+mod sim;
 
 use std::process::Command;
 
@@ -7,10 +10,12 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test           the whole test suite (what CI runs)
+  test           the whole test suite (what CI runs), then the simulator over 1000 seeds
   tidy           formatting and lints (cargo fmt --check, cargo clippy -D warnings)
   bench local    Ferry vs SQLite, side by side: create, get, page query, update (release build)
-                 options: --items N[,N...] (default 100000,1000000)";
+                 options: --items N[,N...] (default 100000,1000000)
+  bench sync     replicated writes (journal + engine + in-memory cloud) vs local-only writes
+                 options: --items N[,N...] (default 10000,50000)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,8 +24,9 @@ fn main() -> Result<()> {
         ["test", rest @ ..] => test(rest),
         ["tidy"] => tidy(),
         ["bench", rest @ ..] => bench(rest),
+        ["sim", rest @ ..] => sim::main(rest),
         _ => {
-            println!("{USAGE}");
+            println!("{USAGE}\n{}", sim::USAGE);
             if args.is_empty() {
                 Ok(())
             } else {
@@ -30,12 +36,15 @@ fn main() -> Result<()> {
     }
 }
 
-/// Runs the whole suite: unit, integration (with the real CLI binary), doc tests.
+/// Runs the whole suite: unit, integration (with the real CLI binary), doc tests, then the
+/// replication simulator over 1000 seeds (about a minute on two cores, in this debug build).
 fn test(extra: &[&str]) -> Result<()> {
     cargo(&["build", "--bin", "ferry"])?;
     let mut args = vec!["test", "--workspace"];
     args.extend_from_slice(extra);
-    cargo(&args)
+    cargo(&args)?;
+    eprintln!("$ cargo xtask sim --seeds 1000");
+    sim::main(&["--seeds", "1000"])
 }
 
 fn tidy() -> Result<()> {

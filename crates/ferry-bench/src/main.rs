@@ -1,12 +1,14 @@
-//! Side-by-side benchmarks of Ferry against SQLite, run by `cargo xtask bench local`.
+//! Side-by-side benchmarks, run by `cargo xtask bench local` (Ferry against SQLite) and
+//! `cargo xtask bench sync` (replicated writes against local-only writes).
 //!
-//! Both databases store the same items with the same secondary index, one write per
+//! For `local`, both databases store the same items with the same secondary index, one write per
 //! transaction, at their default durability (Ferry: in the OS at commit, fsync within
 //! 100 ms; SQLite: WAL with `synchronous=NORMAL`). Each operation runs in rounds; the table
 //! gives the median round's rate and the ratio of the medians.
 
 mod ferry_side;
 mod sqlite_side;
+mod sync_side;
 
 use std::time::Instant;
 
@@ -14,6 +16,8 @@ use anyhow::{Context, Result, bail};
 
 /// Rounds per operation; the median is reported.
 const ROUNDS: usize = 5;
+/// Runs per size of the sync benchmark (each writes every change twice); the median is reported.
+const SYNC_ROUNDS: usize = 3;
 
 /// One store under test.
 pub trait Subject {
@@ -48,11 +52,15 @@ fn main() -> Result<()> {
             let items = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100_000);
             profile(op, items)
         }
+        Some("sync") => {
+            let sizes = parse_sizes(&args, &[10_000, 50_000])?;
+            sync(&sizes)
+        }
         Some("local") | None => {
-            let sizes = parse_sizes(&args)?;
+            let sizes = parse_sizes(&args, &[100_000, 1_000_000])?;
             local(&sizes)
         }
-        Some(other) => bail!("unknown benchmark '{other}': try `local`"),
+        Some(other) => bail!("unknown benchmark '{other}': try `local` or `sync`"),
     }
 }
 
@@ -79,7 +87,7 @@ fn profile(op: &str, items: u64) -> Result<()> {
     Ok(())
 }
 
-fn parse_sizes(args: &[String]) -> Result<Vec<u64>> {
+fn parse_sizes(args: &[String], default: &[u64]) -> Result<Vec<u64>> {
     match args.iter().position(|a| a == "--items") {
         Some(at) => args
             .get(at + 1)
@@ -87,8 +95,36 @@ fn parse_sizes(args: &[String]) -> Result<Vec<u64>> {
             .split(',')
             .map(|n| n.trim().parse().context("--items takes whole numbers"))
             .collect(),
-        None => Ok(vec![100_000, 1_000_000]),
+        None => Ok(default.to_vec()),
     }
+}
+
+/// Replication throughput against local-only writes, side by side.
+fn sync(sizes: &[u64]) -> Result<()> {
+    let mut rows = Vec::new();
+    for &changes in sizes {
+        for _ in 0..SYNC_ROUNDS {
+            rows.push(sync_side::run(changes)?);
+        }
+    }
+    println!(
+        "| changes | replicated (write + sync) changes/s | local-only writes/s | replicated / local | bytes per change |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for &changes in sizes {
+        let mut runs: Vec<&sync_side::SyncRow> =
+            rows.iter().filter(|r| r.changes == changes).collect();
+        runs.sort_by(|a, b| a.synced_per_s.total_cmp(&b.synced_per_s));
+        let median = runs[runs.len() / 2];
+        println!(
+            "| {changes} | {:.0} | {:.0} | {:.2}x | {:.0} |",
+            median.synced_per_s,
+            median.local_per_s,
+            median.synced_per_s / median.local_per_s,
+            median.bytes_per_change
+        );
+    }
+    Ok(())
 }
 
 /// One row of the results table.
