@@ -1,0 +1,218 @@
+//! The fault-injecting transport: a `MemoryTransport` with a bad network in front of it.
+//!
+//! Every call draws its fate from the link's seeded RNG. A push may be dropped before the
+//! cloud sees it, applied with its answer lost, applied twice, or held back and applied
+//! later (a late, reordered delivery); a pull may be dropped or answered with a shorter page.
+//! A partitioned link fails every call. Each case answers `Unavailable` exactly where a real
+//! network would leave the device not knowing what happened, which is what the engine's
+//! retries and the cloud's conditional writes must make harmless.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ferry::replication::{MemoryCloud, PullPage, PushOutcome, Transport, TransportError};
+use ferry::types::{Hlc, Key, Version};
+use ferry_journal::Change;
+
+/// Per-call fault probabilities in percent, drawn once per seed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultRates {
+    /// The request never reaches the cloud.
+    pub drop: u32,
+    /// The cloud applies the push; the answer is lost.
+    pub lose_answer: u32,
+    /// The cloud receives the push twice.
+    pub duplicate: u32,
+    /// The push is held and applied later, after newer pushes.
+    pub delay: u32,
+    /// The pull answers fewer changes than asked (with `more` set).
+    pub truncate: u32,
+}
+
+/// One device's link: its faults, its partition and the pushes it holds back.
+#[derive(Debug)]
+pub struct LinkState {
+    rng: fastrand::Rng,
+    pub rates: FaultRates,
+    /// Steps left offline; 0 is online.
+    pub offline_steps: u32,
+    /// Pushes held for late delivery, oldest first.
+    pub held: Vec<Vec<Change>>,
+    /// What happened on the link since the runner last looked (for `--verbose`).
+    pub events: Vec<String>,
+    /// Broken cloud rules seen on this link (a stale write that won).
+    pub violations: Vec<String>,
+    /// Pulls the cloud answered `Expired` (each one costs the device a full resync).
+    pub expired: u64,
+}
+
+/// A shared handle: the transport the driver owns and the simulator both hold one.
+pub type Link = Arc<Mutex<LinkState>>;
+
+/// A new online link whose faults follow `seed`.
+pub fn link(seed: u64, rates: FaultRates) -> Link {
+    Arc::new(Mutex::new(LinkState {
+        rng: fastrand::Rng::with_seed(seed),
+        rates,
+        offline_steps: 0,
+        held: Vec::new(),
+        events: Vec::new(),
+        violations: Vec::new(),
+        expired: 0,
+    }))
+}
+
+/// Locks a link or the cloud; a panic elsewhere already failed the run, so take the data.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What one push call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PushFate {
+    Deliver,
+    Drop,
+    LoseAnswer,
+    Duplicate,
+    Delay,
+}
+
+impl LinkState {
+    fn push_fate(&mut self) -> PushFate {
+        let r = self.rates;
+        let roll = self.rng.u32(0..100);
+        let fates = [
+            (r.drop, PushFate::Drop),
+            (r.lose_answer, PushFate::LoseAnswer),
+            (r.duplicate, PushFate::Duplicate),
+            (r.delay, PushFate::Delay),
+        ];
+        let mut bound = 0;
+        for (percent, fate) in fates {
+            bound += percent;
+            if roll < bound {
+                return fate;
+            }
+        }
+        PushFate::Deliver
+    }
+
+    /// Takes one held push at random (late deliveries arrive in any order).
+    pub fn take_held(&mut self) -> Option<Vec<Change>> {
+        if self.held.is_empty() {
+            return None;
+        }
+        let at = self.rng.usize(0..self.held.len());
+        Some(self.held.remove(at))
+    }
+}
+
+/// Writes `changes` to the cloud and checks rule 2 of the cloud: whatever arrives, the key
+/// ends at the newer of the version it held and the one written, so a stale write never wins.
+pub fn write_checked(
+    cloud: &mut MemoryCloud,
+    changes: Vec<Change>,
+    violations: &mut Vec<String>,
+) -> Vec<(Key, Version, PushOutcome)> {
+    let mut outcomes = Vec::with_capacity(changes.len());
+    for change in changes {
+        let (key, version) = (change.key.clone(), change.version.clone());
+        let before = cloud.get(&key).map(|c| c.version.clone());
+        let outcome = cloud.write(change);
+        let after = cloud.get(&key).map(|c| c.version.clone());
+        let expected = before.clone().max(Some(version.clone()));
+        if !matches!(outcome, PushOutcome::Rejected { .. }) && after != expected {
+            violations.push(format!(
+                "cloud write of {key} at {version} over {before:?} left {after:?}"
+            ));
+        }
+        outcomes.push((key, version, outcome));
+    }
+    outcomes
+}
+
+/// The transport the simulator attaches to each device.
+pub struct FaultyTransport {
+    pub cloud: Arc<Mutex<MemoryCloud>>,
+    pub link: Link,
+}
+
+fn unavailable(why: &str) -> TransportError {
+    TransportError::Unavailable(why.to_string())
+}
+
+impl FaultyTransport {
+    fn push_now(
+        &self,
+        changes: Vec<Change>,
+    ) -> Result<Vec<(Key, Version, PushOutcome)>, TransportError> {
+        let mut link = lock(&self.link);
+        if link.offline_steps > 0 {
+            return Err(unavailable("partitioned"));
+        }
+        let fate = link.push_fate();
+        let count = changes.len();
+        link.events
+            .push(format!("push of {count} changes: {fate:?}"));
+        let link = &mut *link;
+        let mut cloud = lock(&self.cloud);
+        match fate {
+            PushFate::Drop => Err(unavailable("request dropped")),
+            PushFate::Delay => {
+                link.held.push(changes);
+                Err(unavailable("request delayed"))
+            }
+            PushFate::LoseAnswer => {
+                write_checked(&mut cloud, changes, &mut link.violations);
+                Err(unavailable("answer lost"))
+            }
+            PushFate::Duplicate => {
+                let first = write_checked(&mut cloud, changes.clone(), &mut link.violations);
+                write_checked(&mut cloud, changes, &mut link.violations);
+                Ok(first)
+            }
+            PushFate::Deliver => Ok(write_checked(&mut cloud, changes, &mut link.violations)),
+        }
+    }
+
+    fn pull_now(&self, scope: &str, since: Hlc, limit: usize) -> Result<PullPage, TransportError> {
+        let mut link = lock(&self.link);
+        if link.offline_steps > 0 {
+            return Err(unavailable("partitioned"));
+        }
+        if link.rng.u32(0..100) < link.rates.drop {
+            link.events.push(format!("pull of '{scope}': dropped"));
+            return Err(unavailable("request dropped"));
+        }
+        // A shorter page is a legal answer (`more` tells the rest): the driver must page on.
+        let limit = if link.rng.u32(0..100) < link.rates.truncate {
+            link.rng.usize(1..=limit.clamp(1, 3))
+        } else {
+            limit
+        };
+        let page = lock(&self.cloud).pull(scope, since, limit);
+        if page == Err(TransportError::Expired) {
+            link.expired += 1;
+            link.events.push(format!("pull of '{scope}': expired"));
+        }
+        page
+    }
+}
+
+impl Transport for FaultyTransport {
+    fn push(
+        &self,
+        changes: Vec<Change>,
+    ) -> impl Future<Output = Result<Vec<(Key, Version, PushOutcome)>, TransportError>> + Send {
+        std::future::ready(self.push_now(changes))
+    }
+
+    fn pull(
+        &self,
+        scope: &str,
+        since: Hlc,
+        limit: usize,
+    ) -> impl Future<Output = Result<PullPage, TransportError>> + Send {
+        std::future::ready(self.pull_now(scope, since, limit))
+    }
+}

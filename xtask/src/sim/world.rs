@@ -1,0 +1,248 @@
+//! The simulated world: the cloud, the devices (real `ferry::Db`s on disk) and virtual time.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use ferry::replication::{EngineConfig, MemoryCloud};
+use ferry::types::{Hlc, HlcClock, Item, Key, ReplicaId, Value, Version};
+use ferry::{Config, Db, Schema, SyncOptions};
+use ferry_journal::{Change, ChangeOp};
+
+use crate::sim::faults::{FaultRates, FaultyTransport, Link, link, lock};
+use crate::sim::model::{EPOCH_MS, ModelSpec, SCHEMA, WriteOp};
+
+/// The scope every device reads besides its own.
+pub const SHARED_SCOPE: &str = "*";
+/// Longer than any run: no background fsync during a seed.
+const FSYNC_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How far the cloud developer's clock may be pushed ahead by a row it overwrites.
+const CLOUD_FORWARD_MS_MAX: u64 = 60 * 60 * 1000;
+
+/// One device: a database in its own directory, its own clock and its own link.
+pub struct Device {
+    pub name: String,
+    /// Its clock minus the cloud's.
+    pub skew_ms: i64,
+    pub link: Link,
+    dir: tempfile::TempDir,
+    db: Option<Db>,
+    clock: Arc<AtomicI64>,
+    /// Opens so far: each attach gets its own engine seed.
+    opens: u64,
+    seed: u64,
+}
+
+impl Device {
+    fn new(index: usize, skew_ms: i64, seed: u64, rates: FaultRates) -> Result<Device> {
+        let dir = tempfile::tempdir_in(scratch_dir()).context("creating a device directory")?;
+        let device_seed = mix(seed, index as u64);
+        Ok(Device {
+            name: format!("d{index}"),
+            skew_ms,
+            link: link(device_seed, rates),
+            dir,
+            db: None,
+            clock: Arc::new(AtomicI64::new(EPOCH_MS + skew_ms)),
+            opens: 0,
+            seed: device_seed,
+        })
+    }
+
+    /// The open database.
+    pub fn db(&self) -> Result<&Db> {
+        self.db
+            .as_ref()
+            .with_context(|| format!("device {} has no open database", self.name))
+    }
+
+    /// Opens the database (with the schema the first time, from disk after) and attaches
+    /// it to a fresh faulty transport over the same link.
+    fn open(&mut self, cloud: &Arc<Mutex<MemoryCloud>>) -> Result<()> {
+        let schema = match self.opens {
+            0 => Some(Schema::parse(SCHEMA).context("the simulator's schema does not load")?),
+            _ => None,
+        };
+        let clock = Arc::clone(&self.clock);
+        let config = Config {
+            schema,
+            ttl_sweep: None,
+            // The simulated crashes kill the process, not the machine: what reached the OS
+            // survives, so background fsyncs would only cost time.
+            sync_window: FSYNC_WINDOW,
+            clock: Arc::new(move || clock.load(Ordering::SeqCst)),
+            ..Config::default()
+        }
+        .context("deviceId", self.name.as_str());
+        let db = Db::open(self.dir.path(), config)
+            .with_context(|| format!("opening device {}", self.name))?;
+        let transport = FaultyTransport {
+            cloud: Arc::clone(cloud),
+            link: Arc::clone(&self.link),
+        };
+        let options = SyncOptions {
+            engine: EngineConfig::default(),
+            background: None,
+            seed: mix(self.seed, self.opens),
+        };
+        db.attach(transport, options)
+            .with_context(|| format!("attaching device {}", self.name))?;
+        self.opens += 1;
+        self.db = Some(db);
+        Ok(())
+    }
+
+    /// A crash: the process dies (the database is dropped, nothing flushed by hand) and
+    /// starts again from its directory, without a schema.
+    pub fn crash_and_reopen(&mut self, cloud: &Arc<Mutex<MemoryCloud>>) -> Result<()> {
+        drop(self.db.take());
+        self.open(cloud)
+    }
+
+    /// The scopes this device reads.
+    pub fn scopes(&self) -> [&str; 2] {
+        [SHARED_SCOPE, self.name.as_str()]
+    }
+
+    pub fn offline(&self) -> bool {
+        lock(&self.link).offline_steps > 0
+    }
+}
+
+/// The cloud, the devices and the time.
+pub struct World {
+    pub cloud: Arc<Mutex<MemoryCloud>>,
+    pub devices: Vec<Device>,
+    /// The cloud's wall clock (epoch ms); device clocks are this plus their skew.
+    pub now_ms: i64,
+    /// The clock a cloud developer stamps versions with.
+    cloud_writer: HlcClock,
+    cloud_replica: ReplicaId,
+}
+
+impl World {
+    /// A cloud at [`EPOCH_MS`] and `skews_ms.len()` freshly opened devices.
+    pub fn new(seed: u64, skews_ms: &[i64], rates: FaultRates) -> Result<World> {
+        let mut cloud = MemoryCloud::default();
+        cloud.set_time_ms(EPOCH_MS as u64);
+        let cloud = Arc::new(Mutex::new(cloud));
+        let mut devices = Vec::with_capacity(skews_ms.len());
+        for (index, &skew_ms) in skews_ms.iter().enumerate() {
+            let mut device = Device::new(index, skew_ms, seed, rates)?;
+            device.open(&cloud)?;
+            devices.push(device);
+        }
+        Ok(World {
+            cloud,
+            devices,
+            now_ms: EPOCH_MS,
+            cloud_writer: HlcClock::new(Hlc::ZERO, CLOUD_FORWARD_MS_MAX),
+            cloud_replica: ReplicaId::parse("cloud").context("the cloud's replica id")?,
+        })
+    }
+
+    /// Moves the cloud's clock and every device's by `ms`.
+    pub fn advance(&mut self, ms: i64) {
+        self.now_ms += ms;
+        lock(&self.cloud).set_time_ms(self.now_ms as u64);
+        for device in &self.devices {
+            device
+                .clock
+                .store(self.now_ms + device.skew_ms, Ordering::SeqCst);
+        }
+    }
+
+    /// Every scope anyone reads.
+    pub fn scopes(&self) -> Vec<String> {
+        let mut scopes = vec![SHARED_SCOPE.to_string()];
+        scopes.extend(self.devices.iter().map(|d| d.name.clone()));
+        scopes
+    }
+
+    /// A cloud developer's write: read the row, stamp a version past it, write conditionally.
+    pub fn cloud_write(&mut self, op: &WriteOp) -> String {
+        let device = format!("d{}", op.device);
+        let key = key_of(op.model, &device, &op.id);
+        let mut cloud = lock(&self.cloud);
+        if let Some(row) = cloud.get(&key) {
+            self.cloud_writer
+                .observe(row.version.hlc, self.now_ms as u64);
+        }
+        let version = Version {
+            hlc: self.cloud_writer.tick(self.now_ms as u64),
+            replica: self.cloud_replica.clone(),
+        };
+        let change = cloud_change(op, &device, key, version);
+        format!("{:?}", cloud.write(change))
+    }
+}
+
+/// The primary key of an item of `model` with `id` in `device`'s scope (shared models
+/// ignore the device), as the schema's value templates build it.
+pub fn key_of(model: &ModelSpec, device: &str, id: &str) -> Key {
+    let prefix = model.name.to_lowercase();
+    let hash = match model.per_device {
+        true => format!("{prefix}#{device}"),
+        false => format!("{prefix}#"),
+    };
+    Key {
+        hash: Value::S(hash),
+        sort: Some(Value::S(format!("{prefix}#{id}"))),
+    }
+}
+
+/// The change a cloud developer writes: the item as a device would store it (its
+/// attributes, `_type`), without the device-only field.
+fn cloud_change(op: &WriteOp, device: &str, key: Key, version: Version) -> Change {
+    let scope = match op.model.per_device {
+        true => device.to_string(),
+        false => SHARED_SCOPE.to_string(),
+    };
+    let item = op.value.map(|value| {
+        let mut item = Item::new();
+        item.insert("pk".into(), key.hash.clone());
+        if let Some(sort) = &key.sort {
+            item.insert("sk".into(), sort.clone());
+        }
+        item.insert("_type".into(), Value::S(op.model.name.into()));
+        item.insert("id".into(), Value::S(op.id.clone()));
+        item.insert("value".into(), Value::int(value));
+        if op.model.per_device {
+            item.insert("deviceId".into(), Value::S(device.into()));
+        }
+        item
+    });
+    Change {
+        model: op.model.name.to_string(),
+        op: match item {
+            Some(_) => ChangeOp::Put,
+            None => ChangeOp::Delete,
+        },
+        key,
+        version,
+        scope,
+        item,
+    }
+}
+
+/// Where device directories go: `FERRY_SIM_DIR`, else shared memory where the system has
+/// it (creating fjall's files on a real disk costs more than the whole simulated run, and
+/// simulated crashes never need the disk), else the system's temporary directory.
+fn scratch_dir() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("FERRY_SIM_DIR") {
+        return dir.into();
+    }
+    let shm = std::path::Path::new("/dev/shm");
+    match shm.is_dir() {
+        true => shm.to_path_buf(),
+        false => std::env::temp_dir(),
+    }
+}
+
+/// splitmix64's finalizer: independent seeds for the parts of a run from one seed.
+pub fn mix(seed: u64, salt: u64) -> u64 {
+    let mut z = seed ^ salt.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
