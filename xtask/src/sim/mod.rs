@@ -104,7 +104,10 @@ fn run_seeds(seeds: Range<u64>, options: &Options) -> Result<()> {
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
     // The lowest failing seed, so that a rerun reports the same one.
+    let failed = failures.len();
     if let Some((seed, failure)) = failures.into_iter().next() {
+        // The plain tally line CI reads, then the first failure to replay.
+        println!("sim: {} passed, {failed} failed", count - failed as u64);
         eprintln!(
             "sim: seed {seed} failed at step {}: {}",
             failure.step, failure.what
@@ -120,6 +123,7 @@ fn run_seeds(seeds: Range<u64>, options: &Options) -> Result<()> {
         pool.heal_steps.into_inner(),
         started.elapsed().as_secs_f64()
     );
+    println!("sim: {count} passed, 0 failed");
     Ok(())
 }
 
