@@ -19,7 +19,7 @@ impl Db {
     ) -> Result<()> {
         match output {
             Output::Push { batch, changes } => self.push(syncer, engine, batch, changes, now),
-            Output::Acked { key, version } => self.settle(&key, &version),
+            Output::Acked { key, version } => self.settle(&[(key, version)]),
             Output::Superseded { key, local, cloud } => {
                 self.superseded(engine, &key, &local, &cloud, now)
             }
@@ -30,7 +30,7 @@ impl Db {
             } => {
                 lock(&syncer.report).last_error =
                     Some(format!("the cloud rejected {key} ({version}): {reason}"));
-                self.settle(&key, &version)
+                self.settle(&[(key, version)])
             }
             Output::Pull { scope, since } => self.pull(syncer, engine, &scope, since, now),
             Output::Resync { scope } => self.resync(syncer, engine, &scope, now),
@@ -81,9 +81,15 @@ impl Db {
     }
 
     /// Drops the outbox entry of `key` if the cloud holds its version or a newer one.
-    fn settle(&self, key: &Key, version: &Version) -> Result<()> {
+    /// Drops each outbox entry whose version the cloud holds (or a newer one), in one commit.
+    pub(super) fn settle(&self, acked: &[(Key, Version)]) -> Result<()> {
+        if acked.is_empty() {
+            return Ok(());
+        }
         self.inner.store.write(Durability::Default, |tx| {
-            tx.settle(key, version).map_err(Error::from)
+            acked
+                .iter()
+                .try_for_each(|(key, version)| tx.settle(key, version).map(|_| ()))
         })?;
         Ok(())
     }

@@ -176,12 +176,20 @@ impl Db {
             engine.handle(input, now);
         }
         engine.tick(now);
+        // Acknowledgements come one per change: settle a run of them in one commit.
+        let mut acked = Vec::new();
         while let Some(output) = engine.poll_output() {
-            if let Err(e) = self.execute(syncer, &mut engine, output, now) {
+            if let ferry_sync::Output::Acked { key, version } = output {
+                acked.push((key, version));
+                continue;
+            }
+            let settled = self.settle(&std::mem::take(&mut acked));
+            let result = settled.and_then(|()| self.execute(syncer, &mut engine, output, now));
+            if let Err(e) = result {
                 lock(&syncer.report).last_error = Some(format!("{}: {e}", e.code()));
             }
         }
-        Ok(())
+        self.settle(&acked)
     }
 
     /// Replication state: pending changes, acknowledgements, cursors, clock, errors.
