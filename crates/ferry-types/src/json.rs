@@ -53,6 +53,10 @@ pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
 }
 
 fn number_to_json(n: &Number) -> Json {
+    // Most numbers are integers: skip the JSON parser for them.
+    if let Some(int) = n.as_i64() {
+        return Json::from(int);
+    }
     // serde_json keeps the exact text with `arbitrary_precision`.
     serde_json::from_str::<serde_json::Number>(n.as_str())
         .map(Json::Number)
