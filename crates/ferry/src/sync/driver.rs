@@ -185,16 +185,13 @@ impl Db {
                 },
                 now,
             ),
-            Err(e) => {
-                engine.handle(
-                    Input::PullFailed {
-                        scope: scope.to_string(),
-                    },
-                    now,
-                );
-                lock(&syncer.report).last_error =
-                    Some(format!("pull of scope '{scope}' failed: {e}"));
-            }
+            Err(e) => pull_failed(
+                syncer,
+                engine,
+                scope,
+                &format!("pull of scope '{scope}' failed: {e}"),
+                now,
+            ),
         }
         Ok(())
     }
@@ -209,14 +206,8 @@ impl Db {
             let page = match syncer.link.pull(scope, since, PULL_PAGE_CHANGES) {
                 Ok(page) => page,
                 Err(e) => {
-                    engine.handle(
-                        Input::PullFailed {
-                            scope: scope.to_string(),
-                        },
-                        now,
-                    );
-                    lock(&syncer.report).last_error =
-                        Some(format!("resync of scope '{scope}' failed: {e}"));
+                    let what = format!("resync of scope '{scope}' failed: {e}");
+                    pull_failed(syncer, engine, scope, &what, now);
                     return Ok(());
                 }
             };
@@ -243,4 +234,15 @@ impl Db {
         );
         Ok(())
     }
+}
+
+/// A pull that failed: the engine retries it; the status shows why.
+fn pull_failed(syncer: &Syncer, engine: &mut Engine, scope: &str, what: &str, now: u64) {
+    engine.handle(
+        Input::PullFailed {
+            scope: scope.to_string(),
+        },
+        now,
+    );
+    lock(&syncer.report).last_error = Some(what.to_string());
 }
