@@ -437,4 +437,45 @@ fn last_writer_wins_on_both_models_and_the_loser_is_logged() {
         1,
         "the device's losing version is in the conflict log"
     );
+    let conflicts = db.conflicts(10).unwrap();
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0].model, "Note");
+    let loser_text = conflicts[0].loser_item.as_ref().map(|i| i["text"].clone());
+    assert_eq!(loser_text, Some(json!("device")));
+    assert!(
+        conflicts[0].winner > conflicts[0].loser,
+        "version texts sort like versions"
+    );
+}
+
+#[test]
+fn tombstones_are_forgotten_after_the_horizon_unless_their_delete_is_pending() {
+    let mut world = World::new();
+    let (db, link, _) = world.device("d1", None);
+    db.create("Note", json!({"id": "gone", "text": "x"}))
+        .unwrap();
+    db.create("Note", json!({"id": "waiting", "text": "y"}))
+        .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    db.remove("Note", json!({"id": "gone"}), &WriteOptions::default())
+        .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    link.set_online(false);
+    db.remove("Note", json!({"id": "waiting"}), &WriteOptions::default())
+        .unwrap();
+    world.advance(31 * 24 * 3600 * 1000);
+    assert_eq!(
+        db.purge_tombstones().unwrap(),
+        1,
+        "only the acknowledged delete's tombstone goes"
+    );
+    link.set_online(true);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let cloud = world.cloud.lock().unwrap();
+    let waiting = cloud.get(&key("note#d1", "note#waiting")).map(|c| c.op);
+    assert_eq!(
+        waiting,
+        Some(ChangeOp::Delete),
+        "the pending delete still reached the cloud"
+    );
 }

@@ -162,6 +162,35 @@ impl Db {
         Ok(item)
     }
 
+    /// Forgets tombstones older than the retention horizon (30 days, DESIGN.md section 6),
+    /// except those whose delete still waits for the cloud's acknowledgement. Returns how
+    /// many were forgotten. The background sweeper runs it with [`Db::sweep_expired`].
+    pub fn purge_tombstones(&self) -> Result<usize> {
+        let horizon_ms = ferry_sync::HORIZON_MS;
+        let before_ms = (self.now_ms().max(0) as u64).saturating_sub(horizon_ms);
+        let mut purged = 0;
+        loop {
+            let keys = self
+                .inner
+                .store
+                .expired_tombstones(before_ms, SWEEP_BATCH_ITEMS)?;
+            let (count, _) = self.inner.store.write(Durability::Default, |tx| {
+                let mut count = 0;
+                for key in &keys {
+                    if tx.pending(key)?.is_none() {
+                        tx.clear_tombstone(key);
+                        count += 1;
+                    }
+                }
+                Ok::<_, Error>(count)
+            })?;
+            purged += count;
+            if keys.len() < SWEEP_BATCH_ITEMS || count == 0 {
+                return Ok(purged);
+            }
+        }
+    }
+
     /// Fsyncs every committed write now.
     pub fn flush(&self) -> Result<()> {
         Ok(self.inner.store.persist()?)
@@ -256,7 +285,9 @@ impl Sweeper {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
                     let Some(inner) = db.upgrade() else { return };
                     // A failed sweep is retried next round; reads already hide expired items.
-                    let _ = Db { inner }.sweep_expired();
+                    let db = Db { inner };
+                    let _ = db.sweep_expired();
+                    let _ = db.purge_tombstones();
                 }
             });
         // Without the thread, expired items stay hidden and are swept on demand.

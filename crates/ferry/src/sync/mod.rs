@@ -74,6 +74,24 @@ pub struct Status {
     pub last_error: Option<String>,
 }
 
+/// A losing version under last writer wins (`sync: 'both'`), or a cloud change that lost
+/// to a pending local one, as [`Db::conflicts`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    /// The item's model.
+    pub model: String,
+    /// The item's primary key, as text.
+    pub key: String,
+    /// The version that won.
+    pub winner: String,
+    /// The version that lost.
+    pub loser: String,
+    /// The losing item (hidden fields included); `None` when the loser was a remove.
+    pub loser_item: Option<serde_json::Value>,
+    /// When the conflict was decided (epoch ms).
+    pub at_ms: u64,
+}
+
 /// The driver's state for an attached database.
 pub(crate) struct Syncer {
     link: Box<dyn Link>,
@@ -236,6 +254,30 @@ impl Db {
             status.last_error = report.last_error.clone();
         }
         status
+    }
+
+    /// The latest conflicts, newest first, at most `limit`.
+    pub fn conflicts(&self, limit: usize) -> Result<Vec<Conflict>> {
+        let records = self.inner.store.conflicts(limit)?;
+        Ok(records
+            .into_iter()
+            .map(|record| {
+                let loser = record.loser;
+                let model = self.schema().model(&loser.model).ok();
+                let loser_item = loser.item.as_ref().map(|item| match model {
+                    Some(model) => self.to_json(model, item, true),
+                    None => ferry_types::Value::M(item.clone()).to_json(),
+                });
+                Conflict {
+                    model: loser.model.clone(),
+                    key: loser.key.to_string(),
+                    winner: record.winner.to_text(),
+                    loser: loser.version.to_text(),
+                    loser_item,
+                    at_ms: record.at_ms,
+                }
+            })
+            .collect())
     }
 
     /// Tells the engine about outbox entries that commits have queued.
