@@ -1,10 +1,12 @@
 //! `ferry demo`: the local database at work on the example schema, in a temporary directory.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use ferry::{Config, Db, FindOptions, Schema, WriteOptions};
+use ferry::{
+    Config, Db, FindOptions, MemoryCloud, MemoryTransport, Schema, SyncOptions, WriteOptions,
+};
 use serde_json::json;
 
 const SCHEMA: &str = include_str!("../../../examples/schema.json5");
@@ -165,6 +167,7 @@ pub fn run() -> Result<()> {
             .map(|u| u["role"].clone())
             .unwrap_or_default()
     );
+    replicate(&db, dir.path())?;
     println!(
         "\nnext: `ferry --db DIR --schema examples/schema.json5 create User '{{\"name\":\"Ann\",\"email\":\"ann@example.com\"}}'`"
     );
@@ -173,4 +176,64 @@ pub fn run() -> Result<()> {
 
 fn step(title: &str) {
     println!("\n== {title}");
+}
+
+/// Attaches the device to the in-memory reference cloud, then a second device, and shows
+/// changes flowing both ways.
+fn replicate(db: &Db, dir: &std::path::Path) -> Result<()> {
+    step("replicate: attach to the (in-memory, reference) cloud and sync");
+    let cloud = Arc::new(Mutex::new(MemoryCloud::default()));
+    db.attach(MemoryTransport::new(cloud.clone()), SyncOptions::default())?;
+    db.sync(Duration::from_secs(30))?;
+    let status = db.status();
+    let in_cloud = cloud.lock().map(|c| c.len()).unwrap_or(0);
+    println!(
+        "  {in_cloud} items in the cloud; pending {}; cursors {:?}",
+        status.pending_changes, status.cursors
+    );
+
+    step("a second device syncs and gets the shared users (sync: 'both'), not pump-7's readings");
+    let schema = Schema::parse(SCHEMA)?;
+    let other = Db::open(
+        dir.join("pump-8"),
+        Config::with_schema(schema).context("deviceId", "pump-8"),
+    )?;
+    other.attach(MemoryTransport::new(cloud), SyncOptions::default())?;
+    other.sync(Duration::from_secs(30))?;
+    let admins = FindOptions {
+        index: Some("gs1".into()),
+        ..FindOptions::default()
+    };
+    let users = other.find("User", json!({"role": "admin"}), &admins)?;
+    println!("  pump-8 sees admins: {}", json!(users.items));
+    let readings = other.find(
+        "Reading",
+        json!({"sensor": "temp"}),
+        &FindOptions {
+            count: true,
+            ..FindOptions::default()
+        },
+    )?;
+    println!(
+        "  pump-8 sees {} of pump-7's readings (they are scoped to pump-7)",
+        readings.count
+    );
+    let id = users
+        .items
+        .first()
+        .map(|u| u["id"].clone())
+        .unwrap_or_default();
+    other.update(
+        "User",
+        json!({"id": id, "role": "operator"}),
+        &WriteOptions::default(),
+    )?;
+    other.sync(Duration::from_secs(30))?;
+    db.sync(Duration::from_secs(30))?;
+    let ada = db.get("User", json!({"id": id}))?.unwrap_or_default();
+    println!(
+        "  pump-8 made Ada an operator; pump-7 now has role {}",
+        ada["role"]
+    );
+    Ok(())
 }
