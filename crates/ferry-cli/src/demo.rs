@@ -182,7 +182,10 @@ fn step(title: &str) {
 /// changes flowing both ways.
 fn replicate(db: &Db, dir: &std::path::Path) -> Result<()> {
     step("replicate: attach to the (in-memory, reference) cloud and sync");
-    let cloud = Arc::new(Mutex::new(MemoryCloud::default()));
+    let mut memory_cloud = MemoryCloud::default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    memory_cloud.set_time_ms(now.as_millis() as u64);
+    let cloud = Arc::new(Mutex::new(memory_cloud));
     db.attach(MemoryTransport::new(cloud.clone()), SyncOptions::default())?;
     db.sync(Duration::from_secs(30))?;
     let status = db.status();
@@ -208,7 +211,7 @@ fn replicate(db: &Db, dir: &std::path::Path) -> Result<()> {
     println!("  pump-8 sees admins: {}", json!(users.items));
     let readings = other.find(
         "Reading",
-        json!({"sensor": "temp"}),
+        json!({"deviceId": "pump-7", "sensor": "temp"}),
         &FindOptions {
             count: true,
             ..FindOptions::default()
