@@ -20,6 +20,8 @@ use crate::{Result, layout};
 
 /// Prefix of sync state names in `meta` (clock, cursors, device identity).
 const META_STATE_PREFIX: &str = "state:";
+/// Conflict records kept; older ones are dropped as new ones arrive.
+pub(crate) const CONFLICTS_MAX: usize = 10_000;
 /// Bytes of the sequence suffix of a conflict record key.
 const CONFLICT_SEQ_BYTES: usize = 4;
 
@@ -132,6 +134,19 @@ impl Staged {
         for (key, conflict) in &self.conflicts {
             let value = encode(ferry_journal::encode_conflict)(conflict);
             batch.insert(&store.conflicts, key.clone(), value);
+        }
+        // The log keeps the newest records: the oldest go as new ones come (keys start
+        // with the time, so the oldest come first).
+        let excess = (store.conflicts.approximate_len() + self.conflicts.len())
+            .saturating_sub(CONFLICTS_MAX)
+            .min(self.conflicts.len());
+        for key in store
+            .conflicts
+            .iter()
+            .take(excess)
+            .filter_map(|g| g.key().ok())
+        {
+            batch.remove(&store.conflicts, key);
         }
         for (name, value) in &self.meta {
             batch.insert(&store.meta, meta_key(name), value.clone());

@@ -568,6 +568,35 @@ fn conflicts_are_ordered_by_time() {
 }
 
 #[test]
+fn the_conflict_log_keeps_the_newest_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let max = crate::journal::CONFLICTS_MAX as u64;
+    store
+        .write(Durability::Default, |tx| {
+            (0..max).try_for_each(|at| tx.log_conflict(conflict(0, at, at)))
+        })
+        .unwrap();
+    store
+        .write(Durability::Default, |tx| {
+            (max..max + 5).try_for_each(|at| tx.log_conflict(conflict(0, at, at)))
+        })
+        .unwrap();
+    let kept = store.conflicts(usize::MAX).unwrap();
+    assert_eq!(kept.len() as u64, max, "the log is bounded");
+    assert_eq!(
+        kept.first().map(|c| c.at_ms),
+        Some(max + 4),
+        "the newest is kept"
+    );
+    assert_eq!(
+        kept.last().map(|c| c.at_ms),
+        Some(5),
+        "the five oldest went"
+    );
+}
+
+#[test]
 fn tombstones_round_trip_and_expire() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
