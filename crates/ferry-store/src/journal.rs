@@ -209,6 +209,11 @@ impl Store {
         self.tombstone_at(&layout::key_bytes(key))
     }
 
+    /// How many conflict records the log holds (it keeps the newest `CONFLICTS_MAX`).
+    pub fn conflict_count(&self) -> Result<usize> {
+        self.conflicts.len().map_err(|e| self.fail(e))
+    }
+
     /// The latest `limit` conflicts, newest first.
     pub fn conflicts(&self, limit: usize) -> Result<Vec<ConflictRecord>> {
         self.conflicts

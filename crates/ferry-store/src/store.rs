@@ -200,9 +200,9 @@ impl Store {
             .map_err(|e| self.fail(e))
     }
 
-    /// Approximate number of stored items (all models).
-    pub fn approximate_len(&self) -> usize {
-        self.items.approximate_len()
+    /// The primary key of `item`; an error when a key attribute is missing or not S, N or B.
+    pub fn key_of(&self, item: &Item) -> Result<Key> {
+        layout::item_key(self.schema.primary(), item).map_err(Error::Key)
     }
 
     pub(crate) fn check_writable(&self) -> Result<()> {

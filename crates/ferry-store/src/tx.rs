@@ -68,7 +68,7 @@ impl<'s> Tx<'s> {
 
     /// Stores `item` under its primary key, replacing what was there. Returns the old item.
     pub fn put(&mut self, item: Item) -> Result<Option<Item>> {
-        let key = layout::item_key(self.store.schema.primary(), &item).map_err(Error::Key)?;
+        let key = self.store.key_of(&item)?;
         let size = item_size(&item);
         if size > ITEM_BYTES_MAX {
             return Err(Error::TooLarge {

@@ -116,7 +116,7 @@ impl Db {
         let (model, query) = self.key_query(model_name, props, options)?;
         let mut keys = Vec::new();
         self.scan_rows(model, &query, options, |_, item| {
-            keys.push(self.primary_key(&item)?);
+            keys.push(self.inner.store.key_of(&item)?);
             Ok(true)
         })?;
         Ok(keys)
@@ -180,7 +180,7 @@ impl Db {
                 continue;
             }
             let item = if follow {
-                match self.inner.store.get(&self.primary_key(&item)?)? {
+                match self.inner.store.get(&self.inner.store.key_of(&item)?)? {
                     Some(full) => full,
                     None => continue,
                 }
@@ -205,16 +205,6 @@ impl Db {
             }
         }
         Ok(())
-    }
-
-    pub(crate) fn primary_key(&self, item: &Item) -> Result<Key> {
-        let primary = self.schema().primary();
-        let value = |name: &String| item.get(name).cloned();
-        Ok(Key {
-            hash: value(&primary.hash)
-                .ok_or_else(|| Error::Argument(format!("item lacks key '{}'", primary.hash)))?,
-            sort: primary.sort.as_ref().and_then(value),
-        })
     }
 
     /// Item -> JSON with hidden fields and the `fields` projection applied. `projected`: the

@@ -261,7 +261,7 @@ impl Db {
                     PutMode::Put
                 };
                 let item = model.prepare_put(schema, object(props)?, ctx, now, mode)?;
-                let key = self.key_of(&item)?;
+                let key = self.inner.store.key_of(&item)?;
                 if create && self.live(tx, &key, now)?.is_some() {
                     return Err(refused(model, &key, "already exists"));
                 }
@@ -282,7 +282,7 @@ impl Db {
                 ops.subs.extend(options.subs.clone());
                 let item =
                     model.prepare_update(schema, existing.as_ref(), props, &ops, ctx, now)?;
-                if self.key_of(&item)? != key {
+                if self.inner.store.key_of(&item)? != key {
                     return Err(Error::Argument(format!(
                         "{}: update cannot change the primary key",
                         model.name
@@ -315,19 +315,6 @@ impl Db {
     /// The item under `key` if it exists and has not expired.
     fn live(&self, tx: &Tx<'_>, key: &Key, now: i64) -> Result<Option<Item>> {
         Ok(tx.get(key)?.filter(|item| !self.expired(item, now)))
-    }
-
-    fn key_of(&self, item: &Item) -> Result<Key> {
-        let primary = self.schema().primary();
-        let value = |name: &str| {
-            item.get(name).cloned().ok_or_else(|| {
-                Error::Argument(format!("the item has no value for key attribute '{name}'"))
-            })
-        };
-        Ok(Key {
-            hash: value(&primary.hash)?,
-            sort: primary.sort.as_deref().map(value).transpose()?,
-        })
     }
 
     pub(crate) fn full_key(&self, model: &Model, props: &Map<String, Json>) -> Result<Key> {

@@ -166,7 +166,7 @@ impl Db {
             if scope_of(model, &item, self.context()) != scope {
                 continue;
             }
-            let key = self.primary_key(&item)?;
+            let key = self.inner.store.key_of(&item)?;
             if !seen.contains(&key) && self.inner.store.pending(&key)?.is_none() {
                 absent.push(key);
             }

@@ -66,7 +66,7 @@ pub struct Status {
     pub cursors: Vec<(String, String)>,
     /// How far ahead of this device's clock the latest too-far-ahead stamp was (ms).
     pub clock_skew_ms: Option<u64>,
-    /// Conflicts logged (last-writer-wins losers), at most the last thousand counted.
+    /// Conflicts in the log (last-writer-wins losers; the log keeps the newest 10,000).
     pub conflicts: usize,
     /// Consecutive failed pushes.
     pub failures: u32,
@@ -226,7 +226,7 @@ impl Db {
             last_receive_ms: None,
             cursors: Vec::new(),
             clock_skew_ms: None,
-            conflicts: self.inner.store.conflicts(1000).map_or(0, |c| c.len()),
+            conflicts: self.inner.store.conflict_count().unwrap_or(0),
             failures: 0,
             last_error: None,
         };
