@@ -11,5 +11,6 @@ mod ioto;
 mod operations;
 mod support;
 mod sync;
+mod sync_regressions;
 mod tidy;
 mod triggers;

@@ -50,28 +50,45 @@ const SCHEMA: &str = r#"{
 }"#;
 
 const START_MS: i64 = 1_800_000_000_000;
-const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One cloud and the devices attached to it.
-struct World {
-    cloud: Arc<Mutex<MemoryCloud>>,
-    clock: ManualClock,
+/// One cloud and the devices attached to it, all on one schema.
+pub struct World {
+    pub cloud: Arc<Mutex<MemoryCloud>>,
+    pub clock: ManualClock,
     dirs: Vec<tempfile::TempDir>,
+    schema: &'static str,
 }
 
 impl World {
-    fn new() -> World {
+    /// A world on this file's schema.
+    pub fn new() -> World {
+        World::with_schema(SCHEMA)
+    }
+
+    /// A world whose devices open with the schema `text`.
+    pub fn with_schema(text: &'static str) -> World {
         let mut cloud = MemoryCloud::default();
         cloud.set_time_ms(START_MS as u64);
         World {
             cloud: Arc::new(Mutex::new(cloud)),
             clock: ManualClock::at(START_MS),
             dirs: Vec::new(),
+            schema: text,
         }
     }
 
     /// A device database (new, or reopened from `dir`) attached to the cloud.
-    fn device(&mut self, id: &str, dir: Option<usize>) -> (Db, Arc<MemoryTransport>, usize) {
+    pub fn device(&mut self, id: &str, dir: Option<usize>) -> (Db, Arc<MemoryTransport>, usize) {
+        let (db, index) = self.open(id, dir);
+        let transport = Arc::new(MemoryTransport::new(self.cloud.clone()));
+        db.attach(transport.clone(), SyncOptions::default())
+            .unwrap();
+        (db, transport, index)
+    }
+
+    /// A device database (new, or reopened from `dir`), not attached yet.
+    pub fn open(&mut self, id: &str, dir: Option<usize>) -> (Db, usize) {
         let index = dir.unwrap_or_else(|| {
             self.dirs.push(tempfile::tempdir().unwrap());
             self.dirs.len() - 1
@@ -79,27 +96,23 @@ impl World {
         let config = Config {
             clock: self.clock.clock(),
             ttl_sweep: None,
-            ..Config::with_schema(schema(SCHEMA)).context("deviceId", id)
+            ..Config::with_schema(schema(self.schema)).context("deviceId", id)
         };
-        let db = Db::open(self.dirs[index].path(), config).unwrap();
-        let transport = Arc::new(MemoryTransport::new(self.cloud.clone()));
-        db.attach(transport.clone(), SyncOptions::default())
-            .unwrap();
-        (db, transport, index)
+        (Db::open(self.dirs[index].path(), config).unwrap(), index)
     }
 
-    fn advance(&self, ms: i64) {
+    pub fn advance(&self, ms: i64) {
         let now = self.now() + ms;
         self.clock.set(now);
         self.cloud.lock().unwrap().set_time_ms(now as u64);
     }
 
-    fn now(&self) -> i64 {
+    pub fn now(&self) -> i64 {
         self.cloud.lock().unwrap().now_ms() as i64
     }
 
     /// The cloud's item of `key`, if it is there and not deleted.
-    fn cloud_item(&self, key: &Key) -> Option<Item> {
+    pub fn cloud_item(&self, key: &Key) -> Option<Item> {
         let cloud = self.cloud.lock().unwrap();
         let change = cloud.get(key)?;
         (change.op == ChangeOp::Put)
@@ -108,7 +121,7 @@ impl World {
     }
 
     /// Writes a change in the cloud as a cloud developer would, with a fresh cloud version.
-    fn cloud_write(&self, model: &str, key: Key, scope: &str, item: Option<Item>) {
+    pub fn cloud_write(&self, model: &str, key: Key, scope: &str, item: Option<Item>) {
         let now = self.now() as u64;
         let mut cloud = self.cloud.lock().unwrap();
         let version = Version {
@@ -135,14 +148,14 @@ impl World {
     }
 }
 
-fn key(pk: &str, sk: &str) -> Key {
+pub fn key(pk: &str, sk: &str) -> Key {
     Key {
         hash: Value::S(pk.into()),
         sort: Some(Value::S(sk.into())),
     }
 }
 
-fn text(item: &Item, name: &str) -> Option<String> {
+pub fn text(item: &Item, name: &str) -> Option<String> {
     item.get(name).and_then(Value::as_str).map(String::from)
 }
 

@@ -10,6 +10,7 @@ use crate::doc::{self, at};
 use crate::field::{Field, FieldType};
 use crate::index::Index;
 use crate::schema::Params;
+use crate::template::Template;
 use crate::{Error, Result};
 
 /// One model of the schema.
@@ -23,6 +24,8 @@ pub struct Model {
     pub control: Control,
     /// Indexes into `fields` of template fields, each after the fields its template reads.
     pub(crate) template_order: Vec<usize>,
+    /// `control.scope` parsed, or the default scope (see [`Model::scope_of`]).
+    pub(crate) scope: Template,
 }
 
 impl Model {
@@ -108,12 +111,25 @@ fn load_model(
     check_keys(&mut fields, &fields_place, indexes)?;
     check_encode(&fields, &fields_place)?;
     let template_order = template_order(&fields, &fields_place)?;
+    let scope = scope_template(&control, &fields, place)?;
     Ok(Model {
         name: name.to_string(),
         fields,
         control,
         template_order,
+        scope,
     })
+}
+
+/// The model's scope template: `control.scope`, else `${deviceId}` when the model has a
+/// `deviceId` field, else the shared scope `*` (DESIGN.md section 7).
+fn scope_template(control: &Control, fields: &[Field], place: &str) -> Result<Template> {
+    let text = match &control.scope {
+        Some(text) => text.as_str(),
+        None if fields.iter().any(|f| f.name == "deviceId") => "${deviceId}",
+        None => "*",
+    };
+    Template::parse(text).map_err(|message| Error::schema(at(place, "scope"), message))
 }
 
 /// OneTable adds the type field and the timestamps to every model that does not declare them.

@@ -19,8 +19,6 @@ const META_HLC: &str = "hlc";
 pub const VERSION_ATTR: &str = "_ver";
 /// How far a received stamp may move the clock past wall time. Source: DESIGN.md section 5.
 const HLC_FORWARD_MS_MAX: u64 = 60 * 60 * 1000;
-/// The scope of items that every device sees.
-pub const SHARED_SCOPE: &str = "*";
 
 /// This database's replica identity and clock.
 pub(crate) struct Replica {
@@ -118,6 +116,15 @@ pub(crate) fn uploads(model: &Model) -> bool {
         && matches!(model.control.sync, SyncDirection::Up | SyncDirection::Both)
 }
 
+/// Does this model receive cloud changes?
+pub(crate) fn downloads(model: &Model) -> bool {
+    model.control.enable == Enable::Both
+        && matches!(
+            model.control.sync,
+            SyncDirection::Down | SyncDirection::Both
+        )
+}
+
 /// The version an item carries, if it has one.
 pub(crate) fn version_of(item: &Item) -> Option<Version> {
     item.get(VERSION_ATTR)?
@@ -125,43 +132,27 @@ pub(crate) fn version_of(item: &Item) -> Option<Version> {
         .and_then(|text| Version::parse(text).ok())
 }
 
-/// Which devices see an item: the model's `control.scope` template, else the item's
-/// `deviceId`, else everyone (DESIGN.md section 7).
-pub(crate) fn scope_of(model: &Model, item: &Item, ctx: &Context) -> String {
-    let lookup = |name: &str| -> Option<String> {
-        let field_attr = model
-            .fields
-            .iter()
-            .find(|f| f.name == name)
-            .map_or(name, |f| f.attr.as_str());
-        item.get(field_attr).and_then(Value::to_text).or_else(|| {
-            ctx.get(name)
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-        })
+/// Which devices see `item` (its model's scope template); a local write of a model that
+/// also downloads must land in a scope this device reads, or it would never hear of the
+/// item again.
+pub(crate) fn scope_of(model: &Model, item: &Item, ctx: &Context) -> Result<String> {
+    let control = |reason: String| Error::Control {
+        model: model.name.clone(),
+        reason,
     };
-    match &model.control.scope {
-        Some(template) => render(template, &lookup),
-        None if model.fields.iter().any(|f| f.name == "deviceId") => {
-            lookup("deviceId").unwrap_or_else(|| SHARED_SCOPE.to_string())
-        }
-        None => SHARED_SCOPE.to_string(),
+    let scope = model.scope_of(item, ctx).map_err(control)?;
+    if model.control.sync == SyncDirection::Both && model.device_scope(ctx).as_ref() != Some(&scope)
+    {
+        return Err(control(format!(
+            "the item is in scope '{scope}', which this device does not read (its scope for {} is {}): \
+             write items of its own scope, or give the model a scope template of context properties",
+            model.name,
+            model
+                .device_scope(ctx)
+                .map_or("item-dependent".to_string(), |s| format!("'{s}'"))
+        )));
     }
-}
-
-/// Fills `${name}` in a scope template; an unknown name renders empty.
-fn render(template: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let Some(end) = rest[start..].find('}') else {
-            break;
-        };
-        out.push_str(&lookup(&rest[start + 2..start + end]).unwrap_or_default());
-        rest = &rest[start + end + 1..];
-    }
-    out.push_str(rest);
-    out
+    Ok(scope)
 }
 
 impl Replica {
@@ -186,7 +177,7 @@ impl Replica {
             model: model.name.clone(),
             key: key.clone(),
             op: ChangeOp::Put,
-            scope: scope_of(model, item, ctx),
+            scope: scope_of(model, item, ctx)?,
             item: Some(model.cloud_view(item)),
             version,
         };
@@ -217,7 +208,7 @@ impl Replica {
             model: model.name.clone(),
             key: key.clone(),
             op: ChangeOp::Delete,
-            scope: scope_of(model, old, ctx),
+            scope: scope_of(model, old, ctx)?,
             item: None,
             version,
         };
@@ -273,19 +264,5 @@ impl Replica {
             .unwrap_or_else(|p| p.into_inner())
             .push(staged);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::render;
-
-    #[test]
-    fn scope_templates_render_names_and_keep_text() {
-        let lookup = |name: &str| (name == "deviceId").then(|| "d7".to_string());
-        assert_eq!(render("${deviceId}", &lookup), "d7");
-        assert_eq!(render("fleet#${deviceId}#x", &lookup), "fleet#d7#x");
-        assert_eq!(render("*", &lookup), "*");
-        assert_eq!(render("${missing}", &lookup), "");
     }
 }

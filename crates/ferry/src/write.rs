@@ -154,8 +154,10 @@ impl Db {
 
     /// Removes every item a find matches (all pages). Returns how many were removed.
     pub fn remove_many(&self, model: &str, props: Json, options: &FindOptions) -> Result<usize> {
-        let found = self.find_keys(model, &props, options)?;
-        let model = self.model(model)?;
+        let model_name = model;
+        let model = self.model(model_name)?;
+        writable(model)?;
+        let found = self.find_keys(model_name, &props, options)?;
         let durability = self.durability(model, None);
         let mut removed = 0;
         for chunk in found.chunks(TRANSACTION_ITEMS_MAX) {
@@ -243,12 +245,8 @@ impl Db {
     /// Applies one write inside a transaction; returns the resulting (or removed) item.
     fn apply(&self, tx: &mut Tx<'_>, write: &Write, now: i64) -> Result<Option<Item>> {
         let model = self.model(write.model())?;
-        if !matches!(write, Write::Check { .. }) && model.control.sync == SyncDirection::Down {
-            return Err(Error::Control {
-                model: model.name.clone(),
-                reason: "the cloud owns this model (control sync: 'down'); devices cannot write it"
-                    .into(),
-            });
+        if !matches!(write, Write::Check { .. }) {
+            writable(model)?;
         }
         let schema = self.schema();
         let ctx = self.context();
@@ -371,6 +369,18 @@ pub(crate) fn object(props: &Json) -> Result<&Map<String, Json>> {
     props
         .as_object()
         .ok_or_else(|| Error::Argument(format!("properties must be a JSON object, not {props}")))
+}
+
+/// Refuses local writes of a model the cloud owns.
+fn writable(model: &Model) -> Result<()> {
+    if model.control.sync == SyncDirection::Down {
+        return Err(Error::Control {
+            model: model.name.clone(),
+            reason: "the cloud owns this model (control sync: 'down'); devices cannot write it"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 fn refused(model: &Model, key: &Key, reason: &str) -> Error {

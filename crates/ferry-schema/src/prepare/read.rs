@@ -102,6 +102,65 @@ impl Model {
         view
     }
 
+    /// `incoming` (an item from the cloud) with this device's own values of the fields that
+    /// never leave it (`sync: 'none'`) taken from `local`. A packed field restores only its
+    /// own key inside the map: the rest of the map is the cloud's.
+    pub fn keep_local_fields(&self, local: &Item, incoming: &mut Item) {
+        let local_only = self
+            .fields
+            .iter()
+            .filter(|f| f.sync_none && f.encode.is_none());
+        for field in local_only {
+            match &field.sub {
+                Some(sub) => {
+                    let Some(Value::M(mine)) = local.get(&field.attr) else {
+                        continue;
+                    };
+                    let Some(value) = mine.get(sub) else { continue };
+                    let map = incoming
+                        .entry(field.attr.clone())
+                        .or_insert_with(|| Value::M(Item::new()));
+                    if let Value::M(map) = map {
+                        map.insert(sub.clone(), value.clone());
+                    }
+                }
+                None => {
+                    if let Some(value) = local.get(&field.attr) {
+                        incoming.insert(field.attr.clone(), value.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Which devices see `item` (DESIGN.md section 7): the model's `control.scope` template
+    /// rendered over the item's properties and the context, by the same engine as every
+    /// value template; by default the `deviceId` property if the model has that field, else
+    /// the shared scope `*`. The error names the variable that does not resolve.
+    pub fn scope_of(&self, item: &Item, ctx: &Context) -> Result<String, String> {
+        let props = self.read_props(item);
+        self.render_scope(&|path| lookup(&props, ctx, path))
+    }
+
+    /// The scope of this model's items on a device with context `ctx`, when the scope
+    /// template reads context properties only (`'*'`, `'${deviceId}'`, `'${accountId}'`):
+    /// the scope the device reads to receive them. `None` when it depends on the item.
+    pub fn device_scope(&self, ctx: &Context) -> Option<String> {
+        self.render_scope(&|path| lookup(&Props::new(), ctx, path))
+            .ok()
+    }
+
+    fn render_scope(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+        match self.scope.render(lookup) {
+            Rendered::Full(scope) => Ok(scope),
+            Rendered::Prefix(_) => Err(format!(
+                "the scope '{}' of model {} does not resolve: give every variable it names",
+                self.scope.text(),
+                self.name
+            )),
+        }
+    }
+
     /// Rewrites a parsed expression's property names to attribute names. A packed field
     /// (`map: 'data.sub'`) is not renamed: expressions reach it as `${data.sub}`.
     pub fn rename_expr(&self) -> impl Fn(&str) -> Option<String> + '_ {

@@ -10,7 +10,7 @@ use ferry_sync::{Engine, Inbound, Input, decide_inbound};
 use ferry_types::{Hlc, Key, Value, Version};
 
 use super::{META_CURSOR_PREFIX, Syncer, lock};
-use crate::replica::{VERSION_ATTR, scope_of, version_of};
+use crate::replica::{VERSION_ATTR, downloads, version_of};
 use crate::triggers::Origin;
 use crate::{Db, Error, Result};
 
@@ -128,11 +128,7 @@ impl Db {
                 item.insert(VERSION_ATTR.to_string(), Value::S(change.version.to_text()));
                 // Fields that never leave the device (sync: 'none') stay as they were here.
                 if let Some(local) = tx.get(&change.key)? {
-                    for field in model.fields.iter().filter(|f| f.sync_none) {
-                        if let Some(value) = local.get(&field.attr) {
-                            item.insert(field.attr.clone(), value.clone());
-                        }
-                    }
+                    model.keep_local_fields(&local, &mut item);
                 }
                 tx.clear_tombstone(&change.key);
                 tx.put(item)?;
@@ -153,17 +149,13 @@ impl Db {
     /// After a resync of `scope`: removes local items of downloading models in that scope
     /// that the cloud no longer has, unless a local change of them is pending.
     pub(super) fn forget_absent(&self, scope: &str, seen: &BTreeSet<Key>) -> Result<()> {
-        let downloads = |m: &Model| {
-            m.control.enable == Enable::Both
-                && matches!(m.control.sync, SyncDirection::Down | SyncDirection::Both)
-        };
         let mut absent = Vec::new();
         for item in self.inner.store.items() {
             let item = item?;
             let Some(model) = self.model_of(&item).filter(|m| downloads(m)) else {
                 continue;
             };
-            if scope_of(model, &item, self.context()) != scope {
+            if model.scope_of(&item, self.context()).ok().as_deref() != Some(scope) {
                 continue;
             }
             let key = self.inner.store.key_of(&item)?;

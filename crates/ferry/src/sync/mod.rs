@@ -118,7 +118,7 @@ impl Db {
         transport: T,
         options: SyncOptions,
     ) -> Result<()> {
-        let scopes = self.read_scopes();
+        let scopes = self.read_scopes()?;
         let mut cursors = std::collections::BTreeMap::new();
         for scope in &scopes {
             cursors.insert(scope.clone(), self.load_cursor(scope)?);
@@ -301,13 +301,27 @@ impl Db {
             .ok_or_else(|| Error::Argument("no transport attached: call Db::attach first".into()))
     }
 
-    /// The scopes this device reads: its own (the `deviceId` context property) and `*`.
-    fn read_scopes(&self) -> Vec<String> {
-        let mut scopes = vec![crate::replica::SHARED_SCOPE.to_string()];
-        if let Some(device) = self.context().get("deviceId").and_then(|v| v.as_str()) {
-            scopes.push(device.to_string());
+    /// The scopes this device reads: the scope of every model that downloads, rendered
+    /// with this device's context. A downloading model whose scope depends on the item
+    /// cannot be read by scope, and is refused.
+    fn read_scopes(&self) -> Result<std::collections::BTreeSet<String>> {
+        let mut scopes = std::collections::BTreeSet::new();
+        for model in self
+            .schema()
+            .models()
+            .filter(|m| crate::replica::downloads(m))
+        {
+            let scope = model.device_scope(self.context()).ok_or_else(|| Error::Control {
+                model: model.name.clone(),
+                reason: format!(
+                    "the model downloads but its scope '{}' depends on the item: a device reads \
+                     only scopes named by its context (deviceId, accountId, ...) or '*'",
+                    model.control.scope.as_deref().unwrap_or("${deviceId}")
+                ),
+            })?;
+            scopes.insert(scope);
         }
-        scopes
+        Ok(scopes)
     }
 
     fn load_cursor(&self, scope: &str) -> Result<Hlc> {

@@ -1,0 +1,181 @@
+//! Named regressions of the replication core: each test failed before its fix.
+
+use ferry::FindOptions;
+use ferry::journal::ChangeOp;
+use ferry::types::{Item, Value};
+use serde_json::json;
+
+use crate::sync::{SYNC_TIMEOUT, World, key};
+
+const SCHEMA: &str = r#"{
+    version: '1', format: 'onetable:1.1.0',
+    indexes: { primary: { hash: 'pk', sort: 'sk' } },
+    models: {
+        Note: {
+            pk: { type: 'string', value: 'note#${deviceId}' }, sk: { type: 'string', value: 'note#${id}' },
+            deviceId: { type: 'string', required: true }, id: { type: 'string', required: true },
+            text: { type: 'string' },
+            level: { type: 'number', map: 'data.level' },
+            pin: { type: 'string', map: 'data.pin', sync: 'none' },
+        },
+        Config: {
+            pk: { type: 'string', value: 'config#' }, sk: { type: 'string', value: 'config#${name}' },
+            name: { type: 'string', required: true }, value: { type: 'string' },
+        },
+        Padded: {
+            pk: { type: 'string', value: 'padded#' }, sk: { type: 'string', value: 'padded#${id}' },
+            id: { type: 'string', required: true },
+        },
+    },
+    control: {
+        Note: { sync: 'both' },
+        Config: { sync: 'down', scope: '*' },
+        Padded: { sync: 'both', scope: 'site#${deviceId:6:0}' },
+    },
+}"#;
+
+fn item(pairs: &[(&str, Value)]) -> Item {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.clone()))
+        .collect()
+}
+
+fn s(text: &str) -> Value {
+    Value::S(text.into())
+}
+
+#[test]
+fn remove_many_refuses_a_down_model_and_uploads_tombstones_for_a_both_model() {
+    let mut world = World::with_schema(SCHEMA);
+    let (db, _, _) = world.device("d1", None);
+    let config = item(&[
+        ("_type", s("Config")),
+        ("pk", s("config#")),
+        ("sk", s("config#mode")),
+        ("name", s("mode")),
+        ("value", s("eco")),
+    ]);
+    world.cloud_write("Config", key("config#", "config#mode"), "*", Some(config));
+    db.create("Note", json!({"id": "n1", "text": "a"})).unwrap();
+    db.create("Note", json!({"id": "n2", "text": "b"})).unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+
+    let refused = db.remove_many("Config", json!({}), &FindOptions::default());
+    assert_eq!(refused.unwrap_err().code(), "ControlError");
+    assert!(
+        db.get("Config", json!({"name": "mode"})).unwrap().is_some(),
+        "the cloud's item is still on the device"
+    );
+
+    assert_eq!(
+        db.remove_many("Note", json!({}), &FindOptions::default())
+            .unwrap(),
+        2
+    );
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let cloud = world.cloud.lock().unwrap();
+    for id in ["n1", "n2"] {
+        let row = cloud.get(&key("note#d1", &format!("note#{id}")));
+        assert_eq!(
+            row.map(|c| c.op),
+            Some(ChangeOp::Delete),
+            "{id} is a tombstone"
+        );
+    }
+}
+
+#[test]
+fn a_packed_local_only_field_keeps_the_rest_of_the_clouds_map() {
+    let mut world = World::with_schema(SCHEMA);
+    let (db, _, _) = world.device("d1", None);
+    db.create("Note", json!({"id": "n1", "level": 1, "pin": "1234"}))
+        .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let mut cloud = world.cloud_item(&key("note#d1", "note#n1")).unwrap();
+    let Some(Value::M(data)) = cloud.get_mut("data") else {
+        panic!("the packed map reached the cloud: {cloud:?}");
+    };
+    assert!(!data.contains_key("pin"), "the pin stayed on the device");
+    data.insert("level".into(), Value::int(5));
+    world.advance(1_000);
+    world.cloud_write("Note", key("note#d1", "note#n1"), "d1", Some(cloud));
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let hidden = FindOptions {
+        hidden: true,
+        ..FindOptions::default()
+    };
+    let local = db.get_with("Note", json!({"id": "n1"}), &hidden).unwrap();
+    let local = local.unwrap();
+    assert_eq!(local["level"], json!(5), "the cloud's level: {local}");
+    assert_eq!(local["pin"], json!("1234"), "the device's pin: {local}");
+}
+
+#[test]
+fn scope_templates_render_like_value_templates_and_are_read_by_the_device() {
+    let mut world = World::with_schema(SCHEMA);
+    let (db, _, _) = world.device("d1", None);
+    db.create("Padded", json!({"id": "p1"})).unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let scopes: Vec<String> = db.status().cursors.into_iter().map(|(s, _)| s).collect();
+    assert!(
+        scopes.contains(&"site#0000d1".to_string()),
+        "the padded scope is read: {scopes:?}"
+    );
+    let row = world
+        .cloud
+        .lock()
+        .unwrap()
+        .get(&key("padded#", "padded#p1"))
+        .cloned();
+    assert_eq!(row.map(|c| c.scope).as_deref(), Some("site#0000d1"));
+
+    let padded = item(&[
+        ("_type", s("Padded")),
+        ("pk", s("padded#")),
+        ("sk", s("padded#p2")),
+        ("id", s("p2")),
+    ]);
+    world.advance(1_000);
+    world.cloud_write(
+        "Padded",
+        key("padded#", "padded#p2"),
+        "site#0000d1",
+        Some(padded),
+    );
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert!(db.get("Padded", json!({"id": "p2"})).unwrap().is_some());
+}
+
+#[test]
+fn a_write_into_a_scope_the_device_does_not_read_is_refused() {
+    let mut world = World::with_schema(SCHEMA);
+    let (db, _, _) = world.device("d1", None);
+    let error = db
+        .create("Note", json!({"id": "n1", "deviceId": "d2"}))
+        .unwrap_err();
+    assert_eq!(error.code(), "ControlError");
+    assert!(error.to_string().contains("'d2'"), "{error}");
+    assert_eq!(db.status().pending_changes, 0);
+}
+
+#[test]
+fn a_downloading_model_whose_scope_depends_on_the_item_cannot_attach() {
+    const ITEM_SCOPED: &str = r#"{
+        version: '1', format: 'onetable:1.1.0',
+        indexes: { primary: { hash: 'pk', sort: 'sk' } },
+        models: { Job: {
+            pk: { type: 'string', value: 'job#' }, sk: { type: 'string', value: 'job#${id}' },
+            id: { type: 'string', required: true }, site: { type: 'string' },
+        } },
+        control: { Job: { sync: 'down', scope: '${site}' } },
+    }"#;
+    let mut world = World::with_schema(ITEM_SCOPED);
+    let (db, _) = world.open("d1", None);
+    let transport = ferry::MemoryTransport::new(world.cloud.clone());
+    let error = db
+        .attach(transport, ferry::SyncOptions::default())
+        .unwrap_err();
+    assert_eq!(error.code(), "ControlError");
+    assert!(error.to_string().contains("${site}"), "{error}");
+}
