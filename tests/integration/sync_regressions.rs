@@ -179,3 +179,49 @@ fn a_downloading_model_whose_scope_depends_on_the_item_cannot_attach() {
     assert_eq!(error.code(), "ControlError");
     assert!(error.to_string().contains("${site}"), "{error}");
 }
+
+#[test]
+fn a_full_outbox_refuses_new_keys_with_outbox_full_and_drops_nothing() {
+    let world = World::with_schema(SCHEMA);
+    let dir = tempfile::tempdir().unwrap();
+    let config = ferry::Config {
+        outbox_changes_max: 3,
+        ttl_sweep: None,
+        clock: world.clock.clock(),
+        ..ferry::Config::with_schema(crate::support::schema(SCHEMA)).context("deviceId", "d1")
+    };
+    let db = ferry::Db::open(dir.path(), config.clone()).unwrap();
+    for id in ["n1", "n2", "n3"] {
+        db.create("Note", json!({"id": id})).unwrap();
+    }
+    let full = db.create("Note", json!({"id": "n4"})).unwrap_err();
+    assert_eq!(full.code(), "OutboxFull");
+    assert!(full.to_string().contains('3'), "names the limit: {full}");
+    assert!(
+        db.get("Note", json!({"id": "n4"})).unwrap().is_none(),
+        "not half written"
+    );
+    db.update(
+        "Note",
+        json!({"id": "n1", "text": "newer"}),
+        &ferry::WriteOptions::default(),
+    )
+    .expect("a key already pending takes a newer change");
+    drop(db);
+
+    // The count survives a restart; syncing empties the outbox and writes go again.
+    let db = ferry::Db::open(dir.path(), config).unwrap();
+    assert_eq!(
+        db.create("Note", json!({"id": "n4"})).unwrap_err().code(),
+        "OutboxFull"
+    );
+    let transport = ferry::MemoryTransport::new(world.cloud.clone());
+    db.attach(transport, ferry::SyncOptions::default()).unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    db.create("Note", json!({"id": "n4"})).unwrap();
+    let cloud_text = world.cloud_item(&key("note#d1", "note#n1"));
+    assert_eq!(
+        cloud_text.and_then(|i| i.get("text").cloned()),
+        Some(s("newer"))
+    );
+}

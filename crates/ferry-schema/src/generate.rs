@@ -1,6 +1,9 @@
-//! Generated ids: ULID, UUID v4 and short random uids.
+//! Generated ids: ULID (the `ulid` crate, monotonic within a millisecond), UUID v4 (the
+//! `uuid` crate) and short random uids, all from the operating system's randomness: ids
+//! made on many devices of a fleet must never collide.
 
-use std::sync::Mutex;
+use std::cell::RefCell;
+use std::time::{Duration, SystemTime};
 
 use crate::Generate;
 
@@ -12,49 +15,38 @@ impl Generate {
     pub fn id(&self, now_ms: i64) -> String {
         match self {
             Generate::Ulid => ulid(now_ms),
-            Generate::Uuid => uuid(),
-            Generate::Uid(len) => (0..*len).map(|_| crockford(fastrand::u8(..32))).collect(),
+            Generate::Uuid => uuid::Uuid::new_v4().to_string(),
+            Generate::Uid(len) => uid(*len),
         }
     }
 }
 
-/// The last ULID made in this process, for ULID's monotonic mode.
-static LAST_ULID: Mutex<u128> = Mutex::new(0);
-
-/// 48 bits of milliseconds then 80 random bits, as 26 Crockford characters: sorts by time.
-/// Within one millisecond each ULID is the previous one plus one (ULID's monotonic mode),
-/// so that items created in a burst still sort in creation order.
-fn ulid(now_ms: i64) -> String {
-    let time = u128::try_from(now_ms).unwrap_or(0) & ((1 << 48) - 1);
-    let random = fastrand::u128(..) & ((1 << 80) - 1);
-    let bits = {
-        let mut last = LAST_ULID.lock().unwrap_or_else(|p| p.into_inner());
-        *last = if *last >> 80 == time {
-            *last + 1
-        } else {
-            (time << 80) | random
-        };
-        *last
-    };
-    (0..26)
-        .map(|i| crockford(((bits >> (125 - 5 * i)) & 31) as u8))
-        .collect()
+thread_local! {
+    /// One generator per thread, so that the ULIDs a writer makes in a burst still sort in
+    /// creation order (within a millisecond each is the previous one plus one: ULID's
+    /// monotonic mode).
+    static ULIDS: RefCell<ulid::Generator> = const { RefCell::new(ulid::Generator::new()) };
 }
 
-/// A random (version 4, RFC 4122 variant) UUID in its lowercase hyphenated form.
-fn uuid() -> String {
-    let mut bytes = fastrand::u128(..).to_be_bytes();
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
+fn ulid(now_ms: i64) -> String {
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(now_ms.max(0) as u64);
+    // The random part overflows only after 2^80 ids in one millisecond; that id is drawn
+    // afresh, still unique, no longer ordered.
+    let next = ULIDS.with(|ulids| ulids.borrow_mut().generate_from_datetime(at));
+    next.unwrap_or_else(|_| ulid::Ulid::from_datetime(at))
+        .to_string()
+}
+
+/// `len` random Crockford characters from the OS's randomness (a ULID's random part, which
+/// comes from a generator the OS seeded, where the OS cannot answer).
+fn uid(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    if getrandom::fill(&mut bytes).is_err() {
+        for chunk in bytes.chunks_mut(10) {
+            chunk.copy_from_slice(&ulid::Ulid::new().random().to_le_bytes()[..chunk.len()]);
+        }
+    }
+    bytes.iter().map(|b| crockford(*b)).collect()
 }
 
 fn crockford(digit: u8) -> char {

@@ -30,7 +30,7 @@ impl Syncer {
         window: Duration,
         dirty: Arc<AtomicBool>,
         poisoned: Arc<AtomicBool>,
-    ) -> Syncer {
+    ) -> std::io::Result<Syncer> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("ferry-fsync".into())
@@ -48,12 +48,11 @@ impl Syncer {
                         return;
                     }
                 }
-            })
-            .ok();
-        Syncer {
+            })?;
+        Ok(Syncer {
             stop: Some(stop),
-            thread,
-        }
+            thread: Some(thread),
+        })
     }
 }
 

@@ -10,6 +10,22 @@ pub enum Error {
         /// What fjall reported.
         source: fjall::Error,
     },
+    /// The background fsync thread could not start: `Default` durability would never fsync.
+    #[error("cannot start the fsync thread of {path}: {source}")]
+    Thread {
+        /// The database directory.
+        path: String,
+        /// What the system reported.
+        source: std::io::Error,
+    },
+    /// The outbox holds as many changes as it may: nothing is dropped, the write is refused.
+    #[error(
+        "the outbox is full: {limit} changes are waiting for the cloud (Config::outbox_changes_max); sync, or raise the limit, before writing more"
+    )]
+    OutboxFull {
+        /// The bound that was reached.
+        limit: usize,
+    },
     /// An earlier storage failure (such as a failed fsync) poisoned the database.
     #[error(
         "database {0} is poisoned by an earlier storage failure: no write is accepted until it is reopened"

@@ -15,8 +15,10 @@ use ferry_journal::{ConflictRecord, OutboxEntry, Tombstone};
 use ferry_types::{Key, Version};
 use fjall::Keyspace;
 
+use std::sync::atomic::Ordering;
+
 use crate::store::Store;
-use crate::{Result, layout};
+use crate::{Error, Result, layout};
 
 /// Prefix of sync state names in `meta` (clock, cursors, device identity).
 const META_STATE_PREFIX: &str = "state:";
@@ -34,6 +36,8 @@ pub(crate) struct Staged {
     tombstones: BTreeMap<Vec<u8>, Option<Tombstone>>,
     conflicts: BTreeMap<Vec<u8>, ConflictRecord>,
     meta: BTreeMap<String, Vec<u8>>,
+    /// Outbox entries this write adds (new keys) minus those it settles.
+    pub(crate) outbox_delta: isize,
 }
 
 impl Staged {
@@ -53,10 +57,17 @@ impl Staged {
     }
 
     pub(crate) fn queue(&mut self, store: &Store, entry: OutboxEntry) -> Result<bool> {
-        if let Some(pending) = self.pending(store, &entry.change.key)?
-            && !pending.replaced_by(&entry.change)
-        {
-            return Ok(false);
+        match self.pending(store, &entry.change.key)? {
+            Some(pending) if !pending.replaced_by(&entry.change) => return Ok(false),
+            Some(_) => {}
+            None => {
+                let len = store.outbox_len.load(Ordering::Acquire) as isize + self.outbox_delta;
+                if len >= store.outbox_changes_max as isize {
+                    let limit = store.outbox_changes_max;
+                    return Err(Error::OutboxFull { limit });
+                }
+                self.outbox_delta += 1;
+            }
         }
         let bytes = layout::key_bytes(&entry.change.key);
         self.outbox.insert(bytes, Some(entry));
@@ -67,6 +78,7 @@ impl Staged {
         match self.pending(store, key)? {
             Some(pending) if pending.change.version <= *acked => {
                 self.outbox.insert(layout::key_bytes(key), None);
+                self.outbox_delta -= 1;
                 Ok(true)
             }
             _ => Ok(false),
@@ -231,6 +243,29 @@ impl Store {
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let value = self.meta.get(meta_key(name)).map_err(|e| self.fail(e))?;
         Ok(value.map(|v| v.to_vec()))
+    }
+
+    /// A sync state number (a cursor, a clock) stored as 8 big-endian bytes; any other
+    /// length is corruption, never read as zero.
+    pub fn meta_u64(&self, name: &str) -> Result<Option<u64>> {
+        let Some(bytes) = self.meta(name)? else {
+            return Ok(None);
+        };
+        let bytes = <[u8; 8]>::try_from(bytes.as_slice()).map_err(|_| {
+            let detail = format!("{} bytes where 8 were written", bytes.len());
+            self.corrupt(&format!("meta record {name}"), detail)
+        })?;
+        Ok(Some(u64::from_be_bytes(bytes)))
+    }
+
+    /// A sync state text (the replica id); anything but UTF-8 is corruption.
+    pub fn meta_text(&self, name: &str) -> Result<Option<String>> {
+        let Some(bytes) = self.meta(name)? else {
+            return Ok(None);
+        };
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|e| self.corrupt(&format!("meta record {name}"), e.to_string()))
     }
 
     /// Keys of at most `limit` tombstones deleted before `before_ms`, for retention.

@@ -1,7 +1,7 @@
 //! Opening a store, its keyspaces, the stored schema, and reads.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,13 +30,21 @@ pub struct Options {
     pub sync_window: Duration,
     /// Block cache size. Small by default: devices have little memory.
     pub cache_bytes: u64,
+    /// Changes the outbox holds at most ([`OUTBOX_CHANGES_MAX`]); past it a write that
+    /// would queue a new key fails with [`Error::OutboxFull`] (nothing is dropped).
+    pub outbox_changes_max: usize,
 }
+
+/// Default bound of the outbox: days of a busy device offline, about 25 MiB of entries
+/// of a typical size, far below what a device's flash holds.
+pub const OUTBOX_CHANGES_MAX: usize = 100_000;
 
 impl Default for Options {
     fn default() -> Options {
         Options {
             sync_window: Duration::from_millis(100),
             cache_bytes: 16 * 1024 * 1024,
+            outbox_changes_max: OUTBOX_CHANGES_MAX,
         }
     }
 }
@@ -58,6 +66,9 @@ pub struct Store {
     pub(crate) outbox: Keyspace,
     pub(crate) tombstones: Keyspace,
     pub(crate) conflicts: Keyspace,
+    /// Entries in `outbox`, kept by commits (under `write_lock`), and their bound.
+    pub(crate) outbox_len: AtomicUsize,
+    pub(crate) outbox_changes_max: usize,
     pub(crate) write_lock: Mutex<()>,
     pub(crate) dirty: Arc<AtomicBool>,
     pub(crate) poisoned: Arc<AtomicBool>,
@@ -116,13 +127,21 @@ impl Store {
             options.sync_window,
             dirty.clone(),
             poisoned.clone(),
-        );
+        )
+        .map_err(|source| Error::Thread {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let outbox = open("outbox")?;
+        let outbox_len = AtomicUsize::new(outbox.len().map_err(fail)?);
         let store = Store {
             items: open("items")?,
             expiry: open("expiry")?,
             unique: open("unique")?,
             memory: open("memory")?,
-            outbox: open("outbox")?,
+            outbox,
+            outbox_len,
+            outbox_changes_max: options.outbox_changes_max,
             tombstones: open("tombstones")?,
             conflicts: open("conflicts")?,
             meta,
@@ -237,7 +256,8 @@ impl Store {
 
     /// Stores the schema document and rebuilds any index whose definition changed.
     fn save_schema(&self) -> Result<()> {
-        let doc = serde_json::to_vec(self.schema.document()).unwrap_or_default();
+        let doc = serde_json::to_vec(self.schema.document())
+            .map_err(|e| self.corrupt("schema document", e.to_string()))?;
         if self
             .meta
             .get(META_SCHEMA)

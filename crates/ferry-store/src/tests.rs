@@ -636,3 +636,26 @@ fn corrupt_journal_records_name_the_record() {
     let err = store.pending(&key(0, 0)).unwrap_err().to_string();
     assert!(err.starts_with("corrupt outbox entry in "), "{err}");
 }
+
+#[test]
+fn a_malformed_sync_number_or_text_is_corruption_not_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .write(Durability::Default, |tx| {
+            tx.set_meta("cursor:*", vec![1, 2, 3]);
+            tx.set_meta("replica", vec![0xff, 0xfe]);
+            tx.set_meta("hlc", 7u64.to_be_bytes().to_vec());
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    assert_eq!(store.meta_u64("hlc").unwrap(), Some(7));
+    assert_eq!(store.meta_u64("absent").unwrap(), None);
+    for error in [
+        store.meta_u64("cursor:*").unwrap_err(),
+        store.meta_text("replica").unwrap_err(),
+    ] {
+        assert!(matches!(error, Error::Corrupt { .. }), "{error}");
+        assert!(error.to_string().contains("meta record"), "{error}");
+    }
+}

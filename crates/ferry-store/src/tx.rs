@@ -218,6 +218,11 @@ impl<'s> Tx<'s> {
         if mode == fjall::PersistMode::Buffer {
             store.dirty.store(true, Ordering::Release);
         }
+        // Commits are serialized by the write lock, so the count moves by whole batches.
+        let len = store.outbox_len.load(Ordering::Acquire) as isize + self.journal.outbox_delta;
+        store
+            .outbox_len
+            .store(len.max(0) as usize, Ordering::Release);
         Ok(self.changes)
     }
 

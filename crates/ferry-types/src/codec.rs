@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::limits::NESTING_DEPTH_MAX;
 use crate::{Error, Item, Number, Result, Value};
 
 const S: u8 = 0;
@@ -86,12 +87,14 @@ pub fn varint(mut n: u64, out: &mut Vec<u8>) {
 /// Reads encoded data front to back.
 pub struct Reader<'a> {
     bytes: &'a [u8],
+    /// Maps and lists open around the value being read.
+    depth: usize,
 }
 
 impl<'a> Reader<'a> {
     /// A reader over `bytes`.
     pub fn new(bytes: &'a [u8]) -> Reader<'a> {
-        Reader { bytes }
+        Reader { bytes, depth: 0 }
     }
 
     /// The bytes not read yet.
@@ -168,11 +171,11 @@ impl<'a> Reader<'a> {
             FALSE => Value::Bool(false),
             TRUE => Value::Bool(true),
             NULL => Value::Null,
-            M => Value::M(self.item()?),
-            L => {
-                let n = self.count()?;
-                Value::L((0..n).map(|_| self.value()).collect::<Result<_>>()?)
-            }
+            M => Value::M(self.nested(Reader::item)?),
+            L => Value::L(self.nested(|reader| {
+                let n = reader.count()?;
+                (0..n).map(|_| reader.value()).collect::<Result<_>>()
+            })?),
             SS => {
                 let n = self.count()?;
                 Value::Ss(
@@ -199,6 +202,23 @@ impl<'a> Reader<'a> {
             }
             tag => return Err(Error::Corrupt(format!("unknown value tag {tag}"))),
         })
+    }
+}
+
+impl Reader<'_> {
+    /// Reads a map or list one level deeper. The bound keeps a corrupt record (or a hostile
+    /// frame) from recursing until the stack overflows: nothing valid nests deeper than
+    /// DynamoDB's limit, and the item itself is the first level.
+    fn nested<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.depth >= NESTING_DEPTH_MAX {
+            return Err(Error::Corrupt(format!(
+                "values nested deeper than {NESTING_DEPTH_MAX} levels"
+            )));
+        }
+        self.depth += 1;
+        let value = read(self);
+        self.depth -= 1;
+        value
     }
 }
 
@@ -247,5 +267,24 @@ mod tests {
                 "truncated at {cut} must fail"
             );
         }
+    }
+
+    /// An item whose one attribute is `depth` lists nested in each other.
+    fn nested_lists(depth: usize) -> Vec<u8> {
+        let mut bytes = vec![1, 1, b'a'];
+        for _ in 0..depth {
+            bytes.extend([L, 1]);
+        }
+        bytes.push(NULL);
+        bytes
+    }
+
+    #[test]
+    fn nesting_is_bounded_so_a_corrupt_record_cannot_overflow_the_stack() {
+        assert!(decode_item(&nested_lists(NESTING_DEPTH_MAX)).is_ok());
+        let error = decode_item(&nested_lists(NESTING_DEPTH_MAX + 1)).unwrap_err();
+        assert!(error.to_string().contains("nested deeper"), "{error}");
+        // Deep enough to overflow any thread's stack if decoding recursed without a bound.
+        assert!(decode_item(&nested_lists(1_000_000)).is_err());
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_schema::{Context, Schema};
 use ferry_store::Durability;
+use ferry_types::ReplicaId;
 
 /// A source of wall-clock time in epoch milliseconds (replaceable in tests).
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -25,6 +26,12 @@ pub struct Config {
     pub ttl_sweep: Option<Duration>,
     /// The wall clock.
     pub clock: Clock,
+    /// Pending uploads the outbox holds at most; past it a write fails with `OutboxFull`
+    /// and nothing is dropped (default [`ferry_store::OUTBOX_CHANGES_MAX`]).
+    pub outbox_changes_max: usize,
+    /// The replica id a new database takes (default: random). Ignored once the database
+    /// exists: its id is stored. Simulations fix it so that version ties replay exactly.
+    pub replica: Option<ReplicaId>,
 }
 
 impl Config {
@@ -52,6 +59,8 @@ impl Default for Config {
             sync_window: Duration::from_millis(100),
             ttl_sweep: Some(Duration::from_secs(60)),
             clock: Arc::new(system_ms),
+            replica: None,
+            outbox_changes_max: ferry_store::OUTBOX_CHANGES_MAX,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use ferry_schema::{Context, Enable, Model, Schema};
@@ -31,7 +31,16 @@ pub(crate) struct Inner {
     pub sync: OnceLock<Syncer>,
     pub config: Config,
     pub triggers: Triggers,
+    /// What background work (sync, the sweeper) met, for `Db::status`.
+    pub report: Mutex<Report>,
     _sweeper: Option<Sweeper>,
+}
+
+/// Failures and observations of background work that no caller is there to receive.
+#[derive(Default)]
+pub(crate) struct Report {
+    pub last_error: Option<String>,
+    pub skew_ms: Option<u64>,
 }
 
 impl Db {
@@ -40,10 +49,11 @@ impl Db {
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Db> {
         let options = ferry_store::Options {
             sync_window: config.sync_window,
+            outbox_changes_max: config.outbox_changes_max,
             ..ferry_store::Options::default()
         };
         let store = Store::open(dir.as_ref(), config.schema.clone(), &options)?;
-        let replica = Replica::load(&store)?;
+        let replica = Replica::load(&store, config.replica.as_ref())?;
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             store,
             replica,
@@ -53,6 +63,7 @@ impl Db {
                 .map(|every| Sweeper::start(weak.clone(), every)),
             config,
             triggers: Triggers::default(),
+            report: Mutex::default(),
         });
         Ok(Db { inner })
     }
@@ -191,6 +202,15 @@ impl Db {
         }
     }
 
+    /// Records a failure of background work for [`Db::status`].
+    pub(crate) fn report_error(&self, what: String) {
+        self.inner
+            .report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_error = Some(what);
+    }
+
     /// Fsyncs every committed write now.
     pub fn flush(&self) -> Result<()> {
         Ok(self.inner.store.persist()?)
@@ -284,10 +304,12 @@ impl Sweeper {
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
                     let Some(inner) = db.upgrade() else { return };
-                    // A failed sweep is retried next round; reads already hide expired items.
+                    // A failed sweep is retried next round (reads already hide expired
+                    // items); the status shows why.
                     let db = Db { inner };
-                    let _ = db.sweep_expired();
-                    let _ = db.purge_tombstones();
+                    if let Err(e) = db.sweep_expired().and_then(|_| db.purge_tombstones()) {
+                        db.report_error(format!("sweeper: {}: {e}", e.code()));
+                    }
                 }
             });
         // Without the thread, expired items stay hidden and are swept on demand.

@@ -97,7 +97,8 @@ pub enum ErrorKind {
 impl Error {
     /// The OneTable-style code: `ValidationError`, `NotFoundError`, `NonUniqueError`,
     /// `UniqueError`, `ConditionalCheckFailed`, `TransactionCanceled`, `ControlError`,
-    /// `ArgumentError`, `SchemaError`, `ExpressionError`, `StorageError`.
+    /// `ArgumentError`, `SchemaError`, `ExpressionError`, `SyncTimeout`, `OutboxFull`,
+    /// `StorageError`.
     pub fn code(&self) -> &'static str {
         match self {
             Error::Validation { .. } => "ValidationError",
@@ -111,6 +112,7 @@ impl Error {
             Error::SyncTimeout { .. } => "SyncTimeout",
             Error::Schema(e) => e.code(),
             Error::Storage(ferry_store::Error::TooLarge { .. }) => "ValidationError",
+            Error::Storage(ferry_store::Error::OutboxFull { .. }) => "OutboxFull",
             Error::Storage(_) => "StorageError",
         }
     }

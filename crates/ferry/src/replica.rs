@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use ferry_journal::{Change, ChangeOp, OutboxEntry, Tombstone};
 use ferry_schema::{Context, Enable, Model, SyncDirection};
 use ferry_store::{Store, Tx};
+use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
 use ferry_types::{Hlc, HlcClock, Item, Key, ReplicaId, Value, Version};
 
 use crate::{Error, Result};
@@ -17,8 +18,6 @@ const META_REPLICA: &str = "replica";
 const META_HLC: &str = "hlc";
 /// Attribute holding an item's version text (DESIGN.md section 7's `_ver`).
 pub const VERSION_ATTR: &str = "_ver";
-/// How far a received stamp may move the clock past wall time. Source: DESIGN.md section 5.
-const HLC_FORWARD_MS_MAX: u64 = 60 * 60 * 1000;
 
 /// This database's replica identity and clock.
 pub(crate) struct Replica {
@@ -36,14 +35,17 @@ pub(crate) struct Staged {
 }
 
 impl Replica {
-    /// Loads the id and clock from the store, creating the id on first open.
-    pub fn load(store: &Store) -> Result<Replica> {
-        let stored = store.meta(META_REPLICA)?;
-        let id = match stored.as_deref().map(std::str::from_utf8) {
-            Some(Ok(text)) => ReplicaId::parse(text)
-                .map_err(|e| Error::Argument(format!("stored replica id: {e}")))?,
-            _ => {
-                let id = ReplicaId::from_random(fastrand::u128(..));
+    /// Loads the id and clock from the store. On first open the id is `new_id` if given,
+    /// else drawn from the OS's randomness; a stored id that does not parse is an error,
+    /// never replaced (a new id would make the device a stranger to its own versions).
+    pub fn load(store: &Store, new_id: Option<&ReplicaId>) -> Result<Replica> {
+        let id = match store.meta_text(META_REPLICA)? {
+            Some(text) => ReplicaId::parse(&text)
+                .map_err(|e| Error::Argument(format!("stored replica id '{text}': {e}")))?,
+            None => {
+                let id = new_id
+                    .cloned()
+                    .unwrap_or_else(|| ReplicaId::from_random(uuid::Uuid::new_v4().as_u128()));
                 store.write(ferry_store::Durability::Immediate, |tx| {
                     tx.set_meta(META_REPLICA, id.as_str().as_bytes().to_vec());
                     Ok::<_, Error>(())
@@ -51,13 +53,10 @@ impl Replica {
                 id
             }
         };
-        let last = store
-            .meta(META_HLC)?
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
-            .map_or(Hlc::ZERO, |b| Hlc::from_u64(u64::from_be_bytes(b)));
+        let last = store.meta_u64(META_HLC)?.map_or(Hlc::ZERO, Hlc::from_u64);
         Ok(Replica {
             id,
-            clock: Mutex::new(HlcClock::new(last, HLC_FORWARD_MS_MAX)),
+            clock: Mutex::new(HlcClock::new(last, MAX_FORWARD_MS_DEFAULT)),
             staged: Mutex::new(Vec::new()),
         })
     }
@@ -94,11 +93,14 @@ impl Replica {
         self.clock.lock().unwrap_or_else(|p| p.into_inner()).last()
     }
 
-    /// Moves the clock past a received stamp; returns how far ahead of wall time the
-    /// stamp was when that is more than the clock accepts.
-    pub fn observe(&self, remote: Hlc, now_ms: i64) -> Option<u64> {
+    /// Moves the clock past a received stamp and persists it in `tx`, so that a restart
+    /// never stamps below a version this device has seen. Returns how far ahead of wall
+    /// time the stamp was when that is more than the clock accepts.
+    pub fn observe(&self, tx: &mut Tx<'_>, remote: Hlc, now_ms: i64) -> Option<u64> {
         let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
-        match clock.observe(remote, now_ms.max(0) as u64) {
+        let observed = clock.observe(remote, now_ms.max(0) as u64);
+        tx.set_meta(META_HLC, clock.last().as_u64().to_be_bytes().to_vec());
+        match observed {
             ferry_types::Observed::TooFarAhead { ahead_ms } => Some(ahead_ms),
             _ => None,
         }

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::sim::check::{Checker, converged};
 use crate::sim::faults::{FaultRates, lock, write_checked};
 use crate::sim::model::{LONG_OFFLINE_MS, Params, Step, WriteOp, draw_step};
-use crate::sim::world::{World, mix};
+use crate::sim::world::World;
 
 /// Steps of virtual time while healing, and how many of them at most.
 const HEAL_STEP_MS: i64 = 5_000;
@@ -44,9 +44,6 @@ struct Sim {
 
 /// Runs seed `seed`; `long`: many more steps; `verbose`: print every step.
 pub fn run(seed: u64, long: bool, verbose: bool) -> Result<Summary, Failure> {
-    // Ferry draws replica ids from fastrand's thread-local generator: seed it too, so that
-    // version tie-breaks (and so the whole run) replay exactly.
-    fastrand::seed(mix(seed, u64::MAX));
     let mut rng = fastrand::Rng::with_seed(seed);
     let params = Params::draw(&mut rng, long);
     if verbose {

@@ -71,6 +71,8 @@ impl Device {
             // survives, so background fsyncs would only cost time.
             sync_window: FSYNC_WINDOW,
             clock: Arc::new(move || clock.load(Ordering::SeqCst)),
+            // From the seed, so that version tie-breaks (and so the whole run) replay.
+            replica: Some(ReplicaId::from_random(u128::from(self.seed))),
             ..Config::default()
         }
         .context("deviceId", self.name.as_str());

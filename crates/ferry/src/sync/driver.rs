@@ -6,7 +6,7 @@ use ferry_store::Durability;
 use ferry_sync::{BatchId, Engine, Input, Output, TransportError};
 use ferry_types::{Hlc, Key, Version};
 
-use super::{PULL_PAGE_CHANGES, Syncer, lock};
+use super::{PULL_PAGE_CHANGES, Syncer};
 use crate::{Db, Error, Result};
 
 impl Db {
@@ -28,8 +28,7 @@ impl Db {
                 version,
                 reason,
             } => {
-                lock(&syncer.report).last_error =
-                    Some(format!("the cloud rejected {key} ({version}): {reason}"));
+                self.report_error(format!("the cloud rejected {key} ({version}): {reason}"));
                 self.settle(&[(key, version)])
             }
             Output::Pull { scope, since } => self.pull(syncer, engine, &scope, since, now),
@@ -74,7 +73,7 @@ impl Db {
             Ok(outcomes) => engine.handle(Input::Pushed { batch, outcomes }, now),
             Err(e) => {
                 engine.handle(Input::PushFailed { batch }, now);
-                lock(&syncer.report).last_error = Some(format!("push failed: {e}"));
+                self.report_error(format!("push failed: {e}"));
             }
         }
         Ok(())
@@ -116,8 +115,8 @@ impl Db {
         let replica = &self.inner.replica;
         if direction.ok() == Some(SyncDirection::Up) {
             // The device is authoritative: come back with a version past the cloud's.
-            replica.observe(cloud.hlc, now as i64);
             let (version, _) = self.inner.store.write(Durability::Default, |tx| {
+                replica.observe(tx, cloud.hlc, now as i64);
                 replica.restamp(tx, entry, cloud, now as i64)
             })?;
             let bytes = self
@@ -168,8 +167,7 @@ impl Db {
         match syncer.link.pull(scope, since, PULL_PAGE_CHANGES) {
             Ok(page) => {
                 let position = page.position.filter(|_| !page.more);
-                let last_seq =
-                    self.apply_page(syncer, engine, scope, &page.changes, position, now)?;
+                let last_seq = self.apply_page(engine, scope, &page.changes, position, now)?;
                 engine.handle(
                     Input::Pulled {
                         scope: scope.to_string(),
@@ -186,7 +184,7 @@ impl Db {
                 now,
             ),
             Err(e) => pull_failed(
-                syncer,
+                self,
                 engine,
                 scope,
                 &format!("pull of scope '{scope}' failed: {e}"),
@@ -207,15 +205,13 @@ impl Db {
                 Ok(page) => page,
                 Err(e) => {
                     let what = format!("resync of scope '{scope}' failed: {e}");
-                    pull_failed(syncer, engine, scope, &what, now);
+                    pull_failed(self, engine, scope, &what, now);
                     return Ok(());
                 }
             };
             seen.extend(page.changes.iter().map(|(_, c)| c.key.clone()));
             let position = page.position.filter(|_| !page.more);
-            if let Some(seq) =
-                self.apply_page(syncer, engine, scope, &page.changes, position, now)?
-            {
+            if let Some(seq) = self.apply_page(engine, scope, &page.changes, position, now)? {
                 last_seq = Some(seq);
                 since = seq;
             }
@@ -237,12 +233,12 @@ impl Db {
 }
 
 /// A pull that failed: the engine retries it; the status shows why.
-fn pull_failed(syncer: &Syncer, engine: &mut Engine, scope: &str, what: &str, now: u64) {
+fn pull_failed(db: &Db, engine: &mut Engine, scope: &str, what: &str, now: u64) {
     engine.handle(
         Input::PullFailed {
             scope: scope.to_string(),
         },
         now,
     );
-    lock(&syncer.report).last_error = Some(what.to_string());
+    db.report_error(what.to_string());
 }

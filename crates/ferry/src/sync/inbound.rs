@@ -9,7 +9,7 @@ use ferry_store::{Durability, Tx};
 use ferry_sync::{Engine, Inbound, Input, decide_inbound};
 use ferry_types::{Hlc, Key, Value, Version};
 
-use super::{META_CURSOR_PREFIX, Syncer, lock};
+use super::{META_CURSOR_PREFIX, lock};
 use crate::replica::{VERSION_ATTR, downloads, version_of};
 use crate::triggers::Origin;
 use crate::{Db, Error, Result};
@@ -23,7 +23,6 @@ impl Db {
     /// gave with the last page if that is higher (see `PullPage::position`).
     pub(super) fn apply_page(
         &self,
-        syncer: &Syncer,
         engine: &mut Engine,
         scope: &str,
         changes: &[(Hlc, Change)],
@@ -38,7 +37,7 @@ impl Db {
         let mut settled = Vec::new();
         let (_, committed) = self.inner.store.write(Durability::Default, |tx| {
             for (_, change) in changes {
-                self.apply_change(syncer, tx, change, now, &mut settled)?;
+                self.apply_change(tx, change, now, &mut settled)?;
             }
             tx.set_meta(
                 &format!("{META_CURSOR_PREFIX}{scope}"),
@@ -56,21 +55,20 @@ impl Db {
     /// One cloud change, by the direction rule of its model.
     fn apply_change(
         &self,
-        syncer: &Syncer,
         tx: &mut Tx<'_>,
         change: &Change,
         now: u64,
         settled: &mut Vec<(Key, Version)>,
     ) -> Result<()> {
         let Ok(model) = self.schema().model(&change.model) else {
-            lock(&syncer.report).last_error = Some(format!(
+            self.report_error(format!(
                 "a cloud change names unknown model '{}'",
                 change.model
             ));
             return Ok(());
         };
-        if let Some(ahead) = self.inner.replica.observe(change.version.hlc, now as i64) {
-            lock(&syncer.report).skew_ms = Some(ahead);
+        if let Some(ahead) = (self.inner.replica).observe(tx, change.version.hlc, now as i64) {
+            lock(&self.inner.report).skew_ms = Some(ahead);
         }
         let local = match tx.get(&change.key)? {
             Some(item) => version_of(&item),

@@ -100,13 +100,6 @@ pub(crate) struct Syncer {
     inbox: Mutex<Vec<Input>>,
     requested: AtomicU64,
     answered: AtomicU64,
-    report: Mutex<Report>,
-}
-
-#[derive(Default)]
-struct Report {
-    last_error: Option<String>,
-    skew_ms: Option<u64>,
 }
 
 impl Db {
@@ -144,7 +137,6 @@ impl Db {
             inbox: Mutex::new(Vec::new()),
             requested: AtomicU64::new(0),
             answered: AtomicU64::new(0),
-            report: Mutex::new(Report::default()),
         };
         self.inner.sync.set(syncer).map_err(|_| {
             Error::Argument("this database is already attached to a transport".into())
@@ -204,7 +196,7 @@ impl Db {
             let settled = self.settle(&std::mem::take(&mut acked));
             let result = settled.and_then(|()| self.execute(syncer, &mut engine, output, now));
             if let Err(e) = result {
-                lock(&syncer.report).last_error = Some(format!("{}: {e}", e.code()));
+                self.report_error(format!("{}: {e}", e.code()));
             }
         }
         self.settle(&acked)
@@ -239,7 +231,7 @@ impl Db {
         status.oldest_pending_age_ms = oldest.map(|t| now.saturating_sub(t));
         if let Some(syncer) = self.inner.sync.get() {
             let engine = lock(&syncer.engine).status();
-            let report = lock(&syncer.report);
+            let report = lock(&self.inner.report);
             status.attached = true;
             status.connected = engine.connected;
             status.last_ack_ms = engine.last_ack_ms;
@@ -251,8 +243,8 @@ impl Db {
                 .map(|(s, c)| (s.clone(), c.to_text()))
                 .collect();
             status.clock_skew_ms = report.skew_ms;
-            status.last_error = report.last_error.clone();
         }
+        status.last_error = lock(&self.inner.report).last_error.clone();
         status
     }
 
@@ -325,13 +317,12 @@ impl Db {
     }
 
     fn load_cursor(&self, scope: &str) -> Result<Hlc> {
-        let bytes = self
+        let name = format!("{META_CURSOR_PREFIX}{scope}");
+        Ok(self
             .inner
             .store
-            .meta(&format!("{META_CURSOR_PREFIX}{scope}"))?;
-        Ok(bytes
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map_or(Hlc::ZERO, |b| Hlc::from_u64(u64::from_be_bytes(b))))
+            .meta_u64(&name)?
+            .map_or(Hlc::ZERO, Hlc::from_u64))
     }
 }
 
@@ -342,8 +333,11 @@ fn start_background(db: Weak<Inner>, period: Duration) {
             loop {
                 std::thread::sleep(period);
                 let Some(inner) = db.upgrade() else { return };
-                // Failures are recorded in the status and retried by the engine.
-                let _ = Db { inner }.drive();
+                // The engine retries what failed; the status shows why.
+                let db = Db { inner };
+                if let Err(e) = db.drive() {
+                    db.report_error(format!("background sync: {}: {e}", e.code()));
+                }
             }
         });
     // Without the thread, `Db::sync` still moves data on demand.
