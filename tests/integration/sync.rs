@@ -80,10 +80,19 @@ impl World {
 
     /// A device database (new, or reopened from `dir`) attached to the cloud.
     pub fn device(&mut self, id: &str, dir: Option<usize>) -> (Db, Arc<MemoryTransport>, usize) {
+        self.device_with(id, dir, SyncOptions::default())
+    }
+
+    /// A device attached with `options` (`background: false` to step it by hand).
+    pub fn device_with(
+        &mut self,
+        id: &str,
+        dir: Option<usize>,
+        options: SyncOptions,
+    ) -> (Db, Arc<MemoryTransport>, usize) {
         let (db, index) = self.open(id, dir);
         let transport = Arc::new(MemoryTransport::new(self.cloud.clone()));
-        db.attach(transport.clone(), SyncOptions::default())
-            .unwrap();
+        db.attach(transport.clone(), options).unwrap();
         (db, transport, index)
     }
 
@@ -217,7 +226,11 @@ fn a_crash_before_the_acknowledgement_resends_after_restart() {
 #[test]
 fn unacknowledged_changes_are_resent_on_a_timer_without_new_traffic() {
     let mut world = World::new();
-    let (db, link, _) = world.device("d1", None);
+    let manual = SyncOptions {
+        background: false,
+        ..SyncOptions::default()
+    };
+    let (db, link, _) = world.device_with("d1", None, manual);
     link.set_online(false);
     db.create("Fault", json!({"id": "f1", "code": 3})).unwrap();
     world.advance(10_000); // past syncDelay: the first push fails

@@ -225,3 +225,124 @@ fn a_full_outbox_refuses_new_keys_with_outbox_full_and_drops_nothing() {
         Some(s("newer"))
     );
 }
+
+/// A transport whose every call hangs: a network that takes the request and never answers.
+struct Hanging;
+
+impl ferry::Transport for Hanging {
+    fn connect(
+        &self,
+    ) -> impl Future<
+        Output = Result<ferry::replication::Session, ferry::replication::TransportError>,
+    > + Send {
+        std::future::pending()
+    }
+
+    fn push(
+        &self,
+        _: Vec<ferry::journal::Change>,
+    ) -> impl Future<
+        Output = Result<ferry::replication::PushResults, ferry::replication::TransportError>,
+    > + Send {
+        std::future::pending()
+    }
+
+    fn pull(
+        &self,
+        _: &str,
+        _: ferry::replication::PullFrom,
+        _: usize,
+    ) -> impl Future<
+        Output = Result<ferry::replication::PullPage, ferry::replication::TransportError>,
+    > + Send {
+        std::future::pending()
+    }
+}
+
+#[test]
+fn sync_returns_by_its_timeout_and_status_answers_while_the_transport_hangs() {
+    let mut world = World::with_schema(SCHEMA);
+    let (db, _) = world.open("d1", None);
+    let options = ferry::SyncOptions {
+        call_timeout: std::time::Duration::from_millis(300),
+        ..ferry::SyncOptions::default()
+    };
+    db.attach(Hanging, options).unwrap();
+    db.create("Note", json!({"id": "n1"})).unwrap();
+    let started = std::time::Instant::now();
+    let error = db.sync(std::time::Duration::from_millis(500)).unwrap_err();
+    assert_eq!(error.code(), "SyncTimeout");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let status = db.status();
+    assert_eq!(status.pending_changes, 1);
+    assert!(
+        !status.connected,
+        "a handshake that never answers is not a connection"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let last_error = db.status().last_error.unwrap_or_default();
+    assert!(last_error.contains("did not answer"), "{last_error}");
+}
+
+#[test]
+fn an_attached_db_syncs_in_the_background_and_triggers_may_call_back_into_it() {
+    let mut world = World::with_schema(SCHEMA);
+    let (a, _, _) = world.device("d1", None);
+    let (b, _, _) = world.device("d2", None);
+    // A trigger of a cloud change that reads the status, syncs and writes.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (db, events) = (b.clone(), seen.clone());
+    b.on_change(Some("Config"), move |event| {
+        let status = db.status();
+        // A cloud trigger runs on the driver's thread: its sync() cannot be answered until
+        // it returns, so it must come back by its timeout instead of deadlocking.
+        let started = std::time::Instant::now();
+        let _ = db.sync(std::time::Duration::from_millis(200));
+        let synced = started.elapsed() < std::time::Duration::from_secs(2);
+        db.create("Padded", json!({"id": "from-trigger"})).unwrap();
+        events
+            .lock()
+            .unwrap()
+            .push((event.origin, status.attached, synced));
+    })
+    .unwrap();
+    let config = item(&[
+        ("_type", s("Config")),
+        ("pk", s("config#")),
+        ("sk", s("config#mode")),
+        ("name", s("mode")),
+        ("value", s("eco")),
+    ]);
+    world.cloud_write("Config", key("config#", "config#mode"), "*", Some(config));
+    a.create("Note", json!({"id": "n1"})).unwrap();
+    // Neither drive() nor sync(): the background drivers move both ways on their own
+    // (the test clock stands still, so the sync delay is skipped by a poll of time).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        world.advance(1_000);
+        let uploaded = world.cloud_item(&key("note#d1", "note#n1")).is_some();
+        let downloaded = !seen.lock().unwrap().is_empty();
+        let echoed = world
+            .cloud_item(&key("padded#", "padded#from-trigger"))
+            .is_some();
+        if uploaded && downloaded && echoed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.len(),
+        1,
+        "one Cloud event per applied change: {seen:?}"
+    );
+    assert_eq!(seen[0], (ferry::Origin::Cloud, true, true));
+}

@@ -5,29 +5,30 @@
 //!
 //! 1. **One row per key** (the table's primary key): the latest change of the item, either
 //!    a put with its item or a tombstone (`_del`), with its version (`_ver`), its scope
-//!    (`_scope`) and its feed position (`_seq`).
+//!    (`_scope`) and its feed position (`_seq`). The table is strongly consistent.
 //! 2. **Conditional last writer wins**: a change lands iff there is no row or the row's
-//!    version is older (`attribute_not_exists(pk) OR _ver < :ver`). Landing stamps `_seq`
-//!    from the cloud's own [`HlcClock`], so `_seq` strictly increases in landing order.
-//! 3. **Retries are harmless**: a change whose version equals the row's is a retry whose
-//!    answer was lost: `Applied`, and nothing changes (no new `_seq`, no feed entry). An
-//!    older one is `Superseded { cloud }` with the row's version.
-//! 4. **Tombstones are rows**: a delete beats older puts (rule 2) and loses to newer ones.
-//! 5. **Refusals**: a put without an item, or with an item over DynamoDB's 400 KiB, is
+//!    version is older (`attribute_not_exists(pk) OR _ver < :ver`). An older one is
+//!    `Superseded` with the row's change (DynamoDB's `ALL_OLD`).
+//! 3. **Writers stamp `_seq`** from their own clocks ([`MemoryCloud::write_at`]); no
+//!    sequencer orders them, and a skewed writer stamps in the past or the future. The
+//!    cloud's own writer ([`MemoryCloud::write`]) stamps from the cloud's clock.
+//! 4. **Retries are harmless**: a change whose version equals the row's is a retry whose
+//!    answer was lost: `Applied`, and nothing changes (no new `_seq`).
+//! 5. **Tombstones are rows**: a delete beats older puts (rule 2) and loses to newer ones.
+//! 6. **Refusals**: a put without an item, or with an item over DynamoDB's 400 KiB, is
 //!    `Rejected` (it can never land, so retrying is pointless).
-//! 6. **Change feed**: `pull(scope, since, limit)` returns the rows of `scope` with
-//!    `_seq > since`, in `_seq` order, at most `limit` (at least one), and `more` when
-//!    further rows exist. A key appears once, at its latest `_seq`: the feed is a
-//!    snapshot-able index, not a log. A row whose scope changes leaves the old scope's feed.
-//!    The last page (`more == false`) carries the feed's `position`: the latest `_seq`
-//!    stamped or, if later, just before the current time. Every later landing is stamped
-//!    after it, so a device may move its cursor there although the page is empty; a scope
-//!    that sees no change for longer than the horizon then still never expires.
-//! 7. **Horizon**: a tombstone is purged once `_seq`'s time + horizon <= now (DynamoDB's TTL
-//!    on `_ttl`). A pull with `since != Hlc::ZERO` and `since`'s time + horizon <= now is
-//!    `Expired` (tombstones after it may be gone); `since == Hlc::ZERO` reads the whole
-//!    scope and never expires.
-//! 8. **Time** is the cloud's wall clock, set by the caller with
+//! 7. **Change feed** (the sync GSI, eventually consistent): a landed change becomes visible
+//!    in its scope's feed up to `lag_ms_max` later ([`MemoryCloud::with_lag`]), so it can
+//!    appear after a change stamped later. `pull` returns the visible rows of a scope with
+//!    `_seq` after the start, in `_seq` order, at most `limit` (at least one), and `more`
+//!    when further rows exist. A key appears once, at its latest visible `_seq`; a row whose
+//!    scope changes leaves the old scope's feed. Every page carries `safe`: the cloud's time
+//!    minus the window W; every write stamped at or before it is visible (writers' skew and
+//!    the lag stay within W), so a reader's cursor never moves past it.
+//! 8. **Horizon**: a tombstone is purged once its `_seq` time + horizon <= now (DynamoDB's
+//!    TTL on `_ttl`). A catch-up pull from a cursor before a purged tombstone of the scope is
+//!    `Expired`; a snapshot pull never is, whatever the age of the rows.
+//! 9. **Time** is the cloud's wall clock, set by the caller with
 //!    [`MemoryCloud::set_time_ms`]; it never goes backwards.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,10 +40,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ferry_journal::{Change, ChangeOp};
 use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
-use ferry_types::{Hlc, HlcClock, Key, Version, item_size};
+use ferry_types::{Hlc, HlcClock, Key, item_size};
 
-use crate::config::{BATCH_CHANGES_MAX, HORIZON_MS};
-use crate::transport::{PullPage, PushOutcome, Transport, TransportError};
+use crate::config::{CATCHUP_WINDOW_MS, HORIZON_MS};
+use crate::jitter::Jitter;
+use crate::transport::{
+    Limits, PullFrom, PullPage, PushOutcome, PushResults, Session, Transport, TransportError,
+};
 
 /// One stored row: the item's latest change and its feed position.
 #[derive(Debug, Clone)]
@@ -51,15 +55,33 @@ struct Row {
     seq: Hlc,
 }
 
+/// A landed change on its way into the feed (rule 7).
+#[derive(Debug, Clone)]
+struct Arrival {
+    row: Row,
+    visible_ms: u64,
+}
+
 /// The reference cloud: the rules in the module documentation, in memory.
 #[derive(Debug)]
 pub struct MemoryCloud {
+    /// The cloud's own writer (rule 3).
     clock: HlcClock,
     now_ms: u64,
     horizon_ms: u64,
+    window_ms: u64,
+    lag_ms_max: u64,
+    /// Draws each arrival's lag; seeded, so a simulation replays.
+    lag_rng: Jitter,
     rows: BTreeMap<Key, Row>,
-    /// The sync GSI: (`_scope`, `_seq`) -> key.
-    feed: BTreeMap<(String, Hlc), Key>,
+    /// The sync GSI as readers see it: (`_scope`, `_seq`) -> the changes stamped there
+    /// (writers may tie), and where each key stands in it.
+    feed: BTreeMap<(String, Hlc), BTreeMap<Key, Change>>,
+    feed_of: BTreeMap<Key, (String, Hlc)>,
+    /// Landed changes not visible yet, per key in landing order.
+    arriving: BTreeMap<Key, Vec<Arrival>>,
+    /// Per scope, the highest `_seq` of a purged tombstone.
+    purged: BTreeMap<String, Hlc>,
 }
 
 impl Default for MemoryCloud {
@@ -69,21 +91,38 @@ impl Default for MemoryCloud {
 }
 
 impl MemoryCloud {
-    /// An empty cloud at time 0 whose tombstones live `horizon_ms`.
+    /// An empty cloud at time 0 whose tombstones live `horizon_ms`, whose feed shows every
+    /// change at once, with the default window W.
     pub fn new(horizon_ms: u64) -> MemoryCloud {
         MemoryCloud {
             clock: HlcClock::new(Hlc::ZERO, MAX_FORWARD_MS_DEFAULT),
             now_ms: 0,
             horizon_ms,
+            window_ms: CATCHUP_WINDOW_MS,
+            lag_ms_max: 0,
+            lag_rng: Jitter::new(0),
             rows: BTreeMap::new(),
             feed: BTreeMap::new(),
+            feed_of: BTreeMap::new(),
+            arriving: BTreeMap::new(),
+            purged: BTreeMap::new(),
         }
     }
 
-    /// Sets the cloud's wall clock (ignored if it would go backwards) and purges the
-    /// tombstones past the horizon.
+    /// The same cloud whose feed shows a landed change up to `lag_ms_max` later (at most
+    /// half the window W, as DynamoDB's GSIs usually are within a second), the lags drawn
+    /// from `seed`.
+    pub fn with_lag(mut self, lag_ms_max: u64, seed: u64) -> MemoryCloud {
+        self.lag_ms_max = lag_ms_max.min(self.window_ms / 2);
+        self.lag_rng = Jitter::new(seed);
+        self
+    }
+
+    /// Sets the cloud's wall clock (ignored if it would go backwards): late changes become
+    /// visible and tombstones past the horizon are purged.
     pub fn set_time_ms(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
+        self.reveal();
         self.purge();
     }
 
@@ -92,8 +131,19 @@ impl MemoryCloud {
         self.now_ms
     }
 
-    /// Writes one change by the conditional rule; also how a cloud developer writes.
+    /// The tombstone horizon.
+    pub fn horizon_ms(&self) -> u64 {
+        self.horizon_ms
+    }
+
+    /// Writes one change stamped by the cloud's own clock: how a cloud developer writes.
     pub fn write(&mut self, change: Change) -> PushOutcome {
+        let seq = self.clock.tick(self.now_ms);
+        self.write_at(change, seq)
+    }
+
+    /// Writes one change by the conditional rule, `seq` being the writer's stamp (rule 3).
+    pub fn write_at(&mut self, change: Change, seq: Hlc) -> PushOutcome {
         if let Some(reason) = refusal(&change) {
             return PushOutcome::Rejected { reason };
         }
@@ -102,20 +152,25 @@ impl MemoryCloud {
                 return PushOutcome::Applied;
             }
             if row.change.version > change.version {
-                let cloud = row.change.version.clone();
+                let cloud = Box::new(row.change.clone());
                 return PushOutcome::Superseded { cloud };
             }
-            self.feed.remove(&(row.change.scope.clone(), row.seq));
         }
-        let seq = self.clock.tick(self.now_ms);
-        self.feed
-            .insert((change.scope.clone(), seq), change.key.clone());
-        self.rows.insert(change.key.clone(), Row { change, seq });
+        let row = Row { change, seq };
+        let lag_ms = self.draw_lag_ms();
+        let key = row.change.key.clone();
+        self.rows.insert(key.clone(), row.clone());
+        let arrivals = self.arriving.entry(key).or_default();
+        // A key's changes reach the feed in landing order.
+        let after_ms = arrivals.last().map_or(0, |a| a.visible_ms);
+        let visible_ms = (self.now_ms + lag_ms).max(after_ms);
+        arrivals.push(Arrival { row, visible_ms });
+        self.reveal();
         PushOutcome::Applied
     }
 
     /// Writes a batch, one outcome per change, in order.
-    pub fn push(&mut self, changes: Vec<Change>) -> Vec<(Key, Version, PushOutcome)> {
+    pub fn push(&mut self, changes: Vec<Change>) -> PushResults {
         (changes.into_iter())
             .map(|change| {
                 let (key, version) = (change.key.clone(), change.version.clone());
@@ -124,30 +179,46 @@ impl MemoryCloud {
             .collect()
     }
 
-    /// One page of `scope`'s feed after `since` (rules 6 and 7).
-    pub fn pull(&self, scope: &str, since: Hlc, limit: usize) -> Result<PullPage, TransportError> {
-        if since != Hlc::ZERO && self.past_horizon(since) {
-            return Err(TransportError::Expired);
+    /// One page of `scope`'s feed (rules 7 and 8).
+    pub fn pull(
+        &self,
+        scope: &str,
+        from: PullFrom,
+        limit: usize,
+    ) -> Result<PullPage, TransportError> {
+        let after = match from {
+            PullFrom::Since(since) => {
+                if self.purged.get(scope).is_some_and(|purged| since < *purged) {
+                    return Err(TransportError::Expired);
+                }
+                since
+            }
+            PullFrom::Snapshot(after) => after,
+        };
+        let start = Bound::Excluded((scope.to_string(), after));
+        let mut stamps = (self.feed.range((start, Bound::Unbounded)))
+            .take_while(|((row_scope, _), _)| row_scope == scope);
+        // Whole stamps only: the next page starts after the last one, so a page that split
+        // the changes of one `_seq` would skip the rest of them.
+        let mut changes: Vec<(Hlc, Change)> = Vec::new();
+        let mut more = false;
+        for ((_, seq), at_seq) in stamps.by_ref() {
+            if changes.len() >= limit.max(1) {
+                more = true;
+                break;
+            }
+            changes.extend(at_seq.values().map(|change| (*seq, change.clone())));
         }
-        let start = Bound::Excluded((scope.to_string(), since));
-        let mut rows = (self.feed.range((start, Bound::Unbounded)))
-            .take_while(|((row_scope, _), _)| row_scope == scope)
-            .filter_map(|((_, seq), key)| Some((*seq, self.rows.get(key)?.change.clone())));
-        let changes: Vec<(Hlc, Change)> = rows.by_ref().take(limit.max(1)).collect();
-        let more = rows.next().is_some();
-        let position = (!more).then(|| self.position());
         Ok(PullPage {
             changes,
             more,
-            position,
+            safe: self.safe(),
         })
     }
 
-    /// A feed position every later landing is stamped after (rule 6): the clock's last
-    /// stamp, or the last instant before now (a landing now may be stamped `(now, 0)`).
-    fn position(&self) -> Hlc {
-        let before_now = Hlc::new(self.now_ms, 0).as_u64().saturating_sub(1);
-        self.clock.last().max(Hlc::from_u64(before_now))
+    /// The feed position up to which every write is visible (rule 7).
+    pub fn safe(&self) -> Hlc {
+        Hlc::new(self.now_ms.saturating_sub(self.window_ms), 0)
     }
 
     /// The latest change of `key` (a tombstone is a `Delete`), if the cloud holds one.
@@ -170,24 +241,71 @@ impl MemoryCloud {
         self.rows.is_empty()
     }
 
+    fn draw_lag_ms(&mut self) -> u64 {
+        match self.lag_ms_max {
+            0 => 0,
+            max_ms => self.lag_rng.up_to(max_ms),
+        }
+    }
+
+    /// Moves every arrival whose time has come into the feed.
+    fn reveal(&mut self) {
+        let now_ms = self.now_ms;
+        let mut shown = Vec::new();
+        for arrivals in self.arriving.values_mut() {
+            let due = arrivals
+                .iter()
+                .take_while(|a| a.visible_ms <= now_ms)
+                .count();
+            shown.extend(arrivals.drain(..due).map(|a| a.row));
+        }
+        self.arriving.retain(|_, arrivals| !arrivals.is_empty());
+        for row in shown {
+            self.unlist(&row.change.key);
+            let (scope, key) = (row.change.scope.clone(), row.change.key.clone());
+            self.feed_of.insert(key.clone(), (scope.clone(), row.seq));
+            let at_seq = self.feed.entry((scope, row.seq)).or_default();
+            at_seq.insert(key, row.change);
+        }
+    }
+
+    /// Takes `key` out of the feed.
+    fn unlist(&mut self, key: &Key) {
+        let Some(at) = self.feed_of.remove(key) else {
+            return;
+        };
+        if let Some(at_seq) = self.feed.get_mut(&at) {
+            at_seq.remove(key);
+            if at_seq.is_empty() {
+                self.feed.remove(&at);
+            }
+        }
+    }
+
     fn past_horizon(&self, stamp: Hlc) -> bool {
         stamp.physical_ms().saturating_add(self.horizon_ms) <= self.now_ms
     }
 
     fn purge(&mut self) {
         let expired: Vec<Key> = (self.rows.iter())
-            .filter(|(_, row)| row.change.op == ChangeOp::Delete && self.past_horizon(row.seq))
+            .filter(|(key, row)| {
+                row.change.op == ChangeOp::Delete
+                    && self.past_horizon(row.seq)
+                    && !self.arriving.contains_key(*key)
+            })
             .map(|(key, _)| key.clone())
             .collect();
         for key in expired {
             if let Some(row) = self.rows.remove(&key) {
-                self.feed.remove(&(row.change.scope, row.seq));
+                self.unlist(&key);
+                let purged = self.purged.entry(row.change.scope).or_insert(Hlc::ZERO);
+                *purged = (*purged).max(row.seq);
             }
         }
     }
 }
 
-/// Why the cloud can never accept `change` (rule 5).
+/// Why the cloud can never accept `change` (rule 6).
 fn refusal(change: &Change) -> Option<String> {
     let key = &change.key;
     match (&change.op, &change.item) {
@@ -206,25 +324,38 @@ pub struct MemoryTransport {
     cloud: Arc<Mutex<MemoryCloud>>,
     /// Scopes this device may write (None: all), as a relay checks a device's token.
     write_scopes: Option<BTreeSet<String>>,
+    /// This writer's clock (rule 3), `skew_ms` off the cloud's, disciplined by it.
+    writer: Mutex<HlcClock>,
+    skew_ms: i64,
     online: AtomicBool,
 }
 
 impl MemoryTransport {
-    /// An online transport that may write every scope.
+    /// An online transport that may write every scope, with a writer clock in step with
+    /// the cloud's.
     pub fn new(cloud: Arc<Mutex<MemoryCloud>>) -> MemoryTransport {
         MemoryTransport {
             cloud,
             write_scopes: None,
+            writer: Mutex::new(HlcClock::new(Hlc::ZERO, MAX_FORWARD_MS_DEFAULT)),
+            skew_ms: 0,
             online: AtomicBool::new(true),
         }
     }
 
-    /// Restricts writes to `scopes`; changes of other scopes are `Rejected`.
+    /// Restricts writes to `scopes`; changes of other scopes, or that would move a row out
+    /// of another scope, are `Rejected`.
     pub fn with_write_scopes<S: Into<String>>(
         mut self,
         scopes: impl IntoIterator<Item = S>,
     ) -> MemoryTransport {
         self.write_scopes = Some(scopes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Stamps `_seq` from a clock `skew_ms` off the cloud's (a writer whose clock is wrong).
+    pub fn with_writer_skew(mut self, skew_ms: i64) -> MemoryTransport {
+        self.skew_ms = skew_ms;
         self
     }
 
@@ -248,51 +379,77 @@ impl MemoryTransport {
             .map_err(|_| TransportError::Unavailable("memory cloud lock is poisoned".into()))
     }
 
-    fn push_now(
-        &self,
-        changes: Vec<Change>,
-    ) -> Result<Vec<(Key, Version, PushOutcome)>, TransportError> {
-        if changes.len() > BATCH_CHANGES_MAX {
+    fn session(&self) -> Result<Session, TransportError> {
+        let cloud = self.lock()?;
+        Ok(Session {
+            server_time_ms: cloud.now_ms(),
+            scopes: self.write_scopes.clone(),
+            limits: Limits::default(),
+            horizon_ms: cloud.horizon_ms(),
+        })
+    }
+
+    fn push_now(&self, changes: Vec<Change>) -> Result<PushResults, TransportError> {
+        let limit = Limits::default().push_changes_max;
+        if changes.len() > limit {
             return Err(TransportError::Rejected(format!(
-                "batch of {} changes is over the limit of {BATCH_CHANGES_MAX}",
+                "batch of {} changes is over the limit of {limit}",
                 changes.len()
             )));
         }
         let mut cloud = self.lock()?;
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let now_ms = cloud.now_ms().saturating_add_signed(self.skew_ms);
         let outcomes = (changes.into_iter())
             .map(|change| {
                 let (key, version) = (change.key.clone(), change.version.clone());
-                let outcome = match &self.write_scopes {
-                    Some(scopes) if !scopes.contains(&change.scope) => PushOutcome::Rejected {
-                        reason: format!("scope {} is not writable by this device", change.scope),
-                    },
-                    _ => cloud.write(change),
+                let outcome = match self.refused_scope(&cloud, &change) {
+                    Some(reason) => PushOutcome::Rejected { reason },
+                    None => cloud.write_at(change, writer.tick(now_ms)),
                 };
                 (key, version, outcome)
             })
             .collect();
         Ok(outcomes)
     }
+
+    /// A change outside the granted scopes, or one that would move another scope's row.
+    fn refused_scope(&self, cloud: &MemoryCloud, change: &Change) -> Option<String> {
+        let scopes = self.write_scopes.as_ref()?;
+        let held = cloud.get(&change.key).map(|row| row.scope.as_str());
+        // Moving a row out of a scope is a write to that scope too.
+        [Some(change.scope.as_str()), held]
+            .into_iter()
+            .flatten()
+            .find(|scope| !scopes.contains(*scope))
+            .map(|scope| {
+                format!(
+                    "scope {scope} is not writable by this device (key {})",
+                    change.key
+                )
+            })
+    }
 }
 
 impl Transport for MemoryTransport {
+    fn connect(&self) -> impl Future<Output = Result<Session, TransportError>> + Send {
+        std::future::ready(self.session())
+    }
+
     fn push(
         &self,
         changes: Vec<Change>,
-    ) -> impl Future<Output = Result<Vec<(Key, Version, PushOutcome)>, TransportError>> + Send {
+    ) -> impl Future<Output = Result<PushResults, TransportError>> + Send {
         std::future::ready(self.push_now(changes))
     }
 
     fn pull(
         &self,
         scope: &str,
-        since: Hlc,
+        from: PullFrom,
         limit: usize,
     ) -> impl Future<Output = Result<PullPage, TransportError>> + Send {
-        std::future::ready(
-            self.lock()
-                .and_then(|cloud| cloud.pull(scope, since, limit)),
-        )
+        std::future::ready(self.lock().and_then(|cloud| cloud.pull(scope, from, limit)))
     }
 }
 
@@ -301,11 +458,15 @@ mod tests {
     use std::pin::pin;
     use std::task::{Context, Poll, Waker};
 
-    use ferry_types::{Item, ReplicaId, Value};
+    use ferry_types::{Item, ReplicaId, Value, Version};
 
     use super::*;
 
     const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+    fn lock_cloud(cloud: &Mutex<MemoryCloud>) -> MutexGuard<'_, MemoryCloud> {
+        cloud.lock().unwrap_or_else(|p| p.into_inner())
+    }
 
     fn key(n: u32) -> Key {
         Key {
@@ -349,9 +510,10 @@ mod tests {
             .collect()
     }
 
+    /// A snapshot page after `since` (never expires).
     fn pull(cloud: &MemoryCloud, scope: &str, since: Hlc, limit: usize) -> PullPage {
         cloud
-            .pull(scope, since, limit)
+            .pull(scope, PullFrom::Snapshot(since), limit)
             .unwrap_or_else(|e| panic!("pull {scope}: {e}"))
     }
 
@@ -364,6 +526,12 @@ mod tests {
         }
     }
 
+    fn superseded(cloud: Change) -> PushOutcome {
+        PushOutcome::Superseded {
+            cloud: Box::new(cloud),
+        }
+    }
+
     #[test]
     fn conditional_last_writer_wins() {
         let mut cloud = MemoryCloud::default();
@@ -372,13 +540,7 @@ mod tests {
         let rows = [
             (put(1, 10, "*"), PushOutcome::Applied, 10),
             (put(1, 20, "*"), PushOutcome::Applied, 20),
-            (
-                put(1, 15, "*"),
-                PushOutcome::Superseded {
-                    cloud: ver(20, "dev"),
-                },
-                20,
-            ),
+            (put(1, 15, "*"), superseded(put(1, 20, "*")), 20),
             (put(1, 20, "*"), PushOutcome::Applied, 20), // a retry whose answer was lost
         ];
         for (change, expected, held_ms) in rows {
@@ -411,10 +573,8 @@ mod tests {
         cloud.set_time_ms(1_000);
         cloud.write(put(1, 10, "*"));
         assert_eq!(cloud.write(delete(1, 20, "*")), PushOutcome::Applied);
-        let superseded = PushOutcome::Superseded {
-            cloud: ver(20, "dev"),
-        };
-        assert_eq!(cloud.write(put(1, 15, "*")), superseded, "no resurrection");
+        let tombstone = superseded(delete(1, 20, "*"));
+        assert_eq!(cloud.write(put(1, 15, "*")), tombstone, "no resurrection");
         assert_eq!(cloud.get(&key(1)).map(|c| c.op), Some(ChangeOp::Delete));
         assert_eq!(cloud.write(put(1, 30, "*")), PushOutcome::Applied);
         assert_eq!(cloud.get(&key(1)).map(|c| c.op), Some(ChangeOp::Put));
@@ -486,62 +646,71 @@ mod tests {
     }
 
     #[test]
-    fn tombstones_are_purged_after_the_horizon_and_old_cursors_expire() {
+    fn only_a_cursor_before_a_purged_tombstone_expires_and_snapshots_never_do() {
         let mut cloud = MemoryCloud::new(30 * DAY_MS);
         cloud.set_time_ms(DAY_MS);
         cloud.write(put(1, 1, "*"));
+        let before_delete = cloud.seq(&key(1)).unwrap_or_default();
         cloud.write(delete(2, 1, "*"));
-        let cursor = pull(&cloud, "*", Hlc::ZERO, 10).changes[0].0;
+        cloud.write(put(3, 1, "quiet"));
+        let quiet_cursor = cloud.seq(&key(3)).unwrap_or_default();
         cloud.set_time_ms(31 * DAY_MS - 1);
-        assert_eq!(cloud.len(), 2, "kept until the horizon");
-        assert!(cloud.pull("*", cursor, 10).is_ok());
+        assert_eq!(cloud.len(), 3, "kept until the horizon");
+        assert!(cloud.pull("*", PullFrom::Since(before_delete), 10).is_ok());
         cloud.set_time_ms(31 * DAY_MS);
         assert_eq!(cloud.get(&key(2)), None, "the tombstone is purged");
-        assert_eq!(cloud.len(), 1, "live items stay");
-        assert_eq!(cloud.pull("*", cursor, 10), Err(TransportError::Expired));
-        let snapshot = pull(&cloud, "*", Hlc::ZERO, 10);
-        assert_eq!(
-            keys(&snapshot),
-            ["k1"],
-            "a read from the start never expires"
+        assert_eq!(cloud.len(), 2, "live items stay");
+        let expired = cloud.pull("*", PullFrom::Since(before_delete), 10);
+        assert_eq!(expired, Err(TransportError::Expired));
+        assert!(
+            cloud
+                .pull("quiet", PullFrom::Since(quiet_cursor), 10)
+                .is_ok(),
+            "a scope without purged tombstones never expires, however old the cursor"
         );
+        // A snapshot pages through rows of any age, from the start and after its first page.
+        for n in 10..15 {
+            cloud.write(put(n, 2, "*"));
+        }
+        cloud.set_time_ms(90 * DAY_MS);
+        let first = pull(&cloud, "*", Hlc::ZERO, 2);
+        let after = first
+            .changes
+            .last()
+            .map(|(seq, _)| *seq)
+            .unwrap_or_default();
+        assert!(first.more);
+        let second = cloud.pull("*", PullFrom::Snapshot(after), 10);
+        assert_eq!(second.map(|p| keys(&p).len()).ok(), Some(4));
     }
 
     #[test]
-    fn the_last_page_gives_a_position_that_keeps_a_quiet_scope_from_expiring() {
-        let mut cloud = MemoryCloud::new(30 * DAY_MS);
+    fn late_visibility_shows_a_write_after_a_later_one_and_safe_stays_behind_it() {
+        let mut cloud = MemoryCloud::default().with_lag(CATCHUP_WINDOW_MS / 2, 7);
         cloud.set_time_ms(DAY_MS);
-        cloud.write(put(1, 1, "*"));
-        let first = pull(&cloud, "*", Hlc::ZERO, 10);
-        let seq = first.changes[0].0;
-        assert_eq!(
-            first.position,
-            Some(seq),
-            "nothing newer than the last landing yet"
-        );
-        cloud.set_time_ms(20 * DAY_MS);
-        let quiet = pull(&cloud, "*", seq, 10);
-        let position = quiet.position.unwrap_or_default();
+        let mut writes = Vec::new();
+        for n in 0..20 {
+            cloud.write(put(n, 1, "*"));
+            writes.push(cloud.seq(&key(n)).unwrap_or_default());
+            cloud.set_time_ms(DAY_MS + u64::from(n) * 100);
+        }
+        let seen_early = pull(&cloud, "*", Hlc::ZERO, 100);
         assert!(
-            quiet.changes.is_empty() && position > seq,
-            "an empty page moves on"
+            seen_early.changes.len() < 20,
+            "some writes are not visible yet"
         );
-        cloud.write(put(2, 2, "*")); // lands within the same millisecond as the pull
-        assert_eq!(
-            keys(&pull(&cloud, "*", position, 10)),
-            ["k2"],
-            "later landings follow"
-        );
-        cloud.set_time_ms(45 * DAY_MS);
+        let safe = seen_early.safe;
         assert!(
-            cloud.pull("*", position, 10).is_ok(),
-            "within the horizon of the position"
+            writes.iter().filter(|seq| **seq <= safe).count()
+                <= seen_early
+                    .changes
+                    .iter()
+                    .filter(|(seq, _)| *seq <= safe)
+                    .count(),
+            "every write stamped at or before `safe` is visible"
         );
-        assert_eq!(
-            pull(&cloud, "*", Hlc::ZERO, 1).position,
-            None,
-            "only on the last page"
-        );
+        cloud.set_time_ms(DAY_MS + CATCHUP_WINDOW_MS);
+        assert_eq!(pull(&cloud, "*", Hlc::ZERO, 100).changes.len(), 20);
     }
 
     #[test]
@@ -577,10 +746,16 @@ mod tests {
         assert!(
             matches!(&answer[1].2, PushOutcome::Rejected { reason } if reason.contains("other"))
         );
-        let page =
-            now(transport.pull("dev", Hlc::ZERO, 10)).unwrap_or_else(|e| panic!("pull: {e}"));
+        let page = now(transport.pull("dev", PullFrom::Snapshot(Hlc::ZERO), 10))
+            .unwrap_or_else(|e| panic!("pull: {e}"));
         assert_eq!(keys(&page), ["k1"]);
-        let too_many = (0..=BATCH_CHANGES_MAX as u32)
+        // Key 2 is another scope's row: writing it from "dev" would move it out of "other".
+        lock_cloud(&cloud).write(put(2, 1, "other"));
+        let moved = now(transport.push(vec![put(2, 2, "dev")])).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(&moved[0].2, PushOutcome::Rejected { reason } if reason.contains("other"))
+        );
+        let too_many = (0..=Limits::default().push_changes_max as u32)
             .map(|n| put(n, 1, "dev"))
             .collect();
         assert!(matches!(
@@ -588,7 +763,7 @@ mod tests {
             Err(TransportError::Rejected(_))
         ));
         transport.set_online(false);
-        let offline = now(transport.pull("dev", Hlc::ZERO, 10));
+        let offline = now(transport.pull("dev", PullFrom::Snapshot(Hlc::ZERO), 10));
         assert!(matches!(offline, Err(TransportError::Unavailable(_))));
     }
 }

@@ -8,6 +8,8 @@ pub const SYNC_LIMIT_BYTES: usize = 10 * 1024;
 pub const BATCH_CHANGES_MAX: usize = 25;
 /// Bytes per batch: one MiB keeps a frame small on device links (DynamoDB allows 16 MiB).
 pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// Changes per pulled page: a page of typical items stays well under a frame's size.
+pub const PAGE_CHANGES_MAX: usize = 100;
 /// Batches awaiting an answer at once: enough to fill a slow link, few enough to retry cheaply.
 pub const IN_FLIGHT_BATCHES_MAX: usize = 4;
 /// First retry delay; doubled per consecutive failure.

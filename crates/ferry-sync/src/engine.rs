@@ -29,7 +29,7 @@ use ferry_types::{Hlc, Key, Version};
 
 use crate::config::EngineConfig;
 use crate::jitter::Jitter;
-use crate::transport::PushOutcome;
+use crate::transport::{Limits, PushOutcome};
 
 use pull::Scope;
 use push::Pushes;
@@ -59,9 +59,17 @@ pub enum Input {
         /// The version that left the outbox.
         version: Version,
     },
-    /// The transport is up: pushes and pulls may go.
-    Connected,
-    /// The transport is down: pushes and pulls pause; unanswered batches are re-sent later.
+    /// The handshake of [`Output::Connect`] succeeded: pushes and pulls may go, within
+    /// the transport's limits.
+    Connected(Limits),
+    /// The handshake failed; another is tried after a backoff (the longest one when the
+    /// credentials were refused: retrying soon will not help).
+    ConnectFailed {
+        /// The cloud refused the credentials.
+        unauthorized: bool,
+    },
+    /// The link went down (a call found the cloud unreachable): pushes and pulls pause,
+    /// unanswered batches are re-sent after the next handshake.
     Disconnected,
     /// Per-change results of [`Output::Push`], in any order; a key missing from `outcomes`
     /// stays pending. `Version` is the version the driver actually sent.
@@ -77,8 +85,9 @@ pub enum Input {
         batch: BatchId,
     },
     /// A page of cloud changes for `scope` was applied by the driver; `last_seq` is the highest
-    /// `_seq` in it (None: empty page); `more`: another page follows. Also the answer to
-    /// [`Output::Resync`], with the highest `_seq` downloaded.
+    /// `_seq` in it (None: empty page); `more`: another page follows; `safe`: the page's
+    /// [`PullPage::safe`](crate::PullPage::safe). Also the answer to [`Output::Resync`],
+    /// with `more: false` and the `safe` of its last page.
     Pulled {
         /// The scope pulled.
         scope: String,
@@ -86,6 +95,8 @@ pub enum Input {
         last_seq: Option<Hlc>,
         /// Another page follows.
         more: bool,
+        /// Every change up to here was visible: the cursor may move up to it, never past.
+        safe: Hlc,
     },
     /// A pull (or a resync) of `scope` failed; it is retried with backoff.
     PullFailed {
@@ -104,6 +115,9 @@ pub enum Input {
 /// What the engine asks the driver to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
+    /// Run the transport's handshake and answer with [`Input::Connected`] or
+    /// [`Input::ConnectFailed`].
+    Connect,
     /// Send these pending changes (the driver loads them from the outbox) and answer with
     /// [`Input::Pushed`] or [`Input::PushFailed`].
     Push {
@@ -141,8 +155,8 @@ pub enum Output {
         /// The cloud's reason.
         reason: String,
     },
-    /// Pull `scope`'s change feed from `since` (already moved back by the catch-up window on
-    /// the first page of a round) and answer with `Pulled`, `PullFailed` or `PullExpired`.
+    /// Pull `scope`'s change feed (from the cursor moved back by the catch-up window on the
+    /// first page of a round) and answer with `Pulled`, `PullFailed` or `PullExpired`.
     Pull {
         /// The scope to pull.
         scope: String,
@@ -183,6 +197,8 @@ pub struct EngineStatus {
     pub last_receive_ms: Option<u64>,
     /// Push failures since the last success (drives the backoff).
     pub consecutive_failures: u32,
+    /// Failed handshakes since the last one that succeeded.
+    pub connect_failures: u32,
     /// Per scope, the highest `_seq` applied.
     pub cursors: BTreeMap<String, Hlc>,
 }
@@ -195,17 +211,22 @@ pub struct Engine {
     /// The latest time seen; never goes backwards even if the driver's clock does.
     now_ms: u64,
     connected: bool,
+    /// The handshake: when the next one may start (None: one is running or the link is up).
+    connect_at_ms: Option<u64>,
+    connect_failures: u32,
     jitter: Jitter,
     pushes: Pushes,
     scopes: BTreeMap<String, Scope>,
     waits: VecDeque<SyncWait>,
     outputs: VecDeque<Output>,
+    /// The transport's limits met with the config's (`Input::Connected`).
+    limits: Limits,
     last_ack_ms: Option<u64>,
     last_receive_ms: Option<u64>,
 }
 
 impl Engine {
-    /// A disconnected engine. `cursors`: every scope the device reads, with the highest `_seq`
+    /// A disconnected engine that asks for a handshake at its first tick. `cursors`: every scope the device reads, with the highest `_seq`
     /// applied so far (persisted by the driver; `Hlc::ZERO` for a scope never pulled).
     /// `seed` feeds the retry jitter. The config is [`EngineConfig::sanitized`].
     pub fn new(config: EngineConfig, cursors: BTreeMap<String, Hlc>, seed: u64) -> Engine {
@@ -213,15 +234,24 @@ impl Engine {
             .into_iter()
             .map(|(name, cursor)| (name, Scope::new(cursor)))
             .collect();
+        let config = config.sanitized();
+        let limits = Limits {
+            push_changes_max: config.batch_changes_max,
+            push_bytes_max: config.batch_bytes_max,
+            page_changes_max: crate::config::PAGE_CHANGES_MAX,
+        };
         Engine {
-            config: config.sanitized(),
+            config,
             now_ms: 0,
             connected: false,
+            connect_at_ms: Some(0),
+            connect_failures: 0,
             jitter: Jitter::new(seed),
             pushes: Pushes::default(),
             scopes,
             waits: VecDeque::new(),
             outputs: VecDeque::new(),
+            limits,
             last_ack_ms: None,
             last_receive_ms: None,
         }
@@ -237,7 +267,8 @@ impl Engine {
                 bytes,
             } => self.on_queued(key, version, bytes),
             Input::Settled { key, version } => self.on_settled(&key, &version),
-            Input::Connected => self.on_connected(),
+            Input::Connected(limits) => self.on_connected(limits),
+            Input::ConnectFailed { unauthorized } => self.on_connect_failed(unauthorized),
             Input::Disconnected => self.on_disconnected(),
             Input::Pushed { batch, outcomes } => self.on_pushed(batch, outcomes),
             Input::PushFailed { batch } => self.on_push_failed(batch),
@@ -245,7 +276,8 @@ impl Engine {
                 scope,
                 last_seq,
                 more,
-            } => self.on_pulled(&scope, last_seq, more),
+                safe,
+            } => self.on_pulled(&scope, last_seq, more, safe),
             Input::PullFailed { scope } => self.on_pull_failed(&scope),
             Input::PullExpired { scope } => self.on_pull_expired(&scope),
             Input::SyncRequested => self.on_sync_requested(),
@@ -259,6 +291,10 @@ impl Engine {
         self.now_ms = self.now_ms.max(now_ms);
         self.expire_batches();
         self.expire_pulls();
+        if self.connect_at_ms.is_some_and(|at_ms| at_ms <= self.now_ms) {
+            self.connect_at_ms = None;
+            self.emit(Output::Connect);
+        }
         if self.connected {
             self.send_due_batches();
             self.start_due_pulls();
@@ -273,10 +309,14 @@ impl Engine {
 
     /// When [`Engine::tick`] must run next, if any timer is set. May be in the past: tick now.
     pub fn next_deadline(&self) -> Option<u64> {
-        [self.next_push_deadline(), self.next_pull_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.next_push_deadline(),
+            self.next_pull_deadline(),
+            self.connect_at_ms,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The highest `_seq` applied for `scope`; it never goes backwards.
@@ -295,6 +335,7 @@ impl Engine {
             last_ack_ms: self.last_ack_ms,
             last_receive_ms: self.last_receive_ms,
             consecutive_failures: self.pushes.failures(),
+            connect_failures: self.connect_failures,
             cursors: self
                 .scopes
                 .iter()
@@ -303,20 +344,48 @@ impl Engine {
         }
     }
 
-    fn on_connected(&mut self) {
-        self.connected = true;
+    /// The limits a batch and a page respect: the config's, lowered by the transport's.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn on_connected(&mut self, limits: Limits) {
+        self.limits = Limits {
+            push_changes_max: limits.push_changes_max.min(self.config.batch_changes_max),
+            push_bytes_max: limits.push_bytes_max.min(self.config.batch_bytes_max),
+            page_changes_max: limits.page_changes_max,
+        }
+        .sanitized();
+        (self.connected, self.connect_at_ms, self.connect_failures) = (true, None, 0);
         self.push_now();
         self.pull_all_now();
     }
 
+    fn on_connect_failed(&mut self, unauthorized: bool) {
+        self.connect_failures = self.connect_failures.saturating_add(1);
+        let (base_ms, max_ms) = (self.config.retry_base_ms, self.config.retry_max_ms);
+        let delay_ms = match unauthorized {
+            true => max_ms,
+            false => (self.jitter).backoff_ms(self.connect_failures, base_ms, max_ms),
+        };
+        self.connect_at_ms = Some(self.now_ms.saturating_add(delay_ms));
+    }
+
     fn on_disconnected(&mut self) {
-        self.connected = false;
-        self.abandon_batches();
-        self.abandon_pulls();
+        if self.connected {
+            self.connected = false;
+            self.abandon_batches();
+            self.abandon_pulls();
+            self.on_connect_failed(false);
+        }
     }
 
     fn on_sync_requested(&mut self) {
         self.add_sync_wait();
+        // `db.sync()` means now: a handshake waiting out its backoff starts at once.
+        if let Some(at_ms) = &mut self.connect_at_ms {
+            *at_ms = (*at_ms).min(self.now_ms);
+        }
         self.push_now();
         self.pull_all_now();
     }

@@ -22,6 +22,14 @@ impl Jitter {
         z ^ (z >> 31)
     }
 
+    /// A number in `0..=max`.
+    pub(crate) fn up_to(&mut self, max: u64) -> u64 {
+        match max {
+            u64::MAX => self.next_u64(),
+            _ => self.next_u64() % (max + 1),
+        }
+    }
+
     /// The delay before retry number `failures` (1 for the first): `base * 2^(failures-1)`
     /// capped at `max`, then "equal jitter" (half fixed, half random) so that devices that
     /// failed together do not retry together, while the delay still grows.

@@ -24,9 +24,11 @@ mod transport;
 pub use cloud::{MemoryCloud, MemoryTransport};
 pub use config::{
     ACK_TIMEOUT_MS, BATCH_BYTES_MAX, BATCH_CHANGES_MAX, CATCHUP_WINDOW_MS, EngineConfig,
-    HORIZON_MS, IN_FLIGHT_BATCHES_MAX, POLL_INTERVAL_MS, RETRY_BASE_MS, RETRY_MAX_MS,
-    SYNC_DELAY_MS, SYNC_LIMIT_BYTES, SYNC_WAITS_MAX,
+    HORIZON_MS, IN_FLIGHT_BATCHES_MAX, PAGE_CHANGES_MAX, POLL_INTERVAL_MS, RETRY_BASE_MS,
+    RETRY_MAX_MS, SYNC_DELAY_MS, SYNC_LIMIT_BYTES, SYNC_WAITS_MAX,
 };
 pub use engine::{BatchId, Engine, EngineStatus, Input, Output};
 pub use inbound::{Inbound, decide_inbound};
-pub use transport::{PullPage, PushOutcome, Transport, TransportError};
+pub use transport::{
+    Limits, PullFrom, PullPage, PushOutcome, PushResults, Session, Transport, TransportError,
+};

@@ -1,12 +1,17 @@
-//! The `Transport` trait: how a driver talks to the cloud, whatever carries the bytes.
+//! The `Transport` trait: the seam every way of reaching the cloud implements (DESIGN.md 8).
 //!
-//! The trait is async but names no runtime: implementations return plain futures, so the
-//! engine and this crate never depend on tokio (DESIGN.md 2).
+//! The trait is async and its futures are `Send`, so a driver runs them on tokio; it names
+//! no runtime itself, so this crate and the engine never depend on tokio (DESIGN.md 2). The
+//! driver puts a timeout on every call: an implementation may wait as long as its network
+//! does.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 
 use ferry_journal::Change;
 use ferry_types::{Hlc, Key, Version};
+
+use crate::config::{BATCH_BYTES_MAX, BATCH_CHANGES_MAX, PAGE_CHANGES_MAX};
 
 /// What the cloud did with one pushed change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,16 +19,28 @@ pub enum PushOutcome {
     /// The cloud now holds this version (also when it already held exactly this version:
     /// a retried write whose first answer was lost).
     Applied,
-    /// The cloud holds a newer version, `cloud`; this one was not written.
+    /// The cloud holds a newer change of the key, `cloud` (DynamoDB's `ALL_OLD` on a failed
+    /// condition); this one was not written.
     Superseded {
-        /// The version the cloud holds.
-        cloud: Version,
+        /// The change the cloud holds (a `Delete` for a tombstone).
+        cloud: Box<Change>,
     },
     /// The cloud refuses this change for good (scope not granted, invalid item).
     Rejected {
         /// Why, for the user.
         reason: String,
     },
+}
+
+/// Where a pull starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullFrom {
+    /// The changes after a cursor (`_seq > since`): catch-up. `Expired` when tombstones
+    /// after it may have been purged.
+    Since(Hlc),
+    /// A snapshot of the whole scope, paged by `_seq` (`_seq > after`, `Hlc::ZERO` for the
+    /// first page): a resync or a new device. Never `Expired`, whatever the rows' age.
+    Snapshot(Hlc),
 }
 
 /// One page of a scope's change feed.
@@ -33,64 +50,146 @@ pub struct PullPage {
     pub changes: Vec<(Hlc, Change)>,
     /// Another page follows: pull again from the last `_seq` of this one.
     pub more: bool,
-    /// On the last page (`more == false`): a feed position that every later change of the
-    /// scope will be stamped after, so the cursor may move there even when the page is
-    /// empty. Without it a scope that sees no change for longer than the horizon would keep
-    /// answering `Expired` (and the device resyncing) at every poll. `None`: the cloud cannot
-    /// say, and the cursor stays at the last change received.
-    pub position: Option<Hlc>,
+    /// Every change with `_seq <= safe` was visible when the page was read (the server's
+    /// time minus the feed's window W, DESIGN.md 7 rule 2). A cursor never moves past it,
+    /// so a write that becomes visible late is still read; on the last page the cursor may
+    /// move up to it although the page is empty, which keeps a quiet scope from expiring.
+    pub safe: Hlc,
 }
 
-/// Why a transport call failed as a whole.
+/// What a transport's handshake tells the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The server's time (epoch ms) when it answered: the device's clock is disciplined by
+    /// it, and the difference is the skew `status()` reports.
+    pub server_time_ms: u64,
+    /// The scopes this device may write and read; `None`: every scope (a direct transport
+    /// whose credentials decide).
+    pub scopes: Option<BTreeSet<String>>,
+    /// What one call may carry.
+    pub limits: Limits,
+    /// How long a tombstone lives in the cloud (the table setting; DESIGN.md 6).
+    pub horizon_ms: u64,
+}
+
+/// Per-call limits of a transport. The engine builds no batch larger than these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Changes per push.
+    pub push_changes_max: usize,
+    /// Encoded bytes per push.
+    pub push_bytes_max: usize,
+    /// Changes per pulled page.
+    pub page_changes_max: usize,
+}
+
+impl Default for Limits {
+    /// Ferry's own bounds ([`BATCH_CHANGES_MAX`], [`BATCH_BYTES_MAX`], [`PAGE_CHANGES_MAX`]).
+    fn default() -> Limits {
+        Limits {
+            push_changes_max: BATCH_CHANGES_MAX,
+            push_bytes_max: BATCH_BYTES_MAX,
+            page_changes_max: PAGE_CHANGES_MAX,
+        }
+    }
+}
+
+impl Limits {
+    /// Every limit at least one, so that a transport's zero cannot stall sync.
+    pub fn sanitized(self) -> Limits {
+        Limits {
+            push_changes_max: self.push_changes_max.max(1),
+            push_bytes_max: self.push_bytes_max.max(1),
+            page_changes_max: self.page_changes_max.max(1),
+        }
+    }
+}
+
+/// Why a transport call failed as a whole. A per-change refusal is a
+/// [`PushOutcome::Rejected`] instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
-    /// The cloud could not be reached or did not answer; retry later.
+    /// The cloud could not be reached or did not answer; reconnect and retry later.
     #[error("cloud unavailable: {0}")]
     Unavailable(String),
-    /// The pull cursor is older than the cloud's tombstone horizon; resync the scope.
-    #[error("pull cursor is older than the cloud's horizon: resync the scope")]
+    /// The credentials (a token, keys) were refused; retrying soon will not help.
+    #[error("cloud refused the credentials: {0}")]
+    Unauthorized(String),
+    /// The cloud asks the device to slow down; retry after a backoff.
+    #[error("cloud throttled the request{}", .retry_after_ms.map(|ms| format!(" (retry after {ms} ms)")).unwrap_or_default())]
+    Throttled {
+        /// How long the cloud asked to wait, if it said.
+        retry_after_ms: Option<u64>,
+    },
+    /// The pull cursor is older than tombstones the cloud has purged: resync the scope.
+    #[error("pull cursor is older than tombstones the cloud has purged: resync the scope")]
     Expired,
-    /// The cloud refused the whole request (credentials, malformed request); do not retry as is.
+    /// The cloud refused the whole request (malformed, over a limit); not retried as is.
     #[error("cloud rejected the request: {0}")]
     Rejected(String),
+    /// The call did not answer within the driver's timeout.
+    #[error("cloud did not answer within {0} ms")]
+    Timeout(u64),
 }
 
-/// How a driver reaches the cloud: push batches of changes, pull pages of a scope's feed.
-pub trait Transport {
+/// Per-change results of a push: key, the version sent, and what the cloud did.
+pub type PushResults = Vec<(Key, Version, PushOutcome)>;
+
+/// How a driver reaches the cloud: a handshake, pushes of changes, pulls of a scope's feed,
+/// and optionally a live stream of changes.
+pub trait Transport: Send + Sync + 'static {
+    /// The handshake: server time, granted scopes, limits, horizon.
+    fn connect(&self) -> impl Future<Output = Result<Session, TransportError>> + Send;
+
     /// Writes `changes` conditionally (last writer wins by version) and answers per change.
     /// A change missing from the answer was not processed and stays pending.
     fn push(
         &self,
         changes: Vec<Change>,
-    ) -> impl Future<Output = Result<Vec<(Key, Version, PushOutcome)>, TransportError>> + Send;
+    ) -> impl Future<Output = Result<PushResults, TransportError>> + Send;
 
-    /// Reads at most `limit` changes of `scope` with `_seq > since`, in `_seq` order.
-    /// `since == Hlc::ZERO` reads from the start (a snapshot) and never expires.
+    /// Reads at most `limit` changes of `scope` from `from`, in `_seq` order.
     fn pull(
         &self,
         scope: &str,
-        since: Hlc,
+        from: PullFrom,
         limit: usize,
     ) -> impl Future<Output = Result<PullPage, TransportError>> + Send;
+
+    /// The next changes the cloud pushes without being asked (the relay's fan-out). Must be
+    /// cancel-safe: the driver drops the future whenever other work comes first. Applying
+    /// them is idempotent and never moves a cursor: pulls stay the source of truth. By
+    /// default there is no stream (the future never resolves) and the driver polls.
+    fn live(&self) -> impl Future<Output = Result<Vec<Change>, TransportError>> + Send {
+        std::future::pending()
+    }
 }
 
 /// A shared transport is a transport: the owner keeps a handle (to take a test link down,
 /// say) while the driver uses it.
-impl<T: Transport + Send + Sync> Transport for std::sync::Arc<T> {
+impl<T: Transport> Transport for std::sync::Arc<T> {
+    fn connect(&self) -> impl Future<Output = Result<Session, TransportError>> + Send {
+        (**self).connect()
+    }
+
     fn push(
         &self,
         changes: Vec<Change>,
-    ) -> impl Future<Output = Result<Vec<(Key, Version, PushOutcome)>, TransportError>> + Send {
+    ) -> impl Future<Output = Result<PushResults, TransportError>> + Send {
         (**self).push(changes)
     }
 
     fn pull(
         &self,
         scope: &str,
-        since: Hlc,
+        from: PullFrom,
         limit: usize,
     ) -> impl Future<Output = Result<PullPage, TransportError>> + Send {
-        (**self).pull(scope, since, limit)
+        (**self).pull(scope, from, limit)
+    }
+
+    fn live(&self) -> impl Future<Output = Result<Vec<Change>, TransportError>> + Send {
+        (**self).live()
     }
 }

@@ -177,7 +177,7 @@ impl Db {
     /// except those whose delete still waits for the cloud's acknowledgement. Returns how
     /// many were forgotten. The background sweeper runs it with [`Db::sweep_expired`].
     pub fn purge_tombstones(&self) -> Result<usize> {
-        let horizon_ms = ferry_sync::HORIZON_MS;
+        let horizon_ms = self.horizon_ms();
         let before_ms = (self.now_ms().max(0) as u64).saturating_sub(horizon_ms);
         let mut purged = 0;
         loop {

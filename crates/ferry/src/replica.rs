@@ -106,9 +106,12 @@ impl Replica {
         }
     }
 
-    /// Takes the entries queued since the last call.
-    pub fn take_staged(&self) -> Vec<Staged> {
-        std::mem::take(&mut *self.staged.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Takes the entries queued since the last call that pass `ready`; the others stay.
+    pub fn take_staged_if(&self, ready: impl Fn(&Staged) -> bool) -> Vec<Staged> {
+        let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        let (taken, kept) = std::mem::take(&mut *staged).into_iter().partition(ready);
+        *staged = kept;
+        taken
     }
 }
 
@@ -218,14 +221,16 @@ impl Replica {
     }
 
     /// Gives a pending change a new version past `cloud`, the newer version the cloud holds,
-    /// in `tx`: the device-authoritative answer to a superseded upload.
+    /// in `tx`: the device-authoritative answer to a superseded upload. Returns the new
+    /// version and its size for the driver that asked, which is the one to tell: staging it
+    /// for the next step would race with other writers' notifications.
     pub fn restamp(
         &self,
         tx: &mut Tx<'_>,
         entry: OutboxEntry,
         cloud: &Version,
         now_ms: i64,
-    ) -> Result<Version> {
+    ) -> Result<(Version, usize)> {
         let mut change = entry.change;
         change.version = self.stamp_over(tx, now_ms, Some(cloud));
         match change.op {
@@ -244,27 +249,33 @@ impl Replica {
                 tx.set_tombstone(&change.key, tombstone);
             }
         }
-        let version = change.version.clone();
-        self.queue(tx, change, now_ms)?;
-        Ok(version)
+        let staged = queue_entry(tx, change, now_ms)?;
+        Ok((staged.version, staged.bytes))
     }
 
+    /// Queues `change` in `tx` and stages its notification for the sync engine.
     fn queue(&self, tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<()> {
-        let entry = OutboxEntry {
-            change,
-            queued_ms: now_ms.max(0) as u64,
-        };
-        let staged = Staged {
-            key: entry.change.key.clone(),
-            version: entry.change.version.clone(),
-            bytes: entry.encoded_len(),
-        };
-        // A fresh stamp is newer than anything pending, so the entry always replaces it.
-        tx.queue(entry)?;
+        let staged = queue_entry(tx, change, now_ms)?;
         self.staged
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(staged);
         Ok(())
     }
+}
+
+/// Puts `change` in the outbox in `tx`; returns what the sync engine must hear of it.
+fn queue_entry(tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<Staged> {
+    let entry = OutboxEntry {
+        change,
+        queued_ms: now_ms.max(0) as u64,
+    };
+    let staged = Staged {
+        key: entry.change.key.clone(),
+        version: entry.change.version.clone(),
+        bytes: entry.encoded_len(),
+    };
+    // A fresh stamp is newer than anything pending, so the entry always replaces it.
+    tx.queue(entry)?;
+    Ok(staged)
 }

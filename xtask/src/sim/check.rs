@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use ferry::replication::PullPage;
+use ferry::replication::{PullFrom, PullPage};
 use ferry::types::{Hlc, Key, Version};
 use ferry::{Db, FindOptions, LocalState, PendingChange};
 use ferry_journal::{Change, ChangeOp};
@@ -160,7 +160,7 @@ fn cloud_rows(world: &World) -> Result<Vec<Change>> {
     let mut rows = Vec::new();
     for scope in world.scopes() {
         let PullPage { changes, .. } = cloud
-            .pull(&scope, Hlc::ZERO, usize::MAX)
+            .pull(&scope, PullFrom::Snapshot(Hlc::ZERO), usize::MAX)
             .with_context(|| format!("reading the cloud's scope '{scope}'"))?;
         rows.extend(changes.into_iter().map(|(_, change)| change));
     }

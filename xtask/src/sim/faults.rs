@@ -10,8 +10,10 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ferry::replication::{MemoryCloud, PullPage, PushOutcome, Transport, TransportError};
-use ferry::types::{Hlc, Key, Version};
+use ferry::replication::{
+    Limits, MemoryCloud, PullFrom, PullPage, PushOutcome, Session, Transport, TransportError,
+};
+use ferry::types::{Key, Version};
 use ferry_journal::Change;
 
 /// Per-call fault probabilities in percent, drawn once per seed.
@@ -175,7 +177,25 @@ impl FaultyTransport {
         }
     }
 
-    fn pull_now(&self, scope: &str, since: Hlc, limit: usize) -> Result<PullPage, TransportError> {
+    fn session(&self) -> Result<Session, TransportError> {
+        if lock(&self.link).offline_steps > 0 {
+            return Err(unavailable("partitioned"));
+        }
+        let cloud = lock(&self.cloud);
+        Ok(Session {
+            server_time_ms: cloud.now_ms(),
+            scopes: None,
+            limits: Limits::default(),
+            horizon_ms: cloud.horizon_ms(),
+        })
+    }
+
+    fn pull_now(
+        &self,
+        scope: &str,
+        from: PullFrom,
+        limit: usize,
+    ) -> Result<PullPage, TransportError> {
         let mut link = lock(&self.link);
         if link.offline_steps > 0 {
             return Err(unavailable("partitioned"));
@@ -190,7 +210,7 @@ impl FaultyTransport {
         } else {
             limit
         };
-        let page = lock(&self.cloud).pull(scope, since, limit);
+        let page = lock(&self.cloud).pull(scope, from, limit);
         if page == Err(TransportError::Expired) {
             link.expired += 1;
             link.events.push(format!("pull of '{scope}': expired"));
@@ -200,6 +220,10 @@ impl FaultyTransport {
 }
 
 impl Transport for FaultyTransport {
+    fn connect(&self) -> impl Future<Output = Result<Session, TransportError>> + Send {
+        std::future::ready(self.session())
+    }
+
     fn push(
         &self,
         changes: Vec<Change>,
@@ -210,9 +234,9 @@ impl Transport for FaultyTransport {
     fn pull(
         &self,
         scope: &str,
-        since: Hlc,
+        from: PullFrom,
         limit: usize,
     ) -> impl Future<Output = Result<PullPage, TransportError>> + Send {
-        std::future::ready(self.pull_now(scope, since, limit))
+        std::future::ready(self.pull_now(scope, from, limit))
     }
 }

@@ -84,7 +84,8 @@ impl Device {
         };
         let options = SyncOptions {
             engine: EngineConfig::default(),
-            background: None,
+            background: false,
+            call_timeout: ferry::CALL_TIMEOUT,
             seed: mix(self.seed, self.opens),
         };
         db.attach(transport, options)

@@ -18,11 +18,8 @@ enum PullState {
 /// One scope the device reads.
 #[derive(Debug, Clone)]
 pub(super) struct Scope {
-    /// The highest `_seq` applied; only ever raised.
+    /// Every change with `_seq <= cursor` has been applied; only ever raised.
     pub(super) cursor: Hlc,
-    /// The last resync found the scope empty, so the cursor proves nothing: pull from the
-    /// start of the feed (a snapshot query, which never expires) until a change arrives.
-    from_start: bool,
     state: PullState,
     failures: u32,
     /// Rounds are numbered from 1 as they start; `rounds_done` is the last one completed.
@@ -35,7 +32,6 @@ impl Scope {
     pub(super) fn new(cursor: Hlc) -> Scope {
         Scope {
             cursor,
-            from_start: false,
             state: PullState::Idle { next_ms: None },
             failures: 0,
             rounds_started: 0,
@@ -46,17 +42,22 @@ impl Scope {
     /// Where a round starts: `window_ms` behind the cursor, for writes that reached the feed
     /// late (their `_seq` was stamped before they became visible).
     fn round_start(&self, window_ms: u64) -> Hlc {
-        if self.from_start || self.cursor.physical_ms() <= window_ms {
+        if self.cursor.physical_ms() <= window_ms {
             return Hlc::ZERO;
         }
         Hlc::new(self.cursor.physical_ms() - window_ms, self.cursor.logical())
     }
 
-    fn advance(&mut self, last_seq: Option<Hlc>) {
-        if let Some(seq) = last_seq {
-            self.cursor = self.cursor.max(seq);
-            self.from_start = false;
-        }
+    /// After a page: a page with more to come proves the feed up to its last `_seq`; the
+    /// last page proves it up to `safe`. Never past `safe`: a change stamped before it may
+    /// still become visible (DESIGN.md 7 rule 2).
+    fn advance(&mut self, last_seq: Option<Hlc>, more: bool, safe: Hlc) {
+        let proven = match (more, last_seq) {
+            (true, Some(seq)) => seq.min(safe),
+            (true, None) => return,
+            (false, _) => safe,
+        };
+        self.cursor = self.cursor.max(proven);
     }
 }
 
@@ -107,13 +108,13 @@ impl Engine {
         self.emit(Output::Pull { scope: name, since });
     }
 
-    pub(super) fn on_pulled(&mut self, name: &str, last_seq: Option<Hlc>, more: bool) {
+    pub(super) fn on_pulled(&mut self, name: &str, last_seq: Option<Hlc>, more: bool, safe: Hlc) {
         let deadline_ms = self.now_ms.saturating_add(self.config.ack_timeout_ms);
         let Some(scope) = self.scopes.get_mut(name) else {
             return;
         };
         self.last_receive_ms = Some(self.now_ms);
-        scope.advance(last_seq);
+        scope.advance(last_seq, more, safe);
         match (scope.state, last_seq) {
             // The next page continues where this one ended (not at cursor - W: that would
             // fetch the same page again when W holds more than a page of changes).
@@ -122,12 +123,7 @@ impl Engine {
                 let scope = name.to_string();
                 self.emit(Output::Pull { scope, since });
             }
-            (PullState::Paging { .. }, _) => self.finish_round(name),
-            (PullState::Resyncing, None) => {
-                scope.from_start = true;
-                self.finish_round(name);
-            }
-            (PullState::Resyncing, Some(_)) => self.finish_round(name),
+            (PullState::Paging { .. } | PullState::Resyncing, _) => self.finish_round(name),
             // A late answer after `Disconnected`: the cursor rose, nothing else to do.
             (PullState::Idle { .. }, _) => {}
         }

@@ -281,7 +281,7 @@ impl Engine {
     /// The oldest ready keys that fit one batch. The first key always fits, so a change
     /// larger than `batch_bytes_max` still goes (alone) and the cloud judges it.
     fn take_batch(&mut self) -> Vec<(Key, Version)> {
-        let (changes_max, bytes_max) = (self.config.batch_changes_max, self.config.batch_bytes_max);
+        let (changes_max, bytes_max) = (self.limits.push_changes_max, self.limits.push_bytes_max);
         let mut picked: Vec<(Key, Version)> = Vec::new();
         let mut bytes = 0;
         for (_, key) in &self.pushes.ready {
@@ -346,6 +346,7 @@ impl Engine {
                 });
             }
             PushOutcome::Superseded { cloud } => {
+                let cloud = cloud.version;
                 // A newer local version (queued meanwhile) is sent as is; only the
                 // pending one needs the driver's decision.
                 let newest = self.pushes.entries.get(&key).map(|entry| &entry.version);

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::config::*;
+use crate::transport::Limits;
 
 fn key(n: u32) -> Key {
     Key {
@@ -33,6 +34,21 @@ fn cloud_ver(ms: u64) -> Version {
     }
 }
 
+/// The cloud's answer to a push when it holds `cloud`.
+fn superseded_by(cloud: &Version) -> PushOutcome {
+    let change = ferry_journal::Change {
+        model: "Thing".into(),
+        key: key(0),
+        op: ferry_journal::ChangeOp::Delete,
+        version: cloud.clone(),
+        scope: "*".into(),
+        item: None,
+    };
+    PushOutcome::Superseded {
+        cloud: Box::new(change),
+    }
+}
+
 /// The engine at a time of our choosing, and what it said.
 struct Sim {
     engine: Engine,
@@ -54,7 +70,7 @@ impl Sim {
             engine: Engine::new(config, cursors, 1),
             now_ms: 1_000_000,
         };
-        sim.input(Input::Connected);
+        sim.input(Input::Connected(Limits::default()));
         sim.drain();
         sim
     }
@@ -102,15 +118,22 @@ impl Sim {
     fn pulled(&mut self, scope: &str, last_ms: Option<u64>, more: bool) -> Vec<Output> {
         let scope = scope.to_string();
         let last_seq = last_ms.map(|ms| Hlc::new(ms, 0));
+        // The cloud saw everything up to the page's end as visible.
+        let safe = last_seq.or(self.engine.cursor(&scope)).unwrap_or(Hlc::ZERO);
         self.input(Input::Pulled {
             scope,
             last_seq,
             more,
+            safe,
         })
     }
 
+    /// The outputs so far, handshakes aside (scenarios connect by hand; see
+    /// `a_failed_handshake_is_retried_with_backoff` for the handshake itself).
     fn drain(&mut self) -> Vec<Output> {
-        std::iter::from_fn(|| self.engine.poll_output()).collect()
+        std::iter::from_fn(|| self.engine.poll_output())
+            .filter(|output| *output != Output::Connect)
+            .collect()
     }
 }
 
@@ -280,9 +303,7 @@ fn superseded_waits_for_the_driver_and_rejected_is_dropped() {
     sim.queue(2, 1, 10);
     sim.input(Input::SyncRequested);
     let cloud = cloud_ver(5);
-    let superseded = PushOutcome::Superseded {
-        cloud: cloud.clone(),
-    };
+    let superseded = superseded_by(&cloud);
     let rejected = PushOutcome::Rejected {
         reason: "scope".into(),
     };
@@ -442,7 +463,7 @@ fn disconnect_pauses_and_connect_resends_at_once() {
         "no timer can do anything offline"
     );
     assert!(!sim.engine.status().connected);
-    let out = sim.input(Input::Connected);
+    let out = sim.input(Input::Connected(Limits::default()));
     assert_eq!(pushes(&out), vec![(1, vec![(1, 1), (2, 1)])]);
     assert_eq!(pulls(&out).len(), 1);
 }
@@ -456,7 +477,7 @@ fn connect_pulls_every_scope_from_cursor_minus_the_window() {
         ("dev".to_string(), Hlc::new(4_000, 0)),
     ]);
     let mut engine = Engine::new(config(), cursors, 9);
-    engine.handle(Input::Connected, 200_000);
+    engine.handle(Input::Connected(Limits::default()), 200_000);
     let out: Vec<Output> = std::iter::from_fn(|| engine.poll_output()).collect();
     let expected = vec![
         ("*".to_string(), Hlc::new(100_000 - CATCHUP_WINDOW_MS, 3)),
@@ -526,7 +547,7 @@ fn failed_and_unanswered_pulls_retry_with_backoff() {
 }
 
 #[test]
-fn an_expired_cursor_resyncs_and_an_empty_scope_then_pulls_from_the_start() {
+fn an_expired_cursor_resyncs_and_then_pulls_from_the_resyncs_safe_position() {
     let mut sim = Sim::with_scopes(config(), &[("*", 40_000)]);
     let out = sim.input(Input::PullExpired { scope: "*".into() });
     assert_eq!(out, vec![Output::Resync { scope: "*".into() }]);
@@ -534,12 +555,18 @@ fn an_expired_cursor_resyncs_and_an_empty_scope_then_pulls_from_the_start() {
         pulls(&sim.after(10 * POLL_INTERVAL_MS)).is_empty(),
         "no polls during a resync"
     );
-    sim.pulled("*", None, false);
+    let safe = Hlc::new(700_000, 0);
+    sim.input(Input::Pulled {
+        scope: "*".into(),
+        last_seq: None,
+        more: false,
+        safe,
+    });
     let poll = pulls(&sim.after(POLL_INTERVAL_MS));
     assert_eq!(
         poll,
-        vec![("*".to_string(), Hlc::ZERO)],
-        "a snapshot query never expires"
+        vec![("*".to_string(), Hlc::new(700_000 - CATCHUP_WINDOW_MS, 0))],
+        "an empty resync still proves the feed up to its safe position"
     );
     sim.pulled("*", Some(900_000), false);
     let poll = pulls(&sim.after(POLL_INTERVAL_MS));
@@ -547,6 +574,56 @@ fn an_expired_cursor_resyncs_and_an_empty_scope_then_pulls_from_the_start() {
         poll,
         vec![("*".to_string(), Hlc::new(900_000 - CATCHUP_WINDOW_MS, 0))]
     );
+}
+
+#[test]
+fn a_failed_handshake_is_retried_with_backoff_and_refused_credentials_wait_longest() {
+    let mut engine = Engine::new(config(), BTreeMap::new(), 1);
+    engine.tick(1_000);
+    assert_eq!(
+        engine.poll_output(),
+        Some(Output::Connect),
+        "connects at start"
+    );
+    assert_eq!(engine.next_deadline(), None, "one handshake at a time");
+    engine.handle(
+        Input::ConnectFailed {
+            unauthorized: false,
+        },
+        2_000,
+    );
+    let Some(retry_at) = engine.next_deadline() else {
+        panic!("a retry is scheduled");
+    };
+    assert!((2_000 + RETRY_BASE_MS / 2..=2_000 + RETRY_BASE_MS).contains(&retry_at));
+    engine.tick(retry_at);
+    assert_eq!(engine.poll_output(), Some(Output::Connect));
+    engine.handle(Input::ConnectFailed { unauthorized: true }, retry_at);
+    assert_eq!(engine.next_deadline(), Some(retry_at + RETRY_MAX_MS));
+    assert_eq!(engine.status().connect_failures, 2);
+    engine.handle(Input::Connected(Limits::default()), retry_at + RETRY_MAX_MS);
+    assert!(engine.status().connected);
+    assert_eq!(engine.status().connect_failures, 0);
+}
+
+#[test]
+fn batches_respect_the_transports_limits() {
+    let mut sim = Sim::new(config());
+    let limits = Limits {
+        push_changes_max: 2,
+        ..Limits::default()
+    };
+    sim.input(Input::Disconnected);
+    sim.input(Input::Connected(limits));
+    for n in 0..5 {
+        sim.queue(n, 1, 10);
+    }
+    let out = sim.input(Input::SyncRequested);
+    assert!(
+        pushes(&out).iter().all(|(_, changes)| changes.len() <= 2),
+        "{out:?}"
+    );
+    assert_eq!(pushes(&out).len(), 3.min(IN_FLIGHT_BATCHES_MAX));
 }
 
 // ---- db.sync() ------------------------------------------------------------------------------
@@ -593,9 +670,7 @@ fn sync_counts_superseded_and_settled_and_answers_in_order() {
     sim.queue(2, 1, 10);
     sim.input(Input::SyncRequested);
     sim.input(Input::SyncRequested);
-    let superseded = PushOutcome::Superseded {
-        cloud: cloud_ver(9),
-    };
+    let superseded = superseded_by(&cloud_ver(9));
     assert_eq!(
         sync_dones(&sim.answer(0, &[(1, 1, superseded), (2, 1, PushOutcome::Applied)])),
         2
@@ -731,9 +806,7 @@ impl Fuzz {
                 let (batch, changes) = self.in_flight.pop_first()?;
                 let outcome = match outcome {
                     0 | 1 => PushOutcome::Applied,
-                    2 => PushOutcome::Superseded {
-                        cloud: cloud_ver(2_000_000),
-                    },
+                    2 => superseded_by(&cloud_ver(2_000_000)),
                     _ => PushOutcome::Rejected {
                         reason: "no".into(),
                     },
@@ -752,7 +825,7 @@ impl Fuzz {
                 key: key(n),
                 version: ver(self.clock_ms),
             }),
-            Step::Connect => Some(Input::Connected),
+            Step::Connect => Some(Input::Connected(Limits::default())),
             Step::Disconnect => Some(Input::Disconnected),
             Step::Sync => Some(Input::SyncRequested),
             Step::Pulled {
@@ -761,10 +834,12 @@ impl Fuzz {
                 more,
             } => {
                 let last_seq = seq_ms.map(|ms| Hlc::new(ms, 0));
+                let safe = last_seq.unwrap_or(Hlc::ZERO);
                 Some(Input::Pulled {
                     scope: scope_name(scope),
                     last_seq,
                     more,
+                    safe,
                 })
             }
             Step::PullFailed { scope } => Some(Input::PullFailed {

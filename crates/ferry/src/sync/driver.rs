@@ -1,85 +1,329 @@
-//! Carrying out the engine's outputs against the store and the transport.
+//! The driver: owns the engine and the transport, feeds the engine what happened and
+//! carries out what it asks, against the store and the transport.
+//!
+//! One step takes the inputs writers queued, ticks the engine and executes its outputs
+//! until none is left. Whoever holds the `Driver` runs it (the background task, or
+//! `Db::drive`); nothing else locks it, so no lock is held across a transport call and
+//! `status()` reads the snapshot the last step published.
 
-use ferry_journal::ConflictRecord;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ferry_journal::{Change, ConflictRecord};
 use ferry_schema::SyncDirection;
 use ferry_store::Durability;
-use ferry_sync::{BatchId, Engine, Input, Output, TransportError};
+use ferry_sync::{BatchId, Engine, Input, Output, PullFrom, TransportError};
 use ferry_types::{Hlc, Key, Version};
 
-use super::{PULL_PAGE_CHANGES, Syncer};
+use super::link::{Link, timed};
+use super::{Syncer, lock};
 use crate::{Db, Error, Result};
 
-impl Db {
-    pub(super) fn execute(
-        &self,
-        syncer: &Syncer,
-        engine: &mut Engine,
-        output: Output,
-        now: u64,
-    ) -> Result<()> {
+/// The engine, the transport, and what the last push told about superseded keys.
+pub(crate) struct Driver {
+    pub engine: Engine,
+    pub link: Box<dyn Link>,
+    /// Every transport call fails with `Timeout` after this (background driver only).
+    pub call_timeout: Duration,
+    /// The cloud's change of each key whose push was superseded, until the engine asks.
+    superseded: BTreeMap<Key, Change>,
+}
+
+impl Driver {
+    pub fn new(engine: Engine, link: Box<dyn Link>, call_timeout: Duration) -> Driver {
+        Driver {
+            engine,
+            link,
+            call_timeout,
+            superseded: BTreeMap::new(),
+        }
+    }
+
+    /// Feeds the queued inputs, ticks, and executes every output. Failures of single
+    /// outputs are reported in the status and retried by the engine.
+    pub async fn step(&mut self, db: &Db, syncer: &Syncer) {
+        let now = db.now_ms().max(0) as u64;
+        for input in syncer.take_inputs(db) {
+            self.engine.handle(input, now);
+        }
+        self.engine.tick(now);
+        // Acknowledgements come one per change: settle a run of them in one commit.
+        let mut acked = Vec::new();
+        while let Some(output) = self.engine.poll_output() {
+            if let Output::Acked { key, version } = output {
+                acked.push((key, version));
+                continue;
+            }
+            let settled = db.settle(&std::mem::take(&mut acked));
+            let result = match settled {
+                Ok(()) => self.execute(db, syncer, output, now).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                db.report_error(format!("{}: {e}", e.code()));
+            }
+        }
+        if let Err(e) = db.settle(&acked) {
+            db.report_error(format!("{}: {e}", e.code()));
+        }
+        syncer.publish(&self.engine);
+    }
+
+    async fn execute(&mut self, db: &Db, syncer: &Syncer, output: Output, now: u64) -> Result<()> {
         match output {
-            Output::Push { batch, changes } => self.push(syncer, engine, batch, changes, now),
-            Output::Acked { key, version } => self.settle(&[(key, version)]),
+            Output::Connect => {
+                self.connect(db, syncer, now).await;
+                Ok(())
+            }
+            Output::Push { batch, changes } => self.push(db, batch, changes, now).await,
+            Output::Acked { key, version } => db.settle(&[(key, version)]),
             Output::Superseded { key, local, cloud } => {
-                self.superseded(engine, &key, &local, &cloud, now)
+                let winner = self.superseded.remove(&key);
+                self.superseded(db, &key, &local, &cloud, winner, now)
             }
             Output::Rejected {
                 key,
                 version,
                 reason,
             } => {
-                self.report_error(format!("the cloud rejected {key} ({version}): {reason}"));
-                self.settle(&[(key, version)])
+                db.report_error(format!("the cloud rejected {key} ({version}): {reason}"));
+                db.settle(&[(key, version)])
             }
-            Output::Pull { scope, since } => self.pull(syncer, engine, &scope, since, now),
-            Output::Resync { scope } => self.resync(syncer, engine, &scope, now),
+            Output::Pull { scope, since } => self.pull(db, &scope, since, now).await,
+            Output::Resync { scope } => self.resync(db, &scope, now).await,
             Output::SyncDone { .. } => {
-                syncer
-                    .answered
-                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                syncer.answer_sync();
                 Ok(())
             }
         }
     }
 
+    async fn connect(&mut self, db: &Db, syncer: &Syncer, now: u64) {
+        match timed(self.call_timeout, self.link.connect()).await {
+            Ok(session) => {
+                // The server's time disciplines this device's clock (DESIGN.md 5).
+                let skew_ms = session.server_time_ms as i64 - db.now_ms();
+                lock(&db.inner.report).skew_ms = Some(skew_ms.unsigned_abs());
+                if let Err(e) = db.observe_server(session.server_time_ms) {
+                    db.report_error(format!("{}: {e}", e.code()));
+                }
+                syncer.set_horizon_ms(session.horizon_ms);
+                self.engine.handle(Input::Connected(session.limits), now);
+            }
+            Err(e) => {
+                let unauthorized = matches!(e, TransportError::Unauthorized(_));
+                db.report_error(format!("connect failed: {e}"));
+                self.engine
+                    .handle(Input::ConnectFailed { unauthorized }, now);
+            }
+        }
+    }
+
+    /// A call failed: the link is down unless the cloud only asked to slow down or
+    /// refused this one request.
+    fn call_failed(&mut self, db: &Db, what: String, error: &TransportError, now: u64) {
+        db.report_error(format!("{what}: {error}"));
+        let link_down = matches!(
+            error,
+            TransportError::Unavailable(_)
+                | TransportError::Timeout(_)
+                | TransportError::Unauthorized(_)
+        );
+        if link_down {
+            self.engine.handle(Input::Disconnected, now);
+        }
+    }
+
     /// Loads the listed changes from the outbox and sends them.
-    fn push(
-        &self,
-        syncer: &Syncer,
-        engine: &mut Engine,
+    async fn push(
+        &mut self,
+        db: &Db,
         batch: BatchId,
         listed: Vec<(Key, Version)>,
         now: u64,
     ) -> Result<()> {
         let mut changes = Vec::with_capacity(listed.len());
         for (key, version) in listed {
-            match self.inner.store.pending(&key)? {
+            match db.inner.store.pending(&key)? {
                 Some(entry) => changes.push(entry.change),
                 // Settled since the engine heard of it.
-                None => engine.handle(Input::Settled { key, version }, now),
+                None => self.engine.handle(Input::Settled { key, version }, now),
             }
         }
         if changes.is_empty() {
-            engine.handle(
-                Input::Pushed {
-                    batch,
-                    outcomes: Vec::new(),
-                },
-                now,
-            );
+            let outcomes = Vec::new();
+            self.engine.handle(Input::Pushed { batch, outcomes }, now);
             return Ok(());
         }
-        match syncer.link.push(changes) {
-            Ok(outcomes) => engine.handle(Input::Pushed { batch, outcomes }, now),
+        match timed(self.call_timeout, self.link.push(changes)).await {
+            Ok(outcomes) => {
+                for (key, _, outcome) in &outcomes {
+                    if let ferry_sync::PushOutcome::Superseded { cloud } = outcome {
+                        self.superseded.insert(key.clone(), (**cloud).clone());
+                    }
+                }
+                self.engine.handle(Input::Pushed { batch, outcomes }, now);
+            }
             Err(e) => {
-                engine.handle(Input::PushFailed { batch }, now);
-                self.report_error(format!("push failed: {e}"));
+                self.engine.handle(Input::PushFailed { batch }, now);
+                self.call_failed(db, "push failed".into(), &e, now);
             }
         }
         Ok(())
     }
 
-    /// Drops the outbox entry of `key` if the cloud holds its version or a newer one.
+    /// The cloud holds a newer version than the pending one: the model's direction decides.
+    fn superseded(
+        &mut self,
+        db: &Db,
+        key: &Key,
+        local: &Version,
+        cloud: &Version,
+        winner: Option<Change>,
+        now: u64,
+    ) -> Result<()> {
+        let Some(entry) = db.inner.store.pending(key)? else {
+            return Ok(());
+        };
+        if &entry.change.version != local {
+            return Ok(()); // a newer local write is already pending
+        }
+        let direction = (db.schema().model(&entry.change.model)).map(|m| m.control.sync);
+        let replica = &db.inner.replica;
+        if direction.ok() == Some(SyncDirection::Up) {
+            // The device is authoritative: come back with a version past the cloud's.
+            let ((version, bytes), _) = db.inner.store.write(Durability::Default, |tx| {
+                replica.observe(tx, cloud.hlc, now as i64);
+                replica.restamp(tx, entry, cloud, now as i64)
+            })?;
+            let key = key.clone();
+            self.engine.handle(
+                Input::Queued {
+                    key,
+                    version,
+                    bytes,
+                },
+                now,
+            );
+            return Ok(());
+        }
+        // Last writer wins: the cloud's newer version stands and comes down now; ours is
+        // the loser.
+        let conflict = ConflictRecord {
+            winner: cloud.clone(),
+            loser: entry.change,
+            at_ms: now,
+        };
+        let (_, committed) = db.inner.store.write(Durability::Default, |tx| {
+            tx.log_conflict(conflict)?;
+            tx.settle(key, local)?;
+            match &winner {
+                Some(change) => db.apply_winner(tx, change, now),
+                None => Ok(()),
+            }
+        })?;
+        db.fire(&committed, crate::Origin::Cloud);
+        let (key, version) = (key.clone(), local.clone());
+        self.engine.handle(Input::Settled { key, version }, now);
+        Ok(())
+    }
+
+    /// Pulls one page of a scope's change feed and applies it.
+    async fn pull(&mut self, db: &Db, scope: &str, since: Hlc, now: u64) -> Result<()> {
+        let limit = self.engine.limits().page_changes_max;
+        let from = PullFrom::Since(since);
+        match timed(self.call_timeout, self.link.pull(scope, from, limit)).await {
+            Ok(page) => {
+                let cursor = self.next_cursor(scope, &page);
+                let applied = db.apply_page(scope, &page.changes, Some(cursor), now)?;
+                self.settled(applied, now);
+                let (scope, more, safe) = (scope.to_string(), page.more, page.safe);
+                let last_seq = page.changes.last().map(|(seq, _)| *seq);
+                let input = Input::Pulled {
+                    scope,
+                    last_seq,
+                    more,
+                    safe,
+                };
+                self.engine.handle(input, now);
+            }
+            Err(TransportError::Expired) => {
+                let scope = scope.to_string();
+                self.engine.handle(Input::PullExpired { scope }, now);
+            }
+            Err(e) => {
+                let scope_name = scope.to_string();
+                self.engine
+                    .handle(Input::PullFailed { scope: scope_name }, now);
+                self.call_failed(db, format!("pull of scope '{scope}' failed"), &e, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// The cursor after `page`, by the engine's rule (persisted with the page it proves).
+    fn next_cursor(&self, scope: &str, page: &ferry_sync::PullPage) -> Hlc {
+        let cursor = self.engine.cursor(scope).unwrap_or(Hlc::ZERO);
+        let last_seq = page.changes.last().map(|(seq, _)| *seq);
+        let proven = match (page.more, last_seq) {
+            (true, Some(seq)) => seq.min(page.safe),
+            (true, None) => cursor,
+            (false, _) => page.safe,
+        };
+        cursor.max(proven)
+    }
+
+    /// Downloads a whole scope as a snapshot (which never expires, whatever the age of its
+    /// rows), then removes local synced items of it that the cloud no longer has, unless
+    /// they are pending upload. The cursor is persisted only when the resync is complete:
+    /// a resync cut short by a crash starts again, rather than leaving the device believing
+    /// it caught up.
+    async fn resync(&mut self, db: &Db, scope: &str, now: u64) -> Result<()> {
+        let limit = self.engine.limits().page_changes_max;
+        let mut after = Hlc::ZERO;
+        let mut seen = std::collections::BTreeSet::new();
+        let safe = loop {
+            let from = PullFrom::Snapshot(after);
+            let page = match timed(self.call_timeout, self.link.pull(scope, from, limit)).await {
+                Ok(page) => page,
+                Err(e) => {
+                    let scope_name = scope.to_string();
+                    self.engine
+                        .handle(Input::PullFailed { scope: scope_name }, now);
+                    self.call_failed(db, format!("resync of scope '{scope}' failed"), &e, now);
+                    return Ok(());
+                }
+            };
+            seen.extend(page.changes.iter().map(|(_, c)| c.key.clone()));
+            let applied = db.apply_page(scope, &page.changes, None, now)?;
+            self.settled(applied, now);
+            if let Some((seq, _)) = page.changes.last() {
+                after = *seq;
+            }
+            if !page.more {
+                break page.safe;
+            }
+        };
+        db.forget_absent(scope, &seen, safe)?;
+        let input = Input::Pulled {
+            scope: scope.to_string(),
+            last_seq: None,
+            more: false,
+            safe,
+        };
+        self.engine.handle(input, now);
+        Ok(())
+    }
+
+    /// Outbox entries a cloud change overwrote leave the engine's pending set.
+    fn settled(&mut self, settled: Vec<(Key, Version)>, now: u64) {
+        for (key, version) in settled {
+            self.engine.handle(Input::Settled { key, version }, now);
+        }
+    }
+}
+
+impl Db {
     /// Drops each outbox entry whose version the cloud holds (or a newer one), in one commit.
     pub(super) fn settle(&self, acked: &[(Key, Version)]) -> Result<()> {
         if acked.is_empty() {
@@ -93,152 +337,14 @@ impl Db {
         Ok(())
     }
 
-    /// The cloud holds a newer version than the pending one: the model's direction decides.
-    fn superseded(
-        &self,
-        engine: &mut Engine,
-        key: &Key,
-        local: &Version,
-        cloud: &Version,
-        now: u64,
-    ) -> Result<()> {
-        let Some(entry) = self.inner.store.pending(key)? else {
-            return Ok(());
-        };
-        if &entry.change.version != local {
-            return Ok(()); // a newer local write is already pending
-        }
-        let direction = self
-            .schema()
-            .model(&entry.change.model)
-            .map(|m| m.control.sync);
+    /// The server's time at the handshake, observed by the clock and persisted.
+    fn observe_server(&self, server_time_ms: u64) -> Result<()> {
+        let now = self.now_ms();
         let replica = &self.inner.replica;
-        if direction.ok() == Some(SyncDirection::Up) {
-            // The device is authoritative: come back with a version past the cloud's.
-            let (version, _) = self.inner.store.write(Durability::Default, |tx| {
-                replica.observe(tx, cloud.hlc, now as i64);
-                replica.restamp(tx, entry, cloud, now as i64)
-            })?;
-            let bytes = self
-                .inner
-                .store
-                .pending(key)?
-                .map_or(0, |e| e.encoded_len());
-            engine.handle(
-                Input::Queued {
-                    key: key.clone(),
-                    version,
-                    bytes,
-                },
-                now,
-            );
-            replica.take_staged();
-            return Ok(());
-        }
-        // Last writer wins: the cloud's newer version stands; ours is the loser.
-        let conflict = ConflictRecord {
-            winner: cloud.clone(),
-            loser: entry.change,
-            at_ms: now,
-        };
         self.inner.store.write(Durability::Default, |tx| {
-            tx.log_conflict(conflict)?;
-            tx.settle(key, local).map_err(Error::from)
+            replica.observe(tx, Hlc::new(server_time_ms, 0), now);
+            Ok::<_, Error>(())
         })?;
-        engine.handle(
-            Input::Settled {
-                key: key.clone(),
-                version: local.clone(),
-            },
-            now,
-        );
         Ok(())
     }
-
-    /// Pulls one page of a scope's change feed and applies it.
-    fn pull(
-        &self,
-        syncer: &Syncer,
-        engine: &mut Engine,
-        scope: &str,
-        since: Hlc,
-        now: u64,
-    ) -> Result<()> {
-        match syncer.link.pull(scope, since, PULL_PAGE_CHANGES) {
-            Ok(page) => {
-                let position = page.position.filter(|_| !page.more);
-                let last_seq = self.apply_page(engine, scope, &page.changes, position, now)?;
-                engine.handle(
-                    Input::Pulled {
-                        scope: scope.to_string(),
-                        last_seq,
-                        more: page.more,
-                    },
-                    now,
-                );
-            }
-            Err(TransportError::Expired) => engine.handle(
-                Input::PullExpired {
-                    scope: scope.to_string(),
-                },
-                now,
-            ),
-            Err(e) => pull_failed(
-                self,
-                engine,
-                scope,
-                &format!("pull of scope '{scope}' failed: {e}"),
-                now,
-            ),
-        }
-        Ok(())
-    }
-
-    /// Downloads a whole scope, then removes local synced items of it that the cloud no
-    /// longer has, unless they are pending upload.
-    fn resync(&self, syncer: &Syncer, engine: &mut Engine, scope: &str, now: u64) -> Result<()> {
-        let mut since = Hlc::ZERO;
-        let mut seen = std::collections::BTreeSet::new();
-        let mut last_seq = None;
-        loop {
-            let page = match syncer.link.pull(scope, since, PULL_PAGE_CHANGES) {
-                Ok(page) => page,
-                Err(e) => {
-                    let what = format!("resync of scope '{scope}' failed: {e}");
-                    pull_failed(self, engine, scope, &what, now);
-                    return Ok(());
-                }
-            };
-            seen.extend(page.changes.iter().map(|(_, c)| c.key.clone()));
-            let position = page.position.filter(|_| !page.more);
-            if let Some(seq) = self.apply_page(engine, scope, &page.changes, position, now)? {
-                last_seq = Some(seq);
-                since = seq;
-            }
-            if !page.more {
-                break;
-            }
-        }
-        self.forget_absent(scope, &seen)?;
-        engine.handle(
-            Input::Pulled {
-                scope: scope.to_string(),
-                last_seq,
-                more: false,
-            },
-            now,
-        );
-        Ok(())
-    }
-}
-
-/// A pull that failed: the engine retries it; the status shows why.
-fn pull_failed(db: &Db, engine: &mut Engine, scope: &str, what: &str, now: u64) {
-    engine.handle(
-        Input::PullFailed {
-            scope: scope.to_string(),
-        },
-        now,
-    );
-    db.report_error(what.to_string());
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use ferry_journal::{Change, ChangeOp, ConflictRecord, Tombstone};
 use ferry_schema::{Enable, Model, SyncDirection};
 use ferry_store::{Durability, Tx};
-use ferry_sync::{Engine, Inbound, Input, decide_inbound};
+use ferry_sync::{Inbound, decide_inbound};
 use ferry_types::{Hlc, Key, Value, Version};
 
 use super::{META_CURSOR_PREFIX, lock};
@@ -18,38 +18,59 @@ use crate::{Db, Error, Result};
 const FORGET_BATCH_ITEMS: usize = 256;
 
 impl Db {
-    /// Applies a page of a scope's changes and advances its persisted cursor, in one
-    /// transaction. Returns the page's highest `_seq`, or the feed `position` the cloud
-    /// gave with the last page if that is higher (see `PullPage::position`).
+    /// Applies a page of a scope's changes and, with `cursor`, persists the scope's new
+    /// cursor in the same transaction. Returns the outbox entries the page overwrote.
     pub(super) fn apply_page(
         &self,
-        engine: &mut Engine,
         scope: &str,
         changes: &[(Hlc, Change)],
-        position: Option<Hlc>,
+        cursor: Option<Hlc>,
         now: u64,
-    ) -> Result<Option<Hlc>> {
-        let last_seq = changes.iter().map(|(seq, _)| *seq).max().max(position);
-        let cursor = engine
-            .cursor(scope)
-            .unwrap_or(Hlc::ZERO)
-            .max(last_seq.unwrap_or(Hlc::ZERO));
+    ) -> Result<Vec<(Key, Version)>> {
         let mut settled = Vec::new();
         let (_, committed) = self.inner.store.write(Durability::Default, |tx| {
             for (_, change) in changes {
                 self.apply_change(tx, change, now, &mut settled)?;
             }
-            tx.set_meta(
-                &format!("{META_CURSOR_PREFIX}{scope}"),
-                cursor.as_u64().to_be_bytes().to_vec(),
-            );
+            if let Some(cursor) = cursor {
+                set_cursor(tx, scope, cursor);
+            }
             Ok::<_, Error>(())
         })?;
-        for (key, version) in settled {
-            engine.handle(Input::Settled { key, version }, now);
-        }
         self.fire(&committed, Origin::Cloud);
-        Ok(last_seq)
+        Ok(settled)
+    }
+
+    /// Changes the cloud pushed without being asked: applied like a page (idempotent by
+    /// version), without moving any cursor.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(super) fn apply_live(&self, changes: &[Change]) {
+        let now = self.now_ms().max(0) as u64;
+        let mut settled = Vec::new();
+        let applied = self.inner.store.write(Durability::Default, |tx| {
+            changes
+                .iter()
+                .try_for_each(|change| self.apply_change(tx, change, now, &mut settled))
+        });
+        match applied {
+            Ok((_, committed)) => self.fire(&committed, Origin::Cloud),
+            Err(e) => self.report_error(format!("{}: applying live changes: {e}", e.code())),
+        }
+    }
+
+    /// The cloud's winning change of a superseded upload, applied in `tx`.
+    pub(super) fn apply_winner(&self, tx: &mut Tx<'_>, change: &Change, now: u64) -> Result<()> {
+        let Ok(model) = self.schema().model(&change.model) else {
+            return Ok(());
+        };
+        let local = match tx.get(&change.key)? {
+            Some(item) => version_of(&item),
+            None => tx.tombstone(&change.key)?.map(|t| t.version),
+        };
+        if local.is_none_or(|local| change.version > local) && downloads(model) {
+            self.write_remote(tx, model, change, now)?;
+        }
+        Ok(())
     }
 
     /// One cloud change, by the direction rule of its model.
@@ -145,8 +166,10 @@ impl Db {
     }
 
     /// After a resync of `scope`: removes local items of downloading models in that scope
-    /// that the cloud no longer has, unless a local change of them is pending.
-    pub(super) fn forget_absent(&self, scope: &str, seen: &BTreeSet<Key>) -> Result<()> {
+    /// that the cloud no longer has, unless a local change of them is pending (checked in
+    /// the transaction that removes them: a write may have come meanwhile). The last
+    /// transaction persists the scope's cursor at `safe`: only a complete resync moves it.
+    pub(super) fn forget_absent(&self, scope: &str, seen: &BTreeSet<Key>, safe: Hlc) -> Result<()> {
         let mut absent = Vec::new();
         for item in self.inner.store.items() {
             let item = item?;
@@ -157,16 +180,35 @@ impl Db {
                 continue;
             }
             let key = self.inner.store.key_of(&item)?;
-            if !seen.contains(&key) && self.inner.store.pending(&key)?.is_none() {
+            if !seen.contains(&key) {
                 absent.push(key);
             }
         }
-        for chunk in absent.chunks(FORGET_BATCH_ITEMS) {
+        let chunks = absent.chunks(FORGET_BATCH_ITEMS);
+        let last = chunks.len().saturating_sub(1);
+        for (index, chunk) in chunks
+            .chain(absent.is_empty().then_some(&[][..]))
+            .enumerate()
+        {
             let (_, committed) = self.inner.store.write(Durability::Default, |tx| {
-                chunk.iter().try_for_each(|key| tx.delete(key).map(|_| ()))
+                for key in chunk {
+                    if tx.pending(key)?.is_none() {
+                        tx.delete(key)?;
+                    }
+                }
+                if index == last {
+                    set_cursor(tx, scope, safe);
+                }
+                Ok::<_, Error>(())
             })?;
             self.fire(&committed, Origin::Cloud);
         }
         Ok(())
     }
+}
+
+/// Persists `scope`'s cursor in `tx`.
+fn set_cursor(tx: &mut Tx<'_>, scope: &str, cursor: Hlc) {
+    let name = format!("{META_CURSOR_PREFIX}{scope}");
+    tx.set_meta(&name, cursor.as_u64().to_be_bytes().to_vec());
 }

@@ -4,41 +4,55 @@
 //! (push, settle, pull, resync), applying cloud changes to the store with the direction
 //! rules of `ferry_sync::decide_inbound`.
 
+mod background;
 mod driver;
 mod inbound;
 mod link;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-use ferry_sync::{Engine, EngineConfig, Input, Transport};
-use ferry_types::Hlc;
+use ferry_sync::{Engine, EngineConfig, EngineStatus, Input, Transport};
+use ferry_types::{Hlc, Key};
 
-use crate::db::Inner;
 use crate::{Db, Error, Result};
-use link::Link;
+use driver::Driver;
 
 /// Meta record prefix of per-scope cursors.
 const META_CURSOR_PREFIX: &str = "cursor:";
 /// Longest pause of `Db::sync` between engine steps.
 const SYNC_POLL_MS: u64 = 5;
-/// Rounds of `Db::sync` at most (each pushes what is pending and pulls every scope).
-const SYNC_ROUNDS_MAX: usize = 3;
-/// Changes asked for per pull.
-const PULL_PAGE_CHANGES: usize = 100;
+/// Inputs waiting for the driver at most (see `Syncer::inbox`).
+const INBOX_INPUTS_MAX: usize = 10_000;
+/// A transport call that has not answered after this fails with `Timeout`.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How an attached database syncs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SyncOptions {
     /// The engine's knobs: `sync_delay_ms` (syncDelay), `sync_limit_bytes` (syncLimit),
     /// retries, polling, catch-up window, horizon.
     pub engine: EngineConfig,
-    /// Drive the engine from a background thread at this period. `None`: only
-    /// [`Db::sync`] and [`Db::drive`] move data (tests and simulations step it by hand).
-    pub background: Option<Duration>,
+    /// A task of its own drives replication (the default; needs the `tokio` feature).
+    /// `false`: only [`Db::sync`] and [`Db::drive`] move data (simulations step it by hand).
+    pub background: bool,
+    /// Every transport call of the background task fails with `Timeout` after this
+    /// ([`CALL_TIMEOUT`]).
+    pub call_timeout: Duration,
     /// Seed for the engine's retry jitter (any value; fixed for reproducible runs).
     pub seed: u64,
+}
+
+impl Default for SyncOptions {
+    fn default() -> SyncOptions {
+        SyncOptions {
+            engine: EngineConfig::default(),
+            background: cfg!(feature = "tokio"),
+            call_timeout: CALL_TIMEOUT,
+            seed: 0,
+        }
+    }
 }
 
 /// What [`Db::status`] reports.
@@ -92,114 +106,207 @@ pub struct Conflict {
     pub at_ms: u64,
 }
 
-/// The driver's state for an attached database.
+/// The driver's state for an attached database, shared by the writers, `sync()`,
+/// `status()` and whoever runs the driver.
 pub(crate) struct Syncer {
-    link: Box<dyn Link>,
-    engine: Mutex<Engine>,
-    /// Inputs from writers, fed to the engine at the next step.
-    inbox: Mutex<Vec<Input>>,
+    /// The driver, when `Db::drive` runs it (no background task); `None` while a step
+    /// runs, or for good when the background task owns it.
+    driver: Mutex<Option<Driver>>,
+    /// Inputs from writers and `sync()`, for the next step. Bounded: past
+    /// [`INBOX_INPUTS_MAX`] notifications are dropped and the next step reloads the whole
+    /// outbox instead, so nothing is lost.
+    inbox: Mutex<Inbox>,
+    /// The engine as the last step left it, for `status()` (never waits for a step).
+    snapshot: Mutex<EngineStatus>,
     requested: AtomicU64,
-    answered: AtomicU64,
+    answered: Mutex<u64>,
+    answer: Condvar,
+    horizon_ms: AtomicU64,
+    wake: background::Wake,
+}
+
+#[derive(Default)]
+struct Inbox {
+    inputs: Vec<Input>,
+    overflowed: bool,
+}
+
+impl Syncer {
+    /// The inputs queued since the last step (the whole outbox again after an overflow).
+    fn take_inputs(&self, db: &Db) -> Vec<Input> {
+        let inbox = std::mem::take(&mut *lock(&self.inbox));
+        if !inbox.overflowed {
+            return inbox.inputs;
+        }
+        let mut inputs = queued_inputs(db).unwrap_or_else(|e| {
+            db.report_error(format!("{}: reloading the outbox: {e}", e.code()));
+            Vec::new()
+        });
+        inputs.extend(
+            inbox
+                .inputs
+                .into_iter()
+                .filter(|i| !matches!(i, Input::Queued { .. })),
+        );
+        inputs
+    }
+
+    fn push_input(&self, input: Input) {
+        let mut inbox = lock(&self.inbox);
+        match (&input, inbox.inputs.len() >= INBOX_INPUTS_MAX) {
+            (Input::Queued { .. }, true) => inbox.overflowed = true,
+            _ => inbox.inputs.push(input),
+        }
+        drop(inbox);
+        self.wake.notify();
+    }
+
+    fn publish(&self, engine: &Engine) {
+        *lock(&self.snapshot) = engine.status();
+    }
+
+    fn answer_sync(&self) {
+        *lock(&self.answered) += 1;
+        self.answer.notify_all();
+    }
+
+    fn set_horizon_ms(&self, horizon_ms: u64) {
+        self.horizon_ms.store(horizon_ms, Ordering::Release);
+    }
+
+    /// Waits until `ticket` syncs were answered; false if `deadline` came first.
+    fn wait_answered(&self, ticket: u64, deadline: Instant) -> bool {
+        let mut answered = lock(&self.answered);
+        while *answered < ticket {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            answered = (self.answer.wait_timeout(answered, left))
+                .map_or_else(|p| p.into_inner().0, |(guard, _)| guard);
+        }
+        true
+    }
+}
+
+/// Every outbox entry as the engine hears of it.
+fn queued_inputs(db: &Db) -> Result<Vec<Input>> {
+    let mut inputs = Vec::new();
+    for entry in db.inner.store.outbox() {
+        let (key, entry) = entry?;
+        let (version, bytes) = (entry.change.version.clone(), entry.encoded_len());
+        inputs.push(Input::Queued {
+            key,
+            version,
+            bytes,
+        });
+    }
+    Ok(inputs)
 }
 
 impl Db {
     /// Attaches a transport: from now on, local writes of uploading models go to the
     /// cloud and cloud changes of downloading models come down. Pending changes from
-    /// before (also from before a crash) are sent first. A database attaches once.
-    pub fn attach<T: Transport + Send + Sync + 'static>(
-        &self,
-        transport: T,
-        options: SyncOptions,
-    ) -> Result<()> {
+    /// before (also from before a crash) are sent first. A database attaches once. With
+    /// [`SyncOptions::background`] (the default) a task of its own drives it; otherwise
+    /// [`Db::drive`] and [`Db::sync`] do.
+    pub fn attach<T: Transport>(&self, transport: T, options: SyncOptions) -> Result<()> {
         let scopes = self.read_scopes()?;
         let mut cursors = std::collections::BTreeMap::new();
         for scope in &scopes {
             cursors.insert(scope.clone(), self.load_cursor(scope)?);
         }
-        let mut engine = Engine::new(options.engine.clone(), cursors, options.seed);
-        let now = self.now_ms().max(0) as u64;
-        engine.handle(Input::Connected, now);
-        for entry in self.inner.store.outbox() {
-            let (key, entry) = entry?;
-            let (version, bytes) = (entry.change.version.clone(), entry.encoded_len());
-            engine.handle(
-                Input::Queued {
-                    key,
-                    version,
-                    bytes,
-                },
-                now,
-            );
-        }
+        let engine = Engine::new(options.engine.clone(), cursors, options.seed);
+        let driver = Driver::new(engine, Box::new(transport), options.call_timeout);
         let syncer = Syncer {
-            link: Box::new(transport),
-            engine: Mutex::new(engine),
-            inbox: Mutex::new(Vec::new()),
+            driver: Mutex::new(None),
+            inbox: Mutex::new(Inbox {
+                inputs: queued_inputs(self)?,
+                overflowed: false,
+            }),
+            snapshot: Mutex::new(driver.engine.status()),
             requested: AtomicU64::new(0),
-            answered: AtomicU64::new(0),
+            answered: Mutex::new(0),
+            answer: Condvar::new(),
+            horizon_ms: AtomicU64::new(options.engine.horizon_ms),
+            wake: match options.background {
+                true => background::Wake::for_background(),
+                false => background::Wake::default(),
+            },
         };
         self.inner.sync.set(syncer).map_err(|_| {
             Error::Argument("this database is already attached to a transport".into())
         })?;
         // Writes committed before `set` were staged without a syncer to tell: tell it now.
         self.report_staged();
-        if let Some(period) = options.background {
-            start_background(Arc::downgrade(&self.inner), period);
+        let syncer = self.syncer()?;
+        match options.background {
+            true => background::start(Arc::downgrade(&self.inner), driver, &syncer.wake)?,
+            false => *lock(&syncer.driver) = Some(driver),
         }
         Ok(())
     }
 
     /// Sends every pending change now and pulls every scope; returns when the cloud has
-    /// acknowledged everything queued before the call (Ioto's `ioSync`), or fails with
-    /// `SyncTimeout` after `timeout`.
+    /// acknowledged every change pending at the call (Ioto's `ioSync`), or fails with
+    /// `SyncTimeout` after `timeout`, whatever the transport does meanwhile.
     pub fn sync(&self, timeout: Duration) -> Result<()> {
         let syncer = self.syncer()?;
         // The caller's wait is real time, whatever clock the database runs on.
-        let started = std::time::Instant::now();
+        let deadline = Instant::now() + timeout;
+        let waited: Vec<Key> = (self.inner.store.outbox())
+            .map(|entry| entry.map(|(key, _)| key))
+            .collect::<std::result::Result<_, _>>()?;
         // A round can leave new work: an `up` change superseded in the cloud comes back
-        // re-stamped. Another round sends it, so that sync() returns converged.
-        for _ in 0..SYNC_ROUNDS_MAX {
+        // re-stamped. Rounds go on until every change pending at the call has left.
+        loop {
             let ticket = syncer.requested.fetch_add(1, Ordering::AcqRel) + 1;
-            lock(&syncer.inbox).push(Input::SyncRequested);
-            while syncer.answered.load(Ordering::Acquire) < ticket {
-                self.drive()?;
-                if started.elapsed() >= timeout {
-                    let pending = self.status().pending_changes;
-                    return Err(Error::SyncTimeout { pending });
-                }
-                std::thread::sleep(Duration::from_millis(SYNC_POLL_MS));
+            syncer.push_input(Input::SyncRequested);
+            let answered = match self.driven_here() {
+                true => self.drive_until(ticket, deadline)?,
+                false => syncer.wait_answered(ticket, deadline),
+            };
+            let left = waited
+                .iter()
+                .filter(|key| !matches!(self.inner.store.pending(key), Ok(None)));
+            if answered && left.count() == 0 {
+                return Ok(());
             }
-            if self.inner.store.outbox().next().is_none() {
-                break;
+            if !answered || Instant::now() >= deadline {
+                let pending = self.status().pending_changes;
+                return Err(Error::SyncTimeout { pending });
             }
         }
-        Ok(())
     }
 
-    /// Runs the sync work that is due now, once: what [`SyncOptions::background`] does
-    /// periodically, and what a simulation calls at each step of its virtual time.
+    /// Whether this database is driven by `Db::drive` (no background task).
+    fn driven_here(&self) -> bool {
+        self.inner.sync.get().is_some_and(|s| s.wake.is_manual())
+    }
+
+    fn drive_until(&self, ticket: u64, deadline: Instant) -> Result<bool> {
+        let syncer = self.syncer()?;
+        while *lock(&syncer.answered) < ticket {
+            self.drive()?;
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(SYNC_POLL_MS));
+        }
+        Ok(true)
+    }
+
+    /// Runs the sync work that is due now, once, when no background task drives this
+    /// database (`SyncOptions { background: false, .. }`): what a simulation calls at each
+    /// step of its virtual time. With a background task it does nothing.
     pub fn drive(&self) -> Result<()> {
         let syncer = self.syncer()?;
-        let now = self.now_ms().max(0) as u64;
-        let mut engine = lock(&syncer.engine);
-        for input in std::mem::take(&mut *lock(&syncer.inbox)) {
-            engine.handle(input, now);
-        }
-        engine.tick(now);
-        // Acknowledgements come one per change: settle a run of them in one commit.
-        let mut acked = Vec::new();
-        while let Some(output) = engine.poll_output() {
-            if let ferry_sync::Output::Acked { key, version } = output {
-                acked.push((key, version));
-                continue;
-            }
-            let settled = self.settle(&std::mem::take(&mut acked));
-            let result = settled.and_then(|()| self.execute(syncer, &mut engine, output, now));
-            if let Err(e) = result {
-                self.report_error(format!("{}: {e}", e.code()));
-            }
-        }
-        self.settle(&acked)
+        // Taken out for the step: no lock is held while it talks to the transport.
+        let Some(mut driver) = lock(&syncer.driver).take() else {
+            return Ok(());
+        };
+        link::block_on(driver.step(self, syncer));
+        *lock(&syncer.driver) = Some(driver);
+        Ok(())
     }
 
     /// Replication state: pending changes, acknowledgements, cursors, clock, errors.
@@ -230,7 +337,7 @@ impl Db {
         }
         status.oldest_pending_age_ms = oldest.map(|t| now.saturating_sub(t));
         if let Some(syncer) = self.inner.sync.get() {
-            let engine = lock(&syncer.engine).status();
+            let engine = lock(&syncer.snapshot).clone();
             let report = lock(&self.inner.report);
             status.attached = true;
             status.connected = engine.connected;
@@ -272,18 +379,29 @@ impl Db {
             .collect())
     }
 
-    /// Tells the engine about outbox entries that commits have queued.
+    /// Tells the engine about outbox entries that commits have queued. An entry staged by
+    /// a write that has not committed yet (another thread's, still in its transaction)
+    /// waits for a later call: told too early, the driver would find no such change in
+    /// the outbox and forget it.
     pub(crate) fn report_staged(&self) {
-        let staged = self.inner.replica.take_staged();
         let Some(syncer) = self.inner.sync.get() else {
             return;
         };
-        let mut inbox = lock(&syncer.inbox);
-        inbox.extend(staged.into_iter().map(|s| Input::Queued {
-            key: s.key,
-            version: s.version,
-            bytes: s.bytes,
-        }));
+        let committed = |s: &crate::replica::Staged| matches!(self.inner.store.pending(&s.key), Ok(Some(e)) if e.change.version >= s.version);
+        for staged in self.inner.replica.take_staged_if(committed) {
+            syncer.push_input(Input::Queued {
+                key: staged.key,
+                version: staged.version,
+                bytes: staged.bytes,
+            });
+        }
+    }
+
+    /// How long tombstones live in the cloud this database syncs with.
+    pub(crate) fn horizon_ms(&self) -> u64 {
+        (self.inner.sync.get()).map_or(ferry_sync::HORIZON_MS, |s| {
+            s.horizon_ms.load(Ordering::Acquire)
+        })
     }
 
     fn syncer(&self) -> Result<&Syncer> {
@@ -324,24 +442,6 @@ impl Db {
             .meta_u64(&name)?
             .map_or(Hlc::ZERO, Hlc::from_u64))
     }
-}
-
-fn start_background(db: Weak<Inner>, period: Duration) {
-    let spawned = std::thread::Builder::new()
-        .name("ferry-sync".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(period);
-                let Some(inner) = db.upgrade() else { return };
-                // The engine retries what failed; the status shows why.
-                let db = Db { inner };
-                if let Err(e) = db.drive() {
-                    db.report_error(format!("background sync: {}: {e}", e.code()));
-                }
-            }
-        });
-    // Without the thread, `Db::sync` still moves data on demand.
-    drop(spawned);
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1,0 +1,106 @@
+//! The background driver: a thread of its own running a current-thread tokio runtime
+//! whose one task owns the driver (engine and transport).
+//!
+//! The task steps the driver, then sleeps until the engine's next deadline, a writer's
+//! notification or a live change, whichever comes first. It holds the database only during
+//! a step, so dropping the last `Db` ends it. Built without the `tokio` feature there is no
+//! background driver: `Db::drive` and `Db::sync` move data on the caller's thread.
+
+use std::sync::Weak;
+
+#[cfg(feature = "tokio")]
+use crate::Db;
+use crate::db::Inner;
+use crate::{Error, Result};
+
+use super::driver::Driver;
+
+/// Longest sleep between steps: a database with a replaced clock (tests, simulations)
+/// gets no real-time deadline from the engine, and a dropped database is noticed.
+#[cfg(feature = "tokio")]
+const IDLE_MS_MAX: u64 = 200;
+
+/// Wakes the background task when a writer or `sync()` has news for it.
+#[derive(Default)]
+pub(super) struct Wake {
+    #[cfg(feature = "tokio")]
+    notify: Option<std::sync::Arc<tokio::sync::Notify>>,
+}
+
+impl Wake {
+    /// A wake for a background task (without the `tokio` feature: none, the caller drives).
+    pub fn for_background() -> Wake {
+        Wake {
+            #[cfg(feature = "tokio")]
+            notify: Some(std::sync::Arc::default()),
+        }
+    }
+
+    pub fn notify(&self) {
+        #[cfg(feature = "tokio")]
+        if let Some(notify) = &self.notify {
+            notify.notify_one();
+        }
+    }
+
+    /// No background task: the caller drives.
+    pub fn is_manual(&self) -> bool {
+        #[cfg(feature = "tokio")]
+        return self.notify.is_none();
+        #[cfg(not(feature = "tokio"))]
+        true
+    }
+}
+
+/// Starts the background driver of the database behind `db`.
+#[cfg(feature = "tokio")]
+pub(super) fn start(db: Weak<Inner>, driver: Driver, wake: &Wake) -> Result<()> {
+    let Some(notify) = wake.notify.clone() else {
+        return Err(Error::Argument(
+            "the sync wake is not a background one".into(),
+        ));
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| Error::Argument(format!("cannot start the sync runtime: {e}")))?;
+    std::thread::Builder::new()
+        .name("ferry-sync".into())
+        .spawn(move || runtime.block_on(run(db, driver, notify)))
+        .map_err(|e| Error::Argument(format!("cannot start the sync thread: {e}")))?;
+    Ok(())
+}
+
+#[cfg(not(feature = "tokio"))]
+pub(super) fn start(_db: Weak<Inner>, _driver: Driver, _wake: &Wake) -> Result<()> {
+    Err(Error::Argument(
+        "ferry was built without the tokio feature: attach with SyncOptions { background: false, .. } and call Db::sync or Db::drive".into(),
+    ))
+}
+
+#[cfg(feature = "tokio")]
+async fn run(db: Weak<Inner>, mut driver: Driver, notify: std::sync::Arc<tokio::sync::Notify>) {
+    loop {
+        let Some(inner) = db.upgrade() else { return };
+        let db_handle = Db { inner };
+        let Some(syncer) = db_handle.inner.sync.get() else {
+            return;
+        };
+        driver.step(&db_handle, syncer).await;
+        let now = db_handle.now_ms().max(0) as u64;
+        let wait_ms = (driver.engine.next_deadline())
+            .map_or(IDLE_MS_MAX, |at| at.saturating_sub(now))
+            .min(IDLE_MS_MAX);
+        drop(db_handle);
+        tokio::select! {
+            biased;
+            () = notify.notified() => {}
+            () = tokio::time::sleep(std::time::Duration::from_millis(wait_ms)) => {}
+            live = driver.link.live() => {
+                if let (Ok(changes), Some(inner)) = (live, db.upgrade()) {
+                    Db { inner }.apply_live(&changes);
+                }
+            }
+        }
+    }
+}
