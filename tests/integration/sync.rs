@@ -96,6 +96,11 @@ impl World {
         (db, transport, index)
     }
 
+    /// The directory of device database `index`.
+    pub fn dir(&self, index: usize) -> &std::path::Path {
+        self.dirs[index].path()
+    }
+
     /// A device database (new, or reopened from `dir`), not attached yet.
     pub fn open(&mut self, id: &str, dir: Option<usize>) -> (Db, usize) {
         let index = dir.unwrap_or_else(|| {

@@ -26,11 +26,23 @@ const SCHEMA: &str = r#"{
             pk: { type: 'string', value: 'padded#' }, sk: { type: 'string', value: 'padded#${id}' },
             id: { type: 'string', required: true },
         },
+        Tag: {
+            pk: { type: 'string', value: 'tag#' }, sk: { type: 'string', value: 'tag#${id}' },
+            id: { type: 'string', required: true }, label: { type: 'string', unique: true },
+            blob: { type: 'binary' },
+        },
+        Fault: {
+            pk: { type: 'string', value: 'fault#${deviceId}' }, sk: { type: 'string', value: 'fault#${id}' },
+            deviceId: { type: 'string', required: true }, id: { type: 'string', required: true },
+            code: { type: 'number' },
+        },
     },
     control: {
         Note: { sync: 'both' },
         Config: { sync: 'down', scope: '*' },
         Padded: { sync: 'both', scope: 'site#${deviceId:6:0}' },
+        Tag: { sync: 'down', scope: '*' },
+        Fault: { sync: 'up' },
     },
 }"#;
 
@@ -345,4 +357,127 @@ fn an_attached_db_syncs_in_the_background_and_triggers_may_call_back_into_it() {
         "one Cloud event per applied change: {seen:?}"
     );
     assert_eq!(seen[0], (ferry::Origin::Cloud, true, true));
+}
+
+fn tag(id: &str, label: &str) -> Item {
+    item(&[
+        ("_type", s("Tag")),
+        ("pk", s("tag#")),
+        ("sk", s(&format!("tag#{id}"))),
+        ("id", s(id)),
+        ("label", s(label)),
+    ])
+}
+
+fn manual() -> ferry::SyncOptions {
+    ferry::SyncOptions {
+        background: false,
+        ..ferry::SyncOptions::default()
+    }
+}
+
+#[test]
+fn a_change_that_cannot_apply_is_quarantined_and_its_scope_moves_on() {
+    let mut world = World::with_schema(SCHEMA);
+    let (db, _, _) = world.device_with("d1", None, manual());
+    world.cloud_write("Tag", key("tag#", "tag#t1"), "*", Some(tag("t1", "red")));
+    world.advance(1);
+    // The same unique label under another key: fine in the cloud, a clash on the device.
+    world.cloud_write("Tag", key("tag#", "tag#t2"), "*", Some(tag("t2", "red")));
+    world.advance(1);
+    // An item whose attributes name another key than the change's.
+    world.cloud_write("Tag", key("tag#", "tag#t3"), "*", Some(tag("t9", "blue")));
+    world.advance(1);
+    // Under DynamoDB's limit in the cloud, over it once the device adds its version.
+    let mut big = tag("t4", "big");
+    big.insert("blob".into(), Value::B(vec![7; 400 * 1024 - 60]));
+    world.cloud_write("Tag", key("tag#", "tag#t4"), "*", Some(big));
+    world.advance(1);
+    world.cloud_write("Tag", key("tag#", "tag#t5"), "*", Some(tag("t5", "green")));
+    db.sync(SYNC_TIMEOUT).unwrap();
+
+    assert!(
+        db.get("Tag", json!({"id": "t5"})).unwrap().is_some(),
+        "the scope moved on"
+    );
+    assert!(db.get("Tag", json!({"id": "t1"})).unwrap().is_some());
+    let quarantined = db.quarantine(10).unwrap();
+    let reasons: Vec<(String, String)> = quarantined
+        .iter()
+        .map(|q| (q.key.clone(), q.reason.clone()))
+        .collect();
+    assert_eq!(quarantined.len(), 3, "{reasons:?}");
+    assert_eq!(db.status().quarantined, 3);
+    let reason_of = |sk: &str| {
+        let found = reasons.iter().find(|(key, _)| key.contains(sk));
+        found.map(|(_, reason)| reason.clone()).unwrap_or_default()
+    };
+    assert!(reason_of("tag#t2").contains("unique"), "{reasons:?}");
+    assert!(reason_of("tag#t3").contains("key"), "{reasons:?}");
+    assert!(reason_of("tag#t4").contains("bytes"), "{reasons:?}");
+    assert_eq!(quarantined[0].model, "Tag");
+
+    // A newer change of a quarantined key that can apply releases it.
+    world.advance(1_000);
+    world.cloud_write("Tag", key("tag#", "tag#t2"), "*", Some(tag("t2", "orange")));
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert!(db.get("Tag", json!({"id": "t2"})).unwrap().is_some());
+    assert_eq!(db.status().quarantined, 2);
+}
+
+#[test]
+fn a_change_of_an_unknown_model_is_kept_and_applies_after_a_schema_upgrade() {
+    const BEFORE: &str = r#"{
+        version: '1', format: 'onetable:1.1.0',
+        indexes: { primary: { hash: 'pk', sort: 'sk' } },
+        models: { Config: {
+            pk: { type: 'string', value: 'config#' }, sk: { type: 'string', value: 'config#${name}' },
+            name: { type: 'string', required: true }, value: { type: 'string' },
+        } },
+        control: { Config: { sync: 'down', scope: '*' } },
+    }"#;
+    const AFTER: &str = r#"{
+        version: '2', format: 'onetable:1.1.0',
+        indexes: { primary: { hash: 'pk', sort: 'sk' } },
+        models: {
+            Config: {
+                pk: { type: 'string', value: 'config#' }, sk: { type: 'string', value: 'config#${name}' },
+                name: { type: 'string', required: true }, value: { type: 'string' },
+            },
+            Gadget: {
+                pk: { type: 'string', value: 'gadget#' }, sk: { type: 'string', value: 'gadget#${id}' },
+                id: { type: 'string', required: true },
+            },
+        },
+        control: { Config: { sync: 'down', scope: '*' }, Gadget: { sync: 'down', scope: '*' } },
+    }"#;
+    let mut world = World::with_schema(BEFORE);
+    let (db, dir) = world.open("d1", None);
+    db.attach(ferry::MemoryTransport::new(world.cloud.clone()), manual())
+        .unwrap();
+    let gadget = item(&[
+        ("_type", s("Gadget")),
+        ("pk", s("gadget#")),
+        ("sk", s("gadget#g1")),
+        ("id", s("g1")),
+    ]);
+    world.cloud_write("Gadget", key("gadget#", "gadget#g1"), "*", Some(gadget));
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let kept = db.quarantine(10).unwrap();
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].reason.contains("Gadget"), "{}", kept[0].reason);
+    drop(db);
+
+    // The device upgrades its schema: the kept change applies, though its feed position
+    // is behind the cursor.
+    let config = ferry::Config {
+        clock: world.clock.clock(),
+        ttl_sweep: None,
+        ..ferry::Config::with_schema(crate::support::schema(AFTER)).context("deviceId", "d1")
+    };
+    let db = ferry::Db::open(world.dir(dir), config).unwrap();
+    db.attach(ferry::MemoryTransport::new(world.cloud.clone()), manual())
+        .unwrap();
+    assert!(db.get("Gadget", json!({"id": "g1"})).unwrap().is_some());
+    assert_eq!(db.status().quarantined, 0);
 }

@@ -6,20 +6,26 @@
 //! key           = value(hash) (0 | 1 value(sort))
 //! op            = 0 (put) | 1 (delete)
 //! version       = varint(hlc) text(replica)
-//! outbox entry  = FORMAT change-body varint(queued_ms)
+//! outbox entry  = 2 change-body varint(queued_ms) (0 | 1 version(base))
+//!               | 1 change-body varint(queued_ms)            (written before `base`)
 //! tombstone     = FORMAT text(model) version varint(deleted_ms)
 //! conflict      = FORMAT version(winner) change-body(loser) varint(at_ms)
+//! quarantine    = FORMAT change-body text(reason) varint(at_ms)
 //! text(s)       = varint(byte length) UTF-8 bytes
 //! ```
 
 use ferry_types::codec::{Reader, encode_item, encode_value, varint};
 use ferry_types::{Hlc, Item, Key, ReplicaId, Version};
 
-use crate::{Change, ChangeOp, ConflictRecord, Error, OutboxEntry, Result, Tombstone};
+use crate::{
+    Change, ChangeOp, ConflictRecord, Error, OutboxEntry, QuarantineRecord, Result, Tombstone,
+};
 
 /// The leading byte of every record: a later layout gets a new number, and old bytes stay
 /// readable by matching on it.
 const FORMAT_V1: u8 = 1;
+/// Outbox entries with their `base` version.
+const FORMAT_V2: u8 = 2;
 
 const ABSENT: u8 = 0;
 const PRESENT: u8 = 1;
@@ -41,19 +47,46 @@ pub fn decode_change(bytes: &[u8]) -> Result<Change> {
 
 /// Appends the encoding of an outbox entry to `out`.
 pub fn encode_outbox_entry(entry: &OutboxEntry, out: &mut Vec<u8>) {
-    out.push(FORMAT_V1);
+    out.push(FORMAT_V2);
     change_body(&entry.change, out);
     varint(entry.queued_ms, out);
+    optional(entry.base.as_ref(), out, version);
 }
 
-/// Decodes [`encode_outbox_entry`]'s bytes.
+/// Decodes [`encode_outbox_entry`]'s bytes (both formats).
 pub fn decode_outbox_entry(bytes: &[u8]) -> Result<OutboxEntry> {
-    let mut d = Decoder::start(bytes, "outbox entry")?;
+    let (mut d, format) = Decoder::start_any(bytes, "outbox entry", &[FORMAT_V1, FORMAT_V2])?;
+    let change = d.change()?;
+    let queued_ms = d.varint()?;
+    let base = match format {
+        FORMAT_V1 => None,
+        _ => d.optional(Decoder::version)?,
+    };
     let entry = OutboxEntry {
-        change: d.change()?,
-        queued_ms: d.varint()?,
+        change,
+        queued_ms,
+        base,
     };
     d.finish(entry)
+}
+
+/// Appends the encoding of a quarantine record to `out`.
+pub fn encode_quarantine(record: &QuarantineRecord, out: &mut Vec<u8>) {
+    out.push(FORMAT_V1);
+    change_body(&record.change, out);
+    text(&record.reason, out);
+    varint(record.at_ms, out);
+}
+
+/// Decodes [`encode_quarantine`]'s bytes.
+pub fn decode_quarantine(bytes: &[u8]) -> Result<QuarantineRecord> {
+    let mut d = Decoder::start(bytes, "quarantine record")?;
+    let record = QuarantineRecord {
+        change: d.change()?,
+        reason: d.text()?,
+        at_ms: d.varint()?,
+    };
+    d.finish(record)
 }
 
 /// Appends the encoding of a tombstone to `out`.
@@ -136,13 +169,29 @@ struct Decoder<'a> {
 impl<'a> Decoder<'a> {
     /// Starts decoding `what`, checking the format byte.
     fn start(bytes: &'a [u8], what: &'static str) -> Result<Decoder<'a>> {
+        Decoder::start_any(bytes, what, &[FORMAT_V1]).map(|(d, _)| d)
+    }
+
+    /// Starts decoding `what` in one of `formats`; returns the one found.
+    fn start_any(bytes: &'a [u8], what: &'static str, formats: &[u8]) -> Result<(Decoder<'a>, u8)> {
         let mut d = Decoder {
             reader: Reader::new(bytes),
             what,
         };
         match d.byte()? {
-            FORMAT_V1 => Ok(d),
-            other => Err(d.corrupt(format!("unknown format {other}, expected {FORMAT_V1}"))),
+            format if formats.contains(&format) => Ok((d, format)),
+            other => {
+                let known: Vec<String> = formats.iter().map(u8::to_string).collect();
+                let expected = known.join(" or ");
+                Err(d.corrupt(format!("unknown format {other}, expected {expected}")))
+            }
+        }
+    }
+
+    fn optional<T>(&mut self, read: fn(&mut Self) -> Result<T>) -> Result<Option<T>> {
+        match self.flag()? {
+            true => read(self).map(Some),
+            false => Ok(None),
         }
     }
 

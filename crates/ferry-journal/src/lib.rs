@@ -20,8 +20,8 @@ mod error;
 mod tests;
 
 pub use encode::{
-    decode_change, decode_conflict, decode_outbox_entry, decode_tombstone, encode_change,
-    encode_conflict, encode_outbox_entry, encode_tombstone,
+    decode_change, decode_conflict, decode_outbox_entry, decode_quarantine, decode_tombstone,
+    encode_change, encode_conflict, encode_outbox_entry, encode_quarantine, encode_tombstone,
 };
 pub use error::{Error, Result};
 
@@ -60,6 +60,10 @@ pub struct OutboxEntry {
     pub change: Change,
     /// When it was queued (wall milliseconds), to report how long changes wait.
     pub queued_ms: u64,
+    /// The newest version of the key this device had seen when the pending change was
+    /// written (the item's or tombstone's it replaced, or a conflict's loser since): a cloud
+    /// change at or below it is old news, not a conflict. `None`: nothing was there.
+    pub base: Option<Version>,
 }
 
 impl OutboxEntry {
@@ -87,6 +91,19 @@ pub struct Tombstone {
     pub version: Version,
     /// When it was removed (wall milliseconds), for retention.
     pub deleted_ms: u64,
+}
+
+/// A cloud change this device could not apply (a unique clash, an item over the size
+/// limit, an item whose key does not match, a model this schema does not know), kept so
+/// that its scope moves on and the user can see it; retried after a schema upgrade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineRecord {
+    /// The change as it arrived.
+    pub change: Change,
+    /// Why it could not apply.
+    pub reason: String,
+    /// When it was quarantined (wall milliseconds).
+    pub at_ms: u64,
 }
 
 /// A losing version under last-writer-wins (`sync: 'both'`), kept for users to inspect.

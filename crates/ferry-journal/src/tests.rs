@@ -31,6 +31,7 @@ fn entry(hlc: u64) -> OutboxEntry {
     OutboxEntry {
         change: change(hlc),
         queued_ms: 7,
+        base: None,
     }
 }
 
@@ -134,8 +135,28 @@ proptest! {
     }
 
     #[test]
-    fn outbox_entries_round_trip(change in any_change(), queued_ms in any::<u64>()) {
-        check(&OutboxEntry { change, queued_ms }, encode_outbox_entry, decode_outbox_entry)?;
+    fn outbox_entries_round_trip(
+        change in any_change(),
+        queued_ms in any::<u64>(),
+        base in prop::option::of(any_version()),
+    ) {
+        check(&OutboxEntry { change, queued_ms, base }, encode_outbox_entry, decode_outbox_entry)?;
+    }
+
+    #[test]
+    fn outbox_entries_of_the_first_format_still_read(change in any_change(), queued_ms in any::<u64>()) {
+        // Format 1: the format byte, the change body, queued_ms (no base).
+        let mut bytes = Vec::new();
+        encode_change(&change, &mut bytes);
+        ferry_types::codec::varint(queued_ms, &mut bytes);
+        let entry = decode_outbox_entry(&bytes)?;
+        prop_assert_eq!(entry, OutboxEntry { change, queued_ms, base: None });
+    }
+
+    #[test]
+    fn quarantine_records_round_trip(change in any_change(), reason in ".{0,16}", at_ms in any::<u64>()) {
+        let record = QuarantineRecord { change, reason, at_ms };
+        check(&record, encode_quarantine, decode_quarantine)?;
     }
 
     #[test]
@@ -158,5 +179,6 @@ proptest! {
         let _ = decode_outbox_entry(&bytes);
         let _ = decode_tombstone(&bytes);
         let _ = decode_conflict(&bytes);
+        let _ = decode_quarantine(&bytes);
     }
 }

@@ -7,11 +7,12 @@
 //! - `tombstones`: primary key bytes -> `Tombstone`
 //! - `conflicts`: big-endian `at_ms` ++ primary key bytes ++ big-endian u32 sequence ->
 //!   `ConflictRecord` (the sequence keeps conflicts of one key in one millisecond apart)
+//! - `quarantine`: primary key bytes -> `QuarantineRecord` (the newest refused change)
 //! - `meta`: `state:` ++ name -> bytes (the prefix keeps them clear of the schema records)
 
 use std::collections::BTreeMap;
 
-use ferry_journal::{ConflictRecord, OutboxEntry, Tombstone};
+use ferry_journal::{ConflictRecord, OutboxEntry, QuarantineRecord, Tombstone};
 use ferry_types::{Key, Version};
 use fjall::Keyspace;
 
@@ -35,6 +36,8 @@ pub(crate) struct Staged {
     /// `None`: the tombstone is removed.
     tombstones: BTreeMap<Vec<u8>, Option<Tombstone>>,
     conflicts: BTreeMap<Vec<u8>, ConflictRecord>,
+    /// `None`: the record is removed.
+    quarantine: BTreeMap<Vec<u8>, Option<QuarantineRecord>>,
     meta: BTreeMap<String, Vec<u8>>,
     /// Outbox entries this write adds (new keys) minus those it settles.
     pub(crate) outbox_delta: isize,
@@ -45,6 +48,7 @@ impl Staged {
         self.outbox.is_empty()
             && self.tombstones.is_empty()
             && self.conflicts.is_empty()
+            && self.quarantine.is_empty()
             && self.meta.is_empty()
     }
 
@@ -83,6 +87,53 @@ impl Staged {
             }
             _ => Ok(false),
         }
+    }
+
+    /// Replaces the pending entry of the same key and version (its `base` moved); false if
+    /// the key has no pending entry at that version.
+    pub(crate) fn update_pending(&mut self, store: &Store, entry: OutboxEntry) -> Result<bool> {
+        let key = &entry.change.key;
+        match self.pending(store, key)? {
+            Some(pending) if pending.change.version == entry.change.version => {
+                self.outbox.insert(layout::key_bytes(key), Some(entry));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn quarantined(&self, store: &Store, bytes: &[u8]) -> Result<Option<QuarantineRecord>> {
+        match self.quarantine.get(bytes) {
+            Some(staged) => Ok(staged.clone()),
+            None => store.quarantined_at(bytes),
+        }
+    }
+
+    pub(crate) fn quarantine(&mut self, store: &Store, record: QuarantineRecord) -> Result<()> {
+        let bytes = layout::key_bytes(&record.change.key);
+        let held = self.quarantined(store, &bytes)?;
+        // One record per key: the newest change refused.
+        if held.is_none_or(|held| held.change.version <= record.change.version) {
+            self.quarantine.insert(bytes, Some(record));
+        }
+        Ok(())
+    }
+
+    /// Removes `key`'s quarantined change if it is at or below `version`.
+    pub(crate) fn release_quarantine(
+        &mut self,
+        store: &Store,
+        key: &Key,
+        version: &Version,
+    ) -> Result<()> {
+        let bytes = layout::key_bytes(key);
+        if self
+            .quarantined(store, &bytes)?
+            .is_some_and(|held| held.change.version <= *version)
+        {
+            self.quarantine.insert(bytes, None);
+        }
+        Ok(())
     }
 
     pub(crate) fn set_tombstone(&mut self, key: &Key, tombstone: Option<Tombstone>) {
@@ -142,6 +193,12 @@ impl Staged {
             &store.tombstones,
             &self.tombstones,
             encode(ferry_journal::encode_tombstone),
+        );
+        write_records(
+            batch,
+            &store.quarantine,
+            &self.quarantine,
+            encode(ferry_journal::encode_quarantine),
         );
         for (key, conflict) in &self.conflicts {
             let value = encode(ferry_journal::encode_conflict)(conflict);
@@ -237,6 +294,29 @@ impl Store {
                 self.decoded(ferry_journal::decode_conflict(&value))
             })
             .collect()
+    }
+
+    /// The quarantined changes (those the device could not apply), in primary key order,
+    /// at most `limit`.
+    pub fn quarantined(&self, limit: usize) -> Result<Vec<QuarantineRecord>> {
+        (self.quarantine.iter().take(limit))
+            .map(|guard| {
+                let value = guard.value().map_err(|e| self.fail(e))?;
+                self.decoded(ferry_journal::decode_quarantine(&value))
+            })
+            .collect()
+    }
+
+    /// How many changes are quarantined.
+    pub fn quarantine_count(&self) -> Result<usize> {
+        self.quarantine.len().map_err(|e| self.fail(e))
+    }
+
+    fn quarantined_at(&self, key: &[u8]) -> Result<Option<QuarantineRecord>> {
+        let value = self.quarantine.get(key).map_err(|e| self.fail(e))?;
+        value
+            .map(|v| self.decoded(ferry_journal::decode_quarantine(&v)))
+            .transpose()
     }
 
     /// A sync state value stored by [`Tx::set_meta`](crate::Tx::set_meta).

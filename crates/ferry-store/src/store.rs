@@ -66,6 +66,7 @@ pub struct Store {
     pub(crate) outbox: Keyspace,
     pub(crate) tombstones: Keyspace,
     pub(crate) conflicts: Keyspace,
+    pub(crate) quarantine: Keyspace,
     /// Entries in `outbox`, kept by commits (under `write_lock`), and their bound.
     pub(crate) outbox_len: AtomicUsize,
     pub(crate) outbox_changes_max: usize,
@@ -144,6 +145,7 @@ impl Store {
             outbox_changes_max: options.outbox_changes_max,
             tombstones: open("tombstones")?,
             conflicts: open("conflicts")?,
+            quarantine: open("quarantine")?,
             meta,
             indexes,
             schema,

@@ -405,6 +405,7 @@ fn entry(pk: u8, hlc: u64) -> OutboxEntry {
             item: Some(item(pk, 0, None, 0)),
         },
         queued_ms: hlc,
+        base: None,
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 
-use ferry_journal::{ConflictRecord, OutboxEntry, Tombstone};
+use ferry_journal::{ConflictRecord, OutboxEntry, QuarantineRecord, Tombstone};
 use ferry_schema::Context;
 use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::{Item, Key, Value, Version, item_size};
@@ -260,6 +260,23 @@ impl Tx<'_> {
     /// by a newer version ([`OutboxEntry::replaced_by`]). Returns whether `entry` was queued.
     pub fn queue(&mut self, entry: OutboxEntry) -> Result<bool> {
         self.journal.queue(self.store, entry)
+    }
+
+    /// Replaces the pending entry of the same key and version (to move its `base`);
+    /// returns false, changing nothing, if the key has no pending entry at that version.
+    pub fn update_pending(&mut self, entry: OutboxEntry) -> Result<bool> {
+        self.journal.update_pending(self.store, entry)
+    }
+
+    /// Keeps a change that cannot apply, with why; one record per key, the newest.
+    pub fn quarantine(&mut self, record: QuarantineRecord) -> Result<()> {
+        self.journal.quarantine(self.store, record)
+    }
+
+    /// Forgets the quarantined change of `key` if it is at or below `version` (that change
+    /// applied, or a newer one did).
+    pub fn release_quarantine(&mut self, key: &Key, version: &Version) -> Result<()> {
+        self.journal.release_quarantine(self.store, key, version)
     }
 
     /// Removes the pending entry of `key` when the cloud acknowledged its version (`acked`

@@ -10,7 +10,7 @@ use ferry_store::{Change, Durability, Store, Tx};
 use ferry_types::{Item, Key, Value};
 use serde_json::Value as Json;
 
-use crate::replica::{Replica, uploads};
+use crate::replica::{Replica, uploads, version_of};
 use crate::sync::Syncer;
 use crate::triggers::{Event, Op, Origin, TriggerId, Triggers};
 use crate::{Config, Error, Result};
@@ -279,12 +279,46 @@ impl Db {
                 (Some(_), Some(_)) => Op::Update,
                 (Some(_), None) => Op::Remove,
             };
+            let version = match &change.new {
+                Some(item) => version_of(item),
+                None => self
+                    .inner
+                    .store
+                    .tombstone(&change.key)
+                    .ok()
+                    .flatten()
+                    .map(|t| t.version),
+            };
             let event = Event {
                 model: model.name.clone(),
                 op,
                 old: change.old.as_ref().map(|i| self.to_json(model, i, true)),
                 new: change.new.as_ref().map(|i| self.to_json(model, i, true)),
+                version: version.map(|v| v.to_text()),
                 origin,
+            };
+            self.inner.triggers.fire(&event);
+        }
+    }
+
+    /// Fires a `Conflict` event per conflict decided while applying cloud changes.
+    pub(crate) fn fire_conflicts(&self, conflicts: &[ferry_journal::ConflictRecord]) {
+        if self.inner.triggers.is_empty() {
+            return;
+        }
+        for conflict in conflicts {
+            let Ok(model) = self.schema().model(&conflict.loser.model) else {
+                continue;
+            };
+            let loser = conflict.loser.item.as_ref();
+            let winner = self.inner.store.get(&conflict.loser.key).ok().flatten();
+            let event = Event {
+                model: model.name.clone(),
+                op: Op::Conflict,
+                old: loser.map(|i| self.to_json(model, i, true)),
+                new: winner.map(|i| self.to_json(model, &i, true)),
+                version: Some(conflict.winner.to_text()),
+                origin: Origin::Cloud,
             };
             self.inner.triggers.fire(&event);
         }

@@ -45,7 +45,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use find::{FindOptions, Page};
 #[doc(hidden)]
 pub use inspect::{LocalState, PendingChange};
-pub use sync::{CALL_TIMEOUT, Conflict, Status, SyncOptions};
+pub use sync::{CALL_TIMEOUT, Conflict, Quarantined, Status, SyncOptions};
 pub use triggers::{Event, Op, Origin, TriggerId};
 pub use typed::Model;
 pub use write::{Write, WriteOptions};

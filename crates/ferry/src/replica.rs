@@ -186,7 +186,7 @@ impl Replica {
             item: Some(model.cloud_view(item)),
             version,
         };
-        self.queue(tx, change, now_ms)
+        self.queue(tx, change, now_ms, over)
     }
 
     /// Records the removal of `old` with a versioned tombstone and queues it, in `tx`.
@@ -199,7 +199,8 @@ impl Replica {
         old: &Item,
         now_ms: i64,
     ) -> Result<()> {
-        let version = self.stamp_over(tx, now_ms, version_of(old).as_ref());
+        let over = version_of(old);
+        let version = self.stamp_over(tx, now_ms, over.as_ref());
         let deleted_ms = now_ms.max(0) as u64;
         tx.set_tombstone(
             key,
@@ -217,7 +218,7 @@ impl Replica {
             item: None,
             version,
         };
-        self.queue(tx, change, now_ms)
+        self.queue(tx, change, now_ms, over)
     }
 
     /// Gives a pending change a new version past `cloud`, the newer version the cloud holds,
@@ -233,6 +234,8 @@ impl Replica {
     ) -> Result<(Version, usize)> {
         let mut change = entry.change;
         change.version = self.stamp_over(tx, now_ms, Some(cloud));
+        // The device has seen the cloud's version now: it is the base of the new one.
+        let base = entry.base.max(Some(cloud.clone()));
         match change.op {
             ChangeOp::Put => {
                 if let Some(mut item) = tx.get(&change.key)? {
@@ -249,13 +252,26 @@ impl Replica {
                 tx.set_tombstone(&change.key, tombstone);
             }
         }
-        let staged = queue_entry(tx, change, now_ms)?;
+        let staged = queue_entry(tx, change, now_ms, base)?;
         Ok((staged.version, staged.bytes))
     }
 
-    /// Queues `change` in `tx` and stages its notification for the sync engine.
-    fn queue(&self, tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<()> {
-        let staged = queue_entry(tx, change, now_ms)?;
+    /// Queues `change`, which replaces the version `over` (if any), in `tx` and stages its
+    /// notification for the sync engine.
+    fn queue(
+        &self,
+        tx: &mut Tx<'_>,
+        change: Change,
+        now_ms: i64,
+        over: Option<Version>,
+    ) -> Result<()> {
+        // A change coalesced over a pending one keeps the older base: a cloud change
+        // between the two was never seen either.
+        let base = match tx.pending(&change.key)? {
+            Some(pending) => pending.base,
+            None => over,
+        };
+        let staged = queue_entry(tx, change, now_ms, base)?;
         self.staged
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -265,10 +281,16 @@ impl Replica {
 }
 
 /// Puts `change` in the outbox in `tx`; returns what the sync engine must hear of it.
-fn queue_entry(tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<Staged> {
+fn queue_entry(
+    tx: &mut Tx<'_>,
+    change: Change,
+    now_ms: i64,
+    base: Option<Version>,
+) -> Result<Staged> {
     let entry = OutboxEntry {
         change,
         queued_ms: now_ms.max(0) as u64,
+        base,
     };
     let staged = Staged {
         key: entry.change.key.clone(),

@@ -14,6 +14,11 @@ pub enum Op {
     Update,
     /// The item was removed (by a call, or by the TTL sweeper).
     Remove,
+    /// Last writer wins decided between a local and a cloud version (`sync: 'both'`):
+    /// `old` is the losing item (`None` when the loser was a remove), `new` the winning
+    /// one as this device holds it, `version` the winner's. The loser is also in
+    /// `Db::conflicts`.
+    Conflict,
 }
 
 /// Where a change came from.
@@ -36,6 +41,9 @@ pub struct Event {
     pub old: Option<Json>,
     /// The item after (hidden fields included), unless removed.
     pub new: Option<Json>,
+    /// The version the change gave the item (its `_ver`; a remove's tombstone version),
+    /// for models that replicate.
+    pub version: Option<String>,
     /// Where the change came from.
     pub origin: Origin,
 }

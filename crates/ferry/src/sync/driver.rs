@@ -215,7 +215,7 @@ impl Driver {
             at_ms: now,
         };
         let (_, committed) = db.inner.store.write(Durability::Default, |tx| {
-            tx.log_conflict(conflict)?;
+            tx.log_conflict(conflict.clone())?;
             tx.settle(key, local)?;
             match &winner {
                 Some(change) => db.apply_winner(tx, change, now),
@@ -223,6 +223,7 @@ impl Driver {
             }
         })?;
         db.fire(&committed, crate::Origin::Cloud);
+        db.fire_conflicts(&[conflict]);
         let (key, version) = (key.clone(), local.clone());
         self.engine.handle(Input::Settled { key, version }, now);
         Ok(())

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use ferry_journal::{Change, ChangeOp, ConflictRecord, Tombstone};
+use ferry_journal::{Change, ChangeOp, ConflictRecord, OutboxEntry, QuarantineRecord, Tombstone};
 use ferry_schema::{Enable, Model, SyncDirection};
 use ferry_store::{Durability, Tx};
 use ferry_sync::{Inbound, decide_inbound};
@@ -27,10 +27,10 @@ impl Db {
         cursor: Option<Hlc>,
         now: u64,
     ) -> Result<Vec<(Key, Version)>> {
-        let mut settled = Vec::new();
+        let mut applied = Applied::default();
         let (_, committed) = self.inner.store.write(Durability::Default, |tx| {
             for (_, change) in changes {
-                self.apply_change(tx, change, now, &mut settled)?;
+                self.apply_change(tx, change, now, &mut applied)?;
             }
             if let Some(cursor) = cursor {
                 set_cursor(tx, scope, cursor);
@@ -38,7 +38,8 @@ impl Db {
             Ok::<_, Error>(())
         })?;
         self.fire(&committed, Origin::Cloud);
-        Ok(settled)
+        self.fire_conflicts(&applied.conflicts);
+        Ok(applied.settled)
     }
 
     /// Changes the cloud pushed without being asked: applied like a page (idempotent by
@@ -46,16 +47,34 @@ impl Db {
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(super) fn apply_live(&self, changes: &[Change]) {
         let now = self.now_ms().max(0) as u64;
-        let mut settled = Vec::new();
-        let applied = self.inner.store.write(Durability::Default, |tx| {
+        let mut applied = Applied::default();
+        let result = self.inner.store.write(Durability::Default, |tx| {
             changes
                 .iter()
-                .try_for_each(|change| self.apply_change(tx, change, now, &mut settled))
+                .try_for_each(|change| self.apply_change(tx, change, now, &mut applied))
         });
-        match applied {
-            Ok((_, committed)) => self.fire(&committed, Origin::Cloud),
+        match result {
+            Ok((_, committed)) => {
+                self.fire(&committed, Origin::Cloud);
+                self.fire_conflicts(&applied.conflicts);
+            }
             Err(e) => self.report_error(format!("{}: applying live changes: {e}", e.code())),
         }
+    }
+
+    /// Applies again every quarantined change (after a schema upgrade some now can), each
+    /// in its own transaction: those that still cannot stay, with their new reason.
+    pub(super) fn retry_quarantined(&self) -> Result<()> {
+        let now = self.now_ms().max(0) as u64;
+        for record in self.inner.store.quarantined(usize::MAX)? {
+            let mut applied = Applied::default();
+            let (_, committed) = self.inner.store.write(Durability::Default, |tx| {
+                self.apply_change(tx, &record.change, now, &mut applied)
+            })?;
+            self.fire(&committed, Origin::Cloud);
+            self.fire_conflicts(&applied.conflicts);
+        }
+        Ok(())
     }
 
     /// The cloud's winning change of a superseded upload, applied in `tx`.
@@ -73,24 +92,68 @@ impl Db {
         Ok(())
     }
 
-    /// One cloud change, by the direction rule of its model.
+    /// One cloud change, by the direction rule of its model. A change that cannot apply
+    /// here goes to the quarantine (in the same transaction), so that its scope moves on.
     fn apply_change(
         &self,
         tx: &mut Tx<'_>,
         change: &Change,
         now: u64,
-        settled: &mut Vec<(Key, Version)>,
+        out: &mut Applied,
     ) -> Result<()> {
         let Ok(model) = self.schema().model(&change.model) else {
-            self.report_error(format!(
-                "a cloud change names unknown model '{}'",
+            let reason = format!(
+                "model {} is not in this device's schema: kept, it applies after a schema upgrade",
                 change.model
-            ));
-            return Ok(());
+            );
+            return quarantine(tx, change, reason, now);
         };
+        if let Some(reason) = self.malformed(model, change) {
+            return quarantine(tx, change, reason, now);
+        }
         if let Some(ahead) = (self.inner.replica).observe(tx, change.version.hlc, now as i64) {
             lock(&self.inner.report).skew_ms = Some(ahead);
         }
+        match self.decide(tx, model, change, now, out) {
+            Err(e) if cannot_apply(&e) => quarantine(tx, change, e.to_string(), now),
+            Err(e) => Err(e),
+            Ok(()) => tx
+                .release_quarantine(&change.key, &change.version)
+                .map_err(Error::from),
+        }
+    }
+
+    /// Why `change` can never apply as it is, if it cannot: its item does not belong to
+    /// its key or model.
+    fn malformed(&self, model: &Model, change: &Change) -> Option<String> {
+        let item = match (&change.op, &change.item) {
+            (ChangeOp::Put, Some(item)) => item,
+            (ChangeOp::Put, None) => return Some(format!("put of {} carries no item", change.key)),
+            (ChangeOp::Delete, _) => return None,
+        };
+        let type_field = &self.schema().params().type_field;
+        if item.get(type_field).and_then(Value::as_str) != Some(model.name.as_str()) {
+            return Some(format!("the item's {type_field} is not {}", model.name));
+        }
+        match self.inner.store.key_of(item) {
+            Ok(key) if key == change.key => None,
+            Ok(key) => Some(format!(
+                "the item's key is {key}, not the change's {}",
+                change.key
+            )),
+            Err(e) => Some(format!("the item has no usable key: {e}")),
+        }
+    }
+
+    /// The direction rule of `model` for `change`, carried out in `tx`.
+    fn decide(
+        &self,
+        tx: &mut Tx<'_>,
+        model: &Model,
+        change: &Change,
+        now: u64,
+        out: &mut Applied,
+    ) -> Result<()> {
         let local = match tx.get(&change.key)? {
             Some(item) => version_of(&item),
             None => tx.tombstone(&change.key)?.map(|t| t.version),
@@ -108,29 +171,44 @@ impl Db {
                 self.write_remote(tx, model, change, now)?;
                 if let Some(entry) = pending {
                     let version = entry.change.version.clone();
-                    tx.log_conflict(ConflictRecord {
+                    let conflict = ConflictRecord {
                         winner: change.version.clone(),
                         loser: entry.change,
                         at_ms: now,
-                    })?;
+                    };
+                    tx.log_conflict(conflict.clone())?;
+                    out.conflicts.push(conflict);
                     tx.settle(&change.key, &version)?;
-                    settled.push((change.key.clone(), version));
+                    out.settled.push((change.key.clone(), version));
                 }
                 Ok(())
             }
-            Inbound::KeepLocal => {
-                if let (SyncDirection::Both, Some(winner)) = (direction, pending_version) {
+            Inbound::KeepLocal => match (direction, pending) {
+                (SyncDirection::Both, Some(entry)) if self.unseen(&entry, &change.version) => {
                     let conflict = ConflictRecord {
-                        winner: winner.clone(),
+                        winner: entry.change.version.clone(),
                         loser: change.clone(),
                         at_ms: now,
                     };
-                    tx.log_conflict(conflict)?;
+                    tx.log_conflict(conflict.clone())?;
+                    out.conflicts.push(conflict);
+                    // Seen now: a re-read of the same version is not logged again.
+                    let base = Some(change.version.clone());
+                    tx.update_pending(OutboxEntry { base, ..entry })?;
+                    Ok(())
                 }
-                Ok(())
-            }
+                _ => Ok(()),
+            },
             Inbound::Ignore => Ok(()),
         }
+    }
+
+    /// Whether a cloud version that loses to the pending `entry` is a genuine conflict: not
+    /// this device's own (an acknowledged version re-read within the window), and newer
+    /// than anything the device had seen when it wrote the pending change.
+    fn unseen(&self, entry: &OutboxEntry, remote: &Version) -> bool {
+        remote.replica != self.inner.replica.id
+            && entry.base.as_ref().is_none_or(|base| remote > base)
     }
 
     /// Stores a cloud change as it is: its version and timestamps are kept, never re-stamped.
@@ -149,8 +227,9 @@ impl Db {
                 if let Some(local) = tx.get(&change.key)? {
                     model.keep_local_fields(&local, &mut item);
                 }
-                tx.clear_tombstone(&change.key);
+                // The put first: if it fails (a unique clash) nothing was changed.
                 tx.put(item)?;
+                tx.clear_tombstone(&change.key);
             }
             _ => {
                 tx.delete(&change.key)?;
@@ -211,4 +290,33 @@ impl Db {
 fn set_cursor(tx: &mut Tx<'_>, scope: &str, cursor: Hlc) {
     let name = format!("{META_CURSOR_PREFIX}{scope}");
     tx.set_meta(&name, cursor.as_u64().to_be_bytes().to_vec());
+}
+
+/// What applying cloud changes did beside the data: outbox entries the cloud overwrote
+/// (the engine must hear of them) and conflicts decided (triggers must).
+#[derive(Default)]
+pub(super) struct Applied {
+    pub settled: Vec<(Key, Version)>,
+    pub conflicts: Vec<ConflictRecord>,
+}
+
+/// Keeps `change` in the quarantine with `reason`, in `tx`.
+fn quarantine(tx: &mut Tx<'_>, change: &Change, reason: String, now: u64) -> Result<()> {
+    let record = QuarantineRecord {
+        change: change.clone(),
+        reason,
+        at_ms: now,
+    };
+    Ok(tx.quarantine(record)?)
+}
+
+/// Failures of one change that no retry can mend: it goes to the quarantine. Storage
+/// failures are not among them: they fail the page, which is retried.
+fn cannot_apply(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Unique { .. }
+            | Error::Validation { .. }
+            | Error::Storage(ferry_store::Error::TooLarge { .. } | ferry_store::Error::Key(_))
+    )
 }

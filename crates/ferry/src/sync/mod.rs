@@ -82,6 +82,9 @@ pub struct Status {
     pub clock_skew_ms: Option<u64>,
     /// Conflicts in the log (last-writer-wins losers; the log keeps the newest 10,000).
     pub conflicts: usize,
+    /// Cloud changes this device could not apply, kept in the quarantine
+    /// ([`Db::quarantine`]).
+    pub quarantined: usize,
     /// Consecutive failed pushes.
     pub failures: u32,
     /// The latest error the driver met (a rejected change, a failed apply).
@@ -103,6 +106,25 @@ pub struct Conflict {
     /// The losing item (hidden fields included); `None` when the loser was a remove.
     pub loser_item: Option<serde_json::Value>,
     /// When the conflict was decided (epoch ms).
+    pub at_ms: u64,
+}
+
+/// A cloud change this device could not apply, as [`Db::quarantine`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quarantined {
+    /// The change's model.
+    pub model: String,
+    /// The item's primary key, as text.
+    pub key: String,
+    /// The change's version.
+    pub version: String,
+    /// A remove, rather than a put.
+    pub remove: bool,
+    /// Why it could not apply.
+    pub reason: String,
+    /// The item as the cloud sent it (hidden fields included), for a put.
+    pub item: Option<serde_json::Value>,
+    /// When it was quarantined (epoch ms).
     pub at_ms: u64,
 }
 
@@ -215,6 +237,7 @@ impl Db {
         for scope in &scopes {
             cursors.insert(scope.clone(), self.load_cursor(scope)?);
         }
+        self.retry_quarantined()?;
         let engine = Engine::new(options.engine.clone(), cursors, options.seed);
         let driver = Driver::new(engine, Box::new(transport), options.call_timeout);
         let syncer = Syncer {
@@ -326,6 +349,7 @@ impl Db {
             cursors: Vec::new(),
             clock_skew_ms: None,
             conflicts: self.inner.store.conflict_count().unwrap_or(0),
+            quarantined: self.inner.store.quarantine_count().unwrap_or(0),
             failures: 0,
             last_error: None,
         };
@@ -353,6 +377,33 @@ impl Db {
         }
         status.last_error = lock(&self.inner.report).last_error.clone();
         status
+    }
+
+    /// The cloud changes this device could not apply (at most `limit`, by key): each kept
+    /// with its reason while its scope moved on. A newer change of the key that applies
+    /// releases it; changes of models this schema does not know apply after an upgrade
+    /// (they are retried when the database attaches).
+    pub fn quarantine(&self, limit: usize) -> Result<Vec<Quarantined>> {
+        let records = self.inner.store.quarantined(limit)?;
+        Ok((records.into_iter())
+            .map(|record| {
+                let change = record.change;
+                let model = self.schema().model(&change.model).ok();
+                let item = change.item.as_ref().map(|item| match model {
+                    Some(model) => self.to_json(model, item, true),
+                    None => ferry_types::Value::M(item.clone()).to_json(),
+                });
+                Quarantined {
+                    model: change.model.clone(),
+                    key: change.key.to_string(),
+                    version: change.version.to_text(),
+                    remove: change.op == ferry_journal::ChangeOp::Delete,
+                    reason: record.reason,
+                    item,
+                    at_ms: record.at_ms,
+                }
+            })
+            .collect())
     }
 
     /// The latest conflicts, newest first, at most `limit`.
