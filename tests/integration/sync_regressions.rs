@@ -1,8 +1,8 @@
 //! Named regressions of the replication core: each test failed before its fix.
 
-use ferry::FindOptions;
 use ferry::journal::ChangeOp;
 use ferry::types::{Item, Value};
+use ferry::{FindOptions, WriteOptions};
 use serde_json::json;
 
 use crate::sync::{SYNC_TIMEOUT, World, key};
@@ -480,4 +480,361 @@ fn a_change_of_an_unknown_model_is_kept_and_applies_after_a_schema_upgrade() {
         .unwrap();
     assert!(db.get("Gadget", json!({"id": "g1"})).unwrap().is_some());
     assert_eq!(db.status().quarantined, 0);
+}
+
+#[test]
+fn only_genuine_losers_are_conflicts_logged_once_and_seen_by_triggers() {
+    let mut world = World::with_schema(SCHEMA);
+    // A long syncDelay keeps a local update pending across several polls.
+    let mut options = manual();
+    options.engine.sync_delay_ms = 10 * 60_000;
+    let (db, _, _) = world.device_with("d1", None, options);
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = events.clone();
+    db.on_change(Some("Note"), move |event| {
+        seen.lock()
+            .unwrap()
+            .push((event.op, event.origin, event.version.clone()));
+    })
+    .unwrap();
+    db.create("Note", json!({"id": "n1", "text": "v1"}))
+        .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    // A local update, pending (inside syncDelay) when the next poll re-reads the
+    // device's own acknowledged v1 within the catch-up window: old news, not a conflict.
+    world.advance(1_000);
+    db.update(
+        "Note",
+        json!({"id": "n1", "text": "v2"}),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    world.advance(30_000);
+    db.drive().unwrap();
+    assert_eq!(db.status().pending_changes, 1, "v2 waits for its delay");
+    assert_eq!(db.status().conflicts, 0, "a re-read of our own version");
+
+    // A cloud writer's version that the device never saw, older than v2: a genuine loser,
+    // logged once although every poll re-reads it.
+    let mut cloud = world.cloud_item(&key("note#d1", "note#n1")).unwrap();
+    cloud.insert("text".into(), s("cloud"));
+    let before_v2_ms = world.now() as u64 - 30_500; // after v1, before v2
+    world.cloud.lock().unwrap().write(ferry::journal::Change {
+        model: "Note".into(),
+        key: key("note#d1", "note#n1"),
+        op: ChangeOp::Put,
+        version: ferry::types::Version {
+            hlc: ferry::types::Hlc::new(before_v2_ms, 0),
+            replica: ferry::types::ReplicaId::parse("cloud").unwrap(),
+        },
+        scope: "d1".into(),
+        item: Some(cloud),
+    });
+    for _ in 0..3 {
+        world.advance(30_000);
+        db.drive().unwrap();
+    }
+    // The polls saw the cloud's version, and v2 is still pending.
+    assert_eq!(db.status().conflicts, 1, "{:?}", db.conflicts(10).unwrap());
+    db.sync(SYNC_TIMEOUT).unwrap();
+    world.advance(40_000);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(db.status().conflicts, 1, "logged once");
+    let conflicts = db.conflicts(10).unwrap();
+    assert_eq!(
+        conflicts[0].loser_item.as_ref().map(|i| i["text"].clone()),
+        Some(json!("cloud"))
+    );
+    let events = events.lock().unwrap();
+    let conflict_events: Vec<_> = events
+        .iter()
+        .filter(|(op, ..)| *op == ferry::Op::Conflict)
+        .collect();
+    assert_eq!(conflict_events.len(), 1, "{events:?}");
+    assert_eq!(
+        conflict_events[0].2.as_deref(),
+        Some(conflicts[0].winner.as_str())
+    );
+    assert!(
+        events.iter().all(|(_, _, version)| version.is_some()),
+        "{events:?}"
+    );
+}
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+fn config_item(name: &str) -> Item {
+    item(&[
+        ("_type", s("Config")),
+        ("pk", s("config#")),
+        ("sk", s(&format!("config#{name}"))),
+        ("name", s(name)),
+        ("value", s("x")),
+    ])
+}
+
+#[test]
+fn a_resync_of_many_pages_of_rows_older_than_the_horizon_finishes() {
+    let mut world = World::with_schema(SCHEMA);
+    let (old, link, _) = world.device_with("d1", None, manual());
+    world.cloud_write(
+        "Config",
+        key("config#", "config#gone"),
+        "*",
+        Some(config_item("gone")),
+    );
+    for n in 0..250 {
+        let name = format!("c{n:03}");
+        world.cloud_write(
+            "Config",
+            key("config#", &format!("config#{name}")),
+            "*",
+            Some(config_item(&name)),
+        );
+    }
+    old.sync(SYNC_TIMEOUT).unwrap();
+    assert!(
+        old.get("Config", json!({"name": "gone"}))
+            .unwrap()
+            .is_some()
+    );
+    link.set_online(false);
+    world.advance(3_600_000);
+    world.cloud_write("Config", key("config#", "config#gone"), "*", None);
+    world.advance(40 * DAY_MS); // the tombstone is purged; every row is older than the horizon
+    world.cloud_write(
+        "Config",
+        key("config#", "config#fresh"),
+        "*",
+        Some(config_item("fresh")),
+    );
+    link.set_online(true);
+    old.sync(SYNC_TIMEOUT)
+        .expect("the resync pages through every old row");
+    assert!(
+        old.get("Config", json!({"name": "gone"}))
+            .unwrap()
+            .is_none(),
+        "the purged delete"
+    );
+    assert!(
+        old.get("Config", json!({"name": "fresh"}))
+            .unwrap()
+            .is_some()
+    );
+    let count = |db: &ferry::Db| {
+        let page = db
+            .find("Config", json!({}), &FindOptions::default())
+            .unwrap();
+        page.items.len()
+    };
+    assert_eq!(count(&old), 251);
+    // A new device's first sync of the same scope.
+    let (new, _, _) = world.device_with("d2", None, manual());
+    new.sync(SYNC_TIMEOUT)
+        .expect("a new device's first sync finishes");
+    assert_eq!(count(&new), 251);
+}
+
+/// A transport whose second snapshot page fails once: a resync cut short.
+struct CutShort {
+    inner: ferry::MemoryTransport,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl ferry::Transport for CutShort {
+    fn connect(
+        &self,
+    ) -> impl Future<
+        Output = Result<ferry::replication::Session, ferry::replication::TransportError>,
+    > + Send {
+        self.inner.connect()
+    }
+
+    fn push(
+        &self,
+        changes: Vec<ferry::journal::Change>,
+    ) -> impl Future<
+        Output = Result<ferry::replication::PushResults, ferry::replication::TransportError>,
+    > + Send {
+        self.inner.push(changes)
+    }
+
+    fn pull(
+        &self,
+        scope: &str,
+        from: ferry::replication::PullFrom,
+        limit: usize,
+    ) -> impl Future<
+        Output = Result<ferry::replication::PullPage, ferry::replication::TransportError>,
+    > + Send {
+        use ferry::replication::{PullFrom, TransportError};
+        let second_page =
+            matches!(from, PullFrom::Snapshot(after) if after != ferry::types::Hlc::ZERO);
+        let cut = second_page && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst);
+        let page = self.inner.pull(scope, from, limit);
+        async move {
+            match cut {
+                true => Err(TransportError::Unavailable("link lost mid-resync".into())),
+                false => page.await,
+            }
+        }
+    }
+}
+
+#[test]
+fn a_resync_cut_short_starts_again_instead_of_believing_it_caught_up() {
+    let mut world = World::with_schema(SCHEMA);
+    let (db, _) = world.open("d1", None);
+    let transport = std::sync::Arc::new(CutShort {
+        inner: ferry::MemoryTransport::new(world.cloud.clone()),
+        armed: std::sync::atomic::AtomicBool::new(false),
+    });
+    db.attach(transport.clone(), manual()).unwrap();
+    world.cloud_write(
+        "Config",
+        key("config#", "config#gone"),
+        "*",
+        Some(config_item("gone")),
+    );
+    db.sync(SYNC_TIMEOUT).unwrap();
+    transport.inner.set_online(false);
+    world.advance(3_600_000);
+    world.cloud_write("Config", key("config#", "config#gone"), "*", None);
+    world.advance(3_600_000);
+    // Written after the delete: the first snapshot page ends past the purged tombstone.
+    for n in 0..150 {
+        let name = format!("c{n:03}");
+        world.cloud_write(
+            "Config",
+            key("config#", &format!("config#{name}")),
+            "*",
+            Some(config_item(&name)),
+        );
+    }
+    world.advance(40 * DAY_MS);
+    transport.inner.set_online(true);
+    transport
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // The cut fails this sync (the retry waits out a backoff on the test's clock).
+    let _ = db.sync(std::time::Duration::from_millis(200));
+    world.advance(60_000);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert!(
+        !transport.armed.load(std::sync::atomic::Ordering::SeqCst),
+        "the cut happened"
+    );
+    assert!(
+        db.get("Config", json!({"name": "gone"})).unwrap().is_none(),
+        "the resync ran again to its end and forgot the item the cloud purged"
+    );
+}
+
+/// A cloud writer that overwrites one key with a newer version before each of the first
+/// `times` pushes that carry it: an `up` change superseded again and again.
+struct Contested {
+    inner: ferry::MemoryTransport,
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl ferry::Transport for Contested {
+    fn connect(
+        &self,
+    ) -> impl Future<
+        Output = Result<ferry::replication::Session, ferry::replication::TransportError>,
+    > + Send {
+        self.inner.connect()
+    }
+
+    fn push(
+        &self,
+        changes: Vec<ferry::journal::Change>,
+    ) -> impl Future<
+        Output = Result<ferry::replication::PushResults, ferry::replication::TransportError>,
+    > + Send {
+        use std::sync::atomic::Ordering::SeqCst;
+        for change in &changes {
+            if self.left.load(SeqCst) > 0 {
+                self.left.fetch_sub(1, SeqCst);
+                let mut newer = change.clone();
+                newer.version = ferry::types::Version {
+                    hlc: ferry::types::Hlc::new(change.version.hlc.physical_ms() + 1_000, 0),
+                    replica: ferry::types::ReplicaId::parse("cloud").unwrap(),
+                };
+                self.inner.cloud().lock().unwrap().write(newer);
+            }
+        }
+        self.inner.push(changes)
+    }
+
+    fn pull(
+        &self,
+        scope: &str,
+        from: ferry::replication::PullFrom,
+        limit: usize,
+    ) -> impl Future<
+        Output = Result<ferry::replication::PullPage, ferry::replication::TransportError>,
+    > + Send {
+        self.inner.pull(scope, from, limit)
+    }
+}
+
+#[test]
+fn sync_returns_ok_only_once_every_change_pending_at_the_call_has_left() {
+    let mut world = World::with_schema(SCHEMA);
+    let (db, _) = world.open("d1", None);
+    let transport = Contested {
+        inner: ferry::MemoryTransport::new(world.cloud.clone()),
+        left: std::sync::atomic::AtomicUsize::new(5),
+    };
+    db.attach(transport, manual()).unwrap();
+    db.create("Fault", json!({"id": "f1", "code": 1})).unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(
+        db.status().pending_changes,
+        0,
+        "Ok means nothing of it is left"
+    );
+    let cloud = world.cloud_item(&key("fault#d1", "fault#f1")).unwrap();
+    assert_eq!(
+        cloud.get("code"),
+        Some(&Value::int(1)),
+        "the device won, as up says"
+    );
+}
+
+#[test]
+fn observed_stamps_survive_a_restart_and_connected_tells_the_truth() {
+    let mut world = World::with_schema(SCHEMA);
+    let (db, link, dir) = world.device_with("d1", None, manual());
+    assert!(!db.status().connected, "not before a handshake");
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert!(db.status().connected);
+    // A cloud version 20 minutes ahead of the device's clock (within the 1 h bound).
+    let ahead_ms = world.now() as u64 + 20 * 60_000;
+    world.cloud.lock().unwrap().write(ferry::journal::Change {
+        model: "Config".into(),
+        key: key("config#", "config#mode"),
+        op: ChangeOp::Put,
+        version: ferry::types::Version {
+            hlc: ferry::types::Hlc::new(ahead_ms, 0),
+            replica: ferry::types::ReplicaId::parse("cloud").unwrap(),
+        },
+        scope: "*".into(),
+        item: Some(config_item("mode")),
+    });
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let seen = ferry::types::Hlc::new(ahead_ms, 0).to_text();
+    assert!(db.status().clock >= seen, "{} < {seen}", db.status().clock);
+    link.set_online(false);
+    assert!(db.sync(std::time::Duration::from_millis(50)).is_err());
+    assert!(!db.status().connected, "a failed call takes the link down");
+    drop(db);
+    let (db, _) = world.open("d1", Some(dir));
+    assert!(
+        db.status().clock >= seen,
+        "after a restart: {} < {seen}",
+        db.status().clock
+    );
 }
