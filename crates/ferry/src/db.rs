@@ -297,8 +297,21 @@ impl Db {
                 version: version.map(|v| v.to_text()),
                 origin,
             };
-            self.inner.triggers.fire(&event);
+            self.deliver(event);
         }
+    }
+
+    /// Runs the triggers of `event`: here, unless it comes from the cloud and a background
+    /// driver applied it, whose events go to the trigger thread (see `sync::Events`).
+    fn deliver(&self, event: Event) {
+        let event = match (event.origin, self.inner.sync.get()) {
+            (Origin::Cloud, Some(syncer)) => match syncer.dispatch(event) {
+                None => return,
+                Some(undelivered) => undelivered,
+            },
+            _ => event,
+        };
+        self.inner.triggers.fire(&event);
     }
 
     /// Fires a `Conflict` event per conflict decided while applying cloud changes.
@@ -320,7 +333,7 @@ impl Db {
                 version: Some(conflict.winner.to_text()),
                 origin: Origin::Cloud,
             };
-            self.inner.triggers.fire(&event);
+            self.deliver(event);
         }
     }
 }

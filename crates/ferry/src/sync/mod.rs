@@ -25,6 +25,8 @@ const META_CURSOR_PREFIX: &str = "cursor:";
 const SYNC_POLL_MS: u64 = 5;
 /// Inputs waiting for the driver at most (see `Syncer::inbox`).
 const INBOX_INPUTS_MAX: usize = 10_000;
+/// Cloud events waiting for the trigger thread at most.
+const EVENTS_QUEUED_MAX: usize = 1024;
 /// A transport call that has not answered after this fails with `Timeout`.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -145,6 +147,8 @@ pub(crate) struct Syncer {
     answer: Condvar,
     horizon_ms: AtomicU64,
     wake: background::Wake,
+    /// Where a background driver's cloud events go (see [`Syncer::dispatch`]).
+    events: Option<std::sync::mpsc::SyncSender<crate::Event>>,
 }
 
 #[derive(Default)]
@@ -183,6 +187,18 @@ impl Syncer {
         self.wake.notify();
     }
 
+    /// Hands a cloud change's event to the trigger thread, so that a trigger runs off the
+    /// driver's thread and may wait on the driver (`sync()`) for real. Bounded: when
+    /// [`EVENTS_QUEUED_MAX`] events wait, the driver waits for the triggers (it never waits
+    /// on them otherwise, so this cannot deadlock). Returns the event when there is no
+    /// trigger thread: the caller runs it.
+    pub(crate) fn dispatch(&self, event: crate::Event) -> Option<crate::Event> {
+        match &self.events {
+            Some(events) => events.send(event).err().map(|e| e.0),
+            None => Some(event),
+        }
+    }
+
     fn publish(&self, engine: &Engine) {
         *lock(&self.snapshot) = engine.status();
     }
@@ -208,6 +224,24 @@ impl Syncer {
         }
         true
     }
+}
+
+/// The thread that runs the triggers of a background driver's cloud changes, in order.
+/// It ends when the database (and so the sender) is dropped.
+fn start_trigger_thread(
+    db: std::sync::Weak<crate::db::Inner>,
+) -> Result<std::sync::mpsc::SyncSender<crate::Event>> {
+    let (events, received) = std::sync::mpsc::sync_channel::<crate::Event>(EVENTS_QUEUED_MAX);
+    std::thread::Builder::new()
+        .name("ferry-triggers".into())
+        .spawn(move || {
+            for event in received {
+                let Some(inner) = db.upgrade() else { return };
+                inner.triggers.fire(&event);
+            }
+        })
+        .map_err(|e| Error::Argument(format!("cannot start the trigger thread: {e}")))?;
+    Ok(events)
 }
 
 /// Every outbox entry as the engine hears of it.
@@ -254,6 +288,10 @@ impl Db {
             wake: match options.background {
                 true => background::Wake::for_background(),
                 false => background::Wake::default(),
+            },
+            events: match options.background {
+                true => Some(start_trigger_thread(Arc::downgrade(&self.inner))?),
+                false => None,
             },
         };
         self.inner.sync.set(syncer).map_err(|_| {
