@@ -834,3 +834,64 @@ fn observed_stamps_survive_a_restart_and_connected_tells_the_truth() {
         db.status().clock
     );
 }
+
+#[test]
+fn background_drivers_with_concurrent_writers_converge() {
+    let mut world = World::with_schema(SCHEMA);
+    let devices: Vec<_> = ["d1", "d2"]
+        .iter()
+        .map(|id| world.device(id, None).0)
+        .collect();
+    let writers: Vec<_> = devices
+        .iter()
+        .map(|db| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for n in 0..200 {
+                    let id = format!("n{}", n % 20);
+                    db.put("Note", json!({"id": id, "text": format!("t{n}")}))
+                        .unwrap();
+                    db.put("Fault", json!({"id": format!("f{n}"), "code": n}))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for n in 0..50 {
+        let name = format!("c{n}");
+        let key = key("config#", &format!("config#{name}"));
+        world.cloud_write("Config", key, "*", Some(config_item(&name)));
+        world.advance(10);
+    }
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    for db in &devices {
+        db.sync(std::time::Duration::from_secs(20)).unwrap();
+    }
+    for (db, device) in devices.iter().zip(["d1", "d2"]) {
+        assert_eq!(db.status().pending_changes, 0);
+        for n in 180..200 {
+            let id = format!("n{}", n % 20);
+            let note = world.cloud_item(&key(&format!("note#{device}"), &format!("note#{id}")));
+            let text = note.and_then(|item| item.get("text").cloned());
+            assert_eq!(
+                text,
+                Some(s(&format!("t{n}"))),
+                "{device} {id}: the last write"
+            );
+        }
+        for n in 0..200 {
+            let fault = key(&format!("fault#{device}"), &format!("fault#f{n}"));
+            assert!(world.cloud_item(&fault).is_some(), "{device} f{n}");
+        }
+        let configs = db
+            .find("Config", json!({}), &FindOptions::default())
+            .unwrap();
+        assert_eq!(
+            configs.items.len(),
+            50,
+            "{device}: every cloud change came down"
+        );
+    }
+}

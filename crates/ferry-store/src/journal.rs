@@ -41,6 +41,8 @@ pub(crate) struct Staged {
     meta: BTreeMap<String, Vec<u8>>,
     /// Outbox entries this write adds (new keys) minus those it settles.
     pub(crate) outbox_delta: isize,
+    /// Quarantine records this write adds (new keys) minus those it releases.
+    pub(crate) quarantine_delta: isize,
 }
 
 impl Staged {
@@ -113,8 +115,15 @@ impl Staged {
         let bytes = layout::key_bytes(&record.change.key);
         let held = self.quarantined(store, &bytes)?;
         // One record per key: the newest change refused.
-        if held.is_none_or(|held| held.change.version <= record.change.version) {
-            self.quarantine.insert(bytes, Some(record));
+        match held {
+            Some(held) if held.change.version > record.change.version => {}
+            Some(_) => {
+                self.quarantine.insert(bytes, Some(record));
+            }
+            None => {
+                self.quarantine.insert(bytes, Some(record));
+                self.quarantine_delta += 1;
+            }
         }
         Ok(())
     }
@@ -132,6 +141,7 @@ impl Staged {
             .is_some_and(|held| held.change.version <= *version)
         {
             self.quarantine.insert(bytes, None);
+            self.quarantine_delta -= 1;
         }
         Ok(())
     }
@@ -180,8 +190,9 @@ impl Staged {
         self.meta.insert(name.to_string(), value);
     }
 
-    /// Adds every staged record to `batch`.
-    pub(crate) fn write(&self, store: &Store, batch: &mut fjall::OwnedWriteBatch) {
+    /// Adds every staged record to `batch`; returns how many conflict records the log holds
+    /// after it (the oldest beyond `CONFLICTS_MAX` are dropped).
+    pub(crate) fn write(&self, store: &Store, batch: &mut fjall::OwnedWriteBatch) -> usize {
         write_records(
             batch,
             &store.outbox,
@@ -206,9 +217,8 @@ impl Staged {
         }
         // The log keeps the newest records: the oldest go as new ones come (keys start
         // with the time, so the oldest come first).
-        let excess = (store.conflicts.approximate_len() + self.conflicts.len())
-            .saturating_sub(CONFLICTS_MAX)
-            .min(self.conflicts.len());
+        let held = store.conflicts_len.load(Ordering::Acquire) + self.conflicts.len();
+        let excess = held.saturating_sub(CONFLICTS_MAX).min(self.conflicts.len());
         for key in store
             .conflicts
             .iter()
@@ -220,6 +230,7 @@ impl Staged {
         for (name, value) in &self.meta {
             batch.insert(&store.meta, meta_key(name), value.clone());
         }
+        held - excess
     }
 }
 
@@ -268,6 +279,11 @@ impl Store {
         })
     }
 
+    /// How many outbox entries are pending (a counter: no scan).
+    pub fn outbox_len(&self) -> usize {
+        self.outbox_len.load(Ordering::Acquire)
+    }
+
     /// The pending outbox entry of `key`.
     pub fn pending(&self, key: &Key) -> Result<Option<OutboxEntry>> {
         self.pending_at(&layout::key_bytes(key))
@@ -280,7 +296,7 @@ impl Store {
 
     /// How many conflict records the log holds (it keeps the newest `CONFLICTS_MAX`).
     pub fn conflict_count(&self) -> Result<usize> {
-        self.conflicts.len().map_err(|e| self.fail(e))
+        Ok(self.conflicts_len.load(Ordering::Acquire))
     }
 
     /// The latest `limit` conflicts, newest first.
@@ -309,7 +325,7 @@ impl Store {
 
     /// How many changes are quarantined.
     pub fn quarantine_count(&self) -> Result<usize> {
-        self.quarantine.len().map_err(|e| self.fail(e))
+        Ok(self.quarantine_len.load(Ordering::Acquire))
     }
 
     fn quarantined_at(&self, key: &[u8]) -> Result<Option<QuarantineRecord>> {

@@ -67,8 +67,11 @@ pub struct Store {
     pub(crate) tombstones: Keyspace,
     pub(crate) conflicts: Keyspace,
     pub(crate) quarantine: Keyspace,
-    /// Entries in `outbox`, kept by commits (under `write_lock`), and their bound.
+    /// Entries in `outbox`, kept by commits (under `write_lock`), and their bound; the
+    /// records of `conflicts` and `quarantine`, likewise (counting a keyspace scans it).
     pub(crate) outbox_len: AtomicUsize,
+    pub(crate) conflicts_len: AtomicUsize,
+    pub(crate) quarantine_len: AtomicUsize,
     pub(crate) outbox_changes_max: usize,
     pub(crate) write_lock: Mutex<()>,
     pub(crate) dirty: Arc<AtomicBool>,
@@ -134,7 +137,11 @@ impl Store {
             source,
         })?;
         let outbox = open("outbox")?;
-        let outbox_len = AtomicUsize::new(outbox.len().map_err(fail)?);
+        let conflicts = open("conflicts")?;
+        let quarantine = open("quarantine")?;
+        let count = |keyspace: &Keyspace| keyspace.len().map(AtomicUsize::new).map_err(fail);
+        let (outbox_len, conflicts_len) = (count(&outbox)?, count(&conflicts)?);
+        let quarantine_len = count(&quarantine)?;
         let store = Store {
             items: open("items")?,
             expiry: open("expiry")?,
@@ -144,8 +151,10 @@ impl Store {
             outbox_len,
             outbox_changes_max: options.outbox_changes_max,
             tombstones: open("tombstones")?,
-            conflicts: open("conflicts")?,
-            quarantine: open("quarantine")?,
+            conflicts,
+            quarantine,
+            conflicts_len,
+            quarantine_len,
             meta,
             indexes,
             schema,

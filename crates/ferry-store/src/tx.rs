@@ -2,7 +2,7 @@
 //! entries, expiries, unique claims and replication records in a single fjall batch.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferry_journal::{ConflictRecord, OutboxEntry, QuarantineRecord, Tombstone};
 use ferry_schema::Context;
@@ -204,7 +204,7 @@ impl<'s> Tx<'s> {
                 None => batch.remove(&store.unique, text.as_bytes()),
             }
         }
-        self.journal.write(store, &mut batch);
+        let conflicts_len = self.journal.write(store, &mut batch);
         // A batch reaches the OS only when asked to: `Buffer` is what makes a commit
         // survive a process crash; the syncer fsyncs it within the window.
         let mode = match self.durability {
@@ -218,11 +218,14 @@ impl<'s> Tx<'s> {
         if mode == fjall::PersistMode::Buffer {
             store.dirty.store(true, Ordering::Release);
         }
-        // Commits are serialized by the write lock, so the count moves by whole batches.
-        let len = store.outbox_len.load(Ordering::Acquire) as isize + self.journal.outbox_delta;
-        store
-            .outbox_len
-            .store(len.max(0) as usize, Ordering::Release);
+        // Commits are serialized by the write lock, so the counts move by whole batches.
+        let moved = |count: &AtomicUsize, delta: isize| {
+            let len = count.load(Ordering::Acquire) as isize + delta;
+            count.store(len.max(0) as usize, Ordering::Release);
+        };
+        moved(&store.outbox_len, self.journal.outbox_delta);
+        moved(&store.quarantine_len, self.journal.quarantine_delta);
+        store.conflicts_len.store(conflicts_len, Ordering::Release);
         Ok(self.changes)
     }
 

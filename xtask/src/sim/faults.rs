@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ferry::replication::{
     Limits, MemoryCloud, PullFrom, PullPage, PushOutcome, Session, Transport, TransportError,
 };
-use ferry::types::{Key, Version};
+use ferry::types::version::MAX_FORWARD_MS_DEFAULT;
+use ferry::types::{Hlc, HlcClock, Key, Version};
 use ferry_journal::Change;
 
 /// Per-call fault probabilities in percent, drawn once per seed.
@@ -46,13 +47,17 @@ pub struct LinkState {
     pub violations: Vec<String>,
     /// Pulls the cloud answered `Expired` (each one costs the device a full resync).
     pub expired: u64,
+    /// The clock this link's writes stamp `_seq` with: `writer_skew_ms` off the cloud's.
+    writer: HlcClock,
+    writer_skew_ms: i64,
 }
 
 /// A shared handle: the transport the driver owns and the simulator both hold one.
 pub type Link = Arc<Mutex<LinkState>>;
 
-/// A new online link whose faults follow `seed`.
-pub fn link(seed: u64, rates: FaultRates) -> Link {
+/// A new online link whose faults follow `seed` and whose writes stamp `_seq` from a clock
+/// `writer_skew_ms` off the cloud's.
+pub fn link(seed: u64, rates: FaultRates, writer_skew_ms: i64) -> Link {
     Arc::new(Mutex::new(LinkState {
         rng: fastrand::Rng::with_seed(seed),
         rates,
@@ -61,6 +66,8 @@ pub fn link(seed: u64, rates: FaultRates) -> Link {
         events: Vec::new(),
         violations: Vec::new(),
         expired: 0,
+        writer: HlcClock::new(Hlc::ZERO, MAX_FORWARD_MS_DEFAULT),
+        writer_skew_ms,
     }))
 }
 
@@ -109,22 +116,24 @@ impl LinkState {
     }
 }
 
-/// Writes `changes` to the cloud and checks rule 2 of the cloud: whatever arrives, the key
-/// ends at the newer of the version it held and the one written, so a stale write never wins.
+/// Writes `changes` to the cloud, each stamped by the link's writer clock, and checks rule 2
+/// of the cloud: whatever arrives, the key ends at the newer of the version it held and the
+/// one written, so a stale write never wins.
 pub fn write_checked(
     cloud: &mut MemoryCloud,
     changes: Vec<Change>,
-    violations: &mut Vec<String>,
+    link: &mut LinkState,
 ) -> Vec<(Key, Version, PushOutcome)> {
     let mut outcomes = Vec::with_capacity(changes.len());
     for change in changes {
         let (key, version) = (change.key.clone(), change.version.clone());
         let before = cloud.get(&key).map(|c| c.version.clone());
-        let outcome = cloud.write(change);
+        let writer_ms = cloud.now_ms().saturating_add_signed(link.writer_skew_ms);
+        let outcome = cloud.write_at(change, link.writer.tick(writer_ms));
         let after = cloud.get(&key).map(|c| c.version.clone());
         let expected = before.clone().max(Some(version.clone()));
         if !matches!(outcome, PushOutcome::Rejected { .. }) && after != expected {
-            violations.push(format!(
+            link.violations.push(format!(
                 "cloud write of {key} at {version} over {before:?} left {after:?}"
             ));
         }
@@ -165,15 +174,15 @@ impl FaultyTransport {
                 Err(unavailable("request delayed"))
             }
             PushFate::LoseAnswer => {
-                write_checked(&mut cloud, changes, &mut link.violations);
+                write_checked(&mut cloud, changes, link);
                 Err(unavailable("answer lost"))
             }
             PushFate::Duplicate => {
-                let first = write_checked(&mut cloud, changes.clone(), &mut link.violations);
-                write_checked(&mut cloud, changes, &mut link.violations);
+                let first = write_checked(&mut cloud, changes.clone(), link);
+                write_checked(&mut cloud, changes, link);
                 Ok(first)
             }
-            PushFate::Deliver => Ok(write_checked(&mut cloud, changes, &mut link.violations)),
+            PushFate::Deliver => Ok(write_checked(&mut cloud, changes, link)),
         }
     }
 

@@ -46,6 +46,7 @@ pub const SCHEMA: &str = r#"{
             sk: { type: 'string', value: 'shared#${id}' },
             id: { type: 'string', required: true },
             value: { type: 'number' },
+            tag: { type: 'string', unique: true },
         },
     },
     control: {
@@ -129,12 +130,19 @@ impl ModelSpec {
 
 /// Item ids per model and scope: few, so that writes collide and conflict.
 pub const IDS: u32 = 5;
+/// Unique tags a `Shared` put may carry: few, so that offline devices clash.
+pub const TAGS: u32 = 3;
+/// Items a bulk cloud write puts in the shared scope at most: several pages each.
+pub const BULK_ITEMS_MAX: usize = 300;
 /// Cloud time at the start of every run (epoch ms, 2023-11-14).
 pub const EPOCH_MS: i64 = 1_700_000_000_000;
 pub const MINUTE_MS: i64 = 60_000;
 pub const DAY_MS: i64 = 24 * 60 * MINUTE_MS;
 /// Long offline: past the cloud's 30-day tombstone horizon.
 pub const LONG_OFFLINE_MS: i64 = 31 * DAY_MS;
+
+/// Steps between safety checks in a long run.
+const LONG_CHECK_EVERY: usize = 10;
 
 /// The shape of one seed's run.
 #[derive(Debug, Clone)]
@@ -146,6 +154,14 @@ pub struct Params {
     pub rates: FaultRates,
     /// At which step a device goes offline past the horizon, if it does.
     pub long_offline_at: Option<usize>,
+    /// How late a landed change may become visible in the feed (at most W/2).
+    pub lag_ms_max: u64,
+    /// Per device: how far its transport's `_seq` clock is off the cloud's (within W/4:
+    /// writers' clocks are disciplined by the server's).
+    pub writer_skews_ms: Vec<i64>,
+    /// Safety is checked after every this many steps (and after every healing step): 1,
+    /// except in long runs, whose state makes a full check cost more than the step.
+    pub check_every: usize,
 }
 
 impl Params {
@@ -153,7 +169,7 @@ impl Params {
     pub fn draw(rng: &mut fastrand::Rng, long: bool) -> Params {
         let devices = rng.usize(2..=3);
         let steps = if long {
-            rng.usize(1500..=2500)
+            rng.usize(100_000..=110_000)
         } else {
             rng.usize(50..=90)
         };
@@ -175,12 +191,22 @@ impl Params {
             truncate: rng.u32(0..=40),
         };
         let long_offline_at = (rng.u32(0..10) == 0).then(|| rng.usize(steps / 4..steps));
+        let window_ms = ferry::replication::CATCHUP_WINDOW_MS;
+        let lag_ms_max = match rng.u32(0..4) {
+            0 => 0,
+            _ => rng.u64(0..=window_ms / 2),
+        };
+        let quarter = window_ms as i64 / 4;
+        let writer_skews_ms = (0..devices).map(|_| rng.i64(-quarter..=quarter)).collect();
         Params {
             devices,
             steps,
             skews_ms,
             rates,
             long_offline_at,
+            lag_ms_max,
+            writer_skews_ms,
+            check_every: if long { LONG_CHECK_EVERY } else { 1 },
         }
     }
 }
@@ -193,6 +219,8 @@ pub struct WriteOp {
     pub device: usize,
     pub id: String,
     pub value: Option<i64>,
+    /// A unique tag (`Shared` only).
+    pub tag: Option<String>,
 }
 
 /// One step of the schedule.
@@ -216,6 +244,11 @@ pub enum Step {
     DeliverLate,
     /// A device is offline past the horizon: 31 days pass with it partitioned.
     LongOffline { device: usize },
+    /// The cloud writes `count` shared items at once (pages of pulls, resyncs of many rows).
+    Bulk { count: usize, value: i64 },
+    /// The cloud holds a change no device can apply (its item names another key): every
+    /// device quarantines it and moves on.
+    Poison { id: u32 },
 }
 
 /// Draws the next step.
@@ -234,6 +267,14 @@ pub fn draw_step(rng: &mut fastrand::Rng, devices: usize) -> Step {
             device,
             steps: rng.u32(1..=20),
         },
+        // Rare, since each one is hundreds of writes and pages of pulls on every device.
+        94 if rng.u32(0..5) == 0 => Step::Bulk {
+            count: rng.usize(50..=BULK_ITEMS_MAX),
+            value: rng.i64(0..1000),
+        },
+        95 => Step::Poison {
+            id: rng.u32(0..IDS),
+        },
         _ => Step::DeliverLate,
     }
 }
@@ -242,11 +283,14 @@ fn draw_write(rng: &mut fastrand::Rng, device: usize, allowed: fn(&ModelSpec) ->
     let models: Vec<&'static ModelSpec> = MODELS.iter().filter(|m| allowed(m)).collect();
     let model = models[rng.usize(0..models.len())];
     let value = (rng.u32(0..100) >= 20).then(|| rng.i64(0..1000));
+    let tag = (model.name == "Shared" && value.is_some() && rng.u32(0..5) == 0)
+        .then(|| format!("t{}", rng.u32(0..TAGS)));
     WriteOp {
         model,
         device,
         id: format!("k{}", rng.u32(0..IDS)),
         value,
+        tag,
     }
 }
 
@@ -266,7 +310,13 @@ impl std::fmt::Display for WriteOp {
             false => "*".into(),
         };
         match self.value {
-            Some(value) => write!(f, "put {} {}/{} = {value}", self.model.name, scope, self.id),
+            Some(value) => {
+                write!(f, "put {} {}/{} = {value}", self.model.name, scope, self.id)?;
+                match &self.tag {
+                    Some(tag) => write!(f, " tag {tag}"),
+                    None => Ok(()),
+                }
+            }
             None => write!(f, "remove {} {}/{}", self.model.name, scope, self.id),
         }
     }
@@ -284,6 +334,8 @@ impl std::fmt::Display for Step {
             Step::Partition { device, steps } => write!(f, "d{device}: offline {steps} steps"),
             Step::DeliverLate => write!(f, "deliver a held push late"),
             Step::LongOffline { device } => write!(f, "d{device}: offline for 31 days"),
+            Step::Bulk { count, value } => write!(f, "cloud: bulk {count} shared items = {value}"),
+            Step::Poison { id } => write!(f, "cloud: poison change of shared/p{id}"),
         }
     }
 }

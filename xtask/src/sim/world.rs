@@ -9,8 +9,8 @@ use ferry::types::{Hlc, HlcClock, Item, Key, ReplicaId, Value, Version};
 use ferry::{Config, Db, Schema, SyncOptions};
 use ferry_journal::{Change, ChangeOp};
 
-use crate::sim::faults::{FaultRates, FaultyTransport, Link, link, lock};
-use crate::sim::model::{EPOCH_MS, ModelSpec, SCHEMA, WriteOp};
+use crate::sim::faults::{FaultyTransport, Link, link, lock};
+use crate::sim::model::{EPOCH_MS, ModelSpec, Params, SCHEMA, WriteOp};
 
 /// The scope every device reads besides its own.
 pub const SHARED_SCOPE: &str = "*";
@@ -31,21 +31,39 @@ pub struct Device {
     /// Opens so far: each attach gets its own engine seed.
     opens: u64,
     seed: u64,
+    /// What the triggers saw, across opens.
+    pub events: Arc<Mutex<Vec<Seen>>>,
+    trigger: Option<ferry::TriggerId>,
+}
+
+/// One trigger event, as the checker needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub op: ferry::Op,
+    pub origin: ferry::Origin,
+    pub model: String,
+    /// The item's `pk` and `sk` (of `new`, else `old`).
+    pub key: (String, String),
+    pub version: Option<String>,
 }
 
 impl Device {
-    fn new(index: usize, skew_ms: i64, seed: u64, rates: FaultRates) -> Result<Device> {
+    fn new(index: usize, params: &Params, seed: u64) -> Result<Device> {
         let dir = tempfile::tempdir_in(scratch_dir()).context("creating a device directory")?;
         let device_seed = mix(seed, index as u64);
+        let skew_ms = params.skews_ms[index];
+        let writer_skew_ms = params.writer_skews_ms[index];
         Ok(Device {
             name: format!("d{index}"),
             skew_ms,
-            link: link(device_seed, rates),
+            link: link(device_seed, params.rates, writer_skew_ms),
             dir,
             db: None,
             clock: Arc::new(AtomicI64::new(EPOCH_MS + skew_ms)),
             opens: 0,
             seed: device_seed,
+            events: Arc::default(),
+            trigger: None,
         })
     }
 
@@ -88,6 +106,7 @@ impl Device {
             call_timeout: ferry::CALL_TIMEOUT,
             seed: mix(self.seed, self.opens),
         };
+        self.trigger = Some(self.watch(&db)?);
         db.attach(transport, options)
             .with_context(|| format!("attaching device {}", self.name))?;
         self.opens += 1;
@@ -95,10 +114,43 @@ impl Device {
         Ok(())
     }
 
+    /// A trigger that records every event and, for a cloud change of a `Command`, calls
+    /// back into the database the way an app does: it reads the status and writes.
+    fn watch(&self, db: &Db) -> Result<ferry::TriggerId> {
+        let (events, handle) = (Arc::clone(&self.events), db.clone());
+        let trigger = db.on_change(None, move |event| {
+            let item = event.new.as_ref().or(event.old.as_ref());
+            let text = |name: &str| {
+                let value = item.and_then(|i| i[name].as_str());
+                value.unwrap_or_default().to_string()
+            };
+            let seen = Seen {
+                op: event.op,
+                origin: event.origin,
+                model: event.model.clone(),
+                key: (text("pk"), text("sk")),
+                version: event.version.clone(),
+            };
+            lock(&events).push(seen);
+            if event.origin == ferry::Origin::Cloud && event.model == "Command" {
+                let pending = handle.status().pending_changes;
+                let echo = serde_json::json!({"id": "echo", "value": pending});
+                // A `none` model: the write stays on the device and changes no invariant.
+                let _ = handle.put("Note", echo);
+            }
+        });
+        trigger.context("registering the simulator's trigger")
+    }
+
     /// A crash: the process dies (the database is dropped, nothing flushed by hand) and
     /// starts again from its directory, without a schema.
     pub fn crash_and_reopen(&mut self, cloud: &Arc<Mutex<MemoryCloud>>) -> Result<()> {
-        drop(self.db.take());
+        let db = self.db.take();
+        // The trigger holds a handle of the database: removing it lets the database close.
+        if let (Some(db), Some(trigger)) = (&db, self.trigger.take()) {
+            db.remove_trigger(trigger);
+        }
+        drop(db);
         self.open(cloud)
     }
 
@@ -124,14 +176,15 @@ pub struct World {
 }
 
 impl World {
-    /// A cloud at [`EPOCH_MS`] and `skews_ms.len()` freshly opened devices.
-    pub fn new(seed: u64, skews_ms: &[i64], rates: FaultRates) -> Result<World> {
-        let mut cloud = MemoryCloud::default();
+    /// A cloud at [`EPOCH_MS`] whose feed shows changes up to `params.lag_ms_max` late, and
+    /// `params.devices` freshly opened devices.
+    pub fn new(seed: u64, params: &Params) -> Result<World> {
+        let mut cloud = MemoryCloud::default().with_lag(params.lag_ms_max, mix(seed, 7));
         cloud.set_time_ms(EPOCH_MS as u64);
         let cloud = Arc::new(Mutex::new(cloud));
-        let mut devices = Vec::with_capacity(skews_ms.len());
-        for (index, &skew_ms) in skews_ms.iter().enumerate() {
-            let mut device = Device::new(index, skew_ms, seed, rates)?;
+        let mut devices = Vec::with_capacity(params.devices);
+        for index in 0..params.devices {
+            let mut device = Device::new(index, params, seed)?;
             device.open(&cloud)?;
             devices.push(device);
         }
@@ -166,17 +219,61 @@ impl World {
     pub fn cloud_write(&mut self, op: &WriteOp) -> String {
         let device = format!("d{}", op.device);
         let key = key_of(op.model, &device, &op.id);
-        let mut cloud = lock(&self.cloud);
-        if let Some(row) = cloud.get(&key) {
+        let version = self.cloud_version(&key);
+        let change = cloud_change(op, &device, key, version);
+        format!("{:?}", lock(&self.cloud).write(change))
+    }
+
+    /// A version for a cloud developer's write of `key`, past the one the cloud holds.
+    fn cloud_version(&mut self, key: &Key) -> Version {
+        if let Some(row) = lock(&self.cloud).get(key) {
             self.cloud_writer
                 .observe(row.version.hlc, self.now_ms as u64);
         }
-        let version = Version {
+        Version {
             hlc: self.cloud_writer.tick(self.now_ms as u64),
             replica: self.cloud_replica.clone(),
+        }
+    }
+
+    /// `count` shared items written by the cloud at once (ids `b0`, `b1`, ...).
+    pub fn bulk_write(&mut self, count: usize, value: i64) -> String {
+        let shared = ModelSpec::named("Shared");
+        let Some(model) = shared else {
+            return "(no shared model)".into();
         };
-        let change = cloud_change(op, &device, key, version);
-        format!("{:?}", cloud.write(change))
+        for n in 0..count {
+            let op = WriteOp {
+                model,
+                device: 0,
+                id: format!("b{n}"),
+                value: Some(value),
+                tag: None,
+            };
+            self.cloud_write(&op);
+        }
+        format!("{count} written")
+    }
+
+    /// A shared change whose item names another key than the change: no device can apply it.
+    pub fn poison_write(&mut self, id: u32) -> String {
+        let Some(model) = ModelSpec::named("Shared") else {
+            return "(no shared model)".into();
+        };
+        let op = WriteOp {
+            model,
+            device: 0,
+            id: format!("p{id}"),
+            value: Some(0),
+            tag: None,
+        };
+        let key = key_of(model, "d0", &op.id);
+        let version = self.cloud_version(&key);
+        let mut change = cloud_change(&op, "d0", key, version);
+        if let Some(item) = &mut change.item {
+            item.insert("sk".into(), Value::S(format!("shared#not-p{id}")));
+        }
+        format!("{:?}", lock(&self.cloud).write(change))
     }
 }
 
@@ -210,6 +307,9 @@ fn cloud_change(op: &WriteOp, device: &str, key: Key, version: Version) -> Chang
         item.insert("_type".into(), Value::S(op.model.name.into()));
         item.insert("id".into(), Value::S(op.id.clone()));
         item.insert("value".into(), Value::int(value));
+        if let Some(tag) = &op.tag {
+            item.insert("tag".into(), Value::S(tag.clone()));
+        }
         if op.model.per_device {
             item.insert("deviceId".into(), Value::S(device.into()));
         }

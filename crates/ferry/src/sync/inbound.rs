@@ -77,19 +77,11 @@ impl Db {
         Ok(())
     }
 
-    /// The cloud's winning change of a superseded upload, applied in `tx`.
+    /// The cloud's winning change of a superseded upload, applied in `tx` (after the
+    /// losing entry was settled) by the same rule as a pulled change: one that cannot
+    /// apply here goes to the quarantine, and the loser is settled all the same.
     pub(super) fn apply_winner(&self, tx: &mut Tx<'_>, change: &Change, now: u64) -> Result<()> {
-        let Ok(model) = self.schema().model(&change.model) else {
-            return Ok(());
-        };
-        let local = match tx.get(&change.key)? {
-            Some(item) => version_of(&item),
-            None => tx.tombstone(&change.key)?.map(|t| t.version),
-        };
-        if local.is_none_or(|local| change.version > local) && downloads(model) {
-            self.write_remote(tx, model, change, now)?;
-        }
-        Ok(())
+        self.apply_change(tx, change, now, &mut Applied::default())
     }
 
     /// One cloud change, by the direction rule of its model. A change that cannot apply

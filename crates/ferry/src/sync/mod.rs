@@ -25,6 +25,8 @@ const META_CURSOR_PREFIX: &str = "cursor:";
 const SYNC_POLL_MS: u64 = 5;
 /// Inputs waiting for the driver at most (see `Syncer::inbox`).
 const INBOX_INPUTS_MAX: usize = 10_000;
+/// The name of the thread that runs a background driver's cloud triggers.
+const TRIGGER_THREAD: &str = "ferry-triggers";
 /// Cloud events waiting for the trigger thread at most.
 const EVENTS_QUEUED_MAX: usize = 1024;
 /// A transport call that has not answered after this fails with `Timeout`.
@@ -147,8 +149,35 @@ pub(crate) struct Syncer {
     answer: Condvar,
     horizon_ms: AtomicU64,
     wake: background::Wake,
-    /// Where a background driver's cloud events go (see [`Syncer::dispatch`]).
+    /// Where a background driver's cloud events go (see [`Syncer::dispatch`]), and how
+    /// many were sent and fired.
     events: Option<std::sync::mpsc::SyncSender<crate::Event>>,
+    delivered: Arc<Delivered>,
+}
+
+/// Cloud events handed to the trigger thread and fired by it, so that `sync()` returns
+/// only after the triggers of what it pulled ran.
+#[derive(Default)]
+struct Delivered {
+    /// (sent, fired)
+    counts: Mutex<(u64, u64)>,
+    fired: Condvar,
+}
+
+impl Delivered {
+    /// Waits until every event sent so far has fired; false if `deadline` came first.
+    fn wait(&self, deadline: Instant) -> bool {
+        let mut counts = lock(&self.counts);
+        let sent = counts.0;
+        while counts.1 < sent {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            counts = (self.fired.wait_timeout(counts, left))
+                .map_or_else(|p| p.into_inner().0, |(guard, _)| guard);
+        }
+        true
+    }
 }
 
 #[derive(Default)]
@@ -193,10 +222,15 @@ impl Syncer {
     /// on them otherwise, so this cannot deadlock). Returns the event when there is no
     /// trigger thread: the caller runs it.
     pub(crate) fn dispatch(&self, event: crate::Event) -> Option<crate::Event> {
-        match &self.events {
-            Some(events) => events.send(event).err().map(|e| e.0),
-            None => Some(event),
+        let Some(events) = &self.events else {
+            return Some(event);
+        };
+        lock(&self.delivered.counts).0 += 1;
+        let undelivered = events.send(event).err().map(|e| e.0);
+        if undelivered.is_some() {
+            lock(&self.delivered.counts).0 -= 1;
         }
+        undelivered
     }
 
     fn publish(&self, engine: &Engine) {
@@ -230,14 +264,18 @@ impl Syncer {
 /// It ends when the database (and so the sender) is dropped.
 fn start_trigger_thread(
     db: std::sync::Weak<crate::db::Inner>,
+    delivered: &Arc<Delivered>,
 ) -> Result<std::sync::mpsc::SyncSender<crate::Event>> {
     let (events, received) = std::sync::mpsc::sync_channel::<crate::Event>(EVENTS_QUEUED_MAX);
+    let delivered = Arc::clone(delivered);
     std::thread::Builder::new()
-        .name("ferry-triggers".into())
+        .name(TRIGGER_THREAD.into())
         .spawn(move || {
             for event in received {
                 let Some(inner) = db.upgrade() else { return };
                 inner.triggers.fire(&event);
+                lock(&delivered.counts).1 += 1;
+                delivered.fired.notify_all();
             }
         })
         .map_err(|e| Error::Argument(format!("cannot start the trigger thread: {e}")))?;
@@ -274,6 +312,7 @@ impl Db {
         self.retry_quarantined()?;
         let engine = Engine::new(options.engine.clone(), cursors, options.seed);
         let driver = Driver::new(engine, Box::new(transport), options.call_timeout);
+        let delivered = Arc::new(Delivered::default());
         let syncer = Syncer {
             driver: Mutex::new(None),
             inbox: Mutex::new(Inbox {
@@ -290,9 +329,13 @@ impl Db {
                 false => background::Wake::default(),
             },
             events: match options.background {
-                true => Some(start_trigger_thread(Arc::downgrade(&self.inner))?),
+                true => Some(start_trigger_thread(
+                    Arc::downgrade(&self.inner),
+                    &delivered,
+                )?),
                 false => None,
             },
+            delivered,
         };
         self.inner.sync.set(syncer).map_err(|_| {
             Error::Argument("this database is already attached to a transport".into())
@@ -330,7 +373,11 @@ impl Db {
                 .iter()
                 .filter(|key| !matches!(self.inner.store.pending(key), Ok(None)));
             if answered && left.count() == 0 {
-                return Ok(());
+                // The triggers of what was pulled have run, unless this is one of them.
+                let on_trigger_thread = std::thread::current().name() == Some(TRIGGER_THREAD);
+                if on_trigger_thread || syncer.delivered.wait(deadline) {
+                    return Ok(());
+                }
             }
             if !answered || Instant::now() >= deadline {
                 let pending = self.status().pending_changes;
@@ -391,16 +438,23 @@ impl Db {
             failures: 0,
             last_error: None,
         };
-        let mut oldest = None::<u64>;
-        for (_, entry) in self.inner.store.outbox().flatten() {
-            status.pending_changes += 1;
-            status.pending_bytes += entry.encoded_len();
-            oldest = Some(oldest.map_or(entry.queued_ms, |o| o.min(entry.queued_ms)));
+        // The count is the store's, exact and O(1); bytes and age are the engine's (as of
+        // its last step) once attached, since walking the outbox costs O(pending).
+        status.pending_changes = self.inner.store.outbox_len();
+        if self.inner.sync.get().is_none() {
+            let mut oldest = None::<u64>;
+            for (_, entry) in self.inner.store.outbox().flatten() {
+                status.pending_bytes += entry.encoded_len();
+                oldest = Some(oldest.map_or(entry.queued_ms, |o| o.min(entry.queued_ms)));
+            }
+            status.oldest_pending_age_ms = oldest.map(|t| now.saturating_sub(t));
         }
-        status.oldest_pending_age_ms = oldest.map(|t| now.saturating_sub(t));
         if let Some(syncer) = self.inner.sync.get() {
             let engine = lock(&syncer.snapshot).clone();
             let report = lock(&self.inner.report);
+            status.pending_bytes = engine.pending_bytes;
+            status.oldest_pending_age_ms =
+                (engine.oldest_pending_ms).map(|t| now.saturating_sub(t));
             status.attached = true;
             status.connected = engine.connected;
             status.last_ack_ms = engine.last_ack_ms;
