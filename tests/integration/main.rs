@@ -11,6 +11,7 @@ mod ioto;
 mod operations;
 mod support;
 mod sync;
+mod sync_crash;
 mod sync_regressions;
 mod tidy;
 mod triggers;

@@ -105,3 +105,12 @@ impl ManualClock {
         std::sync::Arc::new(move || now.load(std::sync::atomic::Ordering::SeqCst))
     }
 }
+
+/// The output of a future that is ready at once (the test transports' are).
+pub fn ready<F: std::future::Future>(future: F) -> F::Output {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(future).poll(&mut context) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("the future was not ready"),
+    }
+}
