@@ -301,13 +301,23 @@ fn child(test: &str, envs: &[(&str, String)]) -> Child {
         .unwrap()
 }
 
+/// A child process that is killed (SIGKILL) and reaped when dropped, a failing test too.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the cloud process; returns it and its address.
-fn start_cloud(dir: &std::path::Path) -> (Child, String) {
+fn start_cloud(dir: &std::path::Path) -> (Killed, String) {
     let addr_file = dir.join("cloud-addr");
-    let cloud = child(
+    let cloud = Killed(child(
         "sync_crash::sync_crash_cloud_child",
         &[(CLOUD_ENV, addr_file.display().to_string())],
-    );
+    ));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(addr) = std::fs::read_to_string(&addr_file) {
@@ -325,8 +335,8 @@ fn write_and_kill(dir: &std::path::Path, addr: &str, start: u64, delay: Duration
         (ADDR_ENV, addr.to_string()),
         (START_ENV, start.to_string()),
     ];
-    let mut device = child("sync_crash::sync_crash_device_child", &envs);
-    let stdout = device.stdout.take().unwrap();
+    let mut device = Killed(child("sync_crash::sync_crash_device_child", &envs));
+    let stdout = device.0.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let lines = BufReader::new(stdout).lines().map_while(Result::ok);
         lines
@@ -334,8 +344,7 @@ fn write_and_kill(dir: &std::path::Path, addr: &str, start: u64, delay: Duration
             .collect::<Vec<_>>()
     });
     std::thread::sleep(delay);
-    device.kill().unwrap(); // SIGKILL, mid-sync
-    device.wait().unwrap();
+    drop(device); // SIGKILL, mid-sync
     reader.join().unwrap()
 }
 
@@ -345,7 +354,7 @@ fn a_device_killed_mid_sync_loses_nothing_and_converges() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (mut cloud, addr) = start_cloud(dir.path());
+    let (cloud, addr) = start_cloud(dir.path());
     let device_dir = dir.path().join("device");
     // Acknowledged sequence number -> the first number of its run.
     let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
@@ -397,8 +406,7 @@ fn a_device_killed_mid_sync_loses_nothing_and_converges() {
             break;
         }
     }
-    cloud.kill().unwrap();
-    cloud.wait().unwrap();
+    drop(cloud);
 
     for (&seq, &start) in &acked {
         let item = db.get("Reading", json!({"seq": seq})).unwrap();
