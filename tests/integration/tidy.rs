@@ -161,3 +161,35 @@ fn device_build_pulls_in_no_cloud_sdk_or_relay() {
     }
     assert!(seen.len() > 5, "the walk found the CLI's dependencies");
 }
+
+#[test]
+fn a_device_only_build_has_no_tokio() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "tree",
+            "-p",
+            "ferry",
+            "--no-default-features",
+            "-e",
+            "normal",
+        ])
+        .args(["--prefix", "none", "--format", "{p}"])
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        tree.lines().any(|l| l.starts_with("fjall ")),
+        "the walk saw the store: {tree}"
+    );
+    let async_runtime = tree.lines().find(|l| l.starts_with("tokio "));
+    assert_eq!(
+        async_runtime, None,
+        "ferry without features must not pull in tokio"
+    );
+}
