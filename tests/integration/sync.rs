@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferry::Attach;
 use ferry::journal::{Change, ChangeOp};
 use ferry::types::{Hlc, Item, Key, ReplicaId, Value, Version};
 use ferry::{

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+use ferry::Attach;
 use ferry::journal::{Change, decode_change, encode_change};
 use ferry::replication::{
     Limits, MemoryCloud, PullFrom, PullPage, PushOutcome, PushResults, Session, TransportError,

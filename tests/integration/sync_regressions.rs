@@ -1,5 +1,6 @@
 //! Named regressions of the replication core: each test failed before its fix.
 
+use ferry::Attach;
 use ferry::journal::ChangeOp;
 use ferry::types::{Item, Value};
 use ferry::{FindOptions, WriteOptions};

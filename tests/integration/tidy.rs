@@ -20,8 +20,25 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["ferry-types", "ferry-schema", "ferry-journal"],
     ),
     (
+        "ferry-db",
+        &[
+            "ferry-types",
+            "ferry-schema",
+            "ferry-store",
+            "ferry-journal",
+            "ferry-sync",
+        ],
+    ),
+    (
+        "ferry-driver",
+        &["ferry-db", "ferry-journal", "ferry-sync", "ferry-types"],
+    ),
+    // The facade composes the layers and re-exports their vocabulary.
+    (
         "ferry",
         &[
+            "ferry-db",
+            "ferry-driver",
             "ferry-types",
             "ferry-schema",
             "ferry-store",
@@ -45,6 +62,7 @@ const NO_TOKIO: &[&str] = &[
     "ferry-store",
     "ferry-journal",
     "ferry-sync",
+    "ferry-db",
 ];
 
 fn metadata(no_deps: bool) -> Json {

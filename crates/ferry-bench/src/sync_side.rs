@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use ferry::Attach;
 use ferry::{Config, Db, MemoryCloud, MemoryTransport, Schema, SyncOptions};
 use serde_json::json;
 

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use ferry::Attach;
 use ferry::{
     Config, Db, FindOptions, MemoryCloud, MemoryTransport, Schema, SyncOptions, WriteOptions,
 };

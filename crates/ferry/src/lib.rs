@@ -1,10 +1,12 @@
-//! Ferry: an embedded, DynamoDB-compatible database for devices.
+//! Ferry: an embedded, DynamoDB-compatible database for devices that replicates to the
+//! cloud.
 //!
 //! A device application opens a [`Db`] with a OneTable schema and reads and writes
 //! items through its models, as JSON or as any serde type:
 //!
 //! ```
 //! # fn main() -> Result<(), ferry::Error> {
+//! use ferry::Attach;
 //! use serde_json::json;
 //! let dir = tempfile::tempdir().map_err(|e| ferry::Error::Argument(e.to_string()))?;
 //! let schema = ferry::Schema::parse(r#"{
@@ -16,39 +18,31 @@
 //!         id: { type: 'string', generate: 'ulid' },
 //!         name: { type: 'string', required: true },
 //!     } },
+//!     control: { User: { sync: 'both', scope: '*' } },
 //! }"#)?;
 //! let db = ferry::Db::open(dir.path(), ferry::Config::with_schema(schema))?;
 //! let user = db.create("User", json!({"name": "Ada"}))?;
 //! let found = db.get("User", json!({"id": user["id"]}))?;
 //! assert_eq!(found.as_ref().map(|u| &u["name"]), Some(&json!("Ada")));
+//!
+//! // Replication: attach a transport (here the in-memory reference cloud).
+//! let cloud = std::sync::Arc::new(std::sync::Mutex::new(ferry::MemoryCloud::default()));
+//! db.attach(ferry::MemoryTransport::new(cloud), ferry::SyncOptions::default())?;
+//! db.sync(std::time::Duration::from_secs(5))?;
 //! # Ok(()) }
 //! ```
 //!
-//! Architecture invariant: the facade gives OneTable's operations their meaning (create,
-//! update, conditions, pagination, triggers); storage is `ferry-store`'s, schema rules are
-//! `ferry-schema`'s.
+//! This crate is the thin facade of the workspace: the local database is `ferry-db`, the
+//! sync driver `ferry-driver`, the engine and the transport seam `ferry-sync`; features
+//! choose what is compiled (`tokio`, on by default: the background driver).
 
-mod config;
-mod db;
-mod error;
-mod find;
-mod inspect;
-mod replica;
-mod sync;
-mod triggers;
-mod typed;
-mod write;
-
-pub use config::{Clock, Config};
-pub use db::Db;
-pub use error::{Error, ErrorKind, Result};
-pub use find::{FindOptions, Page};
+pub use ferry_db::{
+    Clock, Config, Conflict, Db, Error, ErrorKind, Event, FindOptions, Model, Op, Origin, Page,
+    Quarantined, Result, Status, TriggerId, WeakDb, Write, WriteOptions,
+};
 #[doc(hidden)]
-pub use inspect::{LocalState, PendingChange};
-pub use sync::{CALL_TIMEOUT, Conflict, Quarantined, Status, SyncOptions};
-pub use triggers::{Event, Op, Origin, TriggerId};
-pub use typed::Model;
-pub use write::{Write, WriteOptions};
+pub use ferry_db::{LocalState, PendingChange};
+pub use ferry_driver::{CALL_TIMEOUT, SyncOptions};
 
 pub use ferry_journal as journal;
 pub use ferry_schema as schema;
@@ -57,3 +51,19 @@ pub use ferry_store::Durability;
 pub use ferry_sync as replication;
 pub use ferry_sync::{EngineConfig, MemoryCloud, MemoryTransport, Transport};
 pub use ferry_types as types;
+
+/// Attaching a transport to a database: `db.attach(transport, options)`.
+pub trait Attach {
+    /// From now on, local writes of uploading models go to the cloud through `transport`
+    /// and cloud changes of downloading models come down. Pending changes from before
+    /// (also from before a crash) are sent first. A database attaches once. With
+    /// [`SyncOptions::background`] (the default) a task of its own drives it; otherwise
+    /// [`Db::drive`] and [`Db::sync`] do.
+    fn attach<T: Transport>(&self, transport: T, options: SyncOptions) -> Result<()>;
+}
+
+impl Attach for Db {
+    fn attach<T: Transport>(&self, transport: T, options: SyncOptions) -> Result<()> {
+        ferry_driver::attach(self, transport, options)
+    }
+}

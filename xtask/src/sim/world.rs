@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
+use ferry::Attach;
 use ferry::replication::{EngineConfig, MemoryCloud};
 use ferry::types::{Hlc, HlcClock, Item, Key, ReplicaId, Value, Version};
 use ferry::{Config, Db, Schema, SyncOptions};

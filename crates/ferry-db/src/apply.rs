@@ -9,8 +9,8 @@ use ferry_store::{Durability, Tx};
 use ferry_sync::{Inbound, decide_inbound};
 use ferry_types::{Hlc, Key, Value, Version};
 
-use super::{META_CURSOR_PREFIX, lock};
 use crate::replica::{VERSION_ATTR, downloads, version_of};
+use crate::replication::{META_CURSOR_PREFIX, lock};
 use crate::triggers::Origin;
 use crate::{Db, Error, Result};
 
@@ -20,7 +20,8 @@ const FORGET_BATCH_ITEMS: usize = 256;
 impl Db {
     /// Applies a page of a scope's changes and, with `cursor`, persists the scope's new
     /// cursor in the same transaction. Returns the outbox entries the page overwrote.
-    pub(super) fn apply_page(
+    #[doc(hidden)]
+    pub fn apply_page(
         &self,
         scope: &str,
         changes: &[(Hlc, Change)],
@@ -44,8 +45,8 @@ impl Db {
 
     /// Changes the cloud pushed without being asked: applied like a page (idempotent by
     /// version), without moving any cursor.
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(super) fn apply_live(&self, changes: &[Change]) {
+    #[doc(hidden)]
+    pub fn apply_live(&self, changes: &[Change]) {
         let now = self.now_ms().max(0) as u64;
         let mut applied = Applied::default();
         let result = self.inner.store.write(Durability::Default, |tx| {
@@ -64,7 +65,8 @@ impl Db {
 
     /// Applies again every quarantined change (after a schema upgrade some now can), each
     /// in its own transaction: those that still cannot stay, with their new reason.
-    pub(super) fn retry_quarantined(&self) -> Result<()> {
+    #[doc(hidden)]
+    pub fn retry_quarantined(&self) -> Result<()> {
         let now = self.now_ms().max(0) as u64;
         for record in self.inner.store.quarantined(usize::MAX)? {
             let mut applied = Applied::default();
@@ -80,7 +82,7 @@ impl Db {
     /// The cloud's winning change of a superseded upload, applied in `tx` (after the
     /// losing entry was settled) by the same rule as a pulled change: one that cannot
     /// apply here goes to the quarantine, and the loser is settled all the same.
-    pub(super) fn apply_winner(&self, tx: &mut Tx<'_>, change: &Change, now: u64) -> Result<()> {
+    pub(crate) fn apply_winner(&self, tx: &mut Tx<'_>, change: &Change, now: u64) -> Result<()> {
         self.apply_change(tx, change, now, &mut Applied::default())
     }
 
@@ -240,7 +242,8 @@ impl Db {
     /// that the cloud no longer has, unless a local change of them is pending (checked in
     /// the transaction that removes them: a write may have come meanwhile). The last
     /// transaction persists the scope's cursor at `safe`: only a complete resync moves it.
-    pub(super) fn forget_absent(&self, scope: &str, seen: &BTreeSet<Key>, safe: Hlc) -> Result<()> {
+    #[doc(hidden)]
+    pub fn forget_absent(&self, scope: &str, seen: &BTreeSet<Key>, safe: Hlc) -> Result<()> {
         let mut absent = Vec::new();
         for item in self.inner.store.items() {
             let item = item?;

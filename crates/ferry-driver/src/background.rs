@@ -6,14 +6,12 @@
 //! a step, so dropping the last `Db` ends it. Built without the `tokio` feature there is no
 //! background driver: `Db::drive` and `Db::sync` move data on the caller's thread.
 
-use std::sync::Weak;
+use std::sync::Arc;
 
-#[cfg(feature = "tokio")]
-use crate::Db;
-use crate::db::Inner;
-use crate::{Error, Result};
+use ferry_db::{Error, Result, WeakDb};
 
-use super::driver::Driver;
+use crate::Syncer;
+use crate::driver::Driver;
 
 /// Longest sleep between steps: a database with a replaced clock (tests, simulations)
 /// gets no real-time deadline from the engine, and a dropped database is noticed.
@@ -24,7 +22,7 @@ const IDLE_MS_MAX: u64 = 200;
 #[derive(Default)]
 pub(super) struct Wake {
     #[cfg(feature = "tokio")]
-    notify: Option<std::sync::Arc<tokio::sync::Notify>>,
+    notify: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Wake {
@@ -32,7 +30,7 @@ impl Wake {
     pub fn for_background() -> Wake {
         Wake {
             #[cfg(feature = "tokio")]
-            notify: Some(std::sync::Arc::default()),
+            notify: Some(Arc::default()),
         }
     }
 
@@ -54,8 +52,8 @@ impl Wake {
 
 /// Starts the background driver of the database behind `db`.
 #[cfg(feature = "tokio")]
-pub(super) fn start(db: Weak<Inner>, driver: Driver, wake: &Wake) -> Result<()> {
-    let Some(notify) = wake.notify.clone() else {
+pub(super) fn start(db: WeakDb, driver: Driver, syncer: Arc<Syncer>) -> Result<()> {
+    let Some(notify) = syncer.wake.notify.clone() else {
         return Err(Error::Argument(
             "the sync wake is not a background one".into(),
         ));
@@ -66,27 +64,30 @@ pub(super) fn start(db: Weak<Inner>, driver: Driver, wake: &Wake) -> Result<()> 
         .map_err(|e| Error::Argument(format!("cannot start the sync runtime: {e}")))?;
     std::thread::Builder::new()
         .name("ferry-sync".into())
-        .spawn(move || runtime.block_on(run(db, driver, notify)))
+        .spawn(move || runtime.block_on(run(db, driver, syncer, notify)))
         .map_err(|e| Error::Argument(format!("cannot start the sync thread: {e}")))?;
     Ok(())
 }
 
 #[cfg(not(feature = "tokio"))]
-pub(super) fn start(_db: Weak<Inner>, _driver: Driver, _wake: &Wake) -> Result<()> {
+pub(super) fn start(_db: WeakDb, _driver: Driver, _syncer: Arc<Syncer>) -> Result<()> {
     Err(Error::Argument(
         "ferry was built without the tokio feature: attach with SyncOptions { background: false, .. } and call Db::sync or Db::drive".into(),
     ))
 }
 
 #[cfg(feature = "tokio")]
-async fn run(db: Weak<Inner>, mut driver: Driver, notify: std::sync::Arc<tokio::sync::Notify>) {
+async fn run(
+    db: WeakDb,
+    mut driver: Driver,
+    syncer: Arc<Syncer>,
+    notify: Arc<tokio::sync::Notify>,
+) {
     loop {
-        let Some(inner) = db.upgrade() else { return };
-        let db_handle = Db { inner };
-        let Some(syncer) = db_handle.inner.sync.get() else {
+        let Some(db_handle) = db.upgrade() else {
             return;
         };
-        driver.step(&db_handle, syncer).await;
+        driver.step(&db_handle, &syncer).await;
         let now = db_handle.now_ms().max(0) as u64;
         let wait_ms = (driver.engine.next_deadline())
             .map_or(IDLE_MS_MAX, |at| at.saturating_sub(now))
@@ -97,8 +98,8 @@ async fn run(db: Weak<Inner>, mut driver: Driver, notify: std::sync::Arc<tokio::
             () = notify.notified() => {}
             () = tokio::time::sleep(std::time::Duration::from_millis(wait_ms)) => {}
             live = driver.link.live() => {
-                if let (Ok(changes), Some(inner)) = (live, db.upgrade()) {
-                    Db { inner }.apply_live(&changes);
+                if let (Ok(changes), Some(db)) = (live, db.upgrade()) {
+                    db.apply_live(&changes);
                 }
             }
         }

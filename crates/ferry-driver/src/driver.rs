@@ -9,15 +9,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ferry_journal::{Change, ConflictRecord};
-use ferry_schema::SyncDirection;
-use ferry_store::Durability;
+use ferry_db::{Db, Result, Superseded};
+use ferry_journal::Change;
 use ferry_sync::{BatchId, Engine, Input, Output, PullFrom, TransportError};
 use ferry_types::{Hlc, Key, Version};
 
-use super::link::{Link, timed};
-use super::{Syncer, lock};
-use crate::{Db, Error, Result};
+use crate::Syncer;
+use crate::link::{Link, timed};
 
 /// The engine, the transport, and what the last push told about superseded keys.
 pub(crate) struct Driver {
@@ -79,7 +77,24 @@ impl Driver {
             Output::Acked { key, version } => db.settle(&[(key, version)]),
             Output::Superseded { key, local, cloud } => {
                 let winner = self.superseded.remove(&key);
-                self.superseded(db, &key, &local, &cloud, winner, now)
+                match db.superseded(&key, &local, &cloud, winner.as_ref(), now)? {
+                    Superseded::Stale => {}
+                    Superseded::Restamped { version, bytes } => {
+                        self.engine.handle(
+                            Input::Queued {
+                                key,
+                                version,
+                                bytes,
+                            },
+                            now,
+                        );
+                    }
+                    Superseded::Lost => {
+                        let version = local;
+                        self.engine.handle(Input::Settled { key, version }, now);
+                    }
+                }
+                Ok(())
             }
             Output::Rejected {
                 key,
@@ -102,8 +117,6 @@ impl Driver {
         match timed(self.call_timeout, self.link.connect()).await {
             Ok(session) => {
                 // The server's time disciplines this device's clock (DESIGN.md 5).
-                let skew_ms = session.server_time_ms as i64 - db.now_ms();
-                lock(&db.inner.report).skew_ms = Some(skew_ms.unsigned_abs());
                 if let Err(e) = db.observe_server(session.server_time_ms) {
                     db.report_error(format!("{}: {e}", e.code()));
                 }
@@ -144,8 +157,8 @@ impl Driver {
     ) -> Result<()> {
         let mut changes = Vec::with_capacity(listed.len());
         for (key, version) in listed {
-            match db.inner.store.pending(&key)? {
-                Some(entry) => changes.push(entry.change),
+            match db.pending_change(&key)? {
+                Some(change) => changes.push(change),
                 // Settled since the engine heard of it.
                 None => self.engine.handle(Input::Settled { key, version }, now),
             }
@@ -169,63 +182,6 @@ impl Driver {
                 self.call_failed(db, "push failed".into(), &e, now);
             }
         }
-        Ok(())
-    }
-
-    /// The cloud holds a newer version than the pending one: the model's direction decides.
-    fn superseded(
-        &mut self,
-        db: &Db,
-        key: &Key,
-        local: &Version,
-        cloud: &Version,
-        winner: Option<Change>,
-        now: u64,
-    ) -> Result<()> {
-        let Some(entry) = db.inner.store.pending(key)? else {
-            return Ok(());
-        };
-        if &entry.change.version != local {
-            return Ok(()); // a newer local write is already pending
-        }
-        let direction = (db.schema().model(&entry.change.model)).map(|m| m.control.sync);
-        let replica = &db.inner.replica;
-        if direction.ok() == Some(SyncDirection::Up) {
-            // The device is authoritative: come back with a version past the cloud's.
-            let ((version, bytes), _) = db.inner.store.write(Durability::Default, |tx| {
-                replica.observe(tx, cloud.hlc, now as i64);
-                replica.restamp(tx, entry, cloud, now as i64)
-            })?;
-            let key = key.clone();
-            self.engine.handle(
-                Input::Queued {
-                    key,
-                    version,
-                    bytes,
-                },
-                now,
-            );
-            return Ok(());
-        }
-        // Last writer wins: the cloud's newer version stands and comes down now; ours is
-        // the loser.
-        let conflict = ConflictRecord {
-            winner: cloud.clone(),
-            loser: entry.change,
-            at_ms: now,
-        };
-        let (_, committed) = db.inner.store.write(Durability::Default, |tx| {
-            tx.log_conflict(conflict.clone())?;
-            tx.settle(key, local)?;
-            match &winner {
-                Some(change) => db.apply_winner(tx, change, now),
-                None => Ok(()),
-            }
-        })?;
-        db.fire(&committed, crate::Origin::Cloud);
-        db.fire_conflicts(&[conflict]);
-        let (key, version) = (key.clone(), local.clone());
-        self.engine.handle(Input::Settled { key, version }, now);
         Ok(())
     }
 
@@ -321,31 +277,5 @@ impl Driver {
         for (key, version) in settled {
             self.engine.handle(Input::Settled { key, version }, now);
         }
-    }
-}
-
-impl Db {
-    /// Drops each outbox entry whose version the cloud holds (or a newer one), in one commit.
-    pub(super) fn settle(&self, acked: &[(Key, Version)]) -> Result<()> {
-        if acked.is_empty() {
-            return Ok(());
-        }
-        self.inner.store.write(Durability::Default, |tx| {
-            acked
-                .iter()
-                .try_for_each(|(key, version)| tx.settle(key, version).map(|_| ()))
-        })?;
-        Ok(())
-    }
-
-    /// The server's time at the handshake, observed by the clock and persisted.
-    fn observe_server(&self, server_time_ms: u64) -> Result<()> {
-        let now = self.now_ms();
-        let replica = &self.inner.replica;
-        self.inner.store.write(Durability::Default, |tx| {
-            replica.observe(tx, Hlc::new(server_time_ms, 0), now);
-            Ok::<_, Error>(())
-        })?;
-        Ok(())
     }
 }

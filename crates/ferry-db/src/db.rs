@@ -11,12 +11,23 @@ use ferry_types::{Item, Key, Value};
 use serde_json::Value as Json;
 
 use crate::replica::{Replica, uploads, version_of};
-use crate::sync::Syncer;
+use crate::replication::Replication;
 use crate::triggers::{Event, Op, Origin, TriggerId, Triggers};
 use crate::{Config, Error, Result};
 
 /// Expired items removed per sweeper transaction.
 const SWEEP_BATCH_ITEMS: usize = 256;
+
+/// A handle that does not keep the database open (see [`Db::downgrade`]).
+#[derive(Clone)]
+pub struct WeakDb(Weak<Inner>);
+
+impl WeakDb {
+    /// The database, if it is still open.
+    pub fn upgrade(&self) -> Option<Db> {
+        self.0.upgrade().map(|inner| Db { inner })
+    }
+}
 
 /// An open Ferry database. Cheap to clone; every clone is the same database.
 #[derive(Clone)]
@@ -27,8 +38,8 @@ pub struct Db {
 pub(crate) struct Inner {
     pub store: Store,
     pub replica: Replica,
-    /// The attached transport's driver state, once `Db::attach` ran.
-    pub sync: OnceLock<Syncer>,
+    /// The attached driver, once a transport is attached.
+    pub sync: OnceLock<Box<dyn Replication>>,
     pub config: Config,
     pub triggers: Triggers,
     /// What background work (sync, the sweeper) met, for `Db::status`.
@@ -66,6 +77,11 @@ impl Db {
             report: Mutex::default(),
         });
         Ok(Db { inner })
+    }
+
+    /// A handle that does not keep the database open: background work holds one.
+    pub fn downgrade(&self) -> WeakDb {
+        WeakDb(Arc::downgrade(&self.inner))
     }
 
     /// The schema in force.
@@ -203,7 +219,8 @@ impl Db {
     }
 
     /// Records a failure of background work for [`Db::status`].
-    pub(crate) fn report_error(&self, what: String) {
+    #[doc(hidden)]
+    pub fn report_error(&self, what: String) {
         self.inner
             .report
             .lock()
@@ -216,7 +233,9 @@ impl Db {
         Ok(self.inner.store.persist()?)
     }
 
-    pub(crate) fn now_ms(&self) -> i64 {
+    /// The database's clock (epoch ms).
+    #[doc(hidden)]
+    pub fn now_ms(&self) -> i64 {
         (self.inner.config.clock)()
     }
 

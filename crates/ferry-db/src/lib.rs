@@ -1,0 +1,36 @@
+//! Ferry's local database: OneTable's operations on the store, the replica bookkeeping that
+//! commits with every write, and cloud changes applied by each model's direction.
+//!
+//! Apps use it through the `ferry` facade, which re-exports [`Db`] and attaches drivers.
+//!
+//! **Architecture invariant:** it gives OneTable's operations their meaning (create,
+//! update, conditions, pagination, triggers) and replication state (outbox, tombstones,
+//! cursors, clock, conflicts, quarantine) only ever changes in the same batch as the data;
+//! storage is `ferry-store`'s, schema rules are `ferry-schema`'s. It does no I/O beyond
+//! the store and knows no runtime: a driver reaches it through the [`Replication`] hook
+//! and the replica port (`Db::apply_page`, `Db::superseded`, ...).
+
+mod apply;
+mod config;
+mod db;
+mod error;
+mod find;
+mod inspect;
+mod replica;
+mod replication;
+mod triggers;
+mod typed;
+mod write;
+
+pub use config::{Clock, Config};
+pub use db::{Db, WeakDb};
+pub use error::{Error, ErrorKind, Result};
+pub use find::{FindOptions, Page};
+#[doc(hidden)]
+pub use inspect::{LocalState, PendingChange};
+#[doc(hidden)]
+pub use replication::Superseded;
+pub use replication::{Conflict, Quarantined, Replication, Status};
+pub use triggers::{Event, Op, Origin, TriggerId};
+pub use typed::Model;
+pub use write::{Write, WriteOptions};

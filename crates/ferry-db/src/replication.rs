@@ -1,0 +1,450 @@
+//! Replication as the database sees it: the [`Replication`] hook a driver (`ferry-driver`)
+//! attaches, what [`Db::status`], [`Db::conflicts`] and [`Db::quarantine`] report, and the
+//! replica port the driver works through (documentation hidden: it is the driver's, not
+//! the app's).
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ferry_journal::Change;
+use ferry_store::Durability;
+use ferry_sync::{EngineStatus, Input};
+use ferry_types::{Hlc, Key, Version};
+
+use crate::triggers::Event;
+use crate::{Db, Error, Result};
+
+/// Meta record prefix of per-scope cursors.
+pub(crate) const META_CURSOR_PREFIX: &str = "cursor:";
+
+/// What a sync driver does for the database it is attached to (`ferry-driver` implements
+/// it). The database calls it without holding any lock.
+pub trait Replication: Send + Sync {
+    /// A local commit queued an outbox entry (`Input::Queued`).
+    fn notify(&self, input: Input);
+    /// Runs a cloud change's triggers elsewhere (a background driver's trigger thread);
+    /// returns the event when the caller must run them itself.
+    fn dispatch(&self, event: Event) -> Option<Event>;
+    /// [`Db::sync`].
+    fn sync(&self, db: &Db, timeout: Duration) -> Result<()>;
+    /// [`Db::drive`].
+    fn drive(&self, db: &Db) -> Result<()>;
+    /// The engine as the driver's last step left it.
+    fn engine_status(&self) -> EngineStatus;
+    /// How long tombstones live in the cloud (the handshake's horizon).
+    fn horizon_ms(&self) -> u64;
+}
+
+/// What [`Db::status`] reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    /// This database's replica id.
+    pub replica: String,
+    /// The latest HLC stamp issued or observed, as text.
+    pub clock: String,
+    /// A transport is attached.
+    pub attached: bool,
+    /// The transport is up (as far as the engine knows).
+    pub connected: bool,
+    /// Local changes not yet acknowledged by the cloud.
+    pub pending_changes: usize,
+    /// Their encoded bytes.
+    pub pending_bytes: usize,
+    /// Age of the oldest pending change, in milliseconds.
+    pub oldest_pending_age_ms: Option<u64>,
+    /// When the cloud last acknowledged a change (epoch ms).
+    pub last_ack_ms: Option<u64>,
+    /// When a pull last answered (epoch ms).
+    pub last_receive_ms: Option<u64>,
+    /// Per scope, the highest cloud `_seq` applied.
+    pub cursors: Vec<(String, String)>,
+    /// How far ahead of this device's clock the latest too-far-ahead stamp was (ms).
+    pub clock_skew_ms: Option<u64>,
+    /// Conflicts in the log (last-writer-wins losers; the log keeps the newest 10,000).
+    pub conflicts: usize,
+    /// Cloud changes this device could not apply, kept in the quarantine
+    /// ([`Db::quarantine`]).
+    pub quarantined: usize,
+    /// Consecutive failed pushes.
+    pub failures: u32,
+    /// The latest error the driver met (a rejected change, a failed apply).
+    pub last_error: Option<String>,
+}
+
+/// A losing version under last writer wins (`sync: 'both'`), or a cloud change that lost
+/// to a pending local one, as [`Db::conflicts`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    /// The item's model.
+    pub model: String,
+    /// The item's primary key, as text.
+    pub key: String,
+    /// The version that won.
+    pub winner: String,
+    /// The version that lost.
+    pub loser: String,
+    /// The losing item (hidden fields included); `None` when the loser was a remove.
+    pub loser_item: Option<serde_json::Value>,
+    /// When the conflict was decided (epoch ms).
+    pub at_ms: u64,
+}
+
+/// A cloud change this device could not apply, as [`Db::quarantine`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quarantined {
+    /// The change's model.
+    pub model: String,
+    /// The item's primary key, as text.
+    pub key: String,
+    /// The change's version.
+    pub version: String,
+    /// A remove, rather than a put.
+    pub remove: bool,
+    /// Why it could not apply.
+    pub reason: String,
+    /// The item as the cloud sent it (hidden fields included), for a put.
+    pub item: Option<serde_json::Value>,
+    /// When it was quarantined (epoch ms).
+    pub at_ms: u64,
+}
+
+impl Db {
+    /// Sends every pending change now and pulls every scope; returns when the cloud has
+    /// acknowledged every change pending at the call (Ioto's `ioSync`), or fails with
+    /// `SyncTimeout` after `timeout`, whatever the transport does meanwhile.
+    pub fn sync(&self, timeout: Duration) -> Result<()> {
+        self.replication()?.sync(self, timeout)
+    }
+
+    /// Runs the sync work that is due now, once, when no background task drives this
+    /// database (attached with `background: false`): what a simulation calls at each step
+    /// of its virtual time. With a background task it does nothing.
+    pub fn drive(&self) -> Result<()> {
+        self.replication()?.drive(self)
+    }
+
+    /// Replication state: pending changes, acknowledgements, cursors, clock, errors.
+    pub fn status(&self) -> Status {
+        let now = self.now_ms().max(0) as u64;
+        let replica = &self.inner.replica;
+        let mut status = Status {
+            replica: replica.id.to_string(),
+            clock: replica.last().to_text(),
+            attached: false,
+            connected: false,
+            pending_changes: 0,
+            pending_bytes: 0,
+            oldest_pending_age_ms: None,
+            last_ack_ms: None,
+            last_receive_ms: None,
+            cursors: Vec::new(),
+            clock_skew_ms: None,
+            conflicts: self.inner.store.conflict_count().unwrap_or(0),
+            quarantined: self.inner.store.quarantine_count().unwrap_or(0),
+            failures: 0,
+            last_error: None,
+        };
+        // The count is the store's, exact and O(1); bytes and age are the engine's (as of
+        // its last step) once attached, since walking the outbox costs O(pending).
+        status.pending_changes = self.inner.store.outbox_len();
+        if self.inner.sync.get().is_none() {
+            let mut oldest = None::<u64>;
+            for (_, entry) in self.inner.store.outbox().flatten() {
+                status.pending_bytes += entry.encoded_len();
+                oldest = Some(oldest.map_or(entry.queued_ms, |o| o.min(entry.queued_ms)));
+            }
+            status.oldest_pending_age_ms = oldest.map(|t| now.saturating_sub(t));
+        }
+        if let Some(replication) = self.inner.sync.get() {
+            let engine = replication.engine_status();
+            let report = lock(&self.inner.report);
+            status.pending_bytes = engine.pending_bytes;
+            status.oldest_pending_age_ms =
+                (engine.oldest_pending_ms).map(|t| now.saturating_sub(t));
+            status.attached = true;
+            status.connected = engine.connected;
+            status.last_ack_ms = engine.last_ack_ms;
+            status.last_receive_ms = engine.last_receive_ms;
+            status.failures = engine.consecutive_failures;
+            status.cursors = engine
+                .cursors
+                .iter()
+                .map(|(s, c)| (s.clone(), c.to_text()))
+                .collect();
+            status.clock_skew_ms = report.skew_ms;
+        }
+        status.last_error = lock(&self.inner.report).last_error.clone();
+        status
+    }
+
+    /// The cloud changes this device could not apply (at most `limit`, by key): each kept
+    /// with its reason while its scope moved on. A newer change of the key that applies
+    /// releases it; changes of models this schema does not know apply after an upgrade
+    /// (they are retried when the database attaches).
+    pub fn quarantine(&self, limit: usize) -> Result<Vec<Quarantined>> {
+        let records = self.inner.store.quarantined(limit)?;
+        Ok((records.into_iter())
+            .map(|record| {
+                let change = record.change;
+                let model = self.schema().model(&change.model).ok();
+                let item = change.item.as_ref().map(|item| match model {
+                    Some(model) => self.to_json(model, item, true),
+                    None => ferry_types::Value::M(item.clone()).to_json(),
+                });
+                Quarantined {
+                    model: change.model.clone(),
+                    key: change.key.to_string(),
+                    version: change.version.to_text(),
+                    remove: change.op == ferry_journal::ChangeOp::Delete,
+                    reason: record.reason,
+                    item,
+                    at_ms: record.at_ms,
+                }
+            })
+            .collect())
+    }
+
+    /// The latest conflicts, newest first, at most `limit`.
+    pub fn conflicts(&self, limit: usize) -> Result<Vec<Conflict>> {
+        let records = self.inner.store.conflicts(limit)?;
+        Ok(records
+            .into_iter()
+            .map(|record| {
+                let loser = record.loser;
+                let model = self.schema().model(&loser.model).ok();
+                let loser_item = loser.item.as_ref().map(|item| match model {
+                    Some(model) => self.to_json(model, item, true),
+                    None => ferry_types::Value::M(item.clone()).to_json(),
+                });
+                Conflict {
+                    model: loser.model.clone(),
+                    key: loser.key.to_string(),
+                    winner: record.winner.to_text(),
+                    loser: loser.version.to_text(),
+                    loser_item,
+                    at_ms: record.at_ms,
+                }
+            })
+            .collect())
+    }
+
+    /// Tells the engine about outbox entries that commits have queued. An entry staged by
+    /// a write that has not committed yet (another thread's, still in its transaction)
+    /// waits for a later call: told too early, the driver would find no such change in
+    /// the outbox and forget it.
+    pub(crate) fn report_staged(&self) {
+        let Some(replication) = self.inner.sync.get() else {
+            return;
+        };
+        let committed = |s: &crate::replica::Staged| matches!(self.inner.store.pending(&s.key), Ok(Some(e)) if e.change.version >= s.version);
+        for staged in self.inner.replica.take_staged_if(committed) {
+            replication.notify(Input::Queued {
+                key: staged.key,
+                version: staged.version,
+                bytes: staged.bytes,
+            });
+        }
+    }
+
+    /// How long tombstones live in the cloud this database syncs with.
+    pub(crate) fn horizon_ms(&self) -> u64 {
+        (self.inner.sync.get()).map_or(ferry_sync::HORIZON_MS, |r| r.horizon_ms())
+    }
+
+    fn replication(&self) -> Result<&dyn Replication> {
+        (self.inner.sync.get())
+            .map(|r| r.as_ref())
+            .ok_or_else(|| Error::Argument("no transport attached: call Db::attach first".into()))
+    }
+
+    /// The scopes this device reads: the scope of every model that downloads, rendered
+    /// with this device's context. A downloading model whose scope depends on the item
+    /// cannot be read by scope, and is refused.
+    #[doc(hidden)]
+    pub fn read_scopes(&self) -> Result<BTreeSet<String>> {
+        let mut scopes = BTreeSet::new();
+        for model in self
+            .schema()
+            .models()
+            .filter(|m| crate::replica::downloads(m))
+        {
+            let scope = model.device_scope(self.context()).ok_or_else(|| Error::Control {
+                model: model.name.clone(),
+                reason: format!(
+                    "the model downloads but its scope '{}' depends on the item: a device reads \
+                     only scopes named by its context (deviceId, accountId, ...) or '*'",
+                    model.control.scope.as_deref().unwrap_or("${deviceId}")
+                ),
+            })?;
+            scopes.insert(scope);
+        }
+        Ok(scopes)
+    }
+
+    /// A scope's persisted cursor (`Hlc::ZERO` for a scope never pulled).
+    #[doc(hidden)]
+    pub fn load_cursor(&self, scope: &str) -> Result<Hlc> {
+        let name = format!("{META_CURSOR_PREFIX}{scope}");
+        Ok(self
+            .inner
+            .store
+            .meta_u64(&name)?
+            .map_or(Hlc::ZERO, Hlc::from_u64))
+    }
+}
+
+/// What a superseded upload turned into (see [`Db::superseded`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Superseded {
+    /// The outbox holds another version now: nothing to do.
+    Stale,
+    /// `up`: the device is authoritative; the change was re-stamped past the cloud's and
+    /// queued again at this version and size.
+    Restamped {
+        /// The new version.
+        version: Version,
+        /// Its encoded size.
+        bytes: usize,
+    },
+    /// `both`: the cloud's newer version won and applied; the local change is in the
+    /// conflict log and left the outbox.
+    Lost,
+}
+
+/// The replica port: what a driver does with the database. Documentation hidden: these are
+/// `ferry-driver`'s, not the app's.
+impl Db {
+    /// Gives the database its driver; a database attaches once.
+    #[doc(hidden)]
+    pub fn attach_replication(&self, replication: Box<dyn Replication>) -> Result<()> {
+        (self.inner.sync.set(replication)).map_err(|_| {
+            Error::Argument("this database is already attached to a transport".into())
+        })?;
+        // Writes committed before the hook was set were staged without it: tell them now.
+        self.report_staged();
+        Ok(())
+    }
+
+    /// Every outbox entry as the engine hears of it.
+    #[doc(hidden)]
+    pub fn queued_inputs(&self) -> Result<Vec<Input>> {
+        let mut inputs = Vec::new();
+        for entry in self.inner.store.outbox() {
+            let (key, entry) = entry?;
+            let (version, bytes) = (entry.change.version.clone(), entry.encoded_len());
+            inputs.push(Input::Queued {
+                key,
+                version,
+                bytes,
+            });
+        }
+        Ok(inputs)
+    }
+
+    /// The keys with a pending upload.
+    #[doc(hidden)]
+    pub fn outbox_keys(&self) -> Result<Vec<Key>> {
+        let keys = (self.inner.store.outbox()).map(|entry| entry.map(|(key, _)| key));
+        Ok(keys.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Whether `key` has a pending upload.
+    #[doc(hidden)]
+    pub fn is_pending(&self, key: &Key) -> Result<bool> {
+        Ok(self.inner.store.pending(key)?.is_some())
+    }
+
+    /// The pending change of `key`, as it goes up.
+    #[doc(hidden)]
+    pub fn pending_change(&self, key: &Key) -> Result<Option<Change>> {
+        Ok(self.inner.store.pending(key)?.map(|entry| entry.change))
+    }
+
+    /// Drops each outbox entry whose version the cloud holds (or a newer one), in one commit.
+    #[doc(hidden)]
+    pub fn settle(&self, acked: &[(Key, Version)]) -> Result<()> {
+        if acked.is_empty() {
+            return Ok(());
+        }
+        self.inner.store.write(Durability::Default, |tx| {
+            acked
+                .iter()
+                .try_for_each(|(key, version)| tx.settle(key, version).map(|_| ()))
+        })?;
+        Ok(())
+    }
+
+    /// The cloud holds `cloud`, newer than the pending `local` of `key`: the model's
+    /// direction decides. `winner` is the cloud's change when the push returned it.
+    #[doc(hidden)]
+    pub fn superseded(
+        &self,
+        key: &Key,
+        local: &Version,
+        cloud: &Version,
+        winner: Option<&Change>,
+        now: u64,
+    ) -> Result<Superseded> {
+        let Some(entry) = self.inner.store.pending(key)? else {
+            return Ok(Superseded::Stale);
+        };
+        if &entry.change.version != local {
+            return Ok(Superseded::Stale); // a newer local write is already pending
+        }
+        let direction = (self.schema().model(&entry.change.model)).map(|m| m.control.sync);
+        let replica = &self.inner.replica;
+        if direction.ok() == Some(ferry_schema::SyncDirection::Up) {
+            // The device is authoritative: come back with a version past the cloud's.
+            let ((version, bytes), _) = self.inner.store.write(Durability::Default, |tx| {
+                replica.observe(tx, cloud.hlc, now as i64);
+                replica.restamp(tx, entry, cloud, now as i64)
+            })?;
+            return Ok(Superseded::Restamped { version, bytes });
+        }
+        // Last writer wins: the cloud's newer version stands and comes down now; ours is
+        // the loser.
+        let conflict = ferry_journal::ConflictRecord {
+            winner: cloud.clone(),
+            loser: entry.change,
+            at_ms: now,
+        };
+        let (_, committed) = self.inner.store.write(Durability::Default, |tx| {
+            tx.log_conflict(conflict.clone())?;
+            tx.settle(key, local)?;
+            match winner {
+                Some(change) => self.apply_winner(tx, change, now),
+                None => Ok(()),
+            }
+        })?;
+        self.fire(&committed, crate::Origin::Cloud);
+        self.fire_conflicts(&[conflict]);
+        Ok(Superseded::Lost)
+    }
+
+    /// The server's time at a handshake: the clock observes it (persisted), and the
+    /// difference is the skew `status()` reports.
+    #[doc(hidden)]
+    pub fn observe_server(&self, server_time_ms: u64) -> Result<()> {
+        let now = self.now_ms();
+        let skew_ms = (server_time_ms as i64 - now).unsigned_abs();
+        lock(&self.inner.report).skew_ms = Some(skew_ms);
+        let replica = &self.inner.replica;
+        self.inner.store.write(Durability::Default, |tx| {
+            replica.observe(tx, Hlc::new(server_time_ms, 0), now);
+            Ok::<_, Error>(())
+        })?;
+        Ok(())
+    }
+
+    /// Runs the triggers of `event` here (a driver's trigger thread).
+    #[doc(hidden)]
+    pub fn run_triggers(&self, event: &Event) {
+        self.inner.triggers.fire(event);
+    }
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}

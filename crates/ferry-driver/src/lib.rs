@@ -1,0 +1,349 @@
+//! Ferry's sync driver: it owns the sans-IO engine of `ferry-sync` and a transport, feeds
+//! the engine what happened (local commits, push results, pulled pages, time) and carries
+//! out what it asks against the database (`ferry-db`'s replica port) and the transport.
+//!
+//! [`attach`] gives a database its driver. By default a thread of its own runs it on a
+//! current-thread tokio runtime (feature `tokio`), every transport call under a timeout;
+//! with `background: false`, `Db::drive` steps it on the caller's thread (simulations).
+//!
+//! **Architecture invariant:** no lock is held across a transport call or while triggers
+//! run; `status()` reads the snapshot the last step published; `sync()` waits with its
+//! timeout on a condition variable, never on the network. Storage and the meaning of
+//! cloud changes are `ferry-db`'s: this crate names no store type.
+
+mod background;
+mod driver;
+mod link;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_db::{Db, Error, Event, Replication, Result, WeakDb};
+use ferry_sync::{Engine, EngineConfig, EngineStatus, Input, Transport};
+use ferry_types::Key;
+
+use driver::Driver;
+
+/// Longest pause of `Db::sync` between engine steps.
+const SYNC_POLL_MS: u64 = 5;
+/// Inputs waiting for the driver at most (see `Syncer::inbox`).
+const INBOX_INPUTS_MAX: usize = 10_000;
+/// The name of the thread that runs a background driver's cloud triggers.
+const TRIGGER_THREAD: &str = "ferry-triggers";
+/// Cloud events waiting for the trigger thread at most.
+const EVENTS_QUEUED_MAX: usize = 1024;
+/// A transport call that has not answered after this fails with `Timeout`.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How an attached database syncs.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// The engine's knobs: `sync_delay_ms` (syncDelay), `sync_limit_bytes` (syncLimit),
+    /// retries, polling, catch-up window, horizon.
+    pub engine: EngineConfig,
+    /// A task of its own drives replication (the default; needs the `tokio` feature).
+    /// `false`: only [`Db::sync`] and [`Db::drive`] move data (simulations step it by hand).
+    pub background: bool,
+    /// Every transport call of the background task fails with `Timeout` after this
+    /// ([`CALL_TIMEOUT`]).
+    pub call_timeout: Duration,
+    /// Seed for the engine's retry jitter (any value; fixed for reproducible runs).
+    pub seed: u64,
+}
+
+impl Default for SyncOptions {
+    fn default() -> SyncOptions {
+        SyncOptions {
+            engine: EngineConfig::default(),
+            background: cfg!(feature = "tokio"),
+            call_timeout: CALL_TIMEOUT,
+            seed: 0,
+        }
+    }
+}
+
+/// The driver's state for an attached database, shared by the writers, `sync()`,
+/// `status()` and whoever runs the driver.
+struct Syncer {
+    /// The driver, when `Db::drive` runs it (no background task); `None` while a step
+    /// runs, or for good when the background task owns it.
+    driver: Mutex<Option<Driver>>,
+    /// Inputs from writers and `sync()`, for the next step. Bounded: past
+    /// [`INBOX_INPUTS_MAX`] notifications are dropped and the next step reloads the whole
+    /// outbox instead, so nothing is lost.
+    inbox: Mutex<Inbox>,
+    /// The engine as the last step left it, for `status()` (never waits for a step).
+    snapshot: Mutex<EngineStatus>,
+    requested: AtomicU64,
+    answered: Mutex<u64>,
+    answer: Condvar,
+    horizon_ms: AtomicU64,
+    wake: background::Wake,
+    /// Where a background driver's cloud events go (see [`Syncer::dispatch`]), and how
+    /// many were sent and fired.
+    events: Option<std::sync::mpsc::SyncSender<Event>>,
+    delivered: Arc<Delivered>,
+}
+
+/// Cloud events handed to the trigger thread and fired by it, so that `sync()` returns
+/// only after the triggers of what it pulled ran.
+#[derive(Default)]
+struct Delivered {
+    /// (sent, fired)
+    counts: Mutex<(u64, u64)>,
+    fired: Condvar,
+}
+
+impl Delivered {
+    /// Waits until every event sent so far has fired; false if `deadline` came first.
+    fn wait(&self, deadline: Instant) -> bool {
+        let mut counts = lock(&self.counts);
+        let sent = counts.0;
+        while counts.1 < sent {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            counts = (self.fired.wait_timeout(counts, left))
+                .map_or_else(|p| p.into_inner().0, |(guard, _)| guard);
+        }
+        true
+    }
+}
+
+#[derive(Default)]
+struct Inbox {
+    inputs: Vec<Input>,
+    overflowed: bool,
+}
+
+impl Syncer {
+    /// The inputs queued since the last step (the whole outbox again after an overflow).
+    fn take_inputs(&self, db: &Db) -> Vec<Input> {
+        let inbox = std::mem::take(&mut *lock(&self.inbox));
+        if !inbox.overflowed {
+            return inbox.inputs;
+        }
+        let mut inputs = db.queued_inputs().unwrap_or_else(|e| {
+            db.report_error(format!("{}: reloading the outbox: {e}", e.code()));
+            Vec::new()
+        });
+        inputs.extend(
+            inbox
+                .inputs
+                .into_iter()
+                .filter(|i| !matches!(i, Input::Queued { .. })),
+        );
+        inputs
+    }
+
+    fn push_input(&self, input: Input) {
+        let mut inbox = lock(&self.inbox);
+        match (&input, inbox.inputs.len() >= INBOX_INPUTS_MAX) {
+            (Input::Queued { .. }, true) => inbox.overflowed = true,
+            _ => inbox.inputs.push(input),
+        }
+        drop(inbox);
+        self.wake.notify();
+    }
+
+    /// Hands a cloud change's event to the trigger thread, so that a trigger runs off the
+    /// driver's thread and may wait on the driver (`sync()`) for real. Bounded: when
+    /// [`EVENTS_QUEUED_MAX`] events wait, the driver waits for the triggers (it never waits
+    /// on them otherwise, so this cannot deadlock). Returns the event when there is no
+    /// trigger thread: the caller runs it.
+    fn dispatch(&self, event: Event) -> Option<Event> {
+        let Some(events) = &self.events else {
+            return Some(event);
+        };
+        lock(&self.delivered.counts).0 += 1;
+        let undelivered = events.send(event).err().map(|e| e.0);
+        if undelivered.is_some() {
+            lock(&self.delivered.counts).0 -= 1;
+        }
+        undelivered
+    }
+
+    fn publish(&self, engine: &Engine) {
+        *lock(&self.snapshot) = engine.status();
+    }
+
+    fn answer_sync(&self) {
+        *lock(&self.answered) += 1;
+        self.answer.notify_all();
+    }
+
+    fn set_horizon_ms(&self, horizon_ms: u64) {
+        self.horizon_ms.store(horizon_ms, Ordering::Release);
+    }
+
+    /// Waits until `ticket` syncs were answered; false if `deadline` came first.
+    fn wait_answered(&self, ticket: u64, deadline: Instant) -> bool {
+        let mut answered = lock(&self.answered);
+        while *answered < ticket {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            answered = (self.answer.wait_timeout(answered, left))
+                .map_or_else(|p| p.into_inner().0, |(guard, _)| guard);
+        }
+        true
+    }
+}
+
+/// The thread that runs the triggers of a background driver's cloud changes, in order.
+/// It ends when the database (and so the sender) is dropped.
+fn start_trigger_thread(
+    db: WeakDb,
+    delivered: &Arc<Delivered>,
+) -> Result<std::sync::mpsc::SyncSender<Event>> {
+    let (events, received) = std::sync::mpsc::sync_channel::<Event>(EVENTS_QUEUED_MAX);
+    let delivered = Arc::clone(delivered);
+    std::thread::Builder::new()
+        .name(TRIGGER_THREAD.into())
+        .spawn(move || {
+            for event in received {
+                let Some(db) = db.upgrade() else { return };
+                db.run_triggers(&event);
+                lock(&delivered.counts).1 += 1;
+                delivered.fired.notify_all();
+            }
+        })
+        .map_err(|e| Error::Argument(format!("cannot start the trigger thread: {e}")))?;
+    Ok(events)
+}
+
+/// Attaches `transport` to `db`: from now on, local writes of uploading models go to the
+/// cloud and cloud changes of downloading models come down. Pending changes from before
+/// (also from before a crash) are sent first. A database attaches once. With
+/// [`SyncOptions::background`] (the default) a task of its own drives it; otherwise
+/// `Db::drive` and `Db::sync` do.
+pub fn attach<T: Transport>(db: &Db, transport: T, options: SyncOptions) -> Result<()> {
+    let scopes = db.read_scopes()?;
+    let mut cursors = std::collections::BTreeMap::new();
+    for scope in &scopes {
+        cursors.insert(scope.clone(), db.load_cursor(scope)?);
+    }
+    db.retry_quarantined()?;
+    let engine = Engine::new(options.engine.clone(), cursors, options.seed);
+    let driver = Driver::new(engine, Box::new(transport), options.call_timeout);
+    let delivered = Arc::new(Delivered::default());
+    let syncer = Arc::new(Syncer {
+        driver: Mutex::new(None),
+        inbox: Mutex::new(Inbox {
+            inputs: db.queued_inputs()?,
+            overflowed: false,
+        }),
+        snapshot: Mutex::new(driver.engine.status()),
+        requested: AtomicU64::new(0),
+        answered: Mutex::new(0),
+        answer: Condvar::new(),
+        horizon_ms: AtomicU64::new(options.engine.horizon_ms),
+        wake: match options.background {
+            true => background::Wake::for_background(),
+            false => background::Wake::default(),
+        },
+        events: match options.background {
+            true => Some(start_trigger_thread(db.downgrade(), &delivered)?),
+            false => None,
+        },
+        delivered,
+    });
+    db.attach_replication(Box::new(Handle(Arc::clone(&syncer))))?;
+    match options.background {
+        true => background::start(db.downgrade(), driver, Arc::clone(&syncer))?,
+        false => *lock(&syncer.driver) = Some(driver),
+    }
+    Ok(())
+}
+
+/// The driver as the database sees it.
+struct Handle(Arc<Syncer>);
+
+impl Replication for Handle {
+    fn notify(&self, input: Input) {
+        self.0.push_input(input);
+    }
+
+    fn dispatch(&self, event: Event) -> Option<Event> {
+        self.0.dispatch(event)
+    }
+
+    fn sync(&self, db: &Db, timeout: Duration) -> Result<()> {
+        self.0.sync(db, timeout)
+    }
+
+    fn drive(&self, db: &Db) -> Result<()> {
+        self.0.drive(db)
+    }
+
+    fn engine_status(&self) -> EngineStatus {
+        lock(&self.0.snapshot).clone()
+    }
+
+    fn horizon_ms(&self) -> u64 {
+        self.0.horizon_ms.load(Ordering::Acquire)
+    }
+}
+
+impl Syncer {
+    /// `Db::sync`: sends every pending change now and pulls every scope; returns when the
+    /// cloud has acknowledged every change pending at the call (Ioto's `ioSync`) and the
+    /// triggers of what it pulled ran, or fails with `SyncTimeout` after `timeout`, whatever
+    /// the transport does meanwhile.
+    fn sync(&self, db: &Db, timeout: Duration) -> Result<()> {
+        // The caller's wait is real time, whatever clock the database runs on.
+        let deadline = Instant::now() + timeout;
+        let waited: Vec<Key> = db.outbox_keys()?;
+        // A round can leave new work: an `up` change superseded in the cloud comes back
+        // re-stamped. Rounds go on until every change pending at the call has left.
+        loop {
+            let ticket = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
+            self.push_input(Input::SyncRequested);
+            let answered = match self.wake.is_manual() {
+                true => self.drive_until(db, ticket, deadline)?,
+                false => self.wait_answered(ticket, deadline),
+            };
+            let left = waited
+                .iter()
+                .filter(|key| !matches!(db.is_pending(key), Ok(false)));
+            if answered && left.count() == 0 {
+                // The triggers of what was pulled have run, unless this is one of them.
+                let on_trigger_thread = std::thread::current().name() == Some(TRIGGER_THREAD);
+                if on_trigger_thread || self.delivered.wait(deadline) {
+                    return Ok(());
+                }
+            }
+            if !answered || Instant::now() >= deadline {
+                let pending = db.status().pending_changes;
+                return Err(Error::SyncTimeout { pending });
+            }
+        }
+    }
+
+    fn drive_until(&self, db: &Db, ticket: u64, deadline: Instant) -> Result<bool> {
+        while *lock(&self.answered) < ticket {
+            self.drive(db)?;
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(SYNC_POLL_MS));
+        }
+        Ok(true)
+    }
+
+    /// `Db::drive`: one step on the caller's thread, when no background task drives.
+    fn drive(&self, db: &Db) -> Result<()> {
+        // Taken out for the step: no lock is held while it talks to the transport.
+        let Some(mut driver) = lock(&self.driver).take() else {
+            return Ok(());
+        };
+        link::block_on(driver.step(db, self));
+        *lock(&self.driver) = Some(driver);
+        Ok(())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
