@@ -1,12 +1,19 @@
 //! `cargo xtask sim`: Ferry's deterministic replication simulator (DESIGN.md 9).
 //!
 //! Each seed plays a random schedule against 2-3 real `ferry::Db`s with skewed virtual
-//! clocks, one reference cloud (`MemoryCloud`) and a faulty network in between (dropped,
-//! duplicated, late and unanswered pushes, short pull pages, partitions), with crashes and
-//! reopens and, for some seeds, a device offline past the tombstone horizon. After every step
-//! it checks safety (no acknowledged write lost, journal and data agree, cursors monotonic,
-//! no stale write wins in the cloud); after healing, that every replica converged by its
-//! model's direction rule. Everything derives from the seed: `--seed S` replays a failure.
+//! clocks, one reference cloud (`MemoryCloud`, whose feed shows changes up to W/2 late) and
+//! a faulty network in between (dropped, duplicated, late and unanswered pushes, short pull
+//! pages, partitions), with crashes and reopens, writers whose `_seq` clocks are skewed,
+//! bulk cloud writes of hundreds of rows (multi-page pulls and resyncs), poison changes no
+//! device can apply, unique tags that clash between devices, triggers that call back into
+//! the database, and, for some seeds, a device offline past the tombstone horizon. After
+//! every step it checks safety (no acknowledged write lost, journal and data agree, cursors
+//! monotonic, no stale write wins in the cloud); after healing, that every replica
+//! converged by its model's direction rule (quarantined keys aside, each quarantined for a
+//! reason the run explains), that every applied cloud change fired one `Cloud` event, and
+//! that each conflict was logged once and fired one `Conflict` event. Everything derives
+//! from the seed: `--seed S` replays a failure. (Background drivers are real threads, so
+//! they are tested by integration tests, not here.)
 //!
 //! - `model`: the schema, the per-seed parameters and the step schedule.
 //! - `faults`: the fault-injecting transport.
@@ -30,20 +37,28 @@ use anyhow::{Context, Result, bail};
 
 pub const USAGE: &str = "  sim            the deterministic replication simulator
                  options: --seeds N (run seeds 0..N, default 1000), --seed S (replay one),
-                 --verbose (print the schedule), --long (more steps per seed)";
+                 --verbose (print the schedule), --long (5,000 steps or more per seed, and
+                 20 seeds unless --seeds says: over 100,000 steps)";
 
 /// Runs `cargo xtask sim` with its arguments.
 pub fn main(args: &[&str]) -> Result<()> {
-    let options = Options::parse(args)?;
+    let mut options = Options::parse(args)?;
+    if options.long && !options.seeds_given {
+        options.seeds = LONG_SEEDS;
+    }
     match options.seed {
         Some(seed) => run_seeds(seed..seed + 1, &options),
         None => run_seeds(0..options.seeds, &options),
     }
 }
 
+/// Seeds of a `--long` run: each runs 5,000 steps or more.
+const LONG_SEEDS: u64 = 20;
+
 #[derive(Debug)]
 struct Options {
     seeds: u64,
+    seeds_given: bool,
     seed: Option<u64>,
     verbose: bool,
     long: bool,
@@ -53,6 +68,7 @@ impl Options {
     fn parse(args: &[&str]) -> Result<Options> {
         let mut options = Options {
             seeds: 1000,
+            seeds_given: false,
             seed: None,
             verbose: false,
             long: false,
@@ -67,7 +83,10 @@ impl Options {
                     .with_context(|| format!("{name} {text}: not a number"))
             };
             match *arg {
-                "--seeds" => options.seeds = number("--seeds")?,
+                "--seeds" => {
+                    options.seeds = number("--seeds")?;
+                    options.seeds_given = true;
+                }
                 "--seed" => options.seed = Some(number("--seed")?),
                 "--verbose" => options.verbose = true,
                 "--long" => options.long = true,

@@ -141,9 +141,6 @@ pub const DAY_MS: i64 = 24 * 60 * MINUTE_MS;
 /// Long offline: past the cloud's 30-day tombstone horizon.
 pub const LONG_OFFLINE_MS: i64 = 31 * DAY_MS;
 
-/// Steps between safety checks in a long run.
-const LONG_CHECK_EVERY: usize = 10;
-
 /// The shape of one seed's run.
 #[derive(Debug, Clone)]
 pub struct Params {
@@ -159,9 +156,6 @@ pub struct Params {
     /// Per device: how far its transport's `_seq` clock is off the cloud's (within W/4:
     /// writers' clocks are disciplined by the server's).
     pub writer_skews_ms: Vec<i64>,
-    /// Safety is checked after every this many steps (and after every healing step): 1,
-    /// except in long runs, whose state makes a full check cost more than the step.
-    pub check_every: usize,
 }
 
 impl Params {
@@ -169,7 +163,7 @@ impl Params {
     pub fn draw(rng: &mut fastrand::Rng, long: bool) -> Params {
         let devices = rng.usize(2..=3);
         let steps = if long {
-            rng.usize(100_000..=110_000)
+            rng.usize(5_000..=6_000)
         } else {
             rng.usize(50..=90)
         };
@@ -206,7 +200,6 @@ impl Params {
             long_offline_at,
             lag_ms_max,
             writer_skews_ms,
-            check_every: if long { LONG_CHECK_EVERY } else { 1 },
         }
     }
 }
