@@ -1,5 +1,5 @@
 //! The driver: owns the engine and the transport, feeds the engine what happened and
-//! carries out what it asks, against the store and the transport.
+//! carries out what it asks, against the database's replica port and the transport.
 //!
 //! One step takes the inputs writers queued, ticks the engine and executes its outputs
 //! until none is left. Whoever holds the `Driver` runs it (the background task, or
@@ -23,7 +23,8 @@ pub(crate) struct Driver {
     pub link: Box<dyn Link>,
     /// Every transport call fails with `Timeout` after this (background driver only).
     pub call_timeout: Duration,
-    /// The cloud's change of each key whose push was superseded, until the engine asks.
+    /// The cloud's change of each key whose push was superseded, until the engine asks
+    /// (in the same step: the answer and the engine's `Superseded` come together).
     superseded: BTreeMap<Key, Change>,
 }
 
@@ -64,6 +65,7 @@ impl Driver {
         if let Err(e) = db.settle(&acked) {
             db.report_error(format!("{}: {e}", e.code()));
         }
+        self.superseded.clear();
         syncer.publish(&self.engine);
     }
 
@@ -222,12 +224,7 @@ impl Driver {
     fn next_cursor(&self, scope: &str, page: &ferry_sync::PullPage) -> Hlc {
         let cursor = self.engine.cursor(scope).unwrap_or(Hlc::ZERO);
         let last_seq = page.changes.last().map(|(seq, _)| *seq);
-        let proven = match (page.more, last_seq) {
-            (true, Some(seq)) => seq.min(page.safe),
-            (true, None) => cursor,
-            (false, _) => page.safe,
-        };
-        cursor.max(proven)
+        ferry_sync::cursor_after(cursor, last_seq, page.more, page.safe)
     }
 
     /// Downloads a whole scope as a snapshot (which never expires, whatever the age of its

@@ -32,6 +32,7 @@ use crate::jitter::Jitter;
 use crate::transport::{Limits, PushOutcome};
 
 use pull::Scope;
+pub use pull::cursor_after;
 use push::Pushes;
 use wait::SyncWait;
 

@@ -27,7 +27,7 @@ pub use config::{
     HORIZON_MS, IN_FLIGHT_BATCHES_MAX, PAGE_CHANGES_MAX, POLL_INTERVAL_MS, RETRY_BASE_MS,
     RETRY_MAX_MS, SYNC_DELAY_MS, SYNC_LIMIT_BYTES, SYNC_WAITS_MAX,
 };
-pub use engine::{BatchId, Engine, EngineStatus, Input, Output};
+pub use engine::{BatchId, Engine, EngineStatus, Input, Output, cursor_after};
 pub use inbound::{Inbound, decide_inbound};
 pub use transport::{
     Limits, PullFrom, PullPage, PushOutcome, PushResults, Session, Transport, TransportError,

@@ -48,17 +48,21 @@ impl Scope {
         Hlc::new(self.cursor.physical_ms() - window_ms, self.cursor.logical())
     }
 
-    /// After a page: a page with more to come proves the feed up to its last `_seq`; the
-    /// last page proves it up to `safe`. Never past `safe`: a change stamped before it may
-    /// still become visible (DESIGN.md 7 rule 2).
     fn advance(&mut self, last_seq: Option<Hlc>, more: bool, safe: Hlc) {
-        let proven = match (more, last_seq) {
-            (true, Some(seq)) => seq.min(safe),
-            (true, None) => return,
-            (false, _) => safe,
-        };
-        self.cursor = self.cursor.max(proven);
+        self.cursor = cursor_after(self.cursor, last_seq, more, safe);
     }
+}
+
+/// The cursor after a page read from `cursor`: a page with more to come proves the feed up
+/// to its last `_seq`; the last page proves it up to `safe`. Never past `safe` (a change
+/// stamped before it may still become visible, DESIGN.md 7 rule 2), never backwards.
+pub fn cursor_after(cursor: Hlc, last_seq: Option<Hlc>, more: bool, safe: Hlc) -> Hlc {
+    let proven = match (more, last_seq) {
+        (true, Some(seq)) => seq.min(safe),
+        (true, None) => cursor,
+        (false, _) => safe,
+    };
+    cursor.max(proven)
 }
 
 impl Engine {
