@@ -32,6 +32,10 @@ const SCHEMA: &str = r#"{
             id: { type: 'string', required: true }, label: { type: 'string', unique: true },
             blob: { type: 'binary' },
         },
+        Board: {
+            pk: { type: 'string', value: 'board#' }, sk: { type: 'string', value: 'board#${id}' },
+            id: { type: 'string', required: true }, text: { type: 'string' },
+        },
         Fault: {
             pk: { type: 'string', value: 'fault#${deviceId}' }, sk: { type: 'string', value: 'fault#${id}' },
             deviceId: { type: 'string', required: true }, id: { type: 'string', required: true },
@@ -44,6 +48,7 @@ const SCHEMA: &str = r#"{
         Padded: { sync: 'both', scope: 'site#${deviceId:6:0}' },
         Tag: { sync: 'down', scope: '*' },
         Fault: { sync: 'up' },
+        Board: { sync: 'both', scope: '*' },
     },
 }"#;
 
@@ -895,4 +900,45 @@ fn background_drivers_with_concurrent_writers_converge() {
             "{device}: every cloud change came down"
         );
     }
+}
+
+#[test]
+fn a_tombstone_past_the_horizon_no_longer_beats_a_put_the_cloud_took() {
+    let mut world = World::with_schema(SCHEMA);
+    let (a, _, _) = world.device_with("d1", None, manual());
+    let (b, b_link, _) = world.device_with("d2", None, manual());
+    a.create("Board", json!({"id": "x", "text": "first"}))
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    b.sync(SYNC_TIMEOUT).unwrap();
+    // b edits offline; a deletes after it, and the cloud keeps the delete.
+    b_link.set_online(false);
+    world.advance(1_000);
+    b.update(
+        "Board",
+        json!({"id": "x", "text": "offline edit"}),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    world.advance(1_000);
+    a.remove("Board", json!({"id": "x"}), &WriteOptions::default())
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    // b stays away past the horizon: the cloud forgets the delete, and b's edit lands.
+    world.advance(31 * DAY_MS);
+    b_link.set_online(true);
+    b.sync(SYNC_TIMEOUT).unwrap();
+    let cloud = world.cloud_item(&key("board#", "board#x"));
+    assert_eq!(
+        cloud.and_then(|i| i.get("text").cloned()),
+        Some(s("offline edit"))
+    );
+    // a's own tombstone is as old: it must not keep a away from what the cloud holds.
+    a.sync(SYNC_TIMEOUT).unwrap();
+    let on_a = a.get("Board", json!({"id": "x"})).unwrap();
+    assert_eq!(
+        on_a.map(|i| i["text"].clone()),
+        Some(json!("offline edit")),
+        "converged"
+    );
 }

@@ -148,9 +148,14 @@ impl Db {
         now: u64,
         out: &mut Applied,
     ) -> Result<()> {
+        // A tombstone past the horizon no longer counts, purged or not: the cloud forgot
+        // its delete at the horizon too, so an older put that lands after it (an upload of
+        // a device that was offline longer) must win here as it won there.
+        let horizon_ms = self.horizon_ms();
+        let live = |t: &ferry_journal::Tombstone| t.deleted_ms.saturating_add(horizon_ms) > now;
         let local = match tx.get(&change.key)? {
             Some(item) => version_of(&item),
-            None => tx.tombstone(&change.key)?.map(|t| t.version),
+            None => tx.tombstone(&change.key)?.filter(live).map(|t| t.version),
         };
         let pending = tx.pending(&change.key)?;
         let direction = if model.control.enable == Enable::Both {

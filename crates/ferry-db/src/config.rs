@@ -29,6 +29,9 @@ pub struct Config {
     /// Pending uploads the outbox holds at most; past it a write fails with `OutboxFull`
     /// and nothing is dropped (default [`ferry_store::OUTBOX_CHANGES_MAX`]).
     pub outbox_changes_max: usize,
+    /// Called after every fsync of the database (a simulator's disk copies it then).
+    #[doc(hidden)]
+    pub on_fsync: Option<ferry_store::FsyncHook>,
     /// The replica id a new database takes (default: random). Ignored once the database
     /// exists: its id is stored. Simulations fix it so that version ties replay exactly.
     pub replica: Option<ReplicaId>,
@@ -60,6 +63,7 @@ impl Default for Config {
             ttl_sweep: Some(Duration::from_secs(60)),
             clock: Arc::new(system_ms),
             replica: None,
+            on_fsync: None,
             outbox_changes_max: ferry_store::OUTBOX_CHANGES_MAX,
         }
     }

@@ -61,6 +61,7 @@ impl Db {
         let options = ferry_store::Options {
             sync_window: config.sync_window,
             outbox_changes_max: config.outbox_changes_max,
+            on_fsync: config.on_fsync.clone(),
             ..ferry_store::Options::default()
         };
         let store = Store::open(dir.as_ref(), config.schema.clone(), &options)?;
@@ -95,7 +96,10 @@ impl Db {
     }
 
     /// Registers a callback fired after every committed change to `model` (every model
-    /// when `None`), in commit order, on the writing thread.
+    /// when `None`), in commit order: on the writing thread for local writes, on the
+    /// driver's trigger thread for cloud changes. A callback may call any method of the
+    /// database; one that holds a `Db` keeps it open until the trigger is removed, so hold
+    /// a [`WeakDb`] ([`Db::downgrade`]) where the database should close on its last drop.
     pub fn on_change(
         &self,
         model: Option<&str>,

@@ -170,6 +170,13 @@ impl Driver {
             self.engine.handle(Input::Pushed { batch, outcomes }, now);
             return Ok(());
         }
+        // Only what a power loss cannot take back from the device goes up: otherwise the
+        // cloud could keep an `up` change the device no longer has, or a version the
+        // device's clock would stamp again.
+        if let Err(e) = db.flush() {
+            self.engine.handle(Input::PushFailed { batch }, now);
+            return Err(e);
+        }
         match timed(self.call_timeout, self.link.push(changes)).await {
             Ok(outcomes) => {
                 for (key, _, outcome) in &outcomes {

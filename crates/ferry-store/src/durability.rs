@@ -30,6 +30,7 @@ impl Syncer {
         window: Duration,
         dirty: Arc<AtomicBool>,
         poisoned: Arc<AtomicBool>,
+        on_fsync: Option<crate::store::FsyncHook>,
     ) -> std::io::Result<Syncer> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -40,12 +41,16 @@ impl Syncer {
                         Err(RecvTimeoutError::Timeout) => {}
                         _ => return,
                     }
-                    if dirty.swap(false, Ordering::AcqRel)
-                        && db.persist(fjall::PersistMode::SyncData).is_err()
-                    {
+                    if !dirty.swap(false, Ordering::AcqRel) {
+                        continue;
+                    }
+                    if db.persist(fjall::PersistMode::SyncData).is_err() {
                         // A failed fsync means acknowledged writes may be lost: refuse more.
                         poisoned.store(true, Ordering::Release);
                         return;
+                    }
+                    if let Some(hook) = &on_fsync {
+                        hook();
                     }
                 }
             })?;

@@ -23,8 +23,11 @@ const JOURNAL_BYTES_MAX: u64 = 64 * 1024 * 1024; // fjall's minimum
 /// Items re-indexed per batch when an index is added or changed.
 const REINDEX_BATCH_ITEMS: usize = 10_000;
 
+/// Called after every fsync of the store (a simulator's disk copies the directory then).
+pub type FsyncHook = Arc<dyn Fn() + Send + Sync>;
+
 /// Store options.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// How long a committed write may wait for its fsync at [`Durability::Default`].
     pub sync_window: Duration,
@@ -33,6 +36,8 @@ pub struct Options {
     /// Changes the outbox holds at most ([`OUTBOX_CHANGES_MAX`]); past it a write that
     /// would queue a new key fails with [`Error::OutboxFull`] (nothing is dropped).
     pub outbox_changes_max: usize,
+    /// Called after each fsync (background, [`Store::persist`], `Immediate` commits).
+    pub on_fsync: Option<FsyncHook>,
 }
 
 /// Default bound of the outbox: days of a busy device offline, about 25 MiB of entries
@@ -45,6 +50,7 @@ impl Default for Options {
             sync_window: Duration::from_millis(100),
             cache_bytes: 16 * 1024 * 1024,
             outbox_changes_max: OUTBOX_CHANGES_MAX,
+            on_fsync: None,
         }
     }
 }
@@ -73,6 +79,7 @@ pub struct Store {
     pub(crate) conflicts_len: AtomicUsize,
     pub(crate) quarantine_len: AtomicUsize,
     pub(crate) outbox_changes_max: usize,
+    pub(crate) on_fsync: Option<FsyncHook>,
     pub(crate) write_lock: Mutex<()>,
     pub(crate) dirty: Arc<AtomicBool>,
     pub(crate) poisoned: Arc<AtomicBool>,
@@ -131,6 +138,7 @@ impl Store {
             options.sync_window,
             dirty.clone(),
             poisoned.clone(),
+            options.on_fsync.clone(),
         )
         .map_err(|source| Error::Thread {
             path: dir.display().to_string(),
@@ -160,6 +168,7 @@ impl Store {
             schema,
             path,
             db,
+            on_fsync: options.on_fsync.clone(),
             write_lock: Mutex::new(()),
             dirty,
             poisoned,
@@ -223,11 +232,24 @@ impl Store {
         Ok(keys)
     }
 
-    /// Fsyncs everything committed so far.
+    /// Fsyncs everything committed so far (nothing to do when the background fsync got
+    /// there first). A failed fsync poisons the store: what it held may be lost.
     pub fn persist(&self) -> Result<()> {
-        self.db
-            .persist(fjall::PersistMode::SyncAll)
-            .map_err(|e| self.fail(e))
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.db.persist(fjall::PersistMode::SyncAll).map_err(|e| {
+            self.poisoned.store(true, Ordering::Release);
+            self.fail(e)
+        })?;
+        self.fsynced();
+        Ok(())
+    }
+
+    pub(crate) fn fsynced(&self) {
+        if let Some(hook) = &self.on_fsync {
+            hook();
+        }
     }
 
     /// The primary key of `item`; an error when a key attribute is missing or not S, N or B.

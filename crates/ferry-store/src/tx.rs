@@ -215,8 +215,9 @@ impl<'s> Tx<'s> {
             .durability(Some(mode))
             .commit()
             .map_err(|e| store.fail(e))?;
-        if mode == fjall::PersistMode::Buffer {
-            store.dirty.store(true, Ordering::Release);
+        match mode {
+            fjall::PersistMode::Buffer => store.dirty.store(true, Ordering::Release),
+            _ => store.fsynced(),
         }
         // Commits are serialized by the write lock, so the counts move by whole batches.
         let moved = |count: &AtomicUsize, delta: isize| {

@@ -48,6 +48,8 @@ pub use ferry_journal as journal;
 pub use ferry_schema as schema;
 pub use ferry_schema::{Context, Schema, UpdateOps};
 pub use ferry_store::Durability;
+#[doc(hidden)]
+pub use ferry_store::FsyncHook;
 pub use ferry_sync as replication;
 pub use ferry_sync::{EngineConfig, MemoryCloud, MemoryTransport, Transport};
 pub use ferry_types as types;

@@ -39,8 +39,8 @@ pub struct LinkState {
     pub rates: FaultRates,
     /// Steps left offline; 0 is online.
     pub offline_steps: u32,
-    /// Pushes held for late delivery, oldest first.
-    pub held: Vec<Vec<Change>>,
+    /// Pushes held for late delivery, oldest first, with the cloud time they were sent.
+    pub held: Vec<(u64, Vec<Change>)>,
     /// What happened on the link since the runner last looked (for `--verbose`).
     pub events: Vec<String>,
     /// Broken cloud rules seen on this link (a stale write that won).
@@ -51,6 +51,10 @@ pub struct LinkState {
     writer: HlcClock,
     writer_skew_ms: i64,
 }
+
+/// Longest a held push waits for its late delivery: an hour, far past any retry, far
+/// within the tombstone horizon.
+pub const HELD_MS_MAX: u64 = 60 * 60 * 1000;
 
 /// A shared handle: the transport the driver owns and the simulator both hold one.
 pub type Link = Arc<Mutex<LinkState>>;
@@ -106,13 +110,17 @@ impl LinkState {
         PushFate::Deliver
     }
 
-    /// Takes one held push at random (late deliveries arrive in any order).
-    pub fn take_held(&mut self) -> Option<Vec<Change>> {
+    /// Takes one held push at random (late deliveries arrive in any order). Requests held
+    /// longer than [`HELD_MS_MAX`] are dropped first: no network delivers a request days
+    /// late (and a cloud whose tombstone of the key was purged meanwhile would take it).
+    pub fn take_held(&mut self, now_ms: u64) -> Option<Vec<Change>> {
+        self.held
+            .retain(|(sent_ms, _)| now_ms.saturating_sub(*sent_ms) <= HELD_MS_MAX);
         if self.held.is_empty() {
             return None;
         }
         let at = self.rng.usize(0..self.held.len());
-        Some(self.held.remove(at))
+        Some(self.held.remove(at).1)
     }
 }
 
@@ -170,7 +178,7 @@ impl FaultyTransport {
         match fate {
             PushFate::Drop => Err(unavailable("request dropped")),
             PushFate::Delay => {
-                link.held.push(changes);
+                link.held.push((cloud.now_ms(), changes));
                 Err(unavailable("request delayed"))
             }
             PushFate::LoseAnswer => {

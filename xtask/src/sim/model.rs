@@ -156,6 +156,9 @@ pub struct Params {
     /// Per device: how far its transport's `_seq` clock is off the cloud's (within W/4:
     /// writers' clocks are disciplined by the server's).
     pub writer_skews_ms: Vec<i64>,
+    /// Devices may lose power (what they did not fsync is gone). Only some seeds: the
+    /// simulated disk copies the directory at every fsync, which costs.
+    pub power_losses: bool,
 }
 
 impl Params {
@@ -200,6 +203,7 @@ impl Params {
             long_offline_at,
             lag_ms_max,
             writer_skews_ms,
+            power_losses: rng.u32(0..4) == 0,
         }
     }
 }
@@ -231,6 +235,11 @@ pub enum Step {
     DriveAll,
     /// A device's process dies and starts again from its directory.
     Crash { device: usize },
+    /// A device fsyncs everything it committed (`Db::flush`).
+    Flush { device: usize },
+    /// A device loses power: what it committed after its last fsync is gone, and it starts
+    /// again from what reached the disk.
+    PowerLoss { device: usize },
     /// A device's link goes down for `steps` steps.
     Partition { device: usize, steps: u32 },
     /// A held (delayed) push reaches the cloud, late.
@@ -245,8 +254,8 @@ pub enum Step {
 }
 
 /// Draws the next step.
-pub fn draw_step(rng: &mut fastrand::Rng, devices: usize) -> Step {
-    let device = rng.usize(0..devices);
+pub fn draw_step(rng: &mut fastrand::Rng, params: &Params) -> Step {
+    let device = rng.usize(0..params.devices);
     match rng.u32(0..100) {
         0..30 => Step::Local(draw_write(rng, device, ModelSpec::device_writes)),
         30..40 => Step::Cloud(draw_write(rng, device, ModelSpec::cloud_writes)),
@@ -268,6 +277,8 @@ pub fn draw_step(rng: &mut fastrand::Rng, devices: usize) -> Step {
         95 => Step::Poison {
             id: rng.u32(0..IDS),
         },
+        96 if params.power_losses => Step::Flush { device },
+        97 if params.power_losses => Step::PowerLoss { device },
         _ => Step::DeliverLate,
     }
 }
@@ -324,6 +335,8 @@ impl std::fmt::Display for Step {
             Step::Drive { device } => write!(f, "d{device}: drive"),
             Step::DriveAll => write!(f, "drive all"),
             Step::Crash { device } => write!(f, "d{device}: crash and reopen"),
+            Step::Flush { device } => write!(f, "d{device}: fsync"),
+            Step::PowerLoss { device } => write!(f, "d{device}: power loss and reopen"),
             Step::Partition { device, steps } => write!(f, "d{device}: offline {steps} steps"),
             Step::DeliverLate => write!(f, "deliver a held push late"),
             Step::LongOffline { device } => write!(f, "d{device}: offline for 31 days"),

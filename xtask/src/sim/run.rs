@@ -82,7 +82,7 @@ impl Sim {
             Some(at) if at == number => Step::LongOffline {
                 device: self.rng.usize(0..self.params.devices),
             },
-            _ => draw_step(&mut self.rng, self.params.devices),
+            _ => draw_step(&mut self.rng, &self.params),
         };
         let note = self.play(&step)?;
         self.print_step(number, &step, &note);
@@ -108,6 +108,17 @@ impl Sim {
             }
             Step::DriveAll => {
                 self.drive_all()?;
+                Ok(String::new())
+            }
+            Step::Flush { device } => {
+                self.world.devices[*device].flush()?;
+                Ok(String::new())
+            }
+            Step::PowerLoss { device } => {
+                let cloud = std::sync::Arc::clone(&self.world.cloud);
+                self.world.devices[*device].power_loss(&cloud)?;
+                // What was lost was never promised: outbox entries and cursors start again.
+                self.checker.forget(*device);
                 Ok(String::new())
             }
             Step::Crash { device } => {
@@ -175,10 +186,10 @@ impl Sim {
     fn deliver_late(&mut self) -> String {
         let device = self.rng.usize(0..self.world.devices.len());
         let mut link = lock(&self.world.devices[device].link);
-        let Some(changes) = link.take_held() else {
+        let mut cloud = lock(&self.world.cloud);
+        let Some(changes) = link.take_held(cloud.now_ms()) else {
             return "(nothing held)".into();
         };
-        let mut cloud = lock(&self.world.cloud);
         let outcomes = write_checked(&mut cloud, changes, &mut link);
         format!("d{device}: {outcomes:?}")
     }
@@ -192,7 +203,7 @@ impl Sim {
             link.offline_steps = 0;
             let link = &mut *link;
             let mut cloud = lock(&self.world.cloud);
-            for changes in std::mem::take(&mut link.held) {
+            while let Some(changes) = link.take_held(cloud.now_ms()) {
                 write_checked(&mut cloud, changes, link);
             }
         }

@@ -27,14 +27,29 @@ pub struct Device {
     pub skew_ms: i64,
     pub link: Link,
     dir: tempfile::TempDir,
+    /// The directory as the last fsync left it: what a power loss goes back to (kept only
+    /// when the seed has power losses).
+    durable: tempfile::TempDir,
+    power_losses: bool,
     db: Option<Db>,
     clock: Arc<AtomicI64>,
     /// Opens so far: each attach gets its own engine seed.
     opens: u64,
     seed: u64,
-    /// What the triggers saw, across opens.
+    /// What the triggers saw, across opens (since the last power loss).
     pub events: Arc<Mutex<Vec<Seen>>>,
+    /// Conflicts in the log when `events` started (a power loss drops the events of
+    /// applies it took back, and the log keeps what was fsynced).
+    pub conflicts_before: usize,
     trigger: Option<ferry::TriggerId>,
+}
+
+impl Drop for Device {
+    /// Closes the database: its trigger holds a handle of it, which would keep it (and its
+    /// threads and caches) alive after the run.
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 /// One trigger event, as the checker needs it.
@@ -51,6 +66,7 @@ pub struct Seen {
 impl Device {
     fn new(index: usize, params: &Params, seed: u64) -> Result<Device> {
         let dir = tempfile::tempdir_in(scratch_dir()).context("creating a device directory")?;
+        let durable = tempfile::tempdir_in(scratch_dir()).context("creating a device directory")?;
         let device_seed = mix(seed, index as u64);
         let skew_ms = params.skews_ms[index];
         let writer_skew_ms = params.writer_skews_ms[index];
@@ -59,11 +75,14 @@ impl Device {
             skew_ms,
             link: link(device_seed, params.rates, writer_skew_ms),
             dir,
+            durable,
+            power_losses: params.power_losses,
             db: None,
             clock: Arc::new(AtomicI64::new(EPOCH_MS + skew_ms)),
             opens: 0,
             seed: device_seed,
             events: Arc::default(),
+            conflicts_before: 0,
             trigger: None,
         })
     }
@@ -92,6 +111,7 @@ impl Device {
             clock: Arc::new(move || clock.load(Ordering::SeqCst)),
             // From the seed, so that version tie-breaks (and so the whole run) replay.
             replica: Some(ReplicaId::from_random(u128::from(self.seed))),
+            on_fsync: self.power_losses.then(|| self.disk()),
             ..Config::default()
         }
         .context("deviceId", self.name.as_str());
@@ -146,13 +166,46 @@ impl Device {
     /// A crash: the process dies (the database is dropped, nothing flushed by hand) and
     /// starts again from its directory, without a schema.
     pub fn crash_and_reopen(&mut self, cloud: &Arc<Mutex<MemoryCloud>>) -> Result<()> {
+        self.close();
+        self.open(cloud)
+    }
+
+    /// Fsyncs the database (its disk keeps a copy, see [`Device::disk`]).
+    pub fn flush(&mut self) -> Result<()> {
+        Ok(self.db()?.flush()?)
+    }
+
+    /// The simulated disk: after every fsync, what is in the directory is durable, and a
+    /// power loss goes back to it. A copy that fails leaves the previous one, as a failed
+    /// fsync would (the run then fails on what the device lost).
+    fn disk(&self) -> ferry::FsyncHook {
+        let (dir, durable) = (
+            self.dir.path().to_path_buf(),
+            self.durable.path().to_path_buf(),
+        );
+        Arc::new(move || {
+            let _ = copy_dir(&dir, &durable);
+        })
+    }
+
+    /// A power loss: the directory goes back to the last fsync, then the device restarts.
+    pub fn power_loss(&mut self, cloud: &Arc<Mutex<MemoryCloud>>) -> Result<()> {
+        self.close();
+        copy_dir(self.durable.path(), self.dir.path())?;
+        self.open(cloud)?;
+        lock(&self.events).clear();
+        self.conflicts_before = self.db()?.status().conflicts;
+        Ok(())
+    }
+
+    /// The process ends (nothing flushed by hand).
+    fn close(&mut self) {
         let db = self.db.take();
         // The trigger holds a handle of the database: removing it lets the database close.
         if let (Some(db), Some(trigger)) = (&db, self.trigger.take()) {
             db.remove_trigger(trigger);
         }
         drop(db);
-        self.open(cloud)
     }
 
     /// The scopes this device reads.
@@ -187,6 +240,7 @@ impl World {
         for index in 0..params.devices {
             let mut device = Device::new(index, params, seed)?;
             device.open(&cloud)?;
+            device.flush()?;
             devices.push(device);
         }
         Ok(World {
@@ -341,6 +395,28 @@ fn scratch_dir() -> std::path::PathBuf {
         true => shm.to_path_buf(),
         false => std::env::temp_dir(),
     }
+}
+
+/// Makes `to` an exact copy of `from` (files only: a database directory has no links).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::remove_dir_all(to).with_context(|| format!("clearing {}", to.display()))?;
+    copy_tree(from, to)
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        match entry.file_type()?.is_dir() {
+            true => copy_tree(&entry.path(), &target)?,
+            false => {
+                std::fs::copy(entry.path(), &target)
+                    .with_context(|| format!("copying {}", entry.path().display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// splitmix64's finalizer: independent seeds for the parts of a run from one seed.
