@@ -26,6 +26,8 @@ pub(crate) struct Driver {
     /// The cloud's change of each key whose push was superseded, until the engine asks
     /// (in the same step: the answer and the engine's `Superseded` come together).
     superseded: BTreeMap<Key, Change>,
+    /// This step fsynced the database (see `Driver::push`).
+    flushed: bool,
 }
 
 impl Driver {
@@ -35,6 +37,7 @@ impl Driver {
             link,
             call_timeout,
             superseded: BTreeMap::new(),
+            flushed: false,
         }
     }
 
@@ -42,6 +45,7 @@ impl Driver {
     /// outputs are reported in the status and retried by the engine.
     pub async fn step(&mut self, db: &Db, syncer: &Syncer) {
         let now = db.now_ms().max(0) as u64;
+        self.flushed = false;
         for input in syncer.take_inputs(db) {
             self.engine.handle(input, now);
         }
@@ -158,9 +162,13 @@ impl Driver {
         now: u64,
     ) -> Result<()> {
         let mut changes = Vec::with_capacity(listed.len());
+        let mut newer_than_listed = false;
         for (key, version) in listed {
             match db.pending_change(&key)? {
-                Some(change) => changes.push(change),
+                Some(change) => {
+                    newer_than_listed |= change.version != version;
+                    changes.push(change);
+                }
                 // Settled since the engine heard of it.
                 None => self.engine.handle(Input::Settled { key, version }, now),
             }
@@ -172,10 +180,15 @@ impl Driver {
         }
         // Only what a power loss cannot take back from the device goes up: otherwise the
         // cloud could keep an `up` change the device no longer has, or a version the
-        // device's clock would stamp again.
-        if let Err(e) = db.flush() {
-            self.engine.handle(Input::PushFailed { batch }, now);
-            return Err(e);
+        // device's clock would stamp again. One fsync a step covers every version the
+        // engine lists (each was committed before it was reported); a change written since
+        // needs another.
+        if !self.flushed || newer_than_listed {
+            if let Err(e) = db.flush() {
+                self.engine.handle(Input::PushFailed { batch }, now);
+                return Err(e);
+            }
+            self.flushed = true;
         }
         match timed(self.call_timeout, self.link.push(changes)).await {
             Ok(outcomes) => {
