@@ -257,7 +257,8 @@ impl Replica {
     }
 
     /// Queues `change`, which replaces the version `over` (if any), in `tx` and stages its
-    /// notification for the sync engine.
+    /// notification for the sync engine. `over` is the entry's base unless the change
+    /// coalesces over a pending one, whose base the store keeps.
     fn queue(
         &self,
         tx: &mut Tx<'_>,
@@ -265,13 +266,7 @@ impl Replica {
         now_ms: i64,
         over: Option<Version>,
     ) -> Result<()> {
-        // A change coalesced over a pending one keeps the older base: a cloud change
-        // between the two was never seen either.
-        let base = match tx.pending(&change.key)? {
-            Some(pending) => pending.base,
-            None => over,
-        };
-        let staged = queue_entry(tx, change, now_ms, base)?;
+        let staged = queue_entry(tx, change, now_ms, over)?;
         self.staged
             .lock()
             .unwrap_or_else(|p| p.into_inner())

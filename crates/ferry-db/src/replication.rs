@@ -237,7 +237,8 @@ impl Db {
         let Some(replication) = self.inner.sync.get() else {
             return;
         };
-        let committed = |s: &crate::replica::Staged| matches!(self.inner.store.pending(&s.key), Ok(Some(e)) if e.change.version >= s.version);
+        let store = &self.inner.store;
+        let committed = |s: &crate::replica::Staged| matches!(store.pending_version(&s.key), Ok(Some(version)) if version >= s.version);
         for staged in self.inner.replica.take_staged_if(committed) {
             replication.notify(Input::Queued {
                 key: staged.key,

@@ -70,6 +70,16 @@ pub fn decode_outbox_entry(bytes: &[u8]) -> Result<OutboxEntry> {
     d.finish(entry)
 }
 
+/// The version of an outbox entry, decoding no further than it (the item is not read): what
+/// settling an acknowledgement needs.
+pub fn decode_outbox_version(bytes: &[u8]) -> Result<Version> {
+    let (mut d, _) = Decoder::start_any(bytes, "outbox entry", &[FORMAT_V1, FORMAT_V2])?;
+    d.text()?;
+    d.key()?;
+    d.op()?;
+    d.version()
+}
+
 /// Appends the encoding of a quarantine record to `out`.
 pub fn encode_quarantine(record: &QuarantineRecord, out: &mut Vec<u8>) {
     out.push(FORMAT_V1);

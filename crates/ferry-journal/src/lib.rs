@@ -20,8 +20,9 @@ mod error;
 mod tests;
 
 pub use encode::{
-    decode_change, decode_conflict, decode_outbox_entry, decode_quarantine, decode_tombstone,
-    encode_change, encode_conflict, encode_outbox_entry, encode_quarantine, encode_tombstone,
+    decode_change, decode_conflict, decode_outbox_entry, decode_outbox_version, decode_quarantine,
+    decode_tombstone, encode_change, encode_conflict, encode_outbox_entry, encode_quarantine,
+    encode_tombstone,
 };
 pub use error::{Error, Result};
 

@@ -144,6 +144,14 @@ proptest! {
     }
 
     #[test]
+    fn the_version_of_an_outbox_entry_reads_alone(change in any_change(), base in prop::option::of(any_version())) {
+        let entry = OutboxEntry { change, queued_ms: 1, base };
+        let mut bytes = Vec::new();
+        encode_outbox_entry(&entry, &mut bytes);
+        prop_assert_eq!(decode_outbox_version(&bytes)?, entry.change.version);
+    }
+
+    #[test]
     fn outbox_entries_of_the_first_format_still_read(change in any_change(), queued_ms in any::<u64>()) {
         // Format 1: the format byte, the change body, queued_ms (no base).
         let mut bytes = Vec::new();

@@ -62,10 +62,12 @@ impl Staged {
         }
     }
 
-    pub(crate) fn queue(&mut self, store: &Store, entry: OutboxEntry) -> Result<bool> {
+    pub(crate) fn queue(&mut self, store: &Store, mut entry: OutboxEntry) -> Result<bool> {
         match self.pending(store, &entry.change.key)? {
             Some(pending) if !pending.replaced_by(&entry.change) => return Ok(false),
-            Some(_) => {}
+            // Coalesced: the older base stays (a cloud change between the two writes was
+            // never seen either).
+            Some(pending) => entry.base = pending.base,
             None => {
                 let len = store.outbox_len.load(Ordering::Acquire) as isize + self.outbox_delta;
                 if len >= store.outbox_changes_max as isize {
@@ -80,9 +82,18 @@ impl Staged {
         Ok(true)
     }
 
+    /// The version pending for `key`, reading no more of the entry than that.
+    pub(crate) fn pending_version(&self, store: &Store, key: &Key) -> Result<Option<Version>> {
+        let bytes = layout::key_bytes(key);
+        match self.outbox.get(&bytes) {
+            Some(staged) => Ok(staged.as_ref().map(|entry| entry.change.version.clone())),
+            None => store.pending_version_at(&bytes),
+        }
+    }
+
     pub(crate) fn settle(&mut self, store: &Store, key: &Key, acked: &Version) -> Result<bool> {
-        match self.pending(store, key)? {
-            Some(pending) if pending.change.version <= *acked => {
+        match self.pending_version(store, key)? {
+            Some(pending) if pending <= *acked => {
                 self.outbox.insert(layout::key_bytes(key), None);
                 self.outbox_delta -= 1;
                 Ok(true)
@@ -382,6 +393,18 @@ impl Store {
             }
         }
         Ok(keys)
+    }
+
+    /// The pending version of `key` (committed state), without decoding the entry's item.
+    pub fn pending_version(&self, key: &Key) -> Result<Option<Version>> {
+        self.pending_version_at(&layout::key_bytes(key))
+    }
+
+    fn pending_version_at(&self, key: &[u8]) -> Result<Option<Version>> {
+        let value = self.outbox.get(key).map_err(|e| self.fail(e))?;
+        value
+            .map(|v| self.decoded(ferry_journal::decode_outbox_version(&v)))
+            .transpose()
     }
 
     fn pending_at(&self, key: &[u8]) -> Result<Option<OutboxEntry>> {

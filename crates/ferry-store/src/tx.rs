@@ -261,7 +261,8 @@ impl<'s> Tx<'s> {
 /// outbox entry (or tombstone, or conflict) commit together or not at all.
 impl Tx<'_> {
     /// Queues a local change for upload. A pending entry of the same key is replaced only
-    /// by a newer version ([`OutboxEntry::replaced_by`]). Returns whether `entry` was queued.
+    /// by a newer version ([`OutboxEntry::replaced_by`]), and then its `base` is kept.
+    /// Returns whether `entry` was queued.
     pub fn queue(&mut self, entry: OutboxEntry) -> Result<bool> {
         self.journal.queue(self.store, entry)
     }

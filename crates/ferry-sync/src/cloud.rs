@@ -51,7 +51,8 @@ use crate::transport::{
 /// One stored row: the item's latest change and its feed position.
 #[derive(Debug, Clone)]
 struct Row {
-    change: Change,
+    /// Shared with the feed: a change is held once however many places show it.
+    change: Arc<Change>,
     seq: Hlc,
 }
 
@@ -76,7 +77,7 @@ pub struct MemoryCloud {
     rows: BTreeMap<Key, Row>,
     /// The sync GSI as readers see it: (`_scope`, `_seq`) -> the changes stamped there
     /// (writers may tie), and where each key stands in it.
-    feed: BTreeMap<(String, Hlc), BTreeMap<Key, Change>>,
+    feed: BTreeMap<(String, Hlc), Vec<Arc<Change>>>,
     feed_of: BTreeMap<Key, (String, Hlc)>,
     /// Landed changes not visible yet, per key in landing order.
     arriving: BTreeMap<Key, Vec<Arrival>>,
@@ -152,20 +153,33 @@ impl MemoryCloud {
                 return PushOutcome::Applied;
             }
             if row.change.version > change.version {
-                let cloud = Box::new(row.change.clone());
+                let cloud = Box::new((*row.change).clone());
                 return PushOutcome::Superseded { cloud };
             }
         }
-        let row = Row { change, seq };
+        let row = Row {
+            change: Arc::new(change),
+            seq,
+        };
         let lag_ms = self.draw_lag_ms();
         let key = row.change.key.clone();
         self.rows.insert(key.clone(), row.clone());
-        let arrivals = self.arriving.entry(key).or_default();
-        // A key's changes reach the feed in landing order.
-        let after_ms = arrivals.last().map_or(0, |a| a.visible_ms);
-        let visible_ms = (self.now_ms + lag_ms).max(after_ms);
-        arrivals.push(Arrival { row, visible_ms });
-        self.reveal();
+        match self.arriving.get_mut(&key) {
+            // Visible at once, and nothing of the key before it still on its way.
+            None if lag_ms == 0 => self.list(row),
+            arrivals => {
+                // A key's changes reach the feed in landing order.
+                let after_ms = (arrivals.as_ref())
+                    .and_then(|a| a.last())
+                    .map_or(0, |a| a.visible_ms);
+                let visible_ms = (self.now_ms + lag_ms).max(after_ms);
+                self.arriving
+                    .entry(key)
+                    .or_default()
+                    .push(Arrival { row, visible_ms });
+                self.reveal();
+            }
+        }
         PushOutcome::Applied
     }
 
@@ -207,7 +221,7 @@ impl MemoryCloud {
                 more = true;
                 break;
             }
-            changes.extend(at_seq.values().map(|change| (*seq, change.clone())));
+            changes.extend(at_seq.iter().map(|change| (*seq, (**change).clone())));
         }
         Ok(PullPage {
             changes,
@@ -223,7 +237,7 @@ impl MemoryCloud {
 
     /// The latest change of `key` (a tombstone is a `Delete`), if the cloud holds one.
     pub fn get(&self, key: &Key) -> Option<&Change> {
-        self.rows.get(key).map(|row| &row.change)
+        self.rows.get(key).map(|row| &*row.change)
     }
 
     /// The feed position of `key`'s latest change.
@@ -261,12 +275,19 @@ impl MemoryCloud {
         }
         self.arriving.retain(|_, arrivals| !arrivals.is_empty());
         for row in shown {
-            self.unlist(&row.change.key);
-            let (scope, key) = (row.change.scope.clone(), row.change.key.clone());
-            self.feed_of.insert(key.clone(), (scope.clone(), row.seq));
-            let at_seq = self.feed.entry((scope, row.seq)).or_default();
-            at_seq.insert(key, row.change);
+            self.list(row);
         }
+    }
+
+    /// Shows `row` in the feed in place of the key's earlier change.
+    fn list(&mut self, row: Row) {
+        self.unlist(&row.change.key);
+        let (scope, key) = (row.change.scope.clone(), row.change.key.clone());
+        self.feed_of.insert(key, (scope.clone(), row.seq));
+        self.feed
+            .entry((scope, row.seq))
+            .or_default()
+            .push(row.change);
     }
 
     /// Takes `key` out of the feed.
@@ -275,7 +296,7 @@ impl MemoryCloud {
             return;
         };
         if let Some(at_seq) = self.feed.get_mut(&at) {
-            at_seq.remove(key);
+            at_seq.retain(|change| change.key != *key);
             if at_seq.is_empty() {
                 self.feed.remove(&at);
             }
@@ -298,7 +319,10 @@ impl MemoryCloud {
         for key in expired {
             if let Some(row) = self.rows.remove(&key) {
                 self.unlist(&key);
-                let purged = self.purged.entry(row.change.scope).or_insert(Hlc::ZERO);
+                let purged = self
+                    .purged
+                    .entry(row.change.scope.clone())
+                    .or_insert(Hlc::ZERO);
                 *purged = (*purged).max(row.seq);
             }
         }

@@ -138,8 +138,35 @@ impl Model {
     /// value template; by default the `deviceId` property if the model has that field, else
     /// the shared scope `*`. The error names the variable that does not resolve.
     pub fn scope_of(&self, item: &Item, ctx: &Context) -> Result<String, String> {
+        // Straight from the stored attributes (every replicated write renders it); only a
+        // packed or encoded field needs the item read back as properties.
+        let plain = |field: &Field| field.sub.is_none() && field.encode.is_none();
+        if self
+            .scope
+            .inputs()
+            .all(|name| self.field(name).is_none_or(plain))
+        {
+            return self.render_scope(&|path| {
+                self.stored_text(item, path)
+                    .or_else(|| lookup(&Props::new(), ctx, path))
+            });
+        }
         let props = self.read_props(item);
         self.render_scope(&|path| lookup(&props, ctx, path))
+    }
+
+    /// The text of a dotted property path of a stored item whose first field is plain.
+    fn stored_text(&self, item: &Item, path: &str) -> Option<String> {
+        let mut parts = path.split('.');
+        let field = self.field(parts.next()?)?;
+        let mut value = item.get(&field.attr)?;
+        for part in parts {
+            match value {
+                Value::M(map) => value = map.get(part)?,
+                _ => return None,
+            }
+        }
+        value.to_text()
     }
 
     /// The scope of this model's items on a device with context `ctx`, when the scope
