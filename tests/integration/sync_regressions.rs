@@ -942,3 +942,24 @@ fn a_tombstone_past_the_horizon_no_longer_beats_a_put_the_cloud_took() {
         "converged"
     );
 }
+
+#[test]
+fn past_the_inbox_bound_notifications_give_way_to_a_reload_and_nothing_is_lost() {
+    let mut world = World::with_schema(SCHEMA);
+    let (db, _, _) = world.device_with("d1", None, manual());
+    // More writes than the driver's inbox holds, with no step in between.
+    let writes = 10_050;
+    let faults: Vec<ferry::Write> = (0..writes)
+        .map(|n| ferry::Write::Put {
+            model: "Fault".into(),
+            props: json!({"id": format!("f{n}"), "code": n}),
+        })
+        .collect();
+    for chunk in faults.chunks(100) {
+        db.transaction(chunk).unwrap();
+    }
+    db.sync(std::time::Duration::from_secs(60)).unwrap();
+    assert_eq!(db.status().pending_changes, 0);
+    let cloud = world.cloud.lock().unwrap();
+    assert_eq!(cloud.len(), writes, "every change reached the cloud");
+}
