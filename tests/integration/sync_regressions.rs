@@ -6,6 +6,8 @@ use ferry::types::{Item, Value};
 use ferry::{FindOptions, WriteOptions};
 use serde_json::json;
 
+use std::sync::atomic::Ordering::SeqCst;
+
 use crate::sync::{SYNC_TIMEOUT, World, key};
 
 const SCHEMA: &str = r#"{
@@ -638,13 +640,28 @@ fn a_resync_of_many_pages_of_rows_older_than_the_horizon_finishes() {
     assert_eq!(count(&new), 251);
 }
 
-/// A transport whose second snapshot page fails once: a resync cut short.
-struct CutShort {
+type PushHook = Box<dyn Fn(&[ferry::journal::Change]) + Send + Sync>;
+type PullHook = Box<dyn Fn(ferry::replication::PullFrom) -> bool + Send + Sync>;
+
+/// The reference cloud's transport with a test's hand on it: `before_push` sees every push
+/// before the cloud does; a pull that `cut` says true to fails as a lost link.
+struct Hooked {
     inner: ferry::MemoryTransport,
-    armed: std::sync::atomic::AtomicBool,
+    before_push: PushHook,
+    cut: PullHook,
 }
 
-impl ferry::Transport for CutShort {
+impl Hooked {
+    fn new(world: &World) -> Hooked {
+        Hooked {
+            inner: ferry::MemoryTransport::new(world.cloud.clone()),
+            before_push: Box::new(|_| {}),
+            cut: Box::new(|_| false),
+        }
+    }
+}
+
+impl ferry::Transport for Hooked {
     fn connect(
         &self,
     ) -> impl Future<
@@ -659,6 +676,7 @@ impl ferry::Transport for CutShort {
     ) -> impl Future<
         Output = Result<ferry::replication::PushResults, ferry::replication::TransportError>,
     > + Send {
+        (self.before_push)(&changes);
         self.inner.push(changes)
     }
 
@@ -670,14 +688,13 @@ impl ferry::Transport for CutShort {
     ) -> impl Future<
         Output = Result<ferry::replication::PullPage, ferry::replication::TransportError>,
     > + Send {
-        use ferry::replication::{PullFrom, TransportError};
-        let second_page =
-            matches!(from, PullFrom::Snapshot(after) if after != ferry::types::Hlc::ZERO);
-        let cut = second_page && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst);
+        let cut = (self.cut)(from);
         let page = self.inner.pull(scope, from, limit);
         async move {
             match cut {
-                true => Err(TransportError::Unavailable("link lost mid-resync".into())),
+                true => Err(ferry::replication::TransportError::Unavailable(
+                    "link lost".into(),
+                )),
                 false => page.await,
             }
         }
@@ -688,9 +705,16 @@ impl ferry::Transport for CutShort {
 fn a_resync_cut_short_starts_again_instead_of_believing_it_caught_up() {
     let mut world = World::with_schema(SCHEMA);
     let (db, _) = world.open("d1", None);
-    let transport = std::sync::Arc::new(CutShort {
-        inner: ferry::MemoryTransport::new(world.cloud.clone()),
-        armed: std::sync::atomic::AtomicBool::new(false),
+    // The second page of a snapshot fails once, when armed: a resync cut short.
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trigger = armed.clone();
+    let transport = std::sync::Arc::new(Hooked {
+        cut: Box::new(move |from| {
+            let second_page = matches!(from, ferry::replication::PullFrom::Snapshot(after)
+                if after != ferry::types::Hlc::ZERO);
+            second_page && trigger.swap(false, std::sync::atomic::Ordering::SeqCst)
+        }),
+        ..Hooked::new(&world)
     });
     db.attach(transport.clone(), manual()).unwrap();
     world.cloud_write(
@@ -716,15 +740,13 @@ fn a_resync_cut_short_starts_again_instead_of_believing_it_caught_up() {
     }
     world.advance(40 * DAY_MS);
     transport.inner.set_online(true);
-    transport
-        .armed
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
     // The cut fails this sync (the retry waits out a backoff on the test's clock).
     let _ = db.sync(std::time::Duration::from_millis(200));
     world.advance(60_000);
     db.sync(SYNC_TIMEOUT).unwrap();
     assert!(
-        !transport.armed.load(std::sync::atomic::Ordering::SeqCst),
+        !armed.load(std::sync::atomic::Ordering::SeqCst),
         "the cut happened"
     );
     assert!(
@@ -733,62 +755,29 @@ fn a_resync_cut_short_starts_again_instead_of_believing_it_caught_up() {
     );
 }
 
-/// A cloud writer that overwrites one key with a newer version before each of the first
-/// `times` pushes that carry it: an `up` change superseded again and again.
-struct Contested {
-    inner: ferry::MemoryTransport,
-    left: std::sync::atomic::AtomicUsize,
-}
-
-impl ferry::Transport for Contested {
-    fn connect(
-        &self,
-    ) -> impl Future<
-        Output = Result<ferry::replication::Session, ferry::replication::TransportError>,
-    > + Send {
-        self.inner.connect()
-    }
-
-    fn push(
-        &self,
-        changes: Vec<ferry::journal::Change>,
-    ) -> impl Future<
-        Output = Result<ferry::replication::PushResults, ferry::replication::TransportError>,
-    > + Send {
-        use std::sync::atomic::Ordering::SeqCst;
-        for change in &changes {
-            if self.left.load(SeqCst) > 0 {
-                self.left.fetch_sub(1, SeqCst);
-                let mut newer = change.clone();
-                newer.version = ferry::types::Version {
-                    hlc: ferry::types::Hlc::new(change.version.hlc.physical_ms() + 1_000, 0),
-                    replica: ferry::types::ReplicaId::parse("cloud").unwrap(),
-                };
-                self.inner.cloud().lock().unwrap().write(newer);
-            }
-        }
-        self.inner.push(changes)
-    }
-
-    fn pull(
-        &self,
-        scope: &str,
-        from: ferry::replication::PullFrom,
-        limit: usize,
-    ) -> impl Future<
-        Output = Result<ferry::replication::PullPage, ferry::replication::TransportError>,
-    > + Send {
-        self.inner.pull(scope, from, limit)
-    }
-}
-
 #[test]
 fn sync_returns_ok_only_once_every_change_pending_at_the_call_has_left() {
     let mut world = World::with_schema(SCHEMA);
     let (db, _) = world.open("d1", None);
-    let transport = Contested {
-        inner: ferry::MemoryTransport::new(world.cloud.clone()),
-        left: std::sync::atomic::AtomicUsize::new(5),
+    // A cloud writer overwrites the key with a newer version before each of the first five
+    // pushes that carry it: an `up` change superseded again and again.
+    let left = std::sync::atomic::AtomicUsize::new(5);
+    let cloud = world.cloud.clone();
+    let transport = Hooked {
+        before_push: Box::new(move |changes| {
+            for change in changes {
+                let fetched = left.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+                if fetched.is_ok() {
+                    let mut newer = change.clone();
+                    newer.version = ferry::types::Version {
+                        hlc: ferry::types::Hlc::new(change.version.hlc.physical_ms() + 1_000, 0),
+                        replica: ferry::types::ReplicaId::parse("cloud").unwrap(),
+                    };
+                    cloud.lock().unwrap().write(newer);
+                }
+            }
+        }),
+        ..Hooked::new(&world)
     };
     db.attach(transport, manual()).unwrap();
     db.create("Fault", json!({"id": "f1", "code": 1})).unwrap();
