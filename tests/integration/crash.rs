@@ -7,8 +7,7 @@
 //! prints the number once every one of those writes has returned.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::time::Duration;
 
 use ferry::{Config, Db, WriteOptions};
@@ -93,30 +92,11 @@ fn crash_writer_child() {
 
 /// Runs one writer from `start`, kills it after `delay`, returns the acknowledged numbers.
 fn write_and_kill(dir: &std::path::Path, start: u64, delay: Duration) -> Vec<u64> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "crash::crash_writer_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(WRITER_ENV, dir)
-        .env(START_ENV, start.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let lines = BufReader::new(stdout).lines().map_while(Result::ok);
-        lines
-            .filter_map(|l| l.trim().parse::<u64>().ok())
-            .collect::<Vec<_>>()
-    });
-    std::thread::sleep(delay);
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    reader.join().unwrap()
+    let envs = [
+        (WRITER_ENV, dir.display().to_string()),
+        (START_ENV, start.to_string()),
+    ];
+    crate::support::run_and_kill("crash::crash_writer_child", &envs, delay)
 }
 
 #[test]

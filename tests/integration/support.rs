@@ -114,3 +114,45 @@ pub fn ready<F: std::future::Future>(future: F) -> F::Output {
         std::task::Poll::Pending => panic!("the future was not ready"),
     }
 }
+
+/// This test binary re-executed to run only `test` (a child side that reads its job from
+/// `envs`), its stdout piped.
+pub fn child(test: &str, envs: &[(&str, String)]) -> std::process::Child {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args(["--exact", test, "--nocapture", "--test-threads=1"]);
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, a failing test too.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs child `test` for `delay`, then SIGKILLs it; returns the numbers it printed, one a
+/// line (what it acknowledged before the kill).
+pub fn run_and_kill(test: &str, envs: &[(&str, String)], delay: std::time::Duration) -> Vec<u64> {
+    use std::io::{BufRead, BufReader};
+    let mut process = Killed(child(test, envs));
+    let stdout = process.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        lines
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(delay);
+    drop(process);
+    reader.join().unwrap()
+}

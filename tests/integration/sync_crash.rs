@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +23,8 @@ use ferry::replication::{
 use ferry::types::{Hlc, Version};
 use ferry::{Config, Db, SyncOptions, WriteOptions};
 use serde_json::{Value as Json, json};
+
+use crate::support::{Killed, child, run_and_kill};
 
 const CLOUD_ENV: &str = "FERRY_TEST_CLOUD";
 const DEVICE_ENV: &str = "FERRY_TEST_DEVICE";
@@ -289,29 +290,6 @@ fn sync_crash_device_child() {
     }
 }
 
-fn child(test: &str, envs: &[(&str, String)]) -> Child {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command.args(["--exact", test, "--nocapture", "--test-threads=1"]);
-    for (name, value) in envs {
-        command.env(name, value);
-    }
-    command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// A child process that is killed (SIGKILL) and reaped when dropped, a failing test too.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the cloud process; returns it and its address.
 fn start_cloud(dir: &std::path::Path) -> (Killed, String) {
     let addr_file = dir.join("cloud-addr");
@@ -336,17 +314,8 @@ fn write_and_kill(dir: &std::path::Path, addr: &str, start: u64, delay: Duration
         (ADDR_ENV, addr.to_string()),
         (START_ENV, start.to_string()),
     ];
-    let mut device = Killed(child("sync_crash::sync_crash_device_child", &envs));
-    let stdout = device.0.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let lines = BufReader::new(stdout).lines().map_while(Result::ok);
-        lines
-            .filter_map(|l| l.trim().parse::<u64>().ok())
-            .collect::<Vec<_>>()
-    });
-    std::thread::sleep(delay);
-    drop(device); // SIGKILL, mid-sync
-    reader.join().unwrap()
+    // SIGKILL, mid-sync.
+    run_and_kill("sync_crash::sync_crash_device_child", &envs, delay)
 }
 
 #[test]
