@@ -153,6 +153,15 @@ impl Driver {
         }
     }
 
+    /// A pull (or a resync's page) of `scope` failed: the engine retries it.
+    fn pull_failed(&mut self, db: &Db, scope: &str, what: &str, error: &TransportError, now: u64) {
+        let input = Input::PullFailed {
+            scope: scope.to_string(),
+        };
+        self.engine.handle(input, now);
+        self.call_failed(db, format!("{what} of scope '{scope}' failed"), error, now);
+    }
+
     /// Loads the listed changes from the outbox and sends them.
     async fn push(
         &mut self,
@@ -230,12 +239,7 @@ impl Driver {
                 let scope = scope.to_string();
                 self.engine.handle(Input::PullExpired { scope }, now);
             }
-            Err(e) => {
-                let scope_name = scope.to_string();
-                self.engine
-                    .handle(Input::PullFailed { scope: scope_name }, now);
-                self.call_failed(db, format!("pull of scope '{scope}' failed"), &e, now);
-            }
+            Err(e) => self.pull_failed(db, scope, "pull", &e, now),
         }
         Ok(())
     }
@@ -261,10 +265,7 @@ impl Driver {
             let page = match timed(self.call_timeout, self.link.pull(scope, from, limit)).await {
                 Ok(page) => page,
                 Err(e) => {
-                    let scope_name = scope.to_string();
-                    self.engine
-                        .handle(Input::PullFailed { scope: scope_name }, now);
-                    self.call_failed(db, format!("resync of scope '{scope}' failed"), &e, now);
+                    self.pull_failed(db, scope, "resync", &e, now);
                     return Ok(());
                 }
             };
