@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask test`, `cargo xtask sim`, `cargo xtask bench local`,
 //! `cargo xtask tidy`.
 
+mod dynamo_local;
 mod sim;
 
 use std::process::Command;
@@ -36,13 +37,16 @@ fn main() -> Result<()> {
     }
 }
 
-/// Runs the whole suite: unit, integration (with the real CLI binary), doc tests, then the
-/// replication simulator over 1000 seeds (about a minute on two cores, in this debug build).
+/// Runs the whole suite: unit, integration (with the real CLI binary, and DynamoDB Local
+/// started for the DynamoDB tests), doc tests, then the replication simulator over 1000
+/// seeds (about a minute on two cores, in this debug build).
 fn test(extra: &[&str]) -> Result<()> {
     cargo(&["build", "--bin", "ferry"])?;
+    let local = dynamo_local::start()?;
     let mut args = vec!["test", "--workspace"];
     args.extend_from_slice(extra);
-    cargo(&args)?;
+    cargo_with(&args, &dynamo_local::test_env(&local))?;
+    drop(local);
     eprintln!("$ cargo xtask sim --seeds 1000");
     sim::main(&["--seeds", "1000"])
 }
@@ -66,10 +70,15 @@ fn bench(args: &[&str]) -> Result<()> {
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
+    cargo_with(args, &[])
+}
+
+fn cargo_with(args: &[&str], env: &[(&str, String)]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("$ cargo {}", args.join(" "));
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .status()
         .with_context(|| format!("running {cargo}"))?;
     if !status.success() {

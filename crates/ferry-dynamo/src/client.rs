@@ -1,0 +1,71 @@
+//! The SDK client as Ferry uses it: region and credentials the usual AWS ways, an optional
+//! endpoint for local servers, the `Date` observer, and no SDK retries (a retried
+//! replicated write needs a fresh `_seq`, so Ferry retries itself).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::retry::RetryConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+
+use crate::clock::{DateObserver, ServerClock};
+
+/// The region used with an endpoint when none is configured (local servers ignore it).
+const LOCAL_REGION: &str = "us-east-1";
+/// How long one attempt may take before it is abandoned: under W/2 of the default window,
+/// so an abandoned write lands, if ever, while readers still look (DESIGN.md 7 rule 1).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where the table is and how to reach it.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoint {
+    /// An endpoint URL (DynamoDB Local, say); `None`: AWS's.
+    pub url: Option<String>,
+    /// The region; `None`: the environment's or profile's.
+    pub region: Option<String>,
+}
+
+/// A DynamoDB client and the clock its responses discipline.
+#[derive(Debug, Clone)]
+pub struct Dynamo {
+    /// The SDK client (cheap to clone; connections are pooled and kept alive).
+    pub client: Client,
+    /// The server's time as its responses tell it.
+    pub clock: Arc<ServerClock>,
+}
+
+impl Dynamo {
+    /// Loads the AWS configuration (environment, profile) and builds the client.
+    pub async fn connect(endpoint: &Endpoint) -> Dynamo {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &endpoint.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(url) = &endpoint.url {
+            loader = loader.endpoint_url(url);
+        }
+        let shared = loader.load().await;
+        let mut config = aws_sdk_dynamodb::config::Builder::from(&shared);
+        if shared.region().is_none() && endpoint.url.is_some() {
+            config = config.region(Region::new(LOCAL_REGION));
+        }
+        let clock = Arc::new(ServerClock::default());
+        let timeouts = TimeoutConfig::builder()
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build();
+        let config = config
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(timeouts)
+            .interceptor(DateObserver(clock.clone()))
+            .build();
+        Dynamo {
+            client: Client::from_conf(config),
+            clock,
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The writer's clock, disciplined by DynamoDB's: every response's `Date` header moves an
+//! offset, and `_seq` stamps are drawn from wall time plus that offset (DESIGN.md 7 rule 1),
+//! so a device whose clock is behind still stamps where readers look.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
+use ferry_types::{Hlc, HlcClock};
+
+/// `Date` has whole seconds: the server's time is somewhere in the second it names.
+const DATE_HALF_SECOND_MS: i64 = 500;
+
+/// Wall time plus the server's offset, and the HLC that stamps `_seq`.
+#[derive(Debug)]
+pub struct ServerClock {
+    offset_ms: AtomicI64,
+    heard: AtomicBool,
+    stamps: Mutex<HlcClock>,
+}
+
+impl Default for ServerClock {
+    fn default() -> ServerClock {
+        ServerClock {
+            offset_ms: AtomicI64::new(0),
+            heard: AtomicBool::new(false),
+            stamps: Mutex::new(HlcClock::new(Hlc::ZERO, MAX_FORWARD_MS_DEFAULT)),
+        }
+    }
+}
+
+impl ServerClock {
+    /// The server's time now, as far as its responses tell (epoch ms).
+    pub fn now_ms(&self) -> u64 {
+        (wall_ms() as i64 + self.offset_ms.load(Ordering::Relaxed)).max(0) as u64
+    }
+
+    /// A fresh feed stamp: past every stamp this clock gave, at the server's time.
+    pub fn stamp(&self) -> Hlc {
+        let now = self.now_ms();
+        let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
+        stamps.tick(now)
+    }
+
+    /// Whether a response has told the server's time yet.
+    pub fn heard(&self) -> bool {
+        self.heard.load(Ordering::Relaxed)
+    }
+
+    /// Takes the time of a response's `Date` header (epoch ms, whole seconds).
+    pub fn observe_date(&self, date_ms: u64) {
+        let offset = date_ms as i64 + DATE_HALF_SECOND_MS - wall_ms() as i64;
+        self.offset_ms.store(offset, Ordering::Relaxed);
+        self.heard.store(true, Ordering::Relaxed);
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The SDK interceptor that hands every response's `Date` to a [`ServerClock`].
+#[derive(Debug)]
+pub struct DateObserver(pub Arc<ServerClock>);
+
+impl Intercept for DateObserver {
+    fn name(&self) -> &'static str {
+        "FerryDateObserver"
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let date = context.response().headers().get("date");
+        if let Some(time) = date.and_then(|d| httpdate::parse_http_date(d).ok()) {
+            let ms = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+            self.0.observe_date(ms as u64);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_behind_the_server_stamps_at_the_servers_time() {
+        let clock = ServerClock::default();
+        let hour_ahead = wall_ms() + 3_600_000;
+        clock.observe_date(hour_ahead);
+        let stamp = clock.stamp().physical_ms();
+        assert!(stamp >= hour_ahead && stamp < hour_ahead + 60_000, "{stamp}");
+        assert!(clock.stamp() > Hlc::new(stamp, 0));
+    }
+
+    #[test]
+    fn stamps_never_go_back_when_the_server_does() {
+        let clock = ServerClock::default();
+        clock.observe_date(wall_ms() + 60_000);
+        let first = clock.stamp();
+        clock.observe_date(wall_ms() - 60_000);
+        assert!(clock.stamp() > first);
+    }
+}

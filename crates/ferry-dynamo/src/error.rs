@@ -1,0 +1,141 @@
+//! Errors of the DynamoDB side, and how an SDK failure maps onto the transport's errors.
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use ferry_sync::TransportError;
+
+/// What went wrong on the DynamoDB side.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A row or item that cannot be read or written as Ferry's layout says.
+    #[error("ItemError: {0}")]
+    Item(String),
+    /// The table is missing, does not match the schema, or lacks Ferry's settings.
+    #[error("TableError: table {table}: {reason}")]
+    Table {
+        /// The table's name.
+        table: String,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+    /// A DynamoDB call failed.
+    #[error("DynamoError: {0}")]
+    Call(#[from] Failure),
+    /// A bad argument (a setting out of range, an unknown model).
+    #[error("ArgumentError: {0}")]
+    Argument(String),
+}
+
+/// Results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A failed DynamoDB call: what kind of failure, DynamoDB's code and message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation}: {code}: {message}")]
+pub struct Failure {
+    /// The kind, which decides whether to retry.
+    pub kind: FailureKind,
+    /// The SDK operation.
+    pub operation: &'static str,
+    /// DynamoDB's error code, or the SDK's kind of failure.
+    pub code: String,
+    /// The detail.
+    pub message: String,
+}
+
+/// Whether a failure passes with time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The table asked to slow down: retry after a backoff.
+    Throttled,
+    /// Network, timeout or a server error: retry.
+    Transient,
+    /// The credentials were refused.
+    Unauthorized,
+    /// The table does not exist.
+    NoTable,
+    /// The request itself is wrong (validation, access to one key denied): not retried.
+    Rejected,
+}
+
+impl Failure {
+    /// Classifies an SDK error of `operation`.
+    pub fn of<E, R>(operation: &'static str, error: &SdkError<E, R>) -> Failure
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let (kind, code, message) = match error {
+            SdkError::ServiceError(service) => {
+                let inner = service.err();
+                let code = inner.code().unwrap_or("Unknown").to_string();
+                let message = inner.message().unwrap_or_default().to_string();
+                (kind_of_code(&code), code, message)
+            }
+            SdkError::TimeoutError(_) => (FailureKind::Transient, "Timeout".into(), String::new()),
+            SdkError::DispatchFailure(e) => (
+                FailureKind::Transient,
+                "DispatchFailure".into(),
+                format!("{e:?}"),
+            ),
+            other => (
+                FailureKind::Transient,
+                "ResponseError".into(),
+                format!("{}", aws_smithy_types::error::display::DisplayErrorContext(other)),
+            ),
+        };
+        Failure {
+            kind,
+            operation,
+            code,
+            message,
+        }
+    }
+
+    /// Worth another attempt soon.
+    pub fn retryable(&self) -> bool {
+        matches!(self.kind, FailureKind::Throttled | FailureKind::Transient)
+    }
+}
+
+fn kind_of_code(code: &str) -> FailureKind {
+    match code {
+        "ProvisionedThroughputExceededException"
+        | "ThrottlingException"
+        | "RequestLimitExceeded"
+        | "LimitExceededException" => FailureKind::Throttled,
+        "InternalServerError" | "ServiceUnavailable" | "TransactionConflictException" => {
+            FailureKind::Transient
+        }
+        "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "ExpiredTokenException"
+        | "MissingAuthenticationTokenException"
+        | "IncompleteSignatureException" => FailureKind::Unauthorized,
+        "ResourceNotFoundException" => FailureKind::NoTable,
+        _ => FailureKind::Rejected,
+    }
+}
+
+impl From<Failure> for TransportError {
+    fn from(failure: Failure) -> TransportError {
+        match failure.kind {
+            FailureKind::Throttled => TransportError::Throttled {
+                retry_after_ms: None,
+            },
+            FailureKind::Transient => TransportError::Unavailable(failure.to_string()),
+            FailureKind::Unauthorized => TransportError::Unauthorized(failure.to_string()),
+            FailureKind::NoTable | FailureKind::Rejected => {
+                TransportError::Rejected(failure.to_string())
+            }
+        }
+    }
+}
+
+impl From<Error> for TransportError {
+    fn from(error: Error) -> TransportError {
+        match error {
+            Error::Call(failure) => failure.into(),
+            other => TransportError::Rejected(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Ferry's DynamoDB side (DESIGN.md 7): the user's single table as the cloud replica.
+//!
+//! - [`Table`]: create or check the table from the schema, and its [`Settings`].
+//! - [`Writer`]: conditional puts of changes, with Ferry's hidden attributes.
+//! - [`DynamoTransport`]: the direct transport a device or service syncs through.
+//!
+//! Architecture invariant: this is the only crate that links the AWS SDK, so a device
+//! build without it carries none of it.
+
+mod attrs;
+mod client;
+mod clock;
+mod error;
+pub mod layout;
+mod table;
+mod transport;
+mod writer;
+
+pub use attrs::{AttrMap, from_attrs, to_attrs};
+pub use client::{Dynamo, Endpoint};
+pub use clock::ServerClock;
+pub use error::{Error, Failure, FailureKind, Result};
+pub use layout::Layout;
+pub use table::{HORIZON_MS_DEFAULT, Settings, Table, WINDOW_MS_DEFAULT};
+pub use transport::DynamoTransport;
+pub use writer::Writer;

@@ -1,0 +1,181 @@
+//! The direct transport: a device (or service) talks to DynamoDB itself. Pushes go through
+//! the [`Writer`]; pulls query the sync GSI per scope from its cursor under the feed rules
+//! of DESIGN.md 7; there is no live stream, so the driver polls.
+
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use ferry_journal::Change;
+use ferry_schema::Schema;
+use ferry_sync::{Limits, PullFrom, PullPage, PushResults, Session, Transport, TransportError};
+use ferry_types::Hlc;
+
+use crate::attrs::AttrMap;
+use crate::client::Dynamo;
+use crate::error::Failure;
+use crate::layout::{Layout, SCOPE, SEQ, SYNC_INDEX, seq_floor_after};
+use crate::table::{Settings, Table};
+use crate::writer::Writer;
+
+/// Changes per push: enough to keep many conditional puts in flight.
+pub const PUSH_CHANGES_MAX: usize = 100;
+/// Bytes per push.
+pub const PUSH_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Changes per pulled page (a query answers at most 1 MB, whatever the limit).
+pub const PAGE_CHANGES_MAX: usize = 500;
+
+/// The direct DynamoDB transport of one table.
+#[derive(Debug)]
+pub struct DynamoTransport {
+    writer: Writer,
+    /// Read at every connect; the defaults until then.
+    settings: Mutex<Settings>,
+}
+
+impl DynamoTransport {
+    /// A transport for `table` of `schema`, writing as replica `id` (the device's own).
+    pub fn new(dynamo: Dynamo, table: &str, schema: Arc<Schema>, id: &str) -> DynamoTransport {
+        DynamoTransport {
+            writer: Writer {
+                dynamo,
+                table: table.to_string(),
+                layout: Layout::new(&schema),
+                schema,
+                id: id.to_string(),
+            },
+            settings: Mutex::new(Settings::default()),
+        }
+    }
+
+    fn settings(&self) -> Settings {
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One query of the sync GSI: rows of `scope` with `_seq >= floor`, after `start`.
+    async fn query(
+        &self,
+        scope: &str,
+        floor: &str,
+        start: Option<AttrMap>,
+        limit: usize,
+    ) -> Result<(Vec<AttrMap>, Option<AttrMap>), TransportError> {
+        let writer = &self.writer;
+        let answer = (writer.dynamo.client.query())
+            .table_name(&writer.table)
+            .index_name(SYNC_INDEX)
+            .key_condition_expression("#s = :s AND #q >= :q")
+            .expression_attribute_names("#s", SCOPE)
+            .expression_attribute_names("#q", SEQ)
+            .expression_attribute_values(":s", AttributeValue::S(scope.to_string()))
+            .expression_attribute_values(":q", AttributeValue::S(floor.to_string()))
+            .set_exclusive_start_key(start)
+            .limit(limit.min(i32::MAX as usize) as i32)
+            .send();
+        let timeout = crate::writer::attempt_timeout(self.settings()) * 2;
+        let answer = tokio::time::timeout(timeout, answer)
+            .await
+            .map_err(|_| TransportError::Timeout(timeout.as_millis() as u64))?
+            .map_err(|e| TransportError::from(Failure::of("Query", &e)))?;
+        Ok((answer.items.unwrap_or_default(), answer.last_evaluated_key))
+    }
+}
+
+impl DynamoTransport {
+    /// The changes of queried rows; rows that are not Ferry's (copied in by hand, say)
+    /// cannot become changes and are passed over.
+    fn changes_of(&self, rows: &[AttrMap]) -> Vec<(Hlc, Change)> {
+        let layout = &self.writer.layout;
+        rows.iter().filter_map(|row| layout.change_of(row).ok()).collect()
+    }
+}
+
+impl Transport for DynamoTransport {
+    async fn connect(&self) -> Result<Session, TransportError> {
+        let writer = &self.writer;
+        let table = Table {
+            dynamo: &writer.dynamo,
+            name: &writer.table,
+            schema: &writer.schema,
+        };
+        let settings = table.settings().await?;
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = settings;
+        Ok(Session {
+            server_time_ms: writer.dynamo.clock.now_ms(),
+            scopes: None,
+            limits: Limits {
+                push_changes_max: PUSH_CHANGES_MAX,
+                push_bytes_max: PUSH_BYTES_MAX,
+                page_changes_max: PAGE_CHANGES_MAX,
+            },
+            horizon_ms: settings.horizon_ms,
+        })
+    }
+
+    async fn push(&self, changes: Vec<Change>) -> Result<PushResults, TransportError> {
+        let count = changes.len();
+        let mut results = PushResults::with_capacity(count);
+        let mut first_failure = None;
+        for (change, result) in self.writer.put_all(changes, self.settings()).await {
+            match result {
+                Ok(outcome) => results.push((change.key, change.version, outcome)),
+                // Left out of the answer: the change stays pending and goes again.
+                Err(failure) => {
+                    first_failure.get_or_insert(failure);
+                }
+            }
+        }
+        match first_failure {
+            Some(failure) if results.is_empty() && count > 0 => Err(failure.into()),
+            _ => Ok(results),
+        }
+    }
+
+    async fn pull(
+        &self,
+        scope: &str,
+        from: PullFrom,
+        limit: usize,
+    ) -> Result<PullPage, TransportError> {
+        let settings = self.settings();
+        // Taken before the read: every write stamped at or before it was visible to it.
+        let server_now = self.writer.dynamo.clock.now_ms();
+        let after = match from {
+            PullFrom::Since(since) => {
+                if since.physical_ms().saturating_add(settings.horizon_ms) < server_now {
+                    return Err(TransportError::Expired);
+                }
+                since
+            }
+            PullFrom::Snapshot(after) => after,
+        };
+        let floor = seq_floor_after(after);
+        let limit = limit.max(1);
+        let (rows, mut next) = self.query(scope, &floor, None, limit).await?;
+        let mut changes = self.changes_of(&rows);
+        let mut more = next.is_some();
+        if more {
+            // Whole stamps only: the next page starts after the last stamp, so a page that
+            // split the rows of one stamp (several writers in one tick) would skip some.
+            let last = changes.last().map(|(seq, _)| *seq);
+            match changes.iter().rposition(|(seq, _)| Some(*seq) != last) {
+                Some(keep) => changes.truncate(keep + 1),
+                // One stamp fills the page: read the rest of it.
+                None => {
+                    while let (Some(start), Some(stamp)) = (next.take(), last) {
+                        let (rows, after) = self.query(scope, &floor, Some(start), limit).await?;
+                        let rows = self.changes_of(&rows);
+                        let same = rows.iter().take_while(|(seq, _)| *seq == stamp).count();
+                        more = after.is_some() || same < rows.len();
+                        next = after.filter(|_| same == rows.len());
+                        changes.extend(rows.into_iter().take(same));
+                    }
+                }
+            }
+        }
+        Ok(PullPage {
+            changes,
+            more,
+            safe: Hlc::new(server_now.saturating_sub(settings.window_ms), 0),
+        })
+    }
+}

@@ -1,0 +1,208 @@
+//! The cloud writer: one conditional `PutItem` per change (DESIGN.md 7), many in flight.
+//!
+//! `attribute_not_exists(hash) OR _ver < :ver` lands a change only over an older one; a
+//! failed condition returns the row (`ALL_OLD`), which tells a lost response (the same
+//! version: applied) from a newer change (superseded, with it). Each attempt stamps a fresh
+//! `_seq` from the server-disciplined clock and is abandoned after half the feed window, so
+//! a write lands, if ever, while readers still look for it; throttling and transient
+//! failures are retried with backoff (the SDK's own retries would resend a stale `_seq`).
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use backon::{ExponentialBuilder, Retryable};
+use ferry_journal::Change;
+use ferry_schema::{Context, Schema};
+use ferry_sync::PushOutcome;
+use ferry_types::limits::ITEM_BYTES_MAX;
+use ferry_types::{Value, Version, item_size};
+use futures::StreamExt;
+
+use crate::attrs::{AttrMap, from_attrs, to_attrs};
+use crate::client::{ATTEMPT_TIMEOUT, Dynamo};
+use crate::error::{Failure, FailureKind};
+use crate::layout::{Layout, SCOPE, SEQ, SRC, VER};
+use crate::table::Settings;
+
+/// Conditional puts in flight at once per push.
+pub const PUTS_IN_FLIGHT: usize = 64;
+/// Attempts per change before the push reports it unprocessed.
+const ATTEMPTS_MAX: usize = 5;
+
+/// Writes changes to one table under Ferry's rules.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    pub(crate) dynamo: Dynamo,
+    pub(crate) table: String,
+    pub(crate) layout: Layout,
+    pub(crate) schema: std::sync::Arc<Schema>,
+    /// The writer's replica id: `_src`, and the tie-breaker of its `_seq` texts.
+    pub(crate) id: String,
+}
+
+/// How one change's write ended: an outcome, or a failure that outlasted the retries.
+pub type PutResult = Result<PushOutcome, Failure>;
+
+impl Writer {
+    /// Writes `changes` with up to [`PUTS_IN_FLIGHT`] in flight; answers in input order.
+    pub async fn put_all(&self, changes: Vec<Change>, settings: Settings) -> Vec<(Change, PutResult)> {
+        let mut results: Vec<(usize, Change, PutResult)> = futures::stream::iter(changes.into_iter().enumerate())
+            .map(|(i, change)| async move {
+                let result = self.put(&change, settings).await;
+                (i, change, result)
+            })
+            .buffer_unordered(PUTS_IN_FLIGHT)
+            .collect()
+            .await;
+        results.sort_by_key(|(i, _, _)| *i);
+        results.into_iter().map(|(_, c, r)| (c, r)).collect()
+    }
+
+    /// Writes one change, retrying throttling and transient failures with backoff.
+    pub async fn put(&self, change: &Change, settings: Settings) -> PutResult {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(25))
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(ATTEMPTS_MAX - 1)
+            .with_jitter();
+        (|| self.attempt(change, settings))
+            .retry(backoff)
+            .when(Failure::retryable)
+            .await
+    }
+
+    /// One attempt with a fresh `_seq`.
+    async fn attempt(&self, change: &Change, settings: Settings) -> PutResult {
+        let seq = format!("{}-{}", self.dynamo.clock.stamp(), self.id);
+        let row = match self.layout.row(change, &seq, &self.id, settings.horizon_ms) {
+            Ok(row) => row,
+            Err(e) => return Ok(rejected(e.to_string())),
+        };
+        let size = item_size(&row);
+        if size > ITEM_BYTES_MAX {
+            return Ok(rejected(format!(
+                "the item {} is {size} bytes with Ferry's attributes, over DynamoDB's {ITEM_BYTES_MAX}",
+                change.key
+            )));
+        }
+        let request = (self.dynamo.client.put_item())
+            .table_name(&self.table)
+            .set_item(Some(to_attrs(&row)))
+            .condition_expression("attribute_not_exists(#h) OR #v < :v")
+            .expression_attribute_names("#h", &self.layout.hash)
+            .expression_attribute_names("#v", VER)
+            .expression_attribute_values(":v", AttributeValue::S(change.version.to_text()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send();
+        let answer = match tokio::time::timeout(attempt_timeout(settings), request).await {
+            Ok(answer) => answer,
+            Err(_) => return Err(abandoned("PutItem")),
+        };
+        let error = match answer {
+            Ok(_) => return Ok(PushOutcome::Applied),
+            Err(error) => error,
+        };
+        let old = match error.as_service_error() {
+            Some(PutItemError::ConditionalCheckFailedException(failed)) => failed.item().cloned(),
+            _ => {
+                let failure = Failure::of("PutItem", &error);
+                return match failure.kind {
+                    // Denied or invalid for this item alone (IAM LeadingKeys, a bad value).
+                    FailureKind::Rejected => Ok(rejected(failure.to_string())),
+                    _ => Err(failure),
+                };
+            }
+        };
+        let old = old.unwrap_or_default();
+        match Layout::version_of(&old) {
+            Some(held) if held == change.version => Ok(PushOutcome::Applied),
+            Some(held) if held > change.version => match self.layout.change_of(&old) {
+                Ok((_, cloud)) => Ok(PushOutcome::Superseded {
+                    cloud: Box::new(cloud),
+                }),
+                Err(e) => Ok(rejected(format!("the cloud's newer row is unreadable: {e}"))),
+            },
+            // Older by now (another writer raced us): the next attempt lands.
+            Some(_) => Err(raced("PutItem")),
+            None => {
+                self.adopt(&old, settings).await?;
+                Err(raced("PutItem"))
+            }
+        }
+    }
+
+    /// Gives a row written outside Ferry (no `_ver`) a version, a scope and a feed position,
+    /// so that devices receive it (DESIGN.md 7, "Writers that do not go through Ferry").
+    /// Only while it still has no version: a concurrent adoption or Ferry write wins.
+    pub async fn adopt(&self, old: &AttrMap, settings: Settings) -> Result<(), Failure> {
+        let rejected = |reason: String| Failure {
+            kind: FailureKind::Rejected,
+            operation: "adopt",
+            code: "ForeignRow".into(),
+            message: reason,
+        };
+        let mut item = from_attrs(old).map_err(|e| rejected(e.to_string()))?;
+        let model = (item.get(&self.layout.type_field).and_then(Value::as_str))
+            .and_then(|name| self.schema.model(name).ok())
+            .ok_or_else(|| {
+                rejected(format!(
+                    "a row written outside Ferry has no model this schema knows in {}",
+                    self.layout.type_field
+                ))
+            })?;
+        let scope = (model.scope_of(&item, &Context::default())).map_err(rejected)?;
+        let stamp = self.dynamo.clock.stamp();
+        let version = Version {
+            hlc: stamp,
+            replica: ferry_types::ReplicaId::parse(&self.id).map_err(|e| rejected(e.to_string()))?,
+        };
+        let text = |s: String| Value::S(s);
+        item.insert(VER.into(), text(version.to_text()));
+        item.insert(SRC.into(), text(self.id.clone()));
+        item.insert(SCOPE.into(), text(scope));
+        item.insert(SEQ.into(), text(format!("{stamp}-{}", self.id)));
+        let request = (self.dynamo.client.put_item())
+            .table_name(&self.table)
+            .set_item(Some(to_attrs(&item)))
+            .condition_expression("attribute_exists(#h) AND attribute_not_exists(#v)")
+            .expression_attribute_names("#h", &self.layout.hash)
+            .expression_attribute_names("#v", VER)
+            .send();
+        match tokio::time::timeout(attempt_timeout(settings), request).await {
+            Err(_) => Err(abandoned("PutItem")),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(_)) => Ok(()),
+                _ => Err(Failure::of("PutItem", &e)),
+            },
+        }
+    }
+}
+
+/// Half the feed window, at most the client's attempt timeout (DESIGN.md 7 rule 1).
+pub(crate) fn attempt_timeout(settings: Settings) -> Duration {
+    Duration::from_millis(settings.window_ms / 2).clamp(Duration::from_millis(250), ATTEMPT_TIMEOUT)
+}
+
+fn rejected(reason: String) -> PushOutcome {
+    PushOutcome::Rejected { reason }
+}
+
+fn abandoned(operation: &'static str) -> Failure {
+    Failure {
+        kind: FailureKind::Transient,
+        operation,
+        code: "Abandoned".into(),
+        message: "no answer within half the feed window; retried with a fresh _seq".into(),
+    }
+}
+
+fn raced(operation: &'static str) -> Failure {
+    Failure {
+        kind: FailureKind::Transient,
+        operation,
+        code: "Raced".into(),
+        message: "the row changed under the write; retried".into(),
+    }
+}
