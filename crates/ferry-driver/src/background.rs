@@ -59,7 +59,7 @@ pub(super) fn start(db: WeakDb, driver: Driver, syncer: Arc<Syncer>) -> Result<(
         ));
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build()
         .map_err(|e| Error::Argument(format!("cannot start the sync runtime: {e}")))?;
     std::thread::Builder::new()

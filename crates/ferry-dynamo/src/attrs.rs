@@ -34,9 +34,8 @@ pub fn to_attrs(item: &Item) -> AttrMap {
 
 /// An attribute value as a value; `name` says where it was, for the error.
 pub fn from_attr(name: &str, attr: &AttributeValue) -> Result<Value> {
-    let number = |text: &str| {
-        Number::parse(text).map_err(|e| Error::Item(format!("attribute {name}: {e}")))
-    };
+    let number =
+        |text: &str| Number::parse(text).map_err(|e| Error::Item(format!("attribute {name}: {e}")));
     Ok(match attr {
         AttributeValue::S(s) => Value::S(s.clone()),
         AttributeValue::N(n) => Value::N(number(n)?),
@@ -83,7 +82,10 @@ mod tests {
             ("m", Value::M(inner)),
             ("l", Value::L(vec![Value::int(1), Value::S("x".into())])),
             ("ss", Value::Ss(["a".to_string(), "b".to_string()].into())),
-            ("ns", Value::Ns([Number::from(1i64), Number::from(2i64)].into())),
+            (
+                "ns",
+                Value::Ns([Number::from(1i64), Number::from(2i64)].into()),
+            ),
             ("bs", Value::Bs([vec![1u8], vec![2u8]].into())),
         ]
         .into_iter()

@@ -101,7 +101,10 @@ mod tests {
         let hour_ahead = wall_ms() + 3_600_000;
         clock.observe_date(hour_ahead);
         let stamp = clock.stamp().physical_ms();
-        assert!(stamp >= hour_ahead && stamp < hour_ahead + 60_000, "{stamp}");
+        assert!(
+            stamp >= hour_ahead && stamp < hour_ahead + 60_000,
+            "{stamp}"
+        );
         assert!(clock.stamp() > Hlc::new(stamp, 0));
     }
 

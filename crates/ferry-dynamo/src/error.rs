@@ -80,7 +80,10 @@ impl Failure {
             other => (
                 FailureKind::Transient,
                 "ResponseError".into(),
-                format!("{}", aws_smithy_types::error::display::DisplayErrorContext(other)),
+                format!(
+                    "{}",
+                    aws_smithy_types::error::display::DisplayErrorContext(other)
+                ),
             ),
         };
         Failure {

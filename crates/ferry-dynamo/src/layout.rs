@@ -91,7 +91,10 @@ impl Layout {
         let mut row = match (change.op, &change.item) {
             (ChangeOp::Put, Some(item)) => item.clone(),
             (ChangeOp::Put, None) => {
-                return Err(Error::Item(format!("the put of {} carries no item", change.key)));
+                return Err(Error::Item(format!(
+                    "the put of {} carries no item",
+                    change.key
+                )));
             }
             (ChangeOp::Delete, _) => {
                 let mut row = Item::new();
@@ -227,7 +230,9 @@ mod tests {
 
     #[test]
     fn a_tombstone_expires_a_horizon_after_its_delete() {
-        let row = layout().row(&change(ChangeOp::Delete), "x", "w", 60_000).unwrap();
+        let row = layout()
+            .row(&change(ChangeOp::Delete), "x", "w", 60_000)
+            .unwrap();
         assert_eq!(row[TTL], Value::int(1_700_000_060));
         assert_eq!(row[DEL], Value::Bool(true));
         assert!(!row.contains_key("name"));

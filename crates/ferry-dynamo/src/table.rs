@@ -5,13 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement,
-    KeyType, LocalSecondaryIndex, Projection as DynamoProjection, ProjectionType,
-    ScalarAttributeType, TableDescription, TableStatus, TimeToLiveSpecification,
-    TimeToLiveStatus,
-};
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement, KeyType,
+    LocalSecondaryIndex, Projection as DynamoProjection, ProjectionType, ScalarAttributeType,
+    TableDescription, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
+};
 use ferry_schema::{FieldType, Index, IndexKind, Projection, Schema};
 
 use crate::client::Dynamo;
@@ -95,14 +94,20 @@ impl Table<'_> {
                     differences.join("; ")
                 )));
             }
-            progress(&format!("table {} exists and matches the schema", self.name));
+            progress(&format!(
+                "table {} exists and matches the schema",
+                self.name
+            ));
             return Ok(());
         }
         let wanted = Wanted::of(self.schema);
         let mut request = (self.dynamo.client.create_table())
             .table_name(self.name)
             .billing_mode(BillingMode::PayPerRequest)
-            .set_key_schema(Some(key_schema(&wanted.primary.hash, wanted.primary.sort.as_deref())))
+            .set_key_schema(Some(key_schema(
+                &wanted.primary.hash,
+                wanted.primary.sort.as_deref(),
+            )))
             .set_attribute_definitions(Some(wanted.attribute_definitions()));
         for index in wanted.indexes.values() {
             let keys = key_schema(&index.hash, index.sort.as_deref());
@@ -126,7 +131,10 @@ impl Table<'_> {
                 ),
             };
         }
-        request.send().await.map_err(|e| Failure::of("CreateTable", &e))?;
+        request
+            .send()
+            .await
+            .map_err(|e| Failure::of("CreateTable", &e))?;
         progress(&format!("creating table {}", self.name));
         self.wait_active(progress).await?;
         let ttl = TimeToLiveSpecification::builder()
@@ -155,21 +163,37 @@ impl Table<'_> {
         let started = Instant::now();
         let mut last = String::new();
         loop {
-            let table = self.describe().await?.ok_or_else(|| self.error("vanished while being created"))?;
+            let table = self
+                .describe()
+                .await?
+                .ok_or_else(|| self.error("vanished while being created"))?;
             let waiting: Vec<String> = std::iter::once(("table", table.table_status().cloned()))
                 .filter(|(_, status)| status.as_ref() != Some(&TableStatus::Active))
-                .map(|(what, status)| format!("{what} {}", status.map_or("?".into(), |s| s.as_str().to_string())))
+                .map(|(what, status)| {
+                    format!(
+                        "{what} {}",
+                        status.map_or("?".into(), |s| s.as_str().to_string())
+                    )
+                })
                 .chain(table.global_secondary_indexes().iter().filter_map(|index| {
                     let status = index.index_status()?;
                     (status != &IndexStatus::Active).then(|| {
-                        format!("index {} {}", index.index_name().unwrap_or("?"), status.as_str())
+                        format!(
+                            "index {} {}",
+                            index.index_name().unwrap_or("?"),
+                            status.as_str()
+                        )
                     })
                 }))
                 .collect();
             if waiting.is_empty() {
                 return Ok(());
             }
-            let line = format!("waiting for {} ({} s)", waiting.join(", "), started.elapsed().as_secs());
+            let line = format!(
+                "waiting for {} ({} s)",
+                waiting.join(", "),
+                started.elapsed().as_secs()
+            );
             if line != last {
                 progress(&line);
                 last = line;
@@ -182,7 +206,14 @@ impl Table<'_> {
     }
 
     async fn describe(&self) -> Result<Option<TableDescription>> {
-        match self.dynamo.client.describe_table().table_name(self.name).send().await {
+        match self
+            .dynamo
+            .client
+            .describe_table()
+            .table_name(self.name)
+            .send()
+            .await
+        {
             Ok(output) => Ok(output.table),
             Err(e) => match e.as_service_error() {
                 Some(DescribeTableError::ResourceNotFoundException(_)) => Ok(None),
@@ -210,14 +241,21 @@ impl Table<'_> {
                 show_keys(Some(&primary.hash), primary.sort.as_deref())
             ));
         }
-        let mut found: BTreeMap<String, (Option<String>, Option<String>, Projection)> = BTreeMap::new();
+        let mut found: BTreeMap<String, (Option<String>, Option<String>, Projection)> =
+            BTreeMap::new();
         for index in table.global_secondary_indexes() {
             let (h, s) = keys_of(index.key_schema());
-            found.insert(index.index_name().unwrap_or_default().to_string(), (h, s, projection_of(index.projection())));
+            found.insert(
+                index.index_name().unwrap_or_default().to_string(),
+                (h, s, projection_of(index.projection())),
+            );
         }
         for index in table.local_secondary_indexes() {
             let (h, s) = keys_of(index.key_schema());
-            found.insert(index.index_name().unwrap_or_default().to_string(), (h, s, projection_of(index.projection())));
+            found.insert(
+                index.index_name().unwrap_or_default().to_string(),
+                (h, s, projection_of(index.projection())),
+            );
         }
         for (name, index) in &wanted.indexes {
             match found.remove(name) {
@@ -257,9 +295,9 @@ impl Table<'_> {
             .await
             .map_err(|e| Failure::of("DescribeTimeToLive", &e))?;
         let ttl = ttl.time_to_live_description();
-        let on = ttl.and_then(|t| t.time_to_live_status()).is_some_and(|s| {
-            matches!(s, TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
-        });
+        let on = ttl
+            .and_then(|t| t.time_to_live_status())
+            .is_some_and(|s| matches!(s, TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling));
         if !on || ttl.and_then(|t| t.attribute_name()) != Some(TTL) {
             differences.push(format!("TTL is not enabled on {TTL}"));
         }
@@ -300,9 +338,9 @@ impl Table<'_> {
                 }
                 f => f.into(),
             })?;
-        let item = output
-            .item
-            .ok_or_else(|| self.error("has no Ferry settings item: run `ferry table create` on it"))?;
+        let item = output.item.ok_or_else(|| {
+            self.error("has no Ferry settings item: run `ferry table create` on it")
+        })?;
         let number = |name: &str| match item.get(name) {
             Some(AttributeValue::N(n)) => n.parse::<u64>().ok(),
             _ => None,
@@ -380,7 +418,13 @@ fn attribute_type(schema: &Schema, attr: &str) -> ScalarAttributeType {
 }
 
 fn key_schema(hash: &str, sort: Option<&str>) -> Vec<KeySchemaElement> {
-    let element = |name: &str, ty| KeySchemaElement::builder().attribute_name(name).key_type(ty).build().ok();
+    let element = |name: &str, ty| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(ty)
+            .build()
+            .ok()
+    };
     std::iter::once(element(hash, KeyType::Hash))
         .chain(sort.map(|sort| element(sort, KeyType::Range)))
         .flatten()
@@ -418,9 +462,11 @@ fn projection(project: &Projection) -> DynamoProjection {
 fn projection_of(found: Option<&DynamoProjection>) -> Projection {
     match found.and_then(|p| p.projection_type()) {
         Some(ProjectionType::KeysOnly) => Projection::Keys,
-        Some(ProjectionType::Include) => {
-            Projection::Attrs(found.map(|p| p.non_key_attributes().to_vec()).unwrap_or_default())
-        }
+        Some(ProjectionType::Include) => Projection::Attrs(
+            found
+                .map(|p| p.non_key_attributes().to_vec())
+                .unwrap_or_default(),
+        ),
         _ => Projection::All,
     }
 }

@@ -85,7 +85,9 @@ impl DynamoTransport {
     /// cannot become changes and are passed over.
     fn changes_of(&self, rows: &[AttrMap]) -> Vec<(Hlc, Change)> {
         let layout = &self.writer.layout;
-        rows.iter().filter_map(|row| layout.change_of(row).ok()).collect()
+        rows.iter()
+            .filter_map(|row| layout.change_of(row).ok())
+            .collect()
     }
 }
 

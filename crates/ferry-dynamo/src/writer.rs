@@ -46,15 +46,20 @@ pub type PutResult = Result<PushOutcome, Failure>;
 
 impl Writer {
     /// Writes `changes` with up to [`PUTS_IN_FLIGHT`] in flight; answers in input order.
-    pub async fn put_all(&self, changes: Vec<Change>, settings: Settings) -> Vec<(Change, PutResult)> {
-        let mut results: Vec<(usize, Change, PutResult)> = futures::stream::iter(changes.into_iter().enumerate())
-            .map(|(i, change)| async move {
-                let result = self.put(&change, settings).await;
-                (i, change, result)
-            })
-            .buffer_unordered(PUTS_IN_FLIGHT)
-            .collect()
-            .await;
+    pub async fn put_all(
+        &self,
+        changes: Vec<Change>,
+        settings: Settings,
+    ) -> Vec<(Change, PutResult)> {
+        let mut results: Vec<(usize, Change, PutResult)> =
+            futures::stream::iter(changes.into_iter().enumerate())
+                .map(|(i, change)| async move {
+                    let result = self.put(&change, settings).await;
+                    (i, change, result)
+                })
+                .buffer_unordered(PUTS_IN_FLIGHT)
+                .collect()
+                .await;
         results.sort_by_key(|(i, _, _)| *i);
         results.into_iter().map(|(_, c, r)| (c, r)).collect()
     }
@@ -121,7 +126,9 @@ impl Writer {
                 Ok((_, cloud)) => Ok(PushOutcome::Superseded {
                     cloud: Box::new(cloud),
                 }),
-                Err(e) => Ok(rejected(format!("the cloud's newer row is unreadable: {e}"))),
+                Err(e) => Ok(rejected(format!(
+                    "the cloud's newer row is unreadable: {e}"
+                ))),
             },
             // Older by now (another writer raced us): the next attempt lands.
             Some(_) => Err(raced("PutItem")),
@@ -155,7 +162,8 @@ impl Writer {
         let stamp = self.dynamo.clock.stamp();
         let version = Version {
             hlc: stamp,
-            replica: ferry_types::ReplicaId::parse(&self.id).map_err(|e| rejected(e.to_string()))?,
+            replica: ferry_types::ReplicaId::parse(&self.id)
+                .map_err(|e| rejected(e.to_string()))?,
         };
         let text = |s: String| Value::S(s);
         item.insert(VER.into(), text(version.to_text()));
