@@ -4,8 +4,11 @@
 //! violation, several matches); 2 for invalid input (usage, schema, validation, a write the
 //! model's control forbids, an oversize item); 3 for anything else.
 
+#[cfg(feature = "dynamo")]
+mod cloud;
 mod demo;
 mod ops;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,11 +16,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Exit status when the data refused the operation.
-const EXIT_REFUSED: u8 = 1;
+pub(crate) const EXIT_REFUSED: u8 = 1;
 /// Exit status for invalid input.
-const EXIT_INVALID: u8 = 2;
+pub(crate) const EXIT_INVALID: u8 = 2;
 /// Exit status for any other failure.
-const EXIT_FAILED: u8 = 3;
+pub(crate) const EXIT_FAILED: u8 = 3;
 
 /// Ferry: an embedded, DynamoDB-compatible database for devices.
 #[derive(Parser)]
@@ -104,6 +107,107 @@ enum Command {
     Load { file: PathBuf },
     /// Print every item as {"Model": [items]}.
     Export,
+    /// Replication state as one line of JSON: pending changes, cursors, conflicts, errors.
+    Status,
+    /// The conflict log (last-writer-wins losers), newest first, as JSON.
+    Conflicts {
+        /// Most records to print.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Cloud changes this device could not apply, as JSON.
+    Quarantine {
+        /// Most records to print.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Send everything pending and pull every scope; exit 0 only when all is done.
+    Sync {
+        #[command(flatten)]
+        link: LinkArgs,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Keep the database in sync until SIGTERM or SIGINT, printing status changes.
+    Agent {
+        #[command(flatten)]
+        link: LinkArgs,
+        /// Seconds between pulls while idle.
+        #[arg(long, default_value_t = 5.0)]
+        poll: f64,
+    },
+    /// DynamoDB tables from the schema.
+    #[cfg(feature = "dynamo")]
+    Table {
+        #[command(subcommand)]
+        command: TableCommand,
+    },
+}
+
+/// Where `sync` and `agent` reach the cloud.
+#[derive(clap::Args)]
+struct LinkArgs {
+    /// Sync straight with this DynamoDB table.
+    #[arg(long, value_name = "TABLE")]
+    dynamodb: Option<String>,
+    #[command(flatten)]
+    aws: AwsArgs,
+}
+
+/// How to reach DynamoDB; credentials come the usual AWS ways (environment, profile).
+#[derive(clap::Args, Clone)]
+struct AwsArgs {
+    /// An endpoint URL, for local servers (DynamoDB Local).
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// The AWS region (else the environment's or profile's).
+    #[arg(long)]
+    region: Option<String>,
+}
+
+impl LinkArgs {
+    #[cfg(feature = "dynamo")]
+    fn endpoint(&self) -> ferry::dynamo::Endpoint {
+        self.aws.endpoint()
+    }
+}
+
+impl AwsArgs {
+    #[cfg(feature = "dynamo")]
+    fn endpoint(&self) -> ferry::dynamo::Endpoint {
+        ferry::dynamo::Endpoint {
+            url: self.endpoint.clone(),
+            region: self.region.clone(),
+        }
+    }
+}
+
+#[cfg(feature = "dynamo")]
+#[derive(Subcommand)]
+enum TableCommand {
+    /// Create the table from the schema (or check that an existing one matches).
+    Create {
+        /// The table's name.
+        #[arg(long)]
+        table: String,
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// How long tombstones live (a device offline longer resyncs): 30d, 12h, 90s.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30d")]
+        horizon: std::time::Duration,
+        /// How late a write may become visible in the change feed (W).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        window: std::time::Duration,
+    },
+    /// Check that the table matches the schema: a line per difference, exit 1 if any.
+    Check {
+        /// The table's name.
+        #[arg(long)]
+        table: String,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -120,6 +224,35 @@ fn main() -> ExitCode {
             eprintln!("{}: {}", failure.code, failure.message);
             ExitCode::from(failure.exit)
         }
+    }
+}
+
+/// `ferry table ...`: the schema is the database's when `--db` is given, else `--schema`.
+#[cfg(feature = "dynamo")]
+fn table(cli: &Cli, command: &TableCommand) -> Result<(), Failure> {
+    let schema = match (&cli.db, &cli.schema) {
+        (Some(_), _) => ops::open(cli)?.schema().clone(),
+        (None, Some(path)) => ferry::Schema::from_path(path)?,
+        (None, None) => {
+            return Err(Failure::invalid(
+                "no schema: give --schema FILE (or set FERRY_SCHEMA), or --db DIR".into(),
+            ));
+        }
+    };
+    match command {
+        TableCommand::Create {
+            table,
+            aws,
+            horizon,
+            window,
+        } => {
+            let settings = ferry::dynamo::Settings {
+                horizon_ms: horizon.as_millis() as u64,
+                window_ms: window.as_millis() as u64,
+            };
+            cloud::create(&schema, table, &aws.endpoint(), settings)
+        }
+        TableCommand::Check { table, aws } => cloud::check(&schema, table, &aws.endpoint()),
     }
 }
 
@@ -175,6 +308,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Schema {
             command: SchemaCommand::Check { file },
         } => ops::schema_check(file),
+        #[cfg(feature = "dynamo")]
+        Command::Table { command } => table(&cli, command),
         _ => ops::run(&cli),
     }
 }

@@ -2,11 +2,12 @@
 
 use std::io::{IsTerminal, Write as _};
 use std::path::Path;
+use std::time::Duration;
 
 use ferry::{Config, Db, FindOptions, Schema, UpdateOps, Write, WriteOptions};
 use serde_json::{Map, Value as Json, json};
 
-use crate::{Cli, Command, Failure};
+use crate::{Cli, Command, Failure, sync};
 
 /// Items per transaction when loading seed data.
 const LOAD_BATCH_ITEMS: usize = 100;
@@ -123,12 +124,19 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Load { file } => load(&db, file)?,
         Command::Export => export(&db, hidden)?,
+        Command::Status => sync::status(&db)?,
+        Command::Conflicts { limit } => sync::conflicts(&db, *limit)?,
+        Command::Quarantine { limit } => sync::quarantine(&db, *limit)?,
+        Command::Sync { link, timeout } => sync::sync(&db, link, Duration::from_secs(*timeout))?,
+        Command::Agent { link, poll } => sync::agent(&db, link, Duration::from_secs_f64(*poll))?,
+        #[cfg(feature = "dynamo")]
+        Command::Table { .. } => {}
         Command::Demo | Command::Schema { .. } => {}
     }
     Ok(())
 }
 
-fn open(cli: &Cli) -> Result<Db, Failure> {
+pub(crate) fn open(cli: &Cli) -> Result<Db, Failure> {
     let dir = cli
         .db
         .as_ref()

@@ -54,10 +54,33 @@ pub(crate) struct Report {
     pub skew_ms: Option<u64>,
 }
 
+/// Meta record holding the context properties, as a JSON object.
+const META_CONTEXT: &str = "context";
+
+/// The stored context properties with `given` over them, stored again when that changed.
+fn remembered_context(store: &Store, given: Context) -> Result<Context> {
+    let stored: Context = match store.meta_text(META_CONTEXT)? {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| Error::Argument(format!("stored context properties '{text}': {e}")))?,
+        None => Context::new(),
+    };
+    let mut context = stored.clone();
+    context.extend(given);
+    if context != stored {
+        let text = serde_json::Value::Object(context.clone()).to_string();
+        store.write(Durability::Immediate, |tx| {
+            tx.set_meta(META_CONTEXT, text.into_bytes());
+            Ok::<_, Error>(())
+        })?;
+    }
+    Ok(context)
+}
+
 impl Db {
     /// Opens the database in `dir`, creating it when `config.schema` is given. A database
-    /// remembers its schema: later opens need no schema unless it changes.
-    pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Db> {
+    /// remembers its schema and its context properties (a device's `deviceId`): later opens
+    /// need neither unless they change; a property given again replaces the stored one.
+    pub fn open(dir: impl AsRef<Path>, mut config: Config) -> Result<Db> {
         let options = ferry_store::Options {
             sync_window: config.sync_window,
             outbox_changes_max: config.outbox_changes_max,
@@ -66,6 +89,7 @@ impl Db {
         };
         let store = Store::open(dir.as_ref(), config.schema.clone(), &options)?;
         let replica = Replica::load(&store, config.replica.as_ref())?;
+        config.context = remembered_context(&store, std::mem::take(&mut config.context))?;
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             store,
             replica,

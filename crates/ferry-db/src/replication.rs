@@ -37,7 +37,7 @@ pub trait Replication: Send + Sync {
 }
 
 /// What [`Db::status`] reports.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Status {
     /// This database's replica id.
     pub replica: String,
@@ -74,7 +74,7 @@ pub struct Status {
 
 /// A losing version under last writer wins (`sync: 'both'`), or a cloud change that lost
 /// to a pending local one, as [`Db::conflicts`] reports it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Conflict {
     /// The item's model.
     pub model: String,
@@ -91,7 +91,7 @@ pub struct Conflict {
 }
 
 /// A cloud change this device could not apply, as [`Db::quarantine`] reports it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Quarantined {
     /// The change's model.
     pub model: String,
@@ -155,6 +155,14 @@ impl Db {
                 oldest = Some(oldest.map_or(entry.queued_ms, |o| o.min(entry.queued_ms)));
             }
             status.oldest_pending_age_ms = oldest.map(|t| now.saturating_sub(t));
+            // The persisted cursors of the scopes this device reads (none pulled: none).
+            let scopes = self.read_scopes().unwrap_or_default();
+            status.cursors = (scopes.into_iter())
+                .filter_map(|scope| match self.load_cursor(&scope) {
+                    Ok(cursor) if cursor != Hlc::ZERO => Some((scope, cursor.to_text())),
+                    _ => None,
+                })
+                .collect();
         }
         if let Some(replication) = self.inner.sync.get() {
             let engine = replication.engine_status();

@@ -7,10 +7,10 @@ use ferry_sync::TransportError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A row or item that cannot be read or written as Ferry's layout says.
-    #[error("ItemError: {0}")]
+    #[error("{0}")]
     Item(String),
     /// The table is missing, does not match the schema, or lacks Ferry's settings.
-    #[error("TableError: table {table}: {reason}")]
+    #[error("table {table} {reason}")]
     Table {
         /// The table's name.
         table: String,
@@ -18,11 +18,23 @@ pub enum Error {
         reason: String,
     },
     /// A DynamoDB call failed.
-    #[error("DynamoError: {0}")]
+    #[error("{0}")]
     Call(#[from] Failure),
     /// A bad argument (a setting out of range, an unknown model).
-    #[error("ArgumentError: {0}")]
+    #[error("{0}")]
     Argument(String),
+}
+
+impl Error {
+    /// The error's code, as the CLI prints it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Item(_) => "ItemError",
+            Error::Table { .. } => "TableError",
+            Error::Call(_) => "DynamoError",
+            Error::Argument(_) => "ArgumentError",
+        }
+    }
 }
 
 /// Results of this crate.
@@ -71,20 +83,15 @@ impl Failure {
                 let message = inner.message().unwrap_or_default().to_string();
                 (kind_of_code(&code), code, message)
             }
-            SdkError::TimeoutError(_) => (FailureKind::Transient, "Timeout".into(), String::new()),
-            SdkError::DispatchFailure(e) => (
-                FailureKind::Transient,
-                "DispatchFailure".into(),
-                format!("{e:?}"),
-            ),
-            other => (
-                FailureKind::Transient,
-                "ResponseError".into(),
-                format!(
-                    "{}",
-                    aws_smithy_types::error::display::DisplayErrorContext(other)
-                ),
-            ),
+            // The chain of causes reads best: "dispatch failure: io error: ...".
+            other => {
+                let code = match other {
+                    SdkError::TimeoutError(_) => "Timeout",
+                    SdkError::DispatchFailure(_) => "DispatchFailure",
+                    _ => "ResponseError",
+                };
+                (FailureKind::Transient, code.into(), causes(other))
+            }
         };
         Failure {
             kind,
@@ -98,6 +105,20 @@ impl Failure {
     pub fn retryable(&self) -> bool {
         matches!(self.kind, FailureKind::Throttled | FailureKind::Transient)
     }
+}
+
+/// An error and its causes, each by its `Display`, joined: "dispatch failure: io error: ...".
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn kind_of_code(code: &str) -> FailureKind {

@@ -199,7 +199,7 @@ impl Table<'_> {
                 last = line;
             }
             if started.elapsed() > ACTIVE_WAIT_MAX {
-                return Err(self.error(format!("not active after {} s", ACTIVE_WAIT_MAX.as_secs())));
+                return Err(self.error(format!("is not active after {} s", ACTIVE_WAIT_MAX.as_secs())));
             }
             tokio::time::sleep(ACTIVE_POLL).await;
         }
@@ -350,7 +350,7 @@ impl Table<'_> {
                 horizon_ms,
                 window_ms,
             }),
-            _ => Err(self.error("its Ferry settings item lacks horizon_ms or window_ms")),
+            _ => Err(self.error("has a Ferry settings item without horizon_ms or window_ms")),
         }
     }
 }

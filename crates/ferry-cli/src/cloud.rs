@@ -1,0 +1,89 @@
+//! DynamoDB commands: `table create` and `table check`, and the direct transport that
+//! `sync` and `agent` attach.
+
+use std::sync::Arc;
+
+use ferry::dynamo::{Dynamo, DynamoTransport, Endpoint, Settings, Table};
+use ferry::{Attach, Db, Schema, SyncOptions};
+
+use crate::{EXIT_FAILED, EXIT_INVALID, EXIT_REFUSED, Failure};
+
+impl From<ferry::dynamo::Error> for Failure {
+    fn from(e: ferry::dynamo::Error) -> Failure {
+        let exit = match &e {
+            ferry::dynamo::Error::Argument(_) => EXIT_INVALID,
+            ferry::dynamo::Error::Table { .. } => EXIT_REFUSED,
+            _ => EXIT_FAILED,
+        };
+        Failure {
+            code: e.code(),
+            message: e.to_string().replace('\n', " "),
+            exit,
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed("RuntimeError", e.to_string()))
+}
+
+/// `ferry table create`: creates the table from the schema (or checks an existing one),
+/// with a line on stderr for each stage while it becomes active.
+pub fn create(schema: &Schema, name: &str, endpoint: &Endpoint, settings: Settings) -> Result<(), Failure> {
+    let rt = runtime()?;
+    let dynamo = rt.block_on(Dynamo::connect(endpoint));
+    let table = Table { dynamo: &dynamo, name, schema };
+    let spinner = indicatif::ProgressBar::new_spinner();
+    let mut progress = |line: &str| {
+        if spinner.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            spinner.set_message(line.to_string());
+            spinner.tick();
+        }
+    };
+    rt.block_on(table.create(settings, &mut progress))?;
+    spinner.finish_and_clear();
+    println!("{}", serde_json::json!({"table": name, "horizon_ms": settings.horizon_ms, "window_ms": settings.window_ms}));
+    Ok(())
+}
+
+/// `ferry table check`: a line per difference and exit 1, or a line saying it matches.
+pub fn check(schema: &Schema, name: &str, endpoint: &Endpoint) -> Result<(), Failure> {
+    let rt = runtime()?;
+    let dynamo = rt.block_on(Dynamo::connect(endpoint));
+    let table = Table { dynamo: &dynamo, name, schema };
+    let differences = rt.block_on(table.check())?;
+    for difference in &differences {
+        println!("{difference}");
+    }
+    if differences.is_empty() {
+        println!("table {name} matches the schema");
+        return Ok(());
+    }
+    Err(Failure {
+        code: "TableError",
+        message: format!("table {name} does not match the schema ({} differences)", differences.len()),
+        exit: EXIT_REFUSED,
+    })
+}
+
+/// Attaches the direct transport to `table`, writing as this database's replica. A table
+/// that is missing or refuses the credentials fails here, at once; a network that is down
+/// does not (the driver retries).
+pub fn attach(db: &Db, table: &str, endpoint: &Endpoint, options: SyncOptions) -> Result<(), Failure> {
+    let rt = runtime()?;
+    let dynamo = rt.block_on(Dynamo::connect(endpoint));
+    let probe = Table { dynamo: &dynamo, name: table, schema: db.schema() };
+    match rt.block_on(probe.settings()) {
+        Err(ferry::dynamo::Error::Call(failure)) if failure.retryable() => {}
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
+    }
+    let replica = db.status().replica;
+    let transport = DynamoTransport::new(dynamo, table, Arc::new(db.schema().clone()), &replica);
+    Ok(db.attach(transport, options)?)
+}

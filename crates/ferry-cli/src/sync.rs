@@ -1,0 +1,138 @@
+//! Replication commands: `status`, `conflicts` and `quarantine` (local, no network), and
+//! `sync` and `agent` through a transport.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ferry::{Db, Status};
+use serde_json::json;
+
+use crate::{EXIT_REFUSED, Failure, LinkArgs};
+
+/// How often the agent looks for a status change to print.
+const AGENT_TICK: Duration = Duration::from_millis(200);
+/// How long a stopping agent waits for what is in flight.
+const AGENT_DRAIN: Duration = Duration::from_secs(10);
+
+/// `ferry status`: the replication state as one line of JSON.
+pub fn status(db: &Db) -> Result<(), Failure> {
+    println!("{}", json(&db.status())?);
+    Ok(())
+}
+
+/// `ferry conflicts`: the conflict log, newest first, as a JSON array.
+pub fn conflicts(db: &Db, limit: usize) -> Result<(), Failure> {
+    println!("{}", json(&db.conflicts(limit)?)?);
+    Ok(())
+}
+
+/// `ferry quarantine`: cloud changes this device could not apply, as a JSON array.
+pub fn quarantine(db: &Db, limit: usize) -> Result<(), Failure> {
+    println!("{}", json(&db.quarantine(limit)?)?);
+    Ok(())
+}
+
+fn json(value: &impl serde::Serialize) -> Result<String, Failure> {
+    serde_json::to_string(value).map_err(|e| Failure::failed("OutputError", e.to_string()))
+}
+
+/// `ferry sync`: sends everything pending and pulls every scope; fails naming what is left.
+pub fn sync(db: &Db, link: &LinkArgs, timeout: Duration) -> Result<(), Failure> {
+    attach(db, link, None)?;
+    let result = db.sync(timeout);
+    let status = db.status();
+    match result {
+        Ok(()) => {
+            println!(
+                "{}",
+                json!({"synced": true, "pending": status.pending_changes, "cursors": status.cursors.len()})
+            );
+            Ok(())
+        }
+        Err(ferry::Error::SyncTimeout { pending }) => Err(Failure {
+            code: "SyncTimeout",
+            message: format!(
+                "after {} s, {}{}",
+                timeout.as_secs(),
+                match pending {
+                    0 => "every change is acknowledged but the pulls did not finish".to_string(),
+                    _ => format!("{pending} changes ({} bytes) are not acknowledged", status.pending_bytes),
+                },
+                status
+                    .last_error
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            ),
+            exit: EXIT_REFUSED,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `ferry agent`: keeps the database in sync until SIGTERM or SIGINT, printing a status
+/// line whenever the state changes; then finishes what is in flight and exits.
+pub fn agent(db: &Db, link: &LinkArgs, poll: Duration) -> Result<(), Failure> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| Failure::failed("AgentError", format!("cannot handle signals: {e}")))?;
+    attach(db, link, Some(poll))?;
+    let mut last = String::new();
+    while !stop.load(Ordering::SeqCst) {
+        let line = status_line(&db.status());
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        std::thread::sleep(AGENT_TICK);
+    }
+    // Offline is no failure: what did not leave stays in the outbox for the next run.
+    let drained = db.sync(AGENT_DRAIN).is_ok();
+    db.flush()?;
+    println!("stopped: {}", if drained { "everything acknowledged" } else { "changes left pending" });
+    Ok(())
+}
+
+/// One line of what matters in `status`.
+fn status_line(status: &Status) -> String {
+    let mut line = format!(
+        "{} pending={} bytes={} scopes={} conflicts={} quarantined={}",
+        if status.connected { "connected" } else { "offline" },
+        status.pending_changes,
+        status.pending_bytes,
+        status.cursors.len(),
+        status.conflicts,
+        status.quarantined,
+    );
+    if let Some(error) = &status.last_error {
+        line.push_str(&format!(" error={error:?}"));
+    }
+    line
+}
+
+/// Attaches the transport `link` names, polling every `poll` when given.
+fn attach(db: &Db, link: &LinkArgs, poll: Option<Duration>) -> Result<(), Failure> {
+    let Some(table) = &link.dynamodb else {
+        return Err(Failure::invalid(
+            "no cloud to sync with: give --dynamodb TABLE".into(),
+        ));
+    };
+    let mut engine = ferry::EngineConfig::default();
+    if let Some(poll) = poll {
+        engine.poll_interval_ms = poll.as_millis() as u64;
+    }
+    let options = ferry::SyncOptions {
+        engine,
+        ..Default::default()
+    };
+    #[cfg(feature = "dynamo")]
+    return crate::cloud::attach(db, table, &link.endpoint(), options);
+    #[cfg(not(feature = "dynamo"))]
+    {
+        let _ = (db, table, options);
+        Err(Failure::invalid(
+            "this ferry was built without DynamoDB (feature dynamo)".into(),
+        ))
+    }
+}
