@@ -46,6 +46,10 @@ pub const SCHEMA: &str = r#"{
             pk: { type: 'string', value: 'private#' }, sk: { type: 'string', value: 'private#${id}' },
             id: { type: 'string', required: true },
         },
+        Local: {
+            pk: { type: 'string', value: 'local#' }, sk: { type: 'string', value: 'local#${id}' },
+            id: { type: 'string', required: true }, text: { type: 'string' },
+        },
     },
     control: {
         Note: { sync: 'both' },
@@ -53,6 +57,7 @@ pub const SCHEMA: &str = r#"{
         Fault: { sync: 'up' },
         Config: { sync: 'down', scope: '*' },
         Private: { enable: 'device' },
+        Local: { sync: 'none', scope: '*' },
     },
 }"#;
 
@@ -167,6 +172,16 @@ impl Cloud {
         );
     }
 
+    /// Deletes the row of `key` outright, as DynamoDB's TTL purges a tombstone.
+    pub fn purge(&self, key: &Key) {
+        let layout = ferry::dynamo::Layout::new(&self.schema);
+        let request = (self.dynamo.client.delete_item())
+            .table_name(&self.table)
+            .set_key(Some(layout.key_attrs(key)))
+            .send();
+        self.rt.block_on(request).unwrap();
+    }
+
     /// The raw row of `key`, as a cloud app reads it.
     pub fn row(&self, key: &Key) -> Option<ferry::dynamo::AttrMap> {
         let layout = ferry::dynamo::Layout::new(&self.schema);
@@ -192,24 +207,39 @@ pub fn key(pk: &str, sk: &str) -> Key {
     }
 }
 
-/// A cloud change of a `Config` item, stamped now by the cloud.
-pub fn config_change(name: &str, value: Option<&str>) -> Change {
-    let now = std::time::SystemTime::now()
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_millis() as u64;
-    let key = key("config#", &format!("config#{name}"));
-    let item = value.map(|value| {
+        .as_millis() as u64
+}
+
+/// A cloud change of the `model` item at (`pk`, `sk`) with `fields`, stamped `at_ms` by
+/// replica `cloud`; `None` fields: a delete.
+pub fn cloud_change(
+    model: &str,
+    pk: &str,
+    sk: &str,
+    fields: Option<serde_json::Value>,
+    at_ms: u64,
+) -> Change {
+    let key = key(pk, sk);
+    let item = fields.map(|fields| {
         let mut item = Item::new();
         item.insert("pk".into(), key.hash.clone());
         item.insert("sk".into(), key.sort.clone().unwrap());
-        item.insert("_type".into(), Value::S("Config".into()));
-        item.insert("name".into(), Value::S(name.into()));
-        item.insert("value".into(), Value::S(value.into()));
+        item.insert("_type".into(), Value::S(model.into()));
+        for (name, value) in fields.as_object().unwrap() {
+            let value = match value {
+                serde_json::Value::Number(n) => Value::N(n.to_string().parse().unwrap()),
+                other => Value::S(other.as_str().unwrap().into()),
+            };
+            item.insert(name.clone(), value);
+        }
         item
     });
     Change {
-        model: "Config".into(),
+        model: model.into(),
         key,
         op: if item.is_some() {
             ChangeOp::Put
@@ -217,12 +247,24 @@ pub fn config_change(name: &str, value: Option<&str>) -> Change {
             ChangeOp::Delete
         },
         version: Version {
-            hlc: Hlc::new(now, 0),
+            hlc: Hlc::new(at_ms, 0),
             replica: ReplicaId::parse("cloud").unwrap(),
         },
         scope: "*".into(),
         item,
     }
+}
+
+/// A cloud change of a `Config` item, stamped now by the cloud.
+pub fn config_change(name: &str, value: Option<&str>) -> Change {
+    let fields = value.map(|value| json!({ "name": name, "value": value }));
+    cloud_change(
+        "Config",
+        "config#",
+        &format!("config#{name}"),
+        fields,
+        now_ms(),
+    )
 }
 
 fn text(value: Option<serde_json::Value>, field: &str) -> Option<String> {
@@ -328,4 +370,172 @@ fn two_devices_and_a_cloud_writer_converge() {
         !tombstone.contains_key("name"),
         "a tombstone keeps only keys: {tombstone:?}"
     );
+}
+
+#[test]
+fn a_device_offline_for_a_while_catches_up_deletes_included() {
+    let mut cloud = Cloud::new("catchup", Settings::default());
+    let (a, _) = cloud.device("a", None);
+    let (b, b_dir) = cloud.device("b", None);
+    for i in 0..20 {
+        a.create("Shared", json!({"id": format!("s{i}"), "name": "v1"}))
+            .unwrap();
+    }
+    a.sync(SYNC_TIMEOUT).unwrap();
+    b.sync(SYNC_TIMEOUT).unwrap();
+    assert!(b.get("Shared", json!({"id": "s7"})).unwrap().is_some());
+    drop(b);
+    for i in 0..10 {
+        a.remove(
+            "Shared",
+            json!({"id": format!("s{i}")}),
+            &Default::default(),
+        )
+        .unwrap();
+    }
+    for i in 10..20 {
+        a.update(
+            "Shared",
+            json!({"id": format!("s{i}"), "name": "v2"}),
+            &Default::default(),
+        )
+        .unwrap();
+    }
+    a.sync(SYNC_TIMEOUT).unwrap();
+    let (b, _) = cloud.device("b", Some(b_dir));
+    b.sync(SYNC_TIMEOUT).unwrap();
+    for i in 0..10 {
+        assert_eq!(
+            b.get("Shared", json!({"id": format!("s{i}")})).unwrap(),
+            None,
+            "s{i} deleted"
+        );
+    }
+    for i in 10..20 {
+        let item = b.get("Shared", json!({"id": format!("s{i}")})).unwrap();
+        assert_eq!(text(item, "name").as_deref(), Some("v2"), "s{i} updated");
+    }
+}
+
+#[test]
+fn a_device_past_the_horizon_resyncs_and_keeps_its_pending_writes() {
+    let settings = Settings {
+        horizon_ms: 4_000,
+        window_ms: 1_000,
+    };
+    let mut cloud = Cloud::new("horizon", settings);
+    let (a, _) = cloud.device("a", None);
+    let (b, b_dir) = cloud.device("b", None);
+    a.create("Shared", json!({"id": "old", "name": "v1"}))
+        .unwrap();
+    a.create("Shared", json!({"id": "kept", "name": "v1"}))
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    b.sync(SYNC_TIMEOUT).unwrap();
+    drop(b);
+    // Offline past the horizon: a deletes and writes; b writes on its own.
+    a.remove("Shared", json!({"id": "old"}), &Default::default())
+        .unwrap();
+    a.create("Shared", json!({"id": "new", "name": "v1"}))
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    let config = Config::with_schema(schema(SCHEMA)).context("deviceId", "b");
+    let offline = Db::open(cloud.dirs[b_dir].path(), config).unwrap();
+    offline
+        .create("Shared", json!({"id": "from-b", "name": "offline"}))
+        .unwrap();
+    drop(offline);
+    std::thread::sleep(Duration::from_millis(settings.horizon_ms + 1_500));
+    let (b, _) = cloud.device("b", Some(b_dir));
+    b.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(
+        b.get("Shared", json!({"id": "old"})).unwrap(),
+        None,
+        "the delete came by resync"
+    );
+    assert!(b.get("Shared", json!({"id": "new"})).unwrap().is_some());
+    assert!(b.get("Shared", json!({"id": "kept"})).unwrap().is_some());
+    assert!(
+        b.get("Shared", json!({"id": "from-b"})).unwrap().is_some(),
+        "the pending write stays"
+    );
+    a.sync(SYNC_TIMEOUT).unwrap();
+    let item = a.get("Shared", json!({"id": "from-b"})).unwrap();
+    assert_eq!(
+        text(item, "name").as_deref(),
+        Some("offline"),
+        "and it reached the cloud"
+    );
+}
+
+#[test]
+fn each_direction_behaves_as_its_model_says() {
+    let mut cloud = Cloud::new("directions", Settings::default());
+    let (device, _) = cloud.device("d", None);
+    // up: the device is authoritative, even over a newer cloud version.
+    let future = now_ms() + 60_000;
+    cloud.write(cloud_change(
+        "Fault",
+        "fault#d",
+        "fault#f1",
+        Some(json!({"id": "f1", "deviceId": "d", "code": 9})),
+        future,
+    ));
+    device
+        .create("Fault", json!({"id": "f1", "code": 1}))
+        .unwrap();
+    device.sync(SYNC_TIMEOUT).unwrap();
+    let row = cloud.row(&key("fault#d", "fault#f1")).unwrap();
+    assert_eq!(row["code"], aws_n("1"), "the device's fault won: {row:?}");
+    // up: cloud writes of the model never come down.
+    cloud.write(cloud_change(
+        "Fault",
+        "fault#d",
+        "fault#f2",
+        Some(json!({"id": "f2", "deviceId": "d", "code": 2})),
+        now_ms(),
+    ));
+    // down: the cloud owns it; device writes are refused.
+    cloud.write(config_change("mode", Some("cloud")));
+    let refused = device
+        .create("Config", json!({"name": "x", "value": "y"}))
+        .unwrap_err();
+    assert_eq!(refused.code(), "ControlError", "{refused}");
+    // none: stays where it was written.
+    device
+        .create("Local", json!({"id": "l1", "text": "device"}))
+        .unwrap();
+    cloud.write(cloud_change(
+        "Local",
+        "local#",
+        "local#l2",
+        Some(json!({"id": "l2", "text": "cloud"})),
+        now_ms(),
+    ));
+    device.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(
+        device.get("Fault", json!({"id": "f2"})).unwrap(),
+        None,
+        "up never comes down"
+    );
+    let config = device.get("Config", json!({"name": "mode"})).unwrap();
+    assert_eq!(
+        text(config, "value").as_deref(),
+        Some("cloud"),
+        "down comes down"
+    );
+    assert_eq!(
+        cloud.row(&key("local#", "local#l1")),
+        None,
+        "none stays on the device"
+    );
+    assert_eq!(
+        device.get("Local", json!({"id": "l2"})).unwrap(),
+        None,
+        "none stays in the cloud"
+    );
+}
+
+fn aws_n(text: &str) -> ferry::dynamo::sdk::types::AttributeValue {
+    ferry::dynamo::sdk::types::AttributeValue::N(text.into())
 }

@@ -32,10 +32,19 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 /// `ferry table create`: creates the table from the schema (or checks an existing one),
 /// with a line on stderr for each stage while it becomes active.
-pub fn create(schema: &Schema, name: &str, endpoint: &Endpoint, settings: Settings) -> Result<(), Failure> {
+pub fn create(
+    schema: &Schema,
+    name: &str,
+    endpoint: &Endpoint,
+    settings: Settings,
+) -> Result<(), Failure> {
     let rt = runtime()?;
     let dynamo = rt.block_on(Dynamo::connect(endpoint));
-    let table = Table { dynamo: &dynamo, name, schema };
+    let table = Table {
+        dynamo: &dynamo,
+        name,
+        schema,
+    };
     let spinner = indicatif::ProgressBar::new_spinner();
     let mut progress = |line: &str| {
         if spinner.is_hidden() {
@@ -47,7 +56,10 @@ pub fn create(schema: &Schema, name: &str, endpoint: &Endpoint, settings: Settin
     };
     rt.block_on(table.create(settings, &mut progress))?;
     spinner.finish_and_clear();
-    println!("{}", serde_json::json!({"table": name, "horizon_ms": settings.horizon_ms, "window_ms": settings.window_ms}));
+    println!(
+        "{}",
+        serde_json::json!({"table": name, "horizon_ms": settings.horizon_ms, "window_ms": settings.window_ms})
+    );
     Ok(())
 }
 
@@ -55,7 +67,11 @@ pub fn create(schema: &Schema, name: &str, endpoint: &Endpoint, settings: Settin
 pub fn check(schema: &Schema, name: &str, endpoint: &Endpoint) -> Result<(), Failure> {
     let rt = runtime()?;
     let dynamo = rt.block_on(Dynamo::connect(endpoint));
-    let table = Table { dynamo: &dynamo, name, schema };
+    let table = Table {
+        dynamo: &dynamo,
+        name,
+        schema,
+    };
     let differences = rt.block_on(table.check())?;
     for difference in &differences {
         println!("{difference}");
@@ -66,7 +82,10 @@ pub fn check(schema: &Schema, name: &str, endpoint: &Endpoint) -> Result<(), Fai
     }
     Err(Failure {
         code: "TableError",
-        message: format!("table {name} does not match the schema ({} differences)", differences.len()),
+        message: format!(
+            "table {name} does not match the schema ({} differences)",
+            differences.len()
+        ),
         exit: EXIT_REFUSED,
     })
 }
@@ -74,10 +93,19 @@ pub fn check(schema: &Schema, name: &str, endpoint: &Endpoint) -> Result<(), Fai
 /// Attaches the direct transport to `table`, writing as this database's replica. A table
 /// that is missing or refuses the credentials fails here, at once; a network that is down
 /// does not (the driver retries).
-pub fn attach(db: &Db, table: &str, endpoint: &Endpoint, options: SyncOptions) -> Result<(), Failure> {
+pub fn attach(
+    db: &Db,
+    table: &str,
+    endpoint: &Endpoint,
+    options: SyncOptions,
+) -> Result<(), Failure> {
     let rt = runtime()?;
     let dynamo = rt.block_on(Dynamo::connect(endpoint));
-    let probe = Table { dynamo: &dynamo, name: table, schema: db.schema() };
+    let probe = Table {
+        dynamo: &dynamo,
+        name: table,
+        schema: db.schema(),
+    };
     match rt.block_on(probe.settings()) {
         Err(ferry::dynamo::Error::Call(failure)) if failure.retryable() => {}
         Err(e) => return Err(e.into()),

@@ -57,7 +57,10 @@ pub fn sync(db: &Db, link: &LinkArgs, timeout: Duration) -> Result<(), Failure> 
                 timeout.as_secs(),
                 match pending {
                     0 => "every change is acknowledged but the pulls did not finish".to_string(),
-                    _ => format!("{pending} changes ({} bytes) are not acknowledged", status.pending_bytes),
+                    _ => format!(
+                        "{pending} changes ({} bytes) are not acknowledged",
+                        status.pending_bytes
+                    ),
                 },
                 status
                     .last_error
@@ -90,7 +93,14 @@ pub fn agent(db: &Db, link: &LinkArgs, poll: Duration) -> Result<(), Failure> {
     // Offline is no failure: what did not leave stays in the outbox for the next run.
     let drained = db.sync(AGENT_DRAIN).is_ok();
     db.flush()?;
-    println!("stopped: {}", if drained { "everything acknowledged" } else { "changes left pending" });
+    println!(
+        "stopped: {}",
+        if drained {
+            "everything acknowledged"
+        } else {
+            "changes left pending"
+        }
+    );
     Ok(())
 }
 
@@ -98,7 +108,11 @@ pub fn agent(db: &Db, link: &LinkArgs, poll: Duration) -> Result<(), Failure> {
 fn status_line(status: &Status) -> String {
     let mut line = format!(
         "{} pending={} bytes={} scopes={} conflicts={} quarantined={}",
-        if status.connected { "connected" } else { "offline" },
+        if status.connected {
+            "connected"
+        } else {
+            "offline"
+        },
         status.pending_changes,
         status.pending_bytes,
         status.cursors.len(),

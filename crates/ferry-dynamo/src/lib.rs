@@ -17,6 +17,8 @@ mod transport;
 mod writer;
 
 pub use attrs::{AttrMap, from_attrs, to_attrs};
+/// The AWS SDK this crate is built on, for callers that read the table themselves.
+pub use aws_sdk_dynamodb as sdk;
 pub use client::{Dynamo, Endpoint};
 pub use clock::ServerClock;
 pub use error::{Error, Failure, FailureKind, Result};

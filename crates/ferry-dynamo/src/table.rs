@@ -199,7 +199,10 @@ impl Table<'_> {
                 last = line;
             }
             if started.elapsed() > ACTIVE_WAIT_MAX {
-                return Err(self.error(format!("is not active after {} s", ACTIVE_WAIT_MAX.as_secs())));
+                return Err(self.error(format!(
+                    "is not active after {} s",
+                    ACTIVE_WAIT_MAX.as_secs()
+                )));
             }
             tokio::time::sleep(ACTIVE_POLL).await;
         }
