@@ -8,6 +8,7 @@
 mod cli;
 mod crash;
 mod dynamo;
+mod dynamo_cli;
 mod ioto;
 mod operations;
 mod support;

@@ -1,0 +1,320 @@
+//! The DynamoDB commands as a user runs them: real `ferry` processes against DynamoDB
+//! Local, agents stopped by SIGTERM and killed by SIGKILL.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+
+use crate::dynamo::{SCHEMA, endpoint, table_name};
+use crate::support::{Killed, ferry, ferry_bin};
+
+/// A directory with the test schema and room for device databases.
+struct Site {
+    dir: tempfile::TempDir,
+    table: String,
+    endpoint: String,
+}
+
+impl Site {
+    fn new(test: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("schema.json5"), SCHEMA).unwrap();
+        Site {
+            dir,
+            table: table_name(test),
+            endpoint: endpoint().url.unwrap(),
+        }
+    }
+
+    fn schema(&self) -> String {
+        self.dir.path().join("schema.json5").display().to_string()
+    }
+
+    fn db(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `ferry table create` for this site's table.
+    fn create_table(&self, extra: &[&str]) -> (i32, String, String) {
+        let schema = self.schema();
+        let mut args = vec![
+            "table",
+            "create",
+            "--schema",
+            &schema,
+            "--table",
+            &self.table,
+        ];
+        args.extend(["--endpoint", &self.endpoint]);
+        args.extend(extra);
+        ferry(&args)
+    }
+
+    /// `ferry --db DIR ARGS...` with the table and endpoint appended to sync and agent.
+    fn run(&self, db: &str, args: &[&str]) -> (i32, String, String) {
+        let dir = self.db(db).display().to_string();
+        let schema = self.schema();
+        let mut all = vec!["--db", &dir, "--schema", &schema, "--device", db];
+        all.extend(args);
+        if matches!(args.first(), Some(&"sync")) {
+            all.extend(["--dynamodb", &self.table, "--endpoint", &self.endpoint]);
+        }
+        ferry(&all)
+    }
+
+    /// `ferry --db DIR agent` in the background, its stdout lines on a channel.
+    fn agent(&self, db: &str) -> Agent {
+        let mut child = Command::new(ferry_bin())
+            .arg("--db")
+            .arg(self.db(db))
+            .args(["--schema", &self.schema(), "--device", db, "agent"])
+            .args([
+                "--dynamodb",
+                &self.table,
+                "--endpoint",
+                &self.endpoint,
+                "--poll",
+                "0.2",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Agent {
+            process: Killed(child),
+            lines,
+        }
+    }
+}
+
+struct Agent {
+    process: Killed,
+    lines: Receiver<String>,
+}
+
+impl Agent {
+    /// Waits for a status line that `wanted` accepts; panics naming the last one seen.
+    fn wait_for(&self, wanted: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if wanted(&line) => return line,
+                Ok(line) => last = line,
+                Err(_) => break,
+            }
+        }
+        panic!("no such status line within {timeout:?}; last: {last}");
+    }
+
+    /// SIGTERM, then the exit code.
+    fn terminate(mut self) -> i32 {
+        let pid = self.process.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = self.process.0.wait().unwrap();
+        status.code().unwrap_or(-1)
+    }
+}
+
+fn json_line(text: &str) -> Json {
+    serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn count_items(site: &Site, db: &str, model: &str) -> usize {
+    let (code, out, err) = site.run(db, &["export"]);
+    assert_eq!(code, 0, "{err}");
+    json_line(&out)[model].as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn table_create_and_check_through_the_cli() {
+    let site = Site::new("cli-table");
+    let (code, out, err) = site.create_table(&["--horizon", "2h", "--window", "5s"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_line(&out)["horizon_ms"], json!(7_200_000));
+    let schema = site.schema();
+    let check = |schema: &str| {
+        ferry(&[
+            "table",
+            "check",
+            "--schema",
+            schema,
+            "--table",
+            &site.table,
+            "--endpoint",
+            &site.endpoint,
+        ])
+    };
+    let (code, out, err) = check(&schema);
+    assert_eq!(
+        (code, out.trim()),
+        (
+            0,
+            format!("table {} matches the schema", site.table).as_str()
+        ),
+        "{err}"
+    );
+
+    let other = site.dir.path().join("other.json5");
+    std::fs::write(&other, SCHEMA.replace("gs1:", "gs9:")).unwrap();
+    let (code, out, err) = check(&other.display().to_string());
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.lines().any(|l| l == "index gs9 is missing"), "{out}");
+    assert!(
+        out.lines().any(|l| l == "index gs1 is not in the schema"),
+        "{out}"
+    );
+    assert!(err.starts_with("TableError: "), "{err}");
+
+    let (code, _, err) = site.create_table(&["--horizon", "1s"]);
+    assert_eq!(
+        code, 2,
+        "a horizon shorter than 4 windows is refused: {err}"
+    );
+    assert!(err.contains("horizon"), "{err}");
+}
+
+#[test]
+fn the_cli_syncs_two_devices_and_reports_status() {
+    let site = Site::new("cli-sync");
+    assert_eq!(site.create_table(&[]).0, 0);
+    let (code, _, err) = site.run("a", &["create", "Shared", r#"{"id":"s1","name":"from a"}"#]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = site.run("a", &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_line(&out)["pending_changes"], json!(1));
+
+    let (code, out, err) = site.run("a", &["sync"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_line(&out)["synced"], json!(true));
+    let (code, _, err) = site.run("b", &["sync"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = site.run("b", &["get", "Shared", r#"{"id":"s1"}"#]);
+    assert_eq!(
+        (code, json_line(&out)["name"].clone()),
+        (0, json!("from a")),
+        "{err}"
+    );
+    let (_, out, _) = site.run("b", &["status"]);
+    let status = json_line(&out);
+    assert_eq!(status["pending_changes"], json!(0));
+    assert_eq!(
+        status["cursors"].as_array().map(Vec::len),
+        Some(2),
+        "b reads '*' and 'b': {status}"
+    );
+    let (code, out, _) = site.run("b", &["conflicts"]);
+    assert_eq!((code, json_line(&out)), (0, json!([])));
+    let (code, out, _) = site.run("b", &["quarantine"]);
+    assert_eq!((code, json_line(&out)), (0, json!([])));
+
+    // What is left, named: a missing table at once, an unreachable cloud at the timeout.
+    let dir = site.db("a").display().to_string();
+    let (code, _, err) = ferry(&[
+        "--db",
+        &dir,
+        "sync",
+        "--dynamodb",
+        "no-such-table",
+        "--endpoint",
+        &site.endpoint,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no-such-table does not exist"), "{err}");
+    let (code, _, err) = site.run("a", &["create", "Shared", r#"{"id":"s2","name":"n"}"#]);
+    assert_eq!(code, 0, "{err}");
+    let dead = "http://127.0.0.1:9";
+    let (code, _, err) = ferry(&[
+        "--db",
+        &dir,
+        "sync",
+        "--dynamodb",
+        &site.table,
+        "--endpoint",
+        dead,
+        "--timeout",
+        "2",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with("SyncTimeout: after 2 s, 1 changes"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn an_agent_delivers_cloud_changes_and_stops_cleanly_on_sigterm() {
+    let site = Site::new("cli-agent");
+    assert_eq!(site.create_table(&[]).0, 0);
+    site.run("b", &["status"]);
+    let agent = site.agent("b");
+    agent.wait_for(|l| l.starts_with("connected"), Duration::from_secs(20));
+    site.run(
+        "a",
+        &["create", "Shared", r#"{"id":"live","name":"hello"}"#],
+    );
+    assert_eq!(site.run("a", &["sync"]).0, 0);
+    // The agent pulls every 0.2 s; give it a few rounds.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(agent.terminate(), 0, "SIGTERM is a clean stop");
+    let (code, out, err) = site.run("b", &["get", "Shared", r#"{"id":"live"}"#]);
+    assert_eq!(
+        (code, json_line(&out)["name"].clone()),
+        (0, json!("hello")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_killed_agent_restarts_and_loses_nothing_and_a_new_device_gets_all_of_a_large_scope() {
+    const ITEMS: usize = 1500;
+    let site = Site::new("cli-kill");
+    assert_eq!(site.create_table(&[]).0, 0);
+    let items: Vec<Json> = (0..ITEMS)
+        .map(|i| json!({"id": format!("s{i:04}"), "name": "x".repeat(100)}))
+        .collect();
+    let seed = site.dir.path().join("seed.json");
+    std::fs::write(&seed, json!({ "Shared": items }).to_string()).unwrap();
+    let (code, _, err) = site.run("a", &["load", &seed.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+
+    let agent = site.agent("a");
+    agent.wait_for(|l| l.starts_with("connected"), Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(150));
+    drop(agent); // SIGKILL, mid-upload or just after
+    let agent = site.agent("a");
+    agent.wait_for(
+        |l| l.starts_with("connected pending=0 "),
+        Duration::from_secs(60),
+    );
+    assert_eq!(agent.terminate(), 0);
+
+    let (code, _, err) = site.run("fresh", &["sync"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        count_items(&site, "fresh", "Shared"),
+        ITEMS,
+        "every item reached the new device"
+    );
+}
