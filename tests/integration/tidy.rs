@@ -39,6 +39,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "ferry-db",
             "ferry-driver",
+            "ferry-dynamo",
             "ferry-types",
             "ferry-schema",
             "ferry-store",
