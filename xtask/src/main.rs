@@ -16,7 +16,9 @@ commands:
   bench local    Ferry vs SQLite, side by side: create, get, page query, update (release build)
                  options: --items N[,N...] (default 100000,1000000)
   bench sync     replicated writes (journal + engine + in-memory cloud) vs local-only writes
-                 options: --items N[,N...] (default 10000,50000)";
+                 options: --items N[,N...] (default 10000,50000)
+  bench dynamo   uploads to DynamoDB Local (started here): Ferry vs a naive PutItem loop vs
+                 the server's ceiling; catch-up; WCU per change. options: --items N (10000)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -66,6 +68,13 @@ fn tidy() -> Result<()> {
 fn bench(args: &[&str]) -> Result<()> {
     let mut cargo_args = vec!["run", "--release", "--quiet", "-p", "ferry-bench", "--"];
     cargo_args.extend_from_slice(args);
+    if args.first() == Some(&"dynamo") {
+        cargo(&["build", "--release", "--quiet", "-p", "ferry-bench"])?;
+        let local = dynamo_local::start()?;
+        let mut env = dynamo_local::test_env(&local);
+        env.push(("FERRY_BENCH_DYNAMODB", local.endpoint.clone()));
+        return cargo_with(&cargo_args, &env);
+    }
     cargo(&cargo_args)
 }
 

@@ -6,6 +6,7 @@
 //! 100 ms; SQLite: WAL with `synchronous=NORMAL`). Each operation runs in rounds; the table
 //! gives the median round's rate and the ratio of the medians.
 
+mod dynamo_side;
 mod ferry_side;
 mod sqlite_side;
 mod sync_side;
@@ -52,6 +53,10 @@ fn main() -> Result<()> {
             let items = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100_000);
             profile(op, items)
         }
+        Some("dynamo") => {
+            let sizes = parse_sizes(&args, &[10_000])?;
+            sizes.iter().try_for_each(|&n| dynamo_side::run(n as usize))
+        }
         Some("sync") => {
             let sizes = parse_sizes(&args, &[10_000, 50_000])?;
             sync(&sizes)
@@ -60,7 +65,7 @@ fn main() -> Result<()> {
             let sizes = parse_sizes(&args, &[100_000, 1_000_000])?;
             local(&sizes)
         }
-        Some(other) => bail!("unknown benchmark '{other}': try `local` or `sync`"),
+        Some(other) => bail!("unknown benchmark '{other}': try `local`, `sync` or `dynamo`"),
     }
 }
 
