@@ -8,6 +8,7 @@ use std::time::Duration;
 use ferry::Attach;
 use ferry::dynamo::{Dynamo, DynamoTransport, Endpoint, Settings, Table};
 use ferry::journal::{Change, ChangeOp};
+use ferry::replication::TransportError;
 use ferry::types::{Hlc, Item, Key, ReplicaId, Value, Version};
 use ferry::{Config, Db, Schema, SyncOptions};
 use serde_json::json;
@@ -100,6 +101,8 @@ pub struct Cloud {
     pub table: String,
     pub schema: Arc<Schema>,
     dirs: Vec<tempfile::TempDir>,
+    /// The engine of the devices attached next.
+    pub engine: ferry::EngineConfig,
 }
 
 impl Cloud {
@@ -115,6 +118,11 @@ impl Cloud {
             table,
             schema,
             dirs: Vec::new(),
+            engine: ferry::EngineConfig {
+                poll_interval_ms: 200,
+                sync_delay_ms: 50,
+                ..Default::default()
+            },
         };
         cloud
             .rt
@@ -131,13 +139,30 @@ impl Cloud {
         }
     }
 
+    /// Builds transports to the table, without borrowing it.
+    pub fn transport_maker(&self) -> impl Fn(&str) -> DynamoTransport + use<> {
+        let (table, schema) = (self.table.clone(), self.schema.clone());
+        move |replica| DynamoTransport::new(endpoint(), &table, schema.clone(), replica)
+    }
+
     /// A transport to the table writing as `id`.
     pub fn transport(&self, id: &str) -> DynamoTransport {
-        DynamoTransport::new(self.dynamo.clone(), &self.table, self.schema.clone(), id)
+        DynamoTransport::new(endpoint(), &self.table, self.schema.clone(), id)
     }
 
     /// A device attached to the table (new, or reopened from `dir`).
     pub fn device(&mut self, id: &str, dir: Option<usize>) -> (Db, usize) {
+        let transport = self.transport_maker();
+        self.device_via(id, dir, transport)
+    }
+
+    /// A device attached through the transport `make` builds for its replica id.
+    pub fn device_via<T: ferry::Transport>(
+        &mut self,
+        id: &str,
+        dir: Option<usize>,
+        make: impl FnOnce(&str) -> T,
+    ) -> (Db, usize) {
         let index = dir.unwrap_or_else(|| {
             self.dirs.push(tempfile::tempdir().unwrap());
             self.dirs.len() - 1
@@ -146,14 +171,10 @@ impl Cloud {
         let db = Db::open(self.dirs[index].path(), config).unwrap();
         let replica = db.status().replica;
         let options = SyncOptions {
-            engine: ferry::EngineConfig {
-                poll_interval_ms: 200,
-                sync_delay_ms: 50,
-                ..Default::default()
-            },
+            engine: self.engine.clone(),
             ..Default::default()
         };
-        db.attach(self.transport(&replica), options).unwrap();
+        db.attach(make(&replica), options).unwrap();
         (db, index)
     }
 
@@ -541,4 +562,149 @@ fn each_direction_behaves_as_its_model_says() {
 
 fn aws_n(text: &str) -> ferry::dynamo::sdk::types::AttributeValue {
     ferry::dynamo::sdk::types::AttributeValue::N(text.into())
+}
+
+/// The direct transport with the faults of a real network and a real GSI: the answers of
+/// the first pushes lost after their writes landed, and a feed that shows each row only
+/// some time (up to `delay_ms`, by key) after its `_seq`, as a lagging index and a late
+/// writer's clock together do.
+struct Faulty {
+    inner: DynamoTransport,
+    answers_to_lose: AtomicUsize,
+    delay_ms: u64,
+}
+
+impl Faulty {
+    fn new(inner: DynamoTransport, answers_to_lose: usize, delay_ms: u64) -> Faulty {
+        Faulty {
+            inner,
+            answers_to_lose: AtomicUsize::new(answers_to_lose),
+            delay_ms,
+        }
+    }
+
+    fn delay_of(&self, key: &Key) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        hasher.finish() % (self.delay_ms + 1)
+    }
+}
+
+impl ferry::Transport for Faulty {
+    async fn connect(&self) -> Result<ferry::replication::Session, TransportError> {
+        self.inner.connect().await
+    }
+
+    async fn push(
+        &self,
+        changes: Vec<Change>,
+    ) -> Result<ferry::replication::PushResults, TransportError> {
+        let results = self.inner.push(changes).await?;
+        let lose = |n: usize| n.checked_sub(1);
+        match self
+            .answers_to_lose
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, lose)
+        {
+            Ok(_) => Err(TransportError::Unavailable("the answer was lost".into())),
+            Err(_) => Ok(results),
+        }
+    }
+
+    async fn pull(
+        &self,
+        scope: &str,
+        from: ferry::replication::PullFrom,
+        limit: usize,
+    ) -> Result<ferry::replication::PullPage, TransportError> {
+        let mut page = self.inner.pull(scope, from, limit).await?;
+        let now = now_ms();
+        page.changes
+            .retain(|(seq, change)| seq.physical_ms() + self.delay_of(&change.key) <= now);
+        Ok(page)
+    }
+}
+
+fn shared_names(db: &Db) -> Vec<String> {
+    let options = ferry::FindOptions {
+        limit: Some(10_000),
+        ..Default::default()
+    };
+    let page = db.find("Shared", json!({}), &options).unwrap();
+    page.items
+        .iter()
+        .filter_map(|item| text(Some(item.clone()), "id"))
+        .collect()
+}
+
+#[test]
+fn lost_answers_cause_no_harm() {
+    let mut cloud = Cloud::new("lost", Settings::default());
+    let transport = cloud.transport_maker();
+    let (a, _) = cloud.device_via("a", None, |replica| Faulty::new(transport(replica), 2, 0));
+    for i in 0..10 {
+        a.create("Shared", json!({"id": format!("s{i}"), "name": "once"}))
+            .unwrap();
+    }
+    a.sync(SYNC_TIMEOUT).unwrap();
+    let status = a.status();
+    assert_eq!(
+        (status.pending_changes, status.conflicts),
+        (0, 0),
+        "{status:?}"
+    );
+    for i in 0..10 {
+        let row = cloud.row(&key("shared#", &format!("shared#s{i}"))).unwrap();
+        let version = row["_ver"].as_s().unwrap();
+        assert!(
+            version.ends_with(&format!("-{}", status.replica)),
+            "the row holds a's one version: {version}"
+        );
+    }
+    let (b, _) = cloud.device("b", None);
+    b.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(shared_names(&b).len(), 10);
+    assert_eq!(b.status().conflicts, 0);
+}
+
+#[test]
+fn late_visibility_and_writer_skew_lose_nothing() {
+    // W = 3 s covers a writer 1.5 s late plus an index 1 s behind.
+    let settings = Settings {
+        horizon_ms: 60_000,
+        window_ms: 3_000,
+    };
+    let mut cloud = Cloud::new("late", settings);
+    let transport = cloud.transport_maker();
+    let (a, _) = cloud.device_via("a", None, |replica| {
+        let late = transport(replica);
+        late.clock().set_skew_ms(-1_500);
+        late
+    });
+    // b re-reads nothing behind its cursor: only the feed's window keeps late rows in view.
+    cloud.engine.catchup_window_ms = 0;
+    let transport = cloud.transport_maker();
+    let (b, _) = cloud.device_via("b", None, |replica| {
+        Faulty::new(transport(replica), 0, 2_500)
+    });
+    let mut written = Vec::new();
+    for burst in 0..6 {
+        for i in 0..10 {
+            let id = format!("s{burst}-{i}");
+            a.create("Shared", json!({"id": id, "name": "late"}))
+                .unwrap();
+            written.push(id);
+        }
+        a.sync(SYNC_TIMEOUT).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = shared_names(&b);
+    while seen.len() < written.len() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        seen = shared_names(&b);
+    }
+    written.sort();
+    seen.sort();
+    assert_eq!(seen, written, "every late write reached b");
 }

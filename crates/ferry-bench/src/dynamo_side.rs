@@ -60,24 +60,33 @@ pub fn run(changes: usize) -> Result<()> {
         url: Some(url),
         region: Some("us-east-1".into()),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let dynamo = rt.block_on(Dynamo::connect(&endpoint));
     let schema = Arc::new(Schema::parse(SCHEMA)?);
     let mut rounds = Vec::new();
     for round in 0..ROUNDS {
         eprintln!("round {}: {changes} changes", round + 1);
-        rounds.push(one_round(&rt, &dynamo, &schema, changes, round)?);
+        rounds.push(one_round(&rt, &endpoint, &dynamo, &schema, changes, round)?);
     }
     let median = |pick: fn(&Round) -> f64| {
         let mut values: Vec<f64> = rounds.iter().map(pick).collect();
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     };
-    let (ferry, naive, ceiling) = (median(|r| r.ferry), median(|r| r.naive), median(|r| r.ceiling));
+    let (ferry, naive, ceiling) = (
+        median(|r| r.ferry),
+        median(|r| r.naive),
+        median(|r| r.ceiling),
+    );
     println!("| {changes} changes to one DynamoDB Local | changes/s | Ferry / it |");
     println!("|---|---:|---:|");
     println!("| Ferry: `sync()` of pending changes, acknowledged | {ferry:.0} | 1.00x |");
-    println!("| naive loop: one `PutItem` at a time | {naive:.0} | {:.2}x |", ferry / naive);
+    println!(
+        "| naive loop: one `PutItem` at a time | {naive:.0} | {:.2}x |",
+        ferry / naive
+    );
     println!(
         "| ceiling: pre-built conditional puts, {CEILING_IN_FLIGHT} in flight | {ceiling:.0} | {:.2}x |",
         ferry / ceiling
@@ -86,19 +95,36 @@ pub fn run(changes: usize) -> Result<()> {
     let catch_up = median(|r| r.catch_up_s);
     println!("| catch-up of {changes} cloud changes by a new device | seconds | changes/s |");
     println!("|---|---:|---:|");
-    println!("| resync of the scope, pages of 500, applied locally | {catch_up:.2} | {:.0} |", changes as f64 / catch_up);
+    println!(
+        "| resync of the scope, pages of 500, applied locally | {catch_up:.2} | {:.0} |",
+        changes as f64 / catch_up
+    );
     if let Some(wcu) = rounds.iter().find_map(|r| r.wcu) {
         println!();
-        println!("write capacity per change (the server's ConsumedCapacity, table and sync GSI): {wcu:.2} WCU");
+        println!(
+            "write capacity per change (the server's ConsumedCapacity, table and sync GSI): {wcu:.2} WCU"
+        );
     }
     Ok(())
 }
 
-fn one_round(rt: &tokio::runtime::Runtime, dynamo: &Dynamo, schema: &Arc<Schema>, changes: usize, round: usize) -> Result<Round> {
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+fn one_round(
+    rt: &tokio::runtime::Runtime,
+    dynamo: &Dynamo,
+    schema: &Arc<Schema>,
+    changes: usize,
+    round: usize,
+) -> Result<Round> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
     let tables = ["ferry", "naive", "ceiling"].map(|what| format!("bench-{what}-{stamp}-{round}"));
     for name in &tables {
-        let table = Table { dynamo, name, schema };
+        let table = Table {
+            dynamo,
+            name,
+            schema,
+        };
         rt.block_on(table.create(Settings::default(), &mut |_| {}))?;
     }
 
@@ -109,7 +135,7 @@ fn one_round(rt: &tokio::runtime::Runtime, dynamo: &Dynamo, schema: &Arc<Schema>
         db.create("Reading", reading(seq))?;
     }
     let replica = db.status().replica;
-    let transport = DynamoTransport::new(dynamo.clone(), &tables[0], schema.clone(), &replica);
+    let transport = DynamoTransport::new(endpoint.clone(), &tables[0], schema.clone(), &replica);
     let started = Instant::now();
     db.attach(transport, SyncOptions::default())?;
     db.sync(Duration::from_secs(600))?;
@@ -117,12 +143,20 @@ fn one_round(rt: &tokio::runtime::Runtime, dynamo: &Dynamo, schema: &Arc<Schema>
     drop(db);
 
     let layout = Layout::new(schema);
-    let rows: Vec<_> = (0..changes).map(|seq| row(&layout, seq)).collect::<Result<_>>()?;
+    let rows: Vec<_> = (0..changes)
+        .map(|seq| row(&layout, seq))
+        .collect::<Result<_>>()?;
 
     let started = Instant::now();
     rt.block_on(async {
         for row in &rows {
-            dynamo.client.put_item().table_name(&tables[1]).set_item(Some(row.clone())).send().await?;
+            dynamo
+                .client
+                .put_item()
+                .table_name(&tables[1])
+                .set_item(Some(row.clone()))
+                .send()
+                .await?;
         }
         anyhow::Ok(())
     })?;
@@ -140,32 +174,59 @@ fn one_round(rt: &tokio::runtime::Runtime, dynamo: &Dynamo, schema: &Arc<Schema>
                     .condition_expression("attribute_not_exists(#h) OR #v < :v")
                     .expression_attribute_names("#h", "pk")
                     .expression_attribute_names("#v", "_ver")
-                    .set_expression_attribute_values(version.map(|v| [(":v".to_string(), v)].into()))
+                    .set_expression_attribute_values(
+                        version.map(|v| [(":v".to_string(), v)].into()),
+                    )
                     .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send()
                     .await?;
                 anyhow::Ok(answer.consumed_capacity().and_then(|c| c.capacity_units()))
             }
         });
-        futures::stream::iter(puts).buffer_unordered(CEILING_IN_FLIGHT).collect::<Vec<_>>().await.into_iter().collect::<Result<Vec<_>>>()
+        futures::stream::iter(puts)
+            .buffer_unordered(CEILING_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()
     })?;
     let ceiling = changes as f64 / started.elapsed().as_secs_f64();
-    let wcu = consumed.iter().copied().sum::<Option<f64>>().map(|total| total / changes as f64);
+    let wcu = consumed
+        .iter()
+        .copied()
+        .sum::<Option<f64>>()
+        .map(|total| total / changes as f64);
 
     // Catch-up: a new device pulls the scope the ceiling filled.
     let dir = tempfile::tempdir()?;
     let db = Db::open(dir.path(), Config::with_schema((**schema).clone()))?;
     let replica = db.status().replica;
-    let transport = DynamoTransport::new(dynamo.clone(), &tables[2], schema.clone(), &replica);
+    let transport = DynamoTransport::new(endpoint.clone(), &tables[2], schema.clone(), &replica);
     let started = Instant::now();
     db.attach(transport, SyncOptions::default())?;
     db.sync(Duration::from_secs(600))?;
     let catch_up_s = started.elapsed().as_secs_f64();
-    let got = db.find("Reading", json!({"device": "d0"}), &ferry::FindOptions { limit: Some(changes), ..Default::default() })?.items.len();
+    let got = db
+        .find(
+            "Reading",
+            json!({"device": "d0"}),
+            &ferry::FindOptions {
+                limit: Some(changes),
+                ..Default::default()
+            },
+        )?
+        .items
+        .len();
     if got != changes.div_ceil(100) {
         bail!("the new device caught up {got} readings of device d0");
     }
-    Ok(Round { ferry, naive, ceiling, catch_up_s, wcu })
+    Ok(Round {
+        ferry,
+        naive,
+        ceiling,
+        catch_up_s,
+        wcu,
+    })
 }
 
 /// Reading `seq`: 100 devices, like the local benchmark.
@@ -200,12 +261,23 @@ fn row(layout: &Layout, seq: usize) -> Result<ferry::dynamo::AttrMap> {
     let hlc = Hlc::new(1_800_000_000_000 + seq as u64, 0);
     let change = Change {
         model: "Reading".into(),
-        key: Key { hash: text(&pk), sort: Some(text(&sk)) },
+        key: Key {
+            hash: text(&pk),
+            sort: Some(text(&sk)),
+        },
         op: ChangeOp::Put,
-        version: Version { hlc, replica: ReplicaId::parse("bench")? },
+        version: Version {
+            hlc,
+            replica: ReplicaId::parse("bench")?,
+        },
         scope: "*".into(),
         item: Some(item),
     };
-    let row = layout.row(&change, &format!("{hlc}-bench"), "bench", Settings::default().horizon_ms)?;
+    let row = layout.row(
+        &change,
+        &format!("{hlc}-bench"),
+        "bench",
+        Settings::default().horizon_ms,
+    )?;
     Ok(to_attrs(&row))
 }

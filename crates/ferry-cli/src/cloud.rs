@@ -112,6 +112,7 @@ pub fn attach(
         Ok(_) => {}
     }
     let replica = db.status().replica;
-    let transport = DynamoTransport::new(dynamo, table, Arc::new(db.schema().clone()), &replica);
+    let schema = Arc::new(db.schema().clone());
+    let transport = DynamoTransport::new(endpoint.clone(), table, schema, &replica);
     Ok(db.attach(transport, options)?)
 }

@@ -39,8 +39,14 @@ pub struct Dynamo {
 }
 
 impl Dynamo {
-    /// Loads the AWS configuration (environment, profile) and builds the client.
+    /// Loads the AWS configuration (environment, profile) and builds the client. Use it on
+    /// the runtime that will run its calls (its pooled connections live there).
     pub async fn connect(endpoint: &Endpoint) -> Dynamo {
+        Dynamo::connect_with_clock(endpoint, Arc::new(ServerClock::default())).await
+    }
+
+    /// [`Dynamo::connect`] with a clock of the caller's.
+    pub async fn connect_with_clock(endpoint: &Endpoint, clock: Arc<ServerClock>) -> Dynamo {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(region) = &endpoint.region {
             loader = loader.region(Region::new(region.clone()));
@@ -53,7 +59,6 @@ impl Dynamo {
         if shared.region().is_none() && endpoint.url.is_some() {
             config = config.region(Region::new(LOCAL_REGION));
         }
-        let clock = Arc::new(ServerClock::default());
         let timeouts = TimeoutConfig::builder()
             .operation_attempt_timeout(ATTEMPT_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)

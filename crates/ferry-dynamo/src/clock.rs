@@ -21,6 +21,8 @@ const DATE_HALF_SECOND_MS: i64 = 500;
 #[derive(Debug)]
 pub struct ServerClock {
     offset_ms: AtomicI64,
+    /// A deliberate error on top (tests of writer skew).
+    skew_ms: AtomicI64,
     heard: AtomicBool,
     stamps: Mutex<HlcClock>,
 }
@@ -29,6 +31,7 @@ impl Default for ServerClock {
     fn default() -> ServerClock {
         ServerClock {
             offset_ms: AtomicI64::new(0),
+            skew_ms: AtomicI64::new(0),
             heard: AtomicBool::new(false),
             stamps: Mutex::new(HlcClock::new(Hlc::ZERO, MAX_FORWARD_MS_DEFAULT)),
         }
@@ -38,7 +41,15 @@ impl Default for ServerClock {
 impl ServerClock {
     /// The server's time now, as far as its responses tell (epoch ms).
     pub fn now_ms(&self) -> u64 {
-        (wall_ms() as i64 + self.offset_ms.load(Ordering::Relaxed)).max(0) as u64
+        let offset = self.offset_ms.load(Ordering::Relaxed) + self.skew_ms.load(Ordering::Relaxed);
+        (wall_ms() as i64 + offset).max(0) as u64
+    }
+
+    /// Puts this clock `ms` off the server's, past what the `Date` discipline corrects: a
+    /// writer whose stamps are late (negative) or early, for tests of the feed rules.
+    #[doc(hidden)]
+    pub fn set_skew_ms(&self, ms: i64) {
+        self.skew_ms.store(ms, Ordering::Relaxed);
     }
 
     /// A fresh feed stamp: past every stamp this clock gave, at the server's time.

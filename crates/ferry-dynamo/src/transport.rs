@@ -11,7 +11,10 @@ use ferry_sync::{Limits, PullFrom, PullPage, PushResults, Session, Transport, Tr
 use ferry_types::Hlc;
 
 use crate::attrs::AttrMap;
-use crate::client::Dynamo;
+use tokio::sync::OnceCell;
+
+use crate::client::{Dynamo, Endpoint};
+use crate::clock::ServerClock;
 use crate::error::Failure;
 use crate::layout::{Layout, SCOPE, SEQ, SYNC_INDEX, seq_floor_after};
 use crate::table::{Settings, Table};
@@ -25,26 +28,55 @@ pub const PUSH_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const PAGE_CHANGES_MAX: usize = 500;
 
 /// The direct DynamoDB transport of one table.
+///
+/// Its client is built at the first connect, on the runtime of the driver that runs it: a
+/// client's pooled connections live on the runtime that opened them, and one made on
+/// another runtime would wait for that runtime to run.
 #[derive(Debug)]
 pub struct DynamoTransport {
-    writer: Writer,
+    endpoint: Endpoint,
+    clock: Arc<ServerClock>,
+    table: String,
+    schema: Arc<Schema>,
+    layout: Layout,
+    id: String,
+    writer: OnceCell<Writer>,
     /// Read at every connect; the defaults until then.
     settings: Mutex<Settings>,
 }
 
 impl DynamoTransport {
-    /// A transport for `table` of `schema`, writing as replica `id` (the device's own).
-    pub fn new(dynamo: Dynamo, table: &str, schema: Arc<Schema>, id: &str) -> DynamoTransport {
+    /// A transport for `table` of `schema` at `endpoint`, writing as replica `id` (the
+    /// device's own).
+    pub fn new(endpoint: Endpoint, table: &str, schema: Arc<Schema>, id: &str) -> DynamoTransport {
         DynamoTransport {
-            writer: Writer {
-                dynamo,
-                table: table.to_string(),
-                layout: Layout::new(&schema),
-                schema,
-                id: id.to_string(),
-            },
+            endpoint,
+            clock: Arc::new(ServerClock::default()),
+            table: table.to_string(),
+            layout: Layout::new(&schema),
+            schema,
+            id: id.to_string(),
+            writer: OnceCell::new(),
             settings: Mutex::new(Settings::default()),
         }
+    }
+
+    /// The clock that stamps this transport's `_seq`, disciplined by the server's.
+    pub fn clock(&self) -> &ServerClock {
+        &self.clock
+    }
+
+    async fn writer(&self) -> &Writer {
+        let build = || async {
+            Writer {
+                dynamo: Dynamo::connect_with_clock(&self.endpoint, self.clock.clone()).await,
+                table: self.table.clone(),
+                layout: self.layout.clone(),
+                schema: self.schema.clone(),
+                id: self.id.clone(),
+            }
+        };
+        self.writer.get_or_init(build).await
     }
 
     fn settings(&self) -> Settings {
@@ -59,7 +91,7 @@ impl DynamoTransport {
         start: Option<AttrMap>,
         limit: usize,
     ) -> Result<(Vec<AttrMap>, Option<AttrMap>), TransportError> {
-        let writer = &self.writer;
+        let writer = self.writer().await;
         let answer = (writer.dynamo.client.query())
             .table_name(&writer.table)
             .index_name(SYNC_INDEX)
@@ -84,7 +116,7 @@ impl DynamoTransport {
     /// The changes of queried rows; rows that are not Ferry's (copied in by hand, say)
     /// cannot become changes and are passed over.
     fn changes_of(&self, rows: &[AttrMap]) -> Vec<(Hlc, Change)> {
-        let layout = &self.writer.layout;
+        let layout = Layout::new(&self.schema);
         rows.iter()
             .filter_map(|row| layout.change_of(row).ok())
             .collect()
@@ -93,7 +125,7 @@ impl DynamoTransport {
 
 impl Transport for DynamoTransport {
     async fn connect(&self) -> Result<Session, TransportError> {
-        let writer = &self.writer;
+        let writer = self.writer().await;
         let table = Table {
             dynamo: &writer.dynamo,
             name: &writer.table,
@@ -117,7 +149,8 @@ impl Transport for DynamoTransport {
         let count = changes.len();
         let mut results = PushResults::with_capacity(count);
         let mut first_failure = None;
-        for (change, result) in self.writer.put_all(changes, self.settings()).await {
+        let writer = self.writer().await;
+        for (change, result) in writer.put_all(changes, self.settings()).await {
             match result {
                 Ok(outcome) => results.push((change.key, change.version, outcome)),
                 // Left out of the answer: the change stays pending and goes again.
@@ -140,7 +173,7 @@ impl Transport for DynamoTransport {
     ) -> Result<PullPage, TransportError> {
         let settings = self.settings();
         // Taken before the read: every write stamped at or before it was visible to it.
-        let server_now = self.writer.dynamo.clock.now_ms();
+        let server_now = self.clock.now_ms();
         let after = match from {
             PullFrom::Since(since) => {
                 if since.physical_ms().saturating_add(settings.horizon_ms) < server_now {
