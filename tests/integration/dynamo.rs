@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ferry::Attach;
-use ferry::dynamo::{Dynamo, DynamoTransport, Endpoint, Settings, Table};
+use ferry::dynamo::{Dynamo, DynamoTransport, Endpoint, Settings, Stream, Table};
 use ferry::journal::{Change, ChangeOp};
 use ferry::replication::TransportError;
 use ferry::types::{Hlc, Item, Key, ReplicaId, Value, Version};
@@ -106,8 +106,13 @@ pub struct Cloud {
 }
 
 impl Cloud {
-    /// A new table of [`SCHEMA`] with `settings`.
+    /// A new table of [`SCHEMA`] with `settings` and no stream.
     pub fn new(test: &str, settings: Settings) -> Cloud {
+        Cloud::with_stream(test, settings, Stream::Off)
+    }
+
+    /// A new table of [`SCHEMA`] with `settings` and `stream`.
+    pub fn with_stream(test: &str, settings: Settings, stream: Stream) -> Cloud {
         let rt = runtime();
         let dynamo = rt.block_on(Dynamo::connect(&endpoint()));
         let schema = Arc::new(schema(SCHEMA));
@@ -126,7 +131,7 @@ impl Cloud {
         };
         cloud
             .rt
-            .block_on(cloud.table().create(settings, &mut |_| {}))
+            .block_on(cloud.table().create(settings, stream, &mut |_| {}))
             .unwrap();
         cloud
     }
@@ -707,4 +712,125 @@ fn late_visibility_and_writer_skew_lose_nothing() {
     written.sort();
     seen.sort();
     assert_eq!(seen, written, "every late write reached b");
+}
+
+impl Cloud {
+    /// A plain SDK `PutItem` of `item`, as a cloud app without Ferry writes.
+    fn sdk_put(&self, item: serde_json::Value) {
+        let attrs = item
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), sdk_attr(v)))
+            .collect();
+        let request = (self.dynamo.client.put_item())
+            .table_name(&self.table)
+            .set_item(Some(attrs))
+            .send();
+        self.rt.block_on(request).unwrap();
+    }
+}
+
+fn sdk_attr(value: &serde_json::Value) -> ferry::dynamo::sdk::types::AttributeValue {
+    use ferry::dynamo::sdk::types::AttributeValue;
+    match value {
+        serde_json::Value::Number(n) => AttributeValue::N(n.to_string()),
+        other => AttributeValue::S(other.as_str().unwrap().to_string()),
+    }
+}
+
+/// A follower of the table on a thread of its own, stopped and joined on drop.
+struct FollowerThread {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FollowerThread {
+    fn start(cloud: &Cloud) -> FollowerThread {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, table, schema) = (stop.clone(), cloud.table.clone(), cloud.schema.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = runtime();
+            let dynamo = rt.block_on(Dynamo::connect(&endpoint()));
+            let writer = ferry::dynamo::Writer::new(dynamo, &table, schema, "follower");
+            let follower = ferry::dynamo::Follower::new(writer);
+            let stopped = || flag.load(Ordering::SeqCst);
+            rt.block_on(follower.run(&stopped, &mut |_| {})).unwrap();
+        });
+        FollowerThread {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FollowerThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let result = thread.join();
+            if !std::thread::panicking() {
+                result.unwrap();
+            }
+        }
+    }
+}
+
+/// Waits until `ready` holds on `db` (which syncs in the background), or panics.
+fn eventually(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + SYNC_TIMEOUT;
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen in time"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn plain_sdk_puts_updates_and_deletes_reach_a_device_through_the_follower() {
+    let mut cloud = Cloud::with_stream("follow", Settings::default(), Stream::ForFollower);
+    // Before the follower ever ran: its first run reconciles by a scan.
+    cloud.sdk_put(json!({"pk": "config#", "sk": "config#early", "_type": "Config", "name": "early", "value": "scanned"}));
+    let (a, _) = cloud.device("a", None);
+    for id in ["s1", "s2"] {
+        a.create("Shared", json!({"id": id, "name": "by a"}))
+            .unwrap();
+    }
+    a.sync(SYNC_TIMEOUT).unwrap();
+    let _follower = FollowerThread::start(&cloud);
+
+    cloud.sdk_put(json!({"pk": "config#", "sk": "config#late", "_type": "Config", "name": "late", "value": "streamed"}));
+    let update = (cloud.dynamo.client.update_item())
+        .table_name(&cloud.table)
+        .set_key(Some(
+            ferry::dynamo::Layout::new(&cloud.schema).key_attrs(&key("shared#", "shared#s1")),
+        ))
+        .update_expression("SET #n = :n")
+        .expression_attribute_names("#n", "name")
+        .expression_attribute_values(":n", sdk_attr(&json!("edited in the cloud")))
+        .send();
+    cloud.rt.block_on(update).unwrap();
+    cloud.purge(&key("shared#", "shared#s2"));
+
+    let value = |name: &str| text(a.get("Config", json!({"name": name})).unwrap(), "value");
+    eventually("the scanned put", || {
+        value("early").as_deref() == Some("scanned")
+    });
+    eventually("the streamed put", || {
+        value("late").as_deref() == Some("streamed")
+    });
+    eventually("the in-place update", || {
+        text(a.get("Shared", json!({"id": "s1"})).unwrap(), "name").as_deref()
+            == Some("edited in the cloud")
+    });
+    eventually("the hard delete", || {
+        a.get("Shared", json!({"id": "s2"})).unwrap().is_none()
+    });
+    let tombstone = cloud
+        .row(&key("shared#", "shared#s2"))
+        .expect("the follower wrote a tombstone");
+    assert!(tombstone.contains_key("_del"), "{tombstone:?}");
+    assert_eq!(a.status().conflicts, 0);
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ferry::dynamo::sdk::types::ReturnConsumedCapacity;
-use ferry::dynamo::{Dynamo, DynamoTransport, Endpoint, Layout, Settings, Table, to_attrs};
+use ferry::dynamo::{Dynamo, DynamoTransport, Endpoint, Layout, Settings, Stream, Table, to_attrs};
 use ferry::journal::{Change, ChangeOp};
 use ferry::types::{Hlc, Item, Key, ReplicaId, Value, Version};
 use ferry::{Attach, Config, Db, Schema, SyncOptions};
@@ -126,7 +126,7 @@ fn one_round(
             name,
             schema,
         };
-        rt.block_on(table.create(Settings::default(), &mut |_| {}))?;
+        rt.block_on(table.create(Settings::default(), Stream::Off, &mut |_| {}))?;
     }
 
     // Ferry: the changes are pending before the transport attaches; sync() sends them all.

@@ -37,6 +37,7 @@ pub fn create(
     name: &str,
     endpoint: &Endpoint,
     settings: Settings,
+    stream: ferry::dynamo::Stream,
 ) -> Result<(), Failure> {
     let rt = runtime()?;
     let dynamo = rt.block_on(Dynamo::connect(endpoint));
@@ -54,7 +55,7 @@ pub fn create(
             spinner.tick();
         }
     };
-    rt.block_on(table.create(settings, &mut progress))?;
+    rt.block_on(table.create(settings, stream, &mut progress))?;
     spinner.finish_and_clear();
     println!(
         "{}",
@@ -115,4 +116,34 @@ pub fn attach(
     let schema = Arc::new(db.schema().clone());
     let transport = DynamoTransport::new(endpoint.clone(), table, schema, &replica);
     Ok(db.attach(transport, options)?)
+}
+
+/// `ferry cloud follow`: adopts foreign writes until SIGTERM or SIGINT, a line for each.
+pub fn follow(schema: &Schema, table: &str, endpoint: &Endpoint) -> Result<(), Failure> {
+    let stop = crate::sync::stop_on_signal()?;
+    let rt = runtime()?;
+    let dynamo = rt.block_on(Dynamo::connect(endpoint));
+    let id = follower_id();
+    let writer = ferry::dynamo::Writer::new(dynamo, table, Arc::new(schema.clone()), &id);
+    let follower = ferry::dynamo::Follower::new(writer);
+    eprintln!("following table {table} as {id}");
+    let stopped = || stop.load(std::sync::atomic::Ordering::SeqCst);
+    let mut report = |adopted: &ferry::dynamo::Adopted| match adopted {
+        ferry::dynamo::Adopted::Put(what) => println!("adopted put {what}"),
+        ferry::dynamo::Adopted::Delete(what) => println!("adopted delete {what}"),
+        ferry::dynamo::Adopted::Skipped(why) => eprintln!("skipped a foreign write: {why}"),
+    };
+    rt.block_on(follower.run(&stopped, &mut report))?;
+    Ok(())
+}
+
+/// A replica id of its own for each follower run: `follower-` and the clock's nanoseconds.
+fn follower_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "follower-{:x}",
+        nanos ^ (u128::from(std::process::id()) << 64)
+    )
 }

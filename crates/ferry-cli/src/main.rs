@@ -8,6 +8,7 @@
 mod cloud;
 mod demo;
 mod ops;
+mod serve;
 mod sync;
 
 use std::path::PathBuf;
@@ -143,6 +144,26 @@ enum Command {
         #[command(subcommand)]
         command: TableCommand,
     },
+    /// The cloud side of a DynamoDB table.
+    #[cfg(feature = "dynamo")]
+    Cloud {
+        #[command(subcommand)]
+        command: CloudCommand,
+    },
+}
+
+#[cfg(feature = "dynamo")]
+#[derive(Subcommand)]
+enum CloudCommand {
+    /// Follow the table's stream until SIGTERM or SIGINT: writes by plain SDK or OneTable
+    /// apps (put, update, delete) get versions so that they reach the devices.
+    Follow {
+        /// The table's name.
+        #[arg(long)]
+        table: String,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
 }
 
 /// Where `sync` and `agent` reach the cloud.
@@ -199,6 +220,9 @@ enum TableCommand {
         /// How late a write may become visible in the change feed (W).
         #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
         window: std::time::Duration,
+        /// No stream: no `ferry cloud follow` will run on this table.
+        #[arg(long)]
+        no_stream: bool,
     },
     /// Check that the table matches the schema: a line per difference, exit 1 if any.
     Check {
@@ -221,36 +245,47 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("{}: {}", failure.code, failure.message);
+            if !failure.code.is_empty() {
+                eprintln!("{}: {}", failure.code, failure.message);
+            }
             ExitCode::from(failure.exit)
         }
     }
 }
 
-/// `ferry table ...`: the schema is the database's when `--db` is given, else `--schema`.
+/// The schema of a cloud command: the database's when `--db` is given, else `--schema`.
+#[cfg(feature = "dynamo")]
+fn table_schema(cli: &Cli) -> Result<ferry::Schema, Failure> {
+    match (&cli.db, &cli.schema) {
+        (Some(_), _) => Ok(ops::open(cli)?.schema().clone()),
+        (None, Some(path)) => Ok(ferry::Schema::from_path(path)?),
+        (None, None) => Err(Failure::invalid(
+            "no schema: give --schema FILE (or set FERRY_SCHEMA), or --db DIR".into(),
+        )),
+    }
+}
+
+/// `ferry table ...`.
 #[cfg(feature = "dynamo")]
 fn table(cli: &Cli, command: &TableCommand) -> Result<(), Failure> {
-    let schema = match (&cli.db, &cli.schema) {
-        (Some(_), _) => ops::open(cli)?.schema().clone(),
-        (None, Some(path)) => ferry::Schema::from_path(path)?,
-        (None, None) => {
-            return Err(Failure::invalid(
-                "no schema: give --schema FILE (or set FERRY_SCHEMA), or --db DIR".into(),
-            ));
-        }
-    };
+    let schema = table_schema(cli)?;
     match command {
         TableCommand::Create {
             table,
             aws,
             horizon,
             window,
+            no_stream,
         } => {
             let settings = ferry::dynamo::Settings {
                 horizon_ms: horizon.as_millis() as u64,
                 window_ms: window.as_millis() as u64,
             };
-            cloud::create(&schema, table, &aws.endpoint(), settings)
+            let stream = match no_stream {
+                true => ferry::dynamo::Stream::Off,
+                false => ferry::dynamo::Stream::ForFollower,
+            };
+            cloud::create(&schema, table, &aws.endpoint(), settings, stream)
         }
         TableCommand::Check { table, aws } => cloud::check(&schema, table, &aws.endpoint()),
     }
@@ -293,6 +328,15 @@ impl Failure {
         }
     }
 
+    /// A failure whose message is already printed (an agent's answer): only its status.
+    fn printed(exit: u8) -> Failure {
+        Failure {
+            code: "",
+            message: String::new(),
+            exit,
+        }
+    }
+
     fn failed(code: &'static str, message: String) -> Failure {
         Failure {
             code,
@@ -310,6 +354,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => ops::schema_check(file),
         #[cfg(feature = "dynamo")]
         Command::Table { command } => table(&cli, command),
+        #[cfg(feature = "dynamo")]
+        Command::Cloud {
+            command: CloudCommand::Follow { table, aws },
+        } => cloud::follow(&table_schema(&cli)?, table, &aws.endpoint()),
         _ => ops::run(&cli),
     }
 }

@@ -44,19 +44,30 @@ pub fn schema_check(file: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Runs a data command.
+/// Runs a data command: on the database, or through the agent that holds it.
 pub fn run(cli: &Cli) -> Result<(), Failure> {
-    let db = open(cli)?;
+    match open(cli) {
+        Ok(db) => run_on(&db, cli, &mut std::io::stdout().lock()),
+        Err(failure) if failure.code == LOCKED => crate::serve::forward(cli, failure),
+        Err(failure) => Err(failure),
+    }
+}
+
+/// The code of the failure to open a database another process holds.
+pub const LOCKED: &str = "LockedError";
+
+/// Runs a data command on `db`, writing what it prints to `out`.
+pub fn run_on(db: &Db, cli: &Cli, out: &mut dyn std::io::Write) -> Result<(), Failure> {
     let hidden = cli.hidden;
     match &cli.command {
-        Command::Create { model, json } => print(&db.create(model, parse(json, "item")?)?),
+        Command::Create { model, json } => print(out, &db.create(model, parse(json, "item")?)?),
         Command::Get { model, json } => {
             let options = FindOptions {
                 hidden,
                 ..FindOptions::default()
             };
             match db.get_with(model, parse(json, "key")?, &options)? {
-                Some(item) => print(&item),
+                Some(item) => print(out, &item),
                 None => {
                     return Err(ferry::Error::NotFound {
                         model: model.clone(),
@@ -86,7 +97,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
                 hidden,
                 ..WriteOptions::default()
             };
-            print(&db.update(model, parse(json, "item")?, &options)?);
+            print(out, &db.update(model, parse(json, "item")?, &options)?);
         }
         Command::Remove { model, json, many } => {
             let props = parse(json, "key")?;
@@ -95,7 +106,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             } else {
                 usize::from(db.remove(model, props, &WriteOptions::default())?.is_some())
             };
-            print(&json!({ "removed": removed }));
+            print(out, &json!({ "removed": removed }));
         }
         Command::Find {
             model,
@@ -120,17 +131,22 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
                 ..FindOptions::default()
             };
             let page = db.find(model, props, &options)?;
-            print(&json!({ "items": page.items, "next": page.next }));
+            print(out, &json!({ "items": page.items, "next": page.next }));
         }
-        Command::Load { file } => load(&db, file)?,
-        Command::Export => export(&db, hidden)?,
-        Command::Status => sync::status(&db)?,
-        Command::Conflicts { limit } => sync::conflicts(&db, *limit)?,
-        Command::Quarantine { limit } => sync::quarantine(&db, *limit)?,
-        Command::Sync { link, timeout } => sync::sync(&db, link, Duration::from_secs(*timeout))?,
-        Command::Agent { link, poll } => sync::agent(&db, link, Duration::from_secs_f64(*poll))?,
+        Command::Load { file } => load(db, file, out)?,
+        Command::Export => export(db, hidden, out)?,
+        Command::Status => sync::status(db, out)?,
+        Command::Conflicts { limit } => sync::conflicts(db, *limit, out)?,
+        Command::Quarantine { limit } => sync::quarantine(db, *limit, out)?,
+        Command::Sync { link, timeout } => {
+            sync::sync(db, link, Duration::from_secs(*timeout), out)?
+        }
+        Command::Agent { link, poll } => {
+            let dir = cli.db.as_deref().unwrap_or(std::path::Path::new("."));
+            sync::agent(db, dir, link, Duration::from_secs_f64(*poll))?
+        }
         #[cfg(feature = "dynamo")]
-        Command::Table { .. } => {}
+        Command::Table { .. } | Command::Cloud { .. } => {}
         Command::Demo | Command::Schema { .. } => {}
     }
     Ok(())
@@ -155,7 +171,14 @@ pub(crate) fn open(cli: &Cli) -> Result<Db, Failure> {
         let value = serde_json::from_str(value).unwrap_or_else(|_| Json::String(value.to_string()));
         config = config.context(name, value);
     }
-    Ok(Db::open(dir, config)?)
+    Db::open(dir, config).map_err(|e| match e.is_locked() {
+        true => Failure {
+            code: LOCKED,
+            message: e.to_string(),
+            exit: crate::EXIT_FAILED,
+        },
+        false => e.into(),
+    })
 }
 
 /// Parses a JSON object argument; `@FILE` reads it from a file and `-` from stdin (for
@@ -205,12 +228,12 @@ fn parse_list(text: Option<&str>) -> Result<Vec<String>, Failure> {
     })
 }
 
-fn print(json: &Json) {
-    println!("{json}");
+fn print(out: &mut dyn std::io::Write, json: &Json) {
+    let _ = writeln!(out, "{json}");
 }
 
 /// `ferry load FILE`: puts every item of `{Model: [items]}`, a transaction per batch.
-fn load(db: &Db, file: &Path) -> Result<(), Failure> {
+fn load(db: &Db, file: &Path, out: &mut dyn std::io::Write) -> Result<(), Failure> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| Failure::invalid(format!("cannot read {}: {e}", file.display())))?;
     let data: Map<String, Json> = serde_json::from_str(&text).map_err(|e| {
@@ -241,19 +264,22 @@ fn load(db: &Db, file: &Path) -> Result<(), Failure> {
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    print(&json!({ "loaded": writes.len() }));
+    print(out, &json!({ "loaded": writes.len() }));
     Ok(())
 }
 
 /// `ferry export`: every item, grouped by model, as one JSON object.
-fn export(db: &Db, hidden: bool) -> Result<(), Failure> {
-    let mut out: Map<String, Json> = Map::new();
+fn export(db: &Db, hidden: bool, out: &mut dyn std::io::Write) -> Result<(), Failure> {
+    let mut items_of: Map<String, Json> = Map::new();
     db.scan(None, hidden, |model, item| {
-        if let Json::Array(items) = out.entry(model).or_insert_with(|| Json::Array(Vec::new())) {
+        if let Json::Array(items) = items_of
+            .entry(model)
+            .or_insert_with(|| Json::Array(Vec::new()))
+        {
             items.push(item);
         }
         true
     })?;
-    print(&Json::Object(out));
+    print(out, &Json::Object(items_of));
     Ok(())
 }

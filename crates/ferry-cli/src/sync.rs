@@ -1,6 +1,8 @@
 //! Replication commands: `status`, `conflicts` and `quarantine` (local, no network), and
 //! `sync` and `agent` through a transport.
 
+use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,20 +18,20 @@ const AGENT_TICK: Duration = Duration::from_millis(200);
 const AGENT_DRAIN: Duration = Duration::from_secs(10);
 
 /// `ferry status`: the replication state as one line of JSON.
-pub fn status(db: &Db) -> Result<(), Failure> {
-    println!("{}", json(&db.status())?);
+pub fn status(db: &Db, out: &mut dyn Write) -> Result<(), Failure> {
+    let _ = writeln!(out, "{}", json(&db.status())?);
     Ok(())
 }
 
 /// `ferry conflicts`: the conflict log, newest first, as a JSON array.
-pub fn conflicts(db: &Db, limit: usize) -> Result<(), Failure> {
-    println!("{}", json(&db.conflicts(limit)?)?);
+pub fn conflicts(db: &Db, limit: usize, out: &mut dyn Write) -> Result<(), Failure> {
+    let _ = writeln!(out, "{}", json(&db.conflicts(limit)?)?);
     Ok(())
 }
 
 /// `ferry quarantine`: cloud changes this device could not apply, as a JSON array.
-pub fn quarantine(db: &Db, limit: usize) -> Result<(), Failure> {
-    println!("{}", json(&db.quarantine(limit)?)?);
+pub fn quarantine(db: &Db, limit: usize, out: &mut dyn Write) -> Result<(), Failure> {
+    let _ = writeln!(out, "{}", json(&db.quarantine(limit)?)?);
     Ok(())
 }
 
@@ -38,13 +40,22 @@ fn json(value: &impl serde::Serialize) -> Result<String, Failure> {
 }
 
 /// `ferry sync`: sends everything pending and pulls every scope; fails naming what is left.
-pub fn sync(db: &Db, link: &LinkArgs, timeout: Duration) -> Result<(), Failure> {
-    attach(db, link, None)?;
+/// Through a running agent, its transport does it.
+pub fn sync(
+    db: &Db,
+    link: &LinkArgs,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    if !db.status().attached {
+        attach(db, link, None)?;
+    }
     let result = db.sync(timeout);
     let status = db.status();
     match result {
         Ok(()) => {
-            println!(
+            let _ = writeln!(
+                out,
                 "{}",
                 json!({"synced": true, "pending": status.pending_changes, "cursors": status.cursors.len()})
             );
@@ -75,12 +86,16 @@ pub fn sync(db: &Db, link: &LinkArgs, timeout: Duration) -> Result<(), Failure> 
 
 /// `ferry agent`: keeps the database in sync until SIGTERM or SIGINT, printing a status
 /// line whenever the state changes; then finishes what is in flight and exits.
-pub fn agent(db: &Db, link: &LinkArgs, poll: Duration) -> Result<(), Failure> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .map_err(|e| Failure::failed("AgentError", format!("cannot handle signals: {e}")))?;
+pub fn agent(db: &Db, dir: &Path, link: &LinkArgs, poll: Duration) -> Result<(), Failure> {
+    if db.status().attached {
+        return Err(Failure::invalid(
+            "an agent already runs on this database".into(),
+        ));
+    }
+    let stop = stop_on_signal()?;
     attach(db, link, Some(poll))?;
+    // Other `ferry --db DIR` commands reach the database through this socket meanwhile.
+    let _server = crate::serve::Server::start(dir, db.clone())?;
     let mut last = String::new();
     while !stop.load(Ordering::SeqCst) {
         let line = status_line(&db.status());
@@ -102,6 +117,15 @@ pub fn agent(db: &Db, link: &LinkArgs, poll: Duration) -> Result<(), Failure> {
         }
     );
     Ok(())
+}
+
+/// A flag that SIGTERM or SIGINT raises.
+pub fn stop_on_signal() -> Result<Arc<AtomicBool>, Failure> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| Failure::failed("SignalError", format!("cannot handle signals: {e}")))?;
+    Ok(stop)
 }
 
 /// One line of what matters in `status`.

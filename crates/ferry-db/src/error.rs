@@ -117,6 +117,11 @@ impl Error {
         }
     }
 
+    /// Whether opening failed because another process holds the database.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Error::Storage(ferry_store::Error::Locked(_)))
+    }
+
     /// Whether the data refused, the input was invalid, or something failed.
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -36,6 +36,9 @@ pub struct Dynamo {
     pub client: Client,
     /// The server's time as its responses tell it.
     pub clock: Arc<ServerClock>,
+    /// The AWS configuration it was built from (region and endpoint settled), for the
+    /// other clients of the same table (its stream).
+    pub shared: aws_config::SdkConfig,
 }
 
 impl Dynamo {
@@ -54,11 +57,14 @@ impl Dynamo {
         if let Some(url) = &endpoint.url {
             loader = loader.endpoint_url(url);
         }
-        let shared = loader.load().await;
-        let mut config = aws_sdk_dynamodb::config::Builder::from(&shared);
+        let mut shared = loader.load().await;
         if shared.region().is_none() && endpoint.url.is_some() {
-            config = config.region(Region::new(LOCAL_REGION));
+            shared = shared
+                .to_builder()
+                .region(Region::new(LOCAL_REGION))
+                .build();
         }
+        let config = aws_sdk_dynamodb::config::Builder::from(&shared);
         let timeouts = TimeoutConfig::builder()
             .operation_attempt_timeout(ATTEMPT_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -71,6 +77,7 @@ impl Dynamo {
         Dynamo {
             client: Client::from_conf(config),
             clock,
+            shared,
         }
     }
 }

@@ -64,7 +64,12 @@ impl Layout {
 
     /// The table-settings item's key.
     pub fn settings_key(&self) -> AttrMap {
-        let text = Value::S(SETTINGS_KEY.to_string());
+        self.bookkeeping_key(SETTINGS_KEY)
+    }
+
+    /// The key of one of Ferry's own items (`_ferry:...` in the hash and sort attributes).
+    pub fn bookkeeping_key(&self, name: &str) -> AttrMap {
+        let text = Value::S(name.to_string());
         self.key_attrs(&Key {
             hash: text.clone(),
             sort: self.sort.as_ref().map(|_| text),

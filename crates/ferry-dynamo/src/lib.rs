@@ -3,6 +3,7 @@
 //! - [`Table`]: create or check the table from the schema, and its [`Settings`].
 //! - [`Writer`]: conditional puts of changes, with Ferry's hidden attributes.
 //! - [`DynamoTransport`]: the direct transport a device or service syncs through.
+//! - [`Follower`]: adopts what plain SDK and OneTable writers put in the table.
 //!
 //! Architecture invariant: this is the only crate that links the AWS SDK, so a device
 //! build without it carries none of it.
@@ -11,6 +12,7 @@ mod attrs;
 mod client;
 mod clock;
 mod error;
+mod follower;
 pub mod layout;
 mod table;
 mod transport;
@@ -22,7 +24,8 @@ pub use aws_sdk_dynamodb as sdk;
 pub use client::{Dynamo, Endpoint};
 pub use clock::ServerClock;
 pub use error::{Error, Failure, FailureKind, Result};
+pub use follower::{Adopted, Follower};
 pub use layout::Layout;
-pub use table::{HORIZON_MS_DEFAULT, Settings, Table, WINDOW_MS_DEFAULT};
+pub use table::{HORIZON_MS_DEFAULT, Settings, Stream, Table, WINDOW_MS_DEFAULT};
 pub use transport::DynamoTransport;
 pub use writer::Writer;

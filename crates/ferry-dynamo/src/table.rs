@@ -9,7 +9,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, IndexStatus, KeySchemaElement, KeyType,
     LocalSecondaryIndex, Projection as DynamoProjection, ProjectionType, ScalarAttributeType,
-    TableDescription, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
+    StreamSpecification, StreamViewType, TableDescription, TableStatus, TimeToLiveSpecification,
+    TimeToLiveStatus,
 };
 use ferry_schema::{FieldType, Index, IndexKind, Projection, Schema};
 
@@ -62,6 +63,15 @@ impl Settings {
     }
 }
 
+/// Whether a new table has a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// New and old images, which the follower reads (the default).
+    ForFollower,
+    /// None: no follower will run (DynamoDB Local slows down with a stream).
+    Off,
+}
+
 /// A table of `schema` in DynamoDB.
 #[derive(Debug, Clone)]
 pub struct Table<'a> {
@@ -84,7 +94,12 @@ impl Table<'_> {
     /// Creates the table, waits until it and its indexes are active (telling `progress`
     /// what it waits for), turns on TTL and writes the settings item. An existing table is
     /// checked instead, and must match.
-    pub async fn create(&self, settings: Settings, progress: &mut dyn FnMut(&str)) -> Result<()> {
+    pub async fn create(
+        &self,
+        settings: Settings,
+        stream: Stream,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<()> {
         let settings = settings.validate()?;
         if self.describe().await?.is_some() {
             let differences = self.check().await?;
@@ -104,6 +119,10 @@ impl Table<'_> {
         let mut request = (self.dynamo.client.create_table())
             .table_name(self.name)
             .billing_mode(BillingMode::PayPerRequest)
+            .set_stream_specification(match stream {
+                Stream::ForFollower => Some(stream_specification()?),
+                Stream::Off => None,
+            })
             .set_key_schema(Some(key_schema(
                 &wanted.primary.hash,
                 wanted.primary.sort.as_deref(),
@@ -418,6 +437,15 @@ fn attribute_type(schema: &Schema, attr: &str) -> ScalarAttributeType {
         true => ScalarAttributeType::N,
         false => ScalarAttributeType::S,
     }
+}
+
+/// New and old images: the follower tells foreign writes from Ferry's by comparing them.
+fn stream_specification() -> Result<StreamSpecification> {
+    StreamSpecification::builder()
+        .stream_enabled(true)
+        .stream_view_type(StreamViewType::NewAndOldImages)
+        .build()
+        .map_err(|e| Error::Argument(e.to_string()))
 }
 
 fn key_schema(hash: &str, sort: Option<&str>) -> Vec<KeySchemaElement> {

@@ -45,6 +45,17 @@ pub struct Writer {
 pub type PutResult = Result<PushOutcome, Failure>;
 
 impl Writer {
+    /// A writer to `table` of `schema` as replica `id`.
+    pub fn new(dynamo: Dynamo, table: &str, schema: std::sync::Arc<Schema>, id: &str) -> Writer {
+        Writer {
+            layout: Layout::new(&schema),
+            dynamo,
+            table: table.to_string(),
+            schema,
+            id: id.to_string(),
+        }
+    }
+
     /// Writes `changes` with up to [`PUTS_IN_FLIGHT`] in flight; answers in input order.
     pub async fn put_all(
         &self,
@@ -133,50 +144,86 @@ impl Writer {
             // Older by now (another writer raced us): the next attempt lands.
             Some(_) => Err(raced("PutItem")),
             None => {
-                self.adopt(&old, settings).await?;
+                self.adopt(&old, None, settings).await?;
                 Err(raced("PutItem"))
             }
         }
     }
 
-    /// Gives a row written outside Ferry (no `_ver`) a version, a scope and a feed position,
-    /// so that devices receive it (DESIGN.md 7, "Writers that do not go through Ferry").
-    /// Only while it still has no version: a concurrent adoption or Ferry write wins.
-    pub async fn adopt(&self, old: &AttrMap, settings: Settings) -> Result<(), Failure> {
-        let rejected = |reason: String| Failure {
-            kind: FailureKind::Rejected,
-            operation: "adopt",
-            code: "ForeignRow".into(),
-            message: reason,
-        };
-        let mut item = from_attrs(old).map_err(|e| rejected(e.to_string()))?;
+    /// Gives a row Ferry did not write (no `_ver`, or updated in place under `expected`,
+    /// the version it still carries) a new version, a scope and a feed position, so that
+    /// devices receive it (DESIGN.md 7, "Writers that do not go through Ferry"). Only while
+    /// the row is as found: a concurrent adoption or Ferry write wins.
+    pub async fn adopt(
+        &self,
+        row: &AttrMap,
+        expected: Option<&AttributeValue>,
+        settings: Settings,
+    ) -> Result<(), Failure> {
+        let mut item = from_attrs(row).map_err(|e| foreign(e.to_string()))?;
         let model = (item.get(&self.layout.type_field).and_then(Value::as_str))
             .and_then(|name| self.schema.model(name).ok())
             .ok_or_else(|| {
-                rejected(format!(
+                foreign(format!(
                     "a row written outside Ferry has no model this schema knows in {}",
                     self.layout.type_field
                 ))
             })?;
-        let scope = (model.scope_of(&item, &Context::default())).map_err(rejected)?;
-        let stamp = self.dynamo.clock.stamp();
-        let version = Version {
-            hlc: stamp,
-            replica: ferry_types::ReplicaId::parse(&self.id)
-                .map_err(|e| rejected(e.to_string()))?,
-        };
+        let scope = (model.scope_of(&item, &Context::default())).map_err(foreign)?;
+        let over = Layout::version_of(row).map(|v| v.hlc);
+        let version = self
+            .fresh_version(over)
+            .map_err(|e| foreign(e.to_string()))?;
         let text = |s: String| Value::S(s);
+        item.insert(SEQ.into(), text(format!("{}-{}", version.hlc, self.id)));
         item.insert(VER.into(), text(version.to_text()));
         item.insert(SRC.into(), text(self.id.clone()));
         item.insert(SCOPE.into(), text(scope));
-        item.insert(SEQ.into(), text(format!("{stamp}-{}", self.id)));
         let request = (self.dynamo.client.put_item())
             .table_name(&self.table)
             .set_item(Some(to_attrs(&item)))
-            .condition_expression("attribute_exists(#h) AND attribute_not_exists(#v)")
             .expression_attribute_names("#h", &self.layout.hash)
-            .expression_attribute_names("#v", VER)
+            .expression_attribute_names("#v", VER);
+        let request = match expected {
+            None => {
+                request.condition_expression("attribute_exists(#h) AND attribute_not_exists(#v)")
+            }
+            Some(version) => request
+                .condition_expression("attribute_exists(#h) AND #v = :old")
+                .expression_attribute_values(":old", version.clone()),
+        };
+        self.conditional(request.send(), settings).await
+    }
+
+    /// Writes `change` (a tombstone where a hard delete left nothing) only where the key
+    /// holds nothing: a write that came back meanwhile wins.
+    pub async fn put_if_absent(&self, change: &Change, settings: Settings) -> Result<(), Failure> {
+        let seq = format!("{}-{}", change.version.hlc, self.id);
+        let row = (self.layout.row(change, &seq, &self.id, settings.horizon_ms))
+            .map_err(|e| foreign(e.to_string()))?;
+        let request = (self.dynamo.client.put_item())
+            .table_name(&self.table)
+            .set_item(Some(to_attrs(&row)))
+            .condition_expression("attribute_not_exists(#h)")
+            .expression_attribute_names("#h", &self.layout.hash)
             .send();
+        self.conditional(request, settings).await
+    }
+
+    /// A conditional write whose failed condition means someone else got there first.
+    async fn conditional<T>(
+        &self,
+        request: impl std::future::Future<
+            Output = Result<
+                T,
+                aws_sdk_dynamodb::error::SdkError<
+                    PutItemError,
+                    aws_smithy_runtime_api::http::Response,
+                >,
+            >,
+        >,
+        settings: Settings,
+    ) -> Result<(), Failure> {
         match tokio::time::timeout(attempt_timeout(settings), request).await {
             Err(_) => Err(abandoned("PutItem")),
             Ok(Ok(_)) => Ok(()),
@@ -185,6 +232,26 @@ impl Writer {
                 _ => Err(Failure::of("PutItem", &e)),
             },
         }
+    }
+
+    /// A new version of this writer, past `over` (the version a row carried).
+    pub fn fresh_version(&self, over: Option<ferry_types::Hlc>) -> crate::Result<Version> {
+        let mut hlc = self.dynamo.clock.stamp();
+        if let Some(over) = over.filter(|over| *over >= hlc) {
+            hlc = ferry_types::Hlc::from_u64(over.as_u64().saturating_add(1));
+        }
+        let replica = ferry_types::ReplicaId::parse(&self.id)
+            .map_err(|e| crate::Error::Argument(format!("writer id '{}': {e}", self.id)))?;
+        Ok(Version { hlc, replica })
+    }
+}
+
+fn foreign(reason: String) -> Failure {
+    Failure {
+        kind: FailureKind::Rejected,
+        operation: "adopt",
+        code: "ForeignRow".into(),
+        message: reason,
     }
 }
 

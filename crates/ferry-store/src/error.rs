@@ -26,6 +26,9 @@ pub enum Error {
         /// The bound that was reached.
         limit: usize,
     },
+    /// Another process has the database open (one process at a time holds it).
+    #[error("database {0} is held by another process")]
+    Locked(String),
     /// An earlier storage failure (such as a failed fsync) poisoned the database.
     #[error(
         "database {0} is poisoned by an earlier storage failure: no write is accepted until it is reopened"

@@ -99,7 +99,10 @@ impl Store {
             .cache_size(options.cache_bytes)
             .max_journaling_size(JOURNAL_BYTES_MAX)
             .open()
-            .map_err(fail)?;
+            .map_err(|e| match e {
+                fjall::Error::Locked => Error::Locked(dir.display().to_string()),
+                other => fail(other),
+            })?;
         // Uncompressed data blocks: reads skip decompression (the OS caches them as is).
         let keyspace_options = || {
             KeyspaceCreateOptions::default()

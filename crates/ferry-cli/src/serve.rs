@@ -1,0 +1,188 @@
+//! While an agent runs on a database, the other `ferry --db DIR` commands reach the
+//! database through it: the agent serves a Unix socket in DIR (`agent.sock`), one command
+//! per connection, and runs it on its open database. Only one process may hold a database,
+//! so without this a second process could only fail.
+//!
+//! The client sends its arguments with `-` and `@FILE` arguments already read and paths
+//! made absolute, so the agent reads nothing of the client's; the answer is what the
+//! command printed and its exit status.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use ferry::Db;
+use serde::{Deserialize, Serialize};
+
+use crate::{Cli, Command, EXIT_INVALID, Failure};
+
+/// The socket's file name in the database directory.
+pub const SOCKET: &str = "agent.sock";
+
+/// One command for the agent.
+#[derive(Serialize, Deserialize)]
+struct Request {
+    args: Vec<String>,
+}
+
+/// What the command printed, and its exit status.
+#[derive(Serialize, Deserialize)]
+struct Answer {
+    exit: u8,
+    stdout: String,
+    stderr: String,
+}
+
+/// The agent's socket, removed when the agent stops.
+pub struct Server {
+    path: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Server {
+    /// Serves `db` on `dir/agent.sock` (replacing a socket a killed agent left).
+    pub fn start(dir: &Path, db: Db) -> Result<Server, Failure> {
+        let path = dir.join(SOCKET);
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(|e| {
+            Failure::failed(
+                "AgentError",
+                format!("cannot serve {}: {e}", path.display()),
+            )
+        })?;
+        std::thread::Builder::new()
+            .name("ferry-agent-socket".into())
+            .spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let db = db.clone();
+                    let _ = std::thread::Builder::new().spawn(move || serve(&db, stream));
+                }
+            })
+            .map_err(|e| {
+                Failure::failed("AgentError", format!("cannot start the socket thread: {e}"))
+            })?;
+        Ok(Server { path })
+    }
+}
+
+fn serve(db: &Db, mut stream: UnixStream) {
+    let mut line = String::new();
+    if BufReader::new(&stream).read_line(&mut line).is_err() {
+        return;
+    }
+    let answer = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => run(db, request.args),
+        Err(e) => Answer {
+            exit: EXIT_INVALID,
+            stdout: String::new(),
+            stderr: format!("AgentError: a malformed request: {e}\n"),
+        },
+    };
+    if let Ok(text) = serde_json::to_string(&answer) {
+        let _ = writeln!(stream, "{text}");
+    }
+}
+
+/// Runs a command line on the agent's database, as the command would have on its own.
+fn run(db: &Db, args: Vec<String>) -> Answer {
+    let mut stdout = Vec::new();
+    let result = match Cli::try_parse_from(args) {
+        Ok(cli) => match &cli.command {
+            Command::Demo | Command::Schema { .. } | Command::Agent { .. } => Err(
+                Failure::invalid("this command does not run through an agent".into()),
+            ),
+            _ => crate::ops::run_on(db, &cli, &mut stdout),
+        },
+        Err(e) => Err(Failure::invalid(e.to_string().trim().replace('\n', " "))),
+    };
+    let (exit, stderr) = match result {
+        Ok(()) => (0, String::new()),
+        Err(failure) => (
+            failure.exit,
+            format!("{}: {}\n", failure.code, failure.message),
+        ),
+    };
+    Answer {
+        exit,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr,
+    }
+}
+
+/// Sends this process's command to the agent serving `cli.db`; `locked` is the failure to
+/// report when none does.
+pub fn forward(cli: &Cli, locked: Failure) -> Result<(), Failure> {
+    let dir = cli.db.clone().unwrap_or_default();
+    let path = dir.join(SOCKET);
+    let Ok(mut stream) = UnixStream::connect(&path) else {
+        return Err(Failure {
+            message: format!(
+                "{}: no agent serves it ({} does not answer); stop the other process or run \
+                 commands through `ferry --db {} agent`",
+                locked.message,
+                path.display(),
+                dir.display()
+            ),
+            ..locked
+        });
+    };
+    let request = Request {
+        args: portable_args(cli)?,
+    };
+    let sent = serde_json::to_string(&request)
+        .map_err(|e| Failure::failed("AgentError", e.to_string()))
+        .and_then(|text| {
+            writeln!(stream, "{text}").map_err(|e| Failure::failed("AgentError", e.to_string()))
+        });
+    sent?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .map_err(|e| Failure::failed("AgentError", format!("the agent did not answer: {e}")))?;
+    let answer: Answer = serde_json::from_str(&text).map_err(|e| {
+        Failure::failed(
+            "AgentError",
+            format!("the agent's answer is malformed: {e}"),
+        )
+    })?;
+    print!("{}", answer.stdout);
+    eprint!("{}", answer.stderr);
+    match answer.exit {
+        0 => Ok(()),
+        exit => Err(Failure::printed(exit)),
+    }
+}
+
+/// This process's arguments with `-` and `@FILE` replaced by what they name and a loaded
+/// file's path made absolute, so that they mean the same in the agent.
+fn portable_args(cli: &Cli) -> Result<Vec<String>, Failure> {
+    let load_file = match &cli.command {
+        Command::Load { file } => Some(file.clone()),
+        _ => None,
+    };
+    let mut args = Vec::new();
+    for arg in std::env::args() {
+        let arg = if arg == "-" {
+            std::io::read_to_string(std::io::stdin())
+                .map_err(|e| Failure::invalid(format!("cannot read stdin: {e}")))?
+        } else if let Some(path) = arg.strip_prefix('@') {
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::invalid(format!("cannot read {path}: {e}")))?
+        } else if load_file.as_deref() == Some(Path::new(&arg)) {
+            std::path::absolute(&arg)
+                .map_err(|e| Failure::invalid(format!("{arg}: {e}")))?
+                .display()
+                .to_string()
+        } else {
+            arg
+        };
+        args.push(arg);
+    }
+    Ok(args)
+}
