@@ -318,3 +318,70 @@ fn a_killed_agent_restarts_and_loses_nothing_and_a_new_device_gets_all_of_a_larg
         "every item reached the new device"
     );
 }
+
+#[test]
+fn while_an_agent_runs_other_commands_go_through_it() {
+    let site = Site::new("cli-socket");
+    assert_eq!(site.create_table(&[]).0, 0);
+    let (code, _, err) = site.run("b", &["create", "Shared", r#"{"id":"before","name":"x"}"#]);
+    assert_eq!(code, 0, "{err}");
+    let agent = site.agent("b");
+    agent.wait_for(|l| l.starts_with("connected"), Duration::from_secs(20));
+
+    let (code, out, err) = site.run("b", &["create", "Shared", r#"{"id":"during","name":"y"}"#]);
+    assert_eq!(
+        (code, json_line(&out)["id"].clone()),
+        (0, json!("during")),
+        "{err}"
+    );
+    let (code, out, err) = site.run("b", &["get", "Shared", r#"{"id":"before"}"#]);
+    assert_eq!(
+        (code, json_line(&out)["name"].clone()),
+        (0, json!("x")),
+        "{err}"
+    );
+    let (code, _, err) = site.run("b", &["get", "Shared", r#"{"id":"missing"}"#]);
+    assert_eq!(code, 1, "exit statuses come through: {err}");
+    assert!(err.starts_with("NotFoundError: "), "{err}");
+    let file = site.dir.path().join("item.json");
+    std::fs::write(&file, r#"{"id":"from-file","name":"z"}"#).unwrap();
+    let arg = format!("@{}", file.display());
+    let (code, _, err) = site.run("b", &["create", "Shared", &arg]);
+    assert_eq!(code, 0, "@FILE is read by the client: {err}");
+    let (code, out, err) = site.run("b", &["status"]);
+    assert_eq!(
+        (code, json_line(&out)["attached"].clone()),
+        (0, json!(true)),
+        "{err}"
+    );
+    let (code, out, err) = site.run("b", &["sync"]);
+    assert_eq!(
+        (code, json_line(&out)["synced"].clone()),
+        (0, json!(true)),
+        "{err}"
+    );
+    assert_eq!(count_items(&site, "b", "Shared"), 3);
+    let (code, _, err) = site.run("b", &["agent"]);
+    assert_eq!(code, 2, "one agent per database: {err}");
+    assert_eq!(agent.terminate(), 0);
+
+    // The agent's writes reached the cloud; a fresh device sees them.
+    assert_eq!(site.run("fresh", &["sync"]).0, 0);
+    assert_eq!(count_items(&site, "fresh", "Shared"), 3);
+}
+
+#[test]
+fn a_database_held_without_an_agent_says_so() {
+    let site = Site::new("cli-held");
+    let (code, _, err) = site.run("a", &["create", "Shared", r#"{"id":"s","name":"n"}"#]);
+    assert_eq!(code, 0, "{err}");
+    let held = ferry::Db::open(site.db("a"), ferry::Config::default()).unwrap();
+    let (code, _, err) = site.run("a", &["get", "Shared", r#"{"id":"s"}"#]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.starts_with("LockedError: "), "{err}");
+    assert!(
+        err.contains("held by another process") && err.contains("no agent serves it"),
+        "{err}"
+    );
+    drop(held);
+}

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ferry::dynamo::sdk::types::ReturnConsumedCapacity;
+use ferry::dynamo::sdk::types::{
+    BatchStatementRequest, Put, ReturnConsumedCapacity, TransactWriteItem,
+};
 use ferry::dynamo::{Dynamo, DynamoTransport, Endpoint, Layout, Settings, Stream, Table, to_attrs};
 use ferry::journal::{Change, ChangeOp};
 use ferry::types::{Hlc, Item, Key, ReplicaId, Value, Version};
@@ -41,6 +43,10 @@ const SCHEMA: &str = r#"{
 const NOTE: &str = "steady reading from the north sensor, nominal, no alarm";
 /// Conditional puts in flight for the ceiling.
 const CEILING_IN_FLIGHT: usize = 128;
+/// Writes per transaction or PartiQL batch (25: `BatchExecuteStatement`'s limit).
+const GROUP: usize = 25;
+/// Transactions or batches in flight.
+const GROUPS_IN_FLIGHT: usize = 8;
 /// Runs; the median is reported.
 const ROUNDS: usize = 3;
 
@@ -49,6 +55,8 @@ struct Round {
     ferry: f64,
     naive: f64,
     ceiling: f64,
+    transact: f64,
+    partiql: f64,
     catch_up_s: f64,
     wcu: Option<f64>,
 }
@@ -80,6 +88,7 @@ pub fn run(changes: usize) -> Result<()> {
         median(|r| r.naive),
         median(|r| r.ceiling),
     );
+    let (transact, partiql) = (median(|r| r.transact), median(|r| r.partiql));
     println!("| {changes} changes to one DynamoDB Local | changes/s | Ferry / it |");
     println!("|---|---:|---:|");
     println!("| Ferry: `sync()` of pending changes, acknowledged | {ferry:.0} | 1.00x |");
@@ -90,6 +99,14 @@ pub fn run(changes: usize) -> Result<()> {
     println!(
         "| ceiling: pre-built conditional puts, {CEILING_IN_FLIGHT} in flight | {ceiling:.0} | {:.2}x |",
         ferry / ceiling
+    );
+    println!(
+        "| `TransactWriteItems` of {GROUP} conditional puts, {GROUPS_IN_FLIGHT} in flight | {transact:.0} | {:.2}x |",
+        ferry / transact
+    );
+    println!(
+        "| PartiQL `BatchExecuteStatement` of {GROUP} `INSERT`s, {GROUPS_IN_FLIGHT} in flight | {partiql:.0} | {:.2}x |",
+        ferry / partiql
     );
     println!();
     let catch_up = median(|r| r.catch_up_s);
@@ -119,7 +136,8 @@ fn one_round(
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis();
-    let tables = ["ferry", "naive", "ceiling"].map(|what| format!("bench-{what}-{stamp}-{round}"));
+    let tables = ["ferry", "naive", "ceiling", "transact", "partiql"]
+        .map(|what| format!("bench-{what}-{stamp}-{round}"));
     for name in &tables {
         let table = Table {
             dynamo,
@@ -199,6 +217,60 @@ fn one_round(
         .sum::<Option<f64>>()
         .map(|total| total / changes as f64);
 
+    let transact = grouped(rt, &rows, |group| {
+        let puts = group.iter().map(|row| {
+            let put = Put::builder()
+                .table_name(&tables[3])
+                .set_item(Some(row.clone()))
+                .condition_expression("attribute_not_exists(#h) OR #v < :v")
+                .expression_attribute_names("#h", "pk")
+                .expression_attribute_names("#v", "_ver")
+                .set_expression_attribute_values(
+                    row.get("_ver")
+                        .map(|v| [(":v".to_string(), v.clone())].into()),
+                )
+                .build()?;
+            anyhow::Ok(TransactWriteItem::builder().put(put).build())
+        });
+        let items = puts.collect::<Result<Vec<_>>>();
+        async move {
+            client
+                .transact_write_items()
+                .set_transact_items(Some(items?))
+                .send()
+                .await?;
+            anyhow::Ok(())
+        }
+    })?;
+    let partiql = grouped(rt, &rows, |group| {
+        let statements = group.iter().map(|row| {
+            let mut names: Vec<&String> = row.keys().collect();
+            names.sort();
+            let fields: Vec<String> = names.iter().map(|n| format!("'{n}': ?")).collect();
+            BatchStatementRequest::builder()
+                .statement(format!(
+                    "INSERT INTO \"{}\" VALUE {{{}}}",
+                    tables[4],
+                    fields.join(", ")
+                ))
+                .set_parameters(Some(names.iter().map(|n| row[*n].clone()).collect()))
+                .build()
+                .map_err(anyhow::Error::from)
+        });
+        let statements = statements.collect::<Result<Vec<_>>>();
+        async move {
+            let answer = client
+                .batch_execute_statement()
+                .set_statements(Some(statements?))
+                .send()
+                .await?;
+            if let Some(failed) = answer.responses().iter().find_map(|r| r.error()) {
+                bail!("a PartiQL INSERT failed: {failed:?}");
+            }
+            anyhow::Ok(())
+        }
+    })?;
+
     // Catch-up: a new device pulls the scope the ceiling filled.
     let dir = tempfile::tempdir()?;
     let db = Db::open(dir.path(), Config::with_schema((**schema).clone()))?;
@@ -223,6 +295,8 @@ fn one_round(
         bail!("the new device caught up {got} readings of device d0");
     }
     Ok(Round {
+        transact,
+        partiql,
         ferry,
         naive,
         ceiling,
@@ -239,6 +313,28 @@ fn aws_sdk_dynamodb_client(dynamo: &Dynamo) -> ferry::dynamo::sdk::Client {
         .timeout_config(TimeoutConfig::disabled())
         .build();
     ferry::dynamo::sdk::Client::from_conf(config)
+}
+
+/// The rate (rows/s) of writing `rows` in groups of [`GROUP`], [`GROUPS_IN_FLIGHT`] at once.
+fn grouped<'a, F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    rows: &'a [ferry::dynamo::AttrMap],
+    write: F,
+) -> Result<f64>
+where
+    F: Fn(&'a [ferry::dynamo::AttrMap]) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let started = Instant::now();
+    rt.block_on(async {
+        let writes = rows.chunks(GROUP).map(&write);
+        let results: Vec<Result<()>> = futures::stream::iter(writes)
+            .buffer_unordered(GROUPS_IN_FLIGHT)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>>>()
+    })?;
+    Ok(rows.len() as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Reading `seq`: 100 devices, like the local benchmark.
