@@ -103,6 +103,8 @@ pub struct Cloud {
     dirs: Vec<tempfile::TempDir>,
     /// The engine of the devices attached next.
     pub engine: ferry::EngineConfig,
+    /// The key of `crypt` fields the devices open with.
+    pub crypto: Option<ferry::schema::Crypto>,
 }
 
 impl Cloud {
@@ -113,9 +115,14 @@ impl Cloud {
 
     /// A new table of [`SCHEMA`] with `settings` and `stream`.
     pub fn with_stream(test: &str, settings: Settings, stream: Stream) -> Cloud {
+        Cloud::with_schema(test, settings, stream, schema(SCHEMA))
+    }
+
+    /// A new table of `schema`.
+    pub fn with_schema(test: &str, settings: Settings, stream: Stream, schema: Schema) -> Cloud {
         let rt = runtime();
         let dynamo = rt.block_on(Dynamo::connect(&endpoint()));
-        let schema = Arc::new(schema(SCHEMA));
+        let schema = Arc::new(schema);
         let table = table_name(test);
         let cloud = Cloud {
             rt,
@@ -128,6 +135,7 @@ impl Cloud {
                 sync_delay_ms: 50,
                 ..Default::default()
             },
+            crypto: None,
         };
         cloud
             .rt
@@ -172,7 +180,10 @@ impl Cloud {
             self.dirs.push(tempfile::tempdir().unwrap());
             self.dirs.len() - 1
         });
-        let config = Config::with_schema(schema(SCHEMA)).context("deviceId", id);
+        let config = Config {
+            crypto: self.crypto.clone(),
+            ..Config::with_schema((*self.schema).clone()).context("deviceId", id)
+        };
         let db = Db::open(self.dirs[index].path(), config).unwrap();
         let replica = db.status().replica;
         let options = SyncOptions {
@@ -833,4 +844,151 @@ fn plain_sdk_puts_updates_and_deletes_reach_a_device_through_the_follower() {
         .expect("the follower wrote a tombstone");
     assert!(tombstone.contains_key("_del"), "{tombstone:?}");
     assert_eq!(a.status().conflicts, 0);
+}
+
+/// The schema as a OneTable app loads it: JSON, without Ferry's `control` section.
+fn onetable_schema(dir: &std::path::Path, schema: &Schema) -> std::path::PathBuf {
+    let mut document = schema.document().clone();
+    document.as_object_mut().unwrap().remove("control");
+    let path = dir.join("onetable-schema.json");
+    std::fs::write(&path, document.to_string()).unwrap();
+    path
+}
+
+/// Runs the OneTable app (`js/onetable.cjs`, the npm dynamodb-onetable package that the
+/// test command installs) against the table; returns what it printed.
+fn onetable(cloud: &Cloud, schema: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let modules = std::env::var("FERRY_TEST_NODE_MODULES").expect(
+        "FERRY_TEST_NODE_MODULES is not set: run the suite with `cargo xtask test`, which \
+         installs dynamodb-onetable",
+    );
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/js/onetable.cjs");
+    let out = std::process::Command::new("node")
+        .arg(script)
+        .arg(endpoint().url.unwrap())
+        .arg(&cloud.table)
+        .arg(schema)
+        .args(args)
+        .env("NODE_PATH", modules)
+        .env("ONETABLE_CRYPTO", CRYPTO)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "OneTable failed: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("OneTable printed {stdout}: {e}"))
+}
+
+#[test]
+fn a_onetable_app_reads_what_a_device_wrote_and_its_writes_reach_the_device() {
+    let mut cloud = Cloud::with_stream("onetable", Settings::default(), Stream::ForFollower);
+    let dir = tempfile::tempdir().unwrap();
+    let schema_file = onetable_schema(dir.path(), &cloud.schema);
+    let (a, _) = cloud.device("a", None);
+    a.create("Shared", json!({"id": "s1", "name": "from the device"}))
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    let item = onetable(&cloud, &schema_file, &["get", "Shared", r#"{"id":"s1"}"#]);
+    assert_eq!(item["name"], json!("from the device"), "{item}");
+    assert!(item.get("created").is_some(), "timestamps travel: {item}");
+
+    let _follower = FollowerThread::start(&cloud);
+    let created = onetable(
+        &cloud,
+        &schema_file,
+        &["create", "Shared", r#"{"id":"s2","name":"from OneTable"}"#],
+    );
+    assert_eq!(created["name"], json!("from OneTable"), "{created}");
+    eventually("the OneTable write reaching the device", || {
+        text(a.get("Shared", json!({"id": "s2"})).unwrap(), "name").as_deref()
+            == Some("from OneTable")
+    });
+    assert_eq!(a.status().quarantined, 0, "{:?}", a.quarantine(10));
+}
+
+/// OneTable's key configuration, shared by the devices and the OneTable app.
+const CRYPTO: &str =
+    r#"{"primary": {"cipher": "aes-256-gcm", "password": "correct horse battery staple"}}"#;
+
+fn crypto() -> ferry::schema::Crypto {
+    ferry::schema::Crypto::from_json(&serde_json::from_str(CRYPTO).unwrap()).unwrap()
+}
+
+#[test]
+fn crypt_fields_are_sealed_on_the_device_and_in_the_cloud_and_onetable_reads_them() {
+    let with_pin = SCHEMA.replace(
+        "id: { type: 'string', required: true }, name: { type: 'string' },",
+        "id: { type: 'string', required: true }, name: { type: 'string' }, pin: { type: 'string', crypt: true },",
+    );
+    assert_ne!(with_pin, SCHEMA, "the schema gained a crypt field");
+    let crypt_schema = schema(&with_pin);
+
+    // No key: the database does not open, and says which field needs one.
+    let dir = tempfile::tempdir().unwrap();
+    let error = Db::open(dir.path(), Config::with_schema(crypt_schema.clone()))
+        .err()
+        .expect("no key, no database");
+    assert!(
+        error.to_string().contains("Shared.pin is a crypt field"),
+        "{error}"
+    );
+
+    let mut cloud = Cloud::with_schema(
+        "crypt",
+        Settings::default(),
+        Stream::ForFollower,
+        crypt_schema,
+    );
+    cloud.crypto = Some(crypto());
+    let (a, a_dir) = cloud.device("a", None);
+    let created = a
+        .create("Shared", json!({"id": "s1", "name": "n", "pin": "4321"}))
+        .unwrap();
+    assert_eq!(created["pin"], json!("4321"), "the caller sees the text");
+    a.sync(SYNC_TIMEOUT).unwrap();
+    let row = cloud.row(&key("shared#", "shared#s1")).unwrap();
+    let sealed = row["pin"].as_s().unwrap();
+    assert!(
+        sealed.starts_with("primary:") && !sealed.contains("4321"),
+        "sealed in the cloud: {sealed}"
+    );
+
+    let schema_file = onetable_schema(dir.path(), &cloud.schema);
+    let item = onetable(&cloud, &schema_file, &["get", "Shared", r#"{"id":"s1"}"#]);
+    assert_eq!(
+        item["pin"],
+        json!("4321"),
+        "OneTable with the same key reads it: {item}"
+    );
+    let _follower = FollowerThread::start(&cloud);
+    onetable(
+        &cloud,
+        &schema_file,
+        &["create", "Shared", r#"{"id":"s2","name":"m","pin":"8765"}"#],
+    );
+    eventually("OneTable's sealed write reaching the device", || {
+        text(a.get("Shared", json!({"id": "s2"})).unwrap(), "pin").as_deref() == Some("8765")
+    });
+
+    // Reopened with another key, the database refuses rather than show ciphertext.
+    drop(a);
+    let wrong = ferry::schema::Crypto::from_json(
+        &json!({"primary": {"cipher": "aes-256-gcm", "password": "wrong"}}),
+    )
+    .unwrap();
+    let config = Config {
+        crypto: Some(wrong),
+        ..Config::default()
+    };
+    let error = Db::open(cloud.dirs[a_dir].path(), config)
+        .err()
+        .expect("a wrong key, no database");
+    assert!(
+        error.to_string().contains("crypto key is not the one"),
+        "{error}"
+    );
 }

@@ -42,6 +42,10 @@ struct Cli {
     /// Include hidden fields in output.
     #[arg(long, global = true)]
     hidden: bool,
+    /// The key of `crypt` fields: a JSON file in OneTable's format,
+    /// {"primary": {"cipher": "aes-256-gcm", "password": "..."}}.
+    #[arg(long, global = true, env = "FERRY_CRYPTO", value_name = "FILE")]
+    crypto: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }

@@ -161,6 +161,15 @@ pub(crate) fn open(cli: &Cli) -> Result<Db, Failure> {
     if let Some(path) = &cli.schema {
         config.schema = Some(Schema::from_path(path)?);
     }
+    if let Some(path) = &cli.crypto {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::invalid(format!("cannot read {}: {e}", path.display())))?;
+        let json: Json = serde_json::from_str(&text)
+            .map_err(|e| Failure::invalid(format!("{} is not JSON: {e}", path.display())))?;
+        let crypto = ferry::schema::Crypto::from_json(&json)
+            .map_err(|e| Failure::invalid(format!("{}: {e}", path.display())))?;
+        config.crypto = Some(crypto);
+    }
     if let Some(device) = &cli.device {
         config = config.context("deviceId", device.as_str());
     }

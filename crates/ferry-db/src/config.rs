@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_schema::{Context, Schema};
+use ferry_schema::{Context, Crypto, Schema};
 use ferry_store::Durability;
 use ferry_types::ReplicaId;
 
@@ -35,6 +35,10 @@ pub struct Config {
     /// The replica id a new database takes (default: random). Ignored once the database
     /// exists: its id is stored. Simulations fix it so that version ties replay exactly.
     pub replica: Option<ReplicaId>,
+    /// The key of `crypt` fields, in OneTable's configuration
+    /// (`Crypto::from_json(json!({"primary": {"cipher": "aes-256-gcm", "password": ...}}))`).
+    /// A schema with crypt fields does not open without it.
+    pub crypto: Option<Crypto>,
 }
 
 impl Config {
@@ -65,6 +69,7 @@ impl Default for Config {
             replica: None,
             on_fsync: None,
             outbox_changes_max: ferry_store::OUTBOX_CHANGES_MAX,
+            crypto: None,
         }
     }
 }

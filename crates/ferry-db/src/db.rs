@@ -90,6 +90,7 @@ impl Db {
         let store = Store::open(dir.as_ref(), config.schema.clone(), &options)?;
         let replica = Replica::load(&store, config.replica.as_ref())?;
         config.context = remembered_context(&store, std::mem::take(&mut config.context))?;
+        crate::crypt::check_key(&store, store.schema(), config.crypto.as_ref())?;
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             store,
             replica,
@@ -298,7 +299,13 @@ impl Db {
 
     /// Item -> JSON for a caller, hidden fields only when asked.
     pub(crate) fn to_json(&self, model: &Model, item: &Item, hidden: bool) -> Json {
-        Json::Object(model.to_json(self.schema(), item, hidden))
+        let item = crate::crypt::open(model, item, self.crypto());
+        Json::Object(model.to_json(self.schema(), &item, hidden))
+    }
+
+    /// The key of `crypt` fields, if the database was given one.
+    pub(crate) fn crypto(&self) -> Option<&ferry_schema::Crypto> {
+        self.inner.config.crypto.as_ref()
     }
 
     /// After a local commit: fires triggers and tells the sync engine what was queued.

@@ -12,6 +12,7 @@
 
 mod apply;
 mod config;
+mod crypt;
 mod db;
 mod error;
 mod find;

@@ -258,7 +258,8 @@ impl Db {
                 } else {
                     PutMode::Put
                 };
-                let item = model.prepare_put(schema, object(props)?, ctx, now, mode)?;
+                let mut item = model.prepare_put(schema, object(props)?, ctx, now, mode)?;
+                crate::crypt::seal(model, &mut item, self.crypto())?;
                 let key = self.inner.store.key_of(&item)?;
                 if create && self.live(tx, &key, now)?.is_some() {
                     return Err(refused(model, &key, "already exists"));
@@ -278,8 +279,11 @@ impl Db {
                 self.check(model, &key, existing.as_ref(), options)?;
                 let mut ops = options.ops.clone();
                 ops.subs.extend(options.subs.clone());
-                let item =
+                let crypto = self.crypto();
+                let existing = existing.map(|e| crate::crypt::open(model, &e, crypto).into_owned());
+                let mut item =
                     model.prepare_update(schema, existing.as_ref(), props, &ops, ctx, now)?;
+                crate::crypt::seal(model, &mut item, crypto)?;
                 if self.inner.store.key_of(&item)? != key {
                     return Err(Error::Argument(format!(
                         "{}: update cannot change the primary key",

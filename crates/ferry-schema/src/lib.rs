@@ -6,6 +6,7 @@
 
 mod coerce;
 mod control;
+pub mod crypt;
 mod doc;
 mod error;
 pub mod expr;
@@ -18,6 +19,7 @@ mod schema;
 mod template;
 
 pub use control::{Control, Durability, Enable, SyncDirection};
+pub use crypt::Crypto;
 pub use error::{Error, FieldError, Result};
 pub use field::{Field, FieldType, Generate, UID_LEN_MAX};
 pub use index::{Index, IndexKind, LOCAL_INDEXES_MAX, Projection};
