@@ -385,3 +385,83 @@ fn a_database_held_without_an_agent_says_so() {
     );
     drop(held);
 }
+
+#[test]
+fn cloud_commands_read_and_write_the_table_as_a_replica_devices_hear_from() {
+    let site = Site::new("cli-cloud");
+    assert_eq!(site.create_table(&["--no-stream"]).0, 0);
+    let schema = site.schema();
+    let cloud = |args: &[&str]| {
+        let mut all = vec!["cloud"];
+        all.extend(args);
+        all.extend([
+            "--schema",
+            &schema,
+            "--table",
+            &site.table,
+            "--endpoint",
+            &site.endpoint,
+        ]);
+        ferry(&all)
+    };
+    let (code, out, err) = cloud(&["create", "Config", r#"{"name":"mode","value":"cloud"}"#]);
+    assert_eq!(
+        (code, json_line(&out)["value"].clone()),
+        (0, json!("cloud")),
+        "{err}"
+    );
+    let (code, _, err) = cloud(&["create", "Config", r#"{"name":"mode","value":"again"}"#]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with("ConditionalCheckFailed: "), "{err}");
+    let (code, _, err) = cloud(&["create", "Shared", r#"{"name":"no id"}"#]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.starts_with("ValidationError: "), "{err}");
+
+    // A device hears of the cloud's write; the cloud reads the device's.
+    assert_eq!(
+        site.run("a", &["create", "Shared", r#"{"id":"s1","name":"by a"}"#])
+            .0,
+        0
+    );
+    assert_eq!(site.run("a", &["sync"]).0, 0);
+    let (_, out, _) = site.run("a", &["get", "Config", r#"{"name":"mode"}"#]);
+    assert_eq!(json_line(&out)["value"], json!("cloud"));
+    let (code, out, err) = cloud(&["get", "Shared", r#"{"id":"s1"}"#]);
+    assert_eq!(
+        (code, json_line(&out)["name"].clone()),
+        (0, json!("by a")),
+        "{err}"
+    );
+    let (code, out, err) = cloud(&["find", "Shared", "{}"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        json_line(&out)["items"].as_array().map(Vec::len),
+        Some(1),
+        "{out}"
+    );
+
+    // Its update and its remove reach the device too.
+    let (code, _, err) = cloud(&[
+        "update",
+        "Shared",
+        r#"{"id":"s1","name":"edited in the cloud"}"#,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(site.run("a", &["sync"]).0, 0);
+    let (_, out, _) = site.run("a", &["get", "Shared", r#"{"id":"s1"}"#]);
+    assert_eq!(json_line(&out)["name"], json!("edited in the cloud"));
+    let (code, out, err) = cloud(&["remove", "Shared", r#"{"id":"s1"}"#]);
+    assert_eq!((code, json_line(&out)), (0, json!({"removed": 1})), "{err}");
+    assert_eq!(site.run("a", &["sync"]).0, 0);
+    assert_eq!(
+        site.run("a", &["get", "Shared", r#"{"id":"s1"}"#]).0,
+        1,
+        "removed on the device"
+    );
+    let (code, _, err) = cloud(&["get", "Shared", r#"{"id":"s1"}"#]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with("NotFoundError: "), "{err}");
+    assert_eq!(site.run("a", &["status"]).0, 0);
+    let (_, out, _) = site.run("a", &["status"]);
+    assert_eq!(json_line(&out)["conflicts"], json!(0));
+}

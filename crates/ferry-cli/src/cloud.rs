@@ -6,13 +6,15 @@ use std::sync::Arc;
 use ferry::dynamo::{Dynamo, DynamoTransport, Endpoint, Settings, Table};
 use ferry::{Attach, Db, Schema, SyncOptions};
 
-use crate::{EXIT_FAILED, EXIT_INVALID, EXIT_REFUSED, Failure};
+use crate::{Cli, CloudCommand, EXIT_FAILED, EXIT_INVALID, EXIT_REFUSED, Failure};
 
 impl From<ferry::dynamo::Error> for Failure {
     fn from(e: ferry::dynamo::Error) -> Failure {
         let exit = match &e {
-            ferry::dynamo::Error::Argument(_) => EXIT_INVALID,
-            ferry::dynamo::Error::Table { .. } => EXIT_REFUSED,
+            ferry::dynamo::Error::Argument(_) | ferry::dynamo::Error::Schema(_) => EXIT_INVALID,
+            ferry::dynamo::Error::Table { .. } | ferry::dynamo::Error::Refused { .. } => {
+                EXIT_REFUSED
+            }
             _ => EXIT_FAILED,
         };
         Failure {
@@ -123,7 +125,7 @@ pub fn follow(schema: &Schema, table: &str, endpoint: &Endpoint) -> Result<(), F
     let stop = crate::sync::stop_on_signal()?;
     let rt = runtime()?;
     let dynamo = rt.block_on(Dynamo::connect(endpoint));
-    let id = follower_id();
+    let id = cloud_replica_id();
     let writer = ferry::dynamo::Writer::new(dynamo, table, Arc::new(schema.clone()), &id);
     let follower = ferry::dynamo::Follower::new(writer);
     eprintln!("following table {table} as {id}");
@@ -137,8 +139,8 @@ pub fn follow(schema: &Schema, table: &str, endpoint: &Endpoint) -> Result<(), F
     Ok(())
 }
 
-/// A replica id of its own for each follower run: `follower-` and the clock's nanoseconds.
-fn follower_id() -> String {
+/// A replica id of its own for each cloud process: `cloud-` and the clock's nanoseconds.
+fn cloud_replica_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -146,4 +148,102 @@ fn follower_id() -> String {
         "follower-{:x}",
         nanos ^ (u128::from(std::process::id()) << 64)
     )
+}
+
+/// `ferry cloud create|get|update|remove|find`: the table as a cloud replica, with the
+/// device commands' arguments, output and exit statuses.
+pub fn replica_command(cli: &Cli, schema: &Schema, command: &CloudCommand) -> Result<(), Failure> {
+    use crate::ops::{parse, parse_list, parse_object, print};
+    let at = match command {
+        CloudCommand::Follow { at }
+        | CloudCommand::Create { at, .. }
+        | CloudCommand::Get { at, .. }
+        | CloudCommand::Update { at, .. }
+        | CloudCommand::Remove { at, .. }
+        | CloudCommand::Find { at, .. } => at,
+    };
+    let rt = runtime()?;
+    let dynamo = rt.block_on(Dynamo::connect(&at.aws.endpoint()));
+    let writer = ferry::dynamo::Writer::new(
+        dynamo,
+        &at.table,
+        Arc::new(schema.clone()),
+        &cloud_replica_id(),
+    );
+    let replica = rt.block_on(ferry::dynamo::CloudReplica::open(
+        writer,
+        crate::ops::crypto(cli)?,
+    ))?;
+    let out = &mut std::io::stdout().lock();
+    match command {
+        CloudCommand::Follow { .. } => {}
+        CloudCommand::Create { model, json, .. } => print(
+            out,
+            &rt.block_on(replica.create(model, &parse(json, "item")?))?,
+        ),
+        CloudCommand::Get { model, json, .. } => {
+            match rt.block_on(replica.get(model, &parse(json, "key")?, cli.hidden))? {
+                Some(item) => print(out, &item),
+                None => {
+                    return Err(ferry::Error::NotFound {
+                        model: model.clone(),
+                        key: json.clone(),
+                    }
+                    .into());
+                }
+            }
+        }
+        CloudCommand::Update {
+            model,
+            json,
+            upsert,
+            set,
+            add,
+            remove,
+            ..
+        } => {
+            let ops = ferry::UpdateOps {
+                set: parse_object(set.as_deref(), "--set")?,
+                add: parse_object(add.as_deref(), "--add")?,
+                remove: parse_list(remove.as_deref())?,
+                ..ferry::UpdateOps::default()
+            };
+            print(
+                out,
+                &rt.block_on(replica.update(model, &parse(json, "item")?, &ops, *upsert))?,
+            )
+        }
+        CloudCommand::Remove { model, json, .. } => {
+            let removed = rt.block_on(replica.remove(model, &parse(json, "key")?))?;
+            print(
+                out,
+                &serde_json::json!({ "removed": usize::from(removed.is_some()) }),
+            )
+        }
+        CloudCommand::Find {
+            model,
+            json,
+            index,
+            limit,
+            next,
+            ..
+        } => {
+            let props = match json {
+                Some(text) => parse(text, "properties")?,
+                None => serde_json::json!({}),
+            };
+            let page = rt.block_on(replica.find(
+                model,
+                &props,
+                index.as_deref(),
+                *limit,
+                next.as_deref(),
+            ))?;
+            print(
+                out,
+                &serde_json::json!({ "items": page.items, "next": page.next }),
+            )
+        }
+    }
+    Ok(())
 }

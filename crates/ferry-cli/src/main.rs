@@ -162,12 +162,76 @@ enum CloudCommand {
     /// Follow the table's stream until SIGTERM or SIGINT: writes by plain SDK or OneTable
     /// apps (put, update, delete) get versions so that they reach the devices.
     Follow {
-        /// The table's name.
-        #[arg(long)]
-        table: String,
         #[command(flatten)]
-        aws: AwsArgs,
+        at: TableArgs,
     },
+    /// Create an item in the table (fails if it exists), as a replica devices hear from.
+    Create {
+        model: String,
+        json: String,
+        #[command(flatten)]
+        at: TableArgs,
+    },
+    /// Read an item of the table by key.
+    Get {
+        model: String,
+        json: String,
+        #[command(flatten)]
+        at: TableArgs,
+    },
+    /// Update an item of the table.
+    Update {
+        model: String,
+        json: String,
+        /// Create the item if it does not exist.
+        #[arg(long)]
+        upsert: bool,
+        /// Fields to set to expressions, as a JSON object.
+        #[arg(long)]
+        set: Option<String>,
+        /// Numbers to add or set values to union, as a JSON object.
+        #[arg(long)]
+        add: Option<String>,
+        /// Fields to remove, as a JSON array.
+        #[arg(long)]
+        remove: Option<String>,
+        #[command(flatten)]
+        at: TableArgs,
+    },
+    /// Remove an item of the table by key (devices remove it too).
+    Remove {
+        model: String,
+        json: String,
+        #[command(flatten)]
+        at: TableArgs,
+    },
+    /// Find items of the table by key condition and filters.
+    Find {
+        model: String,
+        json: Option<String>,
+        /// Query this secondary index.
+        #[arg(long)]
+        index: Option<String>,
+        /// Most items to return.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// The cursor a previous find printed as next.
+        #[arg(long)]
+        next: Option<String>,
+        #[command(flatten)]
+        at: TableArgs,
+    },
+}
+
+/// The DynamoDB table a cloud command works on.
+#[cfg(feature = "dynamo")]
+#[derive(clap::Args)]
+struct TableArgs {
+    /// The table's name.
+    #[arg(long)]
+    table: String,
+    #[command(flatten)]
+    aws: AwsArgs,
 }
 
 /// Where `sync` and `agent` reach the cloud.
@@ -360,8 +424,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Table { command } => table(&cli, command),
         #[cfg(feature = "dynamo")]
         Command::Cloud {
-            command: CloudCommand::Follow { table, aws },
-        } => cloud::follow(&table_schema(&cli)?, table, &aws.endpoint()),
+            command: CloudCommand::Follow { at },
+        } => cloud::follow(&table_schema(&cli)?, &at.table, &at.aws.endpoint()),
+        #[cfg(feature = "dynamo")]
+        Command::Cloud { command } => cloud::replica_command(&cli, &table_schema(&cli)?, command),
         _ => ops::run(&cli),
     }
 }

@@ -161,15 +161,7 @@ pub(crate) fn open(cli: &Cli) -> Result<Db, Failure> {
     if let Some(path) = &cli.schema {
         config.schema = Some(Schema::from_path(path)?);
     }
-    if let Some(path) = &cli.crypto {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Failure::invalid(format!("cannot read {}: {e}", path.display())))?;
-        let json: Json = serde_json::from_str(&text)
-            .map_err(|e| Failure::invalid(format!("{} is not JSON: {e}", path.display())))?;
-        let crypto = ferry::schema::Crypto::from_json(&json)
-            .map_err(|e| Failure::invalid(format!("{}: {e}", path.display())))?;
-        config.crypto = Some(crypto);
-    }
+    config.crypto = crypto(cli)?;
     if let Some(device) = &cli.device {
         config = config.context("deviceId", device.as_str());
     }
@@ -190,9 +182,23 @@ pub(crate) fn open(cli: &Cli) -> Result<Db, Failure> {
     })
 }
 
+/// The key of `crypt` fields, from `--crypto FILE` (OneTable's configuration, as JSON).
+pub(crate) fn crypto(cli: &Cli) -> Result<Option<ferry::schema::Crypto>, Failure> {
+    let Some(path) = &cli.crypto else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::invalid(format!("cannot read {}: {e}", path.display())))?;
+    let json: Json = serde_json::from_str(&text)
+        .map_err(|e| Failure::invalid(format!("{} is not JSON: {e}", path.display())))?;
+    ferry::schema::Crypto::from_json(&json)
+        .map(Some)
+        .map_err(|e| Failure::invalid(format!("{}: {e}", path.display())))
+}
+
 /// Parses a JSON object argument; `@FILE` reads it from a file and `-` from stdin (for
 /// items larger than a command line can hold).
-fn parse(text: &str, what: &str) -> Result<Json, Failure> {
+pub(crate) fn parse(text: &str, what: &str) -> Result<Json, Failure> {
     let read = |result: std::io::Result<String>, from: &str| {
         result.map_err(|e| Failure::invalid(format!("cannot read the {what} from {from}: {e}")))
     };
@@ -216,7 +222,7 @@ fn parse(text: &str, what: &str) -> Result<Json, Failure> {
     Ok(json)
 }
 
-fn parse_object(text: Option<&str>, option: &str) -> Result<Map<String, Json>, Failure> {
+pub(crate) fn parse_object(text: Option<&str>, option: &str) -> Result<Map<String, Json>, Failure> {
     match text {
         None => Ok(Map::new()),
         Some(text) => match parse(text, option)? {
@@ -226,7 +232,7 @@ fn parse_object(text: Option<&str>, option: &str) -> Result<Map<String, Json>, F
     }
 }
 
-fn parse_list(text: Option<&str>) -> Result<Vec<String>, Failure> {
+pub(crate) fn parse_list(text: Option<&str>) -> Result<Vec<String>, Failure> {
     let Some(text) = text else {
         return Ok(Vec::new());
     };
@@ -237,7 +243,7 @@ fn parse_list(text: Option<&str>) -> Result<Vec<String>, Failure> {
     })
 }
 
-fn print(out: &mut dyn std::io::Write, json: &Json) {
+pub(crate) fn print(out: &mut dyn std::io::Write, json: &Json) {
     let _ = writeln!(out, "{json}");
 }
 

@@ -1,11 +1,9 @@
 //! `crypt` fields sealed at rest: a write stores them encrypted in OneTable's format (so
 //! they replicate, and reach the cloud, encrypted), a read opens them for the caller.
 
-use std::borrow::Cow;
-
 use ferry_schema::{Crypto, Model, Schema};
 use ferry_store::Store;
-use ferry_types::{Item, Value};
+use ferry_types::Item;
 
 use crate::{Error, Result};
 
@@ -13,25 +11,11 @@ use crate::{Error, Result};
 const META_KEY_CHECK: &str = "crypt_check";
 const KEY_CHECK_TEXT: &str = "ferry";
 
-/// The stored attributes of `model`'s crypt fields (a packed one holds a map, not text,
-/// and is left alone).
-fn crypt_attrs(model: &Model) -> impl Iterator<Item = &str> {
-    (model.fields.iter())
-        .filter(|f| f.crypt)
-        .map(|f| f.attr.as_str())
-}
-
 /// Refuses a schema with crypt fields and no key (naming the field), and a key that is not
 /// the one the database was written with; remembers the key's check value.
 pub(crate) fn check_key(store: &Store, schema: &Schema, crypto: Option<&Crypto>) -> Result<()> {
-    let crypt_field = (schema.models()).find_map(|m| {
-        m.fields
-            .iter()
-            .find(|f| f.crypt)
-            .map(|f| format!("{}.{}", m.name, f.name))
-    });
     let Some(crypto) = crypto else {
-        return match crypt_field {
+        return match schema.crypt_field() {
             Some(field) => Err(Error::Argument(format!(
                 "{field} is a crypt field but the database has no key: give Config::crypto \
                  (OneTable's crypto: {{primary: {{cipher: 'aes-256-gcm', password: ...}}}})"
@@ -60,29 +44,5 @@ pub(crate) fn check_key(store: &Store, schema: &Schema, crypto: Option<&Crypto>)
 
 /// Encrypts the text values of `model`'s crypt fields in `item`.
 pub(crate) fn seal(model: &Model, item: &mut Item, crypto: Option<&Crypto>) -> Result<()> {
-    for attr in crypt_attrs(model) {
-        if let Some(Value::S(text)) = item.get_mut(attr) {
-            let crypto = crypto
-                .ok_or_else(|| Error::Argument(format!("{}.{attr}: no crypto key", model.name)))?;
-            *text = crypto.encrypt(text).map_err(Error::Argument)?;
-        }
-    }
-    Ok(())
-}
-
-/// `item` with the text of `model`'s crypt fields, for a caller. A value that does not
-/// decrypt (written with another key) is left as stored.
-pub(crate) fn open<'a>(model: &Model, item: &'a Item, crypto: Option<&Crypto>) -> Cow<'a, Item> {
-    let Some(crypto) = crypto else {
-        return Cow::Borrowed(item);
-    };
-    let mut opened = Cow::Borrowed(item);
-    for attr in crypt_attrs(model) {
-        if let Some(Value::S(sealed)) = item.get(attr)
-            && let Ok(text) = crypto.decrypt(sealed)
-        {
-            opened.to_mut().insert(attr.to_string(), Value::S(text));
-        }
-    }
-    opened
+    model.seal(item, crypto).map_err(Error::Argument)
 }

@@ -299,7 +299,7 @@ impl Db {
 
     /// Item -> JSON for a caller, hidden fields only when asked.
     pub(crate) fn to_json(&self, model: &Model, item: &Item, hidden: bool) -> Json {
-        let item = crate::crypt::open(model, item, self.crypto());
+        let item = model.open(item, self.crypto());
         Json::Object(model.to_json(self.schema(), &item, hidden))
     }
 

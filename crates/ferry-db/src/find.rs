@@ -210,7 +210,7 @@ impl Db {
     /// Item -> JSON with hidden fields and the `fields` projection applied. `projected`: the
     /// item holds only an index's projected attributes (no defaults for the others).
     fn shape(&self, model: &Model, item: &Item, options: &FindOptions, projected: bool) -> Json {
-        let item = &*crate::crypt::open(model, item, self.crypto());
+        let item = &*model.open(item, self.crypto());
         let mut json = if projected {
             model.to_json_projected(item, options.hidden)
         } else {

@@ -23,6 +23,17 @@ pub enum Error {
     /// A bad argument (a setting out of range, an unknown model).
     #[error("{0}")]
     Argument(String),
+    /// The schema refused the operation (validation, an unknown model or field).
+    #[error("{0}")]
+    Schema(#[from] ferry_schema::Error),
+    /// The data said no: not found, or changed meanwhile.
+    #[error("{message}")]
+    Refused {
+        /// `NotFoundError` or `ConditionalCheckFailed`, as a device's operation says it.
+        code: &'static str,
+        /// What, and which item.
+        message: String,
+    },
 }
 
 impl Error {
@@ -33,6 +44,8 @@ impl Error {
             Error::Table { .. } => "TableError",
             Error::Call(_) => "DynamoError",
             Error::Argument(_) => "ArgumentError",
+            Error::Schema(e) => e.code(),
+            Error::Refused { code, .. } => code,
         }
     }
 }

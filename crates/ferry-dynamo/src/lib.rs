@@ -4,6 +4,7 @@
 //! - [`Writer`]: conditional puts of changes, with Ferry's hidden attributes.
 //! - [`DynamoTransport`]: the direct transport a device or service syncs through.
 //! - [`Follower`]: adopts what plain SDK and OneTable writers put in the table.
+//! - [`CloudReplica`]: cloud mode, the table read and written as a replica of its own.
 //!
 //! Architecture invariant: this is the only crate that links the AWS SDK, so a device
 //! build without it carries none of it.
@@ -14,6 +15,7 @@ mod clock;
 mod error;
 mod follower;
 pub mod layout;
+mod replica;
 mod table;
 mod transport;
 mod writer;
@@ -26,6 +28,7 @@ pub use clock::ServerClock;
 pub use error::{Error, Failure, FailureKind, Result};
 pub use follower::{Adopted, Follower};
 pub use layout::Layout;
+pub use replica::{CloudPage, CloudReplica};
 pub use table::{HORIZON_MS_DEFAULT, Settings, Stream, Table, WINDOW_MS_DEFAULT};
 pub use transport::DynamoTransport;
 pub use writer::Writer;

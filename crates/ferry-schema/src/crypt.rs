@@ -6,6 +6,7 @@
 //! of the password. A value is stored as `{name}:{tag base64}:{iv hex}:{data base64}`
 //! with a random 16-byte IV, and written with the key named `primary`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use aes_gcm::aead::consts::U16;
@@ -14,8 +15,11 @@ use aes_gcm::aes::Aes256;
 use aes_gcm::{AesGcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use ferry_types::{Item, Value};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
+
+use crate::{Model, Schema};
 
 /// AES-256-GCM with OneTable's 16-byte IV.
 type Cipher = AesGcm<Aes256, U16>;
@@ -115,6 +119,58 @@ impl Crypto {
                 )
             })?;
         String::from_utf8(plain).map_err(|_| "a crypt value is not text".to_string())
+    }
+}
+
+impl Model {
+    /// The stored attributes of this model's crypt fields (a packed one holds a map, not
+    /// text, and is left alone).
+    fn crypt_attrs(&self) -> impl Iterator<Item = &str> {
+        (self.fields.iter())
+            .filter(|f| f.crypt)
+            .map(|f| f.attr.as_str())
+    }
+
+    /// Encrypts the text values of this model's crypt fields in `item`, for storage.
+    pub fn seal(&self, item: &mut Item, crypto: Option<&Crypto>) -> Result<(), String> {
+        for attr in self.crypt_attrs() {
+            if let Some(Value::S(text)) = item.get_mut(attr) {
+                let crypto =
+                    crypto.ok_or_else(|| format!("{}.{attr}: no crypto key", self.name))?;
+                *text = crypto.encrypt(text)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `item` with the text of this model's crypt fields, for a caller. A value that does
+    /// not decrypt (written with another key) is left as stored.
+    pub fn open<'a>(&self, item: &'a Item, crypto: Option<&Crypto>) -> Cow<'a, Item> {
+        let Some(crypto) = crypto else {
+            return Cow::Borrowed(item);
+        };
+        let mut opened = Cow::Borrowed(item);
+        for attr in self.crypt_attrs() {
+            if let Some(Value::S(sealed)) = item.get(attr)
+                && let Ok(text) = crypto.decrypt(sealed)
+            {
+                opened.to_mut().insert(attr.to_string(), Value::S(text));
+            }
+        }
+        opened
+    }
+}
+
+impl Schema {
+    /// The first crypt field (`Model.field`), if the schema has one: a database of this
+    /// schema needs a key.
+    pub fn crypt_field(&self) -> Option<String> {
+        self.models().find_map(|m| {
+            m.fields
+                .iter()
+                .find(|f| f.crypt)
+                .map(|f| format!("{}.{}", m.name, f.name))
+        })
     }
 }
 
