@@ -465,3 +465,73 @@ fn cloud_commands_read_and_write_the_table_as_a_replica_devices_hear_from() {
     let (_, out, _) = site.run("a", &["status"]);
     assert_eq!(json_line(&out)["conflicts"], json!(0));
 }
+
+#[test]
+fn ferry_cloud_follow_adopts_a_plain_sdk_write_and_stops_on_sigterm() {
+    use ferry::dynamo::sdk::types::AttributeValue;
+    let site = Site::new("cli-follow");
+    assert_eq!(site.create_table(&[]).0, 0);
+    let mut follower = Command::new(ferry_bin())
+        .args([
+            "cloud",
+            "follow",
+            "--schema",
+            &site.schema(),
+            "--table",
+            &site.table,
+        ])
+        .args(["--endpoint", &site.endpoint])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let follower = Killed(follower);
+    let (send, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = send.send(line);
+        }
+    });
+
+    let rt = crate::dynamo::runtime();
+    let dynamo = rt.block_on(ferry::dynamo::Dynamo::connect(&endpoint()));
+    let text = |s: &str| AttributeValue::S(s.to_string());
+    let put = (dynamo.client.put_item())
+        .table_name(&site.table)
+        .item("pk", text("config#"))
+        .item("sk", text("config#plain"))
+        .item("_type", text("Config"))
+        .item("name", text("plain"))
+        .item("value", text("from the SDK"))
+        .send();
+    rt.block_on(put).unwrap();
+    let adopted = lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the follower reports");
+    assert_eq!(adopted, "adopted put Config config#/config#plain");
+
+    let (code, out, err) = site.run("a", &["sync"]);
+    assert_eq!(code, 0, "{err}{out}");
+    let (code, out, err) = site.run("a", &["get", "Config", r#"{"name":"plain"}"#]);
+    assert_eq!(
+        (code, json_line(&out)["value"].clone()),
+        (0, json!("from the SDK")),
+        "{err}"
+    );
+
+    let pid = follower.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut follower = follower;
+    assert_eq!(
+        follower.0.wait().unwrap().code(),
+        Some(0),
+        "SIGTERM is a clean stop"
+    );
+}
