@@ -134,6 +134,7 @@ pub fn follow(schema: &Schema, table: &str, endpoint: &Endpoint) -> Result<(), F
         ferry::dynamo::Adopted::Put(what) => println!("adopted put {what}"),
         ferry::dynamo::Adopted::Delete(what) => println!("adopted delete {what}"),
         ferry::dynamo::Adopted::Skipped(why) => eprintln!("skipped a foreign write: {why}"),
+        ferry::dynamo::Adopted::Retrying(why) => eprintln!("retrying: {why}"),
     };
     rt.block_on(follower.run(&stopped, &mut report))?;
     Ok(())

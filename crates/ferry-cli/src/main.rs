@@ -114,7 +114,7 @@ enum Command {
     Export,
     /// Replication state as one line of JSON: pending changes, cursors, conflicts, errors.
     Status,
-    /// The conflict log (last-writer-wins losers), newest first, as JSON.
+    /// The conflict log (last-writer-wins losers), as JSON.
     Conflicts {
         /// Most records to print.
         #[arg(long, default_value_t = 1000)]

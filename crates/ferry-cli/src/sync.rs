@@ -23,7 +23,7 @@ pub fn status(db: &Db, out: &mut dyn Write) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `ferry conflicts`: the conflict log, newest first, as a JSON array.
+/// `ferry conflicts`: the conflict log, as a JSON array.
 pub fn conflicts(db: &Db, limit: usize, out: &mut dyn Write) -> Result<(), Failure> {
     let _ = writeln!(out, "{}", json(&db.conflicts(limit)?)?);
     Ok(())

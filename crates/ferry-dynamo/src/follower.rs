@@ -33,7 +33,7 @@ const RECORDS_PER_READ: i32 = 1000;
 /// The pause when no shard had records.
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
-/// What the follower did with one record.
+/// What the follower did with one record, or why it waits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Adopted {
     /// A foreign put or update now has a version.
@@ -42,6 +42,15 @@ pub enum Adopted {
     Delete(String),
     /// A foreign write that cannot be adopted, and why.
     Skipped(String),
+    /// DynamoDB failed for a while (the network, throttling); the follower retries.
+    Retrying(String),
+}
+
+/// Where the follower is in the stream: the last sequence number read per shard (kept in
+/// the table), and the open iterators (`None`: the shard is closed and read to its end).
+struct Position {
+    shards: BTreeMap<String, String>,
+    iterators: BTreeMap<String, Option<String>>,
 }
 
 /// Follows one table's stream.
@@ -67,7 +76,9 @@ impl Follower {
         }
     }
 
-    /// Follows the stream until `stop` says so, telling `report` what it adopted.
+    /// Follows the stream until `stop` says so, telling `report` what it adopted. Network
+    /// and server failures are retried with backoff (and reported); the position it has
+    /// read to is kept in the table after every batch and at the stop.
     pub async fn run(
         &self,
         stop: &dyn Fn() -> bool,
@@ -75,64 +86,99 @@ impl Follower {
     ) -> Result<()> {
         let settings = self.table().settings().await?;
         let arn = self.stream_arn().await?;
-        let mut positions = self.load_positions().await?;
-        if positions.is_empty() {
+        let mut state = Position {
+            shards: self.load_positions().await?,
+            iterators: BTreeMap::new(),
+        };
+        if state.shards.is_empty() {
             self.reconcile(settings, report).await?;
         }
-        let mut iterators: BTreeMap<String, Option<String>> = BTreeMap::new();
+        let mut failures: u32 = 0;
         while !stop() {
-            let shards = self.shards(&arn).await?;
-            let mut read_any = false;
-            for (shard, parent) in &shards {
-                // A child shard waits until its parent is read to its end.
-                let parent_open = parent.as_ref().is_some_and(|p| {
-                    shards.iter().any(|(s, _)| s == p) && iterators.get(p) != Some(&None)
-                });
-                if parent_open || iterators.get(shard) == Some(&None) {
-                    continue;
-                }
-                let iterator = match iterators.get(shard) {
-                    Some(Some(iterator)) => iterator.clone(),
-                    _ => match self.iterator(&arn, shard, positions.get(shard)).await? {
-                        Some(iterator) => iterator,
-                        None => {
-                            // The stream lost the position: what it held is out of reach.
-                            self.reconcile(settings, report).await?;
-                            positions.remove(shard);
-                            match self.iterator(&arn, shard, None).await? {
-                                Some(iterator) => iterator,
-                                None => continue,
-                            }
-                        }
-                    },
-                };
-                let output = (self.streams.get_records())
-                    .shard_iterator(iterator)
-                    .limit(RECORDS_PER_READ)
-                    .send()
-                    .await
-                    .map_err(|e| Failure::of("GetRecords", &e))?;
-                for record in output.records() {
-                    if let Some(adopted) = self.adopt_retrying(record, settings).await? {
-                        report(&adopted);
-                    }
-                    if let Some(seq) = record.dynamodb().and_then(|d| d.sequence_number()) {
-                        positions.insert(shard.clone(), seq.to_string());
+            match self.round(&arn, &mut state, settings, report).await {
+                Ok(read_any) => {
+                    failures = 0;
+                    if !read_any {
+                        tokio::time::sleep(IDLE_POLL).await;
                     }
                 }
-                read_any |= !output.records().is_empty();
-                iterators.insert(
-                    shard.clone(),
-                    output.next_shard_iterator().map(String::from),
-                );
-            }
-            if read_any {
-                self.save_positions(&positions).await?;
-            } else {
-                tokio::time::sleep(IDLE_POLL).await;
+                Err(Error::Call(failure)) if failure.retryable() => {
+                    failures = failures.saturating_add(1);
+                    report(&Adopted::Retrying(failure.to_string()));
+                    let backoff = IDLE_POLL * 2u32.saturating_pow(failures.min(7));
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(e) => return Err(e),
             }
         }
-        self.save_positions(&positions).await
+        self.save_positions(&state.shards).await
+    }
+
+    /// Reads every shard once; whether any had records.
+    async fn round(
+        &self,
+        arn: &str,
+        state: &mut Position,
+        settings: Settings,
+        report: &mut dyn FnMut(&Adopted),
+    ) -> Result<bool> {
+        let shards = self.shards(arn).await?;
+        let mut read_any = false;
+        for (shard, parent) in &shards {
+            // A child shard waits until its parent is read to its end.
+            let parent_open = parent.as_ref().is_some_and(|p| {
+                shards.iter().any(|(s, _)| s == p) && state.iterators.get(p) != Some(&None)
+            });
+            if parent_open || state.iterators.get(shard) == Some(&None) {
+                continue;
+            }
+            let iterator = match state.iterators.get(shard) {
+                Some(Some(iterator)) => iterator.clone(),
+                _ => match self.iterator(arn, shard, state.shards.get(shard)).await? {
+                    Some(iterator) => iterator,
+                    None => {
+                        // The stream lost the position: what it held is out of reach.
+                        self.reconcile(settings, report).await?;
+                        state.shards.remove(shard);
+                        match self.iterator(arn, shard, None).await? {
+                            Some(iterator) => iterator,
+                            None => continue,
+                        }
+                    }
+                },
+            };
+            let request = (self.streams.get_records())
+                .shard_iterator(iterator)
+                .limit(RECORDS_PER_READ)
+                .send();
+            let output = match request.await {
+                Ok(output) => output,
+                Err(e) => {
+                    let failure = Failure::of("GetRecords", &e);
+                    if failure.code == "ExpiredIteratorException" {
+                        // Unused for 15 minutes (an outage): take a new one from the position.
+                        state.iterators.remove(shard);
+                        continue;
+                    }
+                    return Err(failure.into());
+                }
+            };
+            for record in output.records() {
+                if let Some(adopted) = self.adopt_retrying(record, settings).await? {
+                    report(&adopted);
+                }
+                if let Some(seq) = record.dynamodb().and_then(|d| d.sequence_number()) {
+                    state.shards.insert(shard.clone(), seq.to_string());
+                }
+            }
+            read_any |= !output.records().is_empty();
+            let next = output.next_shard_iterator().map(String::from);
+            state.iterators.insert(shard.clone(), next);
+        }
+        if read_any {
+            self.save_positions(&state.shards).await?;
+        }
+        Ok(read_any)
     }
 
     async fn stream_arn(&self) -> Result<String> {

@@ -9,10 +9,9 @@ use ferry_journal::Change;
 use ferry_schema::Schema;
 use ferry_sync::{Limits, PullFrom, PullPage, PushResults, Session, Transport, TransportError};
 use ferry_types::Hlc;
-
-use crate::attrs::AttrMap;
 use tokio::sync::OnceCell;
 
+use crate::attrs::AttrMap;
 use crate::client::{Dynamo, Endpoint};
 use crate::clock::ServerClock;
 use crate::error::Failure;
@@ -68,13 +67,8 @@ impl DynamoTransport {
 
     async fn writer(&self) -> &Writer {
         let build = || async {
-            Writer {
-                dynamo: Dynamo::connect_with_clock(&self.endpoint, self.clock.clone()).await,
-                table: self.table.clone(),
-                layout: self.layout.clone(),
-                schema: self.schema.clone(),
-                id: self.id.clone(),
-            }
+            let dynamo = Dynamo::connect_with_clock(&self.endpoint, self.clock.clone()).await;
+            Writer::new(dynamo, &self.table, self.schema.clone(), &self.id)
         };
         self.writer.get_or_init(build).await
     }
@@ -110,15 +104,12 @@ impl DynamoTransport {
             .map_err(|e| TransportError::from(Failure::of("Query", &e)))?;
         Ok((answer.items.unwrap_or_default(), answer.last_evaluated_key))
     }
-}
 
-impl DynamoTransport {
     /// The changes of queried rows; rows that are not Ferry's (copied in by hand, say)
     /// cannot become changes and are passed over.
     fn changes_of(&self, rows: &[AttrMap]) -> Vec<(Hlc, Change)> {
-        let layout = Layout::new(&self.schema);
-        rows.iter()
-            .filter_map(|row| layout.change_of(row).ok())
+        (rows.iter())
+            .filter_map(|row| self.layout.change_of(row).ok())
             .collect()
     }
 }
@@ -187,6 +178,12 @@ impl Transport for DynamoTransport {
         let limit = limit.max(1);
         let (rows, mut next) = self.query(scope, &floor, None, limit).await?;
         let mut changes = self.changes_of(&rows);
+        // A page of rows Ferry cannot read would move no cursor: read on to one it can.
+        while changes.is_empty() && next.is_some() {
+            let (rows, after) = self.query(scope, &floor, next.take(), limit).await?;
+            changes = self.changes_of(&rows);
+            next = after;
+        }
         let mut more = next.is_some();
         if more {
             // Whole stamps only: the next page starts after the last stamp, so a page that
