@@ -535,3 +535,38 @@ fn ferry_cloud_follow_adopts_a_plain_sdk_write_and_stops_on_sigterm() {
         "SIGTERM is a clean stop"
     );
 }
+
+#[test]
+fn the_demo_converges_in_memory_and_through_dynamodb_and_keeps_its_data_when_asked() {
+    let keep = tempfile::tempdir().unwrap();
+    let kept = keep.path().join("demo");
+    let kept = kept.display().to_string();
+    let (code, out, err) = ferry(&["demo", "--keep", &kept]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("everything converged"), "{out}");
+    assert!(
+        out.contains("ok   the losing write is in a conflict log"),
+        "{out}"
+    );
+    for device in ["pump-7", "pump-8"] {
+        assert!(
+            keep.path().join("demo").join(device).exists(),
+            "--keep kept {device}"
+        );
+    }
+
+    let site = Site::new("cli-demo");
+    let (code, out, err) = ferry(&[
+        "demo",
+        "--dynamodb",
+        &site.table,
+        "--endpoint",
+        &site.endpoint,
+    ]);
+    assert_eq!(code, 0, "{err}{out}");
+    assert!(
+        out.contains(&format!("sync through DynamoDB table {}", site.table)),
+        "{out}"
+    );
+    assert!(out.contains("everything converged"), "{out}");
+}

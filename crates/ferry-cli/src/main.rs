@@ -52,8 +52,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show the local database at work on an example schema, in a temporary directory.
-    Demo,
+    /// Ferry at work on the example schema: a device database, then two devices and a
+    /// cloud syncing (an offline period, a conflict); exits non-zero unless all converged.
+    Demo {
+        /// Keep the databases in DIR (else a temporary directory).
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+        /// Sync through this DynamoDB table (created if missing) instead of the in-memory
+        /// reference cloud.
+        #[cfg(feature = "dynamo")]
+        #[arg(long, value_name = "TABLE")]
+        dynamodb: Option<String>,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
     /// Schema commands.
     Schema {
         #[command(subcommand)]
@@ -321,6 +333,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// The cloud `ferry demo` syncs with.
+fn demo_cloud(cli: &Cli, aws: &AwsArgs) -> demo::DemoCloud {
+    let _ = aws;
+    match &cli.command {
+        #[cfg(feature = "dynamo")]
+        Command::Demo {
+            dynamodb: Some(table),
+            ..
+        } => demo::DemoCloud::Dynamo {
+            table: table.clone(),
+            endpoint: aws.endpoint(),
+        },
+        _ => demo::DemoCloud::Memory,
+    }
+}
+
 /// The schema of a cloud command: the database's when `--db` is given, else `--schema`.
 #[cfg(feature = "dynamo")]
 fn table_schema(cli: &Cli) -> Result<ferry::Schema, Failure> {
@@ -416,7 +444,11 @@ impl Failure {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
-        Command::Demo => demo::run().map_err(|e| Failure::failed("DemoError", format!("{e:#}"))),
+        Command::Demo { keep, aws, .. } => {
+            let cloud = demo_cloud(&cli, aws);
+            demo::run(keep.as_deref(), cloud)
+                .map_err(|e| Failure::failed("DemoError", format!("{e:#}")))
+        }
         Command::Schema {
             command: SchemaCommand::Check { file },
         } => ops::schema_check(file),

@@ -147,7 +147,7 @@ pub fn run_on(db: &Db, cli: &Cli, out: &mut dyn std::io::Write) -> Result<(), Fa
         }
         #[cfg(feature = "dynamo")]
         Command::Table { .. } | Command::Cloud { .. } => {}
-        Command::Demo | Command::Schema { .. } => {}
+        Command::Demo { .. } | Command::Schema { .. } => {}
     }
     Ok(())
 }

@@ -94,7 +94,7 @@ fn run(db: &Db, args: Vec<String>) -> Answer {
     let mut stdout = Vec::new();
     let result = match Cli::try_parse_from(args) {
         Ok(cli) => match &cli.command {
-            Command::Demo | Command::Schema { .. } | Command::Agent { .. } => Err(
+            Command::Demo { .. } | Command::Schema { .. } | Command::Agent { .. } => Err(
                 Failure::invalid("this command does not run through an agent".into()),
             ),
             _ => crate::ops::run_on(db, &cli, &mut stdout),

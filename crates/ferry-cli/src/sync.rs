@@ -129,7 +129,7 @@ pub fn stop_on_signal() -> Result<Arc<AtomicBool>, Failure> {
 }
 
 /// One line of what matters in `status`.
-fn status_line(status: &Status) -> String {
+pub(crate) fn status_line(status: &Status) -> String {
     let mut line = format!(
         "{} pending={} bytes={} scopes={} conflicts={} quarantined={}",
         if status.connected {

@@ -25,6 +25,7 @@ pub struct ServerClock {
     skew_ms: AtomicI64,
     heard: AtomicBool,
     stamps: Mutex<HlcClock>,
+    versions: Mutex<HlcClock>,
 }
 
 impl Default for ServerClock {
@@ -34,6 +35,7 @@ impl Default for ServerClock {
             skew_ms: AtomicI64::new(0),
             heard: AtomicBool::new(false),
             stamps: Mutex::new(HlcClock::new(Hlc::ZERO, MAX_FORWARD_MS_DEFAULT)),
+            versions: Mutex::new(HlcClock::new(Hlc::ZERO, MAX_FORWARD_MS_DEFAULT)),
         }
     }
 }
@@ -52,11 +54,28 @@ impl ServerClock {
         self.skew_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// The server's time at the least (epoch ms): `Date` names the second the server was
+    /// in, so this is never ahead of it. What a device's clock may be moved up to: a
+    /// midpoint could push devices' versions up to half a second ahead of the server, and
+    /// order two writes a few milliseconds apart by that rounding rather than by time.
+    pub fn at_least_ms(&self) -> u64 {
+        self.now_ms().saturating_sub(DATE_HALF_SECOND_MS as u64)
+    }
+
     /// A fresh feed stamp: past every stamp this clock gave, at the server's time.
     pub fn stamp(&self) -> Hlc {
         let now = self.now_ms();
         let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
         stamps.tick(now)
+    }
+
+    /// A fresh version stamp for a write of this replica (cloud mode, the follower): at
+    /// [`ServerClock::at_least_ms`], so that versions never run ahead of the server's time
+    /// and push every device's clock ahead with them.
+    pub fn version_stamp(&self) -> Hlc {
+        let now = self.at_least_ms();
+        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        versions.tick(now)
     }
 
     /// Whether a response has told the server's time yet.

@@ -125,7 +125,7 @@ impl Transport for DynamoTransport {
         let settings = table.settings().await?;
         *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = settings;
         Ok(Session {
-            server_time_ms: writer.dynamo.clock.now_ms(),
+            server_time_ms: writer.dynamo.clock.at_least_ms(),
             scopes: None,
             limits: Limits {
                 push_changes_max: PUSH_CHANGES_MAX,

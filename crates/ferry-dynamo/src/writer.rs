@@ -175,7 +175,10 @@ impl Writer {
             .fresh_version(over)
             .map_err(|e| foreign(e.to_string()))?;
         let text = |s: String| Value::S(s);
-        item.insert(SEQ.into(), text(format!("{}-{}", version.hlc, self.id)));
+        item.insert(
+            SEQ.into(),
+            text(format!("{}-{}", self.dynamo.clock.stamp(), self.id)),
+        );
         item.insert(VER.into(), text(version.to_text()));
         item.insert(SRC.into(), text(self.id.clone()));
         item.insert(SCOPE.into(), text(scope));
@@ -198,7 +201,7 @@ impl Writer {
     /// Writes `change` (a tombstone where a hard delete left nothing) only where the key
     /// holds nothing: a write that came back meanwhile wins.
     pub async fn put_if_absent(&self, change: &Change, settings: Settings) -> Result<(), Failure> {
-        let seq = format!("{}-{}", change.version.hlc, self.id);
+        let seq = format!("{}-{}", self.dynamo.clock.stamp(), self.id);
         let row = (self.layout.row(change, &seq, &self.id, settings.horizon_ms))
             .map_err(|e| foreign(e.to_string()))?;
         let request = (self.dynamo.client.put_item())
@@ -236,7 +239,7 @@ impl Writer {
 
     /// A new version of this writer, past `over` (the version a row carried).
     pub fn fresh_version(&self, over: Option<ferry_types::Hlc>) -> crate::Result<Version> {
-        let mut hlc = self.dynamo.clock.stamp();
+        let mut hlc = self.dynamo.clock.version_stamp();
         if let Some(over) = over.filter(|over| *over >= hlc) {
             hlc = ferry_types::Hlc::from_u64(over.as_u64().saturating_add(1));
         }

@@ -1,23 +1,46 @@
-//! `ferry demo`: the local database at work on the example schema, in a temporary directory.
+//! `ferry demo`: Ferry's main job on the example schema: a device database at work, then
+//! two devices and a cloud syncing (up, down, both and device-only models, an offline
+//! period and a conflict), ending with a summary that checks everything converged.
 
+mod cloud;
+mod story;
+
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use ferry::Attach;
-use ferry::{
-    Config, Db, FindOptions, MemoryCloud, MemoryTransport, Schema, SyncOptions, WriteOptions,
-};
+use ferry::{Config, Db, FindOptions, Schema, WriteOptions};
 use serde_json::json;
 
-const SCHEMA: &str = include_str!("../../../examples/schema.json5");
+pub use cloud::DemoCloud;
+
+const SCHEMA: &str = include_str!("../../../../examples/schema.json5");
 /// Readings written to show throughput.
 const READINGS: usize = 2_000;
 
-pub fn run() -> Result<()> {
-    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+/// Runs the demo in `keep` (kept afterwards) or a temporary directory, against `cloud`.
+pub fn run(keep: Option<&Path>, cloud: DemoCloud) -> Result<()> {
+    let temporary;
+    let dir: PathBuf = match keep {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            dir.to_path_buf()
+        }
+        None => {
+            temporary = tempfile::tempdir().context("creating a temporary directory")?;
+            temporary.path().to_path_buf()
+        }
+    };
+    tour(&dir.join("tour"))?;
+    story::run(&dir, &cloud)
+}
+
+/// The local database on its own: writes, reads, queries, bad input, triggers, expiry,
+/// reopening.
+fn tour(dir: &Path) -> Result<()> {
     let schema = Schema::parse(SCHEMA)?;
-    println!("ferry demo: a device database in {}", dir.path().display());
+    println!("ferry demo: a device database in {}", dir.display());
     println!(
         "schema: {} models, {} indexes\n",
         schema.models().count(),
@@ -25,7 +48,7 @@ pub fn run() -> Result<()> {
     );
 
     let config = Config::with_schema(schema).context("deviceId", "pump-7");
-    let db = Db::open(dir.path(), config)?;
+    let db = Db::open(dir, config)?;
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
     db.on_change(Some("Fault"), move |event| {
@@ -151,7 +174,7 @@ pub fn run() -> Result<()> {
 
     step("close and reopen without a schema: the database remembers it and its data");
     drop(db);
-    let db = Db::open(dir.path(), Config::default().context("deviceId", "pump-7"))?;
+    let db = Db::open(dir, Config::default().context("deviceId", "pump-7"))?;
     let count = db
         .find(
             "Reading",
@@ -168,76 +191,9 @@ pub fn run() -> Result<()> {
             .map(|u| u["role"].clone())
             .unwrap_or_default()
     );
-    replicate(&db, dir.path())?;
-    println!(
-        "\nnext: `ferry --db DIR --schema examples/schema.json5 create User '{{\"name\":\"Ann\",\"email\":\"ann@example.com\"}}'`"
-    );
     Ok(())
 }
 
-fn step(title: &str) {
+pub(crate) fn step(title: &str) {
     println!("\n== {title}");
-}
-
-/// Attaches the device to the in-memory reference cloud, then a second device, and shows
-/// changes flowing both ways.
-fn replicate(db: &Db, dir: &std::path::Path) -> Result<()> {
-    step("replicate: attach to the (in-memory, reference) cloud and sync");
-    let mut memory_cloud = MemoryCloud::default();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-    memory_cloud.set_time_ms(now.as_millis() as u64);
-    let cloud = Arc::new(Mutex::new(memory_cloud));
-    db.attach(MemoryTransport::new(cloud.clone()), SyncOptions::default())?;
-    db.sync(Duration::from_secs(30))?;
-    let status = db.status();
-    let in_cloud = cloud.lock().map(|c| c.len()).unwrap_or(0);
-    println!(
-        "  {in_cloud} items in the cloud; pending {}; cursors {:?}",
-        status.pending_changes, status.cursors
-    );
-
-    step("a second device syncs and gets the shared users (sync: 'both'), not pump-7's readings");
-    let schema = Schema::parse(SCHEMA)?;
-    let other = Db::open(
-        dir.join("pump-8"),
-        Config::with_schema(schema).context("deviceId", "pump-8"),
-    )?;
-    other.attach(MemoryTransport::new(cloud), SyncOptions::default())?;
-    other.sync(Duration::from_secs(30))?;
-    let admins = FindOptions {
-        index: Some("gs1".into()),
-        ..FindOptions::default()
-    };
-    let users = other.find("User", json!({"role": "admin"}), &admins)?;
-    println!("  pump-8 sees admins: {}", json!(users.items));
-    let readings = other.find(
-        "Reading",
-        json!({"deviceId": "pump-7", "sensor": "temp"}),
-        &FindOptions {
-            count: true,
-            ..FindOptions::default()
-        },
-    )?;
-    println!(
-        "  pump-8 sees {} of pump-7's readings (they are scoped to pump-7)",
-        readings.count
-    );
-    let id = users
-        .items
-        .first()
-        .map(|u| u["id"].clone())
-        .unwrap_or_default();
-    other.update(
-        "User",
-        json!({"id": id, "role": "operator"}),
-        &WriteOptions::default(),
-    )?;
-    other.sync(Duration::from_secs(30))?;
-    db.sync(Duration::from_secs(30))?;
-    let ada = db.get("User", json!({"id": id}))?.unwrap_or_default();
-    println!(
-        "  pump-8 made Ada an operator; pump-7 now has role {}",
-        ada["role"]
-    );
-    Ok(())
 }
