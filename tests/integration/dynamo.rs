@@ -457,8 +457,8 @@ fn a_device_offline_for_a_while_catches_up_deletes_included() {
 #[test]
 fn a_device_past_the_horizon_resyncs_and_keeps_its_pending_writes() {
     let settings = Settings {
-        horizon_ms: 4_000,
-        window_ms: 1_000,
+        horizon_ms: 8_000,
+        window_ms: 2_000,
     };
     let mut cloud = Cloud::new("horizon", settings);
     let (a, _) = cloud.device("a", None);
@@ -990,5 +990,38 @@ fn crypt_fields_are_sealed_on_the_device_and_in_the_cloud_and_onetable_reads_the
     assert!(
         error.to_string().contains("crypto key is not the one"),
         "{error}"
+    );
+}
+
+#[test]
+fn the_follower_adopts_the_rows_latest_content_not_an_older_stream_image() {
+    let mut cloud = Cloud::with_stream("follow-latest", Settings::default(), Stream::ForFollower);
+    let (a, _) = cloud.device("a", None);
+    a.create("Shared", json!({"id": "s1", "name": "by a"}))
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    let layout = ferry::dynamo::Layout::new(&cloud.schema);
+    for name in ["edited once", "edited twice"] {
+        let update = (cloud.dynamo.client.update_item())
+            .table_name(&cloud.table)
+            .set_key(Some(layout.key_attrs(&key("shared#", "shared#s1"))))
+            .update_expression("SET #n = :n")
+            .expression_attribute_names("#n", "name")
+            .expression_attribute_values(":n", sdk_attr(&json!(name)))
+            .send();
+        cloud.rt.block_on(update).unwrap();
+    }
+    // The follower reads both updates from the stream's start, after both happened.
+    let _follower = FollowerThread::start(&cloud);
+    eventually("the latest update reaching the device", || {
+        text(a.get("Shared", json!({"id": "s1"})).unwrap(), "name").as_deref()
+            == Some("edited twice")
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    let row = cloud.row(&key("shared#", "shared#s1")).unwrap();
+    assert_eq!(
+        row["name"],
+        sdk_attr(&json!("edited twice")),
+        "the row kept the latest write"
     );
 }

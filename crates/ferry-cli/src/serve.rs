@@ -19,6 +19,8 @@ use crate::{Cli, Command, EXIT_INVALID, Failure};
 
 /// The socket's file name in the database directory.
 pub const SOCKET: &str = "agent.sock";
+/// How long the agent waits for a connected client's request.
+const REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One command for the agent.
 #[derive(Serialize, Deserialize)]
@@ -72,6 +74,8 @@ impl Server {
 }
 
 fn serve(db: &Db, mut stream: UnixStream) {
+    // A client that connects and says nothing does not hold a thread for ever.
+    let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
     let mut line = String::new();
     if BufReader::new(&stream).read_line(&mut line).is_err() {
         return;

@@ -1,6 +1,7 @@
 //! Errors of the DynamoDB side, and how an SDK failure maps onto the transport's errors.
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::http::Response as HttpResponse;
 use ferry_sync::TransportError;
 
 /// What went wrong on the DynamoDB side.
@@ -84,17 +85,17 @@ pub enum FailureKind {
 
 impl Failure {
     /// Classifies an SDK error of `operation`.
-    pub fn of<E, R>(operation: &'static str, error: &SdkError<E, R>) -> Failure
+    pub fn of<E>(operation: &'static str, error: &SdkError<E, HttpResponse>) -> Failure
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
     {
         let (kind, code, message) = match error {
             SdkError::ServiceError(service) => {
                 let inner = service.err();
                 let code = inner.code().unwrap_or("Unknown").to_string();
                 let message = inner.message().unwrap_or_default().to_string();
-                (kind_of_code(&code), code, message)
+                let status = service.raw().status().as_u16();
+                (kind_of_code(&code, status), code, message)
             }
             // The chain of causes reads best: "dispatch failure: io error: ...".
             other => {
@@ -134,22 +135,29 @@ fn causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn kind_of_code(code: &str) -> FailureKind {
+/// What DynamoDB's error code means for a retry. Only the codes that say the request
+/// itself is wrong are final: an unknown code is retried (a change dropped by mistake is
+/// lost for good; one retried by mistake only waits), and a denied request is
+/// `Unauthorized`, which keeps the change pending: a policy deployed wrong for a minute
+/// must not discard what devices wrote.
+fn kind_of_code(code: &str, status: u16) -> FailureKind {
     match code {
         "ProvisionedThroughputExceededException"
         | "ThrottlingException"
         | "RequestLimitExceeded"
         | "LimitExceededException" => FailureKind::Throttled,
-        "InternalServerError" | "ServiceUnavailable" | "TransactionConflictException" => {
-            FailureKind::Transient
-        }
         "UnrecognizedClientException"
         | "InvalidSignatureException"
         | "ExpiredTokenException"
         | "MissingAuthenticationTokenException"
-        | "IncompleteSignatureException" => FailureKind::Unauthorized,
+        | "IncompleteSignatureException"
+        | "AccessDeniedException" => FailureKind::Unauthorized,
         "ResourceNotFoundException" => FailureKind::NoTable,
-        _ => FailureKind::Rejected,
+        _ if status >= 500 => FailureKind::Transient,
+        "ValidationException"
+        | "SerializationException"
+        | "ItemCollectionSizeLimitExceededException" => FailureKind::Rejected,
+        _ => FailureKind::Transient,
     }
 }
 

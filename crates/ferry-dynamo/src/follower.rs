@@ -51,6 +51,8 @@ pub enum Adopted {
 struct Position {
     shards: BTreeMap<String, String>,
     iterators: BTreeMap<String, Option<String>>,
+    /// A scan is due before the next read.
+    reconcile: bool,
 }
 
 /// Follows one table's stream.
@@ -89,10 +91,10 @@ impl Follower {
         let mut state = Position {
             shards: self.load_positions().await?,
             iterators: BTreeMap::new(),
+            reconcile: false,
         };
-        if state.shards.is_empty() {
-            self.reconcile(settings, report).await?;
-        }
+        // Without a position (a first run) the scan adopts what is already there.
+        state.reconcile = state.shards.is_empty();
         let mut failures: u32 = 0;
         while !stop() {
             match self.round(&arn, &mut state, settings, report).await {
@@ -122,6 +124,10 @@ impl Follower {
         settings: Settings,
         report: &mut dyn FnMut(&Adopted),
     ) -> Result<bool> {
+        if state.reconcile {
+            self.reconcile(settings, report).await?;
+            state.reconcile = false;
+        }
         let shards = self.shards(arn).await?;
         let mut read_any = false;
         for (shard, parent) in &shards {
@@ -137,8 +143,9 @@ impl Follower {
                 _ => match self.iterator(arn, shard, state.shards.get(shard)).await? {
                     Some(iterator) => iterator,
                     None => {
-                        // The stream lost the position: what it held is out of reach.
-                        self.reconcile(settings, report).await?;
+                        // The stream lost the position: what it held is out of reach. One
+                        // scan covers every shard that lost it (at the next round).
+                        state.reconcile = true;
                         state.shards.remove(shard);
                         match self.iterator(arn, shard, None).await? {
                             Some(iterator) => iterator,
@@ -270,10 +277,11 @@ impl Follower {
         let attempt = || self.adopt(record, settings);
         let retryable = |e: &Error| matches!(e, Error::Call(failure) if failure.retryable());
         match attempt.retry(backoff).when(retryable).await {
-            Err(Error::Call(failure)) if !failure.retryable() => {
-                Ok(Some(Adopted::Skipped(failure.to_string())))
-            }
-            other => other,
+            Err(Error::Call(failure)) if failure.retryable() => Err(Error::Call(failure)),
+            // One bad record (a row that does not read, a model this schema lacks) must not
+            // stop the stream: it is reported and passed over.
+            Err(e) => Ok(Some(Adopted::Skipped(e.to_string()))),
+            ok => ok,
         }
     }
 
@@ -359,10 +367,15 @@ impl Follower {
                 if item.contains_key(VER) || self.is_own_item(item) {
                     continue;
                 }
-                // Items of models this schema does not know are not Ferry's business.
-                if self.writer.adopt(item, None, settings).await.is_ok() {
-                    adopted += 1;
-                    report(&Adopted::Put(describe(&self.writer.layout, item)));
+                match self.writer.adopt(item, None, settings).await {
+                    Ok(()) => {
+                        adopted += 1;
+                        report(&Adopted::Put(describe(&self.writer.layout, item)));
+                    }
+                    // A network or throttling failure: the whole scan runs again.
+                    Err(failure) if failure.retryable() => return Err(failure.into()),
+                    // Items of models this schema does not know are not Ferry's business.
+                    Err(failure) => report(&Adopted::Skipped(failure.to_string())),
                 }
             }
             match output.last_evaluated_key {

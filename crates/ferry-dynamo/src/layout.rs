@@ -109,7 +109,11 @@ impl Layout {
                 }
                 row.insert(self.type_field.clone(), Value::S(change.model.clone()));
                 row.insert(DEL.into(), Value::Bool(true));
-                let expires_s = (change.version.hlc.physical_ms() + horizon_ms) / 1000;
+                // From the write, not the delete: a delete queued offline for days still
+                // lives a whole horizon in the cloud, as readers' `Expired` assumes.
+                let written_ms =
+                    seq_stamp(seq).map_or(change.version.hlc, |s| s.max(change.version.hlc));
+                let expires_s = (written_ms.physical_ms() + horizon_ms).div_ceil(1000);
                 row.insert(TTL.into(), Value::N(expires_s.into()));
                 row
             }
@@ -241,6 +245,18 @@ mod tests {
         assert_eq!(row[TTL], Value::int(1_700_000_060));
         assert_eq!(row[DEL], Value::Bool(true));
         assert!(!row.contains_key("name"));
+    }
+
+    #[test]
+    fn a_delete_queued_offline_lives_a_horizon_from_when_it_reached_the_cloud() {
+        let days = 86_400_000;
+        let written = Hlc::new(1_700_000_000_000 + 20 * days, 0);
+        let seq = format!("{written}-w");
+        let row = layout()
+            .row(&change(ChangeOp::Delete), &seq, "w", 30 * days)
+            .unwrap();
+        let expected = (1_700_000_000_000 + 50 * days) / 1000;
+        assert_eq!(row[TTL], Value::N(expected.into()));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::attrs::{AttrMap, from_attrs, to_attr, to_attrs};
 use crate::error::{Error, Failure, Result};
-use crate::layout::{DEL, HIDDEN, Layout, VER};
+use crate::layout::{DEL, HIDDEN, Layout, SCOPE, VER};
 use crate::table::{Settings, Table};
 use crate::writer::{Writer, attempt_timeout};
 
@@ -296,13 +296,22 @@ impl CloudReplica {
                     Some(model.cloud_view(&item)),
                 )
             }
+            // The tombstone goes where the item was: the devices that have it read there.
             None => {
+                let recorded = match seen.and_then(|row| row.get(SCOPE)) {
+                    Some(AttributeValue::S(scope)) => Some(scope.clone()),
+                    _ => None,
+                };
                 let old = seen
                     .map(from_attrs)
                     .transpose()?
                     .map(strip)
                     .unwrap_or_default();
-                (ChangeOp::Delete, scope_of(&old)?, None)
+                let scope = match recorded {
+                    Some(scope) => scope,
+                    None => scope_of(&old)?,
+                };
+                (ChangeOp::Delete, scope, None)
             }
         };
         let change = Change {
@@ -331,7 +340,15 @@ impl CloudReplica {
         };
         let answer = tokio::time::timeout(attempt_timeout(self.settings) * 2, request.send())
             .await
-            .map_err(|_| Error::Argument("DynamoDB did not answer in time".into()))?;
+            .map_err(|_| Failure {
+                kind: crate::FailureKind::Transient,
+                operation: "PutItem",
+                code: "Timeout".into(),
+                message: format!(
+                    "no answer in time: {} {key} may or may not be written",
+                    model.name
+                ),
+            })?;
         match answer {
             Ok(_) => Ok(()),
             Err(e) => match e.as_service_error() {

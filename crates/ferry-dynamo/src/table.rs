@@ -24,6 +24,9 @@ pub const WINDOW_MS_DEFAULT: u64 = 10_000;
 pub const HORIZON_MS_DEFAULT: u64 = ferry_sync::HORIZON_MS;
 /// A horizon must outlast this many windows, or every catch-up would expire.
 const HORIZON_WINDOWS_MIN: u64 = 4;
+/// The smallest window: DynamoDB's `Date` tells whole seconds, so writers' clocks agree
+/// only to about a second, and an attempt needs W/2 to land.
+pub const WINDOW_MS_MIN: u64 = 2_000;
 /// The settings item's format.
 const SETTINGS_FORMAT: u64 = 1;
 /// How often to ask whether the table is active yet.
@@ -52,10 +55,11 @@ impl Default for Settings {
 impl Settings {
     /// Checks that the horizon outlasts the window enough for catch-up to work.
     pub fn validate(self) -> Result<Settings> {
-        if self.window_ms == 0 || self.horizon_ms < self.window_ms * HORIZON_WINDOWS_MIN {
+        if self.window_ms < WINDOW_MS_MIN || self.horizon_ms < self.window_ms * HORIZON_WINDOWS_MIN
+        {
             return Err(Error::Argument(format!(
-                "a horizon of {} ms with a window of {} ms: the horizon must be at least \
-                 {HORIZON_WINDOWS_MIN} windows, and the window more than zero",
+                "a horizon of {} ms with a window of {} ms: the window must be at least \
+                 {WINDOW_MS_MIN} ms and the horizon at least {HORIZON_WINDOWS_MIN} windows",
                 self.horizon_ms, self.window_ms
             )));
         }
@@ -368,10 +372,12 @@ impl Table<'_> {
             _ => None,
         };
         match (number("horizon_ms"), number("window_ms")) {
-            (Some(horizon_ms), Some(window_ms)) => Ok(Settings {
+            (Some(horizon_ms), Some(window_ms)) => Settings {
                 horizon_ms,
                 window_ms,
-            }),
+            }
+            .validate()
+            .map_err(|e| self.error(format!("has Ferry settings Ferry cannot work with: {e}"))),
             _ => Err(self.error("has a Ferry settings item without horizon_ms or window_ms")),
         }
     }

@@ -10,7 +10,8 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use backon::{ExponentialBuilder, Retryable};
 use ferry_journal::Change;
 use ferry_schema::{Context, Schema};
@@ -22,7 +23,7 @@ use futures::StreamExt;
 use crate::attrs::{AttrMap, from_attrs, to_attrs};
 use crate::client::{ATTEMPT_TIMEOUT, Dynamo};
 use crate::error::{Failure, FailureKind};
-use crate::layout::{Layout, SCOPE, SEQ, SRC, VER};
+use crate::layout::{DEL, Layout, SCOPE, SEQ, SRC, TTL, VER};
 use crate::table::Settings;
 
 /// Conditional puts in flight at once per push.
@@ -143,10 +144,16 @@ impl Writer {
             },
             // Older by now (another writer raced us): the next attempt lands.
             Some(_) => Err(raced("PutItem")),
-            None => {
-                self.adopt(&old, None, settings).await?;
-                Err(raced("PutItem"))
-            }
+            // Written outside Ferry (or with a `_ver` that does not parse): adopt it, then
+            // the next attempt compares versions. One that cannot be adopted never will be.
+            None => match self.adopt(&old, old.get(VER), settings).await {
+                Ok(()) => Err(raced("PutItem")),
+                Err(failure) if failure.kind == FailureKind::Rejected => Ok(rejected(format!(
+                    "the cloud row of {} was written outside Ferry and cannot be adopted: {}",
+                    change.key, failure.message
+                ))),
+                Err(failure) => Err(failure),
+            },
         }
     }
 
@@ -160,7 +167,7 @@ impl Writer {
         expected: Option<&AttributeValue>,
         settings: Settings,
     ) -> Result<(), Failure> {
-        let mut item = from_attrs(row).map_err(|e| foreign(e.to_string()))?;
+        let item = from_attrs(row).map_err(|e| foreign(e.to_string()))?;
         let model = (item.get(&self.layout.type_field).and_then(Value::as_str))
             .and_then(|name| self.schema.model(name).ok())
             .ok_or_else(|| {
@@ -169,33 +176,89 @@ impl Writer {
                     self.layout.type_field
                 ))
             })?;
-        let scope = (model.scope_of(&item, &Context::default())).map_err(foreign)?;
+        let key = self
+            .layout
+            .key_of(&item)
+            .map_err(|e| foreign(e.to_string()))?;
+        let scope_of = |item: &ferry_types::Item| model.scope_of(item, &Context::default());
+        let scope = scope_of(&item).map_err(foreign)?;
         let over = Layout::version_of(row).map(|v| v.hlc);
         let version = self
             .fresh_version(over)
             .map_err(|e| foreign(e.to_string()))?;
-        let text = |s: String| Value::S(s);
-        item.insert(
-            SEQ.into(),
-            text(format!("{}-{}", self.dynamo.clock.stamp(), self.id)),
-        );
-        item.insert(VER.into(), text(version.to_text()));
-        item.insert(SRC.into(), text(self.id.clone()));
-        item.insert(SCOPE.into(), text(scope));
-        let request = (self.dynamo.client.put_item())
+        let text = |s: String| AttributeValue::S(s);
+        // Only Ferry's attributes change: the row keeps whatever a later foreign write put
+        // there (a stream image may be older than the row), and a foreign write over a
+        // tombstone is an item again.
+        let request = (self.dynamo.client.update_item())
             .table_name(&self.table)
-            .set_item(Some(to_attrs(&item)))
+            .set_key(Some(self.layout.key_attrs(&key)))
+            .update_expression(
+                "SET #v = :v, #q = :q, #src = :src, #scope = :scope REMOVE #del, #ttl",
+            )
             .expression_attribute_names("#h", &self.layout.hash)
-            .expression_attribute_names("#v", VER);
+            .expression_attribute_names("#v", VER)
+            .expression_attribute_names("#q", SEQ)
+            .expression_attribute_names("#src", SRC)
+            .expression_attribute_names("#scope", SCOPE)
+            .expression_attribute_names("#del", DEL)
+            .expression_attribute_names("#ttl", TTL)
+            .expression_attribute_values(":v", text(version.to_text()))
+            .expression_attribute_values(
+                ":q",
+                text(format!("{}-{}", self.dynamo.clock.stamp(), self.id)),
+            )
+            .expression_attribute_values(":src", text(self.id.clone()))
+            .expression_attribute_values(":scope", text(scope.clone()))
+            .return_values(ReturnValue::AllNew);
         let request = match expected {
             None => {
                 request.condition_expression("attribute_exists(#h) AND attribute_not_exists(#v)")
             }
-            Some(version) => request
+            Some(old) => request
                 .condition_expression("attribute_exists(#h) AND #v = :old")
-                .expression_attribute_values(":old", version.clone()),
+                .expression_attribute_values(":old", old.clone()),
         };
-        self.conditional(request.send(), settings).await
+        let answer = match tokio::time::timeout(attempt_timeout(settings), request.send()).await {
+            Err(_) => return Err(abandoned("UpdateItem")),
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                return match e.as_service_error() {
+                    // Adopted meanwhile, or written by Ferry: nothing left to adopt.
+                    Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
+                    _ => Err(Failure::of("UpdateItem", &e)),
+                };
+            }
+        };
+        // The row as it is now may render another scope than the image did.
+        let now = answer
+            .attributes
+            .as_ref()
+            .and_then(|row| from_attrs(row).ok());
+        let Some(now_scope) = now.as_ref().and_then(|item| scope_of(item).ok()) else {
+            return Ok(());
+        };
+        if now_scope == scope {
+            return Ok(());
+        }
+        let fix = (self.dynamo.client.update_item())
+            .table_name(&self.table)
+            .set_key(Some(self.layout.key_attrs(&key)))
+            .update_expression("SET #scope = :scope")
+            .condition_expression("#v = :v")
+            .expression_attribute_names("#scope", SCOPE)
+            .expression_attribute_names("#v", VER)
+            .expression_attribute_values(":scope", text(now_scope))
+            .expression_attribute_values(":v", text(version.to_text()))
+            .send();
+        match tokio::time::timeout(attempt_timeout(settings), fix).await {
+            Err(_) => Err(abandoned("UpdateItem")),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
+                _ => Err(Failure::of("UpdateItem", &e)),
+            },
+        }
     }
 
     /// Writes `change` (a tombstone where a hard delete left nothing) only where the key

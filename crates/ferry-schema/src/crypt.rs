@@ -134,7 +134,12 @@ impl Model {
     /// Encrypts the text values of this model's crypt fields in `item`, for storage.
     pub fn seal(&self, item: &mut Item, crypto: Option<&Crypto>) -> Result<(), String> {
         for attr in self.crypt_attrs() {
-            if let Some(Value::S(text)) = item.get_mut(attr) {
+            // Empty text stays empty (as in OneTable); a value still sealed (one this key
+            // could not open, carried through an update) is not sealed twice.
+            if let Some(Value::S(text)) = item.get_mut(attr)
+                && !text.is_empty()
+                && !is_sealed(text)
+            {
                 let crypto =
                     crypto.ok_or_else(|| format!("{}.{attr}: no crypto key", self.name))?;
                 *text = crypto.encrypt(text)?;
@@ -172,6 +177,26 @@ impl Schema {
                 .map(|f| format!("{}.{}", m.name, f.name))
         })
     }
+}
+
+/// Whether `text` has the shape of a sealed value (`name:tag:iv:data`, a 16-byte tag and
+/// IV), whichever key sealed it.
+fn is_sealed(text: &str) -> bool {
+    let mut parts = text.splitn(4, ':');
+    let (Some(name), Some(tag), Some(iv), Some(data)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    name_ok
+        && BASE64.decode(tag).is_ok_and(|tag| tag.len() == TAG_LEN)
+        && unhex(iv).is_some_and(|iv| iv.len() == IV_LEN)
+        && !data.is_empty()
+        && BASE64.decode(data).is_ok()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -227,6 +252,27 @@ mod tests {
         );
         let altered = stored.replacen(':', ":A", 1);
         assert!(crypto("secret").decrypt(&altered).is_err());
+    }
+
+    #[test]
+    fn empty_text_and_values_already_sealed_are_left_as_they_are() {
+        let schema = crate::Schema::parse(
+            "{version: '1', indexes: {primary: {hash: 'pk'}}, models: {M: {pk: {type: 'string'}, \
+             pin: {type: 'string', crypt: true}}}}",
+        )
+        .unwrap();
+        let model = schema.model("M").unwrap();
+        let other_key = crypto("old")
+            .encrypt("4321")
+            .unwrap()
+            .replacen("primary", "retired", 1);
+        let mut item = Item::new();
+        item.insert("pin".into(), Value::S(other_key.clone()));
+        model.seal(&mut item, Some(&crypto("new"))).unwrap();
+        assert_eq!(item["pin"], Value::S(other_key), "not sealed twice");
+        item.insert("pin".into(), Value::S(String::new()));
+        model.seal(&mut item, Some(&crypto("new"))).unwrap();
+        assert_eq!(item["pin"], Value::S(String::new()));
     }
 
     #[test]

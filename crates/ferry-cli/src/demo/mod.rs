@@ -24,6 +24,13 @@ pub fn run(keep: Option<&Path>, cloud: DemoCloud) -> Result<()> {
     let temporary;
     let dir: PathBuf = match keep {
         Some(dir) => {
+            let used = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
+            if used {
+                anyhow::bail!(
+                    "{} is not empty: give --keep a new directory",
+                    dir.display()
+                );
+            }
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             dir.to_path_buf()
         }
