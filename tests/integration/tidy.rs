@@ -51,6 +51,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "ferry-dynamo",
         &["ferry-types", "ferry-schema", "ferry-journal", "ferry-sync"],
     ),
+    // Wire types shared by the relay and its transport, defined once (DESIGN.md 2).
+    (
+        "ferry-protocol",
+        &["ferry-types", "ferry-journal", "ferry-sync"],
+    ),
     ("ferry-cli", &["ferry"]),
 ];
 
@@ -68,6 +73,7 @@ const NO_TOKIO: &[&str] = &[
     "ferry-journal",
     "ferry-sync",
     "ferry-db",
+    "ferry-protocol",
 ];
 
 fn metadata(no_deps: bool) -> Json {

@@ -70,7 +70,8 @@ fn tagged(tag: u8, payload: &[u8], out: &mut Vec<u8>) {
     bytes(payload, out);
 }
 
-fn bytes(payload: &[u8], out: &mut Vec<u8>) {
+/// Appends `payload` with its length (what [`Reader::bytes`] reads).
+pub fn bytes(payload: &[u8], out: &mut Vec<u8>) {
     varint(payload.len() as u64, out);
     out.extend_from_slice(payload);
 }
@@ -133,7 +134,8 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn text(&mut self) -> Result<String> {
+    /// Reads a length-prefixed UTF-8 text.
+    pub fn text(&mut self) -> Result<String> {
         String::from_utf8(self.bytes()?.to_vec())
             .map_err(|_| Error::Corrupt("text is not UTF-8".into()))
     }
@@ -143,7 +145,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a count, refusing counts larger than the remaining bytes could hold.
-    fn count(&mut self) -> Result<usize> {
+    pub fn count(&mut self) -> Result<usize> {
         let n = self.varint()?;
         if n > self.bytes.len() as u64 {
             return Err(truncated("collection"));

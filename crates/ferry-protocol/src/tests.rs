@@ -1,0 +1,164 @@
+use super::*;
+use ferry_journal::ChangeOp;
+use ferry_types::{Item, ReplicaId, Value};
+
+fn change(n: u64, op: ChangeOp) -> Change {
+    let key = Key {
+        hash: Value::S(format!("note#{n}")),
+        sort: Some(Value::S("note#".into())),
+    };
+    let item = (op == ChangeOp::Put).then(|| {
+        let mut item = Item::new();
+        item.insert("pk".into(), key.hash.clone());
+        item.insert("text".into(), Value::S("hello".into()));
+        item.insert("n".into(), Value::int(n as i64));
+        item
+    });
+    Change {
+        model: "Note".into(),
+        key,
+        op,
+        version: Version {
+            hlc: Hlc::new(1_800_000_000_000 + n, 1),
+            replica: ReplicaId::parse("dev-1").unwrap(),
+        },
+        scope: "dev-1".into(),
+        item,
+    }
+}
+
+fn every_frame() -> Vec<Frame> {
+    let put = change(1, ChangeOp::Put);
+    let delete = change(2, ChangeOp::Delete);
+    vec![
+        Frame::Hello {
+            token: "t.o.k".into(),
+            replica: "dev-1".into(),
+        },
+        Frame::Welcome(Session {
+            server_time_ms: 1_800_000_000_123,
+            scopes: Some(["*".to_string(), "dev-1".to_string()].into()),
+            limits: Limits::default(),
+            horizon_ms: 30 * 86_400_000,
+        }),
+        Frame::Welcome(Session {
+            server_time_ms: 1,
+            scopes: None,
+            limits: Limits::default(),
+            horizon_ms: 2,
+        }),
+        Frame::Refused {
+            reason: "token expired".into(),
+        },
+        Frame::Push {
+            id: 7,
+            changes: vec![put.clone(), delete.clone()],
+        },
+        Frame::Pushed {
+            id: 7,
+            results: vec![
+                (put.key.clone(), put.version.clone(), PushOutcome::Applied),
+                (
+                    delete.key.clone(),
+                    delete.version.clone(),
+                    PushOutcome::Superseded {
+                        cloud: Box::new(put.clone()),
+                    },
+                ),
+                (
+                    put.key.clone(),
+                    put.version.clone(),
+                    PushOutcome::Rejected {
+                        reason: "scope not granted".into(),
+                    },
+                ),
+            ],
+        },
+        Frame::Pull {
+            id: 8,
+            scope: "dev-1".into(),
+            from: PullFrom::Since(Hlc::new(5, 6)),
+            limit: 100,
+        },
+        Frame::Pull {
+            id: 9,
+            scope: "*".into(),
+            from: PullFrom::Snapshot(Hlc::ZERO),
+            limit: 1,
+        },
+        Frame::Page {
+            id: 8,
+            page: PullPage {
+                changes: vec![(Hlc::new(9, 0), put.clone()), (Hlc::new(10, 2), delete)],
+                more: true,
+                safe: Hlc::new(8, 0),
+            },
+        },
+        Frame::Failed {
+            id: 3,
+            error: TransportError::Throttled {
+                retry_after_ms: Some(0),
+            },
+        },
+        Frame::Failed {
+            id: 4,
+            error: TransportError::Throttled {
+                retry_after_ms: None,
+            },
+        },
+        Frame::Failed {
+            id: 5,
+            error: TransportError::Expired,
+        },
+        Frame::Failed {
+            id: 6,
+            error: TransportError::Unauthorized("no".into()),
+        },
+        Frame::Live { changes: vec![put] },
+    ]
+}
+
+#[test]
+fn every_frame_survives_the_round_trip() {
+    for frame in every_frame() {
+        let bytes = encode(&frame);
+        assert_eq!(bytes[0], PROTOCOL_VERSION);
+        assert_eq!(decode(&bytes), Ok(frame));
+    }
+}
+
+#[test]
+fn every_truncation_and_corruption_is_an_error_never_a_panic() {
+    for frame in every_frame() {
+        let bytes = encode(&frame);
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "{frame:?} cut at {cut}");
+        }
+        for at in 1..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0xFF;
+            let _ = decode(&flipped);
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(decode(&longer), Err(FrameError::Malformed(_))));
+    }
+}
+
+#[test]
+fn another_version_or_an_oversize_frame_is_named() {
+    let mut bytes = encode(&Frame::Refused { reason: "x".into() });
+    bytes[0] = 9;
+    assert_eq!(decode(&bytes), Err(FrameError::Version { found: 9 }));
+    let huge = vec![PROTOCOL_VERSION; FRAME_BYTES_MAX + 1];
+    assert!(matches!(decode(&huge), Err(FrameError::TooLarge { .. })));
+    let error = decode(&[PROTOCOL_VERSION, 99]).unwrap_err().to_string();
+    assert!(error.contains("unknown frame tag 99"), "{error}");
+}
+
+#[test]
+fn a_count_larger_than_the_frame_allocates_nothing() {
+    let mut bytes = vec![PROTOCOL_VERSION, LIVE];
+    varint(u64::MAX / 2, &mut bytes);
+    assert!(decode(&bytes).is_err());
+}
