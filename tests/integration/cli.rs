@@ -247,3 +247,55 @@ fn pagination_load_and_export() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(json_line(&out)["value"], 3);
 }
+
+#[test]
+fn relay_token_prints_a_signed_expiring_token_the_relay_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, [7u8; 32]).unwrap();
+    let secret_path = secret.to_str().unwrap();
+    let (code, out, err) = ferry(&[
+        "relay",
+        "token",
+        "--secret-file",
+        secret_path,
+        "--device",
+        "pump-7",
+        "--scope",
+        "pump-7",
+        "--scope",
+        "*",
+        "--ttl",
+        "2h",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let claims = ferry_relay::Secret::new(vec![7u8; 32])
+        .unwrap()
+        .verify(out.trim())
+        .unwrap();
+    assert_eq!(claims.sub, "pump-7");
+    assert_eq!(
+        claims.granted(),
+        ["pump-7".to_string(), "*".to_string()].into()
+    );
+    assert!(
+        (7190..=7210).contains(&(claims.exp - claims.iat)),
+        "{claims:?}"
+    );
+    let wrong = ferry_relay::Secret::new(vec![8u8; 32])
+        .unwrap()
+        .verify(out.trim());
+    assert_eq!(wrong, Err(ferry_relay::TokenError::BadSignature));
+
+    std::fs::write(&secret, b"short").unwrap();
+    let (code, _, err) = ferry(&[
+        "relay",
+        "token",
+        "--secret-file",
+        secret_path,
+        "--device",
+        "x",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("too short"), "{err}");
+}

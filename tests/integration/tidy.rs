@@ -56,7 +56,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "ferry-protocol",
         &["ferry-types", "ferry-journal", "ferry-sync"],
     ),
-    ("ferry-cli", &["ferry"]),
+    (
+        "ferry-relay",
+        &[
+            "ferry-types",
+            "ferry-journal",
+            "ferry-sync",
+            "ferry-protocol",
+            "ferry-dynamo",
+        ],
+    ),
+    ("ferry-cli", &["ferry", "ferry-relay"]),
 ];
 
 /// Third-party crates only one workspace crate may name.

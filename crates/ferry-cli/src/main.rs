@@ -160,11 +160,37 @@ enum Command {
         #[command(subcommand)]
         command: TableCommand,
     },
+    /// The relay devices connect to.
+    #[cfg(feature = "relay")]
+    Relay {
+        #[command(subcommand)]
+        command: RelayCommand,
+    },
     /// The cloud side of a DynamoDB table.
     #[cfg(feature = "dynamo")]
     Cloud {
         #[command(subcommand)]
         command: CloudCommand,
+    },
+}
+
+#[cfg(feature = "relay")]
+#[derive(Subcommand)]
+enum RelayCommand {
+    /// Print a signed, expiring token for a device (the relay checks it in the handshake).
+    Token {
+        /// The relay's signing secret: a file of at least 32 bytes.
+        #[arg(long, value_name = "FILE")]
+        secret_file: PathBuf,
+        /// The device's id.
+        #[arg(long)]
+        device: String,
+        /// A scope the device may read and write (repeat it); none: its own and `*`.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// How long the token is valid: 30d, 12h, 90s.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30d")]
+        ttl: std::time::Duration,
     },
 }
 
@@ -454,6 +480,27 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => ops::schema_check(file),
         #[cfg(feature = "dynamo")]
         Command::Table { command } => table(&cli, command),
+        #[cfg(feature = "relay")]
+        Command::Relay {
+            command:
+                RelayCommand::Token {
+                    secret_file,
+                    device,
+                    scopes,
+                    ttl,
+                },
+        } => {
+            let invalid = |e: ferry_relay::TokenError| Failure::invalid(e.to_string());
+            let secret = ferry_relay::Secret::from_file(secret_file).map_err(invalid)?;
+            let scopes = scopes.iter().cloned().collect();
+            println!(
+                "{}",
+                secret
+                    .sign(device, scopes, ttl.as_secs())
+                    .map_err(invalid)?
+            );
+            Ok(())
+        }
         #[cfg(feature = "dynamo")]
         Command::Cloud {
             command: CloudCommand::Follow { at },

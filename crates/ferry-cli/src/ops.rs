@@ -147,6 +147,8 @@ pub fn run_on(db: &Db, cli: &Cli, out: &mut dyn std::io::Write) -> Result<(), Fa
         }
         #[cfg(feature = "dynamo")]
         Command::Table { .. } | Command::Cloud { .. } => {}
+        #[cfg(feature = "relay")]
+        Command::Relay { .. } => {}
         Command::Demo { .. } | Command::Schema { .. } => {}
     }
     Ok(())

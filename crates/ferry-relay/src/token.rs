@@ -1,0 +1,180 @@
+//! Device tokens: signed (HMAC-SHA256, a JWT through `jsonwebtoken`), expiring, naming the
+//! device and the scopes it may read and write. The relay checks one in every handshake and
+//! every change's scope against it.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+/// The fewest bytes a secret may have (the hash's own size).
+pub const SECRET_BYTES_MIN: usize = 32;
+
+/// What a token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The device (`sub`).
+    pub sub: String,
+    /// The scopes it may read and write; empty: only its own (`sub`) and the shared `*`.
+    #[serde(default)]
+    pub scopes: BTreeSet<String>,
+    /// Issued at (epoch seconds).
+    pub iat: u64,
+    /// Expires at (epoch seconds).
+    pub exp: u64,
+}
+
+impl Claims {
+    /// The scopes the device is granted: those named, else its own and the shared `*`.
+    pub fn granted(&self) -> BTreeSet<String> {
+        match self.scopes.is_empty() {
+            true => [self.sub.clone(), "*".to_string()].into(),
+            false => self.scopes.clone(),
+        }
+    }
+}
+
+/// Why a token is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Past its `exp`.
+    #[error("the token expired")]
+    Expired,
+    /// The signature does not match: altered, or signed with another secret.
+    #[error("the token's signature does not match (altered, or signed with another secret)")]
+    BadSignature,
+    /// Not a token at all.
+    #[error("the token is malformed: {0}")]
+    Malformed(String),
+    /// The secret cannot sign (too short, unreadable).
+    #[error("{0}")]
+    Secret(String),
+}
+
+/// The relay's signing secret.
+pub struct Secret(Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    /// The secret in `bytes` (at least [`SECRET_BYTES_MIN`]).
+    pub fn new(bytes: Vec<u8>) -> Result<Secret, TokenError> {
+        if bytes.len() < SECRET_BYTES_MIN {
+            return Err(TokenError::Secret(format!(
+                "a secret of {} bytes is too short: use at least {SECRET_BYTES_MIN} (head -c 32 /dev/urandom > FILE)",
+                bytes.len()
+            )));
+        }
+        Ok(Secret(bytes))
+    }
+
+    /// The secret in `path` (its bytes as they are).
+    pub fn from_file(path: &Path) -> Result<Secret, TokenError> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            TokenError::Secret(format!("cannot read the secret {}: {e}", path.display()))
+        })?;
+        Secret::new(bytes).map_err(|e| TokenError::Secret(format!("{}: {e}", path.display())))
+    }
+
+    /// A token for `device`, granted `scopes`, valid for `ttl_s` seconds from now.
+    pub fn sign(
+        &self,
+        device: &str,
+        scopes: BTreeSet<String>,
+        ttl_s: u64,
+    ) -> Result<String, TokenError> {
+        let iat = now_s();
+        let claims = Claims {
+            sub: device.to_string(),
+            scopes,
+            iat,
+            exp: iat.saturating_add(ttl_s),
+        };
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&self.0),
+        )
+        .map_err(|e| TokenError::Secret(e.to_string()))
+    }
+
+    /// The claims of `token`, if this secret signed it and it has not expired.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let decoded =
+            jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&self.0), &validation);
+        decoded.map(|data| data.claims).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::InvalidSignature => TokenError::BadSignature,
+            _ => TokenError::Malformed(e.to_string()),
+        })
+    }
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(fill: u8) -> Secret {
+        Secret::new(vec![fill; 32]).unwrap()
+    }
+
+    #[test]
+    fn a_token_names_its_device_and_scopes() {
+        let token = secret(1)
+            .sign("pump-7", ["pump-7".to_string(), "*".to_string()].into(), 60)
+            .unwrap();
+        let claims = secret(1).verify(&token).unwrap();
+        assert_eq!(claims.sub, "pump-7");
+        assert_eq!(
+            claims.granted(),
+            ["pump-7".to_string(), "*".to_string()].into()
+        );
+        let own = secret(1).sign("pump-8", BTreeSet::new(), 60).unwrap();
+        assert_eq!(
+            secret(1).verify(&own).unwrap().granted(),
+            ["pump-8".to_string(), "*".to_string()].into()
+        );
+    }
+
+    #[test]
+    fn a_wrong_expired_or_tampered_token_is_refused_saying_why() {
+        let token = secret(1).sign("pump-7", BTreeSet::new(), 60).unwrap();
+        assert_eq!(secret(2).verify(&token), Err(TokenError::BadSignature));
+        let expired = secret(1).sign("pump-7", BTreeSet::new(), 0).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1_100));
+        assert_eq!(secret(1).verify(&expired), Err(TokenError::Expired));
+        // Another device's name in the same signature.
+        let mut parts: Vec<String> = token.split('.').map(String::from).collect();
+        let other = secret(1).sign("pump-8", BTreeSet::new(), 60).unwrap();
+        parts[1] = other.split('.').nth(1).unwrap().to_string();
+        assert_eq!(
+            secret(1).verify(&parts.join(".")),
+            Err(TokenError::BadSignature)
+        );
+        assert!(matches!(
+            secret(1).verify("not a token"),
+            Err(TokenError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_short_secret_is_refused() {
+        let error = Secret::new(vec![0; 8]).unwrap_err().to_string();
+        assert!(error.contains("too short"), "{error}");
+    }
+}
