@@ -17,6 +17,8 @@ commands:
                  options: --items N[,N...] (default 100000,1000000)
   bench sync     replicated writes (journal + engine + in-memory cloud) vs local-only writes
                  options: --items N[,N...] (default 10000,50000)
+  bench frames   the relay's frame encoding: ferry-protocol's codec vs rkyv (bytes, encode,
+                 decode, zero-copy scope checks)
   bench dynamo   uploads to DynamoDB Local (started here): Ferry vs a naive PutItem loop vs
                  the server's ceiling; catch-up; WCU per change. options: --items N (10000)";
 

@@ -8,6 +8,7 @@
 
 mod dynamo_side;
 mod ferry_side;
+mod frames_side;
 mod sqlite_side;
 mod sync_side;
 
@@ -53,6 +54,7 @@ fn main() -> Result<()> {
             let items = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100_000);
             profile(op, items)
         }
+        Some("frames") => frames_side::run(),
         Some("dynamo") => {
             let sizes = parse_sizes(&args, &[10_000])?;
             sizes.iter().try_for_each(|&n| dynamo_side::run(n as usize))
