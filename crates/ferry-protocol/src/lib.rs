@@ -5,6 +5,9 @@
 //! against the bytes that are there, so a malformed or truncated frame is an error that
 //! names what is wrong, never a panic or an allocation the frame cannot back.
 //!
+//! The encoding was chosen against rkyv by `cargo xtask bench frames` (docs/benchmarks.md):
+//! 36% fewer bytes per change, at a decode cost far inside the relay's budget.
+//!
 //! A session: the device sends `Hello` (its token); the relay answers `Welcome` (a
 //! transport `Session`) or `Refused` and closes. Then the device sends `Push` and `Pull`
 //! with ids, answered by `Pushed`, `Page` or `Failed` with the same id, and the relay sends
