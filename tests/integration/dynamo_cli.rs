@@ -432,13 +432,27 @@ fn cloud_commands_read_and_write_the_table_as_a_replica_devices_hear_from() {
         (0, json!("by a")),
         "{err}"
     );
-    let (code, out, err) = cloud(&["find", "Shared", "{}"]);
+    let (code, _, err) = cloud(&["create", "Shared", r#"{"id":"s9","name":"by the cloud"}"#]);
     assert_eq!(code, 0, "{err}");
+    let ids = |out: &str| -> Vec<Json> {
+        let items = json_line(out)["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        items.iter().map(|item| item["id"].clone()).collect()
+    };
+    let (code, out, err) = cloud(&["find", "Shared", "{}"]);
     assert_eq!(
-        json_line(&out)["items"].as_array().map(Vec::len),
-        Some(1),
-        "{out}"
+        (code, ids(&out)),
+        (0, vec![json!("s1"), json!("s9")]),
+        "{err}"
     );
+    let (code, out, err) = cloud(&["find", "Shared", "{}", "--reverse", "--limit", "1"]);
+    assert_eq!((code, ids(&out)), (0, vec![json!("s9")]), "{err}");
+    let next = json_line(&out)["next"].as_str().unwrap().to_string();
+    let (code, out, err) = cloud(&["find", "Shared", "{}", "--reverse", "--next", &next]);
+    assert_eq!((code, ids(&out)), (0, vec![json!("s1")]), "{err}");
+    assert_eq!(cloud(&["remove", "Shared", r#"{"id":"s9"}"#]).0, 0);
 
     // Its update and its remove reach the device too.
     let (code, _, err) = cloud(&[

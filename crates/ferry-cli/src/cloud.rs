@@ -229,19 +229,20 @@ pub fn replica_command(cli: &Cli, schema: &Schema, command: &CloudCommand) -> Re
             index,
             limit,
             next,
+            reverse,
             ..
         } => {
             let props = match json {
                 Some(text) => parse(text, "properties")?,
                 None => serde_json::json!({}),
             };
-            let page = rt.block_on(replica.find(
-                model,
-                &props,
-                index.as_deref(),
-                *limit,
-                next.as_deref(),
-            ))?;
+            let options = ferry::dynamo::CloudFind {
+                index: index.as_deref(),
+                limit: *limit,
+                next: next.as_deref(),
+                reverse: *reverse,
+            };
+            let page = rt.block_on(replica.find(model, &props, &options))?;
             print(
                 out,
                 &serde_json::json!({ "items": page.items, "next": page.next }),

@@ -256,6 +256,9 @@ enum CloudCommand {
         /// The cursor a previous find printed as next.
         #[arg(long)]
         next: Option<String>,
+        /// Descending order.
+        #[arg(long)]
+        reverse: bool,
         #[command(flatten)]
         at: TableArgs,
     },

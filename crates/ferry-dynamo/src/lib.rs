@@ -28,7 +28,7 @@ pub use clock::ServerClock;
 pub use error::{Error, Failure, FailureKind, Result};
 pub use follower::{Adopted, Follower};
 pub use layout::Layout;
-pub use replica::{CloudPage, CloudReplica};
+pub use replica::{CloudFind, CloudPage, CloudReplica};
 pub use table::{HORIZON_MS_DEFAULT, Settings, Stream, Table, WINDOW_MS_DEFAULT};
 pub use transport::DynamoTransport;
 pub use writer::Writer;

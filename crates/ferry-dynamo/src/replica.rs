@@ -30,6 +30,19 @@ pub struct CloudReplica {
     context: Context,
 }
 
+/// How a cloud `find` reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CloudFind<'a> {
+    /// A secondary index (else the primary key).
+    pub index: Option<&'a str>,
+    /// Most items to read.
+    pub limit: Option<usize>,
+    /// The cursor a previous page gave.
+    pub next: Option<&'a str>,
+    /// Descending sort key order.
+    pub reverse: bool,
+}
+
 /// A page of a cloud `find`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CloudPage {
@@ -161,15 +174,20 @@ impl CloudReplica {
     }
 
     /// Finds items by key condition (on the primary key or `index`) and equality filters,
-    /// as a device's `find` does; `next` continues a previous page.
+    /// as a device's `find` does; `next` continues a previous page, `reverse` reads the
+    /// sort key descending.
     pub async fn find(
         &self,
         model: &str,
         props: &Json,
-        index: Option<&str>,
-        limit: Option<usize>,
-        next: Option<&str>,
+        options: &CloudFind<'_>,
     ) -> Result<CloudPage> {
+        let CloudFind {
+            index,
+            limit,
+            next,
+            reverse,
+        } = *options;
         let model = self.model(model)?;
         let schema = &self.writer.schema;
         let query = model.key_query(schema, object(props)?, &self.context, index)?;
@@ -232,6 +250,9 @@ impl CloudReplica {
             .set_exclusive_start_key(next.map(decode_cursor).transpose()?);
         if index.name != "primary" {
             request = request.index_name(&index.name);
+        }
+        if reverse {
+            request = request.scan_index_forward(false);
         }
         if let Some(limit) = limit {
             request = request.limit(limit.clamp(1, i32::MAX as usize) as i32);
