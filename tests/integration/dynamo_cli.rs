@@ -84,20 +84,25 @@ impl Site {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (send, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines_of(child.stdout.take().unwrap());
         Agent {
             process: Killed(child),
             lines,
         }
     }
+}
+
+/// A child's stdout, a line at a time on a channel, read by a thread of its own.
+fn lines_of(stdout: std::process::ChildStdout) -> Receiver<String> {
+    let (send, lines) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }
 
 struct Agent {
@@ -499,14 +504,8 @@ fn ferry_cloud_follow_adopts_a_plain_sdk_write_and_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = follower.stdout.take().unwrap();
+    let lines = lines_of(follower.stdout.take().unwrap());
     let follower = Killed(follower);
-    let (send, lines) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = send.send(line);
-        }
-    });
 
     let rt = crate::dynamo::runtime();
     let dynamo = rt.block_on(ferry::dynamo::Dynamo::connect(&endpoint()));

@@ -25,11 +25,14 @@ impl From<ferry::dynamo::Error> for Failure {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_current_thread()
+/// A runtime for this command's calls, and a client made on it.
+fn connect(endpoint: &Endpoint) -> Result<(tokio::runtime::Runtime, Dynamo), Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::failed("RuntimeError", e.to_string()))
+        .map_err(|e| Failure::failed("RuntimeError", e.to_string()))?;
+    let dynamo = rt.block_on(Dynamo::connect(endpoint));
+    Ok((rt, dynamo))
 }
 
 /// `ferry table create`: creates the table from the schema (or checks an existing one),
@@ -41,8 +44,7 @@ pub fn create(
     settings: Settings,
     stream: ferry::dynamo::Stream,
 ) -> Result<(), Failure> {
-    let rt = runtime()?;
-    let dynamo = rt.block_on(Dynamo::connect(endpoint));
+    let (rt, dynamo) = connect(endpoint)?;
     let table = Table {
         dynamo: &dynamo,
         name,
@@ -70,8 +72,7 @@ pub fn create(
 
 /// `ferry table check`: a line per difference and exit 1, or a line saying it matches.
 pub fn check(schema: &Schema, name: &str, endpoint: &Endpoint) -> Result<(), Failure> {
-    let rt = runtime()?;
-    let dynamo = rt.block_on(Dynamo::connect(endpoint));
+    let (rt, dynamo) = connect(endpoint)?;
     let table = Table {
         dynamo: &dynamo,
         name,
@@ -104,8 +105,7 @@ pub fn attach(
     endpoint: &Endpoint,
     options: SyncOptions,
 ) -> Result<(), Failure> {
-    let rt = runtime()?;
-    let dynamo = rt.block_on(Dynamo::connect(endpoint));
+    let (rt, dynamo) = connect(endpoint)?;
     let probe = Table {
         dynamo: &dynamo,
         name: table,
@@ -125,8 +125,7 @@ pub fn attach(
 /// `ferry cloud follow`: adopts foreign writes until SIGTERM or SIGINT, a line for each.
 pub fn follow(schema: &Schema, table: &str, endpoint: &Endpoint) -> Result<(), Failure> {
     let stop = crate::sync::stop_on_signal()?;
-    let rt = runtime()?;
-    let dynamo = rt.block_on(Dynamo::connect(endpoint));
+    let (rt, dynamo) = connect(endpoint)?;
     let id = cloud_replica_id();
     let writer = ferry::dynamo::Writer::new(dynamo, table, Arc::new(schema.clone()), &id);
     let follower = ferry::dynamo::Follower::new(writer);
@@ -142,21 +141,20 @@ pub fn follow(schema: &Schema, table: &str, endpoint: &Endpoint) -> Result<(), F
     Ok(())
 }
 
-/// A replica id of its own for each cloud process: `cloud-` and the clock's nanoseconds.
+/// A replica id of its own for each cloud process, from the clock and the process id (this
+/// binary has no other randomness).
 fn cloud_replica_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    format!(
-        "follower-{:x}",
-        nanos ^ (u128::from(std::process::id()) << 64)
-    )
+    let bits = nanos ^ (u128::from(std::process::id()) << 96);
+    ferry::types::ReplicaId::from_random(bits).to_string()
 }
 
 /// `ferry cloud create|get|update|remove|find`: the table as a cloud replica, with the
 /// device commands' arguments, output and exit statuses.
 pub fn replica_command(cli: &Cli, schema: &Schema, command: &CloudCommand) -> Result<(), Failure> {
-    use crate::ops::{parse, parse_list, parse_object, print};
+    use crate::ops::{parse, print};
     let at = match command {
         CloudCommand::Follow { at }
         | CloudCommand::Create { at, .. }
@@ -165,8 +163,7 @@ pub fn replica_command(cli: &Cli, schema: &Schema, command: &CloudCommand) -> Re
         | CloudCommand::Remove { at, .. }
         | CloudCommand::Find { at, .. } => at,
     };
-    let rt = runtime()?;
-    let dynamo = rt.block_on(Dynamo::connect(&at.aws.endpoint()));
+    let (rt, dynamo) = connect(&at.aws.endpoint())?;
     let writer = ferry::dynamo::Writer::new(
         dynamo,
         &at.table,
@@ -187,34 +184,15 @@ pub fn replica_command(cli: &Cli, schema: &Schema, command: &CloudCommand) -> Re
         CloudCommand::Get { model, json, .. } => {
             match rt.block_on(replica.get(model, &parse(json, "key")?, cli.hidden))? {
                 Some(item) => print(out, &item),
-                None => {
-                    return Err(ferry::Error::NotFound {
-                        model: model.clone(),
-                        key: json.clone(),
-                    }
-                    .into());
-                }
+                None => return Err(crate::ops::not_found(model, json)),
             }
         }
         CloudCommand::Update {
-            model,
-            json,
-            upsert,
-            set,
-            add,
-            remove,
-            ..
+            model, json, how, ..
         } => {
-            let ops = ferry::UpdateOps {
-                set: parse_object(set.as_deref(), "--set")?,
-                add: parse_object(add.as_deref(), "--add")?,
-                remove: parse_list(remove.as_deref())?,
-                ..ferry::UpdateOps::default()
-            };
-            print(
-                out,
-                &rt.block_on(replica.update(model, &parse(json, "item")?, &ops, *upsert))?,
-            )
+            let item = parse(json, "item")?;
+            let updated = rt.block_on(replica.update(model, &item, &how.ops()?, how.upsert))?;
+            print(out, &updated)
         }
         CloudCommand::Remove { model, json, .. } => {
             let removed = rt.block_on(replica.remove(model, &parse(json, "key")?))?;
@@ -224,23 +202,14 @@ pub fn replica_command(cli: &Cli, schema: &Schema, command: &CloudCommand) -> Re
             )
         }
         CloudCommand::Find {
-            model,
-            json,
-            index,
-            limit,
-            next,
-            reverse,
-            ..
+            model, json, page, ..
         } => {
-            let props = match json {
-                Some(text) => parse(text, "properties")?,
-                None => serde_json::json!({}),
-            };
+            let props = crate::ops::find_props(json.as_deref())?;
             let options = ferry::dynamo::CloudFind {
-                index: index.as_deref(),
-                limit: *limit,
-                next: next.as_deref(),
-                reverse: *reverse,
+                index: page.index.as_deref(),
+                limit: page.limit,
+                next: page.next.as_deref(),
+                reverse: page.reverse,
             };
             let page = rt.block_on(replica.find(model, &props, &options))?;
             print(

@@ -79,18 +79,8 @@ enum Command {
     Update {
         model: String,
         json: String,
-        /// Create the item if it does not exist.
-        #[arg(long)]
-        upsert: bool,
-        /// Fields to set to expressions, as a JSON object: '{"balance": "${balance} + {10}"}'.
-        #[arg(long)]
-        set: Option<String>,
-        /// Numbers to add or set values to union, as a JSON object.
-        #[arg(long)]
-        add: Option<String>,
-        /// Fields to remove, as a JSON array.
-        #[arg(long)]
-        remove: Option<String>,
+        #[command(flatten)]
+        how: UpdateArgs,
     },
     /// Remove an item by key, or every match with --many.
     Remove {
@@ -104,21 +94,11 @@ enum Command {
     Find {
         model: String,
         json: Option<String>,
-        /// Query this secondary index.
-        #[arg(long)]
-        index: Option<String>,
         /// A where expression: '${status} = {active}'.
         #[arg(long = "where")]
         condition: Option<String>,
-        /// Most items to return.
-        #[arg(long)]
-        limit: Option<usize>,
-        /// The cursor a previous find printed as next.
-        #[arg(long)]
-        next: Option<String>,
-        /// Descending order.
-        #[arg(long)]
-        reverse: bool,
+        #[command(flatten)]
+        page: PageArgs,
     },
     /// Load seed data: a JSON file {"Model": [items]}.
     Load { file: PathBuf },
@@ -221,18 +201,8 @@ enum CloudCommand {
     Update {
         model: String,
         json: String,
-        /// Create the item if it does not exist.
-        #[arg(long)]
-        upsert: bool,
-        /// Fields to set to expressions, as a JSON object.
-        #[arg(long)]
-        set: Option<String>,
-        /// Numbers to add or set values to union, as a JSON object.
-        #[arg(long)]
-        add: Option<String>,
-        /// Fields to remove, as a JSON array.
-        #[arg(long)]
-        remove: Option<String>,
+        #[command(flatten)]
+        how: UpdateArgs,
         #[command(flatten)]
         at: TableArgs,
     },
@@ -247,18 +217,8 @@ enum CloudCommand {
     Find {
         model: String,
         json: Option<String>,
-        /// Query this secondary index.
-        #[arg(long)]
-        index: Option<String>,
-        /// Most items to return.
-        #[arg(long)]
-        limit: Option<usize>,
-        /// The cursor a previous find printed as next.
-        #[arg(long)]
-        next: Option<String>,
-        /// Descending order.
-        #[arg(long)]
-        reverse: bool,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         at: TableArgs,
     },
@@ -273,6 +233,52 @@ struct TableArgs {
     table: String,
     #[command(flatten)]
     aws: AwsArgs,
+}
+
+/// Which page of a find (device and cloud alike).
+#[derive(clap::Args)]
+struct PageArgs {
+    /// Query this secondary index.
+    #[arg(long)]
+    index: Option<String>,
+    /// Most items to return.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// The cursor a previous find printed as next.
+    #[arg(long)]
+    next: Option<String>,
+    /// Descending order.
+    #[arg(long)]
+    reverse: bool,
+}
+
+/// How an update changes its item besides the properties given (device and cloud alike).
+#[derive(clap::Args)]
+struct UpdateArgs {
+    /// Create the item if it does not exist.
+    #[arg(long)]
+    upsert: bool,
+    /// Fields to set to expressions, as a JSON object: '{"balance": "${balance} + {10}"}'.
+    #[arg(long)]
+    set: Option<String>,
+    /// Numbers to add or set values to union, as a JSON object.
+    #[arg(long)]
+    add: Option<String>,
+    /// Fields to remove, as a JSON array.
+    #[arg(long)]
+    remove: Option<String>,
+}
+
+impl UpdateArgs {
+    /// The update operations the options give.
+    fn ops(&self) -> Result<ferry::UpdateOps, Failure> {
+        Ok(ferry::UpdateOps {
+            set: ops::parse_object(self.set.as_deref(), "--set")?,
+            add: ops::parse_object(self.add.as_deref(), "--add")?,
+            remove: ops::parse_list(self.remove.as_deref())?,
+            ..ferry::UpdateOps::default()
+        })
+    }
 }
 
 /// Where `sync` and `agent` reach the cloud.

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write as _};
 use std::path::Path;
 use std::time::Duration;
 
-use ferry::{Config, Db, FindOptions, Schema, UpdateOps, Write, WriteOptions};
+use ferry::{Config, Db, FindOptions, Schema, Write, WriteOptions};
 use serde_json::{Map, Value as Json, json};
 
 use crate::{Cli, Command, Failure, sync};
@@ -68,32 +68,13 @@ pub fn run_on(db: &Db, cli: &Cli, out: &mut dyn std::io::Write) -> Result<(), Fa
             };
             match db.get_with(model, parse(json, "key")?, &options)? {
                 Some(item) => print(out, &item),
-                None => {
-                    return Err(ferry::Error::NotFound {
-                        model: model.clone(),
-                        key: json.clone(),
-                    }
-                    .into());
-                }
+                None => return Err(not_found(model, json)),
             }
         }
-        Command::Update {
-            model,
-            json,
-            upsert,
-            set,
-            add,
-            remove,
-        } => {
-            let ops = UpdateOps {
-                set: parse_object(set.as_deref(), "--set")?,
-                add: parse_object(add.as_deref(), "--add")?,
-                remove: parse_list(remove.as_deref())?,
-                ..UpdateOps::default()
-            };
+        Command::Update { model, json, how } => {
             let options = WriteOptions {
-                upsert: *upsert,
-                ops,
+                upsert: how.upsert,
+                ops: how.ops()?,
                 hidden,
                 ..WriteOptions::default()
             };
@@ -111,26 +92,19 @@ pub fn run_on(db: &Db, cli: &Cli, out: &mut dyn std::io::Write) -> Result<(), Fa
         Command::Find {
             model,
             json,
-            index,
             condition,
-            limit,
-            next,
-            reverse,
+            page,
         } => {
-            let props = match json {
-                Some(text) => parse(text, "properties")?,
-                None => json!({}),
-            };
             let options = FindOptions {
-                index: index.clone(),
+                index: page.index.clone(),
                 condition: condition.clone(),
-                limit: *limit,
-                next: next.clone(),
-                reverse: *reverse,
+                limit: page.limit,
+                next: page.next.clone(),
+                reverse: page.reverse,
                 hidden,
                 ..FindOptions::default()
             };
-            let page = db.find(model, props, &options)?;
+            let page = db.find(model, find_props(json.as_deref())?, &options)?;
             print(out, &json!({ "items": page.items, "next": page.next }));
         }
         Command::Load { file } => load(db, file, out)?,
@@ -182,6 +156,20 @@ pub(crate) fn open(cli: &Cli) -> Result<Db, Failure> {
         },
         false => e.into(),
     })
+}
+
+/// The properties of a find: the JSON given, or none.
+pub(crate) fn find_props(json: Option<&str>) -> Result<Json, Failure> {
+    json.map_or(Ok(json!({})), |text| parse(text, "properties"))
+}
+
+/// A get that found nothing, as the device and cloud commands report it.
+pub(crate) fn not_found(model: &str, key: &str) -> Failure {
+    ferry::Error::NotFound {
+        model: model.to_string(),
+        key: key.to_string(),
+    }
+    .into()
 }
 
 /// The key of `crypt` fields, from `--crypto FILE` (OneTable's configuration, as JSON).

@@ -280,7 +280,7 @@ impl Db {
                 let mut ops = options.ops.clone();
                 ops.subs.extend(options.subs.clone());
                 let crypto = self.crypto();
-                let existing = existing.map(|e| model.open(&e, crypto).into_owned());
+                let existing = existing.map(|e| model.open_owned(e, crypto));
                 let mut item =
                     model.prepare_update(schema, existing.as_ref(), props, &ops, ctx, now)?;
                 crate::crypt::seal(model, &mut item, crypto)?;

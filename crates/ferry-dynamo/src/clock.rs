@@ -2,7 +2,7 @@
 //! offset, and `_seq` stamps are drawn from wall time plus that offset (DESIGN.md 7 rule 1),
 //! so a device whose clock is behind still stamps where readers look.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,7 +23,6 @@ pub struct ServerClock {
     offset_ms: AtomicI64,
     /// A deliberate error on top (tests of writer skew).
     skew_ms: AtomicI64,
-    heard: AtomicBool,
     stamps: Mutex<HlcClock>,
     versions: Mutex<HlcClock>,
 }
@@ -33,7 +32,6 @@ impl Default for ServerClock {
         ServerClock {
             offset_ms: AtomicI64::new(0),
             skew_ms: AtomicI64::new(0),
-            heard: AtomicBool::new(false),
             stamps: Mutex::new(HlcClock::new(Hlc::ZERO, MAX_FORWARD_MS_DEFAULT)),
             versions: Mutex::new(HlcClock::new(Hlc::ZERO, MAX_FORWARD_MS_DEFAULT)),
         }
@@ -78,16 +76,10 @@ impl ServerClock {
         versions.tick(now)
     }
 
-    /// Whether a response has told the server's time yet.
-    pub fn heard(&self) -> bool {
-        self.heard.load(Ordering::Relaxed)
-    }
-
     /// Takes the time of a response's `Date` header (epoch ms, whole seconds).
     pub fn observe_date(&self, date_ms: u64) {
         let offset = date_ms as i64 + DATE_HALF_SECOND_MS - wall_ms() as i64;
         self.offset_ms.store(offset, Ordering::Relaxed);
-        self.heard.store(true, Ordering::Relaxed);
     }
 }
 

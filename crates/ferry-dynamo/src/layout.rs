@@ -140,10 +140,7 @@ impl Layout {
         let scope = text(SCOPE)?.to_string();
         let model = text(&self.type_field)?.to_string();
         let deleted = matches!(row.get(DEL), Some(AttributeValue::Bool(true)));
-        let mut item = from_attrs(row)?;
-        for name in HIDDEN {
-            item.remove(name);
-        }
+        let item = without_hidden(from_attrs(row)?);
         let key = self.key_of(&item)?;
         let (op, item) = match deleted {
             true => (ChangeOp::Delete, None),
@@ -167,6 +164,14 @@ impl Layout {
             _ => None,
         }
     }
+}
+
+/// `item` without Ferry's feed attributes (`_ver` stays: devices keep it in their items).
+pub fn without_hidden(mut item: Item) -> Item {
+    for name in HIDDEN {
+        item.remove(name);
+    }
+    item
 }
 
 /// The stamp part of a `_seq` text (`{hlc}-{writer}`).

@@ -18,7 +18,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::attrs::{AttrMap, from_attrs, to_attr, to_attrs};
 use crate::error::{Error, Failure, Result};
-use crate::layout::{DEL, HIDDEN, Layout, SCOPE, VER};
+use crate::layout::{DEL, Layout, SCOPE, VER, without_hidden};
 use crate::table::{Settings, Table};
 use crate::writer::{Writer, attempt_timeout};
 
@@ -84,11 +84,11 @@ impl CloudReplica {
     pub async fn create(&self, model: &str, props: &Json) -> Result<Json> {
         let model = self.model(model)?;
         let schema = &self.writer.schema;
-        let mut item = model.prepare_put(
+        let item = model.prepare_put(
             schema,
             object(props)?,
             &self.context,
-            now_ms(),
+            self.now_ms(),
             PutMode::Create,
         )?;
         let key = self.writer.layout.key_of(&item)?;
@@ -99,12 +99,7 @@ impl CloudReplica {
                 format!("{} {key} already exists", model.name),
             ));
         }
-        model
-            .seal(&mut item, self.crypto.as_ref())
-            .map_err(Error::Argument)?;
-        self.write(model, &key, Some(item.clone()), seen.as_ref())
-            .await?;
-        Ok(self.shape(model, &item, false))
+        self.store(model, &key, item, seen.as_ref()).await
     }
 
     /// Reads an item by its key; `None` when it is absent or deleted.
@@ -137,15 +132,15 @@ impl CloudReplica {
                 format!("{} {key} does not exist", model.name),
             ));
         }
-        let existing = existing.map(|item| model.open(&item, self.crypto.as_ref()).into_owned());
+        let existing = existing.map(|item| model.open_owned(item, self.crypto.as_ref()));
         let schema = &self.writer.schema;
-        let mut item = model.prepare_update(
+        let item = model.prepare_update(
             schema,
             existing.as_ref(),
             props,
             ops,
             &self.context,
-            now_ms(),
+            self.now_ms(),
         )?;
         if self.writer.layout.key_of(&item)? != key {
             return Err(Error::Argument(format!(
@@ -153,12 +148,7 @@ impl CloudReplica {
                 model.name
             )));
         }
-        model
-            .seal(&mut item, self.crypto.as_ref())
-            .map_err(Error::Argument)?;
-        self.write(model, &key, Some(item.clone()), seen.as_ref())
-            .await?;
-        Ok(self.shape(model, &item, false))
+        self.store(model, &key, item, seen.as_ref()).await
     }
 
     /// Removes an item (a tombstone takes its place, so devices remove it too); returns it.
@@ -260,7 +250,7 @@ impl CloudReplica {
         let answer = request.send().await.map_err(|e| Failure::of("Query", &e))?;
         let items = (answer.items())
             .iter()
-            .map(|row| Ok(self.shape(model, &strip(from_attrs(row)?), false)))
+            .map(|row| Ok(self.shape(model, &without_hidden(from_attrs(row)?), false)))
             .collect::<Result<_>>()?;
         let next = answer.last_evaluated_key().map(encode_cursor).transpose()?;
         Ok(CloudPage { items, next })
@@ -283,7 +273,7 @@ impl CloudReplica {
         let Some(row) = row.filter(|row| !row.contains_key(DEL)) else {
             return Ok(None);
         };
-        let item = strip(from_attrs(&row)?);
+        let item = without_hidden(from_attrs(&row)?);
         let type_field = &self.writer.layout.type_field;
         match item.get(type_field).and_then(Value::as_str) {
             Some(name) if name == model.name => Ok(Some(item)),
@@ -301,7 +291,7 @@ impl CloudReplica {
         &self,
         model: &Model,
         key: &Key,
-        item: Option<Item>,
+        item: Option<&Item>,
         seen: Option<&AttrMap>,
     ) -> Result<()> {
         let layout = &self.writer.layout;
@@ -309,13 +299,10 @@ impl CloudReplica {
         let version = self.writer.fresh_version(over.as_ref().map(|v| v.hlc))?;
         let scope_of = |item: &Item| model.scope_of(item, &self.context).map_err(Error::Argument);
         let (op, scope, item) = match item {
-            Some(mut item) => {
-                item.insert(VER.into(), Value::S(version.to_text()));
-                (
-                    ChangeOp::Put,
-                    scope_of(&item)?,
-                    Some(model.cloud_view(&item)),
-                )
+            Some(item) => {
+                let mut view = model.cloud_view(item);
+                view.insert(VER.into(), Value::S(version.to_text()));
+                (ChangeOp::Put, scope_of(item)?, Some(view))
             }
             // The tombstone goes where the item was: the devices that have it read there.
             None => {
@@ -326,7 +313,7 @@ impl CloudReplica {
                 let old = seen
                     .map(from_attrs)
                     .transpose()?
-                    .map(strip)
+                    .map(without_hidden)
                     .unwrap_or_default();
                 let scope = match recorded {
                     Some(scope) => scope,
@@ -385,6 +372,26 @@ impl CloudReplica {
         }
     }
 
+    /// Seals `item`'s crypt fields and writes it over `seen`; returns it as the caller sees it.
+    async fn store(
+        &self,
+        model: &Model,
+        key: &Key,
+        mut item: Item,
+        seen: Option<&AttrMap>,
+    ) -> Result<Json> {
+        model
+            .seal(&mut item, self.crypto.as_ref())
+            .map_err(Error::Argument)?;
+        self.write(model, key, Some(&item), seen).await?;
+        Ok(self.shape(model, &item, false))
+    }
+
+    /// The server's time (epoch ms): the `created` and `updated` stamps of cloud writes.
+    fn now_ms(&self) -> i64 {
+        self.writer.dynamo.clock.now_ms() as i64
+    }
+
     fn full_key(&self, model: &Model, props: &Map<String, Json>) -> Result<Key> {
         let query = model.key_query(&self.writer.schema, props, &self.context, None)?;
         query.full_key().ok_or_else(|| {
@@ -401,14 +408,6 @@ impl CloudReplica {
     }
 }
 
-/// `item` without Ferry's feed attributes.
-fn strip(mut item: Item) -> Item {
-    for name in HIDDEN {
-        item.remove(name);
-    }
-    item
-}
-
 fn object(props: &Json) -> Result<&Map<String, Json>> {
     props
         .as_object()
@@ -417,12 +416,6 @@ fn object(props: &Json) -> Result<&Map<String, Json>> {
 
 fn refused(code: &'static str, message: String) -> Error {
     Error::Refused { code, message }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A query's `LastEvaluatedKey` as an opaque cursor (its keys are texts or numbers).

@@ -37,7 +37,6 @@ pub struct DynamoTransport {
     clock: Arc<ServerClock>,
     table: String,
     schema: Arc<Schema>,
-    layout: Layout,
     id: String,
     writer: OnceCell<Writer>,
     /// Read at every connect; the defaults until then.
@@ -52,7 +51,6 @@ impl DynamoTransport {
             endpoint,
             clock: Arc::new(ServerClock::default()),
             table: table.to_string(),
-            layout: Layout::new(&schema),
             schema,
             id: id.to_string(),
             writer: OnceCell::new(),
@@ -103,14 +101,6 @@ impl DynamoTransport {
             .map_err(|_| TransportError::Timeout(timeout.as_millis() as u64))?
             .map_err(|e| TransportError::from(Failure::of("Query", &e)))?;
         Ok((answer.items.unwrap_or_default(), answer.last_evaluated_key))
-    }
-
-    /// The changes of queried rows; rows that are not Ferry's (copied in by hand, say)
-    /// cannot become changes and are passed over.
-    fn changes_of(&self, rows: &[AttrMap]) -> Vec<(Hlc, Change)> {
-        (rows.iter())
-            .filter_map(|row| self.layout.change_of(row).ok())
-            .collect()
     }
 }
 
@@ -175,13 +165,14 @@ impl Transport for DynamoTransport {
             PullFrom::Snapshot(after) => after,
         };
         let floor = seq_floor_after(after);
+        let layout = &self.writer().await.layout;
         let limit = limit.max(1);
         let (rows, mut next) = self.query(scope, &floor, None, limit).await?;
-        let mut changes = self.changes_of(&rows);
+        let mut changes = changes_of(layout, &rows);
         // A page of rows Ferry cannot read would move no cursor: read on to one it can.
         while changes.is_empty() && next.is_some() {
             let (rows, after) = self.query(scope, &floor, next.take(), limit).await?;
-            changes = self.changes_of(&rows);
+            changes = changes_of(layout, &rows);
             next = after;
         }
         let mut more = next.is_some();
@@ -195,7 +186,7 @@ impl Transport for DynamoTransport {
                 None => {
                     while let (Some(start), Some(stamp)) = (next.take(), last) {
                         let (rows, after) = self.query(scope, &floor, Some(start), limit).await?;
-                        let rows = self.changes_of(&rows);
+                        let rows = changes_of(layout, &rows);
                         let same = rows.iter().take_while(|(seq, _)| *seq == stamp).count();
                         more = after.is_some() || same < rows.len();
                         next = after.filter(|_| same == rows.len());
@@ -210,4 +201,12 @@ impl Transport for DynamoTransport {
             safe: Hlc::new(server_now.saturating_sub(settings.window_ms), 0),
         })
     }
+}
+
+/// The changes of queried rows; rows that are not Ferry's (copied in by hand, say) cannot
+/// become changes and are passed over.
+fn changes_of(layout: &Layout, rows: &[AttrMap]) -> Vec<(Hlc, Change)> {
+    (rows.iter())
+        .filter_map(|row| layout.change_of(row).ok())
+        .collect()
 }

@@ -149,20 +149,36 @@ impl Model {
     }
 
     /// `item` with the text of this model's crypt fields, for a caller. A value that does
-    /// not decrypt (written with another key) is left as stored.
+    /// not decrypt (written with another key) is left as stored. Copies the item only when
+    /// it has something to open.
     pub fn open<'a>(&self, item: &'a Item, crypto: Option<&Crypto>) -> Cow<'a, Item> {
-        let Some(crypto) = crypto else {
-            return Cow::Borrowed(item);
-        };
         let mut opened = Cow::Borrowed(item);
-        for attr in self.crypt_attrs() {
-            if let Some(Value::S(sealed)) = item.get(attr)
-                && let Ok(text) = crypto.decrypt(sealed)
-            {
-                opened.to_mut().insert(attr.to_string(), Value::S(text));
+        if let Some(crypto) = crypto {
+            for (attr, text) in self.opened_attrs(item, crypto) {
+                opened.to_mut().insert(attr, Value::S(text));
             }
         }
         opened
+    }
+
+    /// [`Model::open`] of an item the caller owns, in place (an update's existing item).
+    pub fn open_owned(&self, mut item: Item, crypto: Option<&Crypto>) -> Item {
+        if let Some(crypto) = crypto {
+            for (attr, text) in self.opened_attrs(&item, crypto) {
+                item.insert(attr, Value::S(text));
+            }
+        }
+        item
+    }
+
+    /// The crypt attributes of `item` that `crypto` opens, with their text.
+    fn opened_attrs(&self, item: &Item, crypto: &Crypto) -> Vec<(String, String)> {
+        (self.crypt_attrs())
+            .filter_map(|attr| match item.get(attr) {
+                Some(Value::S(sealed)) => Some((attr.to_string(), crypto.decrypt(sealed).ok()?)),
+                _ => None,
+            })
+            .collect()
     }
 }
 
