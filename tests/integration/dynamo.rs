@@ -1025,3 +1025,37 @@ fn the_follower_adopts_the_rows_latest_content_not_an_older_stream_image() {
         "the row kept the latest write"
     );
 }
+
+#[test]
+fn an_item_that_fits_the_device_but_not_the_cloud_with_ferrys_attributes_is_refused_by_name() {
+    let mut cloud = Cloud::new("oversize", Settings::default());
+    let (a, _) = cloud.device("a", None);
+    // The longest text the device takes: its item is then within a few bytes of DynamoDB's
+    // 400 KiB, and Ferry's `_src`, `_scope` and `_seq` push the cloud row over it.
+    let mut len = 409_600;
+    let created = loop {
+        let text = "x".repeat(len);
+        match a.create("Note", json!({"id": "big", "text": text})) {
+            Ok(item) => break item,
+            Err(e) if e.code() == "ValidationError" => len -= 16,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(len > 409_000, "the device refused only for size: {len}");
+    assert_eq!(created["id"], json!("big"));
+    a.sync(SYNC_TIMEOUT).unwrap();
+    let error = a.status().last_error.unwrap_or_default();
+    assert!(
+        error.contains("big") && error.contains("over DynamoDB's"),
+        "the refusal names the item and the limit: {error}"
+    );
+    assert_eq!(
+        cloud.row(&key("note#a", "note#big")),
+        None,
+        "nothing half-written"
+    );
+    assert!(
+        a.get("Note", json!({"id": "big"})).unwrap().is_some(),
+        "the device keeps it"
+    );
+}
