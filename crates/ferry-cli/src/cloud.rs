@@ -143,7 +143,7 @@ pub fn follow(schema: &Schema, table: &str, endpoint: &Endpoint) -> Result<(), F
 
 /// A replica id of its own for each cloud process, from the clock and the process id (this
 /// binary has no other randomness).
-fn cloud_replica_id() -> String {
+pub(crate) fn cloud_replica_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());

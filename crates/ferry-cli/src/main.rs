@@ -8,6 +8,8 @@
 mod cloud;
 mod demo;
 mod ops;
+#[cfg(feature = "relay")]
+mod relay;
 mod serve;
 mod sync;
 
@@ -157,6 +159,9 @@ enum Command {
 #[cfg(feature = "relay")]
 #[derive(Subcommand)]
 enum RelayCommand {
+    /// Serve devices over WebSocket until SIGTERM or SIGINT; `GET /metrics` on the same
+    /// address. Prints `listening on ADDR` once it accepts.
+    Serve(relay::ServeArgs),
     /// Print a signed, expiring token for a device (the relay checks it in the handshake).
     Token {
         /// The relay's signing secret: a file of at least 32 bytes.
@@ -285,8 +290,17 @@ impl UpdateArgs {
 #[derive(clap::Args)]
 struct LinkArgs {
     /// Sync straight with this DynamoDB table.
-    #[arg(long, value_name = "TABLE")]
+    #[arg(long, value_name = "TABLE", conflicts_with = "relay")]
     dynamodb: Option<String>,
+    /// Sync through Ferry's relay at this URL (ws://HOST:PORT or wss://HOST).
+    #[arg(long, value_name = "URL", requires = "token")]
+    relay: Option<String>,
+    /// The device token the relay's operator issued (`ferry relay token`).
+    #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// For wss: trust the certificates in this PEM file too (a private CA).
+    #[arg(long, value_name = "FILE")]
+    relay_ca: Option<PathBuf>,
     #[command(flatten)]
     aws: AwsArgs,
 }
@@ -380,7 +394,7 @@ fn demo_cloud(cli: &Cli, aws: &AwsArgs) -> demo::DemoCloud {
             table: table.clone(),
             endpoint: aws.endpoint(),
         },
-        _ => demo::DemoCloud::Memory,
+        _ => demo::DemoCloud::Local,
     }
 }
 
@@ -489,6 +503,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => ops::schema_check(file),
         #[cfg(feature = "dynamo")]
         Command::Table { command } => table(&cli, command),
+        #[cfg(feature = "relay")]
+        Command::Relay {
+            command: RelayCommand::Serve(args),
+        } => relay::serve(&cli, args),
         #[cfg(feature = "relay")]
         Command::Relay {
             command:

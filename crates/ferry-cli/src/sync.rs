@@ -151,11 +151,6 @@ pub(crate) fn status_line(status: &Status) -> String {
 
 /// Attaches the transport `link` names, polling every `poll` when given.
 fn attach(db: &Db, link: &LinkArgs, poll: Option<Duration>) -> Result<(), Failure> {
-    let Some(table) = &link.dynamodb else {
-        return Err(Failure::invalid(
-            "no cloud to sync with: give --dynamodb TABLE".into(),
-        ));
-    };
     let mut engine = ferry::EngineConfig::default();
     if let Some(poll) = poll {
         engine.poll_interval_ms = poll.as_millis() as u64;
@@ -164,13 +159,24 @@ fn attach(db: &Db, link: &LinkArgs, poll: Option<Duration>) -> Result<(), Failur
         engine,
         ..Default::default()
     };
-    #[cfg(feature = "dynamo")]
-    return crate::cloud::attach(db, table, &link.endpoint(), options);
-    #[cfg(not(feature = "dynamo"))]
-    {
-        let _ = (db, table, options);
-        Err(Failure::invalid(
-            "this ferry was built without DynamoDB (feature dynamo)".into(),
-        ))
+    // A build without a transport uses neither.
+    #[cfg(not(all(feature = "dynamo", feature = "relay")))]
+    let _ = (db, &options);
+    match (&link.dynamodb, &link.relay) {
+        #[cfg(feature = "dynamo")]
+        (Some(table), _) => crate::cloud::attach(db, table, &link.endpoint(), options),
+        #[cfg(feature = "relay")]
+        (_, Some(url)) => crate::relay::attach(db, url, link, options),
+        (None, None) => Err(Failure::invalid(
+            "no cloud to sync with: give --relay URL --token TOKEN, or --dynamodb TABLE".into(),
+        )),
+        #[allow(unreachable_patterns)]
+        _ => Err(Failure::invalid(format!(
+            "this ferry was built without {}",
+            match link.dynamodb {
+                Some(_) => "DynamoDB (feature dynamo)",
+                None => "the relay transport (feature relay)",
+            }
+        ))),
     }
 }

@@ -371,6 +371,26 @@ impl Db {
         Ok(self.inner.store.pending(key)?.map(|entry| entry.change))
     }
 
+    /// The cloud refused the pending change of `key` at `version` for good (a scope the
+    /// device is not granted, an item it cannot hold): the change leaves the outbox for the
+    /// quarantine, where [`Db::quarantine`] and `status` show it with `reason`, in one commit.
+    #[doc(hidden)]
+    pub fn refused(&self, key: &Key, version: &Version, reason: &str, now: u64) -> Result<()> {
+        self.inner.store.write(Durability::Default, |tx| {
+            if let Some(entry) = tx.pending(key)?
+                && entry.change.version == *version
+            {
+                tx.quarantine(ferry_journal::QuarantineRecord {
+                    change: entry.change,
+                    reason: format!("the cloud refused this device's change: {reason}"),
+                    at_ms: now,
+                })?;
+            }
+            tx.settle(key, version).map(|_| ())
+        })?;
+        Ok(())
+    }
+
     /// Drops each outbox entry whose version the cloud holds (or a newer one), in one commit.
     #[doc(hidden)]
     pub fn settle(&self, acked: &[(Key, Version)]) -> Result<()> {

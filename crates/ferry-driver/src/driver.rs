@@ -108,7 +108,7 @@ impl Driver {
                 reason,
             } => {
                 db.report_error(format!("the cloud rejected {key} ({version}): {reason}"));
-                db.settle(&[(key, version)])
+                db.refused(&key, &version, &reason, now)
             }
             Output::Pull { scope, since } => self.pull(db, &scope, since, now).await,
             Output::Resync { scope } => self.resync(db, &scope, now).await,

@@ -89,6 +89,35 @@ pub enum Frame {
     },
 }
 
+impl Frame {
+    /// The frame's kind, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "Hello",
+            Frame::Welcome(_) => "Welcome",
+            Frame::Refused { .. } => "Refused",
+            Frame::Push { .. } => "Push",
+            Frame::Pushed { .. } => "Pushed",
+            Frame::Pull { .. } => "Pull",
+            Frame::Page { .. } => "Page",
+            Frame::Failed { .. } => "Failed",
+            Frame::Live { .. } => "Live",
+        }
+    }
+
+    /// The id of the call a request opens or an answer closes.
+    pub fn call_id(&self) -> Option<u64> {
+        match self {
+            Frame::Push { id, .. }
+            | Frame::Pushed { id, .. }
+            | Frame::Pull { id, .. }
+            | Frame::Page { id, .. }
+            | Frame::Failed { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+}
+
 /// Why bytes are not a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {

@@ -1,7 +1,25 @@
-//! Ferry's relay (DESIGN.md 8): the server devices connect to over WebSocket. So far, the
-//! device tokens it checks in the handshake; the server, its cloud stores and fan-out are
-//! the relay issue's next steps.
+//! Ferry's relay (DESIGN.md 8): the server devices connect to over WebSocket.
+//!
+//! - [`token`]: signed, expiring device tokens, checked in each connection's handshake.
+//! - [`store`]: the [`CloudStore`] the relay writes to and reads from: the embedded store
+//!   (a directory of its own, one relay, a true sequencer) or a DynamoDB table (feature
+//!   `dynamo`; any number of relays).
+//! - [`serve`]: the server. Per connection ([`connection`]): the handshake, then pushes
+//!   checked against the token's scopes and pulls served from the store; what lands is
+//!   fanned out at once to the other devices whose scopes hold it ([`hub`]). The listen
+//!   address also serves `GET /metrics` ([`metrics`]).
+//!
+//! Frames are `ferry-protocol`'s; the device side is `ferry-ws`.
 
+pub mod connection;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod server;
+pub mod store;
 pub mod token;
 
+pub use server::{RelayConfig, TlsError, serve, tls_config};
+pub use store::CloudStore;
+pub use store::embedded::EmbeddedStore;
 pub use token::{Claims, Secret, TokenError};

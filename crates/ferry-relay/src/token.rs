@@ -54,6 +54,7 @@ pub enum TokenError {
 }
 
 /// The relay's signing secret.
+#[derive(Clone)]
 pub struct Secret(Vec<u8>);
 
 impl std::fmt::Debug for Secret {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_schema::{Index, IndexKind, Schema};
+use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::{Item, Key};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
@@ -36,6 +37,9 @@ pub struct Options {
     /// Changes the outbox holds at most ([`OUTBOX_CHANGES_MAX`]); past it a write that
     /// would queue a new key fails with [`Error::OutboxFull`] (nothing is dropped).
     pub outbox_changes_max: usize,
+    /// The largest item a put takes (DynamoDB's 400 KiB, [`ITEM_BYTES_MAX`]); a store
+    /// whose items wrap other items (the relay's rows) allows for the wrapping.
+    pub item_bytes_max: usize,
     /// Called after each fsync (background, [`Store::persist`], `Immediate` commits).
     pub on_fsync: Option<FsyncHook>,
 }
@@ -50,6 +54,7 @@ impl Default for Options {
             sync_window: Duration::from_millis(100),
             cache_bytes: 16 * 1024 * 1024,
             outbox_changes_max: OUTBOX_CHANGES_MAX,
+            item_bytes_max: ITEM_BYTES_MAX,
             on_fsync: None,
         }
     }
@@ -79,6 +84,7 @@ pub struct Store {
     pub(crate) conflicts_len: AtomicUsize,
     pub(crate) quarantine_len: AtomicUsize,
     pub(crate) outbox_changes_max: usize,
+    pub(crate) item_bytes_max: usize,
     pub(crate) on_fsync: Option<FsyncHook>,
     pub(crate) write_lock: Mutex<()>,
     pub(crate) dirty: Arc<AtomicBool>,
@@ -161,6 +167,7 @@ impl Store {
             outbox,
             outbox_len,
             outbox_changes_max: options.outbox_changes_max,
+            item_bytes_max: options.item_bytes_max,
             tombstones: open("tombstones")?,
             conflicts,
             quarantine,

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferry_journal::{ConflictRecord, OutboxEntry, QuarantineRecord, Tombstone};
 use ferry_schema::Context;
-use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::{Item, Key, Value, Version, item_size};
 
 use crate::durability::Durability;
@@ -70,11 +69,11 @@ impl<'s> Tx<'s> {
     pub fn put(&mut self, item: Item) -> Result<Option<Item>> {
         let key = self.store.key_of(&item)?;
         let size = item_size(&item);
-        if size > ITEM_BYTES_MAX {
+        if size > self.store.item_bytes_max {
             return Err(Error::TooLarge {
                 key: key.to_string(),
                 size,
-                limit: ITEM_BYTES_MAX,
+                limit: self.store.item_bytes_max,
             });
         }
         self.apply(key, Some(item))

@@ -329,8 +329,9 @@ impl MemoryCloud {
     }
 }
 
-/// Why the cloud can never accept `change` (rule 6).
-fn refusal(change: &Change) -> Option<String> {
+/// Why any cloud refuses `change` for good (rule 6), if it does: what a store must check
+/// before the conditional write.
+pub fn refusal(change: &Change) -> Option<String> {
     let key = &change.key;
     match (&change.op, &change.item) {
         (ChangeOp::Put, None) => Some(format!("put of key {key} carries no item")),

@@ -21,7 +21,7 @@ mod inbound;
 mod jitter;
 mod transport;
 
-pub use cloud::{MemoryCloud, MemoryTransport};
+pub use cloud::{MemoryCloud, MemoryTransport, refusal};
 pub use config::{
     ACK_TIMEOUT_MS, BATCH_BYTES_MAX, BATCH_CHANGES_MAX, CATCHUP_WINDOW_MS, EngineConfig,
     HORIZON_MS, IN_FLIGHT_BATCHES_MAX, PAGE_CHANGES_MAX, POLL_INTERVAL_MS, RETRY_BASE_MS,

@@ -47,6 +47,9 @@ pub use ferry_driver::{CALL_TIMEOUT, SyncOptions};
 /// The DynamoDB side: the table, the cloud writer, the direct transport (feature `dynamo`).
 #[cfg(feature = "dynamo")]
 pub use ferry_dynamo as dynamo;
+/// The WebSocket transport to Ferry's relay (feature `ws`).
+#[cfg(feature = "ws")]
+pub use ferry_ws as ws;
 pub use ferry_journal as journal;
 pub use ferry_schema as schema;
 pub use ferry_schema::{Context, Schema, UpdateOps};

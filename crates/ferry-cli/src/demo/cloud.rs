@@ -1,18 +1,27 @@
-//! The demo's cloud: the in-memory reference cloud, or a DynamoDB table (`--dynamodb`).
+//! The demo's cloud: an embedded relay in this process (the default), a DynamoDB table
+//! (`--dynamodb`), or, in a build without the relay, the in-memory reference cloud.
 
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+#[cfg(not(feature = "relay"))]
+use std::sync::Mutex;
+use std::sync::Arc;
 
-use anyhow::{Context as _, Result, bail};
+#[cfg(not(feature = "relay"))]
+use anyhow::bail;
+use anyhow::{Context as _, Result};
 use ferry::journal::{Change, ChangeOp};
 use ferry::schema::{Context, PutMode};
 use ferry::types::{Hlc, ReplicaId, Value, Version};
-use ferry::{Attach, Db, EngineConfig, MemoryCloud, MemoryTransport, Schema, SyncOptions};
+#[cfg(not(feature = "relay"))]
+use ferry::{MemoryCloud, MemoryTransport};
+use ferry::{Attach, Db, EngineConfig, Schema, SyncOptions};
 use serde_json::Value as Json;
 
 /// Which cloud the demo syncs with.
 pub enum DemoCloud {
-    /// The in-memory reference cloud, in this process.
-    Memory,
+    /// Ferry's relay over its embedded store, on loopback in this process; or, in a build
+    /// without the relay, the in-memory reference cloud.
+    Local,
     /// A DynamoDB table (created from the schema if it does not exist).
     #[cfg(feature = "dynamo")]
     Dynamo {
@@ -25,7 +34,10 @@ pub enum DemoCloud {
 
 /// The cloud, open: what the story writes and checks through.
 pub enum CloudSide {
+    #[cfg(not(feature = "relay"))]
     Memory(Arc<Mutex<MemoryCloud>>),
+    #[cfg(feature = "relay")]
+    Relay(Box<super::relay::RelaySide>),
     #[cfg(feature = "dynamo")]
     Dynamo(Box<DynamoSide>),
 }
@@ -52,11 +64,16 @@ fn sync_options() -> SyncOptions {
 }
 
 impl CloudSide {
-    /// Opens `cloud` for `schema` (creates the DynamoDB table if needed).
-    pub fn open(cloud: &DemoCloud, schema: &Schema) -> Result<CloudSide> {
+    /// Opens `cloud` for `schema` in `root` (creates the DynamoDB table if needed).
+    pub fn open(cloud: &DemoCloud, schema: &Schema, root: &Path) -> Result<CloudSide> {
         match cloud {
-            DemoCloud::Memory => {
-                let _ = schema; // the reference cloud keeps no table of the schema
+            #[cfg(feature = "relay")]
+            DemoCloud::Local => Ok(CloudSide::Relay(Box::new(super::relay::RelaySide::start(
+                &root.join("relay"),
+            )?))),
+            #[cfg(not(feature = "relay"))]
+            DemoCloud::Local => {
+                let _ = (schema, root); // the reference cloud keeps no table of the schema
                 let mut memory = MemoryCloud::default();
                 memory.set_time_ms(now_ms() as u64);
                 Ok(CloudSide::Memory(Arc::new(Mutex::new(memory))))
@@ -92,7 +109,10 @@ impl CloudSide {
     /// What the story says it syncs through.
     pub fn describe(&self) -> String {
         match self {
+            #[cfg(not(feature = "relay"))]
             CloudSide::Memory(_) => "the in-memory reference cloud".into(),
+            #[cfg(feature = "relay")]
+            CloudSide::Relay(relay) => relay.describe(),
             #[cfg(feature = "dynamo")]
             CloudSide::Dynamo(side) => format!(
                 "DynamoDB table {}{}",
@@ -109,9 +129,12 @@ impl CloudSide {
     /// Attaches `db` to this cloud, syncing in the background.
     pub fn attach(&self, db: &Db) -> Result<()> {
         match self {
+            #[cfg(not(feature = "relay"))]
             CloudSide::Memory(cloud) => {
                 db.attach(MemoryTransport::new(cloud.clone()), sync_options())?
             }
+            #[cfg(feature = "relay")]
+            CloudSide::Relay(relay) => db.attach(relay.transport(db)?, sync_options())?,
             #[cfg(feature = "dynamo")]
             CloudSide::Dynamo(side) => {
                 let schema = Arc::new(db.schema().clone());
@@ -128,34 +151,15 @@ impl CloudSide {
     /// A cloud service's write of a `model` item (prepared by the schema, versioned).
     pub fn put(&self, schema: &Schema, model: &str, props: &Json) -> Result<()> {
         match self {
+            #[cfg(feature = "relay")]
+            CloudSide::Relay(relay) => relay.write(cloud_change(schema, model, props)?),
+            #[cfg(not(feature = "relay"))]
             CloudSide::Memory(cloud) => {
-                let model = schema.model(model)?;
-                let ctx = Context::new();
-                let props = props.as_object().context("cloud props are an object")?;
-                let now = now_ms();
-                let mut item = model.prepare_put(schema, props, &ctx, now, PutMode::Put)?;
-                let version = Version {
-                    hlc: Hlc::new(now as u64, 0),
-                    replica: ReplicaId::parse("demo-cloud")?,
-                };
-                item.insert("_ver".into(), Value::S(version.to_text()));
-                let scope = model.scope_of(&item, &ctx).map_err(anyhow::Error::msg)?;
-                let key = model
-                    .key_query(schema, props, &ctx, None)?
-                    .full_key()
-                    .context("the cloud write names its item's key")?;
-                let change = Change {
-                    model: model.name.clone(),
-                    key,
-                    op: ChangeOp::Put,
-                    version,
-                    scope,
-                    item: Some(model.cloud_view(&item)),
-                };
+                let change = cloud_change(schema, model, props)?;
                 let mut cloud = cloud
                     .lock()
                     .map_err(|_| anyhow::anyhow!("the cloud's lock"))?;
-                cloud.set_time_ms(now as u64);
+                cloud.set_time_ms(now_ms() as u64);
                 match cloud.write(change) {
                     ferry::replication::PushOutcome::Applied => Ok(()),
                     other => bail!("the cloud refused the write: {other:?}"),
@@ -173,28 +177,57 @@ impl CloudSide {
 
     /// The cloud's item of `model` at the key `props` give, if it holds one.
     pub fn get(&self, schema: &Schema, model: &str, props: &Json) -> Result<Option<Json>> {
-        match self {
-            CloudSide::Memory(cloud) => {
-                let model = schema.model(model)?;
-                let props = props.as_object().context("cloud props are an object")?;
-                let key = model
-                    .key_query(schema, props, &Context::new(), None)?
-                    .full_key()
-                    .context("the cloud read names its item's key")?;
-                let cloud = cloud
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("the cloud's lock"))?;
-                Ok(cloud
-                    .get(&key)
-                    .and_then(|change| change.item.as_ref())
-                    .map(|item| Json::Object(model.to_json(schema, item, false))))
-            }
+        let model = schema.model(model)?;
+        let key = || -> Result<ferry::types::Key> {
+            let props = props.as_object().context("cloud props are an object")?;
+            model
+                .key_query(schema, props, &Context::new(), None)?
+                .full_key()
+                .context("the cloud read names its item's key")
+        };
+        let held = match self {
+            #[cfg(feature = "relay")]
+            CloudSide::Relay(relay) => relay.get(&key()?)?,
+            #[cfg(not(feature = "relay"))]
+            CloudSide::Memory(cloud) => (cloud.lock())
+                .map_err(|_| anyhow::anyhow!("the cloud's lock"))?
+                .get(&key()?)
+                .cloned(),
             #[cfg(feature = "dynamo")]
             CloudSide::Dynamo(side) => {
-                Ok(side.rt.block_on(side.replica.get(model, props, false))?)
+                return Ok(side.rt.block_on(side.replica.get(&model.name, props, false))?);
             }
-        }
+        };
+        Ok((held.and_then(|change| change.item))
+            .map(|item| Json::Object(model.to_json(schema, &item, false))))
     }
+}
+
+/// A cloud service's write of a `model` item, prepared by the schema and versioned.
+fn cloud_change(schema: &Schema, model: &str, props: &Json) -> Result<Change> {
+    let model = schema.model(model)?;
+    let ctx = Context::new();
+    let props = props.as_object().context("cloud props are an object")?;
+    let now = now_ms();
+    let mut item = model.prepare_put(schema, props, &ctx, now, PutMode::Put)?;
+    let version = Version {
+        hlc: Hlc::new(now as u64, 0),
+        replica: ReplicaId::parse("demo-cloud")?,
+    };
+    item.insert("_ver".into(), Value::S(version.to_text()));
+    let scope = model.scope_of(&item, &ctx).map_err(anyhow::Error::msg)?;
+    let key = model
+        .key_query(schema, props, &ctx, None)?
+        .full_key()
+        .context("the cloud write names its item's key")?;
+    Ok(Change {
+        model: model.name.clone(),
+        key,
+        op: ChangeOp::Put,
+        version,
+        scope,
+        item: Some(model.cloud_view(&item)),
+    })
 }
 
 fn now_ms() -> i64 {

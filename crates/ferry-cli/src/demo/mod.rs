@@ -3,6 +3,8 @@
 //! period and a conflict), ending with a summary that checks everything converged.
 
 mod cloud;
+#[cfg(feature = "relay")]
+mod relay;
 mod story;
 
 use std::path::{Path, PathBuf};

@@ -66,7 +66,7 @@ fn open(dir: &Path, config: Config) -> Result<Db> {
 
 pub fn run(root: &Path, cloud: &DemoCloud) -> Result<()> {
     let schema = Schema::parse(SCHEMA)?;
-    let cloud = CloudSide::open(cloud, &schema)?;
+    let cloud = CloudSide::open(cloud, &schema, root)?;
     step(&format!(
         "two devices, pump-7 and pump-8, sync through {}",
         cloud.describe()

@@ -1,0 +1,172 @@
+//! Relay commands: `relay serve` (the server, over the embedded store or a DynamoDB table),
+//! and the device side's transport that `sync --relay` and `agent --relay` attach.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferry::ws::WsTransport;
+use ferry::{Attach, Db, SyncOptions};
+use ferry_relay::{EmbeddedStore, RelayConfig, Secret};
+
+use crate::{Cli, Failure, LinkArgs};
+
+/// `ferry relay serve`.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The address to listen on (port 0: any free port, printed when listening).
+    #[arg(long, default_value = "127.0.0.1:8470")]
+    listen: String,
+    /// Where the cloud's rows live: `embedded:DIR` (this relay's own directory) or
+    /// `dynamodb:TABLE` (shared with other relays; needs --schema).
+    #[arg(long, value_name = "STORE")]
+    store: String,
+    /// DynamoDB endpoint URL, for local servers (DynamoDB Local).
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// The AWS region (else the environment's or profile's).
+    #[arg(long)]
+    region: Option<String>,
+    /// The secret device tokens are signed with: a file of at least 32 bytes.
+    #[arg(long, value_name = "FILE")]
+    secret_file: PathBuf,
+    /// Serve wss with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// How long tombstones stay in the embedded store (a DynamoDB table has its own).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30d")]
+    horizon: Duration,
+    /// How often, over DynamoDB, the feeds of connected devices are read for what other
+    /// relays wrote.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    poll_interval: Duration,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 10_000)]
+    connections_max: usize,
+}
+
+/// `ferry relay serve`: runs until SIGTERM or SIGINT, then drains.
+pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
+    init_logs();
+    let invalid = |what: String| Failure::invalid(what);
+    let secret = Secret::from_file(&args.secret_file).map_err(|e| invalid(e.to_string()))?;
+    let mut config = RelayConfig::new(secret);
+    config.connections_max = args.connections_max;
+    config.poll_interval = args.poll_interval;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(ferry_relay::tls_config(cert, key).map_err(|e| invalid(e.to_string()))?);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed("RuntimeError", e.to_string()))?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(&args.listen))
+        .map_err(|e| {
+            Failure::failed(
+                "ListenError",
+                format!("cannot listen on {}: {e}", args.listen),
+            )
+        })?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| Failure::failed("ListenError", e.to_string()))?;
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+    let announce = || {
+        println!("listening on {address} ({scheme}://{address}, metrics at /metrics)");
+    };
+    match args.store.split_once(':') {
+        Some(("embedded", dir)) if !dir.is_empty() => {
+            let horizon_ms = args.horizon.as_millis() as u64;
+            let store = EmbeddedStore::open(dir.as_ref(), horizon_ms)
+                .map_err(|e| Failure::failed("StoreError", format!("embedded store {dir}: {e}")))?;
+            announce();
+            rt.block_on(ferry_relay::serve(
+                listener,
+                store,
+                config,
+                shutdown_signal(),
+            ));
+        }
+        #[cfg(feature = "dynamo")]
+        Some(("dynamodb", table)) if !table.is_empty() => {
+            let schema = crate::table_schema(cli)?;
+            let endpoint = ferry::dynamo::Endpoint {
+                url: args.endpoint.clone(),
+                region: args.region.clone(),
+            };
+            let id = crate::cloud::cloud_replica_id();
+            let schema = std::sync::Arc::new(schema);
+            let store = ferry::dynamo::DynamoTransport::new(endpoint, table, schema, &id);
+            // Read the table's settings now: a missing table is an error at start, not
+            // at the first device.
+            rt.block_on(ferry_relay::CloudStore::session(&store))
+                .map_err(|e| {
+                    Failure::failed("StoreError", format!("DynamoDB table {table}: {e}"))
+                })?;
+            announce();
+            rt.block_on(ferry_relay::serve(
+                listener,
+                store,
+                config,
+                shutdown_signal(),
+            ));
+        }
+        _ => {
+            let _ = cli;
+            return Err(invalid(format!(
+                "--store {}: give embedded:DIR{}",
+                args.store,
+                if cfg!(feature = "dynamo") {
+                    " or dynamodb:TABLE"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    println!("stopped");
+    Ok(())
+}
+
+/// Resolves at SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = interrupt.await;
+        }
+    }
+}
+
+/// Structured logs on stderr; `RUST_LOG` filters them (default `info`).
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Attaches the relay transport: `url` with the link's token (and CA, for wss).
+pub fn attach(db: &Db, url: &str, link: &LinkArgs, options: SyncOptions) -> Result<(), Failure> {
+    let invalid = |e: ferry::ws::ConfigError| Failure::invalid(e.to_string());
+    let token = link.token.as_deref().unwrap_or_default();
+    let replica = db.status().replica;
+    let mut transport = WsTransport::new(url, token, &replica).map_err(invalid)?;
+    if let Some(ca) = &link.relay_ca {
+        transport = transport.with_ca_file(ca).map_err(invalid)?;
+    }
+    Ok(db.attach(transport, options)?)
+}

@@ -1,0 +1,356 @@
+//! One device's connection: the handshake (its token), then its calls in order (pushes
+//! checked against its scopes, pulls served from the store), with its outgoing frames
+//! (answers and live changes) on a bounded queue that a writer task drains.
+//!
+//! A malformed, oversize or unexpected frame ends this connection with a `Refused` frame
+//! that says why, and nothing else: the relay goes on serving every other device.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferry_journal::Change;
+use ferry_protocol::{FRAME_BYTES_MAX, Frame, decode, encode};
+use ferry_sync::{PullFrom, PullPage, PushOutcome, Session, TransportError};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
+
+use crate::hub::Member;
+use crate::metrics::Reject;
+use crate::server::{Shared, Socket};
+use crate::store::CloudStore;
+
+/// Room a page's frame keeps for everything but its changes.
+const PAGE_FRAME_SLACK: usize = 64 * 1024;
+
+/// Why a connection ends with an error.
+struct Ended {
+    reason: String,
+    code: CloseCode,
+}
+
+/// Serves one upgraded connection until it closes, fails or the relay shuts down.
+pub async fn serve<S: CloudStore>(
+    shared: Arc<Shared<S>>,
+    mut ws: WebSocketStream<Box<dyn Socket>>,
+    peer: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (device, replica, scopes) = match handshake(&shared, &mut ws).await {
+        Ok(who) => who,
+        Err(ended) => {
+            tracing::info!(%peer, reason = %ended.reason, "handshake refused");
+            let _ = refuse(&mut ws, ended).await;
+            return;
+        }
+    };
+    let mut session = match shared.store.session().await {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "store unavailable at handshake");
+            let ended = Ended {
+                reason: format!("the relay's store is unavailable: {e}"),
+                code: CloseCode::Again,
+            };
+            let _ = refuse(&mut ws, ended).await;
+            return;
+        }
+    };
+    session.scopes = Some(scopes.clone());
+    if ws.send(binary(&Frame::Welcome(session.clone()))).await.is_err() {
+        return;
+    }
+    tracing::info!(%peer, %device, %replica, scopes = ?scopes, "device connected");
+    let (sink, mut stream) = ws.split();
+    let (queue, queued) = mpsc::channel(shared.config.queue_frames_max);
+    let writer = tokio::spawn(write_out(sink, queued));
+    let member = Member {
+        scopes: scopes.clone(),
+        replica,
+        queue: queue.clone(),
+    };
+    let id = shared.hub.join(member);
+    shared.metrics.connections.inc();
+    let device = Device {
+        id,
+        name: device,
+        scopes,
+        session,
+    };
+    let ended = loop {
+        let message = tokio::select! {
+            _ = shutdown.changed() => break Some(Ended {
+                reason: "the relay is shutting down".into(),
+                code: CloseCode::Restart,
+            }),
+            message = stream.next() => message,
+        };
+        let bytes = match message {
+            Some(Ok(Message::Binary(bytes))) => bytes,
+            Some(Ok(Message::Close(_))) | None => break None,
+            Some(Ok(Message::Text(_))) => {
+                break Some(frame_error("text message: frames are binary"));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => break socket_error(e),
+        };
+        let frame = match decode(&bytes) {
+            Ok(frame) => frame,
+            Err(e) => break Some(frame_error(&e.to_string())),
+        };
+        let answer = match frame {
+            Frame::Push { id, changes } => push(&shared, &device, id, changes).await,
+            Frame::Pull {
+                id,
+                scope,
+                from,
+                limit,
+            } => pull(&shared, &device, id, &scope, from, limit as usize).await,
+            other => break Some(frame_error(&format!("unexpected {} frame", other.name()))),
+        };
+        if queue.send(binary(&answer)).await.is_err() {
+            break None;
+        }
+    };
+    shared.hub.leave(id);
+    shared.metrics.connections.dec();
+    if let Some(ended) = &ended {
+        if matches!(ended.code, CloseCode::Policy | CloseCode::Size) {
+            shared.metrics.reject(Reject::Frame);
+        }
+        tracing::info!(%peer, device = %device.name, reason = %ended.reason, "connection closed by the relay");
+        let _ = queue.send(binary(&Frame::Refused { reason: ended.reason.clone() })).await;
+        let close = close_frame(ended.code, &ended.reason);
+        let _ = queue.send(Message::Close(Some(close))).await;
+    } else {
+        tracing::info!(%peer, device = %device.name, "device disconnected");
+    }
+    drop(queue);
+    let _ = writer.await;
+}
+
+/// Who is connected.
+struct Device {
+    id: u64,
+    name: String,
+    scopes: BTreeSet<String>,
+    session: Session,
+}
+
+/// The first frame must be a `Hello` whose token verifies; returns the device, its replica
+/// and its scopes.
+async fn handshake<S: CloudStore>(
+    shared: &Shared<S>,
+    ws: &mut WebSocketStream<Box<dyn Socket>>,
+) -> Result<(String, String, BTreeSet<String>), Ended> {
+    let first = tokio::time::timeout(shared.config.handshake_timeout, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(bytes))) => return Ok(bytes),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(_)) | None => return Err(frame_error("no Hello frame")),
+                Some(Err(e)) => return Err(frame_error(&e.to_string())),
+            }
+        }
+    })
+    .await
+    .map_err(|_| frame_error("no Hello frame in time"))??;
+    let (token, replica) = match decode(&first) {
+        Ok(Frame::Hello { token, replica }) => (token, replica),
+        Ok(other) => return Err(frame_error(&format!("{} before Hello", other.name()))),
+        Err(e) => return Err(frame_error(&e.to_string())),
+    };
+    let claims = shared.config.secret.verify(&token).map_err(|e| {
+        shared.metrics.reject(Reject::Token);
+        Ended {
+            reason: format!("token refused: {e}"),
+            code: CloseCode::Policy,
+        }
+    })?;
+    let scopes = claims.granted();
+    Ok((claims.sub, replica, scopes))
+}
+
+/// Writes the granted changes, refuses the others by name, answers in the push's order,
+/// and fans out what landed.
+async fn push<S: CloudStore>(
+    shared: &Shared<S>,
+    device: &Device,
+    id: u64,
+    changes: Vec<Change>,
+) -> Frame {
+    let limits = device.session.limits;
+    if changes.len() > limits.push_changes_max {
+        let reason = format!(
+            "a push of {} changes, over the limit of {}",
+            changes.len(),
+            limits.push_changes_max
+        );
+        let error = TransportError::Rejected(reason);
+        return Frame::Failed { id, error };
+    }
+    let mut refused = Vec::new();
+    let mut granted = Vec::with_capacity(changes.len());
+    for change in changes {
+        if device.scopes.contains(&change.scope) {
+            granted.push(change);
+        } else {
+            shared.metrics.reject(Reject::Scope);
+            let reason = format!(
+                "scope '{}' is not granted to device '{}'",
+                change.scope, device.name
+            );
+            refused.push((change.key, change.version, PushOutcome::Rejected { reason }));
+        }
+    }
+    let mut results = Vec::new();
+    if !granted.is_empty() {
+        let kept = granted.clone();
+        let started = Instant::now();
+        let written = shared.store.write(granted).await;
+        shared
+            .metrics
+            .store_call("write", started.elapsed().as_secs_f64());
+        match written {
+            Ok(written) => {
+                let landed: Vec<Change> = (kept.into_iter())
+                    .filter(|change| {
+                        written.iter().any(|(key, version, outcome)| {
+                            *outcome == PushOutcome::Applied
+                                && *key == change.key
+                                && *version == change.version
+                        })
+                    })
+                    .collect();
+                shared.metrics.changes_in.inc_by(landed.len() as u64);
+                shared.hub.fan_out(Some(device.id), &landed, &shared.metrics);
+                results = written;
+            }
+            Err(error) if refused.is_empty() => return Frame::Failed { id, error },
+            // The refusals are final; the rest stays pending on the device.
+            Err(_) => {}
+        }
+    }
+    results.extend(refused);
+    Frame::Pushed { id, results }
+}
+
+/// One page of a granted scope, cut to fit a frame.
+async fn pull<S: CloudStore>(
+    shared: &Shared<S>,
+    device: &Device,
+    id: u64,
+    scope: &str,
+    from: PullFrom,
+    limit: usize,
+) -> Frame {
+    if !device.scopes.contains(scope) {
+        shared.metrics.reject(Reject::Scope);
+        let reason = format!("scope '{scope}' is not granted to device '{}'", device.name);
+        let error = TransportError::Rejected(reason);
+        return Frame::Failed { id, error };
+    }
+    let limit = limit.clamp(1, device.session.limits.page_changes_max);
+    let started = Instant::now();
+    let read = shared.store.read(scope, from, limit).await;
+    shared
+        .metrics
+        .store_call("read", started.elapsed().as_secs_f64());
+    match read {
+        Ok(page) => {
+            let page = fit(page, FRAME_BYTES_MAX - PAGE_FRAME_SLACK);
+            shared.metrics.changes_pulled.inc_by(page.changes.len() as u64);
+            Frame::Page { id, page }
+        }
+        Err(error) => Frame::Failed { id, error },
+    }
+}
+
+/// The page cut, at a stamp boundary, to at most `budget` bytes of items: a full page of
+/// large items would not fit one frame. The first stamp always stays, so a page moves on.
+fn fit(mut page: PullPage, budget: usize) -> PullPage {
+    let mut used = 0;
+    let mut cut = None;
+    for (i, (seq, change)) in page.changes.iter().enumerate() {
+        used += change.item.as_ref().map_or(64, ferry_types::item_size) + 64;
+        if used > budget && i > 0 {
+            // Back to the start of this stamp, keeping stamps whole.
+            let start = (page.changes[..i].iter()).rposition(|(s, _)| s != seq);
+            cut = Some(start.map_or(i, |p| p + 1));
+            break;
+        }
+    }
+    if let Some(cut) = cut.filter(|&c| c > 0) {
+        page.changes.truncate(cut);
+        page.more = true;
+    }
+    page
+}
+
+/// Sends queued frames in order until the queue closes, then closes the socket.
+async fn write_out(
+    mut sink: futures_util::stream::SplitSink<WebSocketStream<Box<dyn Socket>>, Message>,
+    mut queued: mpsc::Receiver<Message>,
+) {
+    while let Some(message) = queued.recv().await {
+        let closing = matches!(message, Message::Close(_));
+        if sink.send(message).await.is_err() || closing {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// Ends a connection that never got past the handshake.
+async fn refuse(ws: &mut WebSocketStream<Box<dyn Socket>>, ended: Ended) -> Result<(), ()> {
+    let refused = Frame::Refused {
+        reason: ended.reason.clone(),
+    };
+    ws.send(binary(&refused)).await.map_err(|_| ())?;
+    let close = close_frame(ended.code, &ended.reason);
+    ws.close(Some(close)).await.map_err(|_| ())
+}
+
+/// A failed read: a device that went away is no error; a frame too large for the
+/// protocol or broken WebSocket framing is.
+fn socket_error(error: WsError) -> Option<Ended> {
+    match error {
+        WsError::Capacity(e) => Some(Ended {
+            reason: format!("bad frame: {e} (the limit is {FRAME_BYTES_MAX} bytes)"),
+            code: CloseCode::Size,
+        }),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+        | WsError::Io(_)
+        | WsError::ConnectionClosed
+        | WsError::AlreadyClosed => None,
+        other => Some(frame_error(&other.to_string())),
+    }
+}
+
+fn frame_error(reason: &str) -> Ended {
+    Ended {
+        reason: format!("bad frame: {reason}"),
+        code: CloseCode::Policy,
+    }
+}
+
+/// A close frame's reason holds at most 123 bytes: the start of `reason`.
+fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
+    let mut end = reason.len().min(120);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    CloseFrame {
+        code,
+        reason: reason[..end].to_string().into(),
+    }
+}
+
+fn binary(frame: &Frame) -> Message {
+    Message::Binary(Bytes::from(encode(frame)))
+}

@@ -1,0 +1,294 @@
+//! The relay's server: the accept loop, TLS, the HTTP front (`/metrics`, the upgrade), the
+//! connection bound, the feed poller for shared stores, upkeep, and graceful shutdown.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_sync::{PullFrom, cursor_after};
+use ferry_types::{Hlc, Key, Version};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use crate::http::{self, Request};
+use crate::hub::Hub;
+use crate::metrics::{Metrics, Reject};
+use crate::store::CloudStore;
+use crate::token::Secret;
+
+/// A byte stream a connection runs over: TCP or TLS over TCP.
+pub trait Socket: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Socket for T {}
+
+/// How the relay runs.
+pub struct RelayConfig {
+    /// Verifies device tokens.
+    pub secret: Secret,
+    /// Serve `wss` with this certificate, when given.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Connections served at once; past it a connection gets `503`.
+    pub connections_max: usize,
+    /// Frames waiting for one device at most (answers wait; live frames are dropped).
+    pub queue_frames_max: usize,
+    /// How long a device may take to send `Hello`.
+    pub handshake_timeout: Duration,
+    /// How often a relay over a shared store reads the feeds its devices hold, to send
+    /// them what other relays wrote.
+    pub poll_interval: Duration,
+    /// How long shutdown waits for connections to finish what they are doing.
+    pub drain_timeout: Duration,
+}
+
+impl RelayConfig {
+    /// The defaults with `secret`.
+    pub fn new(secret: Secret) -> RelayConfig {
+        RelayConfig {
+            secret,
+            tls: None,
+            connections_max: 10_000,
+            queue_frames_max: 256,
+            handshake_timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why TLS cannot be set up from the given files.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS {what} {path}: {reason}")]
+pub struct TlsError {
+    what: &'static str,
+    path: String,
+    reason: String,
+}
+
+/// A rustls server configuration from PEM files of a certificate chain and its key.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let fail = |what, path: &Path, reason: String| TlsError {
+        what,
+        path: path.display().to_string(),
+        reason,
+    };
+    let certs = (CertificateDer::pem_file_iter(cert).map_err(|e| fail("certificate", cert, e.to_string()))?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail("certificate", cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(fail("certificate", cert, "no certificate in it".into()));
+    }
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| fail("key", key, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail("certificate", cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, private)
+        .map_err(|e| fail("key", key, e.to_string()))?;
+    Ok(Arc::new(config))
+}
+
+/// What every connection shares.
+pub struct Shared<S> {
+    pub(crate) store: S,
+    pub(crate) config: RelayConfig,
+    pub(crate) hub: Hub,
+    pub(crate) metrics: Metrics,
+}
+
+/// Serves devices on `listener` over `store` until `shutdown` resolves; then stops
+/// accepting, tells every device the relay is going (`Refused`, close) after the call it is
+/// in, and waits up to the drain timeout for them.
+pub async fn serve<S: CloudStore>(
+    listener: TcpListener,
+    store: S,
+    config: RelayConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let shared = Arc::new(Shared {
+        store,
+        config,
+        hub: Hub::default(),
+        metrics: Metrics::default(),
+    });
+    let (stop, stopped) = watch::channel(false);
+    let permits = Arc::new(Semaphore::new(shared.config.connections_max));
+    let mut tasks = JoinSet::new();
+    tasks.spawn(upkeep(shared.clone(), stopped.clone()));
+    if shared.store.shared() {
+        tasks.spawn(poll_feeds(shared.clone(), stopped.clone()));
+    }
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        // Reap finished connections as we go, so the set stays the size of what runs.
+        while tasks.try_join_next().is_some() {}
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: wait instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let permit = permits.clone().try_acquire_owned().ok();
+        let (shared, stopped) = (shared.clone(), stopped.clone());
+        tasks.spawn(async move {
+            let socket: Box<dyn Socket> = match &shared.config.tls {
+                None => Box::new(tcp),
+                Some(tls) => match tokio_rustls::TlsAcceptor::from(tls.clone()).accept(tcp).await {
+                    Ok(tls) => Box::new(tls),
+                    Err(e) => {
+                        tracing::info!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            serve_socket(shared, socket, peer.to_string(), permit.is_some(), stopped).await;
+            drop(permit);
+        });
+    }
+    tracing::info!("shutting down");
+    let _ = stop.send(true);
+    drop(listener);
+    let drained = tokio::time::timeout(shared.config.drain_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("connections still open after the drain timeout");
+    }
+}
+
+/// The HTTP front of one connection: metrics, or the upgrade into a device session.
+async fn serve_socket<S: CloudStore>(
+    shared: Arc<Shared<S>>,
+    mut socket: Box<dyn Socket>,
+    peer: String,
+    admitted: bool,
+    stopped: watch::Receiver<bool>,
+) {
+    let request = match tokio::time::timeout(http::HEAD_TIMEOUT, http::read_request(&mut socket)).await {
+        Ok(Ok(request)) => request,
+        _ => return,
+    };
+    let text = "text/plain; charset=utf-8";
+    match request {
+        Request::Metrics => {
+            let body = shared.metrics.render();
+            let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+            let _ = http::respond(&mut socket, "200 OK", kind, &body).await;
+        }
+        Request::Other(status) => {
+            let _ = http::respond(&mut socket, status, text, status).await;
+        }
+        Request::Upgrade { .. } if !admitted => {
+            shared.metrics.reject(Reject::Capacity);
+            let status = "503 Service Unavailable";
+            let _ = http::respond(&mut socket, status, text, "the relay serves all the connections it may").await;
+        }
+        Request::Upgrade { key, rest } => {
+            if http::accept_upgrade(&mut socket, &key).await.is_err() {
+                return;
+            }
+            let config = Some(ferry_ws::ws_config());
+            let ws = WebSocketStream::from_partially_read(socket, rest, Role::Server, config).await;
+            crate::connection::serve(shared, ws, peer, stopped).await;
+        }
+    }
+}
+
+/// Periodic store upkeep (tombstone purging).
+async fn upkeep<S: CloudStore>(shared: Arc<Shared<S>>, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = tick.tick() => shared.store.maintain().await,
+        }
+    }
+}
+
+/// Over a shared store, other relays write too: read the feed of every scope a connected
+/// device holds and send what is new live. Each feed is re-read from its cursor (never
+/// past `safe`), so a change seen once is remembered until the cursor passes it.
+async fn poll_feeds<S: CloudStore>(shared: Arc<Shared<S>>, mut stopped: watch::Receiver<bool>) {
+    let mut feeds: BTreeMap<String, Feed> = BTreeMap::new();
+    let mut tick = tokio::time::interval(shared.config.poll_interval);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let scopes = shared.hub.scopes();
+        feeds.retain(|scope, _| scopes.contains(scope));
+        for scope in scopes {
+            let feed = feeds.entry(scope.clone()).or_insert_with(Feed::starting_now);
+            feed.poll(&shared, &scope).await;
+        }
+    }
+}
+
+/// Where the poller stands in one scope's feed.
+struct Feed {
+    cursor: Hlc,
+    /// Changes already sent, by `_seq`, until the cursor passes them.
+    seen: BTreeSet<(Hlc, Key, Version)>,
+}
+
+/// How far back a feed the poller meets for the first time is read: devices caught up
+/// with what came before by their own pulls when they connected.
+const FEED_START_BACK_MS: u64 = 30_000;
+
+impl Feed {
+    fn starting_now(  ) -> Feed {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Feed {
+            cursor: Hlc::new(now.saturating_sub(FEED_START_BACK_MS), 0),
+            seen: BTreeSet::new(),
+        }
+    }
+
+    async fn poll<S: CloudStore>(&mut self, shared: &Shared<S>, scope: &str) {
+        let start = self.cursor;
+        let mut after = start;
+        loop {
+            let page = match shared.store.read(scope, PullFrom::Since(after), 500).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(scope, error = %e, "polling the feed failed");
+                    return;
+                }
+            };
+            let last = page.changes.last().map(|(seq, _)| *seq);
+            let mut fresh = Vec::new();
+            for (seq, change) in page.changes {
+                if self.seen.insert((seq, change.key.clone(), change.version.clone())) {
+                    fresh.push(change);
+                }
+            }
+            shared.hub.fan_out(None, &fresh, &shared.metrics);
+            self.cursor = cursor_after(self.cursor, last, page.more, page.safe);
+            match (page.more, last) {
+                (true, Some(last)) => after = last,
+                _ => break,
+            }
+        }
+        let cursor = self.cursor;
+        self.seen.retain(|(seq, _, _)| *seq > cursor);
+    }
+}

@@ -1,0 +1,353 @@
+//! The embedded store: the cloud's rows in a `ferry-store` directory the relay owns. It is
+//! a true sequencer (DESIGN.md 7): each landed change gets its `_seq` from one clock under
+//! the commit lock, so the feed order is the commit order, every committed change is
+//! visible at once, and the feed's window W is zero.
+//!
+//! A row is an item of a fixed internal schema: `k` the device key's bytes (the primary
+//! key), `s` the scope and `q` the `_seq` (the `feed` index, the sync GSI's twin), `c` the
+//! change in the journal's encoding, and on tombstones `x`, the second they are purged
+//! (the store's TTL index finds them). A commit returns once the batch is in the OS, so a
+//! killed relay loses no change it acknowledged.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use ferry_journal::{Change, ChangeOp, decode_change, encode_change};
+use ferry_schema::{Schema, SortCondition};
+use ferry_store::{Durability, Options, Query, Store};
+use ferry_sync::{
+    Limits, PullFrom, PullPage, PushOutcome, PushResults, Session, TransportError, refusal,
+};
+use ferry_types::limits::ITEM_BYTES_MAX;
+use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
+use ferry_types::{Hlc, HlcClock, Item, Key, Value, keycode};
+
+use super::CloudStore;
+
+/// The rows' schema.
+const SCHEMA: &str = r#"{
+    "version": "1.0.0",
+    "format": "onetable:1.1.0",
+    "indexes": {
+        "primary": { "hash": "k" },
+        "feed": { "hash": "s", "sort": "q", "project": "all" }
+    },
+    "models": {
+        "Row": {
+            "k": { "type": "binary" },
+            "s": { "type": "string" },
+            "q": { "type": "binary" },
+            "c": { "type": "binary" },
+            "x": { "type": "number", "ttl": true }
+        }
+    }
+}"#;
+
+/// Meta record of the highest `_seq` assigned, so a restarted sequencer goes on above it.
+const META_SEQ: &str = "relay:seq";
+/// Meta record of each scope's highest purged tombstone (JSON: scope -> `_seq`).
+const META_PURGED: &str = "relay:purged";
+/// A row is the change plus its key, scope and stamp: the room they take past the item.
+const ROW_OVERHEAD_BYTES: usize = 8 * 1024;
+/// Changes per push and per page.
+const CHANGES_PER_CALL: usize = 1000;
+/// Bytes per push: well inside a frame.
+const PUSH_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Tombstones purged per upkeep round.
+const PURGE_BATCH: usize = 1000;
+
+/// The relay's own store in a directory.
+pub struct EmbeddedStore {
+    store: Store,
+    horizon_ms: u64,
+    /// The sequencer, held across each commit.
+    sequencer: Mutex<HlcClock>,
+    /// The highest `_seq` committed: every row stamped at or below it is readable.
+    committed: AtomicU64,
+    /// Per scope, the highest `_seq` of a purged tombstone.
+    purged: Mutex<BTreeMap<String, Hlc>>,
+}
+
+/// Why the embedded store cannot open.
+pub type OpenError = ferry_store::Error;
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir`, purging tombstones `horizon_ms` after
+    /// their deletion.
+    pub fn open(dir: &Path, horizon_ms: u64) -> Result<EmbeddedStore, OpenError> {
+        let corrupt = |what: &str, e: serde_json::Error| ferry_store::Error::Corrupt {
+            path: dir.display().to_string(),
+            what: what.into(),
+            detail: e.to_string(),
+        };
+        let doc = serde_json::from_str(SCHEMA).map_err(|e| corrupt("relay schema", e))?;
+        let options = Options {
+            item_bytes_max: ITEM_BYTES_MAX + ROW_OVERHEAD_BYTES,
+            ..Options::default()
+        };
+        let store = Store::open(dir, Some(Schema::from_value(doc)?), &options)?;
+        let last = Hlc::from_u64(store.meta_u64(META_SEQ)?.unwrap_or(0));
+        let purged: BTreeMap<String, u64> = match store.meta(META_PURGED)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| corrupt(META_PURGED, e))?,
+            None => BTreeMap::new(),
+        };
+        let purged = (purged.into_iter())
+            .map(|(scope, seq)| (scope, Hlc::from_u64(seq)))
+            .collect();
+        Ok(EmbeddedStore {
+            store,
+            horizon_ms,
+            sequencer: Mutex::new(HlcClock::new(last, MAX_FORWARD_MS_DEFAULT)),
+            committed: AtomicU64::new(last.as_u64()),
+            purged: Mutex::new(purged),
+        })
+    }
+
+    /// Writes `changes` by the conditional rule in one commit, each landed one stamped by
+    /// the sequencer.
+    pub fn write_now(&self, changes: Vec<Change>) -> Result<PushResults, TransportError> {
+        let mut sequencer = lock(&self.sequencer);
+        let now = wall_ms();
+        let (results, _) = self.store.write(Durability::Default, |tx| {
+            let mut results = PushResults::with_capacity(changes.len());
+            let mut last = None;
+            for change in changes {
+                let (key, version) = (change.key.clone(), change.version.clone());
+                let row_key = row_key(&change.key);
+                let outcome = match refusal(&change) {
+                    Some(reason) => PushOutcome::Rejected { reason },
+                    None => match tx.get(&row_key)?.map(|row| held(&row)).transpose()? {
+                        Some(held) if held.version == change.version => PushOutcome::Applied,
+                        Some(held) if held.version > change.version => PushOutcome::Superseded {
+                            cloud: Box::new(held),
+                        },
+                        _ => {
+                            let seq = sequencer.tick(now);
+                            tx.put(self.row(&change, row_key, seq))?;
+                            last = Some(seq);
+                            PushOutcome::Applied
+                        }
+                    },
+                };
+                results.push((key, version, outcome));
+            }
+            if let Some(seq) = last {
+                tx.set_meta(META_SEQ, seq.as_u64().to_be_bytes().to_vec());
+            }
+            Ok::<_, StoreFailure>(results)
+        })?;
+        self.committed
+            .store(sequencer.last().as_u64(), Ordering::Release);
+        Ok(results)
+    }
+
+    /// One page of `scope`'s feed.
+    pub fn read_now(
+        &self,
+        scope: &str,
+        from: PullFrom,
+        limit: usize,
+    ) -> Result<PullPage, TransportError> {
+        // Read first: every row stamped at or below it is committed, so the page sees it.
+        let safe = Hlc::from_u64(self.committed.load(Ordering::Acquire));
+        let after = match from {
+            PullFrom::Since(since) => {
+                if lock(&self.purged).get(scope).is_some_and(|p| since < *p) {
+                    return Err(TransportError::Expired);
+                }
+                since
+            }
+            PullFrom::Snapshot(after) => after,
+        };
+        let query = Query {
+            index: "feed".into(),
+            hash: Value::S(scope.to_string()),
+            sort: Some(SortCondition::Gt(seq_value(after))),
+            reverse: false,
+            after: None,
+        };
+        let limit = limit.max(1);
+        let mut changes = Vec::with_capacity(limit.min(CHANGES_PER_CALL));
+        let mut more = false;
+        let rows = self.store.rows(&query).map_err(StoreFailure::from)?;
+        for row in rows {
+            let row = row.map_err(StoreFailure::from)?;
+            if changes.len() == limit {
+                more = true;
+                break;
+            }
+            let seq = match row.item.get("q") {
+                Some(Value::B(bytes)) => seq_of(bytes),
+                _ => None,
+            };
+            let seq = seq.ok_or_else(|| StoreFailure::corrupt("row without a _seq"))?;
+            changes.push((seq, held(&row.item)?));
+        }
+        Ok(PullPage {
+            changes,
+            more,
+            safe,
+        })
+    }
+
+    /// The latest change of `key` the store holds (a tombstone is a `Delete`).
+    pub fn get(&self, key: &Key) -> Result<Option<Change>, TransportError> {
+        let row = self.store.get(&row_key(key)).map_err(StoreFailure::from)?;
+        Ok(row.map(|row| held(&row)).transpose()?)
+    }
+
+    /// Purges tombstones whose horizon passed, remembering per scope the newest purged.
+    pub fn purge(&self, now_ms: u64) -> Result<usize, TransportError> {
+        let due = (self.store.expired(now_ms / 1000, PURGE_BATCH)).map_err(StoreFailure::from)?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let _sequencer = lock(&self.sequencer);
+        let mut purged = lock(&self.purged);
+        let (count, _) = self.store.write(Durability::Default, |tx| {
+            let mut count = 0;
+            for key in &due {
+                let Some(row) = tx.get(key)? else { continue };
+                let change = held(&row)?;
+                let seq = match row.get("q") {
+                    Some(Value::B(bytes)) => seq_of(bytes),
+                    _ => None,
+                };
+                if let (ChangeOp::Delete, Some(seq)) = (change.op, seq) {
+                    tx.delete(key)?;
+                    let newest = purged.entry(change.scope.clone()).or_insert(Hlc::ZERO);
+                    *newest = (*newest).max(seq);
+                    count += 1;
+                }
+            }
+            let record: BTreeMap<&str, u64> = (purged.iter())
+                .map(|(scope, seq)| (scope.as_str(), seq.as_u64()))
+                .collect();
+            let record = serde_json::to_vec(&record).unwrap_or_default();
+            tx.set_meta(META_PURGED, record);
+            Ok::<_, StoreFailure>(count)
+        })?;
+        Ok(count)
+    }
+
+    /// The stored row of `change`, stamped `seq`.
+    fn row(&self, change: &Change, row_key: Key, seq: Hlc) -> Item {
+        let mut encoded = Vec::new();
+        encode_change(change, &mut encoded);
+        let mut row = Item::from([
+            ("_type".to_string(), Value::S("Row".into())),
+            ("k".to_string(), row_key.hash),
+            ("s".to_string(), Value::S(change.scope.clone())),
+            ("q".to_string(), seq_value(seq)),
+            ("c".to_string(), Value::B(encoded)),
+        ]);
+        if change.op == ChangeOp::Delete {
+            let purge_s = (seq.physical_ms() + self.horizon_ms).div_ceil(1000);
+            row.insert("x".into(), Value::N(purge_s.into()));
+        }
+        row
+    }
+}
+
+impl CloudStore for EmbeddedStore {
+    async fn session(&self) -> Result<Session, TransportError> {
+        Ok(Session {
+            server_time_ms: wall_ms(),
+            scopes: None,
+            limits: Limits {
+                push_changes_max: CHANGES_PER_CALL,
+                push_bytes_max: PUSH_BYTES_MAX,
+                page_changes_max: CHANGES_PER_CALL,
+            },
+            horizon_ms: self.horizon_ms,
+        })
+    }
+
+    async fn write(&self, changes: Vec<Change>) -> Result<PushResults, TransportError> {
+        self.write_now(changes)
+    }
+
+    async fn read(
+        &self,
+        scope: &str,
+        from: PullFrom,
+        limit: usize,
+    ) -> Result<PullPage, TransportError> {
+        self.read_now(scope, from, limit)
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    async fn maintain(&self) {
+        if let Err(e) = self.purge(wall_ms()) {
+            tracing::warn!(error = %e, "purging tombstones failed");
+        }
+    }
+}
+
+/// A store failure, as the device hears of it: the call failed, retry later.
+struct StoreFailure(String);
+
+impl StoreFailure {
+    fn corrupt(what: &str) -> StoreFailure {
+        StoreFailure(format!("relay store: {what}"))
+    }
+}
+
+impl From<ferry_store::Error> for StoreFailure {
+    fn from(e: ferry_store::Error) -> StoreFailure {
+        StoreFailure(format!("relay store: {e}"))
+    }
+}
+
+impl From<StoreFailure> for TransportError {
+    fn from(e: StoreFailure) -> TransportError {
+        TransportError::Unavailable(e.0)
+    }
+}
+
+/// The row's primary key: the device key's bytes as binary.
+fn row_key(key: &Key) -> Key {
+    let mut bytes = Vec::with_capacity(32);
+    keycode::encode(&key.hash, &mut bytes);
+    if let Some(sort) = &key.sort {
+        keycode::encode(sort, &mut bytes);
+    }
+    Key {
+        hash: Value::B(bytes),
+        sort: None,
+    }
+}
+
+/// The change a row holds.
+fn held(row: &Item) -> Result<Change, StoreFailure> {
+    match row.get("c") {
+        Some(Value::B(bytes)) => {
+            decode_change(bytes).map_err(|e| StoreFailure::corrupt(&format!("row change: {e}")))
+        }
+        _ => Err(StoreFailure::corrupt("row without a change")),
+    }
+}
+
+/// A stamp as a sort key: big-endian bytes order as the stamps do.
+fn seq_value(seq: Hlc) -> Value {
+    Value::B(seq.as_u64().to_be_bytes().to_vec())
+}
+
+fn seq_of(bytes: &[u8]) -> Option<Hlc> {
+    Some(Hlc::from_u64(u64::from_be_bytes(bytes.try_into().ok()?)))
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
