@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_sync::{PullFrom, cursor_after};
+use ferry_sync::{PullFrom, TransportError, cursor_after};
 use ferry_types::{Hlc, Key, Version};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -210,9 +210,12 @@ async fn serve_socket<S: CloudStore>(
     }
 }
 
-/// Periodic store upkeep (tombstone purging).
+/// Periodic store upkeep (tombstone purging), a few times per horizon and at least every
+/// minute.
 async fn upkeep<S: CloudStore>(shared: Arc<Shared<S>>, mut stopped: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let horizon_ms = (shared.store.session().await).map_or(u64::MAX, |s| s.horizon_ms);
+    let every = Duration::from_millis((horizon_ms / 8).clamp(250, 60_000));
+    let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = stopped.changed() => return,
@@ -253,7 +256,7 @@ struct Feed {
 const FEED_START_BACK_MS: u64 = 30_000;
 
 impl Feed {
-    fn starting_now(  ) -> Feed {
+    fn starting_now() -> Feed {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -269,6 +272,11 @@ impl Feed {
         loop {
             let page = match shared.store.read(scope, PullFrom::Since(after), 500).await {
                 Ok(page) => page,
+                // The poller was away past the horizon: go on from now.
+                Err(TransportError::Expired) => {
+                    *self = Feed::starting_now();
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(scope, error = %e, "polling the feed failed");
                     return;

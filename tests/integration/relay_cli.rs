@@ -1,0 +1,1 @@
+//! Relay tests through processes: placeholder replaced below.
