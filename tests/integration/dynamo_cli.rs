@@ -9,32 +9,71 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 
-use crate::dynamo::{SCHEMA, endpoint, table_name};
+use crate::dynamo::{SCHEMA, Via, endpoint, table_name};
+use crate::relay::RelayProcess;
 use crate::support::{Killed, ferry, ferry_bin};
 
-/// A directory with the test schema and room for device databases.
-struct Site {
-    dir: tempfile::TempDir,
+over_both_transports!(
+    the_cli_syncs_two_devices_and_reports_status,
+    an_agent_delivers_cloud_changes_and_stops_cleanly_on_sigterm,
+    a_killed_agent_restarts_and_loses_nothing_and_a_new_device_gets_all_of_a_large_scope,
+    while_an_agent_runs_other_commands_go_through_it,
+);
+
+/// A directory with the test schema and room for device databases, and the cloud its
+/// devices sync with: a DynamoDB Local table, or a relay process.
+pub struct Site {
+    pub dir: tempfile::TempDir,
     table: String,
     endpoint: String,
+    pub relay: Option<RelayProcess>,
 }
 
 impl Site {
-    fn new(test: &str) -> Site {
+    pub fn new(test: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("schema.json5"), SCHEMA).unwrap();
         Site {
             dir,
             table: table_name(test),
             endpoint: endpoint().url.unwrap(),
+            relay: None,
         }
     }
 
-    fn schema(&self) -> String {
+    /// A site whose devices reach the cloud `via`; its table (for DynamoDB) created.
+    pub fn over(via: Via, test: &str) -> Site {
+        let mut site = Site::new(test);
+        match via {
+            Via::Dynamo => assert_eq!(site.create_table(&[]).0, 0),
+            Via::Relay => site.relay = Some(RelayProcess::start(&[])),
+        }
+        site
+    }
+
+    /// How device `db` reaches the cloud, as `sync` and `agent` arguments.
+    fn link_args(&self, db: &str) -> Vec<String> {
+        match &self.relay {
+            Some(relay) => vec![
+                "--relay".into(),
+                relay.url(),
+                "--token".into(),
+                relay.token(db, &[]),
+            ],
+            None => vec![
+                "--dynamodb".into(),
+                self.table.clone(),
+                "--endpoint".into(),
+                self.endpoint.clone(),
+            ],
+        }
+    }
+
+    pub fn schema(&self) -> String {
         self.dir.path().join("schema.json5").display().to_string()
     }
 
-    fn db(&self, name: &str) -> PathBuf {
+    pub fn db(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
@@ -54,32 +93,27 @@ impl Site {
         ferry(&args)
     }
 
-    /// `ferry --db DIR ARGS...` with the table and endpoint appended to sync and agent.
-    fn run(&self, db: &str, args: &[&str]) -> (i32, String, String) {
+    /// `ferry --db DIR ARGS...` with the cloud's link appended to sync.
+    pub fn run(&self, db: &str, args: &[&str]) -> (i32, String, String) {
         let dir = self.db(db).display().to_string();
         let schema = self.schema();
         let mut all = vec!["--db", &dir, "--schema", &schema, "--device", db];
         all.extend(args);
+        let link = self.link_args(db);
         if matches!(args.first(), Some(&"sync")) {
-            all.extend(["--dynamodb", &self.table, "--endpoint", &self.endpoint]);
+            all.extend(link.iter().map(String::as_str));
         }
         ferry(&all)
     }
 
     /// `ferry --db DIR agent` in the background, its stdout lines on a channel.
-    fn agent(&self, db: &str) -> Agent {
+    pub fn agent(&self, db: &str) -> Agent {
         let mut child = Command::new(ferry_bin())
             .arg("--db")
             .arg(self.db(db))
             .args(["--schema", &self.schema(), "--device", db, "agent"])
-            .args([
-                "--dynamodb",
-                &self.table,
-                "--endpoint",
-                &self.endpoint,
-                "--poll",
-                "0.2",
-            ])
+            .args(self.link_args(db))
+            .args(["--poll", "0.2"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -105,14 +139,14 @@ fn lines_of(stdout: std::process::ChildStdout) -> Receiver<String> {
     lines
 }
 
-struct Agent {
+pub struct Agent {
     process: Killed,
     lines: Receiver<String>,
 }
 
 impl Agent {
     /// Waits for a status line that `wanted` accepts; panics naming the last one seen.
-    fn wait_for(&self, wanted: impl Fn(&str) -> bool, timeout: Duration) -> String {
+    pub fn wait_for(&self, wanted: impl Fn(&str) -> bool, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -126,7 +160,7 @@ impl Agent {
     }
 
     /// SIGTERM, then the exit code.
-    fn terminate(mut self) -> i32 {
+    pub fn terminate(mut self) -> i32 {
         let pid = self.process.0.id().to_string();
         assert!(
             Command::new("kill")
@@ -199,10 +233,8 @@ fn table_create_and_check_through_the_cli() {
     assert!(err.contains("horizon"), "{err}");
 }
 
-#[test]
-fn the_cli_syncs_two_devices_and_reports_status() {
-    let site = Site::new("cli-sync");
-    assert_eq!(site.create_table(&[]).0, 0);
+fn the_cli_syncs_two_devices_and_reports_status(via: Via) {
+    let site = Site::over(via, "cli-sync");
     let (code, _, err) = site.run("a", &["create", "Shared", r#"{"id":"s1","name":"from a"}"#]);
     assert_eq!(code, 0, "{err}");
     let (code, out, err) = site.run("a", &["status"]);
@@ -232,8 +264,14 @@ fn the_cli_syncs_two_devices_and_reports_status() {
     assert_eq!((code, json_line(&out)), (0, json!([])));
     let (code, out, _) = site.run("b", &["quarantine"]);
     assert_eq!((code, json_line(&out)), (0, json!([])));
+}
 
+#[test]
+fn a_missing_table_and_an_unreachable_cloud_are_named() {
+    let site = Site::over(Via::Dynamo, "cli-missing");
     // What is left, named: a missing table at once, an unreachable cloud at the timeout.
+    let (code, _, err) = site.run("a", &["create", "Shared", r#"{"id":"s2","name":"n"}"#]);
+    assert_eq!(code, 0, "{err}");
     let dir = site.db("a").display().to_string();
     let (code, _, err) = ferry(&[
         "--db",
@@ -246,8 +284,6 @@ fn the_cli_syncs_two_devices_and_reports_status() {
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("no-such-table does not exist"), "{err}");
-    let (code, _, err) = site.run("a", &["create", "Shared", r#"{"id":"s2","name":"n"}"#]);
-    assert_eq!(code, 0, "{err}");
     let dead = "http://127.0.0.1:9";
     let (code, _, err) = ferry(&[
         "--db",
@@ -268,10 +304,8 @@ fn the_cli_syncs_two_devices_and_reports_status() {
     assert_eq!(err.lines().count(), 1, "one line: {err}");
 }
 
-#[test]
-fn an_agent_delivers_cloud_changes_and_stops_cleanly_on_sigterm() {
-    let site = Site::new("cli-agent");
-    assert_eq!(site.create_table(&[]).0, 0);
+fn an_agent_delivers_cloud_changes_and_stops_cleanly_on_sigterm(via: Via) {
+    let site = Site::over(via, "cli-agent");
     site.run("b", &["status"]);
     let agent = site.agent("b");
     agent.wait_for(|l| l.starts_with("connected"), Duration::from_secs(20));
@@ -291,11 +325,9 @@ fn an_agent_delivers_cloud_changes_and_stops_cleanly_on_sigterm() {
     );
 }
 
-#[test]
-fn a_killed_agent_restarts_and_loses_nothing_and_a_new_device_gets_all_of_a_large_scope() {
+fn a_killed_agent_restarts_and_loses_nothing_and_a_new_device_gets_all_of_a_large_scope(via: Via) {
     const ITEMS: usize = 1500;
-    let site = Site::new("cli-kill");
-    assert_eq!(site.create_table(&[]).0, 0);
+    let site = Site::over(via, "cli-kill");
     let items: Vec<Json> = (0..ITEMS)
         .map(|i| json!({"id": format!("s{i:04}"), "name": "x".repeat(100)}))
         .collect();
@@ -324,10 +356,8 @@ fn a_killed_agent_restarts_and_loses_nothing_and_a_new_device_gets_all_of_a_larg
     );
 }
 
-#[test]
-fn while_an_agent_runs_other_commands_go_through_it() {
-    let site = Site::new("cli-socket");
-    assert_eq!(site.create_table(&[]).0, 0);
+fn while_an_agent_runs_other_commands_go_through_it(via: Via) {
+    let site = Site::over(via, "cli-socket");
     let (code, _, err) = site.run("b", &["create", "Shared", r#"{"id":"before","name":"x"}"#]);
     assert_eq!(code, 0, "{err}");
     let agent = site.agent("b");
@@ -550,18 +580,19 @@ fn ferry_cloud_follow_adopts_a_plain_sdk_write_and_stops_on_sigterm() {
 }
 
 #[test]
-fn the_demo_converges_in_memory_and_through_dynamodb_and_keeps_its_data_when_asked() {
+fn the_demo_converges_through_its_relay_and_through_dynamodb_and_keeps_its_data_when_asked() {
     let keep = tempfile::tempdir().unwrap();
     let kept = keep.path().join("demo");
     let kept = kept.display().to_string();
     let (code, out, err) = ferry(&["demo", "--keep", &kept]);
     assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sync through Ferry's relay at ws://127.0.0.1:"), "{out}");
     assert!(out.contains("everything converged"), "{out}");
     assert!(
         out.contains("ok   the losing write is in a conflict log"),
         "{out}"
     );
-    for device in ["pump-7", "pump-8"] {
+    for device in ["pump-7", "pump-8", "relay"] {
         assert!(
             keep.path().join("demo").join(device).exists(),
             "--keep kept {device}"

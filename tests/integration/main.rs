@@ -5,6 +5,19 @@
 // `#[test]` functions, not the helpers of an integration-test binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// Runs each named test function (taking a [`dynamo::Via`]) over both transports: as
+/// `over_dynamodb::NAME` and `over_relay::NAME` in the module that calls it.
+macro_rules! over_both_transports {
+    ($($test:ident),* $(,)?) => {
+        mod over_dynamodb {
+            $( #[test] fn $test() { super::$test(crate::dynamo::Via::Dynamo) } )*
+        }
+        mod over_relay {
+            $( #[test] fn $test() { super::$test(crate::dynamo::Via::Relay) } )*
+        }
+    };
+}
+
 mod cli;
 mod crash;
 mod dynamo;

@@ -13,18 +13,6 @@ use crate::dynamo::{
 };
 use ferry::dynamo::Settings;
 
-/// Runs each named test over both transports: `over_dynamodb::NAME` and `over_relay::NAME`.
-macro_rules! over_both_transports {
-    ($($test:ident),* $(,)?) => {
-        mod over_dynamodb {
-            $( #[test] fn $test() { super::$test(super::Via::Dynamo) } )*
-        }
-        mod over_relay {
-            $( #[test] fn $test() { super::$test(super::Via::Relay) } )*
-        }
-    };
-}
-
 over_both_transports!(
     two_devices_and_a_cloud_writer_converge,
     a_device_offline_for_a_while_catches_up_deletes_included,
