@@ -134,7 +134,10 @@ impl ferry::Transport for Link {
         }
     }
 
-    async fn push(&self, changes: Vec<Change>) -> Result<ferry::replication::PushResults, TransportError> {
+    async fn push(
+        &self,
+        changes: Vec<Change>,
+    ) -> Result<ferry::replication::PushResults, TransportError> {
         match self {
             Link::Dynamo(t) => t.push(changes).await,
             Link::Relay(t) => t.push(changes).await,
@@ -322,7 +325,9 @@ impl Cloud {
             let mut after = Hlc::ZERO;
             loop {
                 let from = ferry::replication::PullFrom::Snapshot(after);
-                let page = ferry::Transport::pull(&link, scope, from, 500).await.unwrap();
+                let page = ferry::Transport::pull(&link, scope, from, 500)
+                    .await
+                    .unwrap();
                 if let Some((_, change)) = page.changes.iter().find(|(_, c)| c.key == *key) {
                     return Some(change.clone());
                 }

@@ -586,7 +586,10 @@ fn the_demo_converges_through_its_relay_and_through_dynamodb_and_keeps_its_data_
     let kept = kept.display().to_string();
     let (code, out, err) = ferry(&["demo", "--keep", &kept]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("sync through Ferry's relay at ws://127.0.0.1:"), "{out}");
+    assert!(
+        out.contains("sync through Ferry's relay at ws://127.0.0.1:"),
+        "{out}"
+    );
     assert!(out.contains("everything converged"), "{out}");
     assert!(
         out.contains("ok   the losing write is in a conflict log"),

@@ -25,7 +25,6 @@ mod dynamo_cli;
 mod ioto;
 mod operations;
 mod relay;
-mod relay_cli;
 mod support;
 mod sync;
 mod sync_crash;

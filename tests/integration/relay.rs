@@ -7,11 +7,17 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry::Transport;
+use ferry::dynamo::Settings;
 use ferry::ws::WsTransport;
+use ferry::{Db, Transport};
+use ferry_protocol::{Frame, decode, encode};
 use ferry_relay::Secret;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Killed, ferry_bin};
+use crate::dynamo::{Cloud, SCHEMA, SYNC_TIMEOUT, Via, key, shared_names};
+use crate::support::{Killed, ferry, ferry_bin};
 
 /// The secret every test relay signs with.
 const SECRET: &[u8] = b"a test secret of at least thirty-two bytes";
@@ -61,7 +67,14 @@ impl RelayProcess {
             .open(&self.log)
             .unwrap();
         let mut child = Command::new(ferry_bin())
-            .args(["relay", "serve", "--listen", &listen, "--store", &self.store])
+            .args([
+                "relay",
+                "serve",
+                "--listen",
+                &listen,
+                "--store",
+                &self.store,
+            ])
             .arg("--secret-file")
             .arg(&secret)
             .args(&self.extra)
@@ -73,7 +86,12 @@ impl RelayProcess {
         let first = lines.next().map(|l| l.unwrap()).unwrap_or_default();
         let address = (first.strip_prefix("listening on "))
             .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("the relay did not start: {first:?}; log: {}", self.log_text()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "the relay did not start: {first:?}; log: {}",
+                    self.log_text()
+                )
+            });
         self.port = address.rsplit(':').next().unwrap().parse().unwrap();
         // Keep reading stdout so that the relay never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
@@ -122,7 +140,13 @@ impl RelayProcess {
     pub fn terminate(&mut self) -> i32 {
         let mut child = self.child.take().unwrap();
         let pid = child.0.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         child.0.wait().unwrap().code().unwrap_or(-1)
     }
 
@@ -135,7 +159,11 @@ impl RelayProcess {
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()
+        response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// A metric's value (the sum over its labels that contain `labels`).
@@ -143,9 +171,7 @@ impl RelayProcess {
         (self.metrics().lines())
             .filter(|line| !line.starts_with('#'))
             .filter_map(|line| line.rsplit_once(' '))
-            .filter(|(series, _)| {
-                series.split('{').next() == Some(name) && series.contains(labels)
-            })
+            .filter(|(series, _)| series.split('{').next() == Some(name) && series.contains(labels))
             .map(|(_, value)| value.parse::<f64>().unwrap())
             .sum()
     }
@@ -176,6 +202,385 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Connects a transport, returning the handshake's outcome.
-pub fn connect(rt: &tokio::runtime::Runtime, transport: &WsTransport) -> Result<ferry::replication::Session, ferry::replication::TransportError> {
+pub fn connect(
+    rt: &tokio::runtime::Runtime,
+    transport: &WsTransport,
+) -> Result<ferry::replication::Session, ferry::replication::TransportError> {
     rt.block_on(transport.connect())
+}
+
+/// A library device on the relay whose engine polls only every minute: what reaches it
+/// sooner came live.
+fn live_only(cloud: &mut Cloud) {
+    cloud.engine.poll_interval_ms = 60_000;
+}
+
+fn shared_ids(db: &Db) -> usize {
+    shared_names(db).len()
+}
+
+#[test]
+fn changes_reach_other_devices_live_before_any_poll() {
+    let mut cloud = Cloud::over(Via::Relay, "live", Settings::default());
+    live_only(&mut cloud);
+    let (a, _) = cloud.device("a", None);
+    let (b, _) = cloud.device("b", None);
+    b.sync(SYNC_TIMEOUT).unwrap();
+    a.create("Shared", json!({"id": "s1", "name": "live"}))
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    wait_until("b hears of a's write", Duration::from_secs(5), || {
+        shared_ids(&b) == 1
+    });
+    let relay = cloud.relay.as_ref().unwrap();
+    assert!(relay.metric("ferry_relay_changes_out_total", "") >= 1.0);
+    assert_eq!(relay.metric("ferry_relay_connections", ""), 2.0);
+    assert!(relay.metric("ferry_relay_store_seconds_count", "op=\"write\"") >= 1.0);
+}
+
+#[test]
+fn the_relay_killed_mid_sync_and_restarted_loses_nothing() {
+    let mut cloud = Cloud::over(Via::Relay, "relay-kill", Settings::default());
+    let (a, _) = cloud.device("a", None);
+    for i in 0..100 {
+        a.create(
+            "Shared",
+            json!({"id": format!("s{i:03}"), "name": "before"}),
+        )
+        .unwrap();
+    }
+    a.sync(SYNC_TIMEOUT).unwrap();
+    // Acknowledged, then the relay dies; more writes are on their way when it does.
+    for i in 100..400 {
+        a.create(
+            "Shared",
+            json!({"id": format!("s{i:03}"), "name": "during"}),
+        )
+        .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(60));
+    cloud.relay.as_mut().unwrap().restart();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(a.status().pending_changes, 0);
+    let (fresh, _) = cloud.device("fresh", None);
+    fresh.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(
+        shared_ids(&fresh),
+        400,
+        "every write survived the relay's death"
+    );
+}
+
+/// `ferry sync --relay` with `token`: exit code and stderr.
+fn sync_with(relay: &RelayProcess, db: &std::path::Path, token: &str) -> (i32, String) {
+    let schema = db.parent().unwrap().join("schema.json5");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let (dir, schema) = (db.display().to_string(), schema.display().to_string());
+    let url = relay.url();
+    let args = ["--db", &dir, "--schema", &schema, "--device", "a", "sync"];
+    let link = ["--relay", &url, "--token", token, "--timeout", "3"];
+    let (code, _, err) = ferry(&[&args[..], &link[..]].concat());
+    (code, err)
+}
+
+#[test]
+fn a_wrong_expired_or_tampered_token_is_refused_and_named() {
+    let relay = RelayProcess::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("a");
+    let good = relay.token("a", &[]);
+    let wrong = (Secret::new(vec![7; 32]).unwrap())
+        .sign("a", Default::default(), 3600)
+        .unwrap();
+    let expired = Secret::new(SECRET.to_vec())
+        .unwrap()
+        .sign("a", Default::default(), 0)
+        .unwrap();
+    let mut parts: Vec<&str> = good.split('.').collect();
+    let other = relay.token("someone-else", &[]);
+    parts[1] = other.split('.').nth(1).unwrap();
+    let tampered = parts.join(".");
+    std::thread::sleep(Duration::from_millis(1_100));
+    for (token, why) in [
+        (&wrong, "signature"),
+        (&expired, "expired"),
+        (&tampered, "signature"),
+        (&"not-a-token".to_string(), "token refused"),
+    ] {
+        let (code, err) = sync_with(&relay, &db, token);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("refused the credentials: token refused") && err.contains(why),
+            "{why}: {err}"
+        );
+    }
+    // Each is refused at every attempt (a device retries after a backoff).
+    assert!(relay.metric("ferry_relay_rejects_total", "token") >= 4.0);
+    let (code, err) = sync_with(&relay, &db, &good);
+    assert_eq!(code, 0, "the right token syncs: {err}");
+}
+
+#[test]
+fn a_write_outside_the_tokens_scope_is_quarantined_and_shown_in_status() {
+    let mut cloud = Cloud::over(Via::Relay, "scope", Settings::default());
+    // A token for a's own scope only: not the shared '*'.
+    let relay = cloud.relay.as_ref().unwrap();
+    let (url, token) = (relay.url(), relay.token("a", &["a"]));
+    let (a, _) = cloud.device_via("a", None, |replica| {
+        WsTransport::new(&url, &token, replica).unwrap()
+    });
+    a.create("Note", json!({"id": "n1", "text": "mine"}))
+        .unwrap();
+    a.create("Shared", json!({"id": "s1", "name": "not mine to share"}))
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    let status = a.status();
+    assert_eq!(
+        (status.pending_changes, status.quarantined),
+        (0, 1),
+        "{status:?}"
+    );
+    let quarantined = a.quarantine(10).unwrap();
+    assert_eq!(quarantined[0].model, "Shared");
+    assert!(
+        quarantined[0]
+            .reason
+            .contains("scope '*' is not granted to device 'a'"),
+        "{}",
+        quarantined[0].reason
+    );
+    assert!(
+        a.get("Shared", json!({"id": "s1"})).unwrap().is_some(),
+        "kept on the device"
+    );
+    assert!(
+        cloud.held(&key("note#a", "note#n1"), "a").is_some(),
+        "the granted write went up"
+    );
+    assert_eq!(cloud.held(&key("shared#", "shared#s1"), "*"), None);
+    assert!(
+        cloud
+            .relay
+            .as_ref()
+            .unwrap()
+            .metric("ferry_relay_rejects_total", "scope")
+            >= 1.0
+    );
+}
+
+type RawSession = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// A raw WebSocket to the relay, past the handshake.
+async fn raw_session(relay: &RelayProcess) -> RawSession {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(relay.url(), tcp)
+        .await
+        .unwrap();
+    let hello = Frame::Hello {
+        token: relay.token("raw", &[]),
+        replica: "raw".into(),
+    };
+    ws.send(Message::Binary(encode(&hello).into()))
+        .await
+        .unwrap();
+    match ws.next().await {
+        Some(Ok(Message::Binary(bytes))) => {
+            assert!(matches!(decode(&bytes).unwrap(), Frame::Welcome(_)));
+        }
+        other => panic!("no welcome: {other:?}"),
+    }
+    ws
+}
+
+/// What the relay says before it closes: its `Refused` reason and the close code.
+async fn refusal(ws: &mut RawSession) -> (String, Option<u16>) {
+    let mut reason = String::new();
+    while let Some(message) = ws.next().await {
+        match message {
+            Ok(Message::Binary(bytes)) => {
+                if let Ok(Frame::Refused { reason: why }) = decode(&bytes) {
+                    reason = why;
+                }
+            }
+            Ok(Message::Close(frame)) => return (reason, frame.map(|f| u16::from(f.code))),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    (reason, None)
+}
+
+#[test]
+fn a_malformed_or_oversize_frame_closes_that_connection_and_the_relay_serves_the_others() {
+    let mut cloud = Cloud::over(Via::Relay, "frames", Settings::default());
+    let (a, _) = cloud.device("a", None);
+    a.create("Shared", json!({"id": "s1", "name": "before"}))
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    let relay = cloud.relay.as_ref().unwrap();
+    let rt = runtime();
+    let (malformed, oversize, text) = rt.block_on(async {
+        let mut ws = raw_session(relay).await;
+        ws.send(Message::Binary(
+            vec![ferry_protocol::PROTOCOL_VERSION, 99, 1, 2].into(),
+        ))
+        .await
+        .unwrap();
+        let malformed = refusal(&mut ws).await;
+        let mut ws = raw_session(relay).await;
+        let huge = vec![0u8; ferry_protocol::FRAME_BYTES_MAX + 1];
+        let _ = ws.send(Message::Binary(huge.into())).await;
+        let oversize = refusal(&mut ws).await;
+        let mut ws = raw_session(relay).await;
+        ws.send(Message::Text("hello".into())).await.unwrap();
+        (malformed, oversize, refusal(&mut ws).await)
+    });
+    assert!(
+        malformed.0.starts_with("bad frame: malformed frame"),
+        "{malformed:?}"
+    );
+    assert_eq!(malformed.1, Some(1008), "policy violation");
+    assert!(
+        oversize.0.contains("bad frame") && oversize.0.contains("limit"),
+        "{oversize:?}"
+    );
+    assert_eq!(oversize.1, Some(1009), "message too big");
+    assert!(text.0.contains("frames are binary"), "{text:?}");
+    assert_eq!(relay.metric("ferry_relay_rejects_total", "frame"), 3.0);
+    // The device connected meanwhile was never disturbed.
+    a.create("Shared", json!({"id": "s2", "name": "after"}))
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(a.status().failures, 0, "{:?}", a.status());
+    assert!(cloud.held(&key("shared#", "shared#s2"), "*").is_some());
+}
+
+#[test]
+fn a_thousand_devices_connect_with_bounded_memory() {
+    const DEVICES: usize = 1000;
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let relay = RelayProcess::start(&[]);
+    let rt = runtime();
+    let probe = relay.transport("probe", "probe");
+    connect(&rt, &probe).unwrap();
+    let before = relay.rss_kib();
+    let transports: Vec<WsTransport> = (0..DEVICES)
+        .map(|i| relay.transport(&format!("d{i}"), &format!("r{i}")))
+        .collect();
+    rt.block_on(async {
+        let connects = transports.iter().map(|t| t.connect());
+        for session in futures_util::future::join_all(connects).await {
+            session.unwrap();
+        }
+    });
+    wait_until("every device counted", Duration::from_secs(10), || {
+        relay.metric("ferry_relay_connections", "") == (DEVICES + 1) as f64
+    });
+    // Every connection is live: one push fans out to all of them.
+    let change = crate::dynamo::config_change("fan", Some("out"));
+    let cloud = WsTransport::new(&relay.url(), &relay.token("cloud", &["*"]), "cloud").unwrap();
+    rt.block_on(async {
+        cloud.connect().await.unwrap();
+        cloud.push(vec![change]).await.unwrap();
+    });
+    wait_until("the change fanned out", Duration::from_secs(10), || {
+        relay.metric("ferry_relay_changes_out_total", "") >= (DEVICES + 1) as f64
+    });
+    let after = relay.rss_kib();
+    let per_connection = (after.saturating_sub(before)) as f64 / DEVICES as f64;
+    println!(
+        "relay RSS: {before} KiB idle, {after} KiB with {DEVICES} connections: {per_connection:.1} KiB per connection"
+    );
+    assert!(
+        per_connection < 64.0,
+        "{per_connection:.1} KiB per connection ({before} -> {after} KiB)"
+    );
+}
+
+#[test]
+fn two_relays_over_one_dynamodb_table_deliver_each_others_changes() {
+    let table = Cloud::new("two-relays", Settings::default());
+    let start = || {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = dir.path().join("schema.json5");
+        std::fs::write(&schema, SCHEMA).unwrap();
+        let store = format!("dynamodb:{}", table.table);
+        let endpoint = crate::dynamo::endpoint().url.unwrap();
+        let schema = schema.display().to_string();
+        let args = [
+            "--schema",
+            &schema,
+            "--endpoint",
+            &endpoint,
+            "--poll-interval",
+            "200ms",
+        ];
+        RelayProcess::start_over(dir, store, &args)
+    };
+    let (one, two) = (start(), start());
+    let mut cloud = Cloud::over(Via::Relay, "two-relays-devices", Settings::default());
+    live_only(&mut cloud);
+    let (a, _) = cloud.device_via("a", None, |replica| one.transport("a", replica));
+    let (b, _) = cloud.device_via("b", None, |replica| two.transport("b", replica));
+    b.sync(SYNC_TIMEOUT).unwrap();
+    a.create("Shared", json!({"id": "s1", "name": "through one"}))
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    // W (the table's window) passes before the other relay's poll may read it.
+    wait_until(
+        "b, on the other relay, hears of it",
+        Duration::from_secs(20),
+        || shared_ids(&b) == 1,
+    );
+    b.create("Shared", json!({"id": "s2", "name": "through two"}))
+        .unwrap();
+    b.sync(SYNC_TIMEOUT).unwrap();
+    wait_until("and back", Duration::from_secs(20), || shared_ids(&a) == 2);
+    let row = table
+        .row(&key("shared#", "shared#s2"))
+        .expect("in the table");
+    assert!(row.contains_key("_seq"), "{row:?}");
+}
+
+#[test]
+fn wss_with_a_private_certificate_and_a_clean_stop_on_sigterm() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key_file, certified.key_pair.serialize_pem()).unwrap();
+    let (cert_arg, key_arg) = (cert.display().to_string(), key_file.display().to_string());
+    let mut relay = RelayProcess::start(&["--tls-cert", &cert_arg, "--tls-key", &key_arg]);
+    let url = format!("wss://localhost:{}", relay.port);
+    let rt = runtime();
+    let token = relay.token("a", &[]);
+    let trusted = WsTransport::new(&url, &token, "a")
+        .unwrap()
+        .with_ca_file(&cert)
+        .unwrap();
+    let session = connect(&rt, &trusted).unwrap();
+    assert!(session.scopes.unwrap().contains("a"));
+    let untrusted = WsTransport::new(&url, &token, "a").unwrap();
+    let error = connect(&rt, &untrusted).unwrap_err().to_string();
+    assert!(
+        error.contains("TLS") && error.contains("certificate"),
+        "{error}"
+    );
+    let plain = WsTransport::new(&relay.url(), &token, "a").unwrap();
+    assert!(
+        connect(&rt, &plain).is_err(),
+        "no plain WebSocket on a TLS port"
+    );
+
+    assert_eq!(relay.terminate(), 0, "SIGTERM is a clean stop");
+    let log = relay.log_text();
+    assert!(log.contains("shutting down"), "{log}");
+    let pulled = rt.block_on(trusted.pull(
+        "a",
+        ferry::replication::PullFrom::Since(ferry::types::Hlc::ZERO),
+        10,
+    ));
+    assert!(pulled.is_err(), "the relay closed the session: {pulled:?}");
 }

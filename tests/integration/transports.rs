@@ -71,7 +71,6 @@ fn two_devices_and_a_cloud_writer_converge(via: Via) {
     assert_eq!(tombstone.op, ChangeOp::Delete, "{tombstone:?}");
 }
 
-
 fn a_device_offline_for_a_while_catches_up_deletes_included(via: Via) {
     let mut cloud = Cloud::over(via, "catchup", Settings::default());
     let (a, _) = cloud.device("a", None);
@@ -115,7 +114,6 @@ fn a_device_offline_for_a_while_catches_up_deletes_included(via: Via) {
         assert_eq!(text(item, "name").as_deref(), Some("v2"), "s{i} updated");
     }
 }
-
 
 fn a_device_past_the_horizon_resyncs_and_keeps_its_pending_writes(via: Via) {
     let settings = Settings {
@@ -175,7 +173,6 @@ fn a_device_past_the_horizon_resyncs_and_keeps_its_pending_writes(via: Via) {
     );
 }
 
-
 fn each_direction_behaves_as_its_model_says(via: Via) {
     let mut cloud = Cloud::over(via, "directions", Settings::default());
     let (device, _) = cloud.device("d", None);
@@ -194,7 +191,11 @@ fn each_direction_behaves_as_its_model_says(via: Via) {
     device.sync(SYNC_TIMEOUT).unwrap();
     let fault = cloud.held(&key("fault#d", "fault#f1"), "d").unwrap();
     let code = &fault.item.as_ref().unwrap()["code"];
-    assert_eq!(code, &Value::N(1i64.into()), "the device's fault won: {fault:?}");
+    assert_eq!(
+        code,
+        &Value::N(1i64.into()),
+        "the device's fault won: {fault:?}"
+    );
     // up: cloud writes of the model never come down.
     cloud.write(cloud_change(
         "Fault",
@@ -244,7 +245,6 @@ fn each_direction_behaves_as_its_model_says(via: Via) {
     );
 }
 
-
 fn lost_answers_cause_no_harm(via: Via) {
     let mut cloud = Cloud::over(via, "lost", Settings::default());
     let link = cloud.link_maker("a");
@@ -261,7 +261,9 @@ fn lost_answers_cause_no_harm(via: Via) {
         "{status:?}"
     );
     for i in 0..10 {
-        let held = cloud.held(&key("shared#", &format!("shared#s{i}")), "*").unwrap();
+        let held = cloud
+            .held(&key("shared#", &format!("shared#s{i}")), "*")
+            .unwrap();
         assert_eq!(
             held.version.replica.as_str(),
             status.replica,
@@ -273,4 +275,3 @@ fn lost_answers_cause_no_harm(via: Via) {
     assert_eq!(shared_names(&b).len(), 10);
     assert_eq!(b.status().conflicts, 0);
 }
-

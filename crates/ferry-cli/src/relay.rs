@@ -50,6 +50,11 @@ pub struct ServeArgs {
 /// `ferry relay serve`: runs until SIGTERM or SIGINT, then drains.
 pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
     init_logs();
+    // A connection is a file descriptor: take as many as the system allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let invalid = |what: String| Failure::invalid(what);
     let secret = Secret::from_file(&args.secret_file).map_err(|e| invalid(e.to_string()))?;
     let mut config = RelayConfig::new(secret);

@@ -6,7 +6,7 @@
 //! `Db::drive`); nothing else locks it, so no lock is held across a transport call and
 //! `status()` reads the snapshot the last step published.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ferry_db::{Db, Result, Superseded};
@@ -28,6 +28,8 @@ pub(crate) struct Driver {
     superseded: BTreeMap<Key, Change>,
     /// This step fsynced the database (see `Driver::push`).
     flushed: bool,
+    /// The scopes the last handshake granted (`None`: every scope).
+    granted: Option<BTreeSet<String>>,
 }
 
 impl Driver {
@@ -38,6 +40,7 @@ impl Driver {
             call_timeout,
             superseded: BTreeMap::new(),
             flushed: false,
+            granted: None,
         }
     }
 
@@ -127,6 +130,7 @@ impl Driver {
                     db.report_error(format!("{}: {e}", e.code()));
                 }
                 syncer.set_horizon_ms(session.horizon_ms);
+                self.granted = session.scopes;
                 self.engine.handle(Input::Connected(session.limits), now);
             }
             Err(e) => {
@@ -218,6 +222,9 @@ impl Driver {
 
     /// Pulls one page of a scope's change feed and applies it.
     async fn pull(&mut self, db: &Db, scope: &str, since: Hlc, now: u64) -> Result<()> {
+        if self.not_granted(db, scope, now) {
+            return Ok(());
+        }
         let limit = self.engine.limits().page_changes_max;
         let from = PullFrom::Since(since);
         match timed(self.call_timeout, self.link.pull(scope, from, limit)).await {
@@ -244,6 +251,30 @@ impl Driver {
         Ok(())
     }
 
+    /// A scope the device reads but its credentials do not grant (a relay token without
+    /// it) is not asked for, which the cloud would refuse again and again: the round ends
+    /// at once with the cursor where it was, and the error says why.
+    fn not_granted(&mut self, db: &Db, scope: &str, now: u64) -> bool {
+        if self
+            .granted
+            .as_ref()
+            .is_none_or(|granted| granted.contains(scope))
+        {
+            return false;
+        }
+        db.report_error(format!(
+            "scope '{scope}' is not granted to this device: it is not read"
+        ));
+        let input = Input::Pulled {
+            scope: scope.to_string(),
+            last_seq: None,
+            more: false,
+            safe: self.engine.cursor(scope).unwrap_or(Hlc::ZERO),
+        };
+        self.engine.handle(input, now);
+        true
+    }
+
     /// The cursor after `page`, by the engine's rule (persisted with the page it proves).
     fn next_cursor(&self, scope: &str, page: &ferry_sync::PullPage) -> Hlc {
         let cursor = self.engine.cursor(scope).unwrap_or(Hlc::ZERO);
@@ -257,6 +288,9 @@ impl Driver {
     /// a resync cut short by a crash starts again, rather than leaving the device believing
     /// it caught up.
     async fn resync(&mut self, db: &Db, scope: &str, now: u64) -> Result<()> {
+        if self.not_granted(db, scope, now) {
+            return Ok(());
+        }
         let limit = self.engine.limits().page_changes_max;
         let mut after = Hlc::ZERO;
         let mut seen = std::collections::BTreeSet::new();

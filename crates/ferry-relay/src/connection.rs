@@ -15,9 +15,9 @@ use ferry_sync::{PullFrom, PullPage, PushOutcome, Session, TransportError};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 
 use crate::hub::Member;
@@ -41,7 +41,7 @@ pub async fn serve<S: CloudStore>(
     peer: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (device, replica, scopes) = match handshake(&shared, &mut ws).await {
+    let (device, replica, scopes, expires_s) = match handshake(&shared, &mut ws).await {
         Ok(who) => who,
         Err(ended) => {
             tracing::info!(%peer, reason = %ended.reason, "handshake refused");
@@ -62,7 +62,11 @@ pub async fn serve<S: CloudStore>(
         }
     };
     session.scopes = Some(scopes.clone());
-    if ws.send(binary(&Frame::Welcome(session.clone()))).await.is_err() {
+    if ws
+        .send(binary(&Frame::Welcome(session.clone())))
+        .await
+        .is_err()
+    {
         return;
     }
     tracing::info!(%peer, %device, %replica, scopes = ?scopes, "device connected");
@@ -82,6 +86,7 @@ pub async fn serve<S: CloudStore>(
         scopes,
         session,
     };
+    let expired = || now_s() >= expires_s;
     let ended = loop {
         let message = tokio::select! {
             _ = shutdown.changed() => break Some(Ended {
@@ -103,6 +108,14 @@ pub async fn serve<S: CloudStore>(
             Ok(frame) => frame,
             Err(e) => break Some(frame_error(&e.to_string())),
         };
+        // A token is good for the session it opened only while it lasts.
+        if expired() {
+            shared.metrics.reject(Reject::Token);
+            break Some(Ended {
+                reason: "token refused: the token expired".into(),
+                code: CloseCode::Policy,
+            });
+        }
         let answer = match frame {
             Frame::Push { id, changes } => push(&shared, &device, id, changes).await,
             Frame::Pull {
@@ -124,7 +137,11 @@ pub async fn serve<S: CloudStore>(
             shared.metrics.reject(Reject::Frame);
         }
         tracing::info!(%peer, device = %device.name, reason = %ended.reason, "connection closed by the relay");
-        let _ = queue.send(binary(&Frame::Refused { reason: ended.reason.clone() })).await;
+        let _ = queue
+            .send(binary(&Frame::Refused {
+                reason: ended.reason.clone(),
+            }))
+            .await;
         let close = close_frame(ended.code, &ended.reason);
         let _ = queue.send(Message::Close(Some(close))).await;
     } else {
@@ -142,12 +159,12 @@ struct Device {
     session: Session,
 }
 
-/// The first frame must be a `Hello` whose token verifies; returns the device, its replica
-/// and its scopes.
+/// The first frame must be a `Hello` whose token verifies; returns the device, its
+/// replica, its scopes and when its token expires.
 async fn handshake<S: CloudStore>(
     shared: &Shared<S>,
     ws: &mut WebSocketStream<Box<dyn Socket>>,
-) -> Result<(String, String, BTreeSet<String>), Ended> {
+) -> Result<(String, String, BTreeSet<String>, u64), Ended> {
     let first = tokio::time::timeout(shared.config.handshake_timeout, async {
         loop {
             match ws.next().await {
@@ -173,7 +190,13 @@ async fn handshake<S: CloudStore>(
         }
     })?;
     let scopes = claims.granted();
-    Ok((claims.sub, replica, scopes))
+    Ok((claims.sub, replica, scopes, claims.exp))
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Writes the granted changes, refuses the others by name, answers in the push's order,
@@ -228,7 +251,9 @@ async fn push<S: CloudStore>(
                     })
                     .collect();
                 shared.metrics.changes_in.inc_by(landed.len() as u64);
-                shared.hub.fan_out(Some(device.id), &landed, &shared.metrics);
+                shared
+                    .hub
+                    .fan_out(Some(device.id), &landed, &shared.metrics);
                 results = written;
             }
             Err(error) if refused.is_empty() => return Frame::Failed { id, error },
@@ -264,7 +289,10 @@ async fn pull<S: CloudStore>(
     match read {
         Ok(page) => {
             let page = fit(page, FRAME_BYTES_MAX - PAGE_FRAME_SLACK);
-            shared.metrics.changes_pulled.inc_by(page.changes.len() as u64);
+            shared
+                .metrics
+                .changes_pulled
+                .inc_by(page.changes.len() as u64);
             Frame::Page { id, page }
         }
         Err(error) => Frame::Failed { id, error },

@@ -42,7 +42,9 @@ pub async fn read_request(socket: &mut (impl AsyncRead + Unpin)) -> std::io::Res
         match request.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => return Ok(classify(&request, &buf[len..])),
             Ok(httparse::Status::Partial) if buf.len() < HEAD_BYTES_MAX => {}
-            Ok(httparse::Status::Partial) => return Ok(Request::Other("431 Request Header Fields Too Large")),
+            Ok(httparse::Status::Partial) => {
+                return Ok(Request::Other("431 Request Header Fields Too Large"));
+            }
             Err(_) => return Ok(Request::Other("400 Bad Request")),
         }
     }
@@ -70,7 +72,10 @@ fn classify(request: &httparse::Request<'_, '_>, rest: &[u8]) -> Request {
 }
 
 /// Answers the upgrade: the WebSocket protocol starts after it.
-pub async fn accept_upgrade(socket: &mut (impl AsyncWrite + Unpin), key: &str) -> std::io::Result<()> {
+pub async fn accept_upgrade(
+    socket: &mut (impl AsyncWrite + Unpin),
+    key: &str,
+) -> std::io::Result<()> {
     let accept = derive_accept_key(key.as_bytes());
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"

@@ -55,13 +55,37 @@ impl Default for Metrics {
             }),
         };
         let r = &mut metrics.registry;
-        r.register("connections", "Devices connected", metrics.connections.clone());
-        r.register("changes_in", "Changes written for devices", metrics.changes_in.clone());
-        r.register("changes_out", "Changes sent to devices live", metrics.changes_out.clone());
-        r.register("changes_pulled", "Changes served by pulls", metrics.changes_pulled.clone());
+        r.register(
+            "connections",
+            "Devices connected",
+            metrics.connections.clone(),
+        );
+        r.register(
+            "changes_in",
+            "Changes written for devices",
+            metrics.changes_in.clone(),
+        );
+        r.register(
+            "changes_out",
+            "Changes sent to devices live",
+            metrics.changes_out.clone(),
+        );
+        r.register(
+            "changes_pulled",
+            "Changes served by pulls",
+            metrics.changes_pulled.clone(),
+        );
         let dropped = metrics.live_dropped.clone();
-        r.register("live_dropped", "Live frames dropped for slow devices", dropped);
-        r.register("rejects", "Refused tokens, scopes, frames and connections", metrics.rejects.clone());
+        r.register(
+            "live_dropped",
+            "Live frames dropped for slow devices",
+            dropped,
+        );
+        r.register(
+            "rejects",
+            "Refused tokens, scopes, frames and connections",
+            metrics.rejects.clone(),
+        );
         let latency = metrics.store_seconds.clone();
         r.register("store_seconds", "Cloud store call latency", latency);
         metrics

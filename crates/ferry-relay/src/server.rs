@@ -78,9 +78,10 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
         path: path.display().to_string(),
         reason,
     };
-    let certs = (CertificateDer::pem_file_iter(cert).map_err(|e| fail("certificate", cert, e.to_string()))?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail("certificate", cert, e.to_string()))?;
+    let certs = (CertificateDer::pem_file_iter(cert)
+        .map_err(|e| fail("certificate", cert, e.to_string()))?)
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| fail("certificate", cert, e.to_string()))?;
     if certs.is_empty() {
         return Err(fail("certificate", cert, "no certificate in it".into()));
     }
@@ -148,7 +149,10 @@ pub async fn serve<S: CloudStore>(
         tasks.spawn(async move {
             let socket: Box<dyn Socket> = match &shared.config.tls {
                 None => Box::new(tcp),
-                Some(tls) => match tokio_rustls::TlsAcceptor::from(tls.clone()).accept(tcp).await {
+                Some(tls) => match tokio_rustls::TlsAcceptor::from(tls.clone())
+                    .accept(tcp)
+                    .await
+                {
                     Ok(tls) => Box::new(tls),
                     Err(e) => {
                         tracing::info!(%peer, error = %e, "TLS handshake failed");
@@ -180,10 +184,11 @@ async fn serve_socket<S: CloudStore>(
     admitted: bool,
     stopped: watch::Receiver<bool>,
 ) {
-    let request = match tokio::time::timeout(http::HEAD_TIMEOUT, http::read_request(&mut socket)).await {
-        Ok(Ok(request)) => request,
-        _ => return,
-    };
+    let request =
+        match tokio::time::timeout(http::HEAD_TIMEOUT, http::read_request(&mut socket)).await {
+            Ok(Ok(request)) => request,
+            _ => return,
+        };
     let text = "text/plain; charset=utf-8";
     match request {
         Request::Metrics => {
@@ -197,7 +202,13 @@ async fn serve_socket<S: CloudStore>(
         Request::Upgrade { .. } if !admitted => {
             shared.metrics.reject(Reject::Capacity);
             let status = "503 Service Unavailable";
-            let _ = http::respond(&mut socket, status, text, "the relay serves all the connections it may").await;
+            let _ = http::respond(
+                &mut socket,
+                status,
+                text,
+                "the relay serves all the connections it may",
+            )
+            .await;
         }
         Request::Upgrade { key, rest } => {
             if http::accept_upgrade(&mut socket, &key).await.is_err() {
@@ -238,7 +249,9 @@ async fn poll_feeds<S: CloudStore>(shared: Arc<Shared<S>>, mut stopped: watch::R
         let scopes = shared.hub.scopes();
         feeds.retain(|scope, _| scopes.contains(scope));
         for scope in scopes {
-            let feed = feeds.entry(scope.clone()).or_insert_with(Feed::starting_now);
+            let feed = feeds
+                .entry(scope.clone())
+                .or_insert_with(Feed::starting_now);
             feed.poll(&shared, &scope).await;
         }
     }
@@ -285,7 +298,10 @@ impl Feed {
             let last = page.changes.last().map(|(seq, _)| *seq);
             let mut fresh = Vec::new();
             for (seq, change) in page.changes {
-                if self.seen.insert((seq, change.key.clone(), change.version.clone())) {
+                if self
+                    .seen
+                    .insert((seq, change.key.clone(), change.version.clone()))
+                {
                     fresh.push(change);
                 }
             }

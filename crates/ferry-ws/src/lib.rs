@@ -86,7 +86,9 @@ pub struct WsTransport {
 
 impl std::fmt::Debug for WsTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WsTransport").field("url", &self.url).finish()
+        f.debug_struct("WsTransport")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -201,8 +203,9 @@ impl WsTransport {
 
     /// TCP, TLS when `wss`, the WebSocket handshake.
     async fn open(&self) -> Result<WebSocketStream<Box<dyn Socket>>, TransportError> {
-        let unavailable =
-            |what: &str, e: &dyn std::fmt::Display| TransportError::Unavailable(format!("{what} {}: {e}", self.url));
+        let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+            TransportError::Unavailable(format!("{what} {}: {e}", self.url))
+        };
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| unavailable("cannot reach", &e))?;
@@ -225,7 +228,9 @@ impl WsTransport {
         Ok(ws)
     }
 
-    async fn handshake(&self) -> Result<(WebSocketStream<Box<dyn Socket>>, Session), TransportError> {
+    async fn handshake(
+        &self,
+    ) -> Result<(WebSocketStream<Box<dyn Socket>>, Session), TransportError> {
         let mut ws = self.open().await?;
         let hello = Frame::Hello {
             token: self.token.clone(),
@@ -248,7 +253,9 @@ impl WsTransport {
                     };
                 }
                 Message::Close(frame) => {
-                    return Err(lost(&frame.map_or("closed".into(), |f| f.reason.to_string())));
+                    return Err(lost(
+                        &frame.map_or("closed".into(), |f| f.reason.to_string()),
+                    ));
                 }
                 _ => {}
             }
@@ -308,7 +315,10 @@ impl Transport for WsTransport {
 }
 
 fn unexpected(frame: &Frame) -> TransportError {
-    TransportError::Unavailable(format!("relay answered with an unexpected {}", frame.name()))
+    TransportError::Unavailable(format!(
+        "relay answered with an unexpected {}",
+        frame.name()
+    ))
 }
 
 /// A byte stream a WebSocket runs over: TCP or TLS over TCP.
@@ -367,7 +377,9 @@ async fn run(
 }
 
 /// rustls with the ring provider, trusting the public web roots and `extra`.
-fn tls_config(extra: Vec<CertificateDer<'static>>) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
+fn tls_config(
+    extra: Vec<CertificateDer<'static>>,
+) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in extra {

@@ -47,9 +47,6 @@ pub use ferry_driver::{CALL_TIMEOUT, SyncOptions};
 /// The DynamoDB side: the table, the cloud writer, the direct transport (feature `dynamo`).
 #[cfg(feature = "dynamo")]
 pub use ferry_dynamo as dynamo;
-/// The WebSocket transport to Ferry's relay (feature `ws`).
-#[cfg(feature = "ws")]
-pub use ferry_ws as ws;
 pub use ferry_journal as journal;
 pub use ferry_schema as schema;
 pub use ferry_schema::{Context, Schema, UpdateOps};
@@ -59,6 +56,9 @@ pub use ferry_store::FsyncHook;
 pub use ferry_sync as replication;
 pub use ferry_sync::{EngineConfig, MemoryCloud, MemoryTransport, Transport};
 pub use ferry_types as types;
+/// The WebSocket transport to Ferry's relay (feature `ws`).
+#[cfg(feature = "ws")]
+pub use ferry_ws as ws;
 
 /// Attaching a transport to a database: `db.attach(transport, options)`.
 pub trait Attach {

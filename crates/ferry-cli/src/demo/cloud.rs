@@ -2,9 +2,9 @@
 //! (`--dynamodb`), or, in a build without the relay, the in-memory reference cloud.
 
 use std::path::Path;
+use std::sync::Arc;
 #[cfg(not(feature = "relay"))]
 use std::sync::Mutex;
-use std::sync::Arc;
 
 #[cfg(not(feature = "relay"))]
 use anyhow::bail;
@@ -12,9 +12,9 @@ use anyhow::{Context as _, Result};
 use ferry::journal::{Change, ChangeOp};
 use ferry::schema::{Context, PutMode};
 use ferry::types::{Hlc, ReplicaId, Value, Version};
+use ferry::{Attach, Db, EngineConfig, Schema, SyncOptions};
 #[cfg(not(feature = "relay"))]
 use ferry::{MemoryCloud, MemoryTransport};
-use ferry::{Attach, Db, EngineConfig, Schema, SyncOptions};
 use serde_json::Value as Json;
 
 /// Which cloud the demo syncs with.
@@ -195,7 +195,9 @@ impl CloudSide {
                 .cloned(),
             #[cfg(feature = "dynamo")]
             CloudSide::Dynamo(side) => {
-                return Ok(side.rt.block_on(side.replica.get(&model.name, props, false))?);
+                return Ok(side
+                    .rt
+                    .block_on(side.replica.get(&model.name, props, false))?);
             }
         };
         Ok((held.and_then(|change| change.item))

@@ -49,7 +49,12 @@ impl RelaySide {
         let shutdown = async {
             let _ = stopped.await;
         };
-        let served = rt.spawn(ferry_relay::serve(listener, store.clone(), config, shutdown));
+        let served = rt.spawn(ferry_relay::serve(
+            listener,
+            store.clone(),
+            config,
+            shutdown,
+        ));
         Ok(RelaySide {
             rt,
             store,

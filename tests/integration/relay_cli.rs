@@ -1,1 +1,0 @@
-//! Relay tests through processes: placeholder replaced below.
