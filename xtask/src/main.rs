@@ -19,6 +19,8 @@ commands:
                  options: --items N[,N...] (default 10000,50000)
   bench frames   the relay's frame encoding: ferry-protocol's codec vs rkyv (bytes, encode,
                  decode, zero-copy scope checks)
+  bench relay    the relay on loopback (embedded store): uploads vs the in-memory cloud and the
+                 store's ceiling, catch-up, fan-out latency, bytes per change. --items N (100000)
   bench dynamo   uploads to DynamoDB Local (started here): Ferry vs a naive PutItem loop vs
                  the server's ceiling; catch-up; WCU per change. options: --items N (10000)";
 

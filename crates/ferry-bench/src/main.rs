@@ -9,6 +9,7 @@
 mod dynamo_side;
 mod ferry_side;
 mod frames_side;
+mod relay_side;
 mod sqlite_side;
 mod sync_side;
 
@@ -55,6 +56,10 @@ fn main() -> Result<()> {
             profile(op, items)
         }
         Some("frames") => frames_side::run(),
+        Some("relay") => {
+            let sizes = parse_sizes(&args, &[100_000])?;
+            sizes.iter().try_for_each(|&n| relay_side::run(n))
+        }
         Some("dynamo") => {
             let sizes = parse_sizes(&args, &[10_000])?;
             sizes.iter().try_for_each(|&n| dynamo_side::run(n as usize))
@@ -67,7 +72,7 @@ fn main() -> Result<()> {
             let sizes = parse_sizes(&args, &[100_000, 1_000_000])?;
             local(&sizes)
         }
-        Some(other) => bail!("unknown benchmark '{other}': try `local`, `sync` or `dynamo`"),
+        Some(other) => bail!("unknown benchmark '{other}': try `local`, `sync`, `dynamo`, `frames` or `relay`"),
     }
 }
 
