@@ -122,7 +122,7 @@ pub struct Cloud {
 
 /// A device's transport, either way.
 pub enum Link {
-    Dynamo(DynamoTransport),
+    Dynamo(Box<DynamoTransport>),
     Relay(WsTransport),
 }
 
@@ -205,7 +205,7 @@ impl Cloud {
         let dynamo = rt.block_on(Dynamo::connect(&endpoint()));
         let schema = Arc::new(schema);
         let table = table_name(test);
-        let cloud = Cloud {
+        Cloud {
             rt,
             dynamo,
             table,
@@ -218,8 +218,7 @@ impl Cloud {
             },
             crypto: None,
             relay: None,
-        };
-        cloud
+        }
     }
 
     pub fn table(&self) -> Table<'_> {
@@ -247,7 +246,7 @@ impl Cloud {
         let table = self.transport_maker();
         move |replica| match &relay {
             Some((url, token)) => Link::Relay(WsTransport::new(url, token, replica).unwrap()),
-            None => Link::Dynamo(table(replica)),
+            None => Link::Dynamo(Box::new(table(replica))),
         }
     }
 
@@ -312,7 +311,7 @@ impl Cloud {
                 let token = relay.token("cloud", &[scope]);
                 Link::Relay(WsTransport::new(&relay.url(), &token, "cloud").unwrap())
             }
-            None => Link::Dynamo(self.transport("cloud")),
+            None => Link::Dynamo(Box::new(self.transport("cloud"))),
         }
     }
 

@@ -161,16 +161,7 @@ impl Agent {
 
     /// SIGTERM, then the exit code.
     pub fn terminate(mut self) -> i32 {
-        let pid = self.process.0.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let status = self.process.0.wait().unwrap();
-        status.code().unwrap_or(-1)
+        crate::support::terminate(&mut self.process.0)
     }
 }
 
@@ -563,18 +554,10 @@ fn ferry_cloud_follow_adopts_a_plain_sdk_write_and_stops_on_sigterm() {
         "{err}"
     );
 
-    let pid = follower.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
     let mut follower = follower;
     assert_eq!(
-        follower.0.wait().unwrap().code(),
-        Some(0),
+        crate::support::terminate(&mut follower.0),
+        0,
         "SIGTERM is a clean stop"
     );
 }

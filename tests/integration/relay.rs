@@ -139,15 +139,7 @@ impl RelayProcess {
     /// SIGTERM, then its exit code.
     pub fn terminate(&mut self) -> i32 {
         let mut child = self.child.take().unwrap();
-        let pid = child.0.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        child.0.wait().unwrap().code().unwrap_or(-1)
+        crate::support::terminate(&mut child.0)
     }
 
     /// `GET /metrics`, the body.

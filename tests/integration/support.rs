@@ -130,6 +130,14 @@ pub fn child(test: &str, envs: &[(&str, String)]) -> std::process::Child {
         .unwrap()
 }
 
+/// Sends SIGTERM to `child` and waits for it: its exit code (-1 for a signal's death).
+pub fn terminate(child: &mut std::process::Child) -> i32 {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success(), "kill -TERM {pid}");
+    child.wait().unwrap().code().unwrap_or(-1)
+}
+
 /// A child process that is killed (SIGKILL) and reaped when dropped, a failing test too.
 pub struct Killed(pub std::process::Child);
 

@@ -72,7 +72,9 @@ fn main() -> Result<()> {
             let sizes = parse_sizes(&args, &[100_000, 1_000_000])?;
             local(&sizes)
         }
-        Some(other) => bail!("unknown benchmark '{other}': try `local`, `sync`, `dynamo`, `frames` or `relay`"),
+        Some(other) => {
+            bail!("unknown benchmark '{other}': try `local`, `sync`, `dynamo`, `frames` or `relay`")
+        }
     }
 }
 

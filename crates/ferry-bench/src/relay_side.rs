@@ -55,7 +55,12 @@ impl Relay {
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let url = format!("ws://{}", listener.local_addr()?);
         let config = RelayConfig::new(secret.clone());
-        rt.spawn(ferry_relay::serve(listener, store, config, std::future::pending()));
+        rt.spawn(ferry_relay::serve(
+            listener,
+            store,
+            config,
+            std::future::pending(),
+        ));
         Ok(Relay {
             rt,
             url,
@@ -156,7 +161,10 @@ fn synthetic(seq: u64, replica: &ReplicaId) -> Change {
     item.insert("deviceId".into(), Value::S("ceiling".into()));
     item.insert("seq".into(), Value::N((seq as i64).into()));
     item.insert("value".into(), Value::N(((seq % 1000) as i64).into()));
-    item.insert("note".into(), Value::S("a reading of moderate length".into()));
+    item.insert(
+        "note".into(),
+        Value::S("a reading of moderate length".into()),
+    );
     Change {
         model: "Reading".into(),
         key,
@@ -207,7 +215,12 @@ fn wire_bytes() -> Result<(f64, f64, f64)> {
     let item = changes[0].item.as_ref().map_or(0, item_size) as f64;
     // A binary WebSocket frame of this size adds a 4-byte header (client frames 4 more
     // for the mask).
-    let push = encode(&Frame::Push { id: 1, changes: changes.clone() }).len() + 8;
+    let push = encode(&Frame::Push {
+        id: 1,
+        changes: changes.clone(),
+    })
+    .len()
+        + 8;
     let live = encode(&Frame::Live { changes }).len() + 4;
     Ok((push as f64 / 100.0, live as f64 / 100.0, item))
 }
@@ -245,7 +258,9 @@ pub fn run(changes: u64) -> Result<()> {
 
     println!("| {changes} changes, one device, loopback | changes/s | ratio |");
     println!("|---|---:|---:|");
-    println!("| through the relay (embedded store), commit to acknowledgement | {through_relay:.0} | |");
+    println!(
+        "| through the relay (embedded store), commit to acknowledgement | {through_relay:.0} | |"
+    );
     println!(
         "| the same device into the in-memory reference cloud | {in_memory:.0} | relay / it: {:.2}x |",
         through_relay / in_memory
@@ -260,7 +275,9 @@ pub fn run(changes: u64) -> Result<()> {
     println!("| through the relay | {relay_catch_up:.2} |");
     println!("| from the in-memory reference cloud | {memory_catch_up:.2} |");
     println!();
-    println!("| fan-out, one device's commit to another's trigger ({FAN_OUT_SAMPLES} changes) | ms |");
+    println!(
+        "| fan-out, one device's commit to another's trigger ({FAN_OUT_SAMPLES} changes) | ms |"
+    );
     println!("|---|---:|");
     println!("| median | {:.2} |", at(0.5));
     println!("| p99 | {:.2} |", at(0.99));
@@ -268,6 +285,9 @@ pub fn run(changes: u64) -> Result<()> {
     println!("| bytes per change (a {item:.0}-byte item) | bytes | / item |");
     println!("|---|---:|---:|");
     println!("| push of 100 changes | {push:.0} | {:.2}x |", push / item);
-    println!("| live frame of 100 changes | {live:.0} | {:.2}x |", live / item);
+    println!(
+        "| live frame of 100 changes | {live:.0} | {:.2}x |",
+        live / item
+    );
     Ok(())
 }

@@ -88,13 +88,7 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
             let horizon_ms = args.horizon.as_millis() as u64;
             let store = EmbeddedStore::open(dir.as_ref(), horizon_ms)
                 .map_err(|e| Failure::failed("StoreError", format!("embedded store {dir}: {e}")))?;
-            announce();
-            rt.block_on(ferry_relay::serve(
-                listener,
-                store,
-                config,
-                shutdown_signal(),
-            ));
+            run(&rt, listener, store, config, announce);
         }
         #[cfg(feature = "dynamo")]
         Some(("dynamodb", table)) if !table.is_empty() => {
@@ -112,13 +106,7 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
                 .map_err(|e| {
                     Failure::failed("StoreError", format!("DynamoDB table {table}: {e}"))
                 })?;
-            announce();
-            rt.block_on(ferry_relay::serve(
-                listener,
-                store,
-                config,
-                shutdown_signal(),
-            ));
+            run(&rt, listener, store, config, announce);
         }
         _ => {
             let _ = cli;
@@ -135,6 +123,23 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
     }
     println!("stopped");
     Ok(())
+}
+
+/// Says where it listens, then serves `store` until SIGTERM or SIGINT.
+fn run(
+    rt: &tokio::runtime::Runtime,
+    listener: tokio::net::TcpListener,
+    store: impl ferry_relay::CloudStore,
+    config: RelayConfig,
+    announce: impl FnOnce(),
+) {
+    announce();
+    rt.block_on(ferry_relay::serve(
+        listener,
+        store,
+        config,
+        shutdown_signal(),
+    ));
 }
 
 /// Resolves at SIGTERM or SIGINT.

@@ -2,6 +2,7 @@
 //! (`--dynamodb`), or, in a build without the relay, the in-memory reference cloud.
 
 use std::path::Path;
+#[cfg(any(feature = "dynamo", not(feature = "relay")))]
 use std::sync::Arc;
 #[cfg(not(feature = "relay"))]
 use std::sync::Mutex;
@@ -68,9 +69,11 @@ impl CloudSide {
     pub fn open(cloud: &DemoCloud, schema: &Schema, root: &Path) -> Result<CloudSide> {
         match cloud {
             #[cfg(feature = "relay")]
-            DemoCloud::Local => Ok(CloudSide::Relay(Box::new(super::relay::RelaySide::start(
-                &root.join("relay"),
-            )?))),
+            DemoCloud::Local => {
+                let _ = schema; // the relay keeps its rows by key, whatever the schema
+                let relay = super::relay::RelaySide::start(&root.join("relay"))?;
+                Ok(CloudSide::Relay(Box::new(relay)))
+            }
             #[cfg(not(feature = "relay"))]
             DemoCloud::Local => {
                 let _ = (schema, root); // the reference cloud keeps no table of the schema
