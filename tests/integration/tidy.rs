@@ -40,6 +40,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "ferry-db",
             "ferry-driver",
             "ferry-dynamo",
+            "ferry-ws",
             "ferry-types",
             "ferry-schema",
             "ferry-store",
@@ -56,13 +57,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "ferry-protocol",
         &["ferry-types", "ferry-journal", "ferry-sync"],
     ),
+    // The device's side of the relay: a transport, nothing of the server.
+    (
+        "ferry-ws",
+        &["ferry-journal", "ferry-sync", "ferry-protocol"],
+    ),
+    // The server stores the cloud's rows on ferry-store (embedded) or ferry-dynamo.
     (
         "ferry-relay",
         &[
             "ferry-types",
+            "ferry-schema",
+            "ferry-store",
             "ferry-journal",
             "ferry-sync",
             "ferry-protocol",
+            "ferry-ws",
             "ferry-dynamo",
         ],
     ),
@@ -197,7 +207,8 @@ fn the_device_only_cli_has_no_cloud_sdk_relay_or_tokio() {
     for line in tree.lines() {
         let name = line.split(' ').next().unwrap_or_default();
         assert!(
-            !name.starts_with("aws-") && !["ferry-dynamo", "ferry-relay", "tokio"].contains(&name),
+            !name.starts_with("aws-")
+                && !["ferry-dynamo", "ferry-relay", "ferry-ws", "tokio", "rustls"].contains(&name),
             "the device build of the ferry CLI pulls in {name}"
         );
     }
