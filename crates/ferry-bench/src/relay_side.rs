@@ -30,14 +30,17 @@ const SCHEMA: &str = r#"{
     control: { Reading: { sync: 'both', scope: '*' } },
 }"#;
 
-/// Fan-out round trips measured.
+/// Fan-out round trips measured per round.
 const FAN_OUT_SAMPLES: usize = 300;
+/// Rounds; each measure's median is reported.
+const ROUNDS: usize = 3;
 const SYNC_TIMEOUT: Duration = Duration::from_secs(600);
 const SECRET: &[u8] = b"the benchmark's secret, 32 bytes or more";
 
 /// A relay serving an embedded store on a loopback port, on a runtime of its own.
 struct Relay {
-    rt: tokio::runtime::Runtime,
+    /// Runs the relay for as long as this lives.
+    _rt: tokio::runtime::Runtime,
     url: String,
     secret: Secret,
     _dir: tempfile::TempDir,
@@ -62,7 +65,7 @@ impl Relay {
             std::future::pending(),
         ));
         Ok(Relay {
-            rt,
+            _rt: rt,
             url,
             secret,
             _dir: dir,
@@ -225,8 +228,18 @@ fn wire_bytes() -> Result<(f64, f64, f64)> {
     Ok((push as f64 / 100.0, live as f64 / 100.0, item))
 }
 
-/// The whole benchmark, printing its tables.
-pub fn run(changes: u64) -> Result<()> {
+/// One round's measurements.
+struct Round {
+    through_relay: f64,
+    in_memory: f64,
+    ceiling: f64,
+    relay_catch_up: f64,
+    memory_catch_up: f64,
+    latencies: Vec<f64>,
+}
+
+/// One round on fresh devices, relay and stores.
+fn round(changes: u64) -> Result<Round> {
     let dir = tempfile::tempdir()?;
     let relay = Relay::start()?;
     eprintln!("uploading {changes} changes through the relay...");
@@ -252,11 +265,35 @@ pub fn run(changes: u64) -> Result<()> {
     let receiver = device(dir.path(), "receiver", |r| relay.transport("r", r), 0)?;
     receiver.sync(SYNC_TIMEOUT)?;
     let latencies = fan_out(&sender, &receiver)?;
+    Ok(Round {
+        through_relay,
+        in_memory,
+        ceiling,
+        relay_catch_up,
+        memory_catch_up,
+        latencies,
+    })
+}
+
+/// The whole benchmark: [`ROUNDS`] rounds, the median of each measure, printed as tables.
+pub fn run(changes: u64) -> Result<()> {
+    let rounds = (0..ROUNDS).map(|_| round(changes)).collect::<Result<Vec<_>>>()?;
+    let median = |measure: fn(&Round) -> f64| {
+        let mut values: Vec<f64> = rounds.iter().map(measure).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let through_relay = median(|r| r.through_relay);
+    let in_memory = median(|r| r.in_memory);
+    let ceiling = median(|r| r.ceiling);
+    let relay_catch_up = median(|r| r.relay_catch_up);
+    let memory_catch_up = median(|r| r.memory_catch_up);
+    let mut latencies: Vec<f64> = rounds.iter().flat_map(|r| r.latencies.clone()).collect();
+    latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
     let (push, live, item) = wire_bytes()?;
-    drop(relay.rt);
 
-    println!("| {changes} changes, one device, loopback | changes/s | ratio |");
+    println!("| {changes} changes, one device, loopback, median of {ROUNDS} | changes/s | ratio |");
     println!("|---|---:|---:|");
     println!(
         "| through the relay (embedded store), commit to acknowledgement | {through_relay:.0} | |"
@@ -276,7 +313,8 @@ pub fn run(changes: u64) -> Result<()> {
     println!("| from the in-memory reference cloud | {memory_catch_up:.2} |");
     println!();
     println!(
-        "| fan-out, one device's commit to another's trigger ({FAN_OUT_SAMPLES} changes) | ms |"
+        "| fan-out, one device's commit to another's trigger ({} changes) | ms |",
+        latencies.len()
     );
     println!("|---|---:|");
     println!("| median | {:.2} |", at(0.5));

@@ -263,7 +263,7 @@ fn summary(
         bail!("did not converge: {}", failed.join("; "));
     }
     println!(
-        "\neverything converged. Next: `ferry --db DIR status`, `ferry --db DIR agent --dynamodb TABLE`"
+        "\neverything converged. Next: `ferry relay serve` and `ferry --db DIR agent --relay URL --token T` (docs/relay.md)"
     );
     Ok(())
 }
