@@ -277,7 +277,9 @@ fn round(changes: u64) -> Result<Round> {
 
 /// The whole benchmark: [`ROUNDS`] rounds, the median of each measure, printed as tables.
 pub fn run(changes: u64) -> Result<()> {
-    let rounds = (0..ROUNDS).map(|_| round(changes)).collect::<Result<Vec<_>>>()?;
+    let rounds = (0..ROUNDS)
+        .map(|_| round(changes))
+        .collect::<Result<Vec<_>>>()?;
     let median = |measure: fn(&Round) -> f64| {
         let mut values: Vec<f64> = rounds.iter().map(measure).collect();
         values.sort_by(f64::total_cmp);

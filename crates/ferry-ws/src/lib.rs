@@ -395,3 +395,30 @@ fn tls_config(
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relay_address_that_cannot_work_is_refused_by_name() {
+        for (url, why) in [
+            ("http://relay:80", "the scheme must be ws or wss"),
+            ("ws://", ""),
+            ("not a url", ""),
+        ] {
+            let error = WsTransport::new(url, "token", "r").unwrap_err().to_string();
+            assert!(
+                error.starts_with(&format!("relay URL '{url}'")) && error.contains(why),
+                "{error}"
+            );
+        }
+        let ok = WsTransport::new("wss://relay.example", "token", "r").unwrap();
+        assert_eq!((ok.host.as_str(), ok.port), ("relay.example", 443));
+        let dir = std::env::temp_dir().join(format!("ferry-ws-ca-{}", std::process::id()));
+        std::fs::write(&dir, "no certificate here").unwrap();
+        let error = ok.with_ca_file(&dir).unwrap_err().to_string();
+        assert!(error.contains("no certificate in it"), "{error}");
+        let _ = std::fs::remove_file(&dir);
+    }
+}

@@ -351,3 +351,164 @@ fn wall_ms() -> u64 {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use ferry_types::{ReplicaId, Version};
+
+    use super::*;
+
+    fn change(sort: &str, at_ms: u64, scope: &str, op: ChangeOp) -> Change {
+        let key = Key {
+            hash: Value::S("pk".into()),
+            sort: Some(Value::S(sort.into())),
+        };
+        let item = (op == ChangeOp::Put).then(|| {
+            Item::from([
+                ("pk".to_string(), key.hash.clone()),
+                ("sk".to_string(), Value::S(sort.into())),
+            ])
+        });
+        Change {
+            model: "M".into(),
+            key,
+            op,
+            version: Version {
+                hlc: Hlc::new(at_ms, 0),
+                replica: ReplicaId::parse("writer").unwrap(),
+            },
+            scope: scope.into(),
+            item,
+        }
+    }
+
+    fn outcomes(results: &PushResults) -> Vec<&PushOutcome> {
+        results.iter().map(|(_, _, outcome)| outcome).collect()
+    }
+
+    #[test]
+    fn the_conditional_rule_retries_and_refusals_are_memory_clouds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), 60_000).unwrap();
+        let first = store
+            .write_now(vec![change("a", 10, "*", ChangeOp::Put)])
+            .unwrap();
+        assert_eq!(outcomes(&first), [&PushOutcome::Applied]);
+        let retried = store
+            .write_now(vec![change("a", 10, "*", ChangeOp::Put)])
+            .unwrap();
+        assert_eq!(
+            outcomes(&retried),
+            [&PushOutcome::Applied],
+            "a retry is harmless"
+        );
+        let older = store
+            .write_now(vec![change("a", 5, "*", ChangeOp::Put)])
+            .unwrap();
+        assert!(
+            matches!(outcomes(&older)[0], PushOutcome::Superseded { cloud } if cloud.version.hlc == Hlc::new(10, 0))
+        );
+        let empty = Change {
+            item: None,
+            ..change("b", 10, "*", ChangeOp::Put)
+        };
+        let refused = store.write_now(vec![empty]).unwrap();
+        assert!(matches!(
+            outcomes(&refused)[0],
+            PushOutcome::Rejected { .. }
+        ));
+        assert_eq!(
+            store.get(&change("b", 0, "*", ChangeOp::Put).key).unwrap(),
+            None
+        );
+        // One feed entry per key, at its latest stamp; a scope change leaves the old feed.
+        store
+            .write_now(vec![change("a", 20, "dev", ChangeOp::Put)])
+            .unwrap();
+        let shared = store.read_now("*", PullFrom::Since(Hlc::ZERO), 10).unwrap();
+        assert!(shared.changes.is_empty(), "{shared:?}");
+        let device = store
+            .read_now("dev", PullFrom::Since(Hlc::ZERO), 10)
+            .unwrap();
+        assert_eq!(device.changes.len(), 1);
+        assert_eq!(
+            device.safe, device.changes[0].0,
+            "everything committed is visible"
+        );
+    }
+
+    #[test]
+    fn the_feed_pages_in_commit_order_and_the_sequencer_resumes_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), 60_000).unwrap();
+        // Versions out of order: the feed follows the commits, not the versions.
+        for (sort, at) in [("c", 30), ("a", 10), ("b", 20)] {
+            store
+                .write_now(vec![change(sort, at, "*", ChangeOp::Put)])
+                .unwrap();
+        }
+        let page = store.read_now("*", PullFrom::Since(Hlc::ZERO), 2).unwrap();
+        assert!(page.more);
+        let versions: Vec<u64> = (page.changes.iter())
+            .map(|(_, c)| c.version.hlc.physical_ms())
+            .collect();
+        assert_eq!(versions, [30, 10], "commit order");
+        let last = page.changes[1].0;
+        drop(store);
+        let store = EmbeddedStore::open(dir.path(), 60_000).unwrap();
+        let rest = store.read_now("*", PullFrom::Since(last), 10).unwrap();
+        assert_eq!((rest.changes.len(), rest.more), (1, false));
+        store
+            .write_now(vec![change("d", 40, "*", ChangeOp::Put)])
+            .unwrap();
+        let after = store
+            .read_now("*", PullFrom::Since(rest.changes[0].0), 10)
+            .unwrap();
+        assert_eq!(
+            after.changes.len(),
+            1,
+            "a restarted sequencer stamps above the old"
+        );
+        assert!(after.changes[0].0 > rest.changes[0].0);
+    }
+
+    #[test]
+    fn purged_tombstones_expire_older_cursors_but_never_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), 1_000).unwrap();
+        store
+            .write_now(vec![change("a", 10, "*", ChangeOp::Put)])
+            .unwrap();
+        let before = store
+            .read_now("*", PullFrom::Since(Hlc::ZERO), 10)
+            .unwrap()
+            .safe;
+        store
+            .write_now(vec![change("a", 20, "*", ChangeOp::Delete)])
+            .unwrap();
+        store
+            .write_now(vec![change("b", 30, "*", ChangeOp::Put)])
+            .unwrap();
+        assert_eq!(
+            store.purge(wall_ms()).unwrap(),
+            0,
+            "not yet past the horizon"
+        );
+        assert_eq!(store.purge(wall_ms() + 3_000).unwrap(), 1);
+        assert_eq!(
+            store.read_now("*", PullFrom::Since(before), 10),
+            Err(TransportError::Expired)
+        );
+        let snapshot = store
+            .read_now("*", PullFrom::Snapshot(Hlc::ZERO), 10)
+            .unwrap();
+        assert_eq!(snapshot.changes.len(), 1, "b alone: the tombstone is gone");
+        drop(store);
+        let store = EmbeddedStore::open(dir.path(), 1_000).unwrap();
+        assert_eq!(
+            store.read_now("*", PullFrom::Since(before), 10),
+            Err(TransportError::Expired),
+            "the purge is remembered"
+        );
+    }
+}
