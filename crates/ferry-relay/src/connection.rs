@@ -12,6 +12,7 @@ use std::time::Instant;
 use ferry_journal::Change;
 use ferry_protocol::{FRAME_BYTES_MAX, Frame, decode, encode};
 use ferry_sync::{PullFrom, PullPage, PushOutcome, Session, TransportError};
+use ferry_types::{Key, Version};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::WebSocketStream;
@@ -241,14 +242,12 @@ async fn push<S: CloudStore>(
             .store_call("write", started.elapsed().as_secs_f64());
         match written {
             Ok(written) => {
+                let applied: BTreeSet<(&Key, &Version)> = (written.iter())
+                    .filter(|(_, _, outcome)| *outcome == PushOutcome::Applied)
+                    .map(|(key, version, _)| (key, version))
+                    .collect();
                 let landed: Vec<Change> = (kept.into_iter())
-                    .filter(|change| {
-                        written.iter().any(|(key, version, outcome)| {
-                            *outcome == PushOutcome::Applied
-                                && *key == change.key
-                                && *version == change.version
-                        })
-                    })
+                    .filter(|change| applied.contains(&(&change.key, &change.version)))
                     .collect();
                 shared.metrics.changes_in.inc_by(landed.len() as u64);
                 shared
