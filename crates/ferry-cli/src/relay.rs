@@ -99,7 +99,8 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
             };
             let id = crate::cloud::cloud_replica_id();
             let schema = std::sync::Arc::new(schema);
-            let store = ferry::dynamo::DynamoTransport::new(endpoint, table, schema, &id);
+            let table_link = ferry::dynamo::DynamoTransport::new(endpoint, table, schema, &id);
+            let store = ferry_relay::DynamoStore::new(table_link);
             // Read the table's settings now: a missing table is an error at start, not
             // at the first device.
             rt.block_on(ferry_relay::CloudStore::session(&store))

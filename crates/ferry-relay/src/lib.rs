@@ -21,5 +21,7 @@ pub mod token;
 
 pub use server::{RelayConfig, TlsError, serve, tls_config};
 pub use store::CloudStore;
+#[cfg(feature = "dynamo")]
+pub use store::dynamo::DynamoStore;
 pub use store::embedded::EmbeddedStore;
 pub use token::{Claims, Secret, TokenError};

@@ -1,19 +1,57 @@
 //! The DynamoDB store: the table of DESIGN.md 7 through `ferry-dynamo`'s transport, written
 //! as the relay's own replica. Any number of relays may share the table.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use ferry_dynamo::DynamoTransport;
 use ferry_journal::Change;
 use ferry_sync::{PullFrom, PullPage, PushResults, Session, Transport, TransportError};
 
 use super::CloudStore;
 
-impl CloudStore for DynamoTransport {
+/// How long the table's settings read at a handshake serve later ones: devices that
+/// reconnect together (after a relay restart) cost one read, not one each.
+const SETTINGS_FRESH: Duration = Duration::from_secs(60);
+
+/// A DynamoDB table as the relay's store.
+pub struct DynamoStore {
+    table: DynamoTransport,
+    /// The last handshake with the table, and when it was made.
+    session: Mutex<Option<(Instant, Session)>>,
+}
+
+impl DynamoStore {
+    /// The store over `table`'s transport (made with the relay's own replica id).
+    pub fn new(table: DynamoTransport) -> DynamoStore {
+        DynamoStore {
+            table,
+            session: Mutex::new(None),
+        }
+    }
+}
+
+impl CloudStore for DynamoStore {
     async fn session(&self) -> Result<Session, TransportError> {
-        self.connect().await
+        let cached = self
+            .session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let fresh = cached.filter(|(at, _)| at.elapsed() < SETTINGS_FRESH);
+        if let Some((_, mut session)) = fresh {
+            // The settings keep; the time is the server's now.
+            session.server_time_ms = self.table.clock().at_least_ms();
+            return Ok(session);
+        }
+        let session = self.table.connect().await?;
+        *self.session.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), session.clone()));
+        Ok(session)
     }
 
     async fn write(&self, changes: Vec<Change>) -> Result<PushResults, TransportError> {
-        self.push(changes).await
+        self.table.push(changes).await
     }
 
     async fn read(
@@ -22,7 +60,7 @@ impl CloudStore for DynamoTransport {
         from: PullFrom,
         limit: usize,
     ) -> Result<PullPage, TransportError> {
-        self.pull(scope, from, limit).await
+        self.table.pull(scope, from, limit).await
     }
 
     fn shared(&self) -> bool {
