@@ -6,7 +6,7 @@
 //! `Db::drive`); nothing else locks it, so no lock is held across a transport call and
 //! `status()` reads the snapshot the last step published.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ferry_db::{Db, Result, Superseded};
@@ -28,8 +28,6 @@ pub(crate) struct Driver {
     superseded: BTreeMap<Key, Change>,
     /// This step fsynced the database (see `Driver::push`).
     flushed: bool,
-    /// The scopes the last handshake granted (`None`: every scope).
-    granted: Option<BTreeSet<String>>,
 }
 
 impl Driver {
@@ -40,7 +38,6 @@ impl Driver {
             call_timeout,
             superseded: BTreeMap::new(),
             flushed: false,
-            granted: None,
         }
     }
 
@@ -130,8 +127,16 @@ impl Driver {
                     db.report_error(format!("{}: {e}", e.code()));
                 }
                 syncer.set_horizon_ms(session.horizon_ms);
-                self.granted = session.scopes;
-                self.engine.handle(Input::Connected(session.limits), now);
+                let (limits, granted) = (session.limits, session.scopes);
+                self.engine
+                    .handle(Input::Connected { limits, granted }, now);
+                let ungranted = self.engine.ungranted();
+                if !ungranted.is_empty() {
+                    db.report_error(format!(
+                        "not granted by the cloud, so not read: scopes {}",
+                        ungranted.join(", ")
+                    ));
+                }
             }
             Err(e) => {
                 let unauthorized = matches!(e, TransportError::Unauthorized(_));
@@ -222,9 +227,6 @@ impl Driver {
 
     /// Pulls one page of a scope's change feed and applies it.
     async fn pull(&mut self, db: &Db, scope: &str, since: Hlc, now: u64) -> Result<()> {
-        if self.not_granted(db, scope, now) {
-            return Ok(());
-        }
         let limit = self.engine.limits().page_changes_max;
         let from = PullFrom::Since(since);
         match timed(self.call_timeout, self.link.pull(scope, from, limit)).await {
@@ -251,30 +253,6 @@ impl Driver {
         Ok(())
     }
 
-    /// A scope the device reads but its credentials do not grant (a relay token without
-    /// it) is not asked for, which the cloud would refuse again and again: the round ends
-    /// at once with the cursor where it was, and the error says why.
-    fn not_granted(&mut self, db: &Db, scope: &str, now: u64) -> bool {
-        if self
-            .granted
-            .as_ref()
-            .is_none_or(|granted| granted.contains(scope))
-        {
-            return false;
-        }
-        db.report_error(format!(
-            "scope '{scope}' is not granted to this device: it is not read"
-        ));
-        let input = Input::Pulled {
-            scope: scope.to_string(),
-            last_seq: None,
-            more: false,
-            safe: self.engine.cursor(scope).unwrap_or(Hlc::ZERO),
-        };
-        self.engine.handle(input, now);
-        true
-    }
-
     /// The cursor after `page`, by the engine's rule (persisted with the page it proves).
     fn next_cursor(&self, scope: &str, page: &ferry_sync::PullPage) -> Hlc {
         let cursor = self.engine.cursor(scope).unwrap_or(Hlc::ZERO);
@@ -288,9 +266,6 @@ impl Driver {
     /// a resync cut short by a crash starts again, rather than leaving the device believing
     /// it caught up.
     async fn resync(&mut self, db: &Db, scope: &str, now: u64) -> Result<()> {
-        if self.not_granted(db, scope, now) {
-            return Ok(());
-        }
         let limit = self.engine.limits().page_changes_max;
         let mut after = Hlc::ZERO;
         let mut seen = std::collections::BTreeSet::new();

@@ -23,7 +23,7 @@ mod wait;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ferry_types::{Hlc, Key, Version};
 
@@ -61,8 +61,15 @@ pub enum Input {
         version: Version,
     },
     /// The handshake of [`Output::Connect`] succeeded: pushes and pulls may go, within
-    /// the transport's limits.
-    Connected(Limits),
+    /// the transport's limits, and pulls only of the scopes the credentials grant.
+    Connected {
+        /// What one call may carry.
+        limits: Limits,
+        /// The scopes the cloud lets this device read (`None`: every scope); a scope the
+        /// device reads but is not granted is not pulled, and `db.sync()` does not wait
+        /// for it.
+        granted: Option<BTreeSet<String>>,
+    },
     /// The handshake failed; another is tried after a backoff (the longest one when the
     /// credentials were refused: retrying soon will not help).
     ConnectFailed {
@@ -222,6 +229,8 @@ pub struct Engine {
     outputs: VecDeque<Output>,
     /// The transport's limits met with the config's (`Input::Connected`).
     limits: Limits,
+    /// The scopes the last handshake granted (`None`: every scope).
+    granted: Option<BTreeSet<String>>,
     last_ack_ms: Option<u64>,
     last_receive_ms: Option<u64>,
 }
@@ -253,6 +262,7 @@ impl Engine {
             waits: VecDeque::new(),
             outputs: VecDeque::new(),
             limits,
+            granted: None,
             last_ack_ms: None,
             last_receive_ms: None,
         }
@@ -268,7 +278,7 @@ impl Engine {
                 bytes,
             } => self.on_queued(key, version, bytes),
             Input::Settled { key, version } => self.on_settled(&key, &version),
-            Input::Connected(limits) => self.on_connected(limits),
+            Input::Connected { limits, granted } => self.on_connected(limits, granted),
             Input::ConnectFailed { unauthorized } => self.on_connect_failed(unauthorized),
             Input::Disconnected => self.on_disconnected(),
             Input::Pushed { batch, outcomes } => self.on_pushed(batch, outcomes),
@@ -325,6 +335,19 @@ impl Engine {
         self.scopes.get(scope).map(|scope| scope.cursor)
     }
 
+    /// Whether `scope` is pulled: the last handshake granted it (or granted every scope).
+    pub fn reads(&self, scope: &str) -> bool {
+        (self.granted.as_ref()).is_none_or(|granted| granted.contains(scope))
+    }
+
+    /// The scopes the device reads that the last handshake did not grant: not pulled.
+    pub fn ungranted(&self) -> Vec<String> {
+        (self.scopes.keys())
+            .filter(|scope| !self.reads(scope))
+            .cloned()
+            .collect()
+    }
+
     /// A snapshot for `db.status()`. Walks the pending keys, so it costs O(pending).
     pub fn status(&self) -> EngineStatus {
         EngineStatus {
@@ -350,7 +373,8 @@ impl Engine {
         self.limits
     }
 
-    fn on_connected(&mut self, limits: Limits) {
+    fn on_connected(&mut self, limits: Limits, granted: Option<BTreeSet<String>>) {
+        self.granted = granted;
         self.limits = Limits {
             push_changes_max: limits.push_changes_max.min(self.config.batch_changes_max),
             push_bytes_max: limits.push_bytes_max.min(self.config.batch_bytes_max),

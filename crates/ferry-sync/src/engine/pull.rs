@@ -69,7 +69,12 @@ impl Engine {
     /// Schedules a round of every idle scope now (`Connected`, `db.sync()`); the backoff of
     /// earlier failures is forgotten. Scopes mid-round finish it first.
     pub(super) fn pull_all_now(&mut self) {
-        for scope in self.scopes.values_mut() {
+        let granted = self.granted.clone();
+        let reads = |name: &str| granted.as_ref().is_none_or(|g| g.contains(name));
+        for (name, scope) in self.scopes.iter_mut() {
+            if !reads(name) {
+                continue;
+            }
             if let PullState::Idle { .. } = scope.state {
                 scope.state = PullState::Idle {
                     next_ms: Some(self.now_ms),
@@ -90,8 +95,9 @@ impl Engine {
     pub(super) fn start_due_pulls(&mut self) {
         let now_ms = self.now_ms;
         let due: Vec<String> = (self.scopes.iter())
-            .filter(|(_, scope)| {
+            .filter(|(name, scope)| {
                 matches!(scope.state, PullState::Idle { next_ms: Some(at_ms) } if at_ms <= now_ms)
+                    && self.reads(name)
             })
             .map(|(name, _)| name.clone())
             .collect();

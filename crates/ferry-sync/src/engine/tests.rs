@@ -70,7 +70,10 @@ impl Sim {
             engine: Engine::new(config, cursors, 1),
             now_ms: 1_000_000,
         };
-        sim.input(Input::Connected(Limits::default()));
+        sim.input(Input::Connected {
+            limits: Limits::default(),
+            granted: None,
+        });
         sim.drain();
         sim
     }
@@ -463,7 +466,10 @@ fn disconnect_pauses_and_connect_resends_at_once() {
         "no timer can do anything offline"
     );
     assert!(!sim.engine.status().connected);
-    let out = sim.input(Input::Connected(Limits::default()));
+    let out = sim.input(Input::Connected {
+        limits: Limits::default(),
+        granted: None,
+    });
     assert_eq!(pushes(&out), vec![(1, vec![(1, 1), (2, 1)])]);
     assert_eq!(pulls(&out).len(), 1);
 }
@@ -477,7 +483,13 @@ fn connect_pulls_every_scope_from_cursor_minus_the_window() {
         ("dev".to_string(), Hlc::new(4_000, 0)),
     ]);
     let mut engine = Engine::new(config(), cursors, 9);
-    engine.handle(Input::Connected(Limits::default()), 200_000);
+    engine.handle(
+        Input::Connected {
+            limits: Limits::default(),
+            granted: None,
+        },
+        200_000,
+    );
     let out: Vec<Output> = std::iter::from_fn(|| engine.poll_output()).collect();
     let expected = vec![
         ("*".to_string(), Hlc::new(100_000 - CATCHUP_WINDOW_MS, 3)),
@@ -601,7 +613,13 @@ fn a_failed_handshake_is_retried_with_backoff_and_refused_credentials_wait_longe
     engine.handle(Input::ConnectFailed { unauthorized: true }, retry_at);
     assert_eq!(engine.next_deadline(), Some(retry_at + RETRY_MAX_MS));
     assert_eq!(engine.status().connect_failures, 2);
-    engine.handle(Input::Connected(Limits::default()), retry_at + RETRY_MAX_MS);
+    engine.handle(
+        Input::Connected {
+            limits: Limits::default(),
+            granted: None,
+        },
+        retry_at + RETRY_MAX_MS,
+    );
     assert!(engine.status().connected);
     assert_eq!(engine.status().connect_failures, 0);
 }
@@ -614,7 +632,10 @@ fn batches_respect_the_transports_limits() {
         ..Limits::default()
     };
     sim.input(Input::Disconnected);
-    sim.input(Input::Connected(limits));
+    sim.input(Input::Connected {
+        limits: limits,
+        granted: None,
+    });
     for n in 0..5 {
         sim.queue(n, 1, 10);
     }
@@ -825,7 +846,10 @@ impl Fuzz {
                 key: key(n),
                 version: ver(self.clock_ms),
             }),
-            Step::Connect => Some(Input::Connected(Limits::default())),
+            Step::Connect => Some(Input::Connected {
+                limits: Limits::default(),
+                granted: None,
+            }),
             Step::Disconnect => Some(Input::Disconnected),
             Step::Sync => Some(Input::SyncRequested),
             Step::Pulled {
@@ -954,4 +978,38 @@ fn a_deadline_in_the_past_is_always_acted_on() {
             "tick at {deadline} did nothing"
         );
     }
+}
+
+#[test]
+fn a_scope_the_handshake_does_not_grant_is_not_pulled_nor_waited_for() {
+    let cursors = [("*", 500), ("mine", 500)]
+        .iter()
+        .map(|(name, ms)| (name.to_string(), Hlc::new(*ms, 0)))
+        .collect();
+    let mut sim = Sim {
+        engine: Engine::new(config(), cursors, 1),
+        now_ms: 1_000_000,
+    };
+    let granted = Some(["mine".to_string()].into());
+    let out = sim.input(Input::Connected {
+        limits: Limits::default(),
+        granted,
+    });
+    let pulled: Vec<String> = pulls(&out).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(pulled, ["mine"], "only the granted scope is pulled");
+    assert_eq!(sim.engine.ungranted(), ["*"]);
+    sim.pulled("mine", None, false);
+    let out = sim.input(Input::SyncRequested);
+    assert_eq!(pulls(&out).len(), 1, "a sync pulls the granted scope again");
+    let out = sim.pulled("mine", None, false);
+    assert_eq!(sync_dones(&out), 1, "and does not wait for the other");
+    // Polls leave it alone too; a later handshake granting it pulls it.
+    let out = sim.after(3_600_000);
+    assert!(pulls(&out).iter().all(|(s, _)| s == "mine"), "{out:?}");
+    sim.input(Input::Disconnected);
+    let out = sim.input(Input::Connected {
+        limits: Limits::default(),
+        granted: None,
+    });
+    assert_eq!(pulls(&out).len(), 2, "{out:?}");
 }

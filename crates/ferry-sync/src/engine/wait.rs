@@ -54,7 +54,7 @@ impl Engine {
 
     /// Whether some wait still needs a round of `name` that has not completed.
     pub(super) fn sync_wants_round(&self, name: &str) -> bool {
-        let Some(scope) = self.scopes.get(name) else {
+        let Some(scope) = self.scopes.get(name).filter(|_| self.reads(name)) else {
             return false;
         };
         let wants = |wait: &SyncWait| {
@@ -66,9 +66,10 @@ impl Engine {
     }
 
     fn wait_is_met(&self, wait: &SyncWait) -> bool {
+        // A scope the credentials do not grant is not pulled: no round of it is awaited.
         let pulled = |(name, started): (&String, &u64)| {
-            self.scopes
-                .get(name)
+            (self.scopes.get(name))
+                .filter(|_| self.reads(name))
                 .is_none_or(|scope| scope.rounds_done > *started)
         };
         wait.keys.is_empty() && wait.rounds.iter().all(pulled)
