@@ -633,7 +633,7 @@ fn batches_respect_the_transports_limits() {
     };
     sim.input(Input::Disconnected);
     sim.input(Input::Connected {
-        limits: limits,
+        limits,
         granted: None,
     });
     for n in 0..5 {
