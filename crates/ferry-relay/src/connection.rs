@@ -29,10 +29,53 @@ use crate::store::CloudStore;
 /// Room a page's frame keeps for everything but its changes.
 const PAGE_FRAME_SLACK: usize = 64 * 1024;
 
-/// Why a connection ends with an error.
+/// Why the relay ends a connection: what the device is told, the close code, and what
+/// the metrics count it as.
 struct Ended {
     reason: String,
     code: CloseCode,
+    reject: Option<Reject>,
+}
+
+impl Ended {
+    /// A malformed, unexpected or text frame (a policy violation).
+    fn frame(reason: &str) -> Ended {
+        Ended {
+            reason: format!("bad frame: {reason}"),
+            code: CloseCode::Policy,
+            reject: Some(Reject::Frame),
+        }
+    }
+
+    /// A token that does not (or no longer) verify.
+    fn token(reason: impl std::fmt::Display) -> Ended {
+        Ended {
+            reason: format!("token refused: {reason}"),
+            code: CloseCode::Policy,
+            reject: Some(Reject::Token),
+        }
+    }
+
+    /// Counts and logs the ending; the device's last two messages: the reason as a
+    /// `Refused` frame, then the close (whose reason holds at most 123 bytes).
+    fn messages<S>(self, shared: &Shared<S>, peer: &str) -> [Message; 2] {
+        if let Some(reject) = self.reject {
+            shared.metrics.reject(reject);
+        }
+        tracing::info!(%peer, reason = %self.reason, "connection ended by the relay");
+        let mut end = self.reason.len().min(120);
+        while !self.reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let close = CloseFrame {
+            code: self.code,
+            reason: self.reason[..end].to_string().into(),
+        };
+        let refused = binary(&Frame::Refused {
+            reason: self.reason,
+        });
+        [refused, Message::Close(Some(close))]
+    }
 }
 
 /// Serves one upgraded connection until it closes, fails or the relay shuts down.
@@ -44,11 +87,7 @@ pub async fn serve<S: CloudStore>(
 ) {
     let (device, replica, scopes, expires_s) = match handshake(&shared, &mut ws).await {
         Ok(who) => who,
-        Err(ended) => {
-            tracing::info!(%peer, reason = %ended.reason, "handshake refused");
-            let _ = refuse(&mut ws, ended).await;
-            return;
-        }
+        Err(ended) => return refuse(&mut ws, ended.messages(&shared, &peer)).await,
     };
     let mut session = match shared.store.session().await {
         Ok(session) => session,
@@ -57,9 +96,9 @@ pub async fn serve<S: CloudStore>(
             let ended = Ended {
                 reason: format!("the relay's store is unavailable: {e}"),
                 code: CloseCode::Again,
+                reject: None,
             };
-            let _ = refuse(&mut ws, ended).await;
-            return;
+            return refuse(&mut ws, ended.messages(&shared, &peer)).await;
         }
     };
     session.scopes = Some(scopes.clone());
@@ -93,6 +132,7 @@ pub async fn serve<S: CloudStore>(
             _ = shutdown.changed() => break Some(Ended {
                 reason: "the relay is shutting down".into(),
                 code: CloseCode::Restart,
+                reject: None,
             }),
             message = stream.next() => message,
         };
@@ -100,22 +140,18 @@ pub async fn serve<S: CloudStore>(
             Some(Ok(Message::Binary(bytes))) => bytes,
             Some(Ok(Message::Close(_))) | None => break None,
             Some(Ok(Message::Text(_))) => {
-                break Some(frame_error("text message: frames are binary"));
+                break Some(Ended::frame("text message: frames are binary"));
             }
             Some(Ok(_)) => continue,
             Some(Err(e)) => break socket_error(e),
         };
         let frame = match decode(&bytes) {
             Ok(frame) => frame,
-            Err(e) => break Some(frame_error(&e.to_string())),
+            Err(e) => break Some(Ended::frame(&e.to_string())),
         };
         // A token is good for the session it opened only while it lasts.
         if expired() {
-            shared.metrics.reject(Reject::Token);
-            break Some(Ended {
-                reason: "token refused: the token expired".into(),
-                code: CloseCode::Policy,
-            });
+            break Some(Ended::token(crate::TokenError::Expired));
         }
         let answer = match frame {
             Frame::Push { id, changes } => push(&shared, &device, id, changes).await,
@@ -125,7 +161,7 @@ pub async fn serve<S: CloudStore>(
                 from,
                 limit,
             } => pull(&shared, &device, id, &scope, from, limit as usize).await,
-            other => break Some(frame_error(&format!("unexpected {} frame", other.name()))),
+            other => break Some(Ended::frame(&format!("unexpected {} frame", other.name()))),
         };
         if queue.send(binary(&answer)).await.is_err() {
             break None;
@@ -133,20 +169,13 @@ pub async fn serve<S: CloudStore>(
     };
     shared.hub.leave(id);
     shared.metrics.connections.dec();
-    if let Some(ended) = &ended {
-        if matches!(ended.code, CloseCode::Policy | CloseCode::Size) {
-            shared.metrics.reject(Reject::Frame);
+    match ended {
+        Some(ended) => {
+            for message in ended.messages(&shared, &peer) {
+                let _ = queue.send(message).await;
+            }
         }
-        tracing::info!(%peer, device = %device.name, reason = %ended.reason, "connection closed by the relay");
-        let _ = queue
-            .send(binary(&Frame::Refused {
-                reason: ended.reason.clone(),
-            }))
-            .await;
-        let close = close_frame(ended.code, &ended.reason);
-        let _ = queue.send(Message::Close(Some(close))).await;
-    } else {
-        tracing::info!(%peer, device = %device.name, "device disconnected");
+        None => tracing::info!(%peer, device = %device.name, "device disconnected"),
     }
     drop(queue);
     let _ = writer.await;
@@ -171,25 +200,19 @@ async fn handshake<S: CloudStore>(
             match ws.next().await {
                 Some(Ok(Message::Binary(bytes))) => return Ok(bytes),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(_)) | None => return Err(frame_error("no Hello frame")),
-                Some(Err(e)) => return Err(frame_error(&e.to_string())),
+                Some(Ok(_)) | None => return Err(Ended::frame("no Hello frame")),
+                Some(Err(e)) => return Err(Ended::frame(&e.to_string())),
             }
         }
     })
     .await
-    .map_err(|_| frame_error("no Hello frame in time"))??;
+    .map_err(|_| Ended::frame("no Hello frame in time"))??;
     let (token, replica) = match decode(&first) {
         Ok(Frame::Hello { token, replica }) => (token, replica),
-        Ok(other) => return Err(frame_error(&format!("{} before Hello", other.name()))),
-        Err(e) => return Err(frame_error(&e.to_string())),
+        Ok(other) => return Err(Ended::frame(&format!("{} before Hello", other.name()))),
+        Err(e) => return Err(Ended::frame(&e.to_string())),
     };
-    let claims = shared.config.secret.verify(&token).map_err(|e| {
-        shared.metrics.reject(Reject::Token);
-        Ended {
-            reason: format!("token refused: {e}"),
-            code: CloseCode::Policy,
-        }
-    })?;
+    let claims = (shared.config.secret.verify(&token)).map_err(Ended::token)?;
     let scopes = claims.granted();
     Ok((claims.sub, replica, scopes, claims.exp))
 }
@@ -234,7 +257,11 @@ async fn push<S: CloudStore>(
     }
     let mut results = Vec::new();
     if !granted.is_empty() {
-        let kept = granted.clone();
+        // Kept for the fan-out, when some other device could hear of them.
+        let kept = match shared.hub.len() > 1 {
+            true => granted.clone(),
+            false => Vec::new(),
+        };
         let started = Instant::now();
         let written = shared.store.write(granted).await;
         shared
@@ -333,14 +360,13 @@ async fn write_out(
     let _ = sink.close().await;
 }
 
-/// Ends a connection that never got past the handshake.
-async fn refuse(ws: &mut WebSocketStream<Box<dyn Socket>>, ended: Ended) -> Result<(), ()> {
-    let refused = Frame::Refused {
-        reason: ended.reason.clone(),
-    };
-    ws.send(binary(&refused)).await.map_err(|_| ())?;
-    let close = close_frame(ended.code, &ended.reason);
-    ws.close(Some(close)).await.map_err(|_| ())
+/// Ends a connection that never got past the handshake with `messages`.
+async fn refuse(ws: &mut WebSocketStream<Box<dyn Socket>>, messages: [Message; 2]) {
+    for message in messages {
+        if ws.send(message).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A failed read: a device that went away is no error; a frame too large for the
@@ -350,31 +376,13 @@ fn socket_error(error: WsError) -> Option<Ended> {
         WsError::Capacity(e) => Some(Ended {
             reason: format!("bad frame: {e} (the limit is {FRAME_BYTES_MAX} bytes)"),
             code: CloseCode::Size,
+            reject: Some(Reject::Frame),
         }),
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
         | WsError::Io(_)
         | WsError::ConnectionClosed
         | WsError::AlreadyClosed => None,
-        other => Some(frame_error(&other.to_string())),
-    }
-}
-
-fn frame_error(reason: &str) -> Ended {
-    Ended {
-        reason: format!("bad frame: {reason}"),
-        code: CloseCode::Policy,
-    }
-}
-
-/// A close frame's reason holds at most 123 bytes: the start of `reason`.
-fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
-    let mut end = reason.len().min(120);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    CloseFrame {
-        code,
-        reason: reason[..end].to_string().into(),
+        other => Some(Ended::frame(&other.to_string())),
     }
 }
 

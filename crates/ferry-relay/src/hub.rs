@@ -50,6 +50,11 @@ impl Hub {
             .remove(&id);
     }
 
+    /// How many devices are connected.
+    pub fn len(&self) -> usize {
+        self.members.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Every scope some connected device holds.
     pub fn scopes(&self) -> BTreeSet<String> {
         let members = self.members.read().unwrap_or_else(|p| p.into_inner());

@@ -4,18 +4,18 @@
 //! - [`store`]: the [`CloudStore`] the relay writes to and reads from: the embedded store
 //!   (a directory of its own, one relay, a true sequencer) or a DynamoDB table (feature
 //!   `dynamo`; any number of relays).
-//! - [`serve`]: the server. Per connection ([`connection`]): the handshake, then pushes
+//! - [`serve`]: the server. Per connection (`connection.rs`): the handshake, then pushes
 //!   checked against the token's scopes and pulls served from the store; what lands is
-//!   fanned out at once to the other devices whose scopes hold it ([`hub`]). The listen
-//!   address also serves `GET /metrics` ([`metrics`]).
+//!   fanned out at once to the other devices whose scopes hold it (`hub.rs`). The listen
+//!   address also serves `GET /metrics` (`metrics.rs`).
 //!
 //! Frames are `ferry-protocol`'s; the device side is `ferry-ws`.
 
-pub mod connection;
-pub mod http;
-pub mod hub;
-pub mod metrics;
-pub mod server;
+mod connection;
+mod http;
+mod hub;
+mod metrics;
+mod server;
 pub mod store;
 pub mod token;
 

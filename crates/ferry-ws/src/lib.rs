@@ -165,11 +165,6 @@ impl WsTransport {
         Ok(self)
     }
 
-    /// The relay's URL.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     fn current(&self) -> Option<Connection> {
         self.connection
             .lock()
