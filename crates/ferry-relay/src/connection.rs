@@ -126,7 +126,7 @@ pub async fn serve<S: CloudStore>(
         scopes,
         session,
     };
-    let expired = || now_s() >= expires_s;
+    let expired = || crate::wall_ms() / 1000 >= expires_s;
     let ended = loop {
         let message = tokio::select! {
             _ = shutdown.changed() => break Some(Ended {
@@ -215,12 +215,6 @@ async fn handshake<S: CloudStore>(
     let claims = (shared.config.secret.verify(&token)).map_err(Ended::token)?;
     let scopes = claims.granted();
     Ok((claims.sub, replica, scopes, claims.exp))
-}
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Writes the granted changes, refuses the others by name, answers in the push's order,

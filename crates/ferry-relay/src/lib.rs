@@ -25,3 +25,10 @@ pub use store::CloudStore;
 pub use store::dynamo::DynamoStore;
 pub use store::embedded::EmbeddedStore;
 pub use token::{Claims, Secret, TokenError};
+
+/// The wall clock, in epoch milliseconds: the relay's time for sessions, stamps, expiries.
+pub(crate) fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

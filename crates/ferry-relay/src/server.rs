@@ -270,11 +270,8 @@ const FEED_START_BACK_MS: u64 = 30_000;
 
 impl Feed {
     fn starting_now() -> Feed {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         Feed {
-            cursor: Hlc::new(now.saturating_sub(FEED_START_BACK_MS), 0),
+            cursor: Hlc::new(crate::wall_ms().saturating_sub(FEED_START_BACK_MS), 0),
             seen: BTreeSet::new(),
         }
     }

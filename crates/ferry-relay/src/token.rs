@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -90,7 +89,7 @@ impl Secret {
         scopes: BTreeSet<String>,
         ttl_s: u64,
     ) -> Result<String, TokenError> {
-        let iat = now_s();
+        let iat = crate::wall_ms() / 1000;
         let claims = Claims {
             sub: device.to_string(),
             scopes,
@@ -118,12 +117,6 @@ impl Secret {
             _ => TokenError::Malformed(e.to_string()),
         })
     }
-}
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

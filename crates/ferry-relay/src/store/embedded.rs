@@ -25,6 +25,7 @@ use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
 use ferry_types::{Hlc, HlcClock, Item, Key, Value, keycode};
 
 use super::CloudStore;
+use crate::wall_ms;
 
 /// The rows' schema.
 const SCHEMA: &str = r#"{
@@ -340,12 +341,6 @@ fn seq_value(seq: Hlc) -> Value {
 
 fn seq_of(bytes: &[u8]) -> Option<Hlc> {
     Some(Hlc::from_u64(u64::from_be_bytes(bytes.try_into().ok()?)))
-}
-
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
