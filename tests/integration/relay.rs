@@ -576,3 +576,76 @@ fn wss_with_a_private_certificate_and_a_clean_stop_on_sigterm() {
     ));
     assert!(pulled.is_err(), "the relay closed the session: {pulled:?}");
 }
+
+#[test]
+fn a_device_that_stops_reading_stalls_no_one_and_its_live_frames_are_dropped() {
+    let mut cloud = Cloud::over(Via::Relay, "slow", Settings::default());
+    let (a, _) = cloud.device("a", None);
+    let (b, _) = cloud.device("b", None);
+    let relay = cloud.relay.as_ref().unwrap();
+    let rt = runtime();
+    // A reader of a's scope that gets past the handshake, then never reads again, through
+    // a tiny receive buffer.
+    let _stuck = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket
+            .connect(([127, 0, 0, 1], relay.port).into())
+            .await
+            .unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(relay.url(), tcp)
+            .await
+            .unwrap();
+        let hello = Frame::Hello {
+            token: relay.token("stuck", &["a"]),
+            replica: "stuck".into(),
+        };
+        ws.send(Message::Binary(encode(&hello).into()))
+            .await
+            .unwrap();
+        ws.next().await.unwrap().unwrap();
+        ws
+    });
+    // About 8 MB of live frames for the stuck reader, far past its budget and buffers.
+    let text = "x".repeat(4_000);
+    for i in 0..2_000 {
+        a.create("Note", json!({"id": format!("n{i:04}"), "text": text}))
+            .unwrap();
+    }
+    a.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(
+        a.status().pending_changes,
+        0,
+        "the writer was served in full"
+    );
+    b.create("Shared", json!({"id": "s1", "name": "meanwhile"}))
+        .unwrap();
+    b.sync(SYNC_TIMEOUT).unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(shared_ids(&a), 1, "and so was everyone else");
+    assert!(
+        relay.metric("ferry_relay_live_dropped_total", "") >= 1.0,
+        "the stuck reader's live frames were dropped, not queued"
+    );
+    assert_eq!(relay.metric("ferry_relay_connections", ""), 3.0);
+}
+
+#[test]
+fn connections_past_the_bound_are_turned_away_and_counted() {
+    let relay = RelayProcess::start(&["--connections-max", "2"]);
+    let rt = runtime();
+    let (one, two) = (relay.transport("d1", "r1"), relay.transport("d2", "r2"));
+    connect(&rt, &one).unwrap();
+    connect(&rt, &two).unwrap();
+    let three = relay.transport("d3", "r3");
+    let error = connect(&rt, &three).unwrap_err().to_string();
+    assert!(error.contains("503"), "{error}");
+    assert_eq!(relay.metric("ferry_relay_rejects_total", "capacity"), 1.0);
+    drop(one);
+    // The dropped transport's task closes its connection on the runtime.
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
+    wait_until("a place is free again", Duration::from_secs(5), || {
+        relay.metric("ferry_relay_connections", "") == 1.0
+    });
+    connect(&rt, &three).unwrap();
+}

@@ -14,7 +14,7 @@ use ferry_protocol::{FRAME_BYTES_MAX, Frame, decode, encode};
 use ferry_sync::{PullFrom, PullPage, PushOutcome, Session, TransportError};
 use ferry_types::{Key, Version};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -111,7 +111,8 @@ pub async fn serve<S: CloudStore>(
     }
     tracing::info!(%peer, %device, %replica, scopes = ?scopes, "device connected");
     let (sink, mut stream) = ws.split();
-    let (queue, queued) = mpsc::channel(shared.config.queue_frames_max);
+    let config = &shared.config;
+    let (queue, queued) = crate::queue::queue(config.queue_frames_max, config.live_bytes_max);
     let writer = tokio::spawn(write_out(sink, queued));
     let member = Member {
         scopes: scopes.clone(),
@@ -343,9 +344,9 @@ fn fit(mut page: PullPage, budget: usize) -> PullPage {
 /// Sends queued frames in order until the queue closes, then closes the socket.
 async fn write_out(
     mut sink: futures_util::stream::SplitSink<WebSocketStream<Box<dyn Socket>>, Message>,
-    mut queued: mpsc::Receiver<Message>,
+    mut queued: crate::queue::Drain,
 ) {
-    while let Some(message) = queued.recv().await {
+    while let Some(message) = queued.next().await {
         let closing = matches!(message, Message::Close(_));
         if sink.send(message).await.is_err() || closing {
             break;

@@ -1,7 +1,7 @@
 //! The connected devices and the live fan-out: a change that lands is sent at once to
-//! every other device whose scopes hold it. Each device has a bounded queue; a device too
-//! slow to drain it misses live frames (counted in the metrics) rather than stalling the
-//! others, and catches up by pulling, which is the source of truth anyway.
+//! every other device whose scopes hold it. Each device has a bounded queue (`queue.rs`);
+//! a device too slow to drain it misses live frames (counted in the metrics) rather than
+//! stalling the others, and catches up by pulling, which is the source of truth anyway.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::RwLock;
@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferry_journal::Change;
 use ferry_protocol::{Frame, encode};
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_tungstenite::tungstenite::Bytes;
 
 use crate::metrics::Metrics;
+use crate::queue::Queue;
 
 /// One connected device, as the hub sees it.
 pub struct Member {
@@ -21,7 +21,7 @@ pub struct Member {
     /// Its replica id: its own changes are not echoed back to it.
     pub replica: String,
     /// Its outgoing queue.
-    pub queue: mpsc::Sender<Message>,
+    pub queue: Queue,
 }
 
 /// Every connected device.
@@ -89,14 +89,10 @@ impl Hub {
                 let changes = selection.iter().map(|&i| changes[i].clone()).collect();
                 Bytes::from(encode(&Frame::Live { changes }))
             });
-            match member.queue.try_send(Message::Binary(frame.clone())) {
-                Ok(()) => {
-                    metrics.changes_out.inc_by(count);
-                }
-                Err(_) => {
-                    metrics.live_dropped.inc();
-                }
-            }
+            match member.queue.offer_live(frame.clone()) {
+                true => metrics.changes_out.inc_by(count),
+                false => metrics.live_dropped.inc(),
+            };
         }
     }
 }

@@ -15,6 +15,7 @@ mod connection;
 mod http;
 mod hub;
 mod metrics;
+mod queue;
 mod server;
 pub mod store;
 pub mod token;

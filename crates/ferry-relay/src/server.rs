@@ -38,6 +38,8 @@ pub struct RelayConfig {
     pub connections_max: usize,
     /// Frames waiting for one device at most (answers wait; live frames are dropped).
     pub queue_frames_max: usize,
+    /// Bytes of live frames waiting for one device at most; past it they are dropped.
+    pub live_bytes_max: usize,
     /// How long a device may take to send `Hello`.
     pub handshake_timeout: Duration,
     /// How often a relay over a shared store reads the feeds its devices hold, to send
@@ -55,6 +57,7 @@ impl RelayConfig {
             tls: None,
             connections_max: 10_000,
             queue_frames_max: 256,
+            live_bytes_max: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
