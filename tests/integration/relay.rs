@@ -392,7 +392,7 @@ async fn refusal(ws: &mut RawSession) -> (String, Option<u16>) {
     while let Some(message) = ws.next().await {
         match message {
             Ok(Message::Binary(bytes)) => {
-                if let Ok(Frame::Refused { reason: why }) = decode(&bytes) {
+                if let Ok(Frame::Refused { reason: why, .. }) = decode(&bytes) {
                     reason = why;
                 }
             }

@@ -42,6 +42,9 @@ pub enum Frame {
     Refused {
         /// Why, for the device's status.
         reason: String,
+        /// The device's credentials were refused: retrying soon will not help (else the
+        /// relay could not serve it now, and a reconnect may succeed).
+        credentials: bool,
     },
     /// Device -> relay: write these changes.
     Push {
@@ -179,9 +182,13 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
             }
             varint(session.horizon_ms, &mut out);
         }
-        Frame::Refused { reason } => {
+        Frame::Refused {
+            reason,
+            credentials,
+        } => {
             out.push(REFUSED);
             text(reason, &mut out);
+            out.push(u8::from(*credentials));
         }
         Frame::Push { id, changes } => {
             out.push(PUSH);
@@ -336,6 +343,11 @@ fn read_frame(r: &mut Reader<'_>) -> Read<Frame> {
         }
         REFUSED => Frame::Refused {
             reason: r.text().map_err(text_of)?,
+            credentials: match r.byte().map_err(text_of)? {
+                0 => false,
+                1 => true,
+                other => return Err(format!("credentials flag {other}")),
+            },
         },
         PUSH => Frame::Push {
             id: r.varint().map_err(text_of)?,

@@ -49,6 +49,11 @@ fn every_frame() -> Vec<Frame> {
         }),
         Frame::Refused {
             reason: "token expired".into(),
+            credentials: true,
+        },
+        Frame::Refused {
+            reason: "shutting down".into(),
+            credentials: false,
         },
         Frame::Push {
             id: 7,
@@ -147,7 +152,10 @@ fn every_truncation_and_corruption_is_an_error_never_a_panic() {
 
 #[test]
 fn another_version_or_an_oversize_frame_is_named() {
-    let mut bytes = encode(&Frame::Refused { reason: "x".into() });
+    let mut bytes = encode(&Frame::Refused {
+        reason: "x".into(),
+        credentials: false,
+    });
     bytes[0] = 9;
     assert_eq!(decode(&bytes), Err(FrameError::Version { found: 9 }));
     let huge = vec![PROTOCOL_VERSION; FRAME_BYTES_MAX + 1];

@@ -73,6 +73,7 @@ impl Ended {
         };
         let refused = binary(&Frame::Refused {
             reason: self.reason,
+            credentials: matches!(self.reject, Some(Reject::Token)),
         });
         [refused, Message::Close(Some(close))]
     }

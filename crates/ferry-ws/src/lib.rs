@@ -243,7 +243,11 @@ impl WsTransport {
                 Message::Binary(bytes) => {
                     return match decode(&bytes).map_err(|e| lost(&e))? {
                         Frame::Welcome(session) => Ok((ws, session)),
-                        Frame::Refused { reason } => Err(TransportError::Unauthorized(reason)),
+                        Frame::Refused {
+                            reason,
+                            credentials: true,
+                        } => Err(TransportError::Unauthorized(reason)),
+                        Frame::Refused { reason, .. } => Err(lost(&reason)),
                         other => Err(lost(&format!("unexpected frame {}", other.name()))),
                     };
                 }
@@ -355,7 +359,7 @@ async fn run(
                     Ok(Frame::Live { changes }) => {
                         let _ = live.try_send(changes);
                     }
-                    Ok(Frame::Refused { reason }) => break reason,
+                    Ok(Frame::Refused { reason, .. }) => break reason,
                     Ok(answer) => {
                         let id = answer.call_id();
                         if let Some(waiter) = id.and_then(|id| waiting.remove(&id)) {
