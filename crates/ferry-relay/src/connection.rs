@@ -129,6 +129,7 @@ pub async fn serve<S: CloudStore>(
         session,
     };
     let expired = || crate::wall_ms() / 1000 >= expires_s;
+    let mut prefetched = None;
     let ended = loop {
         let message = tokio::select! {
             _ = shutdown.changed() => break Some(Ended {
@@ -162,7 +163,10 @@ pub async fn serve<S: CloudStore>(
                 scope,
                 from,
                 limit,
-            } => pull(&shared, &device, id, &scope, from, limit as usize).await,
+            } => {
+                let limit = limit as usize;
+                pull(&shared, &mut prefetched, &device, id, &scope, from, limit).await
+            }
             other => break Some(Ended::frame(&format!("unexpected {} frame", other.name()))),
         };
         if queue.send(binary(&answer)).await.is_err() {
@@ -171,6 +175,9 @@ pub async fn serve<S: CloudStore>(
     };
     shared.hub.leave(id);
     shared.metrics.connections.dec();
+    if let Some(next) = prefetched {
+        next.page.abort();
+    }
     match ended {
         Some(ended) => {
             for message in ended.messages(&shared, &peer) {
@@ -289,7 +296,8 @@ async fn push<S: CloudStore>(
 
 /// One page of a granted scope, cut to fit a frame.
 async fn pull<S: CloudStore>(
-    shared: &Shared<S>,
+    shared: &Arc<Shared<S>>,
+    prefetched: &mut Option<Prefetch>,
     device: &Device,
     id: u64,
     scope: &str,
@@ -303,22 +311,65 @@ async fn pull<S: CloudStore>(
         return Frame::Failed { id, error };
     }
     let limit = limit.clamp(1, device.session.limits.page_changes_max);
-    let started = Instant::now();
-    let read = shared.store.read(scope, from, limit).await;
-    shared
-        .metrics
-        .store_call("read", started.elapsed().as_secs_f64());
-    match read {
+    let answer = match prefetched.take() {
+        Some(next) if (next.scope.as_str(), next.from, next.limit) == (scope, from, limit) => {
+            (next.page.await).unwrap_or_else(|e| Err(TransportError::Unavailable(e.to_string())))
+        }
+        other => {
+            other.inspect(|next| next.page.abort());
+            read(shared.clone(), scope.to_string(), from, limit).await
+        }
+    };
+    match answer {
         Ok(page) => {
             let page = fit(page, FRAME_BYTES_MAX - PAGE_FRAME_SLACK);
             shared
                 .metrics
                 .changes_pulled
                 .inc_by(page.changes.len() as u64);
+            // A catch-up asks for the page after this one next: read it while the device
+            // applies this one.
+            if let (true, Some((last, _))) = (page.more, page.changes.last()) {
+                let from = match from {
+                    PullFrom::Since(_) => PullFrom::Since(*last),
+                    PullFrom::Snapshot(_) => PullFrom::Snapshot(*last),
+                };
+                let scope = scope.to_string();
+                let page = tokio::spawn(read(shared.clone(), scope.clone(), from, limit));
+                *prefetched = Some(Prefetch {
+                    scope,
+                    from,
+                    limit,
+                    page,
+                });
+            }
             Frame::Page { id, page }
         }
         Err(error) => Frame::Failed { id, error },
     }
+}
+
+/// The next page of a scope's catch-up, being read before the device asks for it.
+struct Prefetch {
+    scope: String,
+    from: PullFrom,
+    limit: usize,
+    page: tokio::task::JoinHandle<Result<PullPage, TransportError>>,
+}
+
+/// One timed read of the store.
+async fn read<S: CloudStore>(
+    shared: Arc<Shared<S>>,
+    scope: String,
+    from: PullFrom,
+    limit: usize,
+) -> Result<PullPage, TransportError> {
+    let started = Instant::now();
+    let read = shared.store.read(&scope, from, limit).await;
+    shared
+        .metrics
+        .store_call("read", started.elapsed().as_secs_f64());
+    read
 }
 
 /// The page cut, at a stamp boundary, to at most `budget` bytes of items: a full page of
