@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ferry_schema::{Context, Enable, Model, Schema};
 use ferry_store::{Change, Durability, Store, Tx};
-use ferry_types::{Item, Key, Value};
+use ferry_types::{Item, ItemRef, Key, Value};
 use serde_json::Value as Json;
 
 use crate::replica::{Replica, uploads, version_of};
@@ -300,7 +300,7 @@ impl Db {
     /// Item -> JSON for a caller, hidden fields only when asked.
     pub(crate) fn to_json(&self, model: &Model, item: &Item, hidden: bool) -> Json {
         let item = model.open(item, self.crypto());
-        Json::Object(model.to_json(self.schema(), &item, hidden))
+        Json::Object(model.to_json(&ItemRef::of(&item), hidden))
     }
 
     /// The key of `crypt` fields, if the database was given one.

@@ -1,8 +1,8 @@
 //! Reads: get and find, with filters, pagination, projection and follow.
 
 use ferry_schema::{KeyQuery, Model, Projection};
-use ferry_store::{Query, Row};
-use ferry_types::{Item, Key, Value};
+use ferry_store::Query;
+use ferry_types::{ItemRef, Key, ValueRef};
 use serde_json::{Map, Value as Json};
 
 use crate::write::{object, parse_condition};
@@ -66,9 +66,14 @@ impl Db {
         // of the key templates, typically) are not filters, as in OneTable.
         if let Some(key) = query.full_key() {
             let now = self.now_ms();
-            let item = self.inner.store.get(&key)?;
-            let item = item.filter(|i| model.owns(self.schema(), i) && !self.expired(i, now));
-            return Ok(item.map(|i| self.shape(model, &i, options, false)));
+            let Some(record) = self.inner.store.record(&key)? else {
+                return Ok(None);
+            };
+            let item = record.view()?;
+            if !model.owns(self.schema(), &item) || ttl_passed(model, &item, now) {
+                return Ok(None);
+            }
+            return self.shape(model, &item, options, false).map(Some);
         }
         let options = FindOptions {
             limit: Some(2),
@@ -116,7 +121,7 @@ impl Db {
         let (model, query) = self.key_query(model_name, props, options)?;
         let mut keys = Vec::new();
         self.scan_rows(model, &query, options, |_, item| {
-            keys.push(self.inner.store.key_of(&item)?);
+            keys.push(self.inner.store.key_of(&self.inner.store.owned(item)?)?);
             Ok(true)
         })?;
         Ok(keys)
@@ -139,7 +144,7 @@ impl Db {
             }
             count += 1;
             if !options.count {
-                items.push(self.shape(model, &item, options, projected));
+                items.push(self.shape(model, item, options, projected)?);
             }
             last_key = Some(row_key.to_vec());
             Ok(true)
@@ -152,13 +157,14 @@ impl Db {
         Ok(Page { items, next, count })
     }
 
-    /// Calls `f` with each matching item (full or projected) in order, until it returns false.
+    /// Calls `f` with each matching item (full or projected) in order, until it returns
+    /// false. Items are read in place from the stored bytes.
     fn scan_rows(
         &self,
         model: &Model,
         query: &KeyQuery,
         options: &FindOptions,
-        mut f: impl FnMut(&[u8], Item) -> Result<bool>,
+        mut f: impl FnMut(&[u8], &ItemRef<'_>) -> Result<bool>,
     ) -> Result<()> {
         let condition = options
             .condition
@@ -175,32 +181,36 @@ impl Db {
         let now = self.now_ms();
         let follow = options.follow && query.index != "primary";
         for row in self.inner.store.rows(&store_query)? {
-            let Row { key, item } = row?;
-            if !model.owns(self.schema(), &item) {
+            let row = row?;
+            let entry = row.view()?;
+            if !model.owns(self.schema(), &entry) {
                 continue;
             }
+            let full;
             let item = if follow {
-                match self.inner.store.get(&self.inner.store.key_of(&item)?)? {
-                    Some(full) => full,
+                let key = self.inner.store.key_of(&self.inner.store.owned(&entry)?)?;
+                full = self.inner.store.record(&key)?;
+                match &full {
+                    Some(record) => &record.view()?,
                     None => continue,
                 }
             } else {
-                item
+                &entry
             };
-            if self.expired(&item, now)
+            if ttl_passed(model, item, now)
                 || !query
                     .filters
                     .iter()
-                    .all(|(path, v)| filter_value(&item, path) == Some(v))
+                    .all(|(path, v)| filter_value(item, path).is_some_and(|found| found == v))
             {
                 continue;
             }
             if let Some(condition) = &condition
-                && !condition.eval(&item, &options.subs)?
+                && !condition.eval(&self.inner.store.owned(item)?, &options.subs)?
             {
                 continue;
             }
-            if !f(&key, item)? {
+            if !f(row.key(), item)? {
                 break;
             }
         }
@@ -209,28 +219,52 @@ impl Db {
 
     /// Item -> JSON with hidden fields and the `fields` projection applied. `projected`: the
     /// item holds only an index's projected attributes (no defaults for the others).
-    fn shape(&self, model: &Model, item: &Item, options: &FindOptions, projected: bool) -> Json {
-        let item = &*model.open(item, self.crypto());
+    fn shape(
+        &self,
+        model: &Model,
+        item: &ItemRef<'_>,
+        options: &FindOptions,
+        projected: bool,
+    ) -> Result<Json> {
+        let opened;
+        let view;
+        let item = match self.crypto() {
+            Some(crypto) if model.has_crypt() => {
+                opened = model.open_owned(self.inner.store.owned(item)?, Some(crypto));
+                view = ItemRef::of(&opened);
+                &view
+            }
+            _ => item,
+        };
         let mut json = if projected {
             model.to_json_projected(item, options.hidden)
         } else {
-            model.to_json(self.schema(), item, options.hidden)
+            model.to_json(item, options.hidden)
         };
         if let Some(fields) = &options.fields {
             json.retain(|name, _| fields.iter().any(|f| f == name));
         }
-        Json::Object(json)
+        Ok(Json::Object(json))
     }
 }
 
+/// Has the TTL of `model`'s item passed at `now_ms`?
+fn ttl_passed(model: &Model, item: &ItemRef<'_>, now_ms: i64) -> bool {
+    model
+        .ttl_attr()
+        .and_then(|attr| item.get(attr))
+        .and_then(ValueRef::as_i64)
+        .is_some_and(|seconds| seconds.saturating_mul(1000) <= now_ms)
+}
+
 /// The value a filter compares: an attribute, or a packed property's `attr.sub` in a map.
-fn filter_value<'i>(item: &'i Item, path: &str) -> Option<&'i Value> {
+fn filter_value<'i, 'a>(item: &'i ItemRef<'a>, path: &str) -> Option<&'i ValueRef<'a>> {
     if let Some(value) = item.get(path) {
         return Some(value);
     }
     let (attr, sub) = path.split_once('.')?;
     match item.get(attr)? {
-        Value::M(map) => map.get(sub),
+        ValueRef::M(map) => map.get(sub),
         _ => None,
     }
 }

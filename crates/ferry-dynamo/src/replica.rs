@@ -404,7 +404,7 @@ impl CloudReplica {
 
     fn shape(&self, model: &Model, item: &Item, hidden: bool) -> Json {
         let item = model.open(item, self.crypto.as_ref());
-        Json::Object(model.to_json(&self.writer.schema, &item, hidden))
+        Json::Object(model.to_json(&ferry_types::ItemRef::of(&item), hidden))
     }
 }
 

@@ -125,6 +125,11 @@ impl Crypto {
 impl Model {
     /// The stored attributes of this model's crypt fields (a packed one holds a map, not
     /// text, and is left alone).
+    /// Whether the model has crypt fields (its items must be opened for a caller).
+    pub fn has_crypt(&self) -> bool {
+        self.crypt_attrs().next().is_some()
+    }
+
     fn crypt_attrs(&self) -> impl Iterator<Item = &str> {
         (self.fields.iter())
             .filter(|f| f.crypt)

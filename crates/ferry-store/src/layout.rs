@@ -2,7 +2,7 @@
 //! values. Byte layouts are documented in `docs/formats.md`.
 
 use ferry_schema::{Index, Projection};
-use ferry_types::{Item, Key, Value, codec, keycode};
+use ferry_types::{Item, ItemRef, Key, Value, codec, keycode};
 
 /// Leading byte of every stored item and index entry: the encoding's version.
 pub const FORMAT_ITEM_V1: u8 = 1;
@@ -105,8 +105,18 @@ pub fn encode_item(item: &Item) -> Vec<u8> {
 
 /// Decodes [`encode_item`]'s bytes.
 pub fn decode_item(bytes: &[u8]) -> Result<Item, String> {
+    codec::decode_item(item_payload(bytes)?).map_err(|e| e.to_string())
+}
+
+/// A borrowed view of [`encode_item`]'s bytes.
+pub fn view_item(bytes: &[u8]) -> Result<ItemRef<'_>, String> {
+    ItemRef::decode(item_payload(bytes)?).map_err(|e| e.to_string())
+}
+
+/// The item encoding inside a stored record, past its format byte.
+fn item_payload(bytes: &[u8]) -> Result<&[u8], String> {
     match bytes.split_first() {
-        Some((&FORMAT_ITEM_V1, rest)) => codec::decode_item(rest).map_err(|e| e.to_string()),
+        Some((&FORMAT_ITEM_V1, rest)) => Ok(rest),
         Some((v, _)) => Err(format!(
             "unknown item format version {v}: written by a newer Ferry?"
         )),

@@ -3,7 +3,7 @@
 use std::ops::Bound;
 
 use ferry_schema::SortCondition;
-use ferry_types::{Item, Value, keycode};
+use ferry_types::{Item, ItemRef, Value, keycode};
 
 use crate::layout::prefix_end;
 use crate::store::Store;
@@ -25,19 +25,34 @@ pub struct Query {
     pub after: Option<Vec<u8>>,
 }
 
-/// One row of a query.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
+/// One row of a query: its key and its stored bytes, read in place.
+pub struct Row<'s> {
+    store: &'s Store,
+    key: fjall::Slice,
+    value: fjall::Slice,
+}
+
+impl Row<'_> {
     /// The row's key in its index: an opaque resume point for [`Query::after`].
-    pub key: Vec<u8>,
-    /// The stored item (projected, for a secondary index).
-    pub item: Item,
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The stored item (projected, for a secondary index), borrowed from the row.
+    pub fn view(&self) -> Result<ItemRef<'_>> {
+        self.store.view(&self.value, "index entry")
+    }
+
+    /// The stored item, owned.
+    pub fn item(&self) -> Result<Item> {
+        self.store.decode(&self.value, "index entry")
+    }
 }
 
 impl Store {
     /// Iterates the rows that match a query's key condition, in order. Filtering by model,
     /// attributes and expressions is the caller's.
-    pub fn rows(&self, query: &Query) -> Result<impl Iterator<Item = Result<Row>> + '_> {
+    pub fn rows(&self, query: &Query) -> Result<impl Iterator<Item = Result<Row<'_>>> + '_> {
         let keyspace = if query.index == "primary" {
             &self.items
         } else {
@@ -65,8 +80,9 @@ impl Store {
         Ok(iter.map(move |guard| {
             let (key, value) = guard.into_inner().map_err(|e| self.fail(e))?;
             Ok(Row {
-                key: key.to_vec(),
-                item: self.decode(&value, "index entry")?,
+                store: self,
+                key,
+                value,
             })
         }))
     }

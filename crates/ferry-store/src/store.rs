@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ferry_schema::{Index, IndexKind, Schema};
 use ferry_types::limits::ITEM_BYTES_MAX;
-use ferry_types::{Item, Key};
+use ferry_types::{Item, ItemRef, Key};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 use crate::durability::{Durability, Syncer};
@@ -208,6 +208,22 @@ impl Store {
         bytes.map(|b| self.decode(&b, "item")).transpose()
     }
 
+    /// The stored bytes of the item under `key`, to read in place ([`Record::view`]).
+    pub fn record(&self, key: &Key) -> Result<Option<Record<'_>>> {
+        let bytes = self
+            .items
+            .get(layout::key_bytes(key))
+            .map_err(|e| self.fail(e))?;
+        Ok(bytes.map(|bytes| Record { store: self, bytes }))
+    }
+
+    /// An owned copy of an item read in place from this store (a number whose stored text
+    /// does not parse is corruption).
+    pub fn owned(&self, item: &ItemRef<'_>) -> Result<Item> {
+        item.to_item()
+            .map_err(|e| self.corrupt("item", e.to_string()))
+    }
+
     /// Runs `f` as one atomic write: everything it does through the [`Tx`] commits in one
     /// fjall batch, or nothing does (when `f` or the commit fails). Writers are serialized,
     /// so `f` reads a stable state. Returns `f`'s result and the changes made, in order.
@@ -297,6 +313,10 @@ impl Store {
         layout::decode_item(bytes).map_err(|detail| self.corrupt(what, detail))
     }
 
+    pub(crate) fn view<'b>(&self, bytes: &'b [u8], what: &str) -> Result<ItemRef<'b>> {
+        layout::view_item(bytes).map_err(|detail| self.corrupt(what, detail))
+    }
+
     /// Stores the schema document and rebuilds any index whose definition changed.
     fn save_schema(&self) -> Result<()> {
         let doc = serde_json::to_vec(self.schema.document())
@@ -365,6 +385,19 @@ impl Store {
             }
         }
         batch.commit().map_err(|e| self.fail(e))
+    }
+}
+
+/// An item's stored bytes, read from the store without decoding them.
+pub struct Record<'s> {
+    store: &'s Store,
+    bytes: fjall::Slice,
+}
+
+impl Record<'_> {
+    /// The item, borrowed from the record.
+    pub fn view(&self) -> Result<ItemRef<'_>> {
+        self.store.view(&self.bytes, "item")
     }
 }
 

@@ -88,7 +88,11 @@ fn query(
         reverse,
         after: None,
     };
-    store.rows(&q).unwrap().map(|r| r.unwrap().item).collect()
+    store
+        .rows(&q)
+        .unwrap()
+        .map(|r| r.unwrap().item().unwrap())
+        .collect()
 }
 
 /// Everything the model says must be visible: gets, primary queries in both directions,

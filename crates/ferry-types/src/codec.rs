@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::limits::NESTING_DEPTH_MAX;
+use crate::view::{ItemRef, ValueRef};
 use crate::{Error, Item, Number, Result, Value};
 
 const S: u8 = 0;
@@ -140,6 +141,11 @@ impl<'a> Reader<'a> {
             .map_err(|_| Error::Corrupt("text is not UTF-8".into()))
     }
 
+    /// Reads a length-prefixed UTF-8 text in place.
+    pub fn str_ref(&mut self) -> Result<&'a str> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| Error::Corrupt("text is not UTF-8".into()))
+    }
+
     fn number(&mut self) -> Result<Number> {
         Number::parse(&self.text()?)
     }
@@ -207,7 +213,44 @@ impl<'a> Reader<'a> {
     }
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    /// Reads an item in place (see [`ItemRef`]).
+    pub fn item_ref(&mut self) -> Result<ItemRef<'a>> {
+        let n = self.count()?;
+        let mut attrs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = self.str_ref()?;
+            attrs.push((name, self.value_ref()?));
+        }
+        Ok(ItemRef::from_pairs(attrs))
+    }
+
+    /// Reads one value in place.
+    pub fn value_ref(&mut self) -> Result<ValueRef<'a>> {
+        Ok(match self.byte()? {
+            S => ValueRef::S(self.str_ref()?),
+            N => ValueRef::N(self.str_ref()?),
+            B => ValueRef::B(self.bytes()?),
+            FALSE => ValueRef::Bool(false),
+            TRUE => ValueRef::Bool(true),
+            NULL => ValueRef::Null,
+            M => ValueRef::M(self.nested(Reader::item_ref)?),
+            L => ValueRef::L(self.nested(|reader| {
+                let n = reader.count()?;
+                (0..n).map(|_| reader.value_ref()).collect::<Result<_>>()
+            })?),
+            SS => ValueRef::Ss(self.each(Reader::str_ref)?),
+            NS => ValueRef::Ns(self.each(Reader::str_ref)?),
+            BS => ValueRef::Bs(self.each(Reader::bytes)?),
+            tag => return Err(Error::Corrupt(format!("unknown value tag {tag}"))),
+        })
+    }
+
+    fn each<T>(&mut self, read: impl Fn(&mut Self) -> Result<T>) -> Result<Vec<T>> {
+        let n = self.count()?;
+        (0..n).map(|_| read(self)).collect()
+    }
+
     /// Reads a map or list one level deeper. The bound keeps a corrupt record (or a hostile
     /// frame) from recursing until the stack overflows: nothing valid nests deeper than
     /// DynamoDB's limit, and the item itself is the first level.

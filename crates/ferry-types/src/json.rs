@@ -26,7 +26,7 @@ impl Value {
 
     /// Maps a value to JSON: binaries as base64 text, sets as arrays, numbers exactly.
     pub fn to_json(&self) -> Json {
-        let b64 = |b: &[u8]| Json::String(base64::engine::general_purpose::STANDARD.encode(b));
+        let b64 = base64_json;
         match self {
             Value::S(s) => Json::String(s.clone()),
             Value::N(n) => number_to_json(n),
@@ -53,14 +53,24 @@ pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
 }
 
 fn number_to_json(n: &Number) -> Json {
+    number_text_to_json(n.as_str())
+}
+
+/// A number's decimal text as a JSON number (its own text, should it not parse).
+pub(crate) fn number_text_to_json(text: &str) -> Json {
     // Most numbers are integers: skip the JSON parser for them.
-    if let Some(int) = n.as_i64() {
+    if let Ok(int) = text.parse::<i64>() {
         return Json::from(int);
     }
     // serde_json keeps the exact text with `arbitrary_precision`.
-    serde_json::from_str::<serde_json::Number>(n.as_str())
+    serde_json::from_str::<serde_json::Number>(text)
         .map(Json::Number)
-        .unwrap_or_else(|_| Json::String(n.to_string()))
+        .unwrap_or_else(|_| Json::String(text.to_string()))
+}
+
+/// Binary as base64 text.
+pub(crate) fn base64_json(bytes: &[u8]) -> Json {
+    Json::String(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 /// Maps a JSON object to an item (see [`Value::from_json`]).

@@ -13,9 +13,11 @@ mod number;
 pub mod size;
 mod value;
 pub mod version;
+mod view;
 
 pub use error::{Error, Result};
 pub use number::Number;
 pub use size::item_size;
 pub use value::{Item, Key, PathPart, Value};
 pub use version::{Hlc, HlcClock, Observed, ReplicaId, Version};
+pub use view::{ItemRef, ValueRef};

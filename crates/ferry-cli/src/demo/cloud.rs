@@ -204,7 +204,7 @@ impl CloudSide {
             }
         };
         Ok((held.and_then(|change| change.item))
-            .map(|item| Json::Object(model.to_json(schema, &item, false))))
+            .map(|item| Json::Object(model.to_json(&ferry::types::ItemRef::of(&item), false))))
     }
 }
 

@@ -174,17 +174,17 @@ impl EmbeddedStore {
         let mut more = false;
         let rows = self.store.rows(&query).map_err(StoreFailure::from)?;
         for row in rows {
-            let row = row.map_err(StoreFailure::from)?;
+            let row = row.and_then(|row| row.item()).map_err(StoreFailure::from)?;
             if changes.len() == limit {
                 more = true;
                 break;
             }
-            let seq = match row.item.get("q") {
+            let seq = match row.get("q") {
                 Some(Value::B(bytes)) => seq_of(bytes),
                 _ => None,
             };
             let seq = seq.ok_or_else(|| StoreFailure::corrupt("row without a _seq"))?;
-            changes.push((seq, held(&row.item)?));
+            changes.push((seq, held(&row)?));
         }
         Ok(PullPage {
             changes,

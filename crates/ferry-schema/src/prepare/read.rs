@@ -1,6 +1,6 @@
 //! Stored items back to user JSON, and the views of an item other layers need.
 
-use ferry_types::{Item, Value};
+use ferry_types::{Item, ItemRef, Value, ValueRef};
 use serde_json::{Map, Value as Json};
 
 use super::{Context, Props, json_text, lookup};
@@ -14,36 +14,34 @@ const UNIQUE_SEPARATOR: char = '\u{1f}';
 impl Model {
     /// Stored item -> user JSON: attribute names mapped back to property names, read defaults,
     /// hidden fields (value templates and the type field are hidden by default) left out unless `hidden`.
-    pub fn to_json(&self, _schema: &Schema, item: &Item, hidden: bool) -> Map<String, Json> {
-        read_fields(
-            &self.fields,
-            &|field| self.stored(field, item),
-            hidden,
-            true,
-        )
+    /// It reads the item in place: a view of the stored bytes, or [`ItemRef::of`] an item.
+    pub fn to_json(&self, item: &ItemRef<'_>, hidden: bool) -> Map<String, Json> {
+        self.read_fields(item, hidden, true)
     }
 
     /// [`Model::to_json`] for an item read from an index that projects only some
     /// attributes: what is not projected is left out rather than shown as its default.
-    pub fn to_json_projected(&self, item: &Item, hidden: bool) -> Map<String, Json> {
-        read_fields(
-            &self.fields,
-            &|field| self.stored(field, item),
-            hidden,
-            false,
-        )
+    pub fn to_json_projected(&self, item: &ItemRef<'_>, hidden: bool) -> Map<String, Json> {
+        self.read_fields(item, hidden, false)
     }
 
     /// Every field's property, hidden ones included, without read defaults.
     pub(super) fn read_props(&self, item: &Item) -> Props {
-        read_fields(&self.fields, &|field| self.stored(field, item), true, false)
+        self.read_fields(&ItemRef::of(item), true, false)
+    }
+
+    fn read_fields(&self, item: &ItemRef<'_>, hidden: bool, defaults: bool) -> Props {
+        read_fields(
+            &self.fields,
+            &|field, read| self.read_stored(field, item, read),
+            hidden,
+            defaults,
+        )
     }
 
     /// Does this stored item belong to this model (type field == name)?
-    pub fn owns(&self, schema: &Schema, item: &Item) -> bool {
-        item.get(&schema.params().type_field)
-            .and_then(Value::as_str)
-            == Some(self.name.as_str())
+    pub fn owns(&self, schema: &Schema, item: &ItemRef<'_>) -> bool {
+        item.text(&schema.params().type_field) == Some(self.name.as_str())
     }
 
     /// The attribute holding the model's ttl field (epoch seconds), if any.
@@ -199,35 +197,43 @@ impl Model {
         }
     }
 
-    /// A field's stored value: its attribute, its key in a packed map, or its encoded part.
-    fn stored(&self, field: &Field, item: &Item) -> Option<Value> {
+    /// A field's stored value, passed to `read`: its attribute, its key in a packed map,
+    /// or its encoded part.
+    fn read_stored<R>(
+        &self,
+        field: &Field,
+        item: &ItemRef<'_>,
+        read: &dyn Fn(&ValueRef<'_>) -> R,
+    ) -> Option<R> {
         if let Some(encode) = &field.encode {
             let source = self.field(&encode.source)?;
-            let text = self.stored(source, item)?.to_text()?;
+            let text =
+                self.read_stored(source, item, &|v| v.to_text().map(|t| t.into_owned()))??;
             let part = text.split(encode.separator.as_str()).nth(encode.part)?;
-            return coerce(field, &Json::String(part.to_string())).ok();
+            let value = coerce(field, &Json::String(part.to_string())).ok()?;
+            return Some(read(&ValueRef::of(&value)));
         }
         let value = item.get(&field.attr)?;
         match (&field.sub, value) {
-            (None, _) => Some(value.clone()),
-            (Some(sub), Value::M(map)) => map.get(sub).cloned(),
+            (None, _) => Some(read(value)),
+            (Some(sub), ValueRef::M(map)) => map.get(sub).map(read),
             (Some(_), _) => None,
         }
     }
 }
 
-/// Reads `fields` through `get`; `hidden` includes hidden fields, `defaults` fills missing
-/// values from the field's default.
+/// Reads `fields` through `get`, which passes a field's stored value to its reader;
+/// `hidden` includes hidden fields, `defaults` fills missing values from the field's default.
 fn read_fields(
     fields: &[Field],
-    get: &dyn Fn(&Field) -> Option<Value>,
+    get: &dyn Fn(&Field, &dyn Fn(&ValueRef<'_>) -> Json) -> Option<Json>,
     hidden: bool,
     defaults: bool,
 ) -> Props {
     let mut props = Props::with_capacity(fields.len());
     for field in fields.iter().filter(|f| hidden || !f.hidden) {
-        let json = match get(field) {
-            Some(value) => read_value(field, &value, hidden, defaults),
+        let json = match get(field, &|value| read_value(field, value, hidden, defaults)) {
+            Some(json) => json,
             None => match (&field.default, defaults) {
                 (Some(default), true) => default.clone(),
                 _ => continue,
@@ -240,26 +246,26 @@ fn read_fields(
 
 /// A stored value as a property (hidden nested fields included, no defaults).
 pub(super) fn value_json(field: &Field, value: &Value) -> Json {
-    read_value(field, value, true, false)
+    read_value(field, &ValueRef::of(value), true, false)
 }
 
-fn read_value(field: &Field, value: &Value, hidden: bool, defaults: bool) -> Json {
+fn read_value(field: &Field, value: &ValueRef<'_>, hidden: bool, defaults: bool) -> Json {
     match (field.ty, value, &field.schema, &field.items) {
-        (FieldType::Object, Value::M(map), Some(schema), _) => Json::Object(read_fields(
+        (FieldType::Object, ValueRef::M(map), Some(schema), _) => Json::Object(read_fields(
             schema,
-            &|f| map.get(&f.attr).cloned(),
+            &|f, read| map.get(&f.attr).map(read),
             hidden,
             defaults,
         )),
-        (FieldType::Array, Value::L(list), _, Some(items)) => Json::Array(
+        (FieldType::Array, ValueRef::L(list), _, Some(items)) => Json::Array(
             list.iter()
                 .map(|v| read_value(items, v, hidden, defaults))
                 .collect(),
         ),
         // A ttl is stored in epoch seconds (DynamoDB's TTL) but read like any other date,
         // so that what a read returns can be written back unchanged.
-        (FieldType::Date, Value::N(seconds), _, _) if field.ttl => {
-            let ms = seconds.as_i64().unwrap_or_default().saturating_mul(1000);
+        (FieldType::Date, ValueRef::N(_), _, _) if field.ttl => {
+            let ms = value.as_i64().unwrap_or_default().saturating_mul(1000);
             if field.iso_dates {
                 Json::String(crate::coerce::format_iso(ms))
             } else {

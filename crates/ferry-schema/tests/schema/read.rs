@@ -1,7 +1,7 @@
 //! Reading items back, and the views other layers need.
 
 use ferry_schema::PutMode;
-use ferry_types::{Item, Value};
+use ferry_types::{Item, ItemRef, Value};
 use serde_json::json;
 
 use crate::fixture::{NOW, ctx, item, props, schema};
@@ -23,7 +23,7 @@ fn to_json_maps_back_and_hides() {
     let user = schema.model("User").unwrap();
     let mut item = stored();
     item.remove("role");
-    let shown = user.to_json(&schema, &item, false);
+    let shown = user.to_json(&ItemRef::of(&item), false);
     let want = json!({
         "id": "u1", "name": "ann", "email": "a@b.c", "active": true, "role": "user",
         "tags": ["x"], "photo": "AAH/", "address": {"zip": 1, "country": "NZ"}, "nick": "a",
@@ -34,14 +34,14 @@ fn to_json_maps_back_and_hides() {
         want,
         "role comes from its default on read"
     );
-    let all = user.to_json(&schema, &item, true);
+    let all = user.to_json(&ItemRef::of(&item), true);
     for hidden in ["pk", "sk", "_type", "password"] {
         assert!(all.contains_key(hidden), "{hidden} with hidden");
     }
     let thing = schema.model("Thing").unwrap();
     let stored_thing = item_of(json!({"pk": "thing#t1", "sk": "thing", "_type": "Thing"}));
     assert_eq!(
-        serde_json::Value::Object(thing.to_json(&schema, &stored_thing, false)),
+        serde_json::Value::Object(thing.to_json(&ItemRef::of(&stored_thing), false)),
         json!({"id": "t1"}),
         "encode reads back"
     );
@@ -56,8 +56,13 @@ fn views_for_other_layers() {
     let schema = schema();
     let user = schema.model("User").unwrap();
     let item = stored();
-    assert!(user.owns(&schema, &item));
-    assert!(!schema.model("Order").unwrap().owns(&schema, &item));
+    assert!(user.owns(&schema, &ItemRef::of(&item)));
+    assert!(
+        !schema
+            .model("Order")
+            .unwrap()
+            .owns(&schema, &ItemRef::of(&item))
+    );
     assert_eq!(user.ttl_attr(), Some("expires"));
     assert_eq!(schema.model("Order").unwrap().ttl_attr(), None);
     assert_eq!(

@@ -1,0 +1,296 @@
+//! Borrowed views of encoded items: attributes read in place from the stored bytes.
+//!
+//! [`ItemRef::decode`] reads the codec's bytes once into a table of (name, value) pairs
+//! that borrow their text and binaries from the input, so a read that only checks a few
+//! attributes or maps them to JSON or a serde type builds no owned [`Item`]. Names are in
+//! order (the codec writes them sorted), so a lookup is a binary search.
+
+use std::borrow::Cow;
+
+use crate::codec::Reader;
+use crate::json::number_text_to_json;
+use crate::{Error, Item, Number, Result, Value};
+
+/// A value borrowed from encoded bytes or from an owned [`Value`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueRef<'a> {
+    /// Text.
+    S(&'a str),
+    /// A number, as its decimal text.
+    N(&'a str),
+    /// Binary.
+    B(&'a [u8]),
+    /// A boolean.
+    Bool(bool),
+    /// Null.
+    Null,
+    /// A map.
+    M(ItemRef<'a>),
+    /// A list.
+    L(Vec<ValueRef<'a>>),
+    /// A set of texts.
+    Ss(Vec<&'a str>),
+    /// A set of numbers, as decimal texts.
+    Ns(Vec<&'a str>),
+    /// A set of binaries.
+    Bs(Vec<&'a [u8]>),
+}
+
+/// An item's attributes, borrowed, in name order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ItemRef<'a> {
+    attrs: Vec<(&'a str, ValueRef<'a>)>,
+}
+
+impl<'a> ItemRef<'a> {
+    /// A view of an item encoded by [`crate::codec::encode_item`], requiring that nothing
+    /// follows it. Every part is checked here (lengths, UTF-8, nesting), so a corrupt
+    /// record is an error now rather than a surprise later.
+    pub fn decode(bytes: &'a [u8]) -> Result<ItemRef<'a>> {
+        let mut reader = Reader::new(bytes);
+        let item = reader.item_ref()?;
+        if !reader.rest().is_empty() {
+            return Err(Error::Corrupt("trailing bytes after item".into()));
+        }
+        Ok(item)
+    }
+
+    /// A view of an owned item.
+    pub fn of(item: &'a Item) -> ItemRef<'a> {
+        ItemRef {
+            attrs: item
+                .iter()
+                .map(|(name, value)| (name.as_str(), ValueRef::of(value)))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn from_pairs(mut attrs: Vec<(&'a str, ValueRef<'a>)>) -> ItemRef<'a> {
+        // The codec writes names in order; sort only what another writer left unsorted.
+        if !attrs.is_sorted_by(|a, b| a.0 <= b.0) {
+            attrs.sort_by(|a, b| a.0.cmp(b.0));
+        }
+        ItemRef { attrs }
+    }
+
+    /// The value of attribute `name`.
+    pub fn get(&self, name: &str) -> Option<&ValueRef<'a>> {
+        let at = self.attrs.binary_search_by(|(n, _)| (*n).cmp(name)).ok()?;
+        Some(&self.attrs[at].1)
+    }
+
+    /// The text of attribute `name`, when it is an `S`.
+    pub fn text(&self, name: &str) -> Option<&'a str> {
+        match self.get(name)? {
+            ValueRef::S(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The attributes in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &ValueRef<'a>)> + '_ {
+        self.attrs.iter().map(|(name, value)| (*name, value))
+    }
+
+    /// How many attributes the item has.
+    pub fn len(&self) -> usize {
+        self.attrs.len()
+    }
+
+    /// Whether the item has no attributes.
+    pub fn is_empty(&self) -> bool {
+        self.attrs.is_empty()
+    }
+
+    /// The item as an owned [`Item`].
+    pub fn to_item(&self) -> Result<Item> {
+        self.iter()
+            .map(|(name, value)| Ok((name.to_string(), value.to_value()?)))
+            .collect()
+    }
+
+    /// The item as a JSON object (see [`Value::to_json`]).
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.iter()
+            .map(|(name, value)| (name.to_string(), value.to_json()))
+            .collect()
+    }
+}
+
+impl<'a> ValueRef<'a> {
+    /// A view of an owned value.
+    pub fn of(value: &'a Value) -> ValueRef<'a> {
+        match value {
+            Value::S(s) => ValueRef::S(s),
+            Value::N(n) => ValueRef::N(n.as_str()),
+            Value::B(b) => ValueRef::B(b),
+            Value::Bool(b) => ValueRef::Bool(*b),
+            Value::Null => ValueRef::Null,
+            Value::M(map) => ValueRef::M(ItemRef::of(map)),
+            Value::L(list) => ValueRef::L(list.iter().map(ValueRef::of).collect()),
+            Value::Ss(set) => ValueRef::Ss(set.iter().map(String::as_str).collect()),
+            Value::Ns(set) => ValueRef::Ns(set.iter().map(Number::as_str).collect()),
+            Value::Bs(set) => ValueRef::Bs(set.iter().map(Vec::as_slice).collect()),
+        }
+    }
+
+    /// The value as an owned [`Value`]; an error when a number's text is not a number.
+    pub fn to_value(&self) -> Result<Value> {
+        Ok(match self {
+            ValueRef::S(s) => Value::S(s.to_string()),
+            ValueRef::N(n) => Value::N(Number::parse(n)?),
+            ValueRef::B(b) => Value::B(b.to_vec()),
+            ValueRef::Bool(b) => Value::Bool(*b),
+            ValueRef::Null => Value::Null,
+            ValueRef::M(map) => Value::M(map.to_item()?),
+            ValueRef::L(list) => {
+                Value::L(list.iter().map(ValueRef::to_value).collect::<Result<_>>()?)
+            }
+            ValueRef::Ss(set) => Value::Ss(set.iter().map(|s| s.to_string()).collect()),
+            ValueRef::Ns(set) => Value::Ns(
+                set.iter()
+                    .map(|n| Number::parse(n))
+                    .collect::<Result<_>>()?,
+            ),
+            ValueRef::Bs(set) => Value::Bs(set.iter().map(|b| b.to_vec()).collect()),
+        })
+    }
+
+    /// Maps the value to JSON exactly as [`Value::to_json`] maps its owned twin.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as Json;
+        match self {
+            ValueRef::S(s) => Json::String(s.to_string()),
+            ValueRef::N(n) => number_text_to_json(n),
+            ValueRef::B(b) => crate::json::base64_json(b),
+            ValueRef::Bool(b) => Json::Bool(*b),
+            ValueRef::Null => Json::Null,
+            ValueRef::M(map) => Json::Object(map.to_json()),
+            ValueRef::L(list) => Json::Array(list.iter().map(ValueRef::to_json).collect()),
+            ValueRef::Ss(set) => {
+                Json::Array(set.iter().map(|s| Json::String(s.to_string())).collect())
+            }
+            ValueRef::Ns(set) => Json::Array(set.iter().map(|n| number_text_to_json(n)).collect()),
+            ValueRef::Bs(set) => {
+                Json::Array(set.iter().map(|b| crate::json::base64_json(b)).collect())
+            }
+        }
+    }
+
+    /// The text of an `S`.
+    pub fn as_str(&self) -> Option<&'a str> {
+        match self {
+            ValueRef::S(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A number as an `i64`, when it is an integer in range.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            ValueRef::N(n) => n.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// Text of scalars (S, N, BOOL), as [`Value::to_text`] gives it.
+    pub fn to_text(&self) -> Option<Cow<'a, str>> {
+        match self {
+            ValueRef::S(s) | ValueRef::N(s) => Some(Cow::Borrowed(s)),
+            ValueRef::Bool(b) => Some(Cow::Owned(b.to_string())),
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq<Value> for ValueRef<'_> {
+    fn eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (ValueRef::S(a), Value::S(b)) => a == b,
+            // Both sides hold canonical text (what the codec stores is a Number's text).
+            (ValueRef::N(a), Value::N(b)) => *a == b.as_str(),
+            (ValueRef::B(a), Value::B(b)) => a == b,
+            (ValueRef::Bool(a), Value::Bool(b)) => a == b,
+            (ValueRef::Null, Value::Null) => true,
+            (ValueRef::M(a), Value::M(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|((na, va), (nb, vb))| na == nb && va == vb)
+            }
+            (ValueRef::L(a), Value::L(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+            }
+            (ValueRef::Ss(a), Value::Ss(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+            }
+            (ValueRef::Ns(a), Value::Ns(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| *x == y.as_str())
+            }
+            (ValueRef::Bs(a), Value::Bs(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode_item, encode_item};
+
+    fn sample() -> Item {
+        let mut inner = Item::new();
+        inner.insert("x".into(), Value::N(Number::from(7i64)));
+        let mut item = Item::new();
+        item.insert("s".into(), Value::S("hé".into()));
+        item.insert("n".into(), Value::N(Number::parse("-1.5e3").unwrap()));
+        item.insert("b".into(), Value::B(vec![0, 200]));
+        item.insert("t".into(), Value::Bool(true));
+        item.insert("z".into(), Value::Null);
+        item.insert("m".into(), Value::M(inner));
+        item.insert("l".into(), Value::L(vec![Value::Bool(false), Value::Null]));
+        item.insert(
+            "ss".into(),
+            Value::Ss(["a".to_string(), "b".to_string()].into()),
+        );
+        item.insert("ns".into(), Value::Ns([Number::from(1i64)].into()));
+        item.insert("bs".into(), Value::Bs([vec![1u8]].into()));
+        item
+    }
+
+    #[test]
+    fn a_view_reads_what_the_owned_decoder_reads() {
+        let item = sample();
+        let mut bytes = Vec::new();
+        encode_item(&item, &mut bytes);
+        let view = ItemRef::decode(&bytes).unwrap();
+        assert_eq!(view.to_item().unwrap(), decode_item(&bytes).unwrap());
+        assert_eq!(view, ItemRef::of(&item));
+        assert_eq!(view.to_json(), crate::json::item_to_json(&item));
+        assert_eq!(view.text("s"), Some("hé"));
+        assert_eq!(view.get("n").unwrap(), &item["n"]);
+        assert!(view.get("missing").is_none());
+        for (name, value) in &item {
+            assert_eq!(view.get(name).unwrap(), value, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_not_a_panic() {
+        let mut bytes = Vec::new();
+        encode_item(&sample(), &mut bytes);
+        for cut in 0..bytes.len() {
+            assert!(
+                ItemRef::decode(&bytes[..cut]).is_err(),
+                "truncated at {cut}"
+            );
+        }
+        let mut bad_utf8 = vec![1, 1, b'a', 0, 1, 0xFF];
+        assert!(ItemRef::decode(&bad_utf8).is_err());
+        bad_utf8.truncate(3);
+        bad_utf8.push(77);
+        assert!(ItemRef::decode(&bad_utf8).is_err(), "unknown tag");
+    }
+}
