@@ -86,6 +86,78 @@ impl Subject for Ferry {
     }
 }
 
+/// The benchmark's item as a serde type, for the typed API.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Reading {
+    dev: u64,
+    seq: u64,
+    kind: String,
+    value: Option<u64>,
+    note: Option<String>,
+}
+
+/// Ferry through the typed API (`Db::typed::<Reading>`): gets and pages deserialize
+/// straight from the stored bytes. Writes go through the JSON API.
+pub struct Typed<'f> {
+    ferry: &'f mut Ferry,
+    model: ferry::Model<Reading>,
+}
+
+impl Typed<'_> {
+    pub fn new(ferry: &mut Ferry) -> Result<Typed<'_>> {
+        let model = ferry.db.typed::<Reading>("Reading")?;
+        Ok(Typed { ferry, model })
+    }
+}
+
+impl Subject for Typed<'_> {
+    fn create(&mut self, seq: u64) -> Result<()> {
+        self.ferry.create(seq)
+    }
+
+    fn get(&mut self, seq: u64) -> Result<()> {
+        let key = json!({"dev": seq / ITEMS_PER_DEVICE, "seq": seq});
+        match self.model.get(&key)? {
+            Some(reading) if reading.seq == seq => Ok(()),
+            _ => bail!("ferry typed: item {seq} is missing"),
+        }
+    }
+
+    fn page(&mut self, device: u64) -> Result<usize> {
+        let options = FindOptions {
+            limit: Some(PAGE_ITEMS),
+            ..FindOptions::default()
+        };
+        Ok(self.model.find(&json!({"dev": device}), &options)?.0.len())
+    }
+
+    fn update(&mut self, seq: u64) -> Result<()> {
+        self.ferry.update(seq)
+    }
+}
+
+/// Gets per second of `threads` readers sharing one database, each doing `gets`.
+pub fn readers_rate(ferry: &Ferry, threads: u64, gets: u64, items: u64) -> Result<f64> {
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..threads)
+            .map(|t| {
+                let mut reader = Ferry {
+                    db: ferry.db.clone(),
+                };
+                scope.spawn(move || -> Result<()> {
+                    let mut next = crate::fastrand_like(items ^ (t + 1));
+                    (0..gets).try_for_each(|_| reader.get(next() % items))
+                })
+            })
+            .collect();
+        readers
+            .into_iter()
+            .try_for_each(|r| r.join().map_err(|_| anyhow::anyhow!("a reader panicked"))?)
+    })?;
+    Ok((threads * gets) as f64 / started.elapsed().as_secs_f64())
+}
+
 /// Resident memory of a fresh process that opens the database and reads from it.
 pub fn measure_rss(dir: &Path, items: u64) -> Result<u64> {
     let exe = std::env::current_exe()?;

@@ -152,6 +152,7 @@ struct Row {
 fn local(sizes: &[u64]) -> Result<()> {
     let mut rows = Vec::new();
     let mut rss = Vec::new();
+    let mut alone = Vec::new();
     for &items in sizes {
         let dir = tempfile::tempdir()?;
         let mut ferry = ferry_side::Ferry::open(&dir.path().join("ferry"))?;
@@ -179,6 +180,35 @@ fn local(sizes: &[u64]) -> Result<()> {
                 sqlite: sqlite_rate,
             });
         }
+        let gets = per_round.min(20_000);
+        let pages = (items / ITEMS_PER_DEVICE).clamp(1, 400);
+        let (typed_get, typed_page) = {
+            // The typed model holds the database open: it goes before the RSS child opens it.
+            let mut typed = ferry_side::Typed::new(&mut ferry)?;
+            let get = median_rate(&mut typed, Op::Get, gets, items)?;
+            (get, median_rate(&mut typed, Op::Page, pages, items)?)
+        };
+        let json_get = median_rate(&mut ferry, Op::Get, gets, items)?;
+        let json_page = median_rate(&mut ferry, Op::Page, pages, items)?;
+        eprintln!("  {items} typed: get {typed_get:.0}/s page {typed_page:.0}/s");
+        let readers = |threads| {
+            let mut rates = (0..ROUNDS)
+                .map(|_| ferry_side::readers_rate(&ferry, threads, gets, items))
+                .collect::<Result<Vec<f64>>>()?;
+            rates.sort_by(f64::total_cmp);
+            Ok::<_, anyhow::Error>(rates[ROUNDS / 2])
+        };
+        let (one, two) = (readers(1)?, readers(2)?);
+        eprintln!("  {items} readers: one {one:.0}/s two {two:.0}/s");
+        alone.push(FerryAlone {
+            items,
+            typed_get,
+            json_get,
+            typed_page,
+            json_page,
+            one,
+            two,
+        });
         drop(ferry);
         rss.push((
             items,
@@ -186,7 +216,49 @@ fn local(sizes: &[u64]) -> Result<()> {
         ));
     }
     print_table(&rows, &rss);
+    print_alone(&alone);
     Ok(())
+}
+
+/// Ferry's own comparisons: typed against JSON reads, two readers against one.
+struct FerryAlone {
+    items: u64,
+    typed_get: f64,
+    json_get: f64,
+    typed_page: f64,
+    json_page: f64,
+    one: f64,
+    two: f64,
+}
+
+fn print_alone(alone: &[FerryAlone]) {
+    println!();
+    println!("| items | operation | typed ops/s | JSON ops/s | typed / JSON |");
+    println!("|---:|---|---:|---:|---:|");
+    for row in alone {
+        for (op, typed, json) in [
+            ("get", row.typed_get, row.json_get),
+            ("find 100-item page", row.typed_page, row.json_page),
+        ] {
+            println!(
+                "| {} | {op} | {typed:.0} | {json:.0} | {:.2}x |",
+                row.items,
+                typed / json
+            );
+        }
+    }
+    println!();
+    println!("| items | gets/s, 1 reader thread | gets/s, 2 reader threads | 2 / 1 |");
+    println!("|---:|---:|---:|---:|");
+    for row in alone {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2}x |",
+            row.items,
+            row.one,
+            row.two,
+            row.two / row.one
+        );
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -224,7 +296,7 @@ fn median_rate(subject: &mut dyn Subject, op: Op, count: u64, items: u64) -> Res
 }
 
 /// A small deterministic generator (xorshift), so both stores see the same keys.
-fn fastrand_like(seed: u64) -> impl FnMut() -> u64 {
+pub fn fastrand_like(seed: u64) -> impl FnMut() -> u64 {
     let mut state = seed | 1;
     move || {
         state ^= state << 13;

@@ -1,6 +1,6 @@
 //! Reads: get and find, with filters, pagination, projection and follow.
 
-use ferry_schema::{KeyQuery, Model, Projection};
+use ferry_schema::{KeyQuery, Model, Projection, Reading};
 use ferry_store::Query;
 use ferry_types::{ItemRef, Key, ValueRef};
 use serde_json::{Map, Value as Json};
@@ -36,11 +36,11 @@ pub struct FindOptions {
     pub hidden: bool,
 }
 
-/// One page of a find.
+/// One page of a find: JSON items, or a typed model's items.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page {
+pub struct Page<T = Json> {
     /// The items (empty when counting).
-    pub items: Vec<Json>,
+    pub items: Vec<T>,
     /// A cursor for the next page; `None` when there are no more matches.
     pub next: Option<String>,
     /// How many matched (with `count`), else the number of items returned.
@@ -61,7 +61,18 @@ impl Db {
         props: Json,
         options: &FindOptions,
     ) -> Result<Option<Json>> {
-        let (model, query) = self.key_query(model_name, &props, options)?;
+        self.get_as(model_name, &props, options, &json_of)
+    }
+
+    /// [`Db::get_with`], each item handed back by `shape`.
+    pub(crate) fn get_as<R>(
+        &self,
+        model_name: &str,
+        props: &Json,
+        options: &FindOptions,
+        shape: Shape<'_, R>,
+    ) -> Result<Option<R>> {
+        let (model, query) = self.key_query(model_name, props, options)?;
         // With the full primary key a get is a point read; other properties (the inputs
         // of the key templates, typically) are not filters, as in OneTable.
         if let Some(key) = query.full_key() {
@@ -73,7 +84,7 @@ impl Db {
             if !model.owns(self.schema(), &item) || ttl_passed(model, &item, now) {
                 return Ok(None);
             }
-            return self.shape(model, &item, options, false).map(Some);
+            return self.shape(model, &item, options, false, shape).map(Some);
         }
         let options = FindOptions {
             limit: Some(2),
@@ -81,7 +92,7 @@ impl Db {
             count: false,
             ..options.clone()
         };
-        let page = self.find_query(model, &query, &options)?;
+        let page = self.find_query(model, &query, &options, shape)?;
         match page.items.len() {
             0 | 1 => Ok(page.items.into_iter().next()),
             count => Err(Error::NonUnique {
@@ -94,8 +105,19 @@ impl Db {
     /// Finds the items of `model` whose key matches `props` (hash key equality, a sort-key
     /// condition or template prefix), other given properties and `options.condition`.
     pub fn find(&self, model_name: &str, props: Json, options: &FindOptions) -> Result<Page> {
-        let (model, query) = self.key_query(model_name, &props, options)?;
-        self.find_query(model, &query, options)
+        self.find_as(model_name, &props, options, &json_of)
+    }
+
+    /// [`Db::find`], each item handed back by `shape`.
+    pub(crate) fn find_as<R>(
+        &self,
+        model_name: &str,
+        props: &Json,
+        options: &FindOptions,
+        shape: Shape<'_, R>,
+    ) -> Result<Page<R>> {
+        let (model, query) = self.key_query(model_name, props, options)?;
+        self.find_query(model, &query, options, shape)
     }
 
     /// The model and the resolved key condition of a get or find.
@@ -127,7 +149,13 @@ impl Db {
         Ok(keys)
     }
 
-    fn find_query(&self, model: &Model, query: &KeyQuery, options: &FindOptions) -> Result<Page> {
+    fn find_query<R>(
+        &self,
+        model: &Model,
+        query: &KeyQuery,
+        options: &FindOptions,
+        shape: Shape<'_, R>,
+    ) -> Result<Page<R>> {
         let limit = options.limit.unwrap_or(usize::MAX);
         let projected = query.index != "primary"
             && !options.follow
@@ -144,7 +172,7 @@ impl Db {
             }
             count += 1;
             if !options.count {
-                items.push(self.shape(model, item, options, projected)?);
+                items.push(self.shape(model, item, options, projected, shape)?);
             }
             last_key = Some(row_key.to_vec());
             Ok(true)
@@ -217,35 +245,46 @@ impl Db {
         Ok(())
     }
 
-    /// Item -> JSON with hidden fields and the `fields` projection applied. `projected`: the
-    /// item holds only an index's projected attributes (no defaults for the others).
-    fn shape(
+    /// An item for the caller, by `shape`, with hidden fields and the `fields` projection
+    /// applied. `projected`: the item holds only an index's projected attributes (no
+    /// defaults for the others).
+    fn shape<R>(
         &self,
         model: &Model,
         item: &ItemRef<'_>,
         options: &FindOptions,
         projected: bool,
-    ) -> Result<Json> {
-        let opened;
-        let view;
-        let item = match self.crypto() {
+        shape: Shape<'_, R>,
+    ) -> Result<R> {
+        let reading = Reading {
+            hidden: options.hidden,
+            projected,
+            fields: options.fields.as_deref(),
+        };
+        match self.crypto() {
             Some(crypto) if model.has_crypt() => {
-                opened = model.open_owned(self.inner.store.owned(item)?, Some(crypto));
-                view = ItemRef::of(&opened);
-                &view
+                let opened = model.open_owned(self.inner.store.owned(item)?, Some(crypto));
+                shape(model, &ItemRef::of(&opened), reading)
             }
-            _ => item,
-        };
-        let mut json = if projected {
-            model.to_json_projected(item, options.hidden)
-        } else {
-            model.to_json(item, options.hidden)
-        };
-        if let Some(fields) = &options.fields {
-            json.retain(|name, _| fields.iter().any(|f| f == name));
+            _ => shape(model, item, reading),
         }
-        Ok(Json::Object(json))
     }
+}
+
+/// How a read hands back an item read in place: as JSON ([`json_of`]) or a caller's type.
+pub(crate) type Shape<'s, R> = &'s dyn Fn(&Model, &ItemRef<'_>, Reading<'_>) -> Result<R>;
+
+/// An item as the JSON API returns it.
+fn json_of(model: &Model, item: &ItemRef<'_>, reading: Reading<'_>) -> Result<Json> {
+    let mut json = if reading.projected {
+        model.to_json_projected(item, reading.hidden)
+    } else {
+        model.to_json(item, reading.hidden)
+    };
+    if let Some(fields) = reading.fields {
+        json.retain(|name, _| fields.iter().any(|f| f == name));
+    }
+    Ok(Json::Object(json))
 }
 
 /// Has the TTL of `model`'s item passed at `now_ms`?

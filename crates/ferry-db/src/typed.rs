@@ -2,6 +2,8 @@
 
 use std::marker::PhantomData;
 
+use ferry_schema::Reading;
+use ferry_types::ItemRef;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -37,27 +39,29 @@ impl<T: Serialize + DeserializeOwned> Model<T> {
         from_json(self.db.put(&self.name, to_json(item)?)?)
     }
 
-    /// Reads an item by key (any serializable value with the key properties).
+    /// Reads an item by key (any serializable value with the key properties). The item
+    /// is deserialized from its stored bytes, with no JSON between.
     pub fn get(&self, key: &impl Serialize) -> Result<Option<T>> {
-        self.db
-            .get(&self.name, to_json(key)?)?
-            .map(from_json)
-            .transpose()
+        self.get_with(key, &FindOptions::default())
     }
 
-    /// Finds items; returns them and the next-page cursor.
+    /// [`Model::get`] with options (`index`, `hidden`, `fields`, `follow`).
+    pub fn get_with(&self, key: &impl Serialize, options: &FindOptions) -> Result<Option<T>> {
+        self.db
+            .get_as(&self.name, &to_json(key)?, options, &deserialize)
+    }
+
+    /// Finds items, deserialized from their stored bytes; returns them and the next-page
+    /// cursor.
     pub fn find(
         &self,
         props: &impl Serialize,
         options: &FindOptions,
     ) -> Result<(Vec<T>, Option<String>)> {
-        let page = self.db.find(&self.name, to_json(props)?, options)?;
-        let items = page
-            .items
-            .into_iter()
-            .map(from_json)
-            .collect::<Result<_>>()?;
-        Ok((items, page.next))
+        let page = self
+            .db
+            .find_as(&self.name, &to_json(props)?, options, &deserialize)?;
+        Ok((page.items, page.next))
     }
 
     /// Updates an item with the given properties.
@@ -80,6 +84,17 @@ fn to_json(value: &impl Serialize) -> Result<serde_json::Value> {
 }
 
 fn from_json<T: DeserializeOwned>(json: serde_json::Value) -> Result<T> {
-    serde_json::from_value(json)
-        .map_err(|e| Error::Argument(format!("the stored item does not fit the type: {e}")))
+    serde_json::from_value(json).map_err(|e| misfit(&e))
+}
+
+fn deserialize<T: DeserializeOwned>(
+    model: &ferry_schema::Model,
+    item: &ItemRef<'_>,
+    reading: Reading<'_>,
+) -> Result<T> {
+    model.deserialize(item, reading).map_err(|e| misfit(&e))
+}
+
+fn misfit(error: &dyn std::fmt::Display) -> Error {
+    Error::Argument(format!("the stored item does not fit the type: {error}"))
 }

@@ -24,5 +24,5 @@ pub use error::{Error, FieldError, Result};
 pub use field::{Field, FieldType, Generate, UID_LEN_MAX};
 pub use index::{Index, IndexKind, LOCAL_INDEXES_MAX, Projection};
 pub use model::Model;
-pub use prepare::{Context, KeyQuery, PutMode, SortCondition, UpdateOps};
+pub use prepare::{Context, KeyQuery, PutMode, Reading, SortCondition, UpdateOps};
 pub use schema::{Params, Schema, Timestamps};

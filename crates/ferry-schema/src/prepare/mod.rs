@@ -1,5 +1,6 @@
 //! Turning user JSON into stored items and back: put, update, key queries and reads.
 
+mod deserialize;
 mod put;
 mod query;
 mod read;
@@ -12,6 +13,7 @@ use serde_json::{Map, Value as Json};
 use crate::template::Rendered;
 use crate::{Error, FieldError, Model, Result, Schema};
 
+pub use deserialize::Reading;
 pub use query::{KeyQuery, SortCondition};
 
 /// Properties set once on the database and injected into every operation (`deviceId`, ...).

@@ -199,7 +199,7 @@ impl Model {
 
     /// A field's stored value, passed to `read`: its attribute, its key in a packed map,
     /// or its encoded part.
-    fn read_stored<R>(
+    pub(super) fn read_stored<R>(
         &self,
         field: &Field,
         item: &ItemRef<'_>,
@@ -213,10 +213,20 @@ impl Model {
             let value = coerce(field, &Json::String(part.to_string())).ok()?;
             return Some(read(&ValueRef::of(&value)));
         }
+        self.stored_ref(field, item).map(read)
+    }
+
+    /// The stored value of a field that is not an encoded part: its attribute, or its key
+    /// in a packed map.
+    pub(super) fn stored_ref<'i, 'a>(
+        &self,
+        field: &Field,
+        item: &'i ItemRef<'a>,
+    ) -> Option<&'i ValueRef<'a>> {
         let value = item.get(&field.attr)?;
         match (&field.sub, value) {
-            (None, _) => Some(read(value)),
-            (Some(sub), ValueRef::M(map)) => map.get(sub).map(read),
+            (None, _) => Some(value),
+            (Some(sub), ValueRef::M(map)) => map.get(sub),
             (Some(_), _) => None,
         }
     }
@@ -249,7 +259,21 @@ pub(super) fn value_json(field: &Field, value: &Value) -> Json {
     read_value(field, &ValueRef::of(value), true, false)
 }
 
-fn read_value(field: &Field, value: &ValueRef<'_>, hidden: bool, defaults: bool) -> Json {
+/// Whether a stored value reads as its plain JSON mapping (no rule of [`read_value`]).
+pub(super) fn read_as_is(field: &Field, value: &ValueRef<'_>) -> bool {
+    !matches!(
+        (field.ty, value, &field.schema, &field.items),
+        (FieldType::Object, ValueRef::M(_), Some(_), _)
+            | (FieldType::Array, ValueRef::L(_), _, Some(_))
+    ) && !(field.ty == FieldType::Date && field.ttl && matches!(value, ValueRef::N(_)))
+}
+
+pub(super) fn read_value(
+    field: &Field,
+    value: &ValueRef<'_>,
+    hidden: bool,
+    defaults: bool,
+) -> Json {
     match (field.ty, value, &field.schema, &field.items) {
         (FieldType::Object, ValueRef::M(map), Some(schema), _) => Json::Object(read_fields(
             schema,

@@ -87,3 +87,103 @@ fn views_for_other_layers() {
     );
     assert_eq!(item["photo"], Value::B(vec![0, 1, 255]));
 }
+
+/// A typed view of `User`, with an enum, options, a nested struct and a ttl date.
+#[derive(Debug, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct User {
+    id: String,
+    name: String,
+    email: String,
+    active: bool,
+    role: Role,
+    age: Option<u32>,
+    expires: Option<i64>,
+    tags: Vec<String>,
+    photo: String,
+    address: Address,
+    nick: Option<String>,
+    device_id: String,
+    balance: f64,
+    score: i64,
+    created: u64,
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Role {
+    Admin,
+    User,
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct Address {
+    zip: u16,
+    country: String,
+    street: Option<String>,
+}
+
+#[test]
+fn deserialize_reads_what_to_json_shows() {
+    use ferry_schema::Reading;
+    let schema = schema();
+    let user = schema.model("User").unwrap();
+    let mut item = stored();
+    item.insert(
+        "expires".into(),
+        Value::N(ferry_types::Number::from(1_900_000_000i64)),
+    );
+    item.remove("role");
+    let view = ItemRef::of(&item);
+    for reading in [
+        Reading::default(),
+        Reading {
+            hidden: true,
+            ..Reading::default()
+        },
+        Reading {
+            projected: true,
+            ..Reading::default()
+        },
+    ] {
+        let json = if reading.projected {
+            user.to_json_projected(&view, reading.hidden)
+        } else {
+            user.to_json(&view, reading.hidden)
+        };
+        let direct: serde_json::Value = user.deserialize(&view, reading).unwrap();
+        assert_eq!(
+            direct,
+            serde_json::Value::Object(json.clone()),
+            "{reading:?}"
+        );
+        if !reading.projected {
+            let typed: User = user.deserialize(&view, reading).unwrap();
+            let via_json: User = serde_json::from_value(serde_json::Value::Object(json)).unwrap();
+            assert_eq!(typed, via_json);
+            assert_eq!(typed.role, Role::User, "the read default");
+            assert_eq!(typed.expires, Some(1_900_000_000_000), "a ttl reads in ms");
+        }
+    }
+    let fields = ["name".to_string(), "score".to_string()];
+    let only: serde_json::Value = user
+        .deserialize(
+            &view,
+            Reading {
+                fields: Some(&fields),
+                ..Reading::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(only, json!({"name": "ann", "score": 1}));
+    let thing = schema.model("Thing").unwrap();
+    let stored_thing = item_of(json!({"pk": "thing#t1", "sk": "thing", "_type": "Thing"}));
+    let read: serde_json::Value = thing
+        .deserialize(&ItemRef::of(&stored_thing), Reading::default())
+        .unwrap();
+    assert_eq!(read, json!({"id": "t1"}), "encode reads back");
+    let wrong = user
+        .deserialize::<Address>(&view, Reading::default())
+        .unwrap_err();
+    assert!(wrong.contains("zip"), "{wrong}");
+}
