@@ -1,6 +1,8 @@
 //! How items, index entries, expiries and unique claims are laid out as fjall keys and
 //! values. Byte layouts are documented in `docs/formats.md`.
 
+use std::borrow::Cow;
+
 use ferry_schema::{Index, Projection};
 use ferry_types::{Item, ItemRef, Key, Value, codec, keycode};
 
@@ -72,9 +74,14 @@ pub fn index_entry_key(index: &Index, item: &Item, primary_key: &[u8]) -> Option
 /// The attributes of `item` an index stores: all, or the keys (index and primary) and the
 /// type field plus any listed attributes. The type field is always kept so that results
 /// can be told apart by model.
-pub fn project(index: &Index, primary: &Index, type_field: &str, item: &Item) -> Item {
+pub fn project<'i>(
+    index: &Index,
+    primary: &Index,
+    type_field: &str,
+    item: &'i Item,
+) -> Cow<'i, Item> {
     let names: Vec<&str> = match &index.project {
-        Projection::All => return item.clone(),
+        Projection::All => return Cow::Borrowed(item),
         Projection::Keys => Vec::new(),
         Projection::Attrs(attrs) => attrs.iter().map(String::as_str).collect(),
     };
@@ -84,15 +91,51 @@ pub fn project(index: &Index, primary: &Index, type_field: &str, item: &Item) ->
         Some(&primary.hash),
         primary.sort.as_ref(),
     ];
-    item.iter()
-        .filter(|(name, _)| {
-            let name = name.as_str();
-            name == type_field
-                || names.contains(&name)
-                || keys.iter().flatten().any(|k| k.as_str() == name)
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    Cow::Owned(
+        item.iter()
+            .filter(|(name, _)| {
+                let name = name.as_str();
+                name == type_field
+                    || names.contains(&name)
+                    || keys.iter().flatten().any(|k| k.as_str() == name)
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
+}
+
+/// What a write does to one secondary index: the entry to remove, the entry to write.
+#[derive(Debug, PartialEq)]
+pub struct IndexChange {
+    pub remove: Option<Vec<u8>>,
+    pub put: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The index writes that take an item at primary key bytes `key` from `old` to `new`: the
+/// old entry goes when its key changes, and the new one is written only when its key or
+/// its projected attributes changed (an update of an attribute the index does not hold
+/// leaves the index alone).
+pub fn index_change(
+    index: &Index,
+    primary: &Index,
+    type_field: &str,
+    key: &[u8],
+    old: Option<&Item>,
+    new: Option<&Item>,
+) -> IndexChange {
+    let old_entry = old.and_then(|i| index_entry_key(index, i, key));
+    let new_entry = new.and_then(|i| index_entry_key(index, i, key));
+    let remove = old_entry.clone().filter(|_| old_entry != new_entry);
+    let put = match (new_entry, new) {
+        (Some(entry), Some(item)) => {
+            let projected = project(index, primary, type_field, item);
+            let unchanged = old_entry.as_ref() == Some(&entry)
+                && old.is_some_and(|o| project(index, primary, type_field, o) == projected);
+            (!unchanged).then(|| (entry, encode_item(&projected)))
+        }
+        _ => None,
+    };
+    IndexChange { remove, put }
 }
 
 /// A stored item or index entry: the format byte, then the item encoding.
@@ -147,6 +190,89 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn index(project: Projection) -> Index {
+        Index {
+            name: "gs1".into(),
+            hash: "gs1pk".into(),
+            sort: Some("gs1sk".into()),
+            kind: ferry_schema::IndexKind::Global,
+            project,
+        }
+    }
+
+    fn primary() -> Index {
+        Index {
+            name: "primary".into(),
+            hash: "pk".into(),
+            sort: None,
+            kind: ferry_schema::IndexKind::Primary,
+            project: Projection::All,
+        }
+    }
+
+    fn reading(gs1sk: &str, value: &str) -> Item {
+        [
+            ("pk", "r1"),
+            ("gs1pk", "kind"),
+            ("gs1sk", gs1sk),
+            ("value", value),
+            ("_type", "R"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Value::S(v.to_string())))
+        .collect()
+    }
+
+    #[test]
+    fn only_changed_index_entries_are_written() {
+        let (old, new) = (reading("a", "1"), reading("a", "2"));
+        let change = |project, old: &Item, new: &Item| {
+            index_change(
+                &index(project),
+                &primary(),
+                "_type",
+                b"r1",
+                Some(old),
+                Some(new),
+            )
+        };
+        let keys_only = change(Projection::Keys, &old, &new);
+        assert_eq!(
+            keys_only,
+            IndexChange {
+                remove: None,
+                put: None
+            },
+            "value is not in it"
+        );
+        let all = change(Projection::All, &old, &new);
+        assert!(
+            all.remove.is_none() && all.put.is_some(),
+            "value is in it: {all:?}"
+        );
+        assert_eq!(
+            change(Projection::All, &old, &old),
+            IndexChange {
+                remove: None,
+                put: None
+            }
+        );
+        let moved = change(Projection::Keys, &old, &reading("b", "1"));
+        assert!(
+            moved.remove.is_some() && moved.put.is_some(),
+            "a new key: {moved:?}"
+        );
+        let gone = index_change(
+            &index(Projection::Keys),
+            &primary(),
+            "_type",
+            b"r1",
+            Some(&old),
+            None,
+        );
+        assert!(gone.remove.is_some() && gone.put.is_none());
+    }
 
     #[test]
     fn prefix_end_skips_every_extension() {

@@ -1,6 +1,7 @@
 //! One atomic write: reads that see its own writes, and a commit that writes items, index
 //! entries, expiries, unique claims and replication records in a single fjall batch.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -31,6 +32,9 @@ pub struct Tx<'s> {
     durability: Durability,
     /// Per touched key: the stored item when first touched, and the latest state.
     touched: BTreeMap<Vec<u8>, (Option<Item>, Option<Item>)>,
+    /// Items read from the store and not touched yet: a write reads its item once, however
+    /// many of its steps (condition, version, the put itself) look at it.
+    read: RefCell<BTreeMap<Vec<u8>, Option<Item>>>,
     /// Unique claims changed so far: claim text -> owning primary key bytes (`None`: released).
     claims: BTreeMap<String, Option<Vec<u8>>>,
     /// Outbox entries, tombstones, conflicts and sync state to write with the items.
@@ -44,6 +48,7 @@ impl<'s> Tx<'s> {
             store,
             durability,
             touched: BTreeMap::new(),
+            read: RefCell::default(),
             claims: BTreeMap::new(),
             journal: Staged::default(),
             changes: Vec::new(),
@@ -59,10 +64,19 @@ impl<'s> Tx<'s> {
 
     /// Reads an item as this write has left it so far.
     pub fn get(&self, key: &Key) -> Result<Option<Item>> {
-        match self.touched.get(&layout::key_bytes(key)) {
-            Some((_, latest)) => Ok(latest.clone()),
-            None => self.store.get(key),
+        self.get_bytes(&layout::key_bytes(key), key)
+    }
+
+    fn get_bytes(&self, bytes: &[u8], key: &Key) -> Result<Option<Item>> {
+        if let Some((_, latest)) = self.touched.get(bytes) {
+            return Ok(latest.clone());
         }
+        if let Some(item) = self.read.borrow().get(bytes) {
+            return Ok(item.clone());
+        }
+        let item = self.store.get(key)?;
+        self.read.borrow_mut().insert(bytes.to_vec(), item.clone());
+        Ok(item)
     }
 
     /// Stores `item` under its primary key, replacing what was there. Returns the old item.
@@ -86,7 +100,10 @@ impl<'s> Tx<'s> {
 
     fn apply(&mut self, key: Key, new: Option<Item>) -> Result<Option<Item>> {
         let bytes = layout::key_bytes(&key);
-        let old = self.get(&key)?;
+        let old = match self.read.get_mut().remove(&bytes) {
+            Some(read) => read,
+            None => self.get_bytes(&bytes, &key)?,
+        };
         self.move_claims(&bytes, old.as_ref(), new.as_ref())?;
         match self.touched.get_mut(&bytes) {
             Some((_, latest)) => *latest = new.clone(),
@@ -136,7 +153,10 @@ impl<'s> Tx<'s> {
 
     /// (model, field, claim text) for every unique field of the item's model.
     fn unique_keys(&self, item: &Item) -> Vec<(String, String, String)> {
-        let Some(model) = self.model_of(item) else {
+        let Some(model) = self
+            .model_of(item)
+            .filter(|m| m.fields.iter().any(|f| f.unique))
+        else {
             return Vec::new();
         };
         model
@@ -241,16 +261,12 @@ impl<'s> Tx<'s> {
         let primary = store.schema.primary();
         let type_field = &store.schema.params().type_field;
         for (index, keyspace) in &store.indexes {
-            let old_entry = old.and_then(|i| layout::index_entry_key(index, i, key));
-            let new_entry = new.and_then(|i| layout::index_entry_key(index, i, key));
-            if let Some(entry) = &old_entry
-                && old_entry != new_entry
-            {
-                batch.remove(keyspace, entry.clone());
+            let change = layout::index_change(index, primary, type_field, key, old, new);
+            if let Some(entry) = change.remove {
+                batch.remove(keyspace, entry);
             }
-            if let (Some(entry), Some(item)) = (new_entry, new) {
-                let projected = layout::project(index, primary, type_field, item);
-                batch.insert(keyspace, entry, layout::encode_item(&projected));
+            if let Some((entry, value)) = change.put {
+                batch.insert(keyspace, entry, value);
             }
         }
     }

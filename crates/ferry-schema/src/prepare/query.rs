@@ -99,7 +99,14 @@ impl Model {
             merged.remove(&field.name);
         }
         self.fill_context(schema, &mut merged, ctx);
-        self.run_templates(&mut merged, ctx);
+        self.run_templates_for(
+            &mut merged,
+            ctx,
+            &[hash_field]
+                .into_iter()
+                .chain(sort_field)
+                .collect::<Vec<_>>(),
+        );
         let hash = match merged.get(&hash_field.name).filter(|v| !v.is_null()) {
             Some(json) => key_value(hash_field, json)?,
             None => return Err(unresolved(self, index, hash_field)),
