@@ -17,6 +17,10 @@ commands:
                  options: --items N[,N...] (default 100000,1000000)
   bench sync     replicated writes (journal + engine + in-memory cloud) vs local-only writes
                  options: --items N[,N...] (default 10000,50000)
+  bench cli      `ferry get` as a whole process on a database of N items, beside a SQLite
+                 process and the process floor. options: --items N (default 1000000)
+  bench format   the on-disk item format: the codec read owned or in place (view) vs rkyv
+                 (bytes, one attribute, every attribute to JSON, encode)
   bench frames   the relay's frame encoding: ferry-protocol's codec vs rkyv (bytes, encode,
                  decode, zero-copy scope checks)
   bench relay    the relay on loopback (embedded store): uploads vs the in-memory cloud and the
@@ -72,6 +76,9 @@ fn tidy() -> Result<()> {
 fn bench(args: &[&str]) -> Result<()> {
     let mut cargo_args = vec!["run", "--release", "--quiet", "-p", "ferry-bench", "--"];
     cargo_args.extend_from_slice(args);
+    if args.first() == Some(&"cli") {
+        cargo(&["build", "--release", "--quiet", "-p", "ferry-cli"])?;
+    }
     if args.first() == Some(&"dynamo") {
         cargo(&["build", "--release", "--quiet", "-p", "ferry-bench"])?;
         let local = dynamo_local::start()?;

@@ -24,7 +24,7 @@ const ROUNDS: usize = 5;
 #[rkyv(serialize_bounds(__S: rkyv::ser::Writer + rkyv::ser::Allocator, __S::Error: rkyv::rancor::Source))]
 #[rkyv(deserialize_bounds(__D::Error: rkyv::rancor::Source))]
 #[rkyv(bytecheck(bounds(__C: rkyv::validation::ArchiveContext, __C::Error: rkyv::rancor::Source)))]
-enum WireValue {
+pub(crate) enum WireValue {
     S(String),
     N(String),
     B(Vec<u8>),
@@ -57,7 +57,7 @@ struct WirePush {
     changes: Vec<WireChange>,
 }
 
-fn wire_value(value: &Value) -> WireValue {
+pub(crate) fn wire_value(value: &Value) -> WireValue {
     match value {
         Value::S(s) => WireValue::S(s.clone()),
         Value::N(n) => WireValue::N(n.as_str().to_string()),

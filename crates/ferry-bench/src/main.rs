@@ -6,8 +6,10 @@
 //! 100 ms; SQLite: WAL with `synchronous=NORMAL`). Each operation runs in rounds; the table
 //! gives the median round's rate and the ratio of the medians.
 
+mod cli_side;
 mod dynamo_side;
 mod ferry_side;
+mod format_side;
 mod frames_side;
 mod relay_side;
 mod sqlite_side;
@@ -55,7 +57,13 @@ fn main() -> Result<()> {
             let items = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100_000);
             profile(op, items)
         }
+        Some("cli") => {
+            let sizes = parse_sizes(&args, &[1_000_000])?;
+            sizes.iter().try_for_each(|&n| cli_side::run(n))
+        }
+        Some("sqlite-get") => cli_side::sqlite_get_args(&args),
         Some("frames") => frames_side::run(),
+        Some("format") => format_side::run(),
         Some("relay") => {
             let sizes = parse_sizes(&args, &[100_000])?;
             sizes.iter().try_for_each(|&n| relay_side::run(n))
@@ -73,7 +81,9 @@ fn main() -> Result<()> {
             local(&sizes)
         }
         Some(other) => {
-            bail!("unknown benchmark '{other}': try `local`, `sync`, `dynamo`, `frames` or `relay`")
+            bail!(
+                "unknown benchmark '{other}': try `local`, `sync`, `format`, `cli`, `dynamo`, `frames` or `relay`"
+            )
         }
     }
 }

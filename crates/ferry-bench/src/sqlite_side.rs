@@ -25,6 +25,23 @@ impl Sqlite {
         )?;
         Ok(Sqlite { conn })
     }
+
+    /// Opens a database [`Sqlite::open`] made.
+    pub fn open_existing(path: &Path) -> Result<Sqlite> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(Sqlite { conn })
+    }
+
+    /// Item `seq` as JSON.
+    pub fn read(&mut self, seq: u64) -> Result<serde_json::Value> {
+        let (pk, sk) = keys(seq);
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT data FROM items WHERE pk = ?1 AND sk = ?2")?;
+        let data: String = stmt.query_row(params![pk, sk], |row| row.get(0))?;
+        Ok(serde_json::from_str(&data)?)
+    }
 }
 
 fn keys(seq: u64) -> (String, String) {
@@ -53,13 +70,7 @@ impl Subject for Sqlite {
     }
 
     fn get(&mut self, seq: u64) -> Result<()> {
-        let (pk, sk) = keys(seq);
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT data FROM items WHERE pk = ?1 AND sk = ?2")?;
-        let data: String = stmt.query_row(params![pk, sk], |row| row.get(0))?;
-        let _: serde_json::Value = serde_json::from_str(&data)?;
-        Ok(())
+        self.read(seq).map(|_| ())
     }
 
     fn page(&mut self, device: u64) -> Result<usize> {

@@ -324,7 +324,8 @@ fn compare(
             );
         }
         let item = change.item.clone().unwrap_or_default();
-        let cloud_fields = Json::Object(schema_model.to_json(db.schema(), &item, true));
+        let cloud_fields =
+            Json::Object(schema_model.to_json(&ferry::types::ItemRef::of(&item), true));
         let cloud_fields = without_local_field(model, cloud_fields);
         if *fields != cloud_fields {
             bail!("device {name} holds {key} as {fields}, the cloud as {cloud_fields}");

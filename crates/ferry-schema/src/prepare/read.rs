@@ -232,11 +232,14 @@ impl Model {
     }
 }
 
+/// Maps one stored value to its property.
+type ReadOne<'r> = &'r dyn Fn(&ValueRef<'_>) -> Json;
+
 /// Reads `fields` through `get`, which passes a field's stored value to its reader;
 /// `hidden` includes hidden fields, `defaults` fills missing values from the field's default.
 fn read_fields(
     fields: &[Field],
-    get: &dyn Fn(&Field, &dyn Fn(&ValueRef<'_>) -> Json) -> Option<Json>,
+    get: &dyn Fn(&Field, ReadOne<'_>) -> Option<Json>,
     hidden: bool,
     defaults: bool,
 ) -> Props {
@@ -261,11 +264,13 @@ pub(super) fn value_json(field: &Field, value: &Value) -> Json {
 
 /// Whether a stored value reads as its plain JSON mapping (no rule of [`read_value`]).
 pub(super) fn read_as_is(field: &Field, value: &ValueRef<'_>) -> bool {
-    !matches!(
+    let ttl_date = field.ty == FieldType::Date && field.ttl && matches!(value, ValueRef::N(_));
+    let nested = matches!(
         (field.ty, value, &field.schema, &field.items),
         (FieldType::Object, ValueRef::M(_), Some(_), _)
             | (FieldType::Array, ValueRef::L(_), _, Some(_))
-    ) && !(field.ty == FieldType::Date && field.ttl && matches!(value, ValueRef::N(_)))
+    );
+    !(ttl_date || nested)
 }
 
 pub(super) fn read_value(
