@@ -93,7 +93,7 @@ pub fn start() -> Result<DynamoLocal> {
         let version = text.split('"').nth(1)?.to_string();
         version.split('.').next()?.parse::<u32>().ok()
     });
-    if !major.is_some_and(|major| major >= 17) {
+    if major.is_none_or(|major| major < 17) {
         bail!("DynamoDB Local needs Java 17 or later: apt-get install openjdk-17-jre-headless");
     }
     let cache = cache_dir();

@@ -344,7 +344,7 @@ fn reading(seq: usize) -> serde_json::Value {
         "seq": format!("{seq:08}"),
         "temp": 20.5 + (seq % 10) as f64,
         "humidity": 40 + (seq % 30),
-        "ok": seq % 7 != 0,
+        "ok": !seq.is_multiple_of(7),
         "note": NOTE,
     })
 }
@@ -364,7 +364,7 @@ fn row(layout: &Layout, seq: usize) -> Result<ferry::dynamo::AttrMap> {
     item.insert("seq".into(), text(&format!("{seq:08}")));
     item.insert("temp".into(), number(20.5 + (seq % 10) as f64));
     item.insert("humidity".into(), number((40 + seq % 30) as f64));
-    item.insert("ok".into(), Value::Bool(seq % 7 != 0));
+    item.insert("ok".into(), Value::Bool(!seq.is_multiple_of(7)));
     item.insert("note".into(), text(NOTE));
     let hlc = Hlc::new(1_800_000_000_000 + seq as u64, 0);
     let change = Change {

@@ -143,7 +143,7 @@ pub fn run() -> Result<()> {
         .collect();
     let archives: Vec<AlignedVec> = wire
         .iter()
-        .map(|w| rkyv::to_bytes::<RkyvError>(w))
+        .map(rkyv::to_bytes::<RkyvError>)
         .collect::<Result<_, _>>()?;
     let stored_archives: Vec<Vec<u8>> = archives.iter().map(|a| unaligned(a)).collect();
     for (archive, item) in archives.iter().zip(&items) {

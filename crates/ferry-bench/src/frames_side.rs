@@ -105,7 +105,7 @@ fn reading(seq: usize) -> Change {
         Value::N("21.5".parse().unwrap_or_else(|_| 0i64.into())),
     );
     item.insert("humidity".into(), Value::int(40 + (seq % 30) as i64));
-    item.insert("ok".into(), Value::Bool(seq % 7 != 0));
+    item.insert("ok".into(), Value::Bool(!seq.is_multiple_of(7)));
     item.insert(
         "note".into(),
         text("steady reading from the north sensor, nominal, no alarm".into()),
