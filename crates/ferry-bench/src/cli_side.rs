@@ -58,7 +58,10 @@ pub fn sqlite_get(path: &str, seq: u64) -> Result<()> {
 pub fn run(items: u64) -> Result<()> {
     let ferry = ferry_binary()?;
     let dir = tempfile::tempdir()?;
-    let (ferry_dir, sqlite_path) = (dir.path().join("ferry"), dir.path().join("sqlite.db"));
+    // FERRY_BENCH_KEEP=DIR keeps the databases there (to profile a run by hand).
+    let root = std::env::var_os("FERRY_BENCH_KEEP")
+        .map_or_else(|| dir.path().to_path_buf(), PathBuf::from);
+    let (ferry_dir, sqlite_path) = (root.join("ferry"), root.join("sqlite.db"));
     eprintln!("loading {items} items into each store...");
     {
         let mut db = ferry_side::Ferry::open(&ferry_dir)?;
