@@ -282,11 +282,11 @@ pub fn decode_item(bytes: &[u8]) -> Result<Item> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip_every_type() {
+    /// An item with a value of every type (shared by the view's tests).
+    pub(crate) fn every_type() -> Item {
         let mut item = Item::new();
         item.insert("s".into(), Value::S("hé".into()));
         item.insert("n".into(), Value::N(Number::parse("-1.5e3").unwrap()));
@@ -303,6 +303,12 @@ mod tests {
         );
         item.insert("ns".into(), Value::Ns([Number::from(1i64)].into()));
         item.insert("bs".into(), Value::Bs([vec![1u8]].into()));
+        item
+    }
+
+    #[test]
+    fn round_trip_every_type() {
+        let item = every_type();
         let mut bytes = Vec::new();
         encode_item(&item, &mut bytes);
         assert_eq!(decode_item(&bytes).unwrap(), item);

@@ -243,20 +243,8 @@ mod tests {
     fn sample() -> Item {
         let mut inner = Item::new();
         inner.insert("x".into(), Value::N(Number::from(7i64)));
-        let mut item = Item::new();
-        item.insert("s".into(), Value::S("hé".into()));
-        item.insert("n".into(), Value::N(Number::parse("-1.5e3").unwrap()));
-        item.insert("b".into(), Value::B(vec![0, 200]));
-        item.insert("t".into(), Value::Bool(true));
-        item.insert("z".into(), Value::Null);
+        let mut item = crate::codec::tests::every_type();
         item.insert("m".into(), Value::M(inner));
-        item.insert("l".into(), Value::L(vec![Value::Bool(false), Value::Null]));
-        item.insert(
-            "ss".into(),
-            Value::Ss(["a".to_string(), "b".to_string()].into()),
-        );
-        item.insert("ns".into(), Value::Ns([Number::from(1i64)].into()));
-        item.insert("bs".into(), Value::Bs([vec![1u8]].into()));
         item
     }
 
