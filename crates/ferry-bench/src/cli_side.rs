@@ -48,13 +48,6 @@ fn timed(mut make: impl FnMut(u64) -> Command, items: u64) -> Result<Vec<f64>> {
     Ok(times)
 }
 
-/// The child side of the SQLite contender: opens the database, reads one item, prints it.
-pub fn sqlite_get(path: &str, seq: u64) -> Result<()> {
-    let json = sqlite_side::Sqlite::open_existing(Path::new(path))?.read(seq)?;
-    println!("{json}");
-    Ok(())
-}
-
 pub fn run(items: u64) -> Result<()> {
     let ferry = ferry_binary()?;
     let dir = tempfile::tempdir()?;
@@ -126,12 +119,15 @@ pub fn run(items: u64) -> Result<()> {
     Ok(())
 }
 
-/// `sqlite-get PATH SEQ`.
-pub fn sqlite_get_args(args: &[String]) -> Result<()> {
+/// The child side of the SQLite contender, `sqlite-get PATH SEQ`: opens the database,
+/// reads one item, prints it.
+pub fn sqlite_get(args: &[String]) -> Result<()> {
     let path = args.get(1).context("sqlite-get needs a database path")?;
     let seq = args
         .get(2)
         .and_then(|n| n.parse().ok())
         .context("sqlite-get needs an item number")?;
-    sqlite_get(path, seq)
+    let json = sqlite_side::Sqlite::open_existing(Path::new(path))?.read(seq)?;
+    println!("{json}");
+    Ok(())
 }

@@ -61,7 +61,7 @@ fn main() -> Result<()> {
             let sizes = parse_sizes(&args, &[1_000_000])?;
             sizes.iter().try_for_each(|&n| cli_side::run(n))
         }
-        Some("sqlite-get") => cli_side::sqlite_get_args(&args),
+        Some("sqlite-get") => cli_side::sqlite_get(&args),
         Some("frames") => frames_side::run(),
         Some("format") => format_side::run(),
         Some("relay") => {
