@@ -15,6 +15,8 @@ commands:
   tidy           formatting and lints (cargo fmt --check, cargo clippy -D warnings)
   bench local    Ferry vs SQLite, side by side: create, get, page query, update (release build)
                  options: --items N[,N...] (default 100000,1000000)
+  bench scale    Ferry alone as one database grows: get, page and resident memory at each
+                 size, against the first. options: --items N[,N...] (default 1000000,10000000)
   bench sync     replicated writes (journal + engine + in-memory cloud) vs local-only writes
                  options: --items N[,N...] (default 10000,50000)
   bench cli      `ferry get` as a whole process on a database of N items, beside a SQLite

@@ -76,13 +76,17 @@ fn main() -> Result<()> {
             let sizes = parse_sizes(&args, &[10_000, 50_000])?;
             sync(&sizes)
         }
+        Some("scale") => {
+            let sizes = parse_sizes(&args, &[1_000_000, 10_000_000])?;
+            scale(&sizes)
+        }
         Some("local") | None => {
             let sizes = parse_sizes(&args, &[100_000, 1_000_000])?;
             local(&sizes)
         }
         Some(other) => {
             bail!(
-                "unknown benchmark '{other}': try `local`, `sync`, `format`, `cli`, `dynamo`, `frames` or `relay`"
+                "unknown benchmark '{other}': try `local`, `scale`, `sync`, `format`, `cli`, `dynamo`, `frames` or `relay`"
             )
         }
     }
@@ -227,6 +231,44 @@ fn local(sizes: &[u64]) -> Result<()> {
     }
     print_table(&rows, &rss);
     print_alone(&alone);
+    Ok(())
+}
+
+/// Ferry alone as one database grows through `sizes` (ascending): get and page rates and
+/// resident memory at each size, each rate against the first size's.
+fn scale(sizes: &[u64]) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("ferry");
+    let mut rows: Vec<(u64, f64, f64, u64)> = Vec::new();
+    let mut loaded = 0;
+    for &items in sizes {
+        eprintln!("loading to {items} items...");
+        let mut ferry = ferry_side::Ferry::open(&path)?;
+        for seq in loaded..items {
+            ferry.create(seq)?;
+        }
+        loaded = loaded.max(items);
+        let pages = (items / ITEMS_PER_DEVICE).clamp(1, 400);
+        let get = median_rate(&mut ferry, Op::Get, 20_000, items)?;
+        let page = median_rate(&mut ferry, Op::Page, pages, items)?;
+        drop(ferry);
+        let rss = ferry_side::measure_rss(&path, items)?;
+        eprintln!("  {items}: get {get:.0}/s page {page:.0}/s");
+        rows.push((items, get, page, rss));
+    }
+    let Some(&(_, first_get, first_page, _)) = rows.first() else {
+        return Ok(());
+    };
+    println!("| items | get ops/s | / first | page ops/s | / first | resident memory |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for (items, get, page, rss) in rows {
+        println!(
+            "| {items} | {get:.0} | {:.2}x | {page:.0} | {:.2}x | {:.1} MiB |",
+            get / first_get,
+            page / first_page,
+            rss as f64 / (1024.0 * 1024.0)
+        );
+    }
     Ok(())
 }
 

@@ -402,6 +402,17 @@ impl Record<'_> {
 }
 
 /// The parts of an index definition that change its entries.
+impl Drop for Store {
+    /// A clean close moves everything into tables, so the next open replays no journal (a
+    /// `ferry get` process opens the store for one read). A failure here loses nothing: the
+    /// journal stays and the next open replays it.
+    fn drop(&mut self) {
+        if !self.poisoned.load(Ordering::Acquire) {
+            let _ = self.db.flush_all();
+        }
+    }
+}
+
 fn index_definition(index: &Index) -> String {
     format!(
         "{}|{}|{:?}|{:?}",

@@ -311,6 +311,45 @@ fn memory_models_start_empty_after_reopen() {
     assert_eq!(in_index.len(), 1, "the mem item's index entry is gone too");
 }
 
+#[test]
+fn a_clean_close_leaves_no_journal_to_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let journals = || -> Vec<std::path::PathBuf> {
+        let paths = std::fs::read_dir(dir.path()).unwrap();
+        let paths = paths.map(|entry| entry.unwrap().path());
+        paths
+            .filter(|path| path.extension().is_some_and(|ext| ext == "jnl"))
+            .collect()
+    };
+    let journal_bytes = || -> u64 {
+        journals()
+            .iter()
+            .map(|path| path.metadata().unwrap().len())
+            .sum()
+    };
+    let store = open(dir.path());
+    for sk in 0..2000 {
+        store
+            .write(Durability::Default, |tx| {
+                tx.put(item(1, sk, Some(0), sk)).map(|_| ())
+            })
+            .unwrap();
+    }
+    assert!(journal_bytes() > 0, "writes are journaled");
+    drop(store);
+    let store = Store::open(dir.path(), None, &Options::default()).unwrap();
+    assert_eq!(journal_bytes(), 0, "the reopen found nothing to replay");
+    assert!((0..2000).all(|sk| store.get(&key(1, sk)).unwrap().is_some()));
+    let before = journals();
+    drop(store);
+    drop(Store::open(dir.path(), None, &Options::default()).unwrap());
+    assert_eq!(
+        journals(),
+        before,
+        "closing an unchanged store starts no journal"
+    );
+}
+
 /// Diagnostics for tuning (run by hand): `cargo test --release -p ferry-store -- --ignored --nocapture lsm_shape`.
 #[test]
 #[ignore = "a manual tuning aid: loads many items and prints the LSM shape"]
