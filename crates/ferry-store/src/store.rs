@@ -110,10 +110,16 @@ impl Store {
                 other => fail(other),
             })?;
         // Uncompressed data blocks: reads skip decompression (the OS caches them as is).
+        // Index and filter blocks are partitioned from L2, where tables are large: a point
+        // read then loads one small partition, not a table's whole index, when the small
+        // cache no longer holds them (10M items).
         let keyspace_options = || {
+            let partitioned = || fjall::config::PartitioningPolicy::new([false, false, true]);
             KeyspaceCreateOptions::default()
                 .max_memtable_size(MEMTABLE_BYTES_MAX)
                 .data_block_compression_policy(fjall::config::CompressionPolicy::disabled())
+                .index_block_partitioning_policy(partitioned())
+                .filter_block_partitioning_policy(partitioned())
         };
         let open = |name: &str| db.keyspace(name, keyspace_options).map_err(fail);
         let meta = open("meta")?;
