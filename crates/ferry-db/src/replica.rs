@@ -27,11 +27,10 @@ pub(crate) struct Replica {
     staged: Mutex<Vec<Staged>>,
 }
 
-/// A queued outbox entry, as the sync engine hears of it.
+/// A queued outbox entry, until its commit is seen.
 pub(crate) struct Staged {
     pub key: Key,
     pub version: Version,
-    pub bytes: usize,
 }
 
 impl Replica {
@@ -106,11 +105,20 @@ impl Replica {
         }
     }
 
-    /// Takes the entries queued since the last call that pass `ready`; the others stay.
-    pub fn take_staged_if(&self, ready: impl Fn(&Staged) -> bool) -> Vec<Staged> {
+    /// Takes the entries queued since the last call whose commit `committed` finds, with
+    /// the size it gives; the others stay.
+    pub fn take_committed(
+        &self,
+        committed: impl Fn(&Staged) -> Option<usize>,
+    ) -> Vec<(Staged, usize)> {
         let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
-        let (taken, kept) = std::mem::take(&mut *staged).into_iter().partition(ready);
-        *staged = kept;
+        let mut taken = Vec::new();
+        for entry in std::mem::take(&mut *staged) {
+            match committed(&entry) {
+                Some(bytes) => taken.push((entry, bytes)),
+                None => staged.push(entry),
+            }
+        }
         taken
     }
 }
@@ -253,7 +261,10 @@ impl Replica {
             }
         }
         let staged = queue_entry(tx, change, now_ms, base)?;
-        Ok((staged.version, staged.bytes))
+        let bytes = tx
+            .pending(&staged.key)?
+            .map_or(0, |entry| entry.encoded_len());
+        Ok((staged.version, bytes))
     }
 
     /// Queues `change`, which replaces the version `over` (if any), in `tx` and stages its
@@ -275,7 +286,8 @@ impl Replica {
     }
 }
 
-/// Puts `change` in the outbox in `tx`; returns what the sync engine must hear of it.
+/// Puts `change` in the outbox in `tx`; returns what the sync engine must hear of it once
+/// it commits.
 fn queue_entry(
     tx: &mut Tx<'_>,
     change: Change,
@@ -290,7 +302,6 @@ fn queue_entry(
     let staged = Staged {
         key: entry.change.key.clone(),
         version: entry.change.version.clone(),
-        bytes: entry.encoded_len(),
     };
     // A fresh stamp is newer than anything pending, so the entry always replaces it.
     tx.queue(entry)?;

@@ -246,12 +246,17 @@ impl Db {
             return;
         };
         let store = &self.inner.store;
-        let committed = |s: &crate::replica::Staged| matches!(store.pending_version(&s.key), Ok(Some(version)) if version >= s.version);
-        for staged in self.inner.replica.take_staged_if(committed) {
+        // The stored entry gives its size: the write need not encode it twice.
+        let committed = |s: &crate::replica::Staged| match store.pending_version_and_bytes(&s.key) {
+            Ok(Some((version, bytes))) if version >= s.version => Some(bytes),
+            _ => None,
+        };
+        for (staged, bytes) in self.inner.replica.take_committed(committed) {
+            let (key, version) = (staged.key, staged.version);
             replication.notify(Input::Queued {
-                key: staged.key,
-                version: staged.version,
-                bytes: staged.bytes,
+                key,
+                version,
+                bytes,
             });
         }
     }

@@ -15,7 +15,7 @@ mod background;
 mod driver;
 mod link;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,10 @@ struct Syncer {
     inbox: Mutex<Inbox>,
     /// The engine as the last step left it, for `status()` (never waits for a step).
     snapshot: Mutex<EngineStatus>,
+    /// Bytes of queued changes the engine can hear of at its next deadline
+    /// ([`Engine::queue_slack_bytes`] after the last step): writers wake the driver only
+    /// past them, not once a write.
+    queue_slack_bytes: AtomicUsize,
     requested: AtomicU64,
     answered: Mutex<u64>,
     answer: Condvar,
@@ -115,6 +119,27 @@ impl Delivered {
 struct Inbox {
     inputs: Vec<Input>,
     overflowed: bool,
+    /// Bytes of the `Queued` inputs since the last step took the inbox.
+    queued_bytes: usize,
+}
+
+impl Inbox {
+    /// Adds `input`; returns whether the driver must wake for it: always, but for queued
+    /// changes the engine can hear of at its next deadline (`slack_bytes` of them).
+    fn push(&mut self, input: Input, slack_bytes: usize) -> bool {
+        let wake = match &input {
+            Input::Queued { bytes, .. } => {
+                self.queued_bytes = self.queued_bytes.saturating_add(*bytes);
+                self.queued_bytes >= slack_bytes
+            }
+            _ => true,
+        };
+        match (&input, self.inputs.len() >= INBOX_INPUTS_MAX) {
+            (Input::Queued { .. }, true) => self.overflowed = true,
+            _ => self.inputs.push(input),
+        }
+        wake
+    }
 }
 
 impl Syncer {
@@ -139,12 +164,11 @@ impl Syncer {
 
     fn push_input(&self, input: Input) {
         let mut inbox = lock(&self.inbox);
-        match (&input, inbox.inputs.len() >= INBOX_INPUTS_MAX) {
-            (Input::Queued { .. }, true) => inbox.overflowed = true,
-            _ => inbox.inputs.push(input),
-        }
+        let wake = inbox.push(input, self.queue_slack_bytes.load(Ordering::Acquire));
         drop(inbox);
-        self.wake.notify();
+        if wake {
+            self.wake.notify();
+        }
     }
 
     /// Hands a cloud change's event to the trigger thread, so that a trigger runs off the
@@ -166,6 +190,13 @@ impl Syncer {
 
     fn publish(&self, engine: &Engine) {
         *lock(&self.snapshot) = engine.status();
+        let slack = engine.queue_slack_bytes();
+        self.queue_slack_bytes.store(slack, Ordering::Release);
+        // Writers during the step judged by the slack before it.
+        let queued = lock(&self.inbox).queued_bytes;
+        if queued > 0 && queued >= slack {
+            self.wake.notify();
+        }
     }
 
     fn answer_sync(&self) {
@@ -232,9 +263,10 @@ pub fn attach<T: Transport>(db: &Db, transport: T, options: SyncOptions) -> Resu
         driver: Mutex::new(None),
         inbox: Mutex::new(Inbox {
             inputs: db.queued_inputs()?,
-            overflowed: false,
+            ..Inbox::default()
         }),
         snapshot: Mutex::new(driver.engine.status()),
+        queue_slack_bytes: AtomicUsize::new(0),
         requested: AtomicU64::new(0),
         answered: Mutex::new(0),
         answer: Condvar::new(),
@@ -346,4 +378,44 @@ impl Syncer {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_types::{Hlc, Version};
+
+    fn queued(sk: u64, bytes: usize) -> Input {
+        let key = Key {
+            hash: ferry_types::Value::S("k".into()),
+            sort: Some(ferry_types::Value::N(sk.into())),
+        };
+        let version = Version {
+            hlc: Hlc::new(1, 0),
+            replica: ferry_types::ReplicaId::from_random(1),
+        };
+        Input::Queued {
+            key,
+            version,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn queued_changes_wake_the_driver_only_past_the_engines_slack() {
+        let mut inbox = Inbox::default();
+        assert!(
+            inbox.push(queued(1, 100), 0),
+            "no slack: every change wakes"
+        );
+        let mut inbox = Inbox::default();
+        assert!(!inbox.push(queued(1, 100), 250));
+        assert!(!inbox.push(queued(2, 100), 250));
+        assert!(inbox.push(queued(3, 100), 250), "300 bytes reach the slack");
+        assert!(
+            inbox.push(Input::SyncRequested, usize::MAX),
+            "other inputs always wake"
+        );
+        assert_eq!(inbox.inputs.len(), 4, "every input is kept");
+    }
 }

@@ -400,6 +400,19 @@ impl Store {
         self.pending_version_at(&layout::key_bytes(key))
     }
 
+    /// The pending version of `key` (committed state) and the encoded size of its entry.
+    pub fn pending_version_and_bytes(&self, key: &Key) -> Result<Option<(Version, usize)>> {
+        let value = (self.outbox.get(layout::key_bytes(key))).map_err(|e| self.fail(e))?;
+        value
+            .map(|v| {
+                Ok((
+                    self.decoded(ferry_journal::decode_outbox_version(&v))?,
+                    v.len(),
+                ))
+            })
+            .transpose()
+    }
+
     fn pending_version_at(&self, key: &[u8]) -> Result<Option<Version>> {
         let value = self.outbox.get(key).map_err(|e| self.fail(e))?;
         value

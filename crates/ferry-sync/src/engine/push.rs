@@ -442,6 +442,19 @@ impl Engine {
         }
     }
 
+    /// How many bytes of newly queued changes the engine may hear of late (at its next
+    /// deadline) without acting differently before then, so a driver need not wake for
+    /// them: 0 when a queued change would start the sync delay, the bytes left to
+    /// `sync_limit_bytes` while the delay runs, and all of them when a send is due already
+    /// (queued changes join it).
+    pub fn queue_slack_bytes(&self) -> usize {
+        match self.pushes.send_at_ms {
+            None => 0,
+            Some(at_ms) if at_ms <= self.now_ms => usize::MAX,
+            Some(_) => (self.config.sync_limit_bytes).saturating_sub(self.pushes.ready_bytes),
+        }
+    }
+
     pub(super) fn next_push_deadline(&self) -> Option<u64> {
         let pushes = &self.pushes;
         let timeout_ms = pushes.batches.values().map(|batch| batch.deadline_ms).min();

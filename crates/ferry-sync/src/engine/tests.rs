@@ -212,6 +212,30 @@ fn reaching_the_sync_limit_sends_at_once() {
 }
 
 #[test]
+fn queue_slack_is_what_can_wait_for_the_next_deadline() {
+    let mut sim = Sim::new(EngineConfig {
+        sync_limit_bytes: 1_000,
+        ..config()
+    });
+    assert_eq!(
+        sim.engine.queue_slack_bytes(),
+        0,
+        "a first change starts the delay"
+    );
+    sim.queue(1, 1, 600);
+    assert_eq!(
+        sim.engine.queue_slack_bytes(),
+        400,
+        "the rest of the sync limit"
+    );
+    sim.queue(2, 2, 100);
+    assert_eq!(sim.engine.queue_slack_bytes(), 300);
+    let sent = pushes(&sim.queue(3, 3, 300));
+    assert_eq!(sent.len(), 1, "reaching the limit sends at once");
+    assert_eq!(sim.engine.queue_slack_bytes(), 0, "nothing left waiting");
+}
+
+#[test]
 fn sync_requested_sends_at_once() {
     let mut sim = Sim::new(config());
     sim.queue(1, 1, 10);
