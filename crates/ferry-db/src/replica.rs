@@ -24,7 +24,7 @@ pub(crate) struct Replica {
     pub id: ReplicaId,
     clock: Mutex<HlcClock>,
     /// Outbox entries written by commits not yet reported to the sync engine.
-    staged: Mutex<Vec<Staged>>,
+    pub(crate) staged: Mutex<Vec<Staged>>,
 }
 
 /// A queued outbox entry, until its commit is seen.

@@ -242,16 +242,19 @@ impl Db {
     /// waits for a later call: told too early, the driver would find no such change in
     /// the outbox and forget it.
     pub(crate) fn report_staged(&self) {
-        let Some(replication) = self.inner.sync.get() else {
-            return;
-        };
         let store = &self.inner.store;
         // The stored entry gives its size: the write need not encode it twice.
         let committed = |s: &crate::replica::Staged| match store.pending_version_and_bytes(&s.key) {
             Ok(Some((version, bytes))) if version >= s.version => Some(bytes),
             _ => None,
         };
-        for (staged, bytes) in self.inner.replica.take_committed(committed) {
+        let taken = self.inner.replica.take_committed(committed);
+        // Not attached: the driver reads the outbox once its hook is set, and these
+        // entries are in it already.
+        let Some(replication) = self.inner.sync.get() else {
+            return;
+        };
+        for (staged, bytes) in taken {
             let (key, version) = (staged.key, staged.version);
             replication.notify(Input::Queued {
                 key,
@@ -336,7 +339,7 @@ impl Db {
         (self.inner.sync.set(replication)).map_err(|_| {
             Error::Argument("this database is already attached to a transport".into())
         })?;
-        // Writes committed before the hook was set were staged without it: tell them now.
+        // Writes that committed while the hook was being set: tell them now.
         self.report_staged();
         Ok(())
     }
@@ -481,4 +484,33 @@ impl Db {
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, Db};
+
+    #[test]
+    fn a_database_never_attached_keeps_no_notifications() {
+        let schema = ferry_schema::Schema::parse(
+            r#"{
+                version: '1',
+                indexes: { primary: { hash: 'pk', sort: 'sk' } },
+                models: { R: {
+                    pk: { type: 'string', value: 'r' }, sk: { type: 'string', value: '${n}' },
+                    n: { type: 'number', required: true },
+                } },
+                control: { R: { sync: 'up' } },
+            }"#,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), Config::with_schema(schema)).unwrap();
+        for n in 0..100 {
+            db.create("R", serde_json::json!({ "n": n })).unwrap();
+        }
+        assert_eq!(db.status().pending_changes, 100, "every write is queued");
+        let staged = db.inner.replica.staged.lock().unwrap().len();
+        assert_eq!(staged, 0, "the outbox holds them; memory does not");
+    }
 }

@@ -261,10 +261,7 @@ pub fn attach<T: Transport>(db: &Db, transport: T, options: SyncOptions) -> Resu
     let delivered = Arc::new(Delivered::default());
     let syncer = Arc::new(Syncer {
         driver: Mutex::new(None),
-        inbox: Mutex::new(Inbox {
-            inputs: db.queued_inputs()?,
-            ..Inbox::default()
-        }),
+        inbox: Mutex::new(Inbox::default()),
         snapshot: Mutex::new(driver.engine.status()),
         queue_slack_bytes: AtomicUsize::new(0),
         requested: AtomicU64::new(0),
@@ -282,6 +279,10 @@ pub fn attach<T: Transport>(db: &Db, transport: T, options: SyncOptions) -> Resu
         delivered,
     });
     db.attach_replication(Box::new(Handle(Arc::clone(&syncer))))?;
+    // The outbox as it is once writers report to the hook: a write committed before is
+    // in it, one committed after is reported (both is harmless: the engine keeps the newest).
+    let pending = db.queued_inputs()?;
+    lock(&syncer.inbox).inputs.splice(0..0, pending);
     match options.background {
         true => background::start(db.downgrade(), driver, Arc::clone(&syncer))?,
         false => *lock(&syncer.driver) = Some(driver),

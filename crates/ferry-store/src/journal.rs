@@ -395,12 +395,8 @@ impl Store {
         Ok(keys)
     }
 
-    /// The pending version of `key` (committed state), without decoding the entry's item.
-    pub fn pending_version(&self, key: &Key) -> Result<Option<Version>> {
-        self.pending_version_at(&layout::key_bytes(key))
-    }
-
-    /// The pending version of `key` (committed state) and the encoded size of its entry.
+    /// The pending version of `key` (committed state) and the encoded size of its entry,
+    /// without decoding the entry's item.
     pub fn pending_version_and_bytes(&self, key: &Key) -> Result<Option<(Version, usize)>> {
         let value = (self.outbox.get(layout::key_bytes(key))).map_err(|e| self.fail(e))?;
         value
