@@ -57,12 +57,8 @@ fn stored(seq: u64) -> ferry::types::Item {
 }
 
 fn archived_json(value: &ArchivedWireValue) -> Json {
-    use base64::Engine;
-    let b64 = |b: &[u8]| Json::String(base64::engine::general_purpose::STANDARD.encode(b));
-    let number = |n: &str| match n.parse::<i64>() {
-        Ok(n) => Json::from(n),
-        Err(_) => serde_json::from_str(n).unwrap_or_else(|_| Json::String(n.to_string())),
-    };
+    // The same mapping of numbers and binaries as the codec's view, so both do one job.
+    use ferry::types::json::{base64_json as b64, number_text_to_json as number};
     match value {
         ArchivedWireValue::S(s) => Json::String(s.to_string()),
         ArchivedWireValue::N(n) => number(n),

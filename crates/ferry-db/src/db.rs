@@ -291,10 +291,11 @@ impl Db {
         let Some(attr) = self.model_of(item).and_then(|m| m.ttl_attr()) else {
             return false;
         };
-        match item.get(attr) {
-            Some(Value::N(n)) => n.as_i64().is_some_and(|s| s.saturating_mul(1000) <= now_ms),
-            _ => false,
-        }
+        let seconds = match item.get(attr) {
+            Some(Value::N(n)) => n.as_i64(),
+            _ => None,
+        };
+        ttl_due(seconds, now_ms)
     }
 
     /// Item -> JSON for a caller, hidden fields only when asked.
@@ -446,4 +447,10 @@ impl Db {
         }
         Ok(())
     }
+}
+
+/// The TTL rule, for owned items and views alike: the attribute holds epoch seconds, and
+/// the item is gone from that second on.
+pub(crate) fn ttl_due(seconds: Option<i64>, now_ms: i64) -> bool {
+    seconds.is_some_and(|seconds| seconds.saturating_mul(1000) <= now_ms)
 }

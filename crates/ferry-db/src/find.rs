@@ -289,11 +289,11 @@ fn json_of(model: &Model, item: &ItemRef<'_>, reading: Reading<'_>) -> Result<Js
 
 /// Has the TTL of `model`'s item passed at `now_ms`?
 fn ttl_passed(model: &Model, item: &ItemRef<'_>, now_ms: i64) -> bool {
-    model
+    let seconds = model
         .ttl_attr()
         .and_then(|attr| item.get(attr))
-        .and_then(ValueRef::as_i64)
-        .is_some_and(|seconds| seconds.saturating_mul(1000) <= now_ms)
+        .and_then(ValueRef::as_i64);
+    crate::db::ttl_due(seconds, now_ms)
 }
 
 /// The value a filter compares: an attribute, or a packed property's `attr.sub` in a map.

@@ -57,7 +57,7 @@ fn number_to_json(n: &Number) -> Json {
 }
 
 /// A number's decimal text as a JSON number (its own text, should it not parse).
-pub(crate) fn number_text_to_json(text: &str) -> Json {
+pub fn number_text_to_json(text: &str) -> Json {
     // Most numbers are integers: skip the JSON parser for them.
     if let Ok(int) = text.parse::<i64>() {
         return Json::from(int);
@@ -69,7 +69,7 @@ pub(crate) fn number_text_to_json(text: &str) -> Json {
 }
 
 /// Binary as base64 text.
-pub(crate) fn base64_json(bytes: &[u8]) -> Json {
+pub fn base64_json(bytes: &[u8]) -> Json {
     Json::String(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
