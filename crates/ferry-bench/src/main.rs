@@ -136,19 +136,26 @@ fn sync(sizes: &[u64]) -> Result<()> {
         }
     }
     println!(
-        "| changes | replicated (write + sync) changes/s | local-only writes/s | replicated / local | bytes per change |"
+        "| changes | replicated (write + sync) changes/s | local-only writes/s | replicated / local | CPU us per change, replicated / local | bytes per change |"
     );
-    println!("|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|");
     for &changes in sizes {
         let mut runs: Vec<&sync_side::SyncRow> =
             rows.iter().filter(|r| r.changes == changes).collect();
         runs.sort_by(|a, b| a.synced_per_s.total_cmp(&b.synced_per_s));
         let median = runs[runs.len() / 2];
+        let cpu = |side: fn(&sync_side::SyncRow) -> f64| {
+            let mut us: Vec<f64> = runs.iter().map(|r| side(r)).collect();
+            us.sort_by(f64::total_cmp);
+            us[us.len() / 2]
+        };
+        let (synced_cpu, local_cpu) = (cpu(|r| r.synced_cpu_us), cpu(|r| r.local_cpu_us));
         println!(
-            "| {changes} | {:.0} | {:.0} | {:.2}x | {:.0} |",
+            "| {changes} | {:.0} | {:.0} | {:.2}x | {synced_cpu:.1} / {local_cpu:.1} ({:.2}x) | {:.0} |",
             median.synced_per_s,
             median.local_per_s,
             median.synced_per_s / median.local_per_s,
+            local_cpu / synced_cpu,
             median.bytes_per_change
         );
     }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ferry::Attach;
 use ferry::{Config, Db, MemoryCloud, MemoryTransport, Schema, SyncOptions};
 use serde_json::json;
@@ -30,11 +30,14 @@ const SCHEMA: &str = r#"{
 /// Changes written before the measured ones to size a queued change (uploaded with them).
 const PROBE_CHANGES: u64 = 100;
 
-/// One result row: changes per second for each side, and the encoded bytes per change.
+/// One result row: changes per second and CPU time per change for each side, and the
+/// encoded bytes per change.
 pub struct SyncRow {
     pub changes: u64,
     pub synced_per_s: f64,
     pub local_per_s: f64,
+    pub synced_cpu_us: f64,
+    pub local_cpu_us: f64,
     pub bytes_per_change: f64,
 }
 
@@ -57,18 +60,18 @@ pub fn run(changes: u64) -> Result<SyncRow> {
     let cloud = Arc::new(Mutex::new(MemoryCloud::default()));
     db.attach(MemoryTransport::new(cloud.clone()), SyncOptions::default())?;
 
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), process_cpu()?);
     for seq in 0..changes {
         db.create("Local", item(seq))?;
     }
-    let local = started.elapsed();
+    let (local, local_cpu) = (started.elapsed(), process_cpu()? - cpu);
 
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), process_cpu()?);
     for seq in 0..changes {
         db.create("Synced", item(seq))?;
     }
     db.sync(Duration::from_secs(600))?;
-    let synced = started.elapsed();
+    let (synced, synced_cpu) = (started.elapsed(), process_cpu()? - cpu);
     let uploaded = cloud.lock().map(|c| c.len()).unwrap_or(0) as u64;
     anyhow::ensure!(
         uploaded == changes + PROBE_CHANGES,
@@ -79,6 +82,31 @@ pub fn run(changes: u64) -> Result<SyncRow> {
         changes,
         synced_per_s: changes as f64 / synced.as_secs_f64(),
         local_per_s: changes as f64 / local.as_secs_f64(),
+        synced_cpu_us: synced_cpu * 1e6 / changes as f64,
+        local_cpu_us: local_cpu * 1e6 / changes as f64,
         bytes_per_change,
     })
 }
+
+/// Seconds of CPU this process (every thread: the writer, the sync driver, fjall's
+/// workers) has used. Other tenants of a shared machine slow the wall clock much more
+/// than they change this, so it shows what a change costs where rates are noisy.
+fn process_cpu() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name, which ends with the last ')': utime and stime are
+    // the 12th and 13th, in clock ticks of 10 ms on Linux.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |at: usize| -> Result<f64> {
+        let field = fields
+            .get(at)
+            .context("/proc/self/stat is shorter than expected")?;
+        Ok(field.parse::<f64>()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) / CLOCK_TICKS_PER_S)
+}
+
+/// `sysconf(_SC_CLK_TCK)`, which is 100 on every Linux the project runs on.
+const CLOCK_TICKS_PER_S: f64 = 100.0;

@@ -10,6 +10,8 @@ use crate::{Db, Error, Result};
 
 /// Version byte of a pagination cursor.
 const CURSOR_V1: u8 = 1;
+/// Page slots reserved before a scan; a larger limit grows the page as items come.
+const PAGE_ITEMS_RESERVED: usize = 100;
 
 /// Options of a find.
 #[derive(Debug, Clone, Default)]
@@ -160,9 +162,9 @@ impl Db {
         let projected = query.index != "primary"
             && !options.follow
             && self.schema().index(&query.index)?.project != Projection::All;
-        let mut items = Vec::new();
+        let mut items = Vec::with_capacity(limit.min(PAGE_ITEMS_RESERVED));
         let mut count = 0;
-        let mut last_key = None;
+        let mut last_key = Vec::new();
         let mut more = false;
         self.scan_rows(model, query, options, |row_key, item| {
             if count == limit {
@@ -174,14 +176,12 @@ impl Db {
             if !options.count {
                 items.push(self.shape(model, item, options, projected, shape)?);
             }
-            last_key = Some(row_key.to_vec());
+            last_key.clear();
+            last_key.extend_from_slice(row_key);
             Ok(true)
         })?;
-        let next = if more {
-            last_key.map(|k| encode_cursor(&k))
-        } else {
-            None
-        };
+        // A zero limit matches nothing to resume after.
+        let next = (more && count > 0).then(|| encode_cursor(&last_key));
         Ok(Page { items, next, count })
     }
 

@@ -179,13 +179,18 @@ impl Replica {
         item: &mut Item,
         now_ms: i64,
     ) -> Result<()> {
+        let tombstone = tx.tombstone(key)?;
         let over = match tx.get(key)? {
             Some(old) => version_of(&old),
-            None => tx.tombstone(key)?.map(|t| t.version),
+            None => tombstone.as_ref().map(|t| t.version.clone()),
         };
         let version = self.stamp_over(tx, now_ms, over.as_ref());
         item.insert(VERSION_ATTR.to_string(), Value::S(version.to_text()));
-        tx.clear_tombstone(key);
+        // Only a tombstone that exists is removed: a removal of nothing would still be a
+        // record in every replicated write's batch, and one more for compaction to drop.
+        if tombstone.is_some() {
+            tx.clear_tombstone(key);
+        }
         let change = Change {
             model: model.name.clone(),
             key: key.clone(),

@@ -52,7 +52,9 @@ impl Model {
     /// Keeps the given properties that are fields; a name that is neither a field nor a
     /// context name is an "unknown property" error.
     fn accept(&self, given: &Props, ctx: &Context, errors: &mut Vec<FieldError>) -> Props {
-        let mut props = Props::new();
+        // Room for the templates, context and defaults still to come: growing in steps
+        // reallocates it each write.
+        let mut props = Props::with_capacity(self.fields.len());
         for (name, value) in given {
             if self.field(name).is_some() {
                 props.insert(name.clone(), value.clone());

@@ -243,8 +243,11 @@ fn read_fields(
     hidden: bool,
     defaults: bool,
 ) -> Props {
-    let mut props = Props::with_capacity(fields.len());
-    for field in fields.iter().filter(|f| hidden || !f.hidden) {
+    let shown = |field: &&Field| hidden || !field.hidden;
+    // Sized for what it can hold: a map sized for every field can reach the allocator's
+    // slow large-request path on each read.
+    let mut props = Props::with_capacity(fields.iter().filter(shown).count());
+    for field in fields.iter().filter(shown) {
         let json = match get(field, &|value| read_value(field, value, hidden, defaults)) {
             Some(json) => json,
             None => match (&field.default, defaults) {
