@@ -1291,6 +1291,18 @@ fn map_stores_a_property_under_another_attribute_or_packed_in_a_map() {
     assert_eq!(by(json!({"id": "1", "amps": 2}), None), 1);
     assert_eq!(by(json!({"id": "1", "amps": 3}), None), 0);
     assert_eq!(by(json!({"id": "1"}), Some("${data.v} = {24}")), 1);
+    // A condition reads a copy of only the attributes it names: each of them, renamed,
+    // in a map or measured, is there.
+    let names = "${data.a} = {2} AND size(${name}) = {4} AND attribute_exists(${id})";
+    assert_eq!(by(json!({"id": "1"}), Some(names)), 1);
+    assert_eq!(
+        by(json!({"id": "1"}), Some("attribute_not_exists(${name})")),
+        0
+    );
+    assert_eq!(
+        by(json!({"id": "1"}), Some("attribute_not_exists(${id})")),
+        0
+    );
 }
 
 #[test]

@@ -145,7 +145,7 @@ impl Db {
         let (model, query) = self.key_query(model_name, props, options)?;
         let mut keys = Vec::new();
         self.scan_rows(model, &query, options, |_, item| {
-            keys.push(self.inner.store.key_of(&self.inner.store.owned(item)?)?);
+            keys.push(self.inner.store.key_of_view(item)?);
             Ok(true)
         })?;
         Ok(keys)
@@ -199,6 +199,11 @@ impl Db {
             .as_deref()
             .map(|text| parse_condition(model, text))
             .transpose()?;
+        // A condition is evaluated on a copy of only the attributes it reads.
+        let read = condition
+            .as_ref()
+            .map(|c| c.attributes())
+            .unwrap_or_default();
         let store_query = Query {
             index: query.index.clone(),
             hash: query.hash.clone(),
@@ -216,7 +221,7 @@ impl Db {
             }
             let full;
             let item = if follow {
-                let key = self.inner.store.key_of(&self.inner.store.owned(&entry)?)?;
+                let key = self.inner.store.key_of_view(&entry)?;
                 full = self.inner.store.record(&key)?;
                 match &full {
                     Some(record) => &record.view()?,
@@ -234,7 +239,13 @@ impl Db {
                 continue;
             }
             if let Some(condition) = &condition
-                && !condition.eval(&self.inner.store.owned(item)?, &options.subs)?
+                && !condition.eval(
+                    &self
+                        .inner
+                        .store
+                        .owned_of(item, read.iter().map(String::as_str))?,
+                    &options.subs,
+                )?
             {
                 continue;
             }

@@ -230,6 +230,21 @@ impl Store {
             .map_err(|e| self.corrupt("item", e.to_string()))
     }
 
+    /// [`Store::owned`] of only the attributes `names`.
+    pub fn owned_of<'n>(
+        &self,
+        item: &ItemRef<'_>,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> Result<Item> {
+        item.to_item_of(names)
+            .map_err(|e| self.corrupt("item", e.to_string()))
+    }
+
+    /// [`Store::key_of`] an item read in place, copying only its key attributes.
+    pub fn key_of_view(&self, item: &ItemRef<'_>) -> Result<Key> {
+        self.key_of(&self.owned_of(item, self.schema.primary().keys())?)
+    }
+
     /// Runs `f` as one atomic write: everything it does through the [`Tx`] commits in one
     /// fjall batch, or nothing does (when `f` or the commit fails). Writers are serialized,
     /// so `f` reads a stable state. Returns `f`'s result and the changes made, in order.

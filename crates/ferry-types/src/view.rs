@@ -109,6 +109,17 @@ impl<'a> ItemRef<'a> {
             .collect()
     }
 
+    /// An owned [`Item`] of only the attributes `names` (those the item has): for work
+    /// that needs owned values but reads a few attributes of a wide item.
+    pub fn to_item_of<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> Result<Item> {
+        let present = names
+            .into_iter()
+            .filter_map(|name| Some((name, self.get(name)?)));
+        present
+            .map(|(name, value)| Ok((name.to_string(), value.to_value()?)))
+            .collect()
+    }
+
     /// The item as a JSON object (see [`Value::to_json`]).
     pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
         self.iter()
