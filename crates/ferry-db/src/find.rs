@@ -162,7 +162,12 @@ impl Db {
         let projected = query.index != "primary"
             && !options.follow
             && self.schema().index(&query.index)?.project != Projection::All;
-        let mut items = Vec::with_capacity(limit.min(PAGE_ITEMS_RESERVED));
+        let reserved = if options.count {
+            0
+        } else {
+            limit.min(PAGE_ITEMS_RESERVED)
+        };
+        let mut items = Vec::with_capacity(reserved);
         let mut count = 0;
         let mut last_key = Vec::new();
         let mut more = false;

@@ -31,7 +31,7 @@ const CONFLICT_SEQ_BYTES: usize = 4;
 /// Staged records of one keyspace by key; `None`: the record is removed. Records are boxed:
 /// inline, eleven of them make a map node of up to several KiB, and glibc serves a request
 /// that large only after consolidating every small chunk freed since the last one. Every
-/// replicated write made one: a sixth of its CPU time.
+/// replicated write made one, at a sixth of the writer's CPU time.
 type Records<T> = BTreeMap<Vec<u8>, Option<Box<T>>>;
 
 /// Replication records a write has staged, keyed like their keyspaces.
@@ -162,7 +162,8 @@ impl Staged {
     }
 
     pub(crate) fn set_tombstone(&mut self, key: &Key, tombstone: Option<Tombstone>) {
-        (self.tombstones).insert(layout::key_bytes(key), tombstone.map(Box::new));
+        let tombstone = tombstone.map(Box::new);
+        self.tombstones.insert(layout::key_bytes(key), tombstone);
     }
 
     pub(crate) fn tombstone(&self, store: &Store, key: &Key) -> Result<Option<Tombstone>> {
