@@ -186,7 +186,7 @@ impl Db {
         model: &Model,
         key: &Key,
         now_ms: i64,
-    ) -> Result<Option<Item>> {
+    ) -> Result<Option<Arc<Item>>> {
         let old = tx.delete(key)?;
         if let Some(old) = &old
             && uploads(model)
@@ -207,15 +207,14 @@ impl Db {
         key: &Key,
         mut item: Item,
         now_ms: i64,
-    ) -> Result<Item> {
+    ) -> Result<Arc<Item>> {
         if uploads(model) {
             let ctx = self.context();
             self.inner
                 .replica
                 .journal_put(tx, model, ctx, key, &mut item, now_ms)?;
         }
-        tx.put(item.clone())?;
-        Ok(item)
+        Ok(tx.put(item)?)
     }
 
     /// Forgets tombstones older than the retention horizon (30 days, DESIGN.md section 6),

@@ -1,5 +1,7 @@
 //! Writes: create, put, update, remove and condition checks, alone or in a transaction.
 
+use std::sync::Arc;
+
 use ferry_schema::expr::{self, Condition};
 use ferry_schema::{Model, PutMode, SyncDirection, UpdateOps};
 use ferry_store::{Durability, Tx};
@@ -243,7 +245,7 @@ impl Db {
     }
 
     /// Applies one write inside a transaction; returns the resulting (or removed) item.
-    fn apply(&self, tx: &mut Tx<'_>, write: &Write, now: i64) -> Result<Option<Item>> {
+    fn apply(&self, tx: &mut Tx<'_>, write: &Write, now: i64) -> Result<Option<Arc<Item>>> {
         let model = self.model(write.model())?;
         if !matches!(write, Write::Check { .. }) {
             writable(model)?;

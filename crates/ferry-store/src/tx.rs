@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferry_journal::{ConflictRecord, OutboxEntry, QuarantineRecord, Tombstone};
@@ -15,26 +16,30 @@ use crate::layout;
 use crate::store::Store;
 use crate::{Error, Result};
 
-/// One change made by a write, for triggers and (later) the journal.
+/// One change made by a write, for triggers and (later) the journal. Its items are shared
+/// with the write that made them, which would otherwise copy each item several times.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     /// The item's primary key.
     pub key: Key,
     /// The item before the change (`None`: it did not exist).
-    pub old: Option<Item>,
+    pub old: Option<Arc<Item>>,
     /// The item after the change (`None`: it was removed).
-    pub new: Option<Item>,
+    pub new: Option<Arc<Item>>,
 }
+
+/// An item as a write holds it, shared with the changes it reports (`None`: no item).
+type Held = Option<Arc<Item>>;
 
 /// A write in progress. Obtained from [`Store::write`].
 pub struct Tx<'s> {
     store: &'s Store,
     durability: Durability,
     /// Per touched key: the stored item when first touched, and the latest state.
-    touched: BTreeMap<Vec<u8>, (Option<Item>, Option<Item>)>,
+    touched: BTreeMap<Vec<u8>, (Held, Held)>,
     /// Items read from the store and not touched yet: a write reads its item once, however
     /// many of its steps (condition, version, the put itself) look at it.
-    read: RefCell<BTreeMap<Vec<u8>, Option<Item>>>,
+    read: RefCell<BTreeMap<Vec<u8>, Held>>,
     /// Unique claims changed so far: claim text -> owning primary key bytes (`None`: released).
     claims: BTreeMap<String, Option<Vec<u8>>>,
     /// Outbox entries, tombstones, conflicts and sync state to write with the items.
@@ -64,23 +69,28 @@ impl<'s> Tx<'s> {
 
     /// Reads an item as this write has left it so far.
     pub fn get(&self, key: &Key) -> Result<Option<Item>> {
-        self.get_bytes(&layout::key_bytes(key), key)
+        Ok(self
+            .shared(&layout::key_bytes(key), key)?
+            .as_deref()
+            .cloned())
     }
 
-    fn get_bytes(&self, bytes: &[u8], key: &Key) -> Result<Option<Item>> {
+    /// The item as this write holds it, shared rather than copied.
+    fn shared(&self, bytes: &[u8], key: &Key) -> Result<Held> {
         if let Some((_, latest)) = self.touched.get(bytes) {
             return Ok(latest.clone());
         }
         if let Some(item) = self.read.borrow().get(bytes) {
             return Ok(item.clone());
         }
-        let item = self.store.get(key)?;
+        let item = self.store.get(key)?.map(Arc::new);
         self.read.borrow_mut().insert(bytes.to_vec(), item.clone());
         Ok(item)
     }
 
-    /// Stores `item` under its primary key, replacing what was there. Returns the old item.
-    pub fn put(&mut self, item: Item) -> Result<Option<Item>> {
+    /// Stores `item` under its primary key, replacing what was there. Returns the item as
+    /// stored, shared with the change it makes.
+    pub fn put(&mut self, item: Item) -> Result<Arc<Item>> {
         let key = self.store.key_of(&item)?;
         let size = item_size(&item);
         if size > self.store.item_bytes_max {
@@ -90,21 +100,23 @@ impl<'s> Tx<'s> {
                 limit: self.store.item_bytes_max,
             });
         }
-        self.apply(key, Some(item))
+        let item = Arc::new(item);
+        self.apply(key, Some(item.clone()))?;
+        Ok(item)
     }
 
     /// Removes the item under `key`. Returns the removed item, if there was one.
-    pub fn delete(&mut self, key: &Key) -> Result<Option<Item>> {
+    pub fn delete(&mut self, key: &Key) -> Result<Option<Arc<Item>>> {
         self.apply(key.clone(), None)
     }
 
-    fn apply(&mut self, key: Key, new: Option<Item>) -> Result<Option<Item>> {
+    fn apply(&mut self, key: Key, new: Held) -> Result<Held> {
         let bytes = layout::key_bytes(&key);
         let old = match self.read.get_mut().remove(&bytes) {
             Some(read) => read,
-            None => self.get_bytes(&bytes, &key)?,
+            None => self.shared(&bytes, &key)?,
         };
-        self.move_claims(&bytes, old.as_ref(), new.as_ref())?;
+        self.move_claims(&bytes, old.as_deref(), new.as_deref())?;
         match self.touched.get_mut(&bytes) {
             Some((_, latest)) => *latest = new.clone(),
             None => {
@@ -195,8 +207,8 @@ impl<'s> Tx<'s> {
                 None if old.is_some() => batch.remove(&store.items, key.clone()),
                 None => {}
             }
-            self.write_indexes(&mut batch, key, old.as_ref(), new.as_ref());
-            let in_memory = |item: &Option<Item>| {
+            self.write_indexes(&mut batch, key, old.as_deref(), new.as_deref());
+            let in_memory = |item: &Held| {
                 item.as_ref()
                     .and_then(|i| self.model_of(i))
                     .is_some_and(|m| m.control.mem)

@@ -25,11 +25,12 @@ impl Model {
         now_ms: i64,
     ) -> Result<Item> {
         let mut errors = Vec::new();
-        let base = existing.cloned().unwrap_or_default();
-        let mut merged = self.read_props(&base);
+        let none = Item::new();
+        let base = existing.unwrap_or(&none);
+        let mut merged = self.read_props(base);
         let given = self.accept(props, ctx, &mut errors);
         merge(&self.fields, &mut merged, &given, "", &mut errors);
-        self.apply_ops(&mut merged, &base, ops, &mut errors)?;
+        self.apply_ops(&mut merged, base, ops, &mut errors)?;
         self.fill_context(schema, &mut merged, ctx);
         if existing.is_none() {
             fill_new(&self.fields, &mut merged, now_ms);
@@ -37,7 +38,7 @@ impl Model {
         self.stamp(schema, &mut merged, props, now_ms, existing.is_none());
         self.run_templates(&mut merged, ctx);
         let values = shape_fields(&self.fields, &merged, "", existing.is_none(), &mut errors);
-        let mut item = self.foreign_attrs(&base);
+        let mut item = self.foreign_attrs(base);
         item.extend(pack(values));
         if let Some(existing) = existing {
             self.check_same_key(schema, existing, &item, &given)?;
