@@ -228,7 +228,7 @@ impl Db {
                 }
                 // The put first: if it fails (a unique clash) nothing was changed.
                 tx.put(item)?;
-                tx.clear_tombstone(&change.key);
+                tx.take_tombstone(&change.key)?;
             }
             _ => {
                 tx.delete(&change.key)?;

@@ -233,7 +233,7 @@ impl Db {
                 let mut count = 0;
                 for key in &keys {
                     if tx.pending(key)?.is_none() {
-                        tx.clear_tombstone(key);
+                        tx.take_tombstone(key)?;
                         count += 1;
                     }
                 }

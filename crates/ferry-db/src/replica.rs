@@ -2,7 +2,7 @@
 //! a replicated model is journaled (version stamp, outbox entry, tombstone) in the same
 //! batch as the data.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ferry_journal::{Change, ChangeOp, OutboxEntry, Tombstone};
 use ferry_schema::{Context, Enable, Model, SyncDirection};
@@ -179,18 +179,13 @@ impl Replica {
         item: &mut Item,
         now_ms: i64,
     ) -> Result<()> {
-        let tombstone = tx.tombstone(key)?;
+        let tombstone = tx.take_tombstone(key)?;
         let over = match tx.get(key)? {
             Some(old) => version_of(&old),
-            None => tombstone.as_ref().map(|t| t.version.clone()),
+            None => tombstone.map(|t| t.version),
         };
         let version = self.stamp_over(tx, now_ms, over.as_ref());
         item.insert(VERSION_ATTR.to_string(), Value::S(version.to_text()));
-        // Only a tombstone that exists is removed: a removal of nothing would still be a
-        // record in every replicated write's batch, and one more for compaction to drop.
-        if tombstone.is_some() {
-            tx.clear_tombstone(key);
-        }
         let change = Change {
             model: model.name.clone(),
             key: key.clone(),
@@ -251,7 +246,8 @@ impl Replica {
         let base = entry.base.max(Some(cloud.clone()));
         match change.op {
             ChangeOp::Put => {
-                if let Some(mut item) = tx.get(&change.key)? {
+                if let Some(item) = tx.get(&change.key)? {
+                    let mut item = Arc::unwrap_or_clone(item);
                     item.insert(VERSION_ATTR.to_string(), Value::S(change.version.to_text()));
                     tx.put(item)?;
                 }

@@ -278,13 +278,13 @@ impl Db {
                         key: key.to_string(),
                     });
                 }
-                self.check(model, &key, existing.as_ref(), options)?;
+                self.check(model, &key, existing.as_deref(), options)?;
                 let mut ops = options.ops.clone();
                 ops.subs.extend(options.subs.clone());
                 let crypto = self.crypto();
-                let existing = existing.map(|e| model.open_owned(e, crypto));
+                let existing = existing.as_deref().map(|e| model.open(e, crypto));
                 let mut item =
-                    model.prepare_update(schema, existing.as_ref(), props, &ops, ctx, now)?;
+                    model.prepare_update(schema, existing.as_deref(), props, &ops, ctx, now)?;
                 crate::crypt::seal(model, &mut item, crypto)?;
                 if self.inner.store.key_of(&item)? != key {
                     return Err(Error::Argument(format!(
@@ -297,7 +297,7 @@ impl Db {
             Write::Remove { props, options, .. } => {
                 let key = self.full_key(model, object(props)?)?;
                 let existing = self.live(tx, &key, now)?;
-                self.check(model, &key, existing.as_ref(), options)?;
+                self.check(model, &key, existing.as_deref(), options)?;
                 match existing {
                     Some(_) => self.delete_in(tx, model, &key, now),
                     None => Ok(None),
@@ -310,14 +310,14 @@ impl Db {
                     exists: options.exists.or(Some(true)),
                     ..options.clone()
                 };
-                self.check(model, &key, existing.as_ref(), &options)?;
+                self.check(model, &key, existing.as_deref(), &options)?;
                 Ok(None)
             }
         }
     }
 
     /// The item under `key` if it exists and has not expired.
-    fn live(&self, tx: &Tx<'_>, key: &Key, now: i64) -> Result<Option<Item>> {
+    fn live(&self, tx: &Tx<'_>, key: &Key, now: i64) -> Result<Option<Arc<Item>>> {
         Ok(tx.get(key)?.filter(|item| !self.expired(item, now)))
     }
 

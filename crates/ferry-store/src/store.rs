@@ -422,7 +422,6 @@ impl Record<'_> {
     }
 }
 
-/// The parts of an index definition that change its entries.
 impl Drop for Store {
     /// A clean close moves everything into tables, so the next open replays no journal (a
     /// `ferry get` process opens the store for one read). A failure here loses nothing: the
@@ -434,6 +433,7 @@ impl Drop for Store {
     }
 }
 
+/// The parts of an index definition that change its entries.
 fn index_definition(index: &Index) -> String {
     format!(
         "{}|{}|{:?}|{:?}",

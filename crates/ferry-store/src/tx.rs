@@ -67,15 +67,12 @@ impl<'s> Tx<'s> {
         }
     }
 
-    /// Reads an item as this write has left it so far.
-    pub fn get(&self, key: &Key) -> Result<Option<Item>> {
-        Ok(self
-            .shared(&layout::key_bytes(key), key)?
-            .as_deref()
-            .cloned())
+    /// Reads an item as this write has left it so far, shared rather than copied (a
+    /// caller that changes it takes its own copy: `Arc::unwrap_or_clone`).
+    pub fn get(&self, key: &Key) -> Result<Held> {
+        self.shared(&layout::key_bytes(key), key)
     }
 
-    /// The item as this write holds it, shared rather than copied.
     fn shared(&self, bytes: &[u8], key: &Key) -> Result<Held> {
         if let Some((_, latest)) = self.touched.get(bytes) {
             return Ok(latest.clone());
@@ -327,9 +324,15 @@ impl Tx<'_> {
         self.journal.set_tombstone(key, Some(tombstone));
     }
 
-    /// Forgets the tombstone of `key` (a newer put revived it, or retention expired it).
-    pub fn clear_tombstone(&mut self, key: &Key) {
-        self.journal.set_tombstone(key, None);
+    /// Forgets the tombstone of `key` (a newer put revived it, or retention expired it) and
+    /// returns it. Without one it stages nothing: a removal of nothing would still be a
+    /// record in the batch, and one more for compaction to drop.
+    pub fn take_tombstone(&mut self, key: &Key) -> Result<Option<Tombstone>> {
+        let tombstone = self.tombstone(key)?;
+        if tombstone.is_some() {
+            self.journal.set_tombstone(key, None);
+        }
+        Ok(tombstone)
     }
 
     /// The tombstone of `key`, as this write has left it so far.
