@@ -26,6 +26,9 @@ pub struct Model {
     pub(crate) template_order: Vec<usize>,
     /// `control.scope` parsed, or the default scope (see [`Model::scope_of`]).
     pub(crate) scope: Template,
+    /// Per field: a value template or the primary key depends on it, so an update in place
+    /// must find it unchanged (see `Model::update_in_place`).
+    pub(crate) pinned: Vec<bool>,
 }
 
 impl Model {
@@ -112,13 +115,31 @@ fn load_model(
     check_encode(&fields, &fields_place)?;
     let template_order = template_order(&fields, &fields_place)?;
     let scope = scope_template(&control, &fields, place)?;
+    let pinned = pinned_fields(&fields, indexes.first());
     Ok(Model {
         name: name.to_string(),
         fields,
         control,
         template_order,
         scope,
+        pinned,
     })
+}
+
+/// Which fields a value template reads, carry a template, or hold the primary key.
+fn pinned_fields(fields: &[Field], primary: Option<&Index>) -> Vec<bool> {
+    let read: Vec<&str> = fields
+        .iter()
+        .flat_map(|f| f.template.iter().flat_map(|t| t.inputs()))
+        .collect();
+    fields
+        .iter()
+        .map(|f| {
+            f.template.is_some()
+                || read.contains(&f.name.as_str())
+                || primary.is_some_and(|p| p.keys().any(|key| key == f.attr))
+        })
+        .collect()
 }
 
 /// The model's scope template: `control.scope`, else `${deviceId}` when the model has a

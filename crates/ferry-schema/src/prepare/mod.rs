@@ -48,6 +48,17 @@ pub struct UpdateOps {
     pub subs: Map<String, Json>,
 }
 
+impl UpdateOps {
+    /// No operation besides the merged properties (substitutions alone change nothing).
+    fn is_empty(&self) -> bool {
+        self.set.is_empty()
+            && self.add.is_empty()
+            && self.remove.is_empty()
+            && self.delete.is_empty()
+            && self.push.is_empty()
+    }
+}
+
 impl Model {
     /// Keeps the given properties that are fields; a name that is neither a field nor a
     /// context name is an "unknown property" error.

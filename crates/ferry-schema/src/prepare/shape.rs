@@ -59,7 +59,7 @@ pub(super) fn shape_fields<'f>(
     out
 }
 
-fn shape_value(
+pub(super) fn shape_value(
     field: &Field,
     json: &Json,
     path: &str,

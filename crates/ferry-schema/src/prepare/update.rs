@@ -24,6 +24,25 @@ impl Model {
         ctx: &Context,
         now_ms: i64,
     ) -> Result<Item> {
+        if let Some(existing) = existing
+            && let Some(item) = self.update_in_place(schema, existing, props, ops, ctx, now_ms)
+        {
+            return item;
+        }
+        self.merge_update(schema, existing, props, ops, ctx, now_ms)
+    }
+
+    /// The full update: the item read back into properties, merged with the given ones and
+    /// the operations, and shaped again like a put.
+    fn merge_update(
+        &self,
+        schema: &Schema,
+        existing: Option<&Item>,
+        props: &Props,
+        ops: &UpdateOps,
+        ctx: &Context,
+        now_ms: i64,
+    ) -> Result<Item> {
         let mut errors = Vec::new();
         let none = Item::new();
         let base = existing.unwrap_or(&none);
@@ -45,6 +64,77 @@ impl Model {
         }
         self.check_limits(schema, &item, &mut errors);
         self.finish(item, errors)
+    }
+
+    /// The common update, the same item as the full path makes, without reading the item
+    /// back into properties and shaping all of it again: it only sets plain fields (and
+    /// the `updated` stamp) of an existing item. `None` sends the update down the full
+    /// path: operations, a null, a nested, packed or encoded field, a changed template
+    /// input or key, a context value to fill, a property that is not a field, or a value
+    /// that fails validation (the full path reports every failure).
+    fn update_in_place(
+        &self,
+        schema: &Schema,
+        existing: &Item,
+        props: &Props,
+        ops: &UpdateOps,
+        ctx: &Context,
+        now_ms: i64,
+    ) -> Option<Result<Item>> {
+        let params = schema.params();
+        let stored = |field: &Field| existing.get(&field.attr);
+        let plain = |field: &Field| {
+            field.sub.is_none()
+                && field.encode.is_none()
+                && field.schema.is_none()
+                && field.items.is_none()
+        };
+        // What the full path's `fill_context` would add must already be there.
+        if !ops.is_empty()
+            || self
+                .field(&params.type_field)
+                .is_some_and(|type_field| stored(type_field) != Some(&Value::S(self.name.clone())))
+            || ctx
+                .keys()
+                .filter_map(|name| self.field(name))
+                .any(|field| !plain(field) || stored(field).is_none())
+        {
+            return None;
+        }
+        let mut errors = Vec::new();
+        let mut changes = Vec::with_capacity(props.len() + 1);
+        let stamp = params.timestamps.updated && !props.contains_key(&params.updated_field);
+        let now = Json::from(now_ms);
+        let stamp = stamp.then(|| (params.updated_field.as_str(), &now));
+        for (name, json) in props.iter().map(|(n, j)| (n.as_str(), j)).chain(stamp) {
+            let Some(at) = self.fields.iter().position(|f| f.name == name) else {
+                if ctx.contains_key(name) {
+                    continue;
+                }
+                return None;
+            };
+            let field = &self.fields[at];
+            if name == params.type_field {
+                continue;
+            }
+            if json.is_null() || !plain(field) {
+                return None;
+            }
+            let value = super::shape::shape_value(field, json, name, &mut errors)?;
+            if self.pinned[at] {
+                if stored(field) != Some(&value) {
+                    return None;
+                }
+                continue;
+            }
+            changes.push((&field.attr, value));
+        }
+        let mut item = existing.clone();
+        for (attr, value) in changes {
+            item.insert(attr.clone(), value);
+        }
+        self.check_limits(schema, &item, &mut errors);
+        Some(self.finish(item, errors))
     }
 
     /// Attributes no field owns (such as the sync layer's metadata) survive an update.
@@ -263,5 +353,144 @@ fn merge(
                 base.insert(name.clone(), value.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::prepare::PutMode;
+
+    const NOW: i64 = 1_714_564_800_000;
+
+    const SCHEMA: &str = r#"{
+      version: '1', format: 'onetable:1.1.0',
+      indexes: { primary: {hash: 'pk', sort: 'sk'}, gs1: {hash: 'gs1pk', sort: 'gs1sk'} },
+      params: {timestamps: true},
+      models: { User: {
+        pk: {type: 'string', value: 'user#${id}'},
+        sk: {type: 'string', value: '${_type}#${name}'},
+        gs1pk: {type: 'string', value: 'kind#${kind}'},
+        gs1sk: {type: 'string', value: '${id}'},
+        id: {type: 'string', required: true},
+        name: {type: 'string', required: true},
+        kind: {type: 'string'},
+        age: {type: 'number'},
+        active: {type: 'boolean', default: true},
+        role: {type: 'string', enum: ['admin', 'user']},
+        email: {type: 'string', validate: '/^[^@]+@[^@]+$/', unique: true},
+        born: {type: 'date'},
+        expires: {type: 'date', ttl: true},
+        tags: {type: 'set'},
+        photo: {type: 'binary'},
+        notes: {type: 'array'},
+        nick: {type: 'string', map: 'data.nick'},
+        address: {type: 'object', partial: true, schema: {street: {type: 'string'}}},
+        deviceId: {type: 'string'},
+      } },
+    }"#;
+
+    fn object(value: Json) -> Props {
+        match value {
+            Json::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    /// Both paths on one update (in context `ctx`) of `ann`, stored without a context: the
+    /// fast path's result (None when it declines), and the full path's.
+    fn both(given: Json, ops: &UpdateOps, ctx: &Context) -> (Option<Result<Item>>, Result<Item>) {
+        let schema = Schema::parse(SCHEMA).unwrap();
+        let user = schema.model("User").unwrap();
+        let ann = json!({"id": "u1", "name": "ann", "kind": "staff", "age": 30, "role": "user",
+                         "nick": "a", "address": {"street": "main"}, "deviceId": "d1"});
+        let mut existing = user
+            .prepare_put(&schema, &object(ann), &Context::new(), NOW, PutMode::Create)
+            .unwrap();
+        existing.insert("_ver".into(), Value::S("v1".into()));
+        let given = object(given);
+        let later = NOW + 60_000;
+        let fast = user.update_in_place(&schema, &existing, &given, ops, ctx, later);
+        let full = user.merge_update(&schema, Some(&existing), &given, ops, ctx, later);
+        (fast, full)
+    }
+
+    fn same(a: &Result<Item>, b: &Result<Item>) -> bool {
+        match (a, b) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(a), Err(b)) => a.to_string() == b.to_string(),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn in_place_makes_the_item_the_full_path_makes() {
+        let none = UpdateOps::default();
+        let cases = [
+            json!({"id": "u1", "name": "ann", "age": 31}),
+            json!({"id": "u1", "name": "ann", "age": "32.50"}),
+            json!({"id": "u1", "name": "ann", "active": false, "role": "admin",
+                   "born": "2024-01-02T03:04:05.678Z", "expires": 1_800_000_000_000_i64,
+                   "tags": ["x", "y"], "photo": "AAEC", "notes": [1, "two"]}),
+            json!({"id": "u1", "name": "ann", "email": "ann@example.com"}),
+            json!({"id": "u1", "name": "ann", "kind": "staff", "_type": "Other"}),
+            json!({"id": "u1", "name": "ann", "updated": 5, "deviceId": "d2"}),
+            json!({"id": "u1", "name": "ann", "pk": "user#u1", "sk": "User#ann"}),
+        ];
+        for given in cases {
+            let (fast, full) = both(given.clone(), &none, &Context::new());
+            let fast = fast.unwrap_or_else(|| panic!("{given}: the fast path declined"));
+            assert!(full.is_ok(), "{given}: {full:?}");
+            assert!(same(&fast, &full), "{given}:\n{fast:?}\n{full:?}");
+        }
+    }
+
+    #[test]
+    fn in_place_declines_what_it_cannot_do_the_same() {
+        let none = UpdateOps::default();
+        let add = UpdateOps {
+            add: object(json!({"age": 1})),
+            ..UpdateOps::default()
+        };
+        let cases = [
+            // A null, a packed field, a nested object, an operation.
+            (json!({"id": "u1", "name": "ann", "age": null}), &none),
+            (json!({"id": "u1", "name": "ann", "nick": "b"}), &none),
+            (
+                json!({"id": "u1", "name": "ann", "address": {"street": "high"}}),
+                &none,
+            ),
+            (json!({"id": "u1", "name": "ann"}), &add),
+            // A template input that changes: the index key, or the primary key (an error).
+            (json!({"id": "u1", "name": "ann", "kind": "guest"}), &none),
+            (json!({"id": "u1", "name": "bob"}), &none),
+            (json!({"id": "u1", "name": "ann", "sk": "User#bob"}), &none),
+            // Values the full path reports.
+            (json!({"id": "u1", "name": "ann", "role": "boss"}), &none),
+            (json!({"id": "u1", "name": "ann", "age": "old"}), &none),
+            (json!({"id": "u1", "name": "ann", "email": "nope"}), &none),
+            (json!({"id": "u1", "name": "ann", "shoe": 42}), &none),
+        ];
+        for (given, ops) in cases {
+            let (fast, _) = both(given.clone(), ops, &Context::new());
+            assert!(fast.is_none(), "{given}: {fast:?}");
+        }
+    }
+
+    #[test]
+    fn in_place_leaves_context_filling_to_the_full_path() {
+        let none = UpdateOps::default();
+        let given = json!({"id": "u1", "name": "ann", "age": 31});
+        // The stored item has the context field: nothing to fill.
+        let ctx = object(json!({"deviceId": "d9"}));
+        let (fast, full) = both(given.clone(), &none, &ctx);
+        assert!(same(&fast.unwrap(), &full));
+        // A context field the item lacks is filled by the full path only.
+        let ctx = object(json!({"deviceId": "d9", "born": 7}));
+        let (fast, full) = both(given, &none, &ctx);
+        assert!(fast.is_none());
+        assert_eq!(full.unwrap().get("born"), Some(&Value::int(7)));
     }
 }
