@@ -26,6 +26,9 @@ pub struct Model {
     pub(crate) template_order: Vec<usize>,
     /// `control.scope` parsed, or the default scope (see [`Model::scope_of`]).
     pub(crate) scope: Template,
+    /// Per index of the schema (in its order): the template fields its keys need, each
+    /// after the template fields it reads (a key query renders only these).
+    pub(crate) key_templates: Vec<Vec<usize>>,
     /// Per field: a value template or the primary key depends on it, so an update in place
     /// must find it unchanged (see `Model::update_in_place`).
     pub(crate) pinned: Vec<bool>,
@@ -116,14 +119,46 @@ fn load_model(
     let template_order = template_order(&fields, &fields_place)?;
     let scope = scope_template(&control, &fields, place)?;
     let pinned = pinned_fields(&fields, indexes.first());
+    let key_templates = indexes
+        .iter()
+        .map(|index| key_templates(&fields, &template_order, index))
+        .collect();
     Ok(Model {
         name: name.to_string(),
         fields,
         control,
         template_order,
         scope,
+        key_templates,
         pinned,
     })
+}
+
+/// The template fields `index`'s key attributes need, directly or through the templates
+/// they read, in template order.
+fn key_templates(fields: &[Field], template_order: &[usize], index: &Index) -> Vec<usize> {
+    let position = |name: &str| fields.iter().position(|f| f.name == name);
+    let mut needed = vec![false; fields.len()];
+    let mut next: Vec<usize> = index
+        .keys()
+        .filter_map(|attr| {
+            fields
+                .iter()
+                .position(|f| f.attr == attr && f.sub.is_none() && f.encode.is_none())
+        })
+        .collect();
+    while let Some(at) = next.pop() {
+        if std::mem::replace(&mut needed[at], true) {
+            continue;
+        }
+        let inputs = fields[at].template.iter().flat_map(|t| t.inputs());
+        next.extend(inputs.filter_map(position));
+    }
+    template_order
+        .iter()
+        .copied()
+        .filter(|&at| needed[at])
+        .collect()
 }
 
 /// Which fields a value template reads, carry a template, or hold the primary key.

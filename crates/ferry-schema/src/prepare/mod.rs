@@ -11,7 +11,7 @@ use ferry_types::{Item, Key};
 use serde_json::{Map, Value as Json};
 
 use crate::template::Rendered;
-use crate::{Error, Field, FieldError, Model, Result, Schema};
+use crate::{Error, FieldError, Model, Result, Schema};
 
 pub use deserialize::Reading;
 pub use query::{KeyQuery, SortCondition};
@@ -112,24 +112,6 @@ impl Model {
         self.run_templates_of(props, ctx, &vec![true; self.fields.len()]);
     }
 
-    /// [`Model::run_templates`] of `wanted` fields and the templates they read, no others
-    /// (a key query needs only its key's).
-    fn run_templates_for(&self, props: &mut Props, ctx: &Context, wanted: &[&Field]) {
-        let mut needed = vec![false; self.fields.len()];
-        let mut next: Vec<&Field> = wanted.to_vec();
-        while let Some(field) = next.pop() {
-            let Some(at) = self.fields.iter().position(|f| std::ptr::eq(f, field)) else {
-                continue;
-            };
-            if std::mem::replace(&mut needed[at], true) {
-                continue;
-            }
-            let inputs = field.template.iter().flat_map(|t| t.inputs());
-            next.extend(inputs.filter_map(|name| self.field(name)));
-        }
-        self.run_templates_of(props, ctx, &needed);
-    }
-
     fn run_templates_of(&self, props: &mut Props, ctx: &Context, needed: &[bool]) {
         for &i in self.template_order.iter().filter(|&&i| needed[i]) {
             let field = &self.fields[i];
@@ -175,9 +157,13 @@ impl Model {
 
 /// A template variable's text: a dotted path into the properties, then the context.
 fn lookup(props: &Props, ctx: &Context, path: &str) -> Option<String> {
+    lookup_in(|name| props.get(name).or_else(|| ctx.get(name)), path)
+}
+
+/// A template variable's text: a dotted path whose first name `top` resolves.
+fn lookup_in<'a>(top: impl Fn(&str) -> Option<&'a Json>, path: &str) -> Option<String> {
     let mut parts = path.split('.');
-    let first = parts.next()?;
-    let mut value = props.get(first).or_else(|| ctx.get(first))?;
+    let mut value = top(parts.next()?)?;
     for part in parts {
         value = value.as_object()?.get(part)?;
     }

@@ -94,26 +94,32 @@ impl Model {
         // A sort condition object is not a value: keep it away from the templates.
         let sort_given =
             sort_field.and_then(|field| props.get(&field.name).map(|given| (field, given)));
-        let mut merged = props.clone();
-        if let Some((field, _)) = sort_given {
-            merged.remove(&field.name);
-        }
-        self.fill_context(schema, &mut merged, ctx);
-        self.run_templates_for(
-            &mut merged,
+        let mut merged = KeyProps {
+            rendered: Props::new(),
+            kind: (&schema.params().type_field, Json::String(self.name.clone())),
+            given: props,
+            condition: sort_given.map(|(field, _)| field.name.as_str()),
             ctx,
-            &[hash_field]
-                .into_iter()
-                .chain(sort_field)
-                .collect::<Vec<_>>(),
-        );
+        };
+        let at = schema.indexes().iter().position(|i| std::ptr::eq(i, index));
+        for &i in at.map_or(&[][..], |at| &self.key_templates[at]) {
+            let field = &self.fields[i];
+            let Some(template) = &field.template else {
+                continue;
+            };
+            if let Rendered::Full(text) = template.render(&|path| merged.text(path)) {
+                merged
+                    .rendered
+                    .insert(field.name.clone(), Json::String(text));
+            }
+        }
         let hash = match merged.get(&hash_field.name).filter(|v| !v.is_null()) {
             Some(json) => key_value(hash_field, json)?,
             None => return Err(unresolved(self, index, hash_field)),
         };
         let sort = match (sort_given, sort_field) {
             (Some((field, given)), _) => Some(sort_condition(field, given)?),
-            (None, Some(field)) => self.resolved_sort(field, &merged, ctx)?,
+            (None, Some(field)) => self.resolved_sort(field, &merged)?,
             (None, None) => None,
         };
         let filters = self.filters(index, props)?;
@@ -136,19 +142,14 @@ impl Model {
     }
 
     /// The sort value from templates: complete gives `=`, partial gives `begins_with` its prefix.
-    fn resolved_sort(
-        &self,
-        field: &Field,
-        merged: &Props,
-        ctx: &Context,
-    ) -> Result<Option<SortCondition>> {
+    fn resolved_sort(&self, field: &Field, merged: &KeyProps<'_>) -> Result<Option<SortCondition>> {
         if let Some(json) = merged.get(&field.name).filter(|v| !v.is_null()) {
             return Ok(Some(SortCondition::Eq(key_value(field, json)?)));
         }
         let Some(template) = &field.template else {
             return Ok(None);
         };
-        match template.render(&|path| super::lookup(merged, ctx, path)) {
+        match template.render(&|path| merged.text(path)) {
             Rendered::Prefix(prefix) if !prefix.is_empty() => {
                 Ok(Some(SortCondition::BeginsWith(Value::S(prefix))))
             }
@@ -170,6 +171,34 @@ impl Model {
             filters.insert(field.attr_path(), key_value(field, json)?);
         }
         Ok(filters)
+    }
+}
+
+/// What a key query's templates read, without copying the given properties: the key
+/// templates rendered so far, the type field naming the model, the given properties (but
+/// not a sort condition), then the context.
+struct KeyProps<'q> {
+    rendered: Props,
+    kind: (&'q str, Json),
+    given: &'q Props,
+    condition: Option<&'q str>,
+    ctx: &'q Context,
+}
+
+impl KeyProps<'_> {
+    fn get(&self, name: &str) -> Option<&Json> {
+        if let Some(value) = self.rendered.get(name) {
+            return Some(value);
+        }
+        if name == self.kind.0 {
+            return Some(&self.kind.1);
+        }
+        let given = (self.condition != Some(name)).then(|| self.given.get(name));
+        given.flatten().or_else(|| self.ctx.get(name))
+    }
+
+    fn text(&self, path: &str) -> Option<String> {
+        super::lookup_in(|name| self.get(name), path)
     }
 }
 
