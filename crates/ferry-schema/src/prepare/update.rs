@@ -105,7 +105,7 @@ impl Model {
         let mut changes = Vec::with_capacity(props.len() + 1);
         let stamp = params.timestamps.updated && !props.contains_key(&params.updated_field);
         let now = Json::from(now_ms);
-        let stamp = stamp.then(|| (params.updated_field.as_str(), &now));
+        let stamp = stamp.then_some((params.updated_field.as_str(), &now));
         for (name, json) in props.iter().map(|(n, j)| (n.as_str(), j)).chain(stamp) {
             let Some(at) = self.fields.iter().position(|f| f.name == name) else {
                 if ctx.contains_key(name) {
