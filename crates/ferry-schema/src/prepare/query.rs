@@ -101,7 +101,7 @@ impl Model {
             condition: sort_given.map(|(field, _)| field.name.as_str()),
             ctx,
         };
-        let at = schema.indexes().iter().position(|i| std::ptr::eq(i, index));
+        let at = schema.indexes().iter().position(|i| i.name == index.name);
         for &i in at.map_or(&[][..], |at| &self.key_templates[at]) {
             let field = &self.fields[i];
             let Some(template) = &field.template else {

@@ -93,7 +93,7 @@ impl Model {
         if !ops.is_empty()
             || self
                 .field(&params.type_field)
-                .is_some_and(|type_field| stored(type_field) != Some(&Value::S(self.name.clone())))
+                .is_some_and(|f| !matches!(stored(f), Some(Value::S(name)) if *name == self.name))
             || ctx
                 .keys()
                 .filter_map(|name| self.field(name))
