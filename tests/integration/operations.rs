@@ -245,6 +245,65 @@ fn get_on_a_gsi_reads_by_its_keys() {
     assert!(message.contains("gs9"), "{message}");
 }
 
+#[test]
+fn an_update_reaches_the_index_entries_that_hold_its_fields() {
+    let (_dir, db) = db(r#"{
+        version: '1',
+        indexes: { primary: { hash: 'pk', sort: 'sk' }, gs1: { hash: 'gs1pk', sort: 'gs1sk' } },
+        models: { User: {
+            pk: { value: 'user#${id}' }, sk: { value: 'user#' },
+            id: { required: true }, email: { required: true }, name: {}, age: { type: 'number' },
+            gs1pk: { value: 'email#${email}' }, gs1sk: { value: 'user#' },
+        } },
+    }"#);
+    db.create("User", json!({"id": "u1", "email": "ada@x", "name": "Ada"}))
+        .unwrap();
+    let on_gs1 = FindOptions {
+        index: Some("gs1".into()),
+        ..all()
+    };
+    let by_email = |email: &str| {
+        db.get_with("User", json!({ "email": email }), &on_gs1)
+            .unwrap()
+    };
+    // Plain fields, changed in place: the primary item and the index's copy both move.
+    let updated = db
+        .update(
+            "User",
+            json!({"id": "u1", "name": "Ada L", "age": "36"}),
+            &WriteOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        (updated["name"].clone(), updated["age"].clone()),
+        (json!("Ada L"), json!(36))
+    );
+    assert_eq!(by_email("ada@x").unwrap()["name"], "Ada L");
+    let got = db.get("User", json!({"id": "u1"})).unwrap().unwrap();
+    assert_eq!(got, updated);
+    // A template input: the index entry moves to the new key, the old one goes.
+    db.update(
+        "User",
+        json!({"id": "u1", "email": "lovelace@x"}),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(by_email("ada@x"), None);
+    assert_eq!(by_email("lovelace@x").unwrap()["name"], "Ada L");
+    // A bad value is refused, naming the field, and changes nothing.
+    let (code, message) = fails(db.update(
+        "User",
+        json!({"id": "u1", "age": "old"}),
+        &WriteOptions::default(),
+    ));
+    assert_eq!(code, "ArgumentError", "{message}");
+    assert!(message.contains("'age'"), "{message}");
+    assert_eq!(
+        db.get("User", json!({"id": "u1"})).unwrap().unwrap()["age"],
+        36
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // find
 

@@ -130,6 +130,12 @@ pub(crate) struct Encode {
 }
 
 impl Field {
+    /// Is the field stored in an attribute of its own (not packed into a map, not encoded
+    /// into another attribute)?
+    pub(crate) fn has_own_attr(&self) -> bool {
+        self.sub.is_none() && self.encode.is_none()
+    }
+
     /// A field with no properties but its type, as the schema adds for `_type` and timestamps.
     pub(crate) fn plain(name: &str, ty: FieldType, params: &Params) -> Field {
         Field {

@@ -44,7 +44,7 @@ impl Model {
     pub fn field_for_attr(&self, attr: &str) -> Option<&Field> {
         self.fields
             .iter()
-            .find(|f| f.attr == attr && f.sub.is_none() && f.encode.is_none())
+            .find(|f| f.attr == attr && f.has_own_attr())
     }
 }
 
@@ -144,7 +144,7 @@ fn key_templates(fields: &[Field], template_order: &[usize], index: &Index) -> V
         .filter_map(|attr| {
             fields
                 .iter()
-                .position(|f| f.attr == attr && f.sub.is_none() && f.encode.is_none())
+                .position(|f| f.attr == attr && f.has_own_attr())
         })
         .collect();
     while let Some(at) = next.pop() {

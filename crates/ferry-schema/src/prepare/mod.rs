@@ -109,11 +109,7 @@ impl Model {
 
     /// Computes value templates in dependency order; an unresolved one leaves the field as is.
     fn run_templates(&self, props: &mut Props, ctx: &Context) {
-        self.run_templates_of(props, ctx, &vec![true; self.fields.len()]);
-    }
-
-    fn run_templates_of(&self, props: &mut Props, ctx: &Context, needed: &[bool]) {
-        for &i in self.template_order.iter().filter(|&&i| needed[i]) {
+        for &i in &self.template_order {
             let field = &self.fields[i];
             let Some(template) = &field.template else {
                 continue;

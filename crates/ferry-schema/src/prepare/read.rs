@@ -138,7 +138,7 @@ impl Model {
     pub fn scope_of(&self, item: &Item, ctx: &Context) -> Result<String, String> {
         // Straight from the stored attributes (every replicated write renders it); only a
         // packed or encoded field needs the item read back as properties.
-        let plain = |field: &Field| field.sub.is_none() && field.encode.is_none();
+        let plain = |field: &Field| field.has_own_attr();
         if self
             .scope
             .inputs()
@@ -190,9 +190,7 @@ impl Model {
     /// (`map: 'data.sub'`) is not renamed: expressions reach it as `${data.sub}`.
     pub fn rename_expr(&self) -> impl Fn(&str) -> Option<String> + '_ {
         move |name| {
-            let field = self
-                .field(name)
-                .filter(|f| f.sub.is_none() && f.encode.is_none())?;
+            let field = self.field(name).filter(|f| f.has_own_attr())?;
             (field.attr != name).then(|| field.attr.clone())
         }
     }

@@ -83,12 +83,8 @@ impl Model {
     ) -> Option<Result<Item>> {
         let params = schema.params();
         let stored = |field: &Field| existing.get(&field.attr);
-        let plain = |field: &Field| {
-            field.sub.is_none()
-                && field.encode.is_none()
-                && field.schema.is_none()
-                && field.items.is_none()
-        };
+        let plain =
+            |field: &Field| field.has_own_attr() && field.schema.is_none() && field.items.is_none();
         // What the full path's `fill_context` would add must already be there.
         if !ops.is_empty()
             || self
@@ -102,7 +98,7 @@ impl Model {
             return None;
         }
         let mut errors = Vec::new();
-        let mut changes = Vec::with_capacity(props.len() + 1);
+        let mut item = existing.clone();
         let stamp = params.timestamps.updated && !props.contains_key(&params.updated_field);
         let now = Json::from(now_ms);
         let stamp = stamp.then_some((params.updated_field.as_str(), &now));
@@ -127,11 +123,7 @@ impl Model {
                 }
                 continue;
             }
-            changes.push((&field.attr, value));
-        }
-        let mut item = existing.clone();
-        for (attr, value) in changes {
-            item.insert(attr.clone(), value);
+            item.insert(field.attr.clone(), value);
         }
         self.check_limits(schema, &item, &mut errors);
         Some(self.finish(item, errors))
