@@ -204,17 +204,20 @@ fn get_with_only_the_hash_key_finds_one_item_and_refuses_two() {
     assert_eq!(admin["name"], "ada");
 }
 
+/// Users by id, and by email through `gs1`, which holds every attribute.
+const EMAIL_SCHEMA: &str = r#"{
+    version: '1',
+    indexes: { primary: { hash: 'pk', sort: 'sk' }, gs1: { hash: 'gs1pk', sort: 'gs1sk' } },
+    models: { User: {
+        pk: { value: 'user#${id}' }, sk: { value: 'user#' },
+        id: { generate: 'ulid' }, email: { required: true }, name: {}, age: { type: 'number' },
+        gs1pk: { value: 'email#${email}' }, gs1sk: { value: 'user#' },
+    } },
+}"#;
+
 #[test]
 fn get_on_a_gsi_reads_by_its_keys() {
-    let (_dir, db) = db(r#"{
-        version: '1',
-        indexes: { primary: { hash: 'pk', sort: 'sk' }, gs1: { hash: 'gs1pk', sort: 'gs1sk' } },
-        models: { User: {
-            pk: { value: 'user#${id}' }, sk: { value: 'user#' },
-            id: { generate: 'ulid' }, email: { required: true }, name: {},
-            gs1pk: { value: 'email#${email}' }, gs1sk: { value: 'user#' },
-        } },
-    }"#);
+    let (_dir, db) = db(EMAIL_SCHEMA);
     let ada = db
         .create("User", json!({"email": "ada@x", "name": "Ada"}))
         .unwrap();
@@ -247,15 +250,7 @@ fn get_on_a_gsi_reads_by_its_keys() {
 
 #[test]
 fn an_update_reaches_the_index_entries_that_hold_its_fields() {
-    let (_dir, db) = db(r#"{
-        version: '1',
-        indexes: { primary: { hash: 'pk', sort: 'sk' }, gs1: { hash: 'gs1pk', sort: 'gs1sk' } },
-        models: { User: {
-            pk: { value: 'user#${id}' }, sk: { value: 'user#' },
-            id: { required: true }, email: { required: true }, name: {}, age: { type: 'number' },
-            gs1pk: { value: 'email#${email}' }, gs1sk: { value: 'user#' },
-        } },
-    }"#);
+    let (_dir, db) = db(EMAIL_SCHEMA);
     db.create("User", json!({"id": "u1", "email": "ada@x", "name": "Ada"}))
         .unwrap();
     let on_gs1 = FindOptions {
