@@ -422,6 +422,7 @@ pub fn cloud_change(
         },
         scope: "*".into(),
         item,
+        base: None,
     }
 }
 

@@ -155,6 +155,7 @@ impl World {
             version,
             scope: scope.into(),
             item,
+            base: None,
         };
         assert_eq!(
             cloud.write(change),

@@ -18,7 +18,8 @@ use base64::Engine as _;
 use ferry::Attach;
 use ferry::journal::{Change, decode_change, encode_change};
 use ferry::replication::{
-    Limits, MemoryCloud, PullFrom, PullPage, PushOutcome, PushResults, Session, TransportError,
+    Grant, Limits, MemoryCloud, PullFrom, PullPage, PushOutcome, PushResults, Session,
+    TransportError,
 };
 use ferry::types::{Hlc, Version};
 use ferry::{Config, Db, SyncOptions, WriteOptions};
@@ -94,13 +95,15 @@ fn serve(stream: TcpStream, cloud: &Mutex<MemoryCloud>) {
             "connect" => json!({"now": cloud.now_ms(), "horizon": cloud.horizon_ms()}),
             "push" => {
                 let changes = request["changes"].as_array().unwrap().iter().map(change_of);
-                let outcomes: Vec<Json> = (changes.map(|change| cloud.write(change)))
+                let device = Grant::device("device", None);
+                let outcomes: Vec<Json> = (changes.map(|change| cloud.write_as(change, &device)))
                     .map(|outcome| match outcome {
                         PushOutcome::Applied => json!({"applied": true}),
                         PushOutcome::Superseded { cloud } => {
                             json!({"superseded": change_text(&cloud)})
                         }
                         PushOutcome::Rejected { reason } => json!({"rejected": reason}),
+                        PushOutcome::Ahead { server_time_ms } => json!({"ahead": server_time_ms}),
                     })
                     .collect();
                 json!({"outcomes": outcomes})
@@ -196,6 +199,9 @@ impl ferry::Transport for TcpCloud {
                         PushOutcome::Superseded {
                             cloud: Box::new(change_of(cloud)),
                         }
+                    } else if let Some(at) = outcome.get("ahead") {
+                        let server_time_ms = at.as_u64().unwrap_or_default();
+                        PushOutcome::Ahead { server_time_ms }
                     } else if let Some(reason) = outcome.get("rejected") {
                         let reason = reason.as_str().unwrap_or_default().to_string();
                         PushOutcome::Rejected { reason }

@@ -533,6 +533,7 @@ fn only_genuine_losers_are_conflicts_logged_once_and_seen_by_triggers() {
         },
         scope: "d1".into(),
         item: Some(cloud),
+        base: None,
     });
     for _ in 0..3 {
         world.advance(30_000);
@@ -814,6 +815,7 @@ fn observed_stamps_survive_a_restart_and_connected_tells_the_truth() {
         },
         scope: "*".into(),
         item: Some(config_item("mode")),
+        base: None,
     });
     db.sync(SYNC_TIMEOUT).unwrap();
     let seen = ferry::types::Hlc::new(ahead_ms, 0).to_text();

@@ -380,6 +380,7 @@ fn row(layout: &Layout, seq: usize) -> Result<ferry::dynamo::AttrMap> {
         },
         scope: "*".into(),
         item: Some(item),
+        base: None,
     };
     let row = layout.row(
         &change,

@@ -120,6 +120,7 @@ fn reading(seq: usize) -> Change {
         },
         scope: device,
         item: Some(item),
+        base: None,
     }
 }
 

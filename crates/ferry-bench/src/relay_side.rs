@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use ferry::journal::{Change, ChangeOp};
+use ferry::replication::{Grant, Models};
 use ferry::types::{Hlc, Item, Key, ReplicaId, Value, Version, item_size};
 use ferry::ws::WsTransport;
 use ferry::{Attach, Config, Db, EngineConfig, MemoryCloud, MemoryTransport, Origin, Schema};
@@ -53,7 +54,7 @@ impl Relay {
             .worker_threads(1)
             .enable_all()
             .build()?;
-        let store = EmbeddedStore::open(&dir.path().join("store"), 86_400_000)?;
+        let store = EmbeddedStore::open(&dir.path().join("store"), 86_400_000, models())?;
         let secret = Secret::new(SECRET.to_vec())?;
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let url = format!("ws://{}", listener.local_addr()?);
@@ -76,6 +77,12 @@ impl Relay {
         let token = self.secret.sign(device, Default::default(), 3600)?;
         Ok(WsTransport::new(&self.url, &token, replica)?)
     }
+}
+
+/// The benchmark schema's models, as the relay's write rule knows them.
+fn models() -> Models {
+    let schema = Schema::parse(SCHEMA).unwrap_or_else(|e| panic!("the benchmark schema: {e}"));
+    Models::new(schema.cloud_directions())
 }
 
 /// A device database on the benchmark schema, attached through `link`.
@@ -146,7 +153,7 @@ fn store_ceiling(store: &EmbeddedStore, changes: u64) -> Result<f64> {
         let batch = (start..(start + 1000).min(changes))
             .map(|seq| synthetic(seq, &replica))
             .collect();
-        store.write_now(batch)?;
+        store.write_now(batch, &Grant::device("ceiling", None))?;
     }
     Ok(changes as f64 / started.elapsed().as_secs_f64())
 }
@@ -178,6 +185,7 @@ fn synthetic(seq: u64, replica: &ReplicaId) -> Change {
         },
         scope: "*".into(),
         item: Some(item),
+        base: None,
     }
 }
 
@@ -251,7 +259,7 @@ fn round(changes: u64) -> Result<Round> {
     let m = device(dir.path(), "m", link, 100)?;
     let in_memory = upload(&m, changes)?;
     eprintln!("  {in_memory:.0}/s; the relay store's ceiling...");
-    let bare = EmbeddedStore::open(&dir.path().join("bare-store"), 86_400_000)?;
+    let bare = EmbeddedStore::open(&dir.path().join("bare-store"), 86_400_000, models())?;
     let ceiling = store_ceiling(&bare, changes)?;
 
     eprintln!("catching up {changes} changes on new devices...");

@@ -162,15 +162,19 @@ enum RelayCommand {
     /// Serve devices over WebSocket until SIGTERM or SIGINT; `GET /metrics` on the same
     /// address. Prints `listening on ADDR` once it accepts.
     Serve(relay::ServeArgs),
-    /// Print a signed, expiring token for a device (the relay checks it in the handshake).
+    /// Print a signed, expiring token for a device, or with --service for a cloud service
+    /// that writes the models the cloud owns (the relay checks it in the handshake).
     Token {
         /// The relay's signing secret: a file of at least 32 bytes.
         #[arg(long, value_name = "FILE")]
         secret_file: PathBuf,
         /// The device's id.
-        #[arg(long)]
-        device: String,
-        /// A scope the device may read and write (repeat it); none: its own and `*`.
+        #[arg(long, required_unless_present = "service", conflicts_with = "service")]
+        device: Option<String>,
+        /// A cloud service's name: the token writes as the cloud ('down' and 'both' models).
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
+        /// A scope the holder may read and write (repeat it); none: its own and `*`.
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
         /// How long the token is valid: 30d, 12h, 90s.
@@ -399,7 +403,7 @@ fn demo_cloud(cli: &Cli, aws: &AwsArgs) -> demo::DemoCloud {
 }
 
 /// The schema of a cloud command: the database's when `--db` is given, else `--schema`.
-#[cfg(feature = "dynamo")]
+#[cfg(any(feature = "dynamo", feature = "relay"))]
 fn table_schema(cli: &Cli) -> Result<ferry::Schema, Failure> {
     match (&cli.db, &cli.schema) {
         (Some(_), _) => Ok(ops::open(cli)?.schema().clone()),
@@ -513,19 +517,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 RelayCommand::Token {
                     secret_file,
                     device,
+                    service,
                     scopes,
                     ttl,
                 },
         } => {
+            use ferry::replication::Role;
             let invalid = |e: ferry_relay::TokenError| Failure::invalid(e.to_string());
             let secret = ferry_relay::Secret::from_file(secret_file).map_err(invalid)?;
             let scopes = scopes.iter().cloned().collect();
-            println!(
-                "{}",
-                secret
-                    .sign(device, scopes, ttl.as_secs())
-                    .map_err(invalid)?
-            );
+            let (role, name) = match (device, service) {
+                (_, Some(service)) => (Role::Service, service),
+                (Some(device), None) => (Role::Device, device),
+                (None, None) => return Err(Failure::invalid("give --device or --service".into())),
+            };
+            let token = (secret.sign_as(role, name, scopes, ttl.as_secs())).map_err(invalid)?;
+            println!("{token}");
             Ok(())
         }
         #[cfg(feature = "dynamo")]

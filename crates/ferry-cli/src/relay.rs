@@ -17,7 +17,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8470")]
     listen: String,
     /// Where the cloud's rows live: `embedded:DIR` (this relay's own directory) or
-    /// `dynamodb:TABLE` (shared with other relays; needs --schema).
+    /// `dynamodb:TABLE` (shared with other relays). Either needs the schema (--schema): the
+    /// write rule checks each change's model against it.
     #[arg(long, value_name = "STORE")]
     store: String,
     /// DynamoDB endpoint URL, for local servers (DynamoDB Local).
@@ -83,16 +84,17 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
     let announce = || {
         println!("listening on {address} ({scheme}://{address}, metrics at /metrics)");
     };
+    let schema = crate::table_schema(cli)?;
     match args.store.split_once(':') {
         Some(("embedded", dir)) if !dir.is_empty() => {
             let horizon_ms = args.horizon.as_millis() as u64;
-            let store = EmbeddedStore::open(dir.as_ref(), horizon_ms)
+            let models = ferry::replication::Models::new(schema.cloud_directions());
+            let store = EmbeddedStore::open(dir.as_ref(), horizon_ms, models)
                 .map_err(|e| Failure::failed("StoreError", format!("embedded store {dir}: {e}")))?;
             run(&rt, listener, store, config, announce);
         }
         #[cfg(feature = "dynamo")]
         Some(("dynamodb", table)) if !table.is_empty() => {
-            let schema = crate::table_schema(cli)?;
             let endpoint = ferry::dynamo::Endpoint {
                 url: args.endpoint.clone(),
                 region: args.region.clone(),
@@ -110,7 +112,6 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
             run(&rt, listener, store, config, announce);
         }
         _ => {
-            let _ = cli;
             return Err(invalid(format!(
                 "--store {}: give embedded:DIR{}",
                 args.store,

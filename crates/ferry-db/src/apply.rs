@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use ferry_journal::{Change, ChangeOp, ConflictRecord, OutboxEntry, QuarantineRecord, Tombstone};
+use ferry_journal::{Change, ChangeOp, ConflictRecord, QuarantineRecord, Tombstone};
 use ferry_schema::{Enable, Model, SyncDirection};
 use ferry_store::{Durability, Tx};
 use ferry_sync::{Inbound, decide_inbound};
@@ -81,9 +81,17 @@ impl Db {
 
     /// The cloud's winning change of a superseded upload, applied in `tx` (after the
     /// losing entry was settled) by the same rule as a pulled change: one that cannot
-    /// apply here goes to the quarantine, and the loser is settled all the same.
-    pub(crate) fn apply_winner(&self, tx: &mut Tx<'_>, change: &Change, now: u64) -> Result<()> {
-        self.apply_change(tx, change, now, &mut Applied::default())
+    /// apply here goes to the quarantine, and the loser is settled all the same. Returns
+    /// the conflict it logged, if the loser was not its base.
+    pub(crate) fn apply_winner(
+        &self,
+        tx: &mut Tx<'_>,
+        change: &Change,
+        now: u64,
+    ) -> Result<Vec<ConflictRecord>> {
+        let mut applied = Applied::default();
+        self.apply_change(tx, change, now, &mut applied)?;
+        Ok(applied.conflicts)
     }
 
     /// One cloud change, by the direction rule of its model. A change that cannot apply
@@ -165,49 +173,85 @@ impl Db {
         };
         let pending_version = pending.as_ref().map(|e| &e.change.version);
         match decide_inbound(direction, local.as_ref(), pending_version, &change.version) {
-            Inbound::Apply => self.write_remote(tx, model, change, now),
+            Inbound::Apply => {
+                // An acknowledged write of this device that the change was not made on top of
+                // lost: this device is the one to log it (docs/sync.md, conflicts).
+                let lost = (local.as_ref()).filter(|local| {
+                    direction == SyncDirection::Both && self.overwrote(change, local)
+                });
+                if let Some(local) = lost {
+                    let loser = self.loser_of(tx, model, change, local)?;
+                    self.log_conflict(tx, change, loser, now, out)?;
+                }
+                self.write_remote(tx, model, change, now)
+            }
             Inbound::ApplyOverPending => {
                 self.write_remote(tx, model, change, now)?;
                 if let Some(entry) = pending {
                     let version = entry.change.version.clone();
-                    let conflict = ConflictRecord {
-                        winner: change.version.clone(),
-                        loser: entry.change,
-                        at_ms: now,
-                    };
-                    tx.log_conflict(conflict.clone())?;
-                    out.conflicts.push(conflict);
+                    if self.overwrote(change, &version) {
+                        self.log_conflict(tx, change, entry.change, now, out)?;
+                    }
                     tx.settle(&change.key, &version)?;
                     out.settled.push((change.key.clone(), version));
                 }
                 Ok(())
             }
-            Inbound::KeepLocal => match (direction, pending) {
-                (SyncDirection::Both, Some(entry)) if self.unseen(&entry, &change.version) => {
-                    let conflict = ConflictRecord {
-                        winner: entry.change.version.clone(),
-                        loser: change.clone(),
-                        at_ms: now,
-                    };
-                    tx.log_conflict(conflict.clone())?;
-                    out.conflicts.push(conflict);
-                    // Seen now: a re-read of the same version is not logged again.
-                    let base = Some(change.version.clone());
-                    tx.update_pending(OutboxEntry { base, ..entry })?;
-                    Ok(())
-                }
-                _ => Ok(()),
-            },
-            Inbound::Ignore => Ok(()),
+            // The pending change is newer: the cloud's writer lost and logs it on its side
+            // when it hears of ours.
+            Inbound::KeepLocal | Inbound::Ignore => Ok(()),
         }
     }
 
-    /// Whether a cloud version that loses to the pending `entry` is a genuine conflict: not
-    /// this device's own (an acknowledged version re-read within the window), and newer
-    /// than anything the device had seen when it wrote the pending change.
-    fn unseen(&self, entry: &OutboxEntry, remote: &Version) -> bool {
-        remote.replica != self.inner.replica.id
-            && entry.base.as_ref().is_none_or(|base| remote > base)
+    /// Whether `change` replaced `ours`, a version this device wrote, without being made on
+    /// top of it (its base is older, or absent): a genuine conflict that `ours` lost.
+    /// Re-reads, echoes and writes made over ours are not conflicts.
+    fn overwrote(&self, change: &Change, ours: &Version) -> bool {
+        ours.replica == self.inner.replica.id
+            && change.version > *ours
+            && change.base.as_ref().is_none_or(|base| base < ours)
+    }
+
+    /// The acknowledged local change at `version` of `change`'s key, as it lost.
+    fn loser_of(
+        &self,
+        tx: &mut Tx<'_>,
+        model: &Model,
+        change: &Change,
+        version: &Version,
+    ) -> Result<Change> {
+        let item = tx.get(&change.key)?.map(|item| model.cloud_view(&item));
+        Ok(Change {
+            model: model.name.clone(),
+            key: change.key.clone(),
+            op: match item {
+                Some(_) => ChangeOp::Put,
+                None => ChangeOp::Delete,
+            },
+            version: version.clone(),
+            scope: change.scope.clone(),
+            item,
+            base: None,
+        })
+    }
+
+    /// Logs that `loser` lost to `winner`, in `tx`, for the triggers too.
+    fn log_conflict(
+        &self,
+        tx: &mut Tx<'_>,
+        winner: &Change,
+        loser: Change,
+        now: u64,
+        out: &mut Applied,
+    ) -> Result<()> {
+        let conflict = ConflictRecord {
+            winner: winner.version.clone(),
+            loser,
+            at_ms: now,
+        };
+        tx.log_conflict(conflict.clone())?;
+        out.conflicts.push(conflict);
+        Ok(())
     }
 
     /// Stores a cloud change as it is: its version and timestamps are kept, never re-stamped.

@@ -193,8 +193,9 @@ impl Replica {
             scope: scope_of(model, item, ctx)?,
             item: Some(model.cloud_view(item)),
             version,
+            base: over,
         };
-        self.queue(tx, change, now_ms, over)
+        self.queue(tx, change, now_ms)
     }
 
     /// Records the removal of `old` with a versioned tombstone and queues it, in `tx`.
@@ -225,8 +226,9 @@ impl Replica {
             scope: scope_of(model, old, ctx)?,
             item: None,
             version,
+            base: over,
         };
-        self.queue(tx, change, now_ms, over)
+        self.queue(tx, change, now_ms)
     }
 
     /// Gives a pending change a new version past `cloud`, the newer version the cloud holds,
@@ -236,14 +238,51 @@ impl Replica {
     pub fn restamp(
         &self,
         tx: &mut Tx<'_>,
-        entry: OutboxEntry,
+        mut entry: OutboxEntry,
         cloud: &Version,
         now_ms: i64,
     ) -> Result<(Version, usize)> {
-        let mut change = entry.change;
-        change.version = self.stamp_over(tx, now_ms, Some(cloud));
+        let version = self.stamp_over(tx, now_ms, Some(cloud));
         // The device has seen the cloud's version now: it is the base of the new one.
-        let base = entry.base.max(Some(cloud.clone()));
+        entry.change.base = entry.change.base.max(Some(cloud.clone()));
+        self.rewrite(tx, entry, version, now_ms)
+    }
+
+    /// Brings the clock back to the cloud's time and stamps a pending change there, in
+    /// `tx`: the answer to a version the cloud refused as too far ahead (this device's
+    /// clock ran ahead). Versions stamped ahead never landed anywhere, so none is reused.
+    pub fn restamp_at(
+        &self,
+        tx: &mut Tx<'_>,
+        entry: OutboxEntry,
+        server_time_ms: u64,
+        now_ms: i64,
+    ) -> Result<(Version, usize)> {
+        let hlc = {
+            let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+            *clock = HlcClock::new(Hlc::new(server_time_ms, 0), MAX_FORWARD_MS_DEFAULT);
+            clock.tick(server_time_ms)
+        };
+        tx.set_meta(META_HLC, hlc.as_u64().to_be_bytes().to_vec());
+        let version = Version {
+            hlc,
+            replica: self.id.clone(),
+        };
+        self.rewrite(tx, entry, version, now_ms)
+    }
+
+    /// Gives the pending `entry` and its item (or tombstone) `version`, in `tx`.
+    fn rewrite(
+        &self,
+        tx: &mut Tx<'_>,
+        entry: OutboxEntry,
+        version: Version,
+        now_ms: i64,
+    ) -> Result<(Version, usize)> {
+        let mut change = entry.change;
+        // The old version leaves first: the new one may be older (stamped at the cloud's time).
+        tx.settle(&change.key, &change.version)?;
+        change.version = version;
         match change.op {
             ChangeOp::Put => {
                 if let Some(item) = tx.get(&change.key)? {
@@ -261,24 +300,16 @@ impl Replica {
                 tx.set_tombstone(&change.key, tombstone);
             }
         }
-        let staged = queue_entry(tx, change, now_ms, base)?;
+        let staged = queue_entry(tx, change, now_ms)?;
         let bytes = tx
             .pending(&staged.key)?
             .map_or(0, |entry| entry.encoded_len());
         Ok((staged.version, bytes))
     }
 
-    /// Queues `change`, which replaces the version `over` (if any), in `tx` and stages its
-    /// notification for the sync engine. `over` is the entry's base unless the change
-    /// coalesces over a pending one, whose base the store keeps.
-    fn queue(
-        &self,
-        tx: &mut Tx<'_>,
-        change: Change,
-        now_ms: i64,
-        over: Option<Version>,
-    ) -> Result<()> {
-        let staged = queue_entry(tx, change, now_ms, over)?;
+    /// Queues `change` in `tx` and stages its notification for the sync engine.
+    fn queue(&self, tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<()> {
+        let staged = queue_entry(tx, change, now_ms)?;
         self.staged
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -288,17 +319,11 @@ impl Replica {
 }
 
 /// Puts `change` in the outbox in `tx`; returns what the sync engine must hear of it once
-/// it commits.
-fn queue_entry(
-    tx: &mut Tx<'_>,
-    change: Change,
-    now_ms: i64,
-    base: Option<Version>,
-) -> Result<Staged> {
+/// it commits. Coalescing over a pending change keeps that one's base (the store's).
+fn queue_entry(tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<Staged> {
     let entry = OutboxEntry {
         change,
         queued_ms: now_ms.max(0) as u64,
-        base,
     };
     let staged = Staged {
         key: entry.change.key.clone(),

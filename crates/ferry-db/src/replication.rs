@@ -440,24 +440,51 @@ impl Db {
             })?;
             return Ok(Superseded::Restamped { version, bytes });
         }
-        // Last writer wins: the cloud's newer version stands and comes down now; ours is
-        // the loser.
-        let conflict = ferry_journal::ConflictRecord {
-            winner: cloud.clone(),
-            loser: entry.change,
-            at_ms: now,
-        };
-        let (_, committed) = self.inner.store.write(Durability::Default, |tx| {
-            tx.log_conflict(conflict.clone())?;
+        // Last writer wins: the cloud's newer version stands and comes down now; ours
+        // lost, and applying the winner logs the conflict unless it was made on top of
+        // ours (a retry whose answer was lost).
+        let (conflicts, committed) = self.inner.store.write(Durability::Default, |tx| {
             tx.settle(key, local)?;
             match winner {
                 Some(change) => self.apply_winner(tx, change, now),
-                None => Ok(()),
+                None => {
+                    let conflict = ferry_journal::ConflictRecord {
+                        winner: cloud.clone(),
+                        loser: entry.change,
+                        at_ms: now,
+                    };
+                    tx.log_conflict(conflict.clone())?;
+                    Ok(vec![conflict])
+                }
             }
         })?;
         self.fire(&committed, crate::Origin::Cloud);
-        self.fire_conflicts(&[conflict]);
+        self.fire_conflicts(&conflicts);
         Ok(Superseded::Lost)
+    }
+
+    /// The cloud refused the pending `local` of `key` as too far past its time (this
+    /// device's clock ran ahead): the clock comes back to `server_time_ms` and the change is
+    /// stamped there, to be sent again.
+    #[doc(hidden)]
+    pub fn restamp_behind(
+        &self,
+        key: &Key,
+        local: &Version,
+        server_time_ms: u64,
+        now: u64,
+    ) -> Result<Superseded> {
+        let Some(entry) = self.inner.store.pending(key)? else {
+            return Ok(Superseded::Stale);
+        };
+        if &entry.change.version != local {
+            return Ok(Superseded::Stale);
+        }
+        let replica = &self.inner.replica;
+        let ((version, bytes), _) = self.inner.store.write(Durability::Default, |tx| {
+            replica.restamp_at(tx, entry, server_time_ms, now as i64)
+        })?;
+        Ok(Superseded::Restamped { version, bytes })
     }
 
     /// The server's time at a handshake: the clock observes it (persisted), and the

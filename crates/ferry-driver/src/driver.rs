@@ -102,6 +102,34 @@ impl Driver {
                 }
                 Ok(())
             }
+            Output::Ahead {
+                key,
+                local,
+                server_time_ms,
+            } => {
+                db.report_error(format!(
+                    "the cloud refused {key} ({local}) as ahead of its time: re-stamped at {server_time_ms}"
+                ));
+                if let Superseded::Restamped { version, bytes } =
+                    db.restamp_behind(&key, &local, server_time_ms, now)?
+                {
+                    // The new version is older than the refused one: that one leaves first.
+                    let settled = Input::Settled {
+                        key: key.clone(),
+                        version: local,
+                    };
+                    self.engine.handle(settled, now);
+                    self.engine.handle(
+                        Input::Queued {
+                            key,
+                            version,
+                            bytes,
+                        },
+                        now,
+                    );
+                }
+                Ok(())
+            }
             Output::Rejected {
                 key,
                 version,

@@ -2,7 +2,7 @@
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::http::Response as HttpResponse;
-use ferry_sync::TransportError;
+use ferry_cloud::TransportError;
 
 /// What went wrong on the DynamoDB side.
 #[derive(Debug, thiserror::Error)]

@@ -335,14 +335,15 @@ impl Follower {
         let (Some(model), Some(scope)) = (text(&layout.type_field), text(SCOPE)) else {
             return Ok(());
         };
-        let over = Layout::version_of(old).map(|v| v.hlc);
+        let over = Layout::version_of(old);
         let change = Change {
             model,
             key: layout.key_of(&item)?,
             op: ChangeOp::Delete,
-            version: self.writer.fresh_version(over)?,
+            version: self.writer.fresh_version(over.as_ref().map(|v| v.hlc))?,
             scope,
             item: None,
+            base: over,
         };
         self.writer.put_if_absent(&change, settings).await?;
         Ok(())

@@ -1,4 +1,4 @@
-//! The cloud layout of DESIGN.md section 7: how a change is written as an item of the
+//! The cloud layout (docs/dynamodb.md): how a change is written as an item of the
 //! user's table (its own attributes plus Ferry's hidden ones) and read back.
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -21,8 +21,11 @@ pub const SEQ: &str = "_seq";
 pub const DEL: &str = "_del";
 /// When DynamoDB may purge a tombstone (epoch seconds: deleted at + horizon).
 pub const TTL: &str = "_ttl";
+/// The version the writer had of the item when it wrote this one (absent: none), so that
+/// devices tell a write made on top of theirs from a conflicting one.
+pub const BASE: &str = "_base";
 /// Ferry's attributes other than `_ver` (which devices keep in their items too).
-pub const HIDDEN: [&str; 5] = [SRC, SCOPE, SEQ, DEL, TTL];
+pub const HIDDEN: [&str; 6] = [SRC, SCOPE, SEQ, DEL, TTL, BASE];
 
 /// The sync GSI: hash `_scope`, sort `_seq`, projection ALL.
 pub const SYNC_INDEX: &str = "ferry-sync";
@@ -123,6 +126,9 @@ impl Layout {
         row.insert(SRC.into(), text(writer));
         row.insert(SCOPE.into(), text(&change.scope));
         row.insert(SEQ.into(), text(seq));
+        if let Some(base) = &change.base {
+            row.insert(BASE.into(), text(&base.to_text()));
+        }
         Ok(row)
     }
 
@@ -140,6 +146,12 @@ impl Layout {
         let scope = text(SCOPE)?.to_string();
         let model = text(&self.type_field)?.to_string();
         let deleted = matches!(row.get(DEL), Some(AttributeValue::Bool(true)));
+        let base = match row.get(BASE) {
+            Some(AttributeValue::S(text)) => Some(
+                Version::parse(text).map_err(|e| Error::Item(format!("attribute {BASE}: {e}")))?,
+            ),
+            _ => None,
+        };
         let item = without_hidden(from_attrs(row)?);
         let key = self.key_of(&item)?;
         let (op, item) = match deleted {
@@ -153,6 +165,7 @@ impl Layout {
             version,
             scope,
             item,
+            base,
         };
         Ok((seq, change))
     }
@@ -224,6 +237,7 @@ mod tests {
             },
             scope: "*".into(),
             item: (op == ChangeOp::Put).then_some(item),
+            base: None,
         }
     }
 

@@ -329,7 +329,20 @@ impl CloudReplica {
             version,
             scope,
             item,
+            base: over,
         };
+        // The write rule's first part holds for cloud mode too (the model's direction for a
+        // service, the item, the version's bound); its condition is stricter than the
+        // rule's: the row must still be the one read.
+        let service = ferry_cloud::Grant::service(&self.writer.id, None);
+        if let Err(refusal) =
+            ferry_cloud::admit(&change, &service, &self.writer.models, self.now_ms() as u64)
+        {
+            return Err(refused(
+                "Refused",
+                format!("{} {key}: {refusal}", model.name),
+            ));
+        }
         let seq = format!("{}-{}", self.writer.dynamo.clock.stamp(), self.writer.id);
         let row = layout.row(&change, &seq, &self.writer.id, self.settings.horizon_ms)?;
         let request = (self.writer.dynamo.client.put_item())

@@ -21,7 +21,7 @@ use crate::layout::{Layout, SCOPE, SEQ, SYNC_INDEX, TTL};
 /// The feed window W (DESIGN.md 7 rule 2) of a new table.
 pub const WINDOW_MS_DEFAULT: u64 = 10_000;
 /// The horizon of a new table: how long tombstones live (DESIGN.md 6).
-pub const HORIZON_MS_DEFAULT: u64 = ferry_sync::HORIZON_MS;
+pub const HORIZON_MS_DEFAULT: u64 = ferry_cloud::defaults::HORIZON_MS;
 /// A horizon must outlast this many windows, or every catch-up would expire.
 const HORIZON_WINDOWS_MIN: u64 = 4;
 /// The smallest window: DynamoDB's `Date` tells whole seconds, so writers' clocks agree

@@ -5,9 +5,11 @@
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use ferry_cloud::{
+    Grant, Limits, PullFrom, PullPage, PushResults, Session, Transport, TransportError,
+};
 use ferry_journal::Change;
 use ferry_schema::Schema;
-use ferry_sync::{Limits, PullFrom, PullPage, PushResults, Session, Transport, TransportError};
 use ferry_types::Hlc;
 use tokio::sync::OnceCell;
 
@@ -41,13 +43,17 @@ pub struct DynamoTransport {
     writer: OnceCell<Writer>,
     /// Read at every connect; the defaults until then.
     settings: Mutex<Settings>,
+    /// What this transport's own pushes may write.
+    grant: Grant,
 }
 
 impl DynamoTransport {
     /// A transport for `table` of `schema` at `endpoint`, writing as replica `id` (the
-    /// device's own).
+    /// device's own), as a device of every scope (its credentials decide which keys it
+    /// reaches).
     pub fn new(endpoint: Endpoint, table: &str, schema: Arc<Schema>, id: &str) -> DynamoTransport {
         DynamoTransport {
+            grant: Grant::device(id, None),
             endpoint,
             clock: Arc::new(ServerClock::default()),
             table: table.to_string(),
@@ -55,6 +61,38 @@ impl DynamoTransport {
             id: id.to_string(),
             writer: OnceCell::new(),
             settings: Mutex::new(Settings::default()),
+        }
+    }
+
+    /// The same transport writing as `grant`'s writer (a service, a device of some scopes).
+    pub fn with_grant(mut self, grant: Grant) -> DynamoTransport {
+        self.grant = grant;
+        self
+    }
+
+    /// Writes `changes` as `grant`'s writer (the relay, for each device): per-change
+    /// outcomes as [`Transport::push`] gives them.
+    pub async fn push_as(
+        &self,
+        changes: Vec<Change>,
+        grant: &Grant,
+    ) -> Result<PushResults, TransportError> {
+        let count = changes.len();
+        let mut results = PushResults::with_capacity(count);
+        let mut first_failure = None;
+        let writer = self.writer().await;
+        for (change, result) in writer.put_all(changes, self.settings(), grant).await {
+            match result {
+                Ok(outcome) => results.push((change.key, change.version, outcome)),
+                // Left out of the answer: the change stays pending and goes again.
+                Err(failure) => {
+                    first_failure.get_or_insert(failure);
+                }
+            }
+        }
+        match first_failure {
+            Some(failure) if results.is_empty() && count > 0 => Err(failure.into()),
+            _ => Ok(results),
         }
     }
 
@@ -116,7 +154,7 @@ impl Transport for DynamoTransport {
         *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = settings;
         Ok(Session {
             server_time_ms: writer.dynamo.clock.at_least_ms(),
-            scopes: None,
+            scopes: self.grant.scopes.clone(),
             limits: Limits {
                 push_changes_max: PUSH_CHANGES_MAX,
                 push_bytes_max: PUSH_BYTES_MAX,
@@ -127,23 +165,7 @@ impl Transport for DynamoTransport {
     }
 
     async fn push(&self, changes: Vec<Change>) -> Result<PushResults, TransportError> {
-        let count = changes.len();
-        let mut results = PushResults::with_capacity(count);
-        let mut first_failure = None;
-        let writer = self.writer().await;
-        for (change, result) in writer.put_all(changes, self.settings()).await {
-            match result {
-                Ok(outcome) => results.push((change.key, change.version, outcome)),
-                // Left out of the answer: the change stays pending and goes again.
-                Err(failure) => {
-                    first_failure.get_or_insert(failure);
-                }
-            }
-        }
-        match first_failure {
-            Some(failure) if results.is_empty() && count > 0 => Err(failure.into()),
-            _ => Ok(results),
-        }
+        self.push_as(changes, &self.grant).await
     }
 
     async fn pull(
@@ -152,6 +174,12 @@ impl Transport for DynamoTransport {
         from: PullFrom,
         limit: usize,
     ) -> Result<PullPage, TransportError> {
+        if !self.grant.has_scope(scope) {
+            return Err(TransportError::Rejected(format!(
+                "scope '{scope}' is not granted to '{}'",
+                self.grant.name
+            )));
+        }
         let settings = self.settings();
         // Taken before the read: every write stamped at or before it was visible to it.
         let server_now = self.clock.now_ms();

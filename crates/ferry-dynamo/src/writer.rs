@@ -1,8 +1,13 @@
-//! The cloud writer: one conditional `PutItem` per change (DESIGN.md 7), many in flight.
+//! The cloud writer: one conditional `PutItem` per change (docs/dynamodb.md), many in
+//! flight, each decided by the write rule (`ferry_cloud::decide`).
 //!
-//! `attribute_not_exists(hash) OR _ver < :ver` lands a change only over an older one; a
-//! failed condition returns the row (`ALL_OLD`), which tells a lost response (the same
-//! version: applied) from a newer change (superseded, with it). Each attempt stamps a fresh
+//! The rule's first part (`admit`: the item, the model's direction, the change's scope,
+//! the version's bound) runs before the request. Its second part (`against` the held row) is
+//! the condition: `attribute_not_exists(hash) OR _ver < :ver`, and for a writer of some
+//! scopes only, `_scope IN (...)` for a row that exists. Both outcomes return the row
+//! (`ALL_OLD`): on success the rule confirms what the write replaced; on a failed condition
+//! it tells a lost response (the same version: applied) from a newer change (superseded,
+//! with it) from a row of another scope (refused, without it). Each attempt stamps a fresh
 //! `_seq` from the server-disciplined clock and is abandoned after half the feed window, so
 //! a write lands, if ever, while readers still look for it; throttling and transient
 //! failures are retried with backoff (the SDK's own retries would resend a stale `_seq`).
@@ -13,9 +18,9 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use backon::{ExponentialBuilder, Retryable};
+use ferry_cloud::{Decision, Grant, Models, PushOutcome, admit, against};
 use ferry_journal::Change;
 use ferry_schema::{Context, Schema};
-use ferry_sync::PushOutcome;
 use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::{Value, Version, item_size};
 use futures::StreamExt;
@@ -23,13 +28,15 @@ use futures::StreamExt;
 use crate::attrs::{AttrMap, from_attrs, to_attrs};
 use crate::client::{ATTEMPT_TIMEOUT, Dynamo};
 use crate::error::{Failure, FailureKind};
-use crate::layout::{DEL, Layout, SCOPE, SEQ, SRC, TTL, VER};
+use crate::layout::{BASE, DEL, Layout, SCOPE, SEQ, SRC, TTL, VER};
 use crate::table::Settings;
 
 /// Conditional puts in flight at once per push.
 pub const PUTS_IN_FLIGHT: usize = 64;
 /// Attempts per change before the push reports it unprocessed.
 const ATTEMPTS_MAX: usize = 5;
+/// Scopes a writer of some scopes may have: DynamoDB's `IN` takes at most 100 operands.
+pub const CONDITION_SCOPES_MAX: usize = 100;
 
 /// Writes changes to one table under Ferry's rules.
 #[derive(Debug, Clone)]
@@ -38,6 +45,8 @@ pub struct Writer {
     pub(crate) table: String,
     pub(crate) layout: Layout,
     pub(crate) schema: std::sync::Arc<Schema>,
+    /// What the write rule knows of the schema.
+    pub(crate) models: Models,
     /// The writer's replica id: `_src`, and the tie-breaker of its `_seq` texts.
     pub(crate) id: String,
 }
@@ -50,6 +59,7 @@ impl Writer {
     pub fn new(dynamo: Dynamo, table: &str, schema: std::sync::Arc<Schema>, id: &str) -> Writer {
         Writer {
             layout: Layout::new(&schema),
+            models: Models::new(schema.cloud_directions()),
             dynamo,
             table: table.to_string(),
             schema,
@@ -57,16 +67,18 @@ impl Writer {
         }
     }
 
-    /// Writes `changes` with up to [`PUTS_IN_FLIGHT`] in flight; answers in input order.
+    /// Writes `changes` of `grant`'s writer with up to [`PUTS_IN_FLIGHT`] in flight;
+    /// answers in input order.
     pub async fn put_all(
         &self,
         changes: Vec<Change>,
         settings: Settings,
+        grant: &Grant,
     ) -> Vec<(Change, PutResult)> {
         let mut results: Vec<(usize, Change, PutResult)> =
             futures::stream::iter(changes.into_iter().enumerate())
                 .map(|(i, change)| async move {
-                    let result = self.put(&change, settings).await;
+                    let result = self.put(&change, settings, grant).await;
                     (i, change, result)
                 })
                 .buffer_unordered(PUTS_IN_FLIGHT)
@@ -76,21 +88,26 @@ impl Writer {
         results.into_iter().map(|(_, c, r)| (c, r)).collect()
     }
 
-    /// Writes one change, retrying throttling and transient failures with backoff.
-    pub async fn put(&self, change: &Change, settings: Settings) -> PutResult {
+    /// Writes one change of `grant`'s writer, retrying throttling and transient failures
+    /// with backoff.
+    pub async fn put(&self, change: &Change, settings: Settings, grant: &Grant) -> PutResult {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(25))
             .with_max_delay(Duration::from_secs(2))
             .with_max_times(ATTEMPTS_MAX - 1)
             .with_jitter();
-        (|| self.attempt(change, settings))
+        (|| self.attempt(change, settings, grant))
             .retry(backoff)
             .when(Failure::retryable)
             .await
     }
 
     /// One attempt with a fresh `_seq`.
-    async fn attempt(&self, change: &Change, settings: Settings) -> PutResult {
+    async fn attempt(&self, change: &Change, settings: Settings, grant: &Grant) -> PutResult {
+        let now_ms = self.dynamo.clock.at_least_ms();
+        if let Err(refusal) = admit(change, grant, &self.models, now_ms) {
+            return Ok(refusal.outcome(grant, change));
+        }
         let seq = format!("{}-{}", self.dynamo.clock.stamp(), self.id);
         let row = match self.layout.row(change, &seq, &self.id, settings.horizon_ms) {
             Ok(row) => row,
@@ -103,21 +120,55 @@ impl Writer {
                 change.key
             )));
         }
-        let request = (self.dynamo.client.put_item())
+        let mut request = (self.dynamo.client.put_item())
             .table_name(&self.table)
             .set_item(Some(to_attrs(&row)))
-            .condition_expression("attribute_not_exists(#h) OR #v < :v")
             .expression_attribute_names("#h", &self.layout.hash)
             .expression_attribute_names("#v", VER)
             .expression_attribute_values(":v", AttributeValue::S(change.version.to_text()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send();
-        let answer = match tokio::time::timeout(attempt_timeout(settings), request).await {
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let newer = "(attribute_not_exists(#h) OR #v < :v)";
+        request = match &grant.scopes {
+            None => request.condition_expression(newer),
+            Some(scopes) if scopes.len() > CONDITION_SCOPES_MAX => {
+                return Ok(rejected(format!(
+                    "'{}' is granted {} scopes; a writer to DynamoDB may have at most {CONDITION_SCOPES_MAX}",
+                    grant.name,
+                    scopes.len()
+                )));
+            }
+            Some(scopes) => {
+                let names: Vec<String> = (0..scopes.len()).map(|i| format!(":s{i}")).collect();
+                let owned = format!(
+                    "(attribute_not_exists(#h) OR #scope IN ({}))",
+                    names.join(", ")
+                );
+                let request = (names.iter().zip(scopes)).fold(request, |request, (name, scope)| {
+                    request.expression_attribute_values(name, AttributeValue::S(scope.clone()))
+                });
+                request
+                    .condition_expression(format!("{newer} AND {owned}"))
+                    .expression_attribute_names("#scope", SCOPE)
+            }
+        };
+        let answer = match tokio::time::timeout(attempt_timeout(settings), request.send()).await {
             Ok(answer) => answer,
             Err(_) => return Err(abandoned("PutItem")),
         };
         let error = match answer {
-            Ok(_) => return Ok(PushOutcome::Applied),
+            Ok(landed) => {
+                // The condition is the rule's `Land`: what it replaced must say so too.
+                let replaced = (landed.attributes.as_ref())
+                    .filter(|old| Layout::version_of(old).is_some())
+                    .and_then(|old| self.layout.change_of(old).ok());
+                let decision = against(replaced.as_ref().map(|(_, c)| c), change, grant);
+                debug_assert!(
+                    matches!(decision, Decision::Land { .. }),
+                    "DynamoDB's condition and the write rule disagree: {decision:?}"
+                );
+                return Ok(PushOutcome::Applied);
+            }
             Err(error) => error,
         };
         let old = match error.as_service_error() {
@@ -133,17 +184,14 @@ impl Writer {
         };
         let old = old.unwrap_or_default();
         match Layout::version_of(&old) {
-            Some(held) if held == change.version => Ok(PushOutcome::Applied),
-            Some(held) if held > change.version => match self.layout.change_of(&old) {
-                Ok((_, cloud)) => Ok(PushOutcome::Superseded {
-                    cloud: Box::new(cloud),
-                }),
-                Err(e) => Ok(rejected(format!(
-                    "the cloud's newer row is unreadable: {e}"
-                ))),
+            Some(_) => match self.layout.change_of(&old) {
+                Ok((_, held)) => match against(Some(&held), change, grant).outcome(grant, change) {
+                    Some(answer) => Ok(answer),
+                    // Older by now (another writer raced us): the next attempt lands.
+                    None => Err(raced("PutItem")),
+                },
+                Err(e) => Ok(rejected(format!("the cloud's row is unreadable: {e}"))),
             },
-            // Older by now (another writer raced us): the next attempt lands.
-            Some(_) => Err(raced("PutItem")),
             // Written outside Ferry (or with a `_ver` that does not parse): adopt it, then
             // the next attempt compares versions. One that cannot be adopted never will be.
             None => match self.adopt(&old, old.get(VER), settings).await {
@@ -159,7 +207,7 @@ impl Writer {
 
     /// Gives a row Ferry did not write (no `_ver`, or updated in place under `expected`,
     /// the version it still carries) a new version, a scope and a feed position, so that
-    /// devices receive it (DESIGN.md 7, "Writers that do not go through Ferry"). Only while
+    /// devices receive it (docs/dynamodb.md, writers that do not go through Ferry). Only while
     /// the row is as found: a concurrent adoption or Ferry write wins.
     pub async fn adopt(
         &self,
@@ -182,10 +230,16 @@ impl Writer {
             .map_err(|e| foreign(e.to_string()))?;
         let scope_of = |item: &ferry_types::Item| model.scope_of(item, &Context::default());
         let scope = scope_of(&item).map_err(foreign)?;
-        let over = Layout::version_of(row).map(|v| v.hlc);
+        // The version it carried, if any, is what the foreign write was made over.
+        let base = Layout::version_of(row);
+        let over = base.as_ref().map(|v| v.hlc);
         let version = self
             .fresh_version(over)
             .map_err(|e| foreign(e.to_string()))?;
+        let (set_base, remove_base) = match &base {
+            Some(_) => (", #base = :base", ""),
+            None => ("", ", #base"),
+        };
         let text = |s: String| AttributeValue::S(s);
         // Only Ferry's attributes change: the row keeps whatever a later foreign write put
         // there (a stream image may be older than the row), and a foreign write over a
@@ -193,9 +247,10 @@ impl Writer {
         let request = (self.dynamo.client.update_item())
             .table_name(&self.table)
             .set_key(Some(self.layout.key_attrs(&key)))
-            .update_expression(
-                "SET #v = :v, #q = :q, #src = :src, #scope = :scope REMOVE #del, #ttl",
-            )
+            .update_expression(format!(
+                "SET #v = :v, #q = :q, #src = :src, #scope = :scope{set_base} REMOVE #del, #ttl{remove_base}"
+            ))
+            .expression_attribute_names("#base", BASE)
             .expression_attribute_names("#h", &self.layout.hash)
             .expression_attribute_names("#v", VER)
             .expression_attribute_names("#q", SEQ)
@@ -211,6 +266,10 @@ impl Writer {
             .expression_attribute_values(":src", text(self.id.clone()))
             .expression_attribute_values(":scope", text(scope.clone()))
             .return_values(ReturnValue::AllNew);
+        let request = match &base {
+            Some(base) => request.expression_attribute_values(":base", text(base.to_text())),
+            None => request,
+        };
         let request = match expected {
             None => {
                 request.condition_expression("attribute_exists(#h) AND attribute_not_exists(#v)")
@@ -321,7 +380,7 @@ fn foreign(reason: String) -> Failure {
     }
 }
 
-/// Half the feed window, at most the client's attempt timeout (DESIGN.md 7 rule 1).
+/// Half the feed window, at most the client's attempt timeout (rule 1 of the feed).
 pub(crate) fn attempt_timeout(settings: Settings) -> Duration {
     Duration::from_millis(settings.window_ms / 2).clamp(Duration::from_millis(250), ATTEMPT_TIMEOUT)
 }

@@ -1,16 +1,20 @@
 //! Byte encodings of the records: a format byte, then `ferry_types::codec` primitives.
 //!
 //! ```text
-//! change        = FORMAT change-body
+//! change        = 2 change-body (0 | 1 version(base))
+//!               | 1 change-body                              (written before `base`)
 //! change-body   = text(model) key op version text(scope) (0 | 1 item)
 //! key           = value(hash) (0 | 1 value(sort))
 //! op            = 0 (put) | 1 (delete)
 //! version       = varint(hlc) text(replica)
-//! outbox entry  = 2 change-body varint(queued_ms) (0 | 1 version(base))
-//!               | 1 change-body varint(queued_ms)            (written before `base`)
-//! tombstone     = FORMAT text(model) version varint(deleted_ms)
-//! conflict      = FORMAT version(winner) change-body(loser) varint(at_ms)
-//! quarantine    = FORMAT change-body text(reason) varint(at_ms)
+//! outbox entry  = 3 change-body (0 | 1 version(base)) varint(queued_ms)
+//!               | 2 change-body varint(queued_ms) (0 | 1 version(base))
+//!               | 1 change-body varint(queued_ms)
+//! tombstone     = 1 text(model) version varint(deleted_ms)
+//! conflict      = 2 version(winner) change-body (0 | 1 version(base)) varint(at_ms)
+//!               | 1 version(winner) change-body varint(at_ms)
+//! quarantine    = 2 change-body (0 | 1 version(base)) text(reason) varint(at_ms)
+//!               | 1 change-body text(reason) varint(at_ms)
 //! text(s)       = varint(byte length) UTF-8 bytes
 //! ```
 
@@ -24,8 +28,12 @@ use crate::{
 /// The leading byte of every record: a later layout gets a new number, and old bytes stay
 /// readable by matching on it.
 const FORMAT_V1: u8 = 1;
-/// Outbox entries with their `base` version.
+/// Changes with their `base`; outbox entries with their `base` after `queued_ms`.
 const FORMAT_V2: u8 = 2;
+/// Outbox entries whose change carries its `base`.
+const FORMAT_V3: u8 = 3;
+/// Formats of the records that hold one change: 1 without its `base`, 2 with it.
+const CHANGE_FORMATS: &[u8] = &[FORMAT_V1, FORMAT_V2];
 
 const ABSENT: u8 = 0;
 const PRESENT: u8 = 1;
@@ -34,46 +42,41 @@ const DELETE: u8 = 1;
 
 /// Appends the encoding of a change to `out`.
 pub fn encode_change(change: &Change, out: &mut Vec<u8>) {
-    out.push(FORMAT_V1);
+    out.push(FORMAT_V2);
     change_body(change, out);
 }
 
 /// Decodes [`encode_change`]'s bytes.
 pub fn decode_change(bytes: &[u8]) -> Result<Change> {
-    let mut d = Decoder::start(bytes, "change")?;
-    let change = d.change()?;
+    let (mut d, format) = Decoder::start_any(bytes, "change", CHANGE_FORMATS)?;
+    let change = d.change(format >= FORMAT_V2)?;
     d.finish(change)
 }
 
 /// Appends the encoding of an outbox entry to `out`.
 pub fn encode_outbox_entry(entry: &OutboxEntry, out: &mut Vec<u8>) {
-    out.push(FORMAT_V2);
+    out.push(FORMAT_V3);
     change_body(&entry.change, out);
     varint(entry.queued_ms, out);
-    optional(entry.base.as_ref(), out, version);
 }
 
 /// Decodes [`encode_outbox_entry`]'s bytes (both formats).
 pub fn decode_outbox_entry(bytes: &[u8]) -> Result<OutboxEntry> {
-    let (mut d, format) = Decoder::start_any(bytes, "outbox entry", &[FORMAT_V1, FORMAT_V2])?;
-    let change = d.change()?;
+    let formats = [FORMAT_V1, FORMAT_V2, FORMAT_V3];
+    let (mut d, format) = Decoder::start_any(bytes, "outbox entry", &formats)?;
+    let mut change = d.change(format == FORMAT_V3)?;
     let queued_ms = d.varint()?;
-    let base = match format {
-        FORMAT_V1 => None,
-        _ => d.optional(Decoder::version)?,
-    };
-    let entry = OutboxEntry {
-        change,
-        queued_ms,
-        base,
-    };
-    d.finish(entry)
+    if format == FORMAT_V2 {
+        change.base = d.optional(Decoder::version)?;
+    }
+    d.finish(OutboxEntry { change, queued_ms })
 }
 
 /// The version of an outbox entry, decoding no further than it (the item is not read): what
 /// settling an acknowledgement needs.
 pub fn decode_outbox_version(bytes: &[u8]) -> Result<Version> {
-    let (mut d, _) = Decoder::start_any(bytes, "outbox entry", &[FORMAT_V1, FORMAT_V2])?;
+    let formats = [FORMAT_V1, FORMAT_V2, FORMAT_V3];
+    let (mut d, _) = Decoder::start_any(bytes, "outbox entry", &formats)?;
     d.text()?;
     d.key()?;
     d.op()?;
@@ -82,7 +85,7 @@ pub fn decode_outbox_version(bytes: &[u8]) -> Result<Version> {
 
 /// Appends the encoding of a quarantine record to `out`.
 pub fn encode_quarantine(record: &QuarantineRecord, out: &mut Vec<u8>) {
-    out.push(FORMAT_V1);
+    out.push(FORMAT_V2);
     change_body(&record.change, out);
     text(&record.reason, out);
     varint(record.at_ms, out);
@@ -90,9 +93,9 @@ pub fn encode_quarantine(record: &QuarantineRecord, out: &mut Vec<u8>) {
 
 /// Decodes [`encode_quarantine`]'s bytes.
 pub fn decode_quarantine(bytes: &[u8]) -> Result<QuarantineRecord> {
-    let mut d = Decoder::start(bytes, "quarantine record")?;
+    let (mut d, format) = Decoder::start_any(bytes, "quarantine record", CHANGE_FORMATS)?;
     let record = QuarantineRecord {
-        change: d.change()?,
+        change: d.change(format >= FORMAT_V2)?,
         reason: d.text()?,
         at_ms: d.varint()?,
     };
@@ -120,7 +123,7 @@ pub fn decode_tombstone(bytes: &[u8]) -> Result<Tombstone> {
 
 /// Appends the encoding of a conflict record to `out`.
 pub fn encode_conflict(conflict: &ConflictRecord, out: &mut Vec<u8>) {
-    out.push(FORMAT_V1);
+    out.push(FORMAT_V2);
     version(&conflict.winner, out);
     change_body(&conflict.loser, out);
     varint(conflict.at_ms, out);
@@ -128,10 +131,10 @@ pub fn encode_conflict(conflict: &ConflictRecord, out: &mut Vec<u8>) {
 
 /// Decodes [`encode_conflict`]'s bytes.
 pub fn decode_conflict(bytes: &[u8]) -> Result<ConflictRecord> {
-    let mut d = Decoder::start(bytes, "conflict record")?;
+    let (mut d, format) = Decoder::start_any(bytes, "conflict record", CHANGE_FORMATS)?;
     let conflict = ConflictRecord {
         winner: d.version()?,
-        loser: d.change()?,
+        loser: d.change(format >= FORMAT_V2)?,
         at_ms: d.varint()?,
     };
     d.finish(conflict)
@@ -148,6 +151,7 @@ fn change_body(change: &Change, out: &mut Vec<u8>) {
     version(&change.version, out);
     text(&change.scope, out);
     optional(change.item.as_ref(), out, encode_item);
+    optional(change.base.as_ref(), out, version);
 }
 
 fn optional<T>(value: Option<&T>, out: &mut Vec<u8>, encode: fn(&T, &mut Vec<u8>)) {
@@ -279,7 +283,8 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn change(&mut self) -> Result<Change> {
+    /// A change body; `with_base`: the format that carries the base after it.
+    fn change(&mut self, with_base: bool) -> Result<Change> {
         Ok(Change {
             model: self.text()?,
             key: self.key()?,
@@ -287,6 +292,10 @@ impl<'a> Decoder<'a> {
             version: self.version()?,
             scope: self.text()?,
             item: self.item()?,
+            base: match with_base {
+                true => self.optional(Decoder::version)?,
+                false => None,
+            },
         })
     }
 }

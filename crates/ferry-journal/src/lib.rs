@@ -52,6 +52,11 @@ pub struct Change {
     pub scope: String,
     /// Put: the item as it leaves the device (fields with sync `none` removed); Delete: `None`.
     pub item: Option<Item>,
+    /// The version the writer had of the key when it wrote this change (the item's or
+    /// tombstone's it replaced), `None` when it had nothing: a change written on top of a
+    /// version is no conflict with it. Kept as far as it travels: through coalescing it is
+    /// the oldest pending write's, which is what the cloud held for all of them.
+    pub base: Option<Version>,
 }
 
 /// The latest pending local change of one key (the outbox holds one per key).
@@ -61,10 +66,6 @@ pub struct OutboxEntry {
     pub change: Change,
     /// When it was queued (wall milliseconds), to report how long changes wait.
     pub queued_ms: u64,
-    /// The newest version of the key this device had seen when the pending change was
-    /// written (the item's or tombstone's it replaced, or a conflict's loser since): a cloud
-    /// change at or below it is old news, not a conflict. `None`: nothing was there.
-    pub base: Option<Version>,
 }
 
 impl OutboxEntry {

@@ -15,15 +15,25 @@
 
 use std::collections::BTreeSet;
 
+use ferry_cloud::{Limits, PullFrom, PullPage, PushOutcome, PushResults, Session, TransportError};
 use ferry_journal::{Change, decode_change, encode_change};
-use ferry_sync::{Limits, PullFrom, PullPage, PushOutcome, PushResults, Session, TransportError};
 use ferry_types::codec::{Reader, bytes, encode_value, varint};
 use ferry_types::{Hlc, Key, Version};
 
 /// The version every frame starts with; a peer refuses frames of another.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// The largest frame either side accepts (a push of changes near DynamoDB's item limit).
 pub const FRAME_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// The WebSocket configuration both sides use: frames bounded by the protocol, and small
+/// buffers, since one relay holds many connections.
+pub fn ws_config() -> tungstenite::protocol::WebSocketConfig {
+    tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(FRAME_BYTES_MAX))
+        .max_frame_size(Some(FRAME_BYTES_MAX))
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+}
 
 /// One message between a device and the relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +222,10 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
                         out.push(2);
                         text(reason, &mut out);
                     }
+                    PushOutcome::Ahead { server_time_ms } => {
+                        out.push(3);
+                        varint(*server_time_ms, &mut out);
+                    }
                 }
             }
         }
@@ -368,6 +382,9 @@ fn read_frame(r: &mut Reader<'_>) -> Read<Frame> {
                     },
                     2 => PushOutcome::Rejected {
                         reason: r.text().map_err(text_of)?,
+                    },
+                    3 => PushOutcome::Ahead {
+                        server_time_ms: r.varint().map_err(text_of)?,
                     },
                     other => return Err(format!("push outcome {other}")),
                 };

@@ -24,6 +24,7 @@ fn change(n: u64, op: ChangeOp) -> Change {
         },
         scope: "dev-1".into(),
         item,
+        base: None,
     }
 }
 

@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ferry_cloud::{Grant, PullFrom, PullPage, PushOutcome, Session, TransportError};
 use ferry_journal::Change;
 use ferry_protocol::{FRAME_BYTES_MAX, Frame, decode, encode};
-use ferry_sync::{PullFrom, PullPage, PushOutcome, Session, TransportError};
 use ferry_types::{Key, Version};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
@@ -86,7 +86,7 @@ pub async fn serve<S: CloudStore>(
     peer: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (device, replica, scopes, expires_s) = match handshake(&shared, &mut ws).await {
+    let (grant, replica, expires_s) = match handshake(&shared, &mut ws).await {
         Ok(who) => who,
         Err(ended) => return refuse(&mut ws, ended.messages(&shared, &peer)).await,
     };
@@ -102,6 +102,7 @@ pub async fn serve<S: CloudStore>(
             return refuse(&mut ws, ended.messages(&shared, &peer)).await;
         }
     };
+    let scopes = grant.scopes.clone().unwrap_or_default();
     session.scopes = Some(scopes.clone());
     if ws
         .send(binary(&Frame::Welcome(session.clone())))
@@ -110,7 +111,8 @@ pub async fn serve<S: CloudStore>(
     {
         return;
     }
-    tracing::info!(%peer, %device, %replica, scopes = ?scopes, "device connected");
+    let device = grant.name.clone();
+    tracing::info!(%peer, %device, %replica, role = ?grant.role, scopes = ?scopes, "device connected");
     let (sink, mut stream) = ws.split();
     let config = &shared.config;
     let (queue, queued) = crate::queue::queue(config.queue_frames_max, config.live_bytes_max);
@@ -122,12 +124,7 @@ pub async fn serve<S: CloudStore>(
     };
     let id = shared.hub.join(member);
     shared.metrics.connections.inc();
-    let device = Device {
-        id,
-        name: device,
-        scopes,
-        session,
-    };
+    let device = Device { id, grant, session };
     let expired = || crate::wall_ms() / 1000 >= expires_s;
     let mut prefetched = None;
     let ended = loop {
@@ -184,26 +181,25 @@ pub async fn serve<S: CloudStore>(
                 let _ = queue.send(message).await;
             }
         }
-        None => tracing::info!(%peer, device = %device.name, "device disconnected"),
+        None => tracing::info!(%peer, device = %device.grant.name, "device disconnected"),
     }
     drop(queue);
     let _ = writer.await;
 }
 
-/// Who is connected.
+/// Who is connected: what its token grants, and its session.
 struct Device {
     id: u64,
-    name: String,
-    scopes: BTreeSet<String>,
+    grant: Grant,
     session: Session,
 }
 
-/// The first frame must be a `Hello` whose token verifies; returns the device, its
-/// replica, its scopes and when its token expires.
+/// The first frame must be a `Hello` whose token verifies; returns what the token grants,
+/// the replica, and when the token expires.
 async fn handshake<S: CloudStore>(
     shared: &Shared<S>,
     ws: &mut WebSocketStream<Box<dyn Socket>>,
-) -> Result<(String, String, BTreeSet<String>, u64), Ended> {
+) -> Result<(Grant, String, u64), Ended> {
     let first = tokio::time::timeout(shared.config.handshake_timeout, async {
         loop {
             match ws.next().await {
@@ -222,12 +218,11 @@ async fn handshake<S: CloudStore>(
         Err(e) => return Err(Ended::frame(&e.to_string())),
     };
     let claims = (shared.config.secret.verify(&token)).map_err(Ended::token)?;
-    let scopes = claims.granted();
-    Ok((claims.sub, replica, scopes, claims.exp))
+    Ok((claims.grant(), replica, claims.exp))
 }
 
-/// Writes the granted changes, refuses the others by name, answers in the push's order,
-/// and fans out what landed.
+/// Writes the changes as the write rule decides with the device's grant, answers in the
+/// push's order, and fans out what landed.
 async fn push<S: CloudStore>(
     shared: &Shared<S>,
     device: &Device,
@@ -244,53 +239,37 @@ async fn push<S: CloudStore>(
         let error = TransportError::Rejected(reason);
         return Frame::Failed { id, error };
     }
-    let mut refused = Vec::new();
-    let mut granted = Vec::with_capacity(changes.len());
-    for change in changes {
-        if device.scopes.contains(&change.scope) {
-            granted.push(change);
-        } else {
-            shared.metrics.reject(Reject::Scope);
-            let reason = format!(
-                "scope '{}' is not granted to device '{}'",
-                change.scope, device.name
-            );
-            refused.push((change.key, change.version, PushOutcome::Rejected { reason }));
-        }
+    // Kept for the fan-out, when some other device could hear of them.
+    let kept = match shared.hub.len() > 1 {
+        true => changes.clone(),
+        false => Vec::new(),
+    };
+    let started = Instant::now();
+    let written = shared.store.write(changes, &device.grant).await;
+    shared
+        .metrics
+        .store_call("write", started.elapsed().as_secs_f64());
+    let results = match written {
+        Ok(results) => results,
+        Err(error) => return Frame::Failed { id, error },
+    };
+    let refused = (results.iter())
+        .filter(|(_, _, outcome)| matches!(outcome, PushOutcome::Rejected { .. }))
+        .count();
+    for _ in 0..refused {
+        shared.metrics.reject(Reject::Write);
     }
-    let mut results = Vec::new();
-    if !granted.is_empty() {
-        // Kept for the fan-out, when some other device could hear of them.
-        let kept = match shared.hub.len() > 1 {
-            true => granted.clone(),
-            false => Vec::new(),
-        };
-        let started = Instant::now();
-        let written = shared.store.write(granted).await;
-        shared
-            .metrics
-            .store_call("write", started.elapsed().as_secs_f64());
-        match written {
-            Ok(written) => {
-                let applied: BTreeSet<(&Key, &Version)> = (written.iter())
-                    .filter(|(_, _, outcome)| *outcome == PushOutcome::Applied)
-                    .map(|(key, version, _)| (key, version))
-                    .collect();
-                let landed: Vec<Change> = (kept.into_iter())
-                    .filter(|change| applied.contains(&(&change.key, &change.version)))
-                    .collect();
-                shared.metrics.changes_in.inc_by(landed.len() as u64);
-                shared
-                    .hub
-                    .fan_out(Some(device.id), &landed, &shared.metrics);
-                results = written;
-            }
-            Err(error) if refused.is_empty() => return Frame::Failed { id, error },
-            // The refusals are final; the rest stays pending on the device.
-            Err(_) => {}
-        }
-    }
-    results.extend(refused);
+    let applied: BTreeSet<(&Key, &Version)> = (results.iter())
+        .filter(|(_, _, outcome)| *outcome == PushOutcome::Applied)
+        .map(|(key, version, _)| (key, version))
+        .collect();
+    let landed: Vec<Change> = (kept.into_iter())
+        .filter(|change| applied.contains(&(&change.key, &change.version)))
+        .collect();
+    shared.metrics.changes_in.inc_by(landed.len() as u64);
+    shared
+        .hub
+        .fan_out(Some(device.id), &landed, &shared.metrics);
     Frame::Pushed { id, results }
 }
 
@@ -304,9 +283,10 @@ async fn pull<S: CloudStore>(
     from: PullFrom,
     limit: usize,
 ) -> Frame {
-    if !device.scopes.contains(scope) {
+    if !device.grant.has_scope(scope) {
         shared.metrics.reject(Reject::Scope);
-        let reason = format!("scope '{scope}' is not granted to device '{}'", device.name);
+        let name = &device.grant.name;
+        let reason = format!("scope '{scope}' is not granted to '{name}'");
         let error = TransportError::Rejected(reason);
         return Frame::Failed { id, error };
     }

@@ -32,8 +32,10 @@ pub struct Metrics {
 pub enum Reject {
     /// A wrong, expired or tampered token.
     Token,
-    /// A change or pull outside the token's scopes.
+    /// A pull outside the token's scopes.
     Scope,
+    /// A change the write rule refused (a scope, a model, a version too far ahead...).
+    Write,
     /// A malformed, oversize or unexpected frame.
     Frame,
     /// The relay already serves as many connections as it may.
@@ -98,6 +100,7 @@ impl Metrics {
         let reason = match reject {
             Reject::Token => "token",
             Reject::Scope => "scope",
+            Reject::Write => "write",
             Reject::Frame => "frame",
             Reject::Capacity => "capacity",
         };

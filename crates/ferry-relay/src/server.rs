@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_sync::{PullFrom, TransportError, cursor_after};
+use ferry_cloud::{PullFrom, TransportError, cursor_after};
 use ferry_types::{Hlc, Key, Version};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -217,7 +217,7 @@ async fn serve_socket<S: CloudStore>(
             if http::accept_upgrade(&mut socket, &key).await.is_err() {
                 return;
             }
-            let config = Some(ferry_ws::ws_config());
+            let config = Some(ferry_protocol::ws_config());
             let ws = WebSocketStream::from_partially_read(socket, rest, Role::Server, config).await;
             crate::connection::serve(shared, ws, peer, stopped).await;
         }

@@ -1,10 +1,12 @@
-//! Device tokens: signed (HMAC-SHA256, a JWT through `jsonwebtoken`), expiring, naming the
-//! device and the scopes it may read and write. The relay checks one in every handshake and
-//! every change's scope against it.
+//! Tokens: signed (HMAC-SHA256, a JWT through `jsonwebtoken`), expiring, naming the device
+//! (or, for a service token, the cloud service) and the scopes it may read and write. The
+//! relay checks one in every handshake, and the write rule checks every change against the
+//! grant it makes (`Claims::grant`).
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use ferry_cloud::{Grant, Role};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +25,10 @@ pub struct Claims {
     pub iat: u64,
     /// Expires at (epoch seconds).
     pub exp: u64,
+    /// A service token: its holder writes as the cloud (the models the cloud owns), not as
+    /// a device.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub service: bool,
 }
 
 impl Claims {
@@ -31,6 +37,15 @@ impl Claims {
         match self.scopes.is_empty() {
             true => [self.sub.clone(), "*".to_string()].into(),
             false => self.scopes.clone(),
+        }
+    }
+
+    /// What the write rule lets the holder write: its role and its granted scopes.
+    pub fn grant(&self) -> Grant {
+        let scopes = Some(self.granted());
+        match self.service {
+            true => Grant::service(&self.sub, scopes),
+            false => Grant::device(&self.sub, scopes),
         }
     }
 }
@@ -89,12 +104,25 @@ impl Secret {
         scopes: BTreeSet<String>,
         ttl_s: u64,
     ) -> Result<String, TokenError> {
+        self.sign_as(Role::Device, device, scopes, ttl_s)
+    }
+
+    /// A token for `name` in `role` (a device, or a cloud service), granted `scopes`, valid
+    /// for `ttl_s` seconds from now.
+    pub fn sign_as(
+        &self,
+        role: Role,
+        name: &str,
+        scopes: BTreeSet<String>,
+        ttl_s: u64,
+    ) -> Result<String, TokenError> {
         let iat = crate::wall_ms() / 1000;
         let claims = Claims {
-            sub: device.to_string(),
+            sub: name.to_string(),
             scopes,
             iat,
             exp: iat.saturating_add(ttl_s),
+            service: role == Role::Service,
         };
         jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -143,6 +171,19 @@ mod tests {
             secret(1).verify(&own).unwrap().granted(),
             ["pump-8".to_string(), "*".to_string()].into()
         );
+    }
+
+    #[test]
+    fn a_service_token_grants_the_service_role() {
+        let scopes: BTreeSet<String> = ["*".to_string()].into();
+        let token = secret(1)
+            .sign_as(Role::Service, "config", scopes.clone(), 60)
+            .unwrap();
+        let grant = secret(1).verify(&token).unwrap().grant();
+        assert_eq!(grant, Grant::service("config", Some(scopes)));
+        let device = secret(1).sign("pump-7", BTreeSet::new(), 60).unwrap();
+        let grant = secret(1).verify(&device).unwrap().grant();
+        assert_eq!(grant.role, Role::Device, "a device token stays a device's");
     }
 
     #[test]

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value as Json};
 
+pub use ferry_types::SyncDirection;
+
 use crate::doc::{self, at};
 use crate::template::Template;
 use crate::{Error, Result};
@@ -48,20 +50,6 @@ pub enum Enable {
     Device,
     /// In the cloud only; the device API refuses it.
     Cloud,
-}
-
-/// Which way a model's changes replicate.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SyncDirection {
-    /// No replication.
-    #[default]
-    None,
-    /// Device to cloud; the device is authoritative.
-    Up,
-    /// Cloud to device; the cloud is authoritative.
-    Down,
-    /// Both ways; last writer wins.
-    Both,
 }
 
 /// How a commit reaches disk.

@@ -8,7 +8,7 @@ use serde_json::{Map, Value as Json};
 use crate::doc::{self, at};
 use crate::index::{self, Index};
 use crate::model::{self, Model};
-use crate::{Error, Result};
+use crate::{Enable, Error, Result, SyncDirection};
 
 /// Top-level properties; `description`, `queries`, `items` and `extensions` are kept and ignored.
 const DOCUMENT_PROPERTIES: &[&str] = &[
@@ -195,6 +195,20 @@ impl Schema {
     /// Every model, in name order.
     pub fn models(&self) -> impl Iterator<Item = &Model> {
         self.models.values()
+    }
+
+    /// Each model's direction as the cloud's write rule sees it: its `sync` for a model on
+    /// both sides, `down` for one only the cloud keeps (`enable: 'cloud'`), `none` for one
+    /// only the device keeps.
+    pub fn cloud_directions(&self) -> impl Iterator<Item = (String, SyncDirection)> + '_ {
+        self.models.values().map(|model| {
+            let direction = match model.control.enable {
+                Enable::Both => model.control.sync,
+                Enable::Cloud => SyncDirection::Down,
+                Enable::Device => SyncDirection::None,
+            };
+            (model.name.clone(), direction)
+        })
     }
 
     /// The model called `name`.

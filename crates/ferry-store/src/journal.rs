@@ -70,7 +70,7 @@ impl Staged {
             Some(pending) if !pending.replaced_by(&entry.change) => return Ok(false),
             // Coalesced: the older base stays (a cloud change between the two writes was
             // never seen either).
-            Some(pending) => entry.base = pending.base,
+            Some(pending) => entry.change.base = pending.change.base,
             None => {
                 let len = store.outbox_len.load(Ordering::Acquire) as isize + self.outbox_delta;
                 if len >= store.outbox_changes_max as isize {
@@ -99,20 +99,6 @@ impl Staged {
             Some(pending) if pending <= *acked => {
                 self.outbox.insert(layout::key_bytes(key), None);
                 self.outbox_delta -= 1;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    /// Replaces the pending entry of the same key and version (its `base` moved); false if
-    /// the key has no pending entry at that version.
-    pub(crate) fn update_pending(&mut self, store: &Store, entry: OutboxEntry) -> Result<bool> {
-        let key = &entry.change.key;
-        match self.pending(store, key)? {
-            Some(pending) if pending.change.version == entry.change.version => {
-                self.outbox
-                    .insert(layout::key_bytes(key), Some(Box::new(entry)));
                 Ok(true)
             }
             _ => Ok(false),

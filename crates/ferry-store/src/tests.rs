@@ -446,9 +446,9 @@ fn entry(pk: u8, hlc: u64) -> OutboxEntry {
             version: version(hlc),
             scope: "*".into(),
             item: Some(item(pk, 0, None, 0)),
+            base: None,
         },
         queued_ms: hlc,
-        base: None,
     }
 }
 

@@ -291,12 +291,6 @@ impl Tx<'_> {
         self.journal.queue(self.store, entry)
     }
 
-    /// Replaces the pending entry of the same key and version (to move its `base`);
-    /// returns false, changing nothing, if the key has no pending entry at that version.
-    pub fn update_pending(&mut self, entry: OutboxEntry) -> Result<bool> {
-        self.journal.update_pending(self.store, entry)
-    }
-
     /// Keeps a change that cannot apply, with why; one record per key, the newest.
     pub fn quarantine(&mut self, record: QuarantineRecord) -> Result<()> {
         self.journal.quarantine(self.store, record)

@@ -1,15 +1,13 @@
 //! The engine's knobs and their defaults, each with its source.
 
+pub use ferry_cloud::defaults::{
+    BATCH_BYTES_MAX, BATCH_CHANGES_MAX, CATCHUP_WINDOW_MS, HORIZON_MS, PAGE_CHANGES_MAX,
+};
+
 /// Wait after the first pending change before sending a batch (the seed's `syncDelay`).
 pub const SYNC_DELAY_MS: u64 = 5_000;
 /// Pending bytes that send a batch at once (the seed's `syncLimit`).
 pub const SYNC_LIMIT_BYTES: usize = 10 * 1024;
-/// Changes per batch: DynamoDB's `BatchWriteItem` takes at most 25 requests.
-pub const BATCH_CHANGES_MAX: usize = 25;
-/// Bytes per batch: one MiB keeps a frame small on device links (DynamoDB allows 16 MiB).
-pub const BATCH_BYTES_MAX: usize = 1024 * 1024;
-/// Changes per pulled page: a page of typical items stays well under a frame's size.
-pub const PAGE_CHANGES_MAX: usize = 100;
 /// Batches awaiting an answer at once: enough to fill a slow link, few enough to retry cheaply.
 pub const IN_FLIGHT_BATCHES_MAX: usize = 4;
 /// First retry delay; doubled per consecutive failure.
@@ -20,10 +18,6 @@ pub const RETRY_MAX_MS: u64 = 60_000;
 pub const ACK_TIMEOUT_MS: u64 = 30_000;
 /// How often each scope is pulled while connected (no live stream yet).
 pub const POLL_INTERVAL_MS: u64 = 30_000;
-/// Pulls start this far behind the cursor, for writes that became visible late (DESIGN.md 6).
-pub const CATCHUP_WINDOW_MS: u64 = 10_000;
-/// Tombstone retention: a cursor older than this needs a full resync (DESIGN.md 6).
-pub const HORIZON_MS: u64 = 30 * 24 * 60 * 60 * 1000;
 /// `db.sync()` calls waiting at once; more are merged into the newest (see `Engine::handle`).
 pub const SYNC_WAITS_MAX: usize = 64;
 

@@ -28,11 +28,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use ferry_types::{Hlc, Key, Version};
 
 use crate::config::EngineConfig;
-use crate::jitter::Jitter;
-use crate::transport::{Limits, PushOutcome};
+use ferry_cloud::Jitter;
+use ferry_cloud::{Limits, PushOutcome};
 
 use pull::Scope;
-pub use pull::cursor_after;
 use push::Pushes;
 use wait::SyncWait;
 
@@ -152,6 +151,17 @@ pub enum Output {
         local: Version,
         /// The newer version the cloud holds.
         cloud: Version,
+    },
+    /// The pending version of `key` is too far past the cloud's time (this device's clock
+    /// ran ahead): the driver re-stamps it at the cloud's time and feeds `Queued` (or
+    /// `Settled`, when the outbox moved on).
+    Ahead {
+        /// The item's primary key.
+        key: Key,
+        /// The version that was pushed.
+        local: Version,
+        /// The cloud's time when it refused.
+        server_time_ms: u64,
     },
     /// The cloud refused the change for good (scope, validation): the driver drops the
     /// outbox entry if it still has this version, and reports it.

@@ -3,7 +3,7 @@
 //! Pure: the driver looks up the local version (the item's, or its tombstone's) and the
 //! pending outbox version of the key, asks [`decide_inbound`], and acts on the answer.
 
-use ferry_schema::SyncDirection;
+use ferry_types::SyncDirection;
 use ferry_types::Version;
 
 /// What to do with one cloud change.

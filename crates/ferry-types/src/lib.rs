@@ -19,5 +19,5 @@ pub use error::{Error, Result};
 pub use number::Number;
 pub use size::item_size;
 pub use value::{Item, Key, PathPart, Value};
-pub use version::{Hlc, HlcClock, Observed, ReplicaId, Version};
+pub use version::{Hlc, HlcClock, Observed, ReplicaId, SyncDirection, Version};
 pub use view::{ItemRef, ValueRef};

@@ -347,3 +347,40 @@ mod tests {
         }
     }
 }
+
+/// Which way a model's changes replicate (the schema's `control.sync`): what the cloud's
+/// write rule and a device's inbound rule both decide by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum SyncDirection {
+    /// No replication.
+    #[default]
+    None,
+    /// Device to cloud; the device is authoritative.
+    Up,
+    /// Cloud to device; the cloud is authoritative.
+    Down,
+    /// Both ways; last writer wins.
+    Both,
+}
+
+impl SyncDirection {
+    /// Whether devices upload the model's changes.
+    pub fn uploads(self) -> bool {
+        matches!(self, SyncDirection::Up | SyncDirection::Both)
+    }
+
+    /// Whether devices receive the cloud's changes of the model.
+    pub fn downloads(self) -> bool {
+        matches!(self, SyncDirection::Down | SyncDirection::Both)
+    }
+
+    /// The schema's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncDirection::None => "none",
+            SyncDirection::Up => "up",
+            SyncDirection::Down => "down",
+            SyncDirection::Both => "both",
+        }
+    }
+}

@@ -15,16 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferry_cloud::{PullFrom, PullPage, PushResults, Session, Transport, TransportError};
 use ferry_journal::Change;
-use ferry_protocol::{FRAME_BYTES_MAX, Frame, decode, encode};
-use ferry_sync::{PullFrom, PullPage, PushResults, Session, Transport, TransportError};
+use ferry_protocol::{Frame, decode, encode, ws_config};
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
@@ -35,16 +34,6 @@ const CALLS_QUEUED_MAX: usize = 64;
 /// Batches of live changes waiting for the driver at most; past it a batch is dropped
 /// (live changes are an early copy: the pulls bring everything).
 const LIVE_QUEUED_MAX: usize = 64;
-
-/// The WebSocket configuration both sides use: frames bounded by the protocol, and small
-/// buffers, since one relay holds many connections.
-pub fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(FRAME_BYTES_MAX))
-        .max_frame_size(Some(FRAME_BYTES_MAX))
-        .read_buffer_size(16 * 1024)
-        .write_buffer_size(0)
-}
 
 /// Why a relay address or certificate cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

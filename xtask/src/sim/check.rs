@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use ferry::replication::{PullFrom, PullPage};
+use ferry::replication::{AHEAD_MAX_MS, PullFrom, PullPage};
 use ferry::types::{Hlc, Key, Version};
 use ferry::{Db, FindOptions, LocalState, PendingChange};
 use ferry_journal::{Change, ChangeOp};
@@ -58,7 +58,9 @@ impl Checker {
     }
 
     /// (1) A change leaves the outbox only once the cloud holds its version or a newer one
-    /// (acknowledged, or superseded by a newer write that then wins).
+    /// (acknowledged, or superseded by a newer write that then wins), or when the cloud
+    /// refused its version as too far ahead of its time (a device whose clock runs ahead
+    /// re-stamps it at the cloud's time, and that version is checked from then on).
     fn acknowledged_writes_are_in_the_cloud(
         &mut self,
         index: usize,
@@ -74,7 +76,8 @@ impl Checker {
                 continue;
             }
             let held = cloud.get(key).map(|c| &c.version);
-            if held.is_none_or(|held| *held < seen.version) {
+            let ahead = seen.version.hlc.physical_ms() > cloud.now_ms() + AHEAD_MAX_MS;
+            if !ahead && held.is_none_or(|held| *held < seen.version) {
                 let held = held.map_or("nothing".into(), Version::to_text);
                 bail!(
                     "device {}: the change of {key} at {} left the outbox, but the cloud holds {held}",

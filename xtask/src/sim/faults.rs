@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferry::replication::{
-    Limits, MemoryCloud, PullFrom, PullPage, PushOutcome, Session, Transport, TransportError,
+    Grant, Limits, MemoryCloud, PullFrom, PullPage, PushOutcome, Session, Transport, TransportError,
 };
 use ferry::types::version::MAX_FORWARD_MS_DEFAULT;
 use ferry::types::{Hlc, HlcClock, Key, Version};
@@ -137,10 +137,15 @@ pub fn write_checked(
         let (key, version) = (change.key.clone(), change.version.clone());
         let before = cloud.get(&key).map(|c| c.version.clone());
         let writer_ms = cloud.now_ms().saturating_add_signed(link.writer_skew_ms);
-        let outcome = cloud.write_at(change, link.writer.tick(writer_ms));
+        let device = Grant::device("device", None);
+        let outcome = cloud.write_at(change, link.writer.tick(writer_ms), &device);
         let after = cloud.get(&key).map(|c| c.version.clone());
         let expected = before.clone().max(Some(version.clone()));
-        if !matches!(outcome, PushOutcome::Rejected { .. }) && after != expected {
+        let refused = matches!(
+            outcome,
+            PushOutcome::Rejected { .. } | PushOutcome::Ahead { .. }
+        );
+        if !refused && after != expected {
             link.violations.push(format!(
                 "cloud write of {key} at {version} over {before:?} left {after:?}"
             ));

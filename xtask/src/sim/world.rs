@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use ferry::Attach;
-use ferry::replication::{EngineConfig, MemoryCloud};
+use ferry::replication::{EngineConfig, MemoryCloud, Models};
 use ferry::types::{Hlc, HlcClock, Item, Key, ReplicaId, Value, Version};
 use ferry::{Config, Db, Schema, SyncOptions};
 use ferry_journal::{Change, ChangeOp};
@@ -233,7 +233,10 @@ impl World {
     /// A cloud at [`EPOCH_MS`] whose feed shows changes up to `params.lag_ms_max` late, and
     /// `params.devices` freshly opened devices.
     pub fn new(seed: u64, params: &Params) -> Result<World> {
-        let mut cloud = MemoryCloud::default().with_lag(params.lag_ms_max, mix(seed, 7));
+        let schema = Schema::parse(SCHEMA).context("the simulator's schema does not load")?;
+        let models = Models::new(schema.cloud_directions());
+        let mut cloud =
+            (MemoryCloud::default().with_lag(params.lag_ms_max, mix(seed, 7))).with_models(models);
         cloud.set_time_ms(EPOCH_MS as u64);
         let cloud = Arc::new(Mutex::new(cloud));
         let mut devices = Vec::with_capacity(params.devices);
@@ -275,7 +278,11 @@ impl World {
         let device = format!("d{}", op.device);
         let key = key_of(op.model, &device, &op.id);
         let version = self.cloud_version(&key);
-        let change = cloud_change(op, &device, key, version);
+        let mut change = cloud_change(op, &device, key, version);
+        // Written over the row it read, as a cloud service's read-modify-write is.
+        change.base = lock(&self.cloud)
+            .get(&change.key)
+            .map(|c| c.version.clone());
         format!("{:?}", lock(&self.cloud).write(change))
     }
 
@@ -380,6 +387,7 @@ fn cloud_change(op: &WriteOp, device: &str, key: Key, version: Version) -> Chang
         version,
         scope,
         item,
+        base: None,
     }
 }
 

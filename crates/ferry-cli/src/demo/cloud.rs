@@ -70,8 +70,7 @@ impl CloudSide {
         match cloud {
             #[cfg(feature = "relay")]
             DemoCloud::Local => {
-                let _ = schema; // the relay keeps its rows by key, whatever the schema
-                let relay = super::relay::RelaySide::start(&root.join("relay"))?;
+                let relay = super::relay::RelaySide::start(&root.join("relay"), schema)?;
                 Ok(CloudSide::Relay(Box::new(relay)))
             }
             #[cfg(not(feature = "relay"))]
@@ -232,6 +231,7 @@ fn cloud_change(schema: &Schema, model: &str, props: &Json) -> Result<Change> {
         version,
         scope,
         item: Some(model.cloud_view(&item)),
+        base: None,
     })
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use ferry::journal::Change;
-use ferry::replication::PushOutcome;
+use ferry::replication::{Models, PushOutcome, Role};
 use ferry::types::Key;
 use ferry::ws::WsTransport;
 use ferry::{Db, Transport};
@@ -30,13 +30,14 @@ pub struct RelaySide {
 }
 
 impl RelaySide {
-    /// Starts a relay over an embedded store in `dir`.
-    pub fn start(dir: &Path) -> Result<RelaySide> {
+    /// Starts a relay over an embedded store in `dir`, for `schema`'s models.
+    pub fn start(dir: &Path, schema: &ferry::Schema) -> Result<RelaySide> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?;
-        let store = EmbeddedStore::open(dir, HORIZON_MS)
+        let models = Models::new(schema.cloud_directions());
+        let store = EmbeddedStore::open(dir, HORIZON_MS, models)
             .with_context(|| format!("opening the relay's store in {}", dir.display()))?;
         let store = Arc::new(store);
         let mut bytes = vec![0u8; 32];
@@ -79,11 +80,11 @@ impl RelaySide {
         Ok(WsTransport::new(&self.url, &token, &db.status().replica)?)
     }
 
-    /// A cloud service's write, through the relay as any writer's (a token for its scope),
-    /// so that the relay sends it to connected devices at once.
+    /// A cloud service's write, through the relay with a service token for its scope, so
+    /// that the relay sends it to connected devices at once.
     pub fn write(&self, change: Change) -> Result<()> {
         let scopes = [change.scope.clone()].into();
-        let token = self.secret.sign("demo-cloud", scopes, TOKEN_TTL_S)?;
+        let token = (self.secret).sign_as(Role::Service, "demo-cloud", scopes, TOKEN_TTL_S)?;
         let service = WsTransport::new(&self.url, &token, "demo-cloud")?;
         let results = self.rt.block_on(async {
             service.connect().await?;

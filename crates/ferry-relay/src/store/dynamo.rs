@@ -1,12 +1,13 @@
-//! The DynamoDB store: the table of DESIGN.md 7 through `ferry-dynamo`'s transport, written
-//! as the relay's own replica. Any number of relays may share the table.
+//! The DynamoDB store: the table (docs/dynamodb.md) through `ferry-dynamo`'s transport,
+//! written as the relay's own replica with each device's grant. Any number of relays may
+//! share the table.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ferry_cloud::{Grant, PullFrom, PullPage, PushResults, Session, Transport, TransportError};
 use ferry_dynamo::DynamoTransport;
 use ferry_journal::Change;
-use ferry_sync::{PullFrom, PullPage, PushResults, Session, Transport, TransportError};
 
 use super::CloudStore;
 
@@ -50,8 +51,12 @@ impl CloudStore for DynamoStore {
         Ok(session)
     }
 
-    async fn write(&self, changes: Vec<Change>) -> Result<PushResults, TransportError> {
-        self.table.push(changes).await
+    async fn write(
+        &self,
+        changes: Vec<Change>,
+        grant: &Grant,
+    ) -> Result<PushResults, TransportError> {
+        self.table.push_as(changes, grant).await
     }
 
     async fn read(

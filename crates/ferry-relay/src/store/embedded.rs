@@ -1,5 +1,6 @@
-//! The embedded store: the cloud's rows in a `ferry-store` directory the relay owns. It is
-//! a true sequencer (DESIGN.md 7): each landed change gets its `_seq` from one clock under
+//! The embedded store: the cloud's rows in a `ferry-store` directory the relay owns. Every
+//! write is decided by the write rule (`ferry_cloud::decide`) over the row it holds. It is
+//! a true sequencer: each landed change gets its `_seq` from one clock under
 //! the commit lock, so the feed order is the commit order, every committed change is
 //! visible at once, and the feed's window W is zero.
 //!
@@ -14,12 +15,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use ferry_cloud::{
+    Grant, Limits, Models, PullFrom, PullPage, PushOutcome, PushResults, Session, TransportError,
+    decide,
+};
 use ferry_journal::{Change, ChangeOp, decode_change, encode_change};
 use ferry_schema::{Schema, SortCondition};
 use ferry_store::{Durability, Options, Query, Store};
-use ferry_sync::{
-    Limits, PullFrom, PullPage, PushOutcome, PushResults, Session, TransportError, refusal,
-};
 use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
 use ferry_types::{Hlc, HlcClock, Item, Key, Value, keycode};
@@ -69,15 +71,17 @@ pub struct EmbeddedStore {
     committed: AtomicU64,
     /// Per scope, the highest `_seq` of a purged tombstone.
     purged: Mutex<BTreeMap<String, Hlc>>,
+    /// What the write rule knows of the schema.
+    models: Models,
 }
 
 /// Why the embedded store cannot open.
 pub type OpenError = ferry_store::Error;
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store in `dir`, purging tombstones `horizon_ms` after
-    /// their deletion.
-    pub fn open(dir: &Path, horizon_ms: u64) -> Result<EmbeddedStore, OpenError> {
+    /// Opens (or creates) the store in `dir` for the schema's `models`, purging tombstones
+    /// `horizon_ms` after their deletion.
+    pub fn open(dir: &Path, horizon_ms: u64, models: Models) -> Result<EmbeddedStore, OpenError> {
         let corrupt = |what: &str, e: serde_json::Error| ferry_store::Error::Corrupt {
             path: dir.display().to_string(),
             what: what.into(),
@@ -103,12 +107,17 @@ impl EmbeddedStore {
             sequencer: Mutex::new(HlcClock::new(last, MAX_FORWARD_MS_DEFAULT)),
             committed: AtomicU64::new(last.as_u64()),
             purged: Mutex::new(purged),
+            models,
         })
     }
 
-    /// Writes `changes` by the conditional rule in one commit, each landed one stamped by
-    /// the sequencer.
-    pub fn write_now(&self, changes: Vec<Change>) -> Result<PushResults, TransportError> {
+    /// Writes `changes` of `grant`'s writer by the write rule in one commit, each landed
+    /// one stamped by the sequencer.
+    pub fn write_now(
+        &self,
+        changes: Vec<Change>,
+        grant: &Grant,
+    ) -> Result<PushResults, TransportError> {
         let mut sequencer = lock(&self.sequencer);
         let now = wall_ms();
         let (results, _) = self.store.write(Durability::Default, |tx| {
@@ -117,20 +126,17 @@ impl EmbeddedStore {
             for change in changes {
                 let (key, version) = (change.key.clone(), change.version.clone());
                 let row_key = row_key(&change.key);
-                let outcome = match refusal(&change) {
-                    Some(reason) => PushOutcome::Rejected { reason },
-                    None => match tx.get(&row_key)?.map(|row| held(&row)).transpose()? {
-                        Some(held) if held.version == change.version => PushOutcome::Applied,
-                        Some(held) if held.version > change.version => PushOutcome::Superseded {
-                            cloud: Box::new(held),
-                        },
-                        _ => {
-                            let seq = sequencer.tick(now);
-                            tx.put(self.row(&change, row_key, seq))?;
-                            last = Some(seq);
-                            PushOutcome::Applied
-                        }
-                    },
+                let held = tx.get(&row_key)?.map(|row| held(&row)).transpose()?;
+                let decision = decide(held.as_ref(), &change, grant, &self.models, now);
+                // Every answer but `Land` is the rule's own; a landed change is written here.
+                let outcome = match decision.outcome(grant, &change) {
+                    Some(answer) => answer,
+                    None => {
+                        let seq = sequencer.tick(now);
+                        tx.put(self.row(&change, row_key, seq))?;
+                        last = Some(seq);
+                        PushOutcome::Applied
+                    }
                 };
                 results.push((key, version, outcome));
             }
@@ -266,8 +272,12 @@ impl CloudStore for EmbeddedStore {
         })
     }
 
-    async fn write(&self, changes: Vec<Change>) -> Result<PushResults, TransportError> {
-        self.write_now(changes)
+    async fn write(
+        &self,
+        changes: Vec<Change>,
+        grant: &Grant,
+    ) -> Result<PushResults, TransportError> {
+        self.write_now(changes, grant)
     }
 
     async fn read(
@@ -374,7 +384,12 @@ mod tests {
             },
             scope: scope.into(),
             item,
+            base: None,
         }
+    }
+
+    fn writer() -> Grant {
+        Grant::service("test", None)
     }
 
     fn outcomes(results: &PushResults) -> Vec<&PushOutcome> {
@@ -384,13 +399,13 @@ mod tests {
     #[test]
     fn the_conditional_rule_retries_and_refusals_are_memory_clouds() {
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path(), 60_000).unwrap();
+        let store = EmbeddedStore::open(dir.path(), 60_000, Models::unchecked()).unwrap();
         let first = store
-            .write_now(vec![change("a", 10, "*", ChangeOp::Put)])
+            .write_now(vec![change("a", 10, "*", ChangeOp::Put)], &writer())
             .unwrap();
         assert_eq!(outcomes(&first), [&PushOutcome::Applied]);
         let retried = store
-            .write_now(vec![change("a", 10, "*", ChangeOp::Put)])
+            .write_now(vec![change("a", 10, "*", ChangeOp::Put)], &writer())
             .unwrap();
         assert_eq!(
             outcomes(&retried),
@@ -398,7 +413,7 @@ mod tests {
             "a retry is harmless"
         );
         let older = store
-            .write_now(vec![change("a", 5, "*", ChangeOp::Put)])
+            .write_now(vec![change("a", 5, "*", ChangeOp::Put)], &writer())
             .unwrap();
         assert!(
             matches!(outcomes(&older)[0], PushOutcome::Superseded { cloud } if cloud.version.hlc == Hlc::new(10, 0))
@@ -407,7 +422,7 @@ mod tests {
             item: None,
             ..change("b", 10, "*", ChangeOp::Put)
         };
-        let refused = store.write_now(vec![empty]).unwrap();
+        let refused = store.write_now(vec![empty], &writer()).unwrap();
         assert!(matches!(
             outcomes(&refused)[0],
             PushOutcome::Rejected { .. }
@@ -418,7 +433,7 @@ mod tests {
         );
         // One feed entry per key, at its latest stamp; a scope change leaves the old feed.
         store
-            .write_now(vec![change("a", 20, "dev", ChangeOp::Put)])
+            .write_now(vec![change("a", 20, "dev", ChangeOp::Put)], &writer())
             .unwrap();
         let shared = store.read_now("*", PullFrom::Since(Hlc::ZERO), 10).unwrap();
         assert!(shared.changes.is_empty(), "{shared:?}");
@@ -435,11 +450,11 @@ mod tests {
     #[test]
     fn the_feed_pages_in_commit_order_and_the_sequencer_resumes_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path(), 60_000).unwrap();
+        let store = EmbeddedStore::open(dir.path(), 60_000, Models::unchecked()).unwrap();
         // Versions out of order: the feed follows the commits, not the versions.
         for (sort, at) in [("c", 30), ("a", 10), ("b", 20)] {
             store
-                .write_now(vec![change(sort, at, "*", ChangeOp::Put)])
+                .write_now(vec![change(sort, at, "*", ChangeOp::Put)], &writer())
                 .unwrap();
         }
         let page = store.read_now("*", PullFrom::Since(Hlc::ZERO), 2).unwrap();
@@ -450,11 +465,11 @@ mod tests {
         assert_eq!(versions, [30, 10], "commit order");
         let last = page.changes[1].0;
         drop(store);
-        let store = EmbeddedStore::open(dir.path(), 60_000).unwrap();
+        let store = EmbeddedStore::open(dir.path(), 60_000, Models::unchecked()).unwrap();
         let rest = store.read_now("*", PullFrom::Since(last), 10).unwrap();
         assert_eq!((rest.changes.len(), rest.more), (1, false));
         store
-            .write_now(vec![change("d", 40, "*", ChangeOp::Put)])
+            .write_now(vec![change("d", 40, "*", ChangeOp::Put)], &writer())
             .unwrap();
         let after = store
             .read_now("*", PullFrom::Since(rest.changes[0].0), 10)
@@ -470,19 +485,19 @@ mod tests {
     #[test]
     fn purged_tombstones_expire_older_cursors_but_never_a_snapshot() {
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path(), 1_000).unwrap();
+        let store = EmbeddedStore::open(dir.path(), 1_000, Models::unchecked()).unwrap();
         store
-            .write_now(vec![change("a", 10, "*", ChangeOp::Put)])
+            .write_now(vec![change("a", 10, "*", ChangeOp::Put)], &writer())
             .unwrap();
         let before = store
             .read_now("*", PullFrom::Since(Hlc::ZERO), 10)
             .unwrap()
             .safe;
         store
-            .write_now(vec![change("a", 20, "*", ChangeOp::Delete)])
+            .write_now(vec![change("a", 20, "*", ChangeOp::Delete)], &writer())
             .unwrap();
         store
-            .write_now(vec![change("b", 30, "*", ChangeOp::Put)])
+            .write_now(vec![change("b", 30, "*", ChangeOp::Put)], &writer())
             .unwrap();
         assert_eq!(
             store.purge(wall_ms()).unwrap(),
@@ -499,7 +514,7 @@ mod tests {
             .unwrap();
         assert_eq!(snapshot.changes.len(), 1, "b alone: the tombstone is gone");
         drop(store);
-        let store = EmbeddedStore::open(dir.path(), 1_000).unwrap();
+        let store = EmbeddedStore::open(dir.path(), 1_000, Models::unchecked()).unwrap();
         assert_eq!(
             store.read_now("*", PullFrom::Since(before), 10),
             Err(TransportError::Expired),

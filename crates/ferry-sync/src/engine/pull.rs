@@ -1,5 +1,6 @@
 //! The pull side: per-scope cursors, pull rounds (one or more pages), polls and resyncs.
 
+use ferry_cloud::cursor_after;
 use ferry_types::Hlc;
 
 use super::{Engine, Output};
@@ -51,18 +52,6 @@ impl Scope {
     fn advance(&mut self, last_seq: Option<Hlc>, more: bool, safe: Hlc) {
         self.cursor = cursor_after(self.cursor, last_seq, more, safe);
     }
-}
-
-/// The cursor after a page read from `cursor`: a page with more to come proves the feed up
-/// to its last `_seq`; the last page proves it up to `safe`. Never past `safe` (a change
-/// stamped before it may still become visible, DESIGN.md 7 rule 2), never backwards.
-pub fn cursor_after(cursor: Hlc, last_seq: Option<Hlc>, more: bool, safe: Hlc) -> Hlc {
-    let proven = match (more, last_seq) {
-        (true, Some(seq)) => seq.min(safe),
-        (true, None) => cursor,
-        (false, _) => safe,
-    };
-    cursor.max(proven)
 }
 
 impl Engine {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ferry_types::{Key, Version};
 
 use super::{BatchId, Engine, Output};
-use crate::transport::PushOutcome;
+use ferry_cloud::PushOutcome;
 
 /// Where a pending key stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,6 +357,19 @@ impl Engine {
                         key: key.clone(),
                         local,
                         cloud,
+                    });
+                }
+            }
+            PushOutcome::Ahead { server_time_ms } => {
+                // As for a superseded change: only the pending version needs re-stamping.
+                let newest = self.pushes.entries.get(&key).map(|entry| &entry.version);
+                if newest.is_some_and(|newest| *newest <= version) {
+                    self.pushes.set_state(&key, KeyState::Parked);
+                    let local = version.clone();
+                    self.emit(Output::Ahead {
+                        key: key.clone(),
+                        local,
+                        server_time_ms,
                     });
                 }
             }

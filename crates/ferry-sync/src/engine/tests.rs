@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::config::*;
-use crate::transport::Limits;
+use ferry_cloud::Limits;
 
 fn key(n: u32) -> Key {
     Key {
@@ -43,6 +43,7 @@ fn superseded_by(cloud: &Version) -> PushOutcome {
         version: cloud.clone(),
         scope: "*".into(),
         item: None,
+        base: None,
     };
     PushOutcome::Superseded {
         cloud: Box::new(change),

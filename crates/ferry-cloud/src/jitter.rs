@@ -1,16 +1,18 @@
-//! Retry delays: exponential backoff with jitter from a seeded generator.
+//! A seeded generator: retry delays with jitter for the engine, feed lags for the reference
+//! cloud.
 //!
-//! The engine draws no randomness of its own: the seed comes from the driver, so the same
-//! seed and inputs replay the same run (the simulator depends on it).
+//! Neither draws randomness of its own: the seed comes from the caller, so the same seed
+//! and inputs replay the same run (the simulator depends on it).
 
 /// splitmix64 (Steele, Lea and Flood, 2014): tiny, fast and good enough to spread retries.
 #[derive(Debug, Clone)]
-pub(crate) struct Jitter {
+pub struct Jitter {
     state: u64,
 }
 
 impl Jitter {
-    pub(crate) fn new(seed: u64) -> Jitter {
+    /// A generator whose draws follow from `seed`.
+    pub fn new(seed: u64) -> Jitter {
         Jitter { state: seed }
     }
 
@@ -23,7 +25,7 @@ impl Jitter {
     }
 
     /// A number in `0..=max`.
-    pub(crate) fn up_to(&mut self, max: u64) -> u64 {
+    pub fn up_to(&mut self, max: u64) -> u64 {
         match max {
             u64::MAX => self.next_u64(),
             _ => self.next_u64() % (max + 1),
@@ -33,7 +35,7 @@ impl Jitter {
     /// The delay before retry number `failures` (1 for the first): `base * 2^(failures-1)`
     /// capped at `max`, then "equal jitter" (half fixed, half random) so that devices that
     /// failed together do not retry together, while the delay still grows.
-    pub(crate) fn backoff_ms(&mut self, failures: u32, base_ms: u64, max_ms: u64) -> u64 {
+    pub fn backoff_ms(&mut self, failures: u32, base_ms: u64, max_ms: u64) -> u64 {
         let doublings = failures.saturating_sub(1).min(63);
         let full_ms = base_ms.saturating_mul(1u64 << doublings).min(max_ms);
         let half_ms = full_ms / 2;

@@ -1,7 +1,7 @@
-//! The `Transport` trait: the seam every way of reaching the cloud implements (DESIGN.md 8).
+//! The `Transport` trait: the seam every way of reaching the cloud implements.
 //!
 //! The trait is async and its futures are `Send`, so a driver runs them on tokio; it names
-//! no runtime itself, so this crate and the engine never depend on tokio (DESIGN.md 2). The
+//! no runtime itself, so this crate and the engine never depend on tokio. The
 //! driver puts a timeout on every call: an implementation may wait as long as its network
 //! does.
 
@@ -11,7 +11,7 @@ use std::future::Future;
 use ferry_journal::Change;
 use ferry_types::{Hlc, Key, Version};
 
-use crate::config::{BATCH_BYTES_MAX, BATCH_CHANGES_MAX, PAGE_CHANGES_MAX};
+use crate::defaults::{BATCH_BYTES_MAX, BATCH_CHANGES_MAX, PAGE_CHANGES_MAX};
 
 /// What the cloud did with one pushed change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,12 @@ pub enum PushOutcome {
     Rejected {
         /// Why, for the user.
         reason: String,
+    },
+    /// The change's version is too far past the cloud's time (the writer's clock is ahead):
+    /// an honest writer re-stamps it at `server_time_ms` and sends it again.
+    Ahead {
+        /// The cloud's time when it refused.
+        server_time_ms: u64,
     },
 }
 
@@ -51,10 +57,22 @@ pub struct PullPage {
     /// Another page follows: pull again from the last `_seq` of this one.
     pub more: bool,
     /// Every change with `_seq <= safe` was visible when the page was read (the server's
-    /// time minus the feed's window W, DESIGN.md 7 rule 2). A cursor never moves past it,
+    /// time minus the feed's window W, rule 2 of the feed in docs/sync.md). A cursor never moves past it,
     /// so a write that becomes visible late is still read; on the last page the cursor may
     /// move up to it although the page is empty, which keeps a quiet scope from expiring.
     pub safe: Hlc,
+}
+
+/// The cursor after a page read from `cursor`: a page with more to come proves the feed up
+/// to its last `_seq`; the last page proves it up to `safe`. Never past `safe` (a change
+/// stamped before it may still become visible: rule 2 of the feed), never backwards.
+pub fn cursor_after(cursor: Hlc, last_seq: Option<Hlc>, more: bool, safe: Hlc) -> Hlc {
+    let proven = match (more, last_seq) {
+        (true, Some(seq)) => seq.min(safe),
+        (true, None) => cursor,
+        (false, _) => safe,
+    };
+    cursor.max(proven)
 }
 
 /// What a transport's handshake tells the device.
@@ -68,7 +86,7 @@ pub struct Session {
     pub scopes: Option<BTreeSet<String>>,
     /// What one call may carry.
     pub limits: Limits,
-    /// How long a tombstone lives in the cloud (the table setting; DESIGN.md 6).
+    /// How long a tombstone lives in the cloud (the table setting).
     pub horizon_ms: u64,
 }
 

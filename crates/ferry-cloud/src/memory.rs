@@ -1,22 +1,23 @@
 //! `MemoryCloud`: the reference cloud, and `MemoryTransport` over it.
 //!
-//! This is the semantics every cloud backend must match (the DynamoDB layout of DESIGN.md 7
-//! implements the same rules with a conditional write and the sync GSI):
+//! This is the semantics every cloud backend must match (the DynamoDB layout of
+//! docs/dynamodb.md implements the same rules with a conditional write and the sync GSI):
 //!
 //! 1. **One row per key** (the table's primary key): the latest change of the item, either
 //!    a put with its item or a tombstone (`_del`), with its version (`_ver`), its scope
 //!    (`_scope`) and its feed position (`_seq`). The table is strongly consistent.
-//! 2. **Conditional last writer wins**: a change lands iff there is no row or the row's
-//!    version is older (`attribute_not_exists(pk) OR _ver < :ver`). An older one is
-//!    `Superseded` with the row's change (DynamoDB's `ALL_OLD`).
+//! 2. **The write rule** ([`crate::decide`]) decides every write: conditional last writer
+//!    wins (a change lands iff there is no row or the row's version is older; an older one
+//!    is `Superseded` with the row's change), scope ownership, the model's direction and
+//!    the bound on versions ahead of the cloud's time.
 //! 3. **Writers stamp `_seq`** from their own clocks ([`MemoryCloud::write_at`]); no
 //!    sequencer orders them, and a skewed writer stamps in the past or the future. The
 //!    cloud's own writer ([`MemoryCloud::write`]) stamps from the cloud's clock.
 //! 4. **Retries are harmless**: a change whose version equals the row's is a retry whose
 //!    answer was lost: `Applied`, and nothing changes (no new `_seq`).
 //! 5. **Tombstones are rows**: a delete beats older puts (rule 2) and loses to newer ones.
-//! 6. **Refusals**: a put without an item, or with an item over DynamoDB's 400 KiB, is
-//!    `Rejected` (it can never land, so retrying is pointless).
+//! 6. **Refusals** are the rule's: a put without an item, an item over DynamoDB's 400 KiB,
+//!    a model or scope the writer may not write, a version too far ahead.
 //! 7. **Change feed** (the sync GSI, eventually consistent): a landed change becomes visible
 //!    in its scope's feed up to `lag_ms_max` later ([`MemoryCloud::with_lag`]), so it can
 //!    appear after a change stamped later. `pull` returns the visible rows of a scope with
@@ -31,19 +32,20 @@
 //! 9. **Time** is the cloud's wall clock, set by the caller with
 //!    [`MemoryCloud::set_time_ms`]; it never goes backwards.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferry_journal::{Change, ChangeOp};
-use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
-use ferry_types::{Hlc, HlcClock, Key, item_size};
+use ferry_types::{Hlc, HlcClock, Key};
 
-use crate::config::{CATCHUP_WINDOW_MS, HORIZON_MS};
+use crate::defaults::{CATCHUP_WINDOW_MS, HORIZON_MS};
 use crate::jitter::Jitter;
+use crate::rule::{Decision, Grant, Models, decide};
+use crate::store::CloudStore;
 use crate::transport::{
     Limits, PullFrom, PullPage, PushOutcome, PushResults, Session, Transport, TransportError,
 };
@@ -83,6 +85,8 @@ pub struct MemoryCloud {
     arriving: BTreeMap<Key, Vec<Arrival>>,
     /// Per scope, the highest `_seq` of a purged tombstone.
     purged: BTreeMap<String, Hlc>,
+    /// What the write rule knows of the schema.
+    models: Models,
 }
 
 impl Default for MemoryCloud {
@@ -107,7 +111,15 @@ impl MemoryCloud {
             feed_of: BTreeMap::new(),
             arriving: BTreeMap::new(),
             purged: BTreeMap::new(),
+            models: Models::unchecked(),
         }
+    }
+
+    /// The same cloud with its schema's models: the write rule checks each change's
+    /// direction against them (without, every model is writable by either role).
+    pub fn with_models(mut self, models: Models) -> MemoryCloud {
+        self.models = models;
+        self
     }
 
     /// The same cloud whose feed shows a landed change up to `lag_ms_max` later (at most
@@ -137,26 +149,27 @@ impl MemoryCloud {
         self.horizon_ms
     }
 
-    /// Writes one change stamped by the cloud's own clock: how a cloud developer writes.
+    /// Writes one change as a cloud service with every scope, stamped by the cloud's own
+    /// clock: how a cloud developer writes.
     pub fn write(&mut self, change: Change) -> PushOutcome {
-        let seq = self.clock.tick(self.now_ms);
-        self.write_at(change, seq)
+        self.write_as(change, &Grant::service("cloud", None))
     }
 
-    /// Writes one change by the conditional rule, `seq` being the writer's stamp (rule 3).
-    pub fn write_at(&mut self, change: Change, seq: Hlc) -> PushOutcome {
-        if let Some(reason) = refusal(&change) {
-            return PushOutcome::Rejected { reason };
+    /// Writes one change as `grant`'s writer, stamped by the cloud's own clock.
+    pub fn write_as(&mut self, change: Change, grant: &Grant) -> PushOutcome {
+        let seq = self.clock.tick(self.now_ms);
+        self.write_at(change, seq, grant)
+    }
+
+    /// Writes one change of `grant`'s writer by the write rule, `seq` being the writer's
+    /// stamp (rule 3).
+    pub fn write_at(&mut self, change: Change, seq: Hlc, grant: &Grant) -> PushOutcome {
+        let held = self.rows.get(&change.key).map(|row| &*row.change);
+        let decision = decide(held, &change, grant, &self.models, self.now_ms);
+        if let Some(answer) = decision.outcome(grant, &change) {
+            return answer;
         }
-        if let Some(row) = self.rows.get(&change.key) {
-            if row.change.version == change.version {
-                return PushOutcome::Applied;
-            }
-            if row.change.version > change.version {
-                let cloud = Box::new((*row.change).clone());
-                return PushOutcome::Superseded { cloud };
-            }
-        }
+        debug_assert!(matches!(decision, Decision::Land { .. }));
         let row = Row {
             change: Arc::new(change),
             seq,
@@ -183,12 +196,12 @@ impl MemoryCloud {
         PushOutcome::Applied
     }
 
-    /// Writes a batch, one outcome per change, in order.
-    pub fn push(&mut self, changes: Vec<Change>) -> PushResults {
+    /// Writes a batch as `grant`'s writer, one outcome per change, in order.
+    pub fn push(&mut self, changes: Vec<Change>, grant: &Grant) -> PushResults {
         (changes.into_iter())
             .map(|change| {
                 let (key, version) = (change.key.clone(), change.version.clone());
-                (key, version, self.write(change))
+                (key, version, self.write_as(change, grant))
             })
             .collect()
     }
@@ -329,17 +342,39 @@ impl MemoryCloud {
     }
 }
 
-/// Why any cloud refuses `change` for good (rule 6), if it does: what a store must check
-/// before the conditional write.
-pub fn refusal(change: &Change) -> Option<String> {
-    let key = &change.key;
-    match (&change.op, &change.item) {
-        (ChangeOp::Put, None) => Some(format!("put of key {key} carries no item")),
-        (ChangeOp::Put, Some(item)) if item_size(item) > ITEM_BYTES_MAX => Some(format!(
-            "item of key {key} is {} bytes, over DynamoDB's {ITEM_BYTES_MAX}",
-            item_size(item)
-        )),
-        _ => None,
+/// The reference cloud as a [`CloudStore`]: writes stamped by the cloud's own clock.
+impl CloudStore for Mutex<MemoryCloud> {
+    async fn session(&self) -> Result<Session, TransportError> {
+        let cloud = self.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Session {
+            server_time_ms: cloud.now_ms(),
+            scopes: None,
+            limits: Limits::default(),
+            horizon_ms: cloud.horizon_ms(),
+        })
+    }
+
+    async fn write(
+        &self,
+        changes: Vec<Change>,
+        grant: &Grant,
+    ) -> Result<PushResults, TransportError> {
+        let mut cloud = self.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(cloud.push(changes, grant))
+    }
+
+    async fn read(
+        &self,
+        scope: &str,
+        from: PullFrom,
+        limit: usize,
+    ) -> Result<PullPage, TransportError> {
+        let cloud = self.lock().unwrap_or_else(|p| p.into_inner());
+        cloud.pull(scope, from, limit)
+    }
+
+    fn shared(&self) -> bool {
+        false
     }
 }
 
@@ -347,8 +382,8 @@ pub fn refusal(change: &Change) -> Option<String> {
 #[derive(Debug)]
 pub struct MemoryTransport {
     cloud: Arc<Mutex<MemoryCloud>>,
-    /// Scopes this device may write (None: all), as a relay checks a device's token.
-    write_scopes: Option<BTreeSet<String>>,
+    /// What this writer may write, as a relay checks a device's token.
+    grant: Grant,
     /// This writer's clock (rule 3), `skew_ms` off the cloud's, disciplined by it.
     writer: Mutex<HlcClock>,
     skew_ms: i64,
@@ -356,25 +391,31 @@ pub struct MemoryTransport {
 }
 
 impl MemoryTransport {
-    /// An online transport that may write every scope, with a writer clock in step with
-    /// the cloud's.
+    /// An online transport of a device that may write every scope, with a writer clock in
+    /// step with the cloud's.
     pub fn new(cloud: Arc<Mutex<MemoryCloud>>) -> MemoryTransport {
         MemoryTransport {
             cloud,
-            write_scopes: None,
+            grant: Grant::device("device", None),
             writer: Mutex::new(HlcClock::new(Hlc::ZERO, MAX_FORWARD_MS_DEFAULT)),
             skew_ms: 0,
             online: AtomicBool::new(true),
         }
     }
 
-    /// Restricts writes to `scopes`; changes of other scopes, or that would move a row out
-    /// of another scope, are `Rejected`.
+    /// Restricts writes and reads to `scopes`; changes of other scopes, or that would move
+    /// a row out of another scope, are `Rejected`.
     pub fn with_write_scopes<S: Into<String>>(
         mut self,
         scopes: impl IntoIterator<Item = S>,
     ) -> MemoryTransport {
-        self.write_scopes = Some(scopes.into_iter().map(Into::into).collect());
+        self.grant.scopes = Some(scopes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Writes as `grant`'s writer (a service, say).
+    pub fn with_grant(mut self, grant: Grant) -> MemoryTransport {
+        self.grant = grant;
         self
     }
 
@@ -408,7 +449,7 @@ impl MemoryTransport {
         let cloud = self.lock()?;
         Ok(Session {
             server_time_ms: cloud.now_ms(),
-            scopes: self.write_scopes.clone(),
+            scopes: self.grant.scopes.clone(),
             limits: Limits::default(),
             horizon_ms: cloud.horizon_ms(),
         })
@@ -428,31 +469,26 @@ impl MemoryTransport {
         let outcomes = (changes.into_iter())
             .map(|change| {
                 let (key, version) = (change.key.clone(), change.version.clone());
-                let outcome = match self.refused_scope(&cloud, &change) {
-                    Some(reason) => PushOutcome::Rejected { reason },
-                    None => cloud.write_at(change, writer.tick(now_ms)),
-                };
+                let outcome = cloud.write_at(change, writer.tick(now_ms), &self.grant);
                 (key, version, outcome)
             })
             .collect();
         Ok(outcomes)
     }
 
-    /// A change outside the granted scopes, or one that would move another scope's row.
-    fn refused_scope(&self, cloud: &MemoryCloud, change: &Change) -> Option<String> {
-        let scopes = self.write_scopes.as_ref()?;
-        let held = cloud.get(&change.key).map(|row| row.scope.as_str());
-        // Moving a row out of a scope is a write to that scope too.
-        [Some(change.scope.as_str()), held]
-            .into_iter()
-            .flatten()
-            .find(|scope| !scopes.contains(*scope))
-            .map(|scope| {
-                format!(
-                    "scope {scope} is not writable by this device (key {})",
-                    change.key
-                )
-            })
+    fn pull_now(
+        &self,
+        scope: &str,
+        from: PullFrom,
+        limit: usize,
+    ) -> Result<PullPage, TransportError> {
+        if !self.grant.has_scope(scope) {
+            return Err(TransportError::Rejected(format!(
+                "scope '{scope}' is not granted to '{}'",
+                self.grant.name
+            )));
+        }
+        self.lock()?.pull(scope, from, limit)
     }
 }
 
@@ -474,7 +510,7 @@ impl Transport for MemoryTransport {
         from: PullFrom,
         limit: usize,
     ) -> impl Future<Output = Result<PullPage, TransportError>> + Send {
-        std::future::ready(self.lock().and_then(|cloud| cloud.pull(scope, from, limit)))
+        std::future::ready(self.pull_now(scope, from, limit))
     }
 }
 
@@ -483,6 +519,7 @@ mod tests {
     use std::pin::pin;
     use std::task::{Context, Poll, Waker};
 
+    use ferry_types::limits::ITEM_BYTES_MAX;
     use ferry_types::{Item, ReplicaId, Value, Version};
 
     use super::*;
@@ -517,6 +554,7 @@ mod tests {
             version: ver(ms, "dev"),
             scope: scope.into(),
             item: Some(item),
+            base: None,
         }
     }
 

@@ -1,0 +1,551 @@
+//! The cloud's write rule: the one function that decides whether a change lands, on every
+//! backend (the reference cloud, the relay's embedded store, DynamoDB). docs/sync.md,
+//! "The cloud's write rule", states it for users.
+//!
+//! Given what the writer may write ([`Grant`]), what the schema says of each model
+//! ([`Models`]), the cloud's time, the row the cloud holds for the key (or nothing) and the
+//! incoming change, [`decide`] answers:
+//!
+//! 1. **Refused** when the change can never land as it is ([`Refusal`]): a put without an
+//!    item or over DynamoDB's 400 KiB; a model the schema does not have; a model the
+//!    writer's role may not write (a device writes only models that upload, `up` or
+//!    `both`; a service writes the models the cloud owns, `down` or `both`); a scope the
+//!    writer may not write, the change's own or **the held row's** (moving a row out of a
+//!    scope is a write to that scope too, and answering a stale write with the held row
+//!    would read a scope the writer was not granted); a version more than [`AHEAD_MAX_MS`]
+//!    past the cloud's time (one bad clock would otherwise make the row unchangeable).
+//! 2. **AlreadyThere** when the held row has this very version: a retry whose answer was
+//!    lost. Nothing changes (the feed position stays).
+//! 3. **Superseded** when the held row is newer: the writer gets the held change.
+//! 4. **Land** otherwise (no row, or an older one, a tombstone or not), with what it
+//!    replaces.
+//!
+//! [`admit`] is the part that needs no held row; DynamoDB checks it before its conditional
+//! `PutItem`, whose condition is [`against`]'s `Land`, and runs [`against`] on the row the
+//! failed condition returns (`ALL_OLD`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use ferry_journal::{Change, ChangeOp};
+use ferry_types::limits::ITEM_BYTES_MAX;
+use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
+use ferry_types::{SyncDirection, item_size};
+
+use crate::transport::PushOutcome;
+
+/// How far past the cloud's time a version may be: the bound a device's clock already puts
+/// on remote stamps (`ferry_types::version::MAX_FORWARD_MS_DEFAULT`, one hour), so that a
+/// clock the cloud accepts is one every device accepts too.
+pub const AHEAD_MAX_MS: u64 = MAX_FORWARD_MS_DEFAULT;
+
+/// Who writes to the cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A device: writes the models devices upload.
+    Device,
+    /// A cloud service (cloud mode, a service token, the cloud's own writers): writes the
+    /// models the cloud owns.
+    Service,
+}
+
+impl Role {
+    /// Whether this role may write a model of `direction`.
+    pub fn may_write(self, direction: SyncDirection) -> bool {
+        match self {
+            Role::Device => direction.uploads(),
+            Role::Service => direction.downloads(),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Device => "a device",
+            Role::Service => "a service",
+        }
+    }
+}
+
+/// What one writer may write: its role and scopes (a token's claims, or credentials).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Who it is, for messages (a device id, a service name).
+    pub name: String,
+    /// Device or service.
+    pub role: Role,
+    /// The scopes it may write and read; `None`: every scope (credentials that reach the
+    /// whole table).
+    pub scopes: Option<BTreeSet<String>>,
+}
+
+impl Grant {
+    /// A device named `name`, granted `scopes` (`None`: every scope).
+    pub fn device(name: &str, scopes: Option<BTreeSet<String>>) -> Grant {
+        Grant {
+            name: name.to_string(),
+            role: Role::Device,
+            scopes,
+        }
+    }
+
+    /// A cloud service named `name`, granted `scopes` (`None`: every scope).
+    pub fn service(name: &str, scopes: Option<BTreeSet<String>>) -> Grant {
+        Grant {
+            name: name.to_string(),
+            role: Role::Service,
+            scopes,
+        }
+    }
+
+    /// Whether it may write (and read) `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes
+            .as_ref()
+            .is_none_or(|scopes| scopes.contains(scope))
+    }
+}
+
+/// What the cloud knows of the schema: each model's direction (its `control.sync`, `none`
+/// for a model that does not replicate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Models {
+    directions: Option<BTreeMap<String, SyncDirection>>,
+}
+
+impl Models {
+    /// The models of a schema and their directions.
+    pub fn new(directions: impl IntoIterator<Item = (String, SyncDirection)>) -> Models {
+        Models {
+            directions: Some(directions.into_iter().collect()),
+        }
+    }
+
+    /// No schema: every model may be written by either role (the reference cloud in unit
+    /// tests only; every served backend has its schema).
+    pub fn unchecked() -> Models {
+        Models { directions: None }
+    }
+
+    /// The direction of `model`; `None` if the schema does not have it.
+    pub fn direction(&self, model: &str) -> Option<SyncDirection> {
+        match &self.directions {
+            None => Some(SyncDirection::Both),
+            Some(directions) => directions.get(model).copied(),
+        }
+    }
+}
+
+/// Why the cloud refuses a change for good: retrying it as it is cannot help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The change itself is wrong (a put without an item, an item over the size limit).
+    Invalid(String),
+    /// The schema has no such model.
+    UnknownModel {
+        /// The change's model.
+        model: String,
+    },
+    /// The writer's role may not write the model.
+    Direction {
+        /// The change's model.
+        model: String,
+        /// Its direction.
+        direction: SyncDirection,
+        /// The writer's role.
+        role: Role,
+    },
+    /// A scope the writer may not write: the change's, or the held row's.
+    Scope {
+        /// The scope not granted.
+        scope: String,
+        /// Whether it is the held row's (the change would take the row over).
+        held: bool,
+    },
+    /// The version is too far past the cloud's time: an honest writer re-stamps at the
+    /// cloud's time and writes again.
+    Ahead {
+        /// How far past the cloud's time the version is.
+        ahead_ms: u64,
+        /// The cloud's time when it refused.
+        server_time_ms: u64,
+    },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Invalid(reason) => f.write_str(reason),
+            Refusal::UnknownModel { model } => {
+                write!(f, "model {model} is not in the cloud's schema")
+            }
+            Refusal::Direction {
+                model,
+                direction,
+                role,
+            } => write!(
+                f,
+                "model {model} (sync: '{}') may not be written by {}: {}",
+                direction.as_str(),
+                role.as_str(),
+                match role {
+                    Role::Device => "devices write only models that upload ('up' or 'both')",
+                    Role::Service => "services write only models the cloud owns ('down' or 'both')",
+                }
+            ),
+            Refusal::Scope { scope, held: false } => {
+                write!(f, "scope '{scope}' is not granted to this writer")
+            }
+            Refusal::Scope { scope, held: true } => write!(
+                f,
+                "the key belongs to scope '{scope}', which is not granted to this writer"
+            ),
+            Refusal::Ahead { ahead_ms, .. } => write!(
+                f,
+                "the version is {ahead_ms} ms past the cloud's time (at most {AHEAD_MAX_MS} ms): the writer's clock is ahead"
+            ),
+        }
+    }
+}
+
+impl Refusal {
+    /// The answer a writer gets, naming the writer and the key.
+    pub fn outcome(&self, grant: &Grant, change: &Change) -> PushOutcome {
+        match self {
+            Refusal::Ahead { server_time_ms, .. } => PushOutcome::Ahead {
+                server_time_ms: *server_time_ms,
+            },
+            _ => PushOutcome::Rejected {
+                reason: format!("{} refused for '{}': {self}", change.key, grant.name),
+            },
+        }
+    }
+}
+
+/// What the cloud does with one incoming change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision<'a> {
+    /// Write it; it replaces `replaced` (the held row, if any).
+    Land {
+        /// The row it replaces.
+        replaced: Option<&'a Change>,
+    },
+    /// The held row is this very version: a retry whose answer was lost.
+    AlreadyThere,
+    /// The held row is newer: the writer gets it.
+    Superseded {
+        /// The held change.
+        held: &'a Change,
+    },
+    /// Never, as it is.
+    Refused(Refusal),
+}
+
+impl Decision<'_> {
+    /// The answer a writer gets for a change that did not land by this decision (`None`
+    /// for `Land`: the backend writes it and answers `Applied` once it has).
+    pub fn outcome(&self, grant: &Grant, change: &Change) -> Option<PushOutcome> {
+        match self {
+            Decision::Land { .. } => None,
+            Decision::AlreadyThere => Some(PushOutcome::Applied),
+            Decision::Superseded { held } => Some(PushOutcome::Superseded {
+                cloud: Box::new((*held).clone()),
+            }),
+            Decision::Refused(refusal) => Some(refusal.outcome(grant, change)),
+        }
+    }
+}
+
+/// The write rule: what the cloud does with `change` from `grant`'s writer, holding `held`
+/// for its key, at `now_ms` (the module documentation says why each answer).
+pub fn decide<'a>(
+    held: Option<&'a Change>,
+    change: &Change,
+    grant: &Grant,
+    models: &Models,
+    now_ms: u64,
+) -> Decision<'a> {
+    match admit(change, grant, models, now_ms) {
+        Err(refusal) => Decision::Refused(refusal),
+        Ok(()) => against(held, change, grant),
+    }
+}
+
+/// The part of the rule that needs no held row: the change itself, its model's direction,
+/// its own scope, and its version's distance from the cloud's time.
+pub fn admit(change: &Change, grant: &Grant, models: &Models, now_ms: u64) -> Result<(), Refusal> {
+    let key = &change.key;
+    if let (ChangeOp::Put, item) = (change.op, &change.item) {
+        let Some(item) = item else {
+            return Err(Refusal::Invalid(format!(
+                "the put of {key} carries no item"
+            )));
+        };
+        let size = item_size(item);
+        if size > ITEM_BYTES_MAX {
+            return Err(Refusal::Invalid(format!(
+                "the item of {key} is {size} bytes, over DynamoDB's {ITEM_BYTES_MAX}"
+            )));
+        }
+    }
+    let Some(direction) = models.direction(&change.model) else {
+        let model = change.model.clone();
+        return Err(Refusal::UnknownModel { model });
+    };
+    if !grant.role.may_write(direction) {
+        return Err(Refusal::Direction {
+            model: change.model.clone(),
+            direction,
+            role: grant.role,
+        });
+    }
+    if !grant.has_scope(&change.scope) {
+        let scope = change.scope.clone();
+        return Err(Refusal::Scope { scope, held: false });
+    }
+    let ahead_ms = change.version.hlc.physical_ms().saturating_sub(now_ms);
+    if ahead_ms > AHEAD_MAX_MS {
+        let server_time_ms = now_ms;
+        return Err(Refusal::Ahead {
+            ahead_ms,
+            server_time_ms,
+        });
+    }
+    Ok(())
+}
+
+/// The part of the rule that compares with the held row: its scope, then the versions.
+pub fn against<'a>(held: Option<&'a Change>, change: &Change, grant: &Grant) -> Decision<'a> {
+    let Some(held) = held else {
+        return Decision::Land { replaced: None };
+    };
+    if !grant.has_scope(&held.scope) {
+        let scope = held.scope.clone();
+        return Decision::Refused(Refusal::Scope { scope, held: true });
+    }
+    if held.version == change.version {
+        Decision::AlreadyThere
+    } else if held.version > change.version {
+        Decision::Superseded { held }
+    } else {
+        Decision::Land {
+            replaced: Some(held),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_types::{Hlc, Item, Key, ReplicaId, Value, Version};
+
+    use super::*;
+
+    const NOW_MS: u64 = 1_000_000;
+
+    fn change(ms: u64, scope: &str, model: &str) -> Change {
+        Change {
+            model: model.into(),
+            key: Key {
+                hash: Value::S("k".into()),
+                sort: None,
+            },
+            op: ChangeOp::Put,
+            version: Version {
+                hlc: Hlc::new(ms, 0),
+                replica: ReplicaId::parse("w").unwrap_or_else(|e| panic!("{e}")),
+            },
+            scope: scope.into(),
+            item: Some(Item::from([("k".to_string(), Value::S("k".into()))])),
+            base: None,
+        }
+    }
+
+    fn models() -> Models {
+        Models::new([
+            ("Up".to_string(), SyncDirection::Up),
+            ("Down".to_string(), SyncDirection::Down),
+            ("Both".to_string(), SyncDirection::Both),
+            ("Off".to_string(), SyncDirection::None),
+        ])
+    }
+
+    fn device() -> Grant {
+        Grant::device("devA", Some(["devA".to_string(), "*".to_string()].into()))
+    }
+
+    /// The decision's kind, for tables.
+    fn kind(decision: &Decision<'_>) -> &'static str {
+        match decision {
+            Decision::Land { replaced: None } => "land",
+            Decision::Land { replaced: Some(_) } => "land over",
+            Decision::AlreadyThere => "already there",
+            Decision::Superseded { .. } => "superseded",
+            Decision::Refused(Refusal::Invalid(_)) => "invalid",
+            Decision::Refused(Refusal::UnknownModel { .. }) => "unknown model",
+            Decision::Refused(Refusal::Direction { .. }) => "direction",
+            Decision::Refused(Refusal::Scope { held: false, .. }) => "scope",
+            Decision::Refused(Refusal::Scope { held: true, .. }) => "held scope",
+            Decision::Refused(Refusal::Ahead { .. }) => "ahead",
+        }
+    }
+
+    #[test]
+    fn every_answer_of_the_rule() {
+        let service = Grant::service("config", None);
+        let dev = device();
+        let held_a = change(500, "devA", "Both");
+        let held_b = change(500, "devB", "Both");
+        let mut empty = change(600, "devA", "Both");
+        empty.item = None;
+        let mut huge = change(600, "devA", "Both");
+        huge.item = Some(Item::from([(
+            "blob".to_string(),
+            Value::B(vec![0; ITEM_BYTES_MAX]),
+        )]));
+        let mut delete = change(600, "devA", "Both");
+        (delete.op, delete.item) = (ChangeOp::Delete, None);
+        // (held, change, grant, expected, why)
+        let rows: Vec<(Option<&Change>, Change, &Grant, &str, &str)> = vec![
+            (None, change(600, "devA", "Both"), &dev, "land", "no row"),
+            (
+                Some(&held_a),
+                change(600, "devA", "Both"),
+                &dev,
+                "land over",
+                "newer",
+            ),
+            (
+                Some(&held_a),
+                change(500, "devA", "Both"),
+                &dev,
+                "already there",
+                "a retry",
+            ),
+            (
+                Some(&held_a),
+                change(400, "devA", "Both"),
+                &dev,
+                "superseded",
+                "older",
+            ),
+            (
+                Some(&held_a),
+                delete.clone(),
+                &dev,
+                "land over",
+                "a tombstone is a change",
+            ),
+            (None, empty, &dev, "invalid", "a put without an item"),
+            (None, huge, &dev, "invalid", "an item over 400 KiB"),
+            (
+                None,
+                change(600, "devA", "Gone"),
+                &dev,
+                "unknown model",
+                "not in the schema",
+            ),
+            (
+                None,
+                change(600, "*", "Down"),
+                &dev,
+                "direction",
+                "devices do not write down",
+            ),
+            (
+                None,
+                change(600, "devA", "Off"),
+                &dev,
+                "direction",
+                "nor models that stay",
+            ),
+            (
+                None,
+                change(600, "*", "Up"),
+                &service,
+                "direction",
+                "services do not write up",
+            ),
+            (
+                None,
+                change(600, "*", "Down"),
+                &service,
+                "land",
+                "services write down",
+            ),
+            (
+                None,
+                change(600, "devA", "Up"),
+                &dev,
+                "land",
+                "devices write up",
+            ),
+            (
+                None,
+                change(600, "devB", "Both"),
+                &dev,
+                "scope",
+                "another scope",
+            ),
+            (
+                Some(&held_b),
+                change(600, "devA", "Both"),
+                &dev,
+                "held scope",
+                "a takeover",
+            ),
+            (
+                Some(&held_b),
+                change(400, "devA", "Both"),
+                &dev,
+                "held scope",
+                "no read of it",
+            ),
+            (
+                Some(&held_b),
+                change(600, "devB", "Both"),
+                &service,
+                "land over",
+                "all scopes",
+            ),
+            (
+                None,
+                change(NOW_MS + AHEAD_MAX_MS, "devA", "Both"),
+                &dev,
+                "land",
+                "at the bound",
+            ),
+            (
+                None,
+                change(NOW_MS + AHEAD_MAX_MS + 1, "devA", "Both"),
+                &dev,
+                "ahead",
+                "past it",
+            ),
+        ];
+        for (held, incoming, grant, expected, why) in rows {
+            let decision = decide(held, &incoming, grant, &models(), NOW_MS);
+            assert_eq!(kind(&decision), expected, "{why}: {decision:?}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_key_and_the_writer_and_ahead_tells_the_time() {
+        let incoming = change(600, "devB", "Both");
+        let decision = decide(None, &incoming, &device(), &models(), NOW_MS);
+        let Some(PushOutcome::Rejected { reason }) = decision.outcome(&device(), &incoming) else {
+            panic!("{decision:?}")
+        };
+        assert!(
+            reason.contains("'devA'") && reason.contains("'devB'"),
+            "{reason}"
+        );
+        assert!(reason.contains(&incoming.key.to_string()), "{reason}");
+        let far = change(u64::MAX >> 16, "devA", "Both");
+        let decision = decide(None, &far, &device(), &models(), NOW_MS);
+        assert_eq!(
+            decision.outcome(&device(), &far),
+            Some(PushOutcome::Ahead {
+                server_time_ms: NOW_MS
+            })
+        );
+    }
+}
