@@ -8,9 +8,10 @@ use std::time::Duration;
 use ferry::Attach;
 use ferry::dynamo::{Dynamo, DynamoTransport, Endpoint, Settings, Stream, Table};
 use ferry::journal::{Change, ChangeOp};
-use ferry::replication::TransportError;
+use ferry::replication::{CloudStore, Grant, MemoryCloud, Models, StoreTransport, TransportError};
 use ferry::types::{Hlc, Item, Key, ReplicaId, Value, Version};
 use ferry::{Config, Db, Schema, SyncOptions};
+use ferry_relay::EmbeddedStore;
 use serde_json::json;
 
 use crate::relay::RelayProcess;
@@ -53,6 +54,11 @@ pub const SCHEMA: &str = r#"{
             pk: { type: 'string', value: 'local#' }, sk: { type: 'string', value: 'local#${id}' },
             id: { type: 'string', required: true }, text: { type: 'string' },
         },
+        Gadget: {
+            pk: { type: 'string', value: 'gadget#${name}' }, sk: { type: 'string', value: 'gadget#' },
+            name: { type: 'string', required: true }, deviceId: { type: 'string', required: true },
+            color: { type: 'string' },
+        },
     },
     control: {
         Note: { sync: 'both' },
@@ -61,6 +67,7 @@ pub const SCHEMA: &str = r#"{
         Config: { sync: 'down', scope: '*' },
         Private: { enable: 'device' },
         Local: { sync: 'none', scope: '*' },
+        Gadget: { sync: 'both' },
     },
 }"#;
 
@@ -99,10 +106,86 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// Which way a test's devices reach the cloud.
 #[derive(Debug, Clone, Copy)]
 pub enum Via {
+    /// The reference cloud (`MemoryCloud`), in this process.
+    Memory,
+    /// The relay's embedded store, in this process (no relay in between).
+    Embedded,
     /// Straight to a DynamoDB Local table.
     Dynamo,
     /// Through a `ferry relay serve` process over its embedded store.
     Relay,
+    /// Through a `ferry relay serve` process over a DynamoDB Local table.
+    RelayDynamo,
+}
+
+/// The reference cloud on the wall clock: its time is set to now before every call, as a
+/// real cloud's is, so that the write rule's bound on versions sees the time devices see.
+pub struct Reference(std::sync::Mutex<MemoryCloud>);
+
+impl Reference {
+    fn tick(&self) -> &std::sync::Mutex<MemoryCloud> {
+        self.0.lock().unwrap().set_time_ms(now_ms());
+        &self.0
+    }
+}
+
+impl CloudStore for Reference {
+    async fn session(&self) -> Result<ferry::replication::Session, TransportError> {
+        self.tick().session().await
+    }
+
+    async fn write(
+        &self,
+        changes: Vec<Change>,
+        grant: &Grant,
+    ) -> Result<ferry::replication::PushResults, TransportError> {
+        self.tick().write(changes, grant).await
+    }
+
+    async fn read(
+        &self,
+        scope: &str,
+        from: ferry::replication::PullFrom,
+        limit: usize,
+    ) -> Result<ferry::replication::PullPage, TransportError> {
+        self.tick().read(scope, from, limit).await
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+}
+
+/// A cloud the test reaches in process: the reference cloud or the relay's embedded store.
+#[derive(Clone)]
+pub enum Direct {
+    Memory(Arc<Reference>),
+    /// The store, and its directory (kept while any link lives).
+    Embedded(Arc<EmbeddedStore>, #[allow(dead_code)] Arc<tempfile::TempDir>),
+}
+
+impl Direct {
+    fn open(via: Via, schema: &Schema, horizon_ms: u64) -> Direct {
+        let models = Models::new(schema.cloud_directions());
+        match via {
+            Via::Memory => {
+                let cloud = MemoryCloud::new(horizon_ms).with_models(models);
+                Direct::Memory(Arc::new(Reference(std::sync::Mutex::new(cloud))))
+            }
+            _ => {
+                let dir = tempfile::tempdir().unwrap();
+                let store = EmbeddedStore::open(dir.path(), horizon_ms, models).unwrap();
+                Direct::Embedded(Arc::new(store), Arc::new(dir))
+            }
+        }
+    }
+
+    fn link(&self, grant: Grant) -> Link {
+        match self {
+            Direct::Memory(cloud) => Link::Memory(StoreTransport::new(cloud.clone(), grant)),
+            Direct::Embedded(store, _) => Link::Embedded(StoreTransport::new(store.clone(), grant)),
+        }
+    }
 }
 
 /// One cloud on a schema, and the devices syncing with it: a DynamoDB table, or a relay.
@@ -118,30 +201,40 @@ pub struct Cloud {
     pub crypto: Option<ferry::schema::Crypto>,
     /// The relay the devices sync through, instead of the table.
     pub relay: Option<RelayProcess>,
+    /// The in-process cloud the devices sync with, instead of the table.
+    pub direct: Option<Direct>,
 }
 
-/// A device's transport, either way.
+/// A device's transport, any way.
 pub enum Link {
+    Memory(StoreTransport<Arc<Reference>>),
+    Embedded(StoreTransport<Arc<EmbeddedStore>>),
     Dynamo(Box<DynamoTransport>),
     Relay(WsTransport),
 }
 
+/// The same call on whichever transport a link is.
+macro_rules! on_link {
+    ($link:expr, $t:ident => $call:expr) => {
+        match $link {
+            Link::Memory($t) => $call,
+            Link::Embedded($t) => $call,
+            Link::Dynamo($t) => $call,
+            Link::Relay($t) => $call,
+        }
+    };
+}
+
 impl ferry::Transport for Link {
     async fn connect(&self) -> Result<ferry::replication::Session, TransportError> {
-        match self {
-            Link::Dynamo(t) => t.connect().await,
-            Link::Relay(t) => t.connect().await,
-        }
+        on_link!(self, t => t.connect().await)
     }
 
     async fn push(
         &self,
         changes: Vec<Change>,
     ) -> Result<ferry::replication::PushResults, TransportError> {
-        match self {
-            Link::Dynamo(t) => t.push(changes).await,
-            Link::Relay(t) => t.push(changes).await,
-        }
+        on_link!(self, t => t.push(changes).await)
     }
 
     async fn pull(
@@ -150,17 +243,11 @@ impl ferry::Transport for Link {
         from: ferry::replication::PullFrom,
         limit: usize,
     ) -> Result<ferry::replication::PullPage, TransportError> {
-        match self {
-            Link::Dynamo(t) => t.pull(scope, from, limit).await,
-            Link::Relay(t) => t.pull(scope, from, limit).await,
-        }
+        on_link!(self, t => t.pull(scope, from, limit).await)
     }
 
     async fn live(&self) -> Result<Vec<Change>, TransportError> {
-        match self {
-            Link::Dynamo(t) => t.live().await,
-            Link::Relay(t) => t.live().await,
-        }
+        on_link!(self, t => t.live().await)
     }
 }
 
@@ -179,11 +266,29 @@ impl Cloud {
     pub fn over(via: Via, test: &str, settings: Settings) -> Cloud {
         match via {
             Via::Dynamo => Cloud::new(test, settings),
+            Via::Memory | Via::Embedded => {
+                let cloud = Cloud::bare(test, schema(SCHEMA));
+                Cloud {
+                    direct: Some(Direct::open(via, &cloud.schema, settings.horizon_ms)),
+                    ..cloud
+                }
+            }
             Via::Relay => {
                 let horizon = format!("{}ms", settings.horizon_ms);
                 Cloud {
                     relay: Some(RelayProcess::start(&["--horizon", &horizon])),
                     ..Cloud::bare(test, schema(SCHEMA))
+                }
+            }
+            Via::RelayDynamo => {
+                let cloud = Cloud::new(test, settings);
+                let store = format!("dynamodb:{}", cloud.table);
+                let endpoint = endpoint().url.unwrap();
+                let args = ["--endpoint", &endpoint, "--poll-interval", "200ms"];
+                let relay = RelayProcess::start_over(tempfile::tempdir().unwrap(), store, &args);
+                Cloud {
+                    relay: Some(relay),
+                    ..cloud
                 }
             }
         }
@@ -218,6 +323,7 @@ impl Cloud {
             },
             crypto: None,
             relay: None,
+            direct: None,
         }
     }
 
@@ -235,19 +341,34 @@ impl Cloud {
         move |replica| DynamoTransport::new(endpoint(), &table, schema.clone(), replica)
     }
 
-    /// A transport to the table writing as `id`.
-    pub fn transport(&self, id: &str) -> DynamoTransport {
-        DynamoTransport::new(endpoint(), &self.table, self.schema.clone(), id)
+    /// Builds device `id`'s transports (by replica id) to this cloud, any way: granted its
+    /// own scope and `*` (a relay's default), or every scope straight to the table.
+    pub fn link_maker(&self, id: &str) -> impl Fn(&str) -> Link + use<> {
+        let own = [id.to_string(), "*".to_string()].into();
+        let grant = match &self.direct {
+            Some(_) => Grant::device(id, Some(own)),
+            None => Grant::device(id, None),
+        };
+        self.grant_maker(grant)
     }
 
-    /// Builds device `id`'s transports (by replica id) to this cloud, either way.
-    pub fn link_maker(&self, id: &str) -> impl Fn(&str) -> Link + use<> {
-        let relay = (self.relay.as_ref()).map(|relay| (relay.url(), relay.token(id, &[])));
+    /// Builds transports (by replica id) that write as `grant` says, any way.
+    pub fn grant_maker(&self, grant: Grant) -> impl Fn(&str) -> Link + use<> {
+        let relay = (self.relay.as_ref()).map(|relay| (relay.url(), relay.token_for(&grant)));
+        let direct = self.direct.clone();
         let table = self.transport_maker();
-        move |replica| match &relay {
-            Some((url, token)) => Link::Relay(WsTransport::new(url, token, replica).unwrap()),
-            None => Link::Dynamo(Box::new(table(replica))),
+        move |replica| match (&relay, &direct) {
+            (Some((url, token)), _) => Link::Relay(WsTransport::new(url, token, replica).unwrap()),
+            (None, Some(direct)) => direct.link(grant.clone()),
+            (None, None) => Link::Dynamo(Box::new(table(replica).with_grant(grant.clone()))),
         }
+    }
+
+    /// A transport writing as `grant` says, with replica id `replica`, connected.
+    pub fn link(&self, grant: Grant, replica: &str) -> Link {
+        let link = self.grant_maker(grant)(replica);
+        self.rt.block_on(ferry::Transport::connect(&link)).unwrap();
+        link
     }
 
     /// A device attached to the cloud (new, or reopened from `dir`).
@@ -288,7 +409,7 @@ impl Cloud {
     }
 
     /// Writes `change` as a cloud service would (Ferry's writer, or through the relay with
-    /// a token for the change's scope, as replica `cloud`).
+    /// a service token for the change's scope, as replica `cloud`).
     pub fn write(&self, change: Change) {
         let transport = self.service(&change.scope);
         let results = self.rt.block_on(async {
@@ -303,16 +424,11 @@ impl Cloud {
         );
     }
 
-    /// A cloud service's transport, as replica `cloud`: Ferry's writer, or the relay with a
-    /// token for `scope`.
+    /// A cloud service's transport, as replica `cloud`, granted `scope` (Ferry's writer
+    /// and the in-process clouds take every scope).
     fn service(&self, scope: &str) -> Link {
-        match &self.relay {
-            Some(relay) => {
-                let token = relay.token("cloud", &[scope]);
-                Link::Relay(WsTransport::new(&relay.url(), &token, "cloud").unwrap())
-            }
-            None => Link::Dynamo(Box::new(self.transport("cloud"))),
-        }
+        let scopes = self.relay.as_ref().map(|_| [scope.to_string()].into());
+        self.grant_maker(Grant::service("cloud", scopes))("cloud")
     }
 
     /// The change the cloud holds for `key` in `scope` (a tombstone is a `Delete`), read
@@ -341,7 +457,7 @@ impl Cloud {
     /// Deletes the row of `key` outright, as DynamoDB's TTL purges a tombstone. A relay
     /// purges by itself, past its horizon.
     pub fn purge(&self, key: &Key) {
-        if self.relay.is_some() {
+        if self.relay.is_some() || self.direct.is_some() {
             return;
         }
         let layout = ferry::dynamo::Layout::new(&self.schema);

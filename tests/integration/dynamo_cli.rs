@@ -47,6 +47,7 @@ impl Site {
         match via {
             Via::Dynamo => assert_eq!(site.create_table(&[]).0, 0),
             Via::Relay => site.relay = Some(RelayProcess::start(&[])),
+            other => panic!("a CLI site runs over DynamoDB or the relay, not {other:?}"),
         }
         site
     }

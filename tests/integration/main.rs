@@ -19,6 +19,7 @@ macro_rules! over_both_transports {
 }
 
 mod cli;
+mod contract;
 mod crash;
 mod dynamo;
 mod dynamo_cli;

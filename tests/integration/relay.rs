@@ -41,16 +41,23 @@ impl RelayProcess {
         RelayProcess::start_over(dir, store, extra)
     }
 
-    /// A relay over `store` (`embedded:DIR` or `dynamodb:TABLE`), in `dir`.
+    /// A relay over `store` (`embedded:DIR` or `dynamodb:TABLE`), in `dir`, for the test
+    /// schema unless `extra` names another.
     pub fn start_over(dir: tempfile::TempDir, store: String, extra: &[&str]) -> RelayProcess {
         std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if !extra.iter().any(|arg| arg == "--schema") {
+            let schema = dir.path().join("relay-schema.json5");
+            std::fs::write(&schema, SCHEMA).unwrap();
+            extra.extend(["--schema".to_string(), schema.display().to_string()]);
+        }
         let log = dir.path().join("relay.log");
         let mut relay = RelayProcess {
             child: None,
             dir,
             port: 0,
             store,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
             log,
         };
         relay.spawn();
@@ -117,6 +124,15 @@ impl RelayProcess {
         Secret::new(SECRET.to_vec())
             .unwrap()
             .sign(device, scopes, 3600)
+            .unwrap()
+    }
+
+    /// A token that grants what `grant` says (its role and scopes; none: its own and `*`).
+    pub fn token_for(&self, grant: &ferry::replication::Grant) -> String {
+        let scopes = grant.scopes.clone().unwrap_or_default();
+        Secret::new(SECRET.to_vec())
+            .unwrap()
+            .sign_as(grant.role, &grant.name, scopes, 3600)
             .unwrap()
     }
 

@@ -72,6 +72,13 @@ pub enum Error {
         /// Changes still waiting for an acknowledgement.
         pending: usize,
     },
+    /// `Db::sync` saw the cloud refuse changes for good: each key, with why. They left the
+    /// outbox for the quarantine (`Db::quarantine`).
+    #[error("the cloud refused {}: {}", plural(refused.len()), refused.iter().map(|(key, why)| format!("{key} ({why})")).collect::<Vec<_>>().join("; "))]
+    SyncRefused {
+        /// Each refused key and the cloud's reason.
+        refused: Vec<(String, String)>,
+    },
     /// A bad argument: unknown model or index, a key that cannot be resolved, a bad cursor.
     #[error("{0}")]
     Argument(String),
@@ -97,7 +104,7 @@ pub enum ErrorKind {
 impl Error {
     /// The OneTable-style code: `ValidationError`, `NotFoundError`, `NonUniqueError`,
     /// `UniqueError`, `ConditionalCheckFailed`, `TransactionCanceled`, `ControlError`,
-    /// `ArgumentError`, `SchemaError`, `ExpressionError`, `SyncTimeout`, `OutboxFull`,
+    /// `ArgumentError`, `SchemaError`, `ExpressionError`, `SyncTimeout`, `SyncRefused`, `OutboxFull`,
     /// `StorageError`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -110,6 +117,7 @@ impl Error {
             Error::Control { .. } => "ControlError",
             Error::Argument(_) => "ArgumentError",
             Error::SyncTimeout { .. } => "SyncTimeout",
+            Error::SyncRefused { .. } => "SyncRefused",
             Error::Schema(e) => e.code(),
             Error::Storage(ferry_store::Error::TooLarge { .. }) => "ValidationError",
             Error::Storage(ferry_store::Error::OutboxFull { .. }) => "OutboxFull",
@@ -128,7 +136,8 @@ impl Error {
             Error::NotFound { .. }
             | Error::NonUnique { .. }
             | Error::Unique { .. }
-            | Error::ConditionalCheckFailed { .. } => ErrorKind::Refused,
+            | Error::ConditionalCheckFailed { .. }
+            | Error::SyncRefused { .. } => ErrorKind::Refused,
             Error::TransactionCanceled { reason, .. } => reason.kind(),
             Error::Validation { .. }
             | Error::Control { .. }
@@ -139,6 +148,13 @@ impl Error {
             }
             Error::Storage(_) | Error::SyncTimeout { .. } => ErrorKind::Failed,
         }
+    }
+}
+
+fn plural(changes: usize) -> String {
+    match changes {
+        1 => "1 change".into(),
+        n => format!("{n} changes"),
     }
 }
 

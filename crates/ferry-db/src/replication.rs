@@ -213,6 +213,21 @@ impl Db {
             .collect())
     }
 
+    /// The changes of `keys` this device wrote that the cloud refused for good since
+    /// `since_ms` (quarantined then): each key and why. What `Db::sync` reports.
+    #[doc(hidden)]
+    pub fn refused_since(&self, keys: &[Key], since_ms: u64) -> Result<Vec<(String, String)>> {
+        let records = self.inner.store.quarantined(usize::MAX)?;
+        Ok((records.into_iter())
+            .filter(|record| {
+                record.at_ms >= since_ms
+                    && record.change.version.replica == self.inner.replica.id
+                    && keys.contains(&record.change.key)
+            })
+            .map(|record| (record.change.key.to_string(), record.reason))
+            .collect())
+    }
+
     /// The latest conflicts, newest first, at most `limit`.
     pub fn conflicts(&self, limit: usize) -> Result<Vec<Conflict>> {
         let records = self.inner.store.conflicts(limit)?;

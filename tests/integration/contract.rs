@@ -1,0 +1,475 @@
+//! The cloud contract: the same cases over every backend a device can meet. The reference
+//! cloud and the relay's embedded store in process, DynamoDB Local straight, and the real
+//! relay process over its embedded store and over DynamoDB Local. A backend that answers
+//! otherwise than the reference cloud has a bug. A new backend is one line in the macro
+//! call below (and a [`Via`]).
+//!
+//! The cases: every answer of the write rule, scope ownership and the read it must not
+//! leak, each model's direction by role, versions bounded by the cloud's time, the feed's
+//! order and completeness, tombstones, and the conflict log in both sync orders.
+
+use std::collections::BTreeSet;
+
+use ferry::dynamo::Settings;
+use ferry::journal::{Change, ChangeOp};
+use ferry::replication::{Grant, PullFrom, PushOutcome, PushResults};
+use ferry::types::{Hlc, Item, Key, ReplicaId, Value, Version};
+use ferry::{Db, Transport};
+use serde_json::json;
+
+use crate::dynamo::{Cloud, Link, SYNC_TIMEOUT, Via, key, now_ms, text};
+
+/// Runs each case (a function taking a [`Via`]) over every backend, as
+/// `contract::BACKEND::CASE`.
+macro_rules! over_every_backend {
+    (backends: [$($backend:ident => $via:expr),* $(,)?], cases: $cases:tt) => {
+        $( over_every_backend!(@one $backend => $via, $cases); )*
+    };
+    (@one $backend:ident => $via:expr, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            use crate::dynamo::Via;
+            $( #[test] fn $case() { super::$case($via) } )*
+        }
+    };
+}
+
+over_every_backend!(
+    backends: [
+        memory => Via::Memory,
+        embedded => Via::Embedded,
+        dynamodb => Via::Dynamo,
+        relay_embedded => Via::Relay,
+        relay_dynamodb => Via::RelayDynamo,
+    ],
+    cases: [
+        every_answer_of_the_write_rule,
+        a_device_neither_takes_over_nor_reads_another_scopes_row,
+        each_role_writes_only_the_models_its_direction_allows,
+        a_version_far_ahead_is_refused_with_the_cloud_time_and_lands_restamped,
+        the_feed_is_in_seq_order_one_entry_per_key_and_complete,
+        a_conflict_is_logged_once_on_the_loser_in_either_sync_order,
+    ]
+);
+
+/// A device of `name` granted its own scope and `*`.
+fn device(name: &str) -> Grant {
+    Grant::device(name, Some(scopes(&[name, "*"])))
+}
+
+/// A cloud service granted every scope the cases use.
+fn service() -> Grant {
+    Grant::service("config-service", Some(scopes(&["*", "devA", "devB"])))
+}
+
+fn scopes(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// A version at `ms` of `replica`.
+fn version(ms: u64, replica: &str) -> Version {
+    Version {
+        hlc: Hlc::new(ms, 0),
+        replica: ReplicaId::parse(replica).unwrap(),
+    }
+}
+
+/// A change of `model` at (`pk`, `sk`) in `scope`, with `fields` (`None`: a delete),
+/// stamped `ms` by `replica`.
+fn change(
+    model: &str,
+    (pk, sk): (&str, &str),
+    scope: &str,
+    fields: Option<serde_json::Value>,
+    (ms, replica): (u64, &str),
+) -> Change {
+    let key = key(pk, sk);
+    let item = fields.map(|fields| {
+        let mut item = Item::from([
+            ("pk".to_string(), key.hash.clone()),
+            ("sk".to_string(), key.sort.clone().unwrap()),
+            ("_type".to_string(), Value::S(model.into())),
+        ]);
+        for (name, value) in fields.as_object().unwrap() {
+            item.insert(name.clone(), Value::S(value.as_str().unwrap().into()));
+        }
+        item
+    });
+    Change {
+        model: model.into(),
+        key,
+        op: match item {
+            Some(_) => ChangeOp::Put,
+            None => ChangeOp::Delete,
+        },
+        version: version(ms, replica),
+        scope: scope.into(),
+        item,
+        base: None,
+    }
+}
+
+fn config(name: &str, value: Option<&str>, ms: u64) -> Change {
+    let fields = value.map(|value| json!({"name": name, "value": value}));
+    let sk = format!("config#{name}");
+    change(
+        "Config",
+        ("config#", &sk),
+        "*",
+        fields,
+        (ms, "config-service"),
+    )
+}
+
+fn gadget(name: &str, owner: &str, ms: u64) -> Change {
+    let fields = json!({"name": name, "deviceId": owner, "color": owner});
+    let pk = format!("gadget#{name}");
+    change("Gadget", (&pk, "gadget#"), owner, Some(fields), (ms, owner))
+}
+
+/// Pushes `changes` on `link`; the outcomes in order.
+fn push(cloud: &Cloud, link: &Link, changes: Vec<Change>) -> Vec<PushOutcome> {
+    let results: PushResults = cloud.rt.block_on(link.push(changes)).unwrap();
+    results.into_iter().map(|(_, _, outcome)| outcome).collect()
+}
+
+fn push_one(cloud: &Cloud, link: &Link, change: Change) -> PushOutcome {
+    push(cloud, link, vec![change]).remove(0)
+}
+
+fn rejected(outcome: &PushOutcome) -> &str {
+    match outcome {
+        PushOutcome::Rejected { reason } => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Every change of `scope` as a snapshot reads it, in pages of `limit`, with their `_seq`.
+fn snapshot(cloud: &Cloud, link: &Link, scope: &str, limit: usize) -> Vec<(Hlc, Change)> {
+    let mut after = Hlc::ZERO;
+    let mut all = Vec::new();
+    loop {
+        let page = cloud
+            .rt
+            .block_on(link.pull(scope, PullFrom::Snapshot(after), limit))
+            .unwrap();
+        all.extend(page.changes.iter().cloned());
+        match (page.more, page.changes.last()) {
+            (true, Some((seq, _))) => after = *seq,
+            _ => return all,
+        }
+    }
+}
+
+fn held(cloud: &Cloud, link: &Link, scope: &str, key: &Key) -> Option<Change> {
+    let all = snapshot(cloud, link, scope, 100);
+    all.into_iter().map(|(_, c)| c).find(|c| c.key == *key)
+}
+
+fn every_answer_of_the_write_rule(via: Via) {
+    let cloud = Cloud::over(via, "rule", Settings::default());
+    let writer = cloud.link(service(), "config-service");
+    let t = now_ms() - 60_000;
+    let first = config("mode", Some("fast"), t);
+    let key = first.key.clone();
+    assert_eq!(
+        push_one(&cloud, &writer, first.clone()),
+        PushOutcome::Applied,
+        "no row: lands"
+    );
+    assert_eq!(
+        push_one(&cloud, &writer, first.clone()),
+        PushOutcome::Applied,
+        "the same version again: a retry whose answer was lost"
+    );
+    let older = config("mode", Some("slow"), t - 1_000);
+    match push_one(&cloud, &writer, older) {
+        PushOutcome::Superseded { cloud: held } => {
+            assert_eq!(held.version, first.version, "the held change comes back");
+            assert_eq!(held.item.unwrap()["value"], Value::S("fast".into()));
+        }
+        other => panic!("an older version is superseded, not {other:?}"),
+    }
+    let empty = Change {
+        item: None,
+        ..config("mode", Some("x"), t + 10)
+    };
+    let reason = push_one(&cloud, &writer, empty).clone();
+    assert!(rejected(&reason).contains("no item"), "{reason:?}");
+    // Tombstones: a delete beats older puts and loses to newer ones.
+    let delete = config("mode", None, t + 1_000);
+    assert_eq!(
+        push_one(&cloud, &writer, delete.clone()),
+        PushOutcome::Applied
+    );
+    match push_one(&cloud, &writer, config("mode", Some("late"), t + 500)) {
+        PushOutcome::Superseded { cloud: held } => assert_eq!(held.op, ChangeOp::Delete),
+        other => panic!("an older put over a tombstone is superseded by it, not {other:?}"),
+    }
+    let back = config("mode", Some("back"), t + 2_000);
+    assert_eq!(
+        push_one(&cloud, &writer, back.clone()),
+        PushOutcome::Applied
+    );
+    let now = held(&cloud, &writer, "*", &key).expect("the row");
+    assert_eq!((now.op, now.version), (ChangeOp::Put, back.version));
+}
+
+fn a_device_neither_takes_over_nor_reads_another_scopes_row(via: Via) {
+    let cloud = Cloud::over(via, "takeover", Settings::default());
+    let (a, b) = (
+        cloud.link(device("devA"), "devA"),
+        cloud.link(device("devB"), "devB"),
+    );
+    let t = now_ms() - 60_000;
+    let theirs = gadget("g", "devB", t);
+    assert_eq!(push_one(&cloud, &b, theirs.clone()), PushOutcome::Applied);
+    // devA's own gadget of the same name: a newer write that would move the row.
+    let takeover = push_one(&cloud, &a, gadget("g", "devA", t + 1_000));
+    let reason = rejected(&takeover);
+    assert!(
+        reason.contains("devB") && reason.contains("gadget#g"),
+        "{reason}"
+    );
+    // A stale write of the same key would be answered with the row: refused instead.
+    let stale = push_one(&cloud, &a, gadget("g", "devA", t - 1_000));
+    assert!(
+        !matches!(stale, PushOutcome::Superseded { .. }),
+        "a stale write must not read another scope's row: {stale:?}"
+    );
+    rejected(&stale);
+    // A change claiming a scope devA is not granted.
+    let foreign = Change {
+        scope: "devB".into(),
+        ..gadget("h", "devA", t)
+    };
+    rejected(&push_one(&cloud, &a, foreign));
+    // devB's row is intact, in devB's scope, and devA cannot read that scope.
+    let row = held(&cloud, &b, "devB", &theirs.key).expect("devB still has g");
+    assert_eq!(row.version, theirs.version);
+    assert!(
+        held(&cloud, &a, "devA", &theirs.key).is_none(),
+        "nothing moved to devA"
+    );
+    let read = cloud
+        .rt
+        .block_on(a.pull("devB", PullFrom::Snapshot(Hlc::ZERO), 10));
+    assert!(read.is_err(), "devA read devB's scope: {read:?}");
+    // A service of both scopes may move it.
+    let service = cloud.link(service(), "config-service");
+    let moved = push_one(&cloud, &service, gadget("g", "devA", t + 2_000));
+    assert_eq!(moved, PushOutcome::Applied);
+}
+
+fn each_role_writes_only_the_models_its_direction_allows(via: Via) {
+    let cloud = Cloud::over(via, "direction", Settings::default());
+    let dev = cloud.link(device("devA"), "devA");
+    let service = cloud.link(service(), "config-service");
+    let t = now_ms() - 60_000;
+    // A device whose schema says otherwise still may not write fleet configuration.
+    let reason = push_one(&cloud, &dev, config("rate", Some("9"), t)).clone();
+    assert!(rejected(&reason).contains("Config"), "{reason:?}");
+    assert_eq!(
+        push_one(&cloud, &service, config("rate", Some("1"), t)),
+        PushOutcome::Applied
+    );
+    let fault = change(
+        "Fault",
+        ("fault#devA", "fault#f1"),
+        "devA",
+        Some(json!({"deviceId": "devA", "id": "f1"})),
+        (t, "devA"),
+    );
+    assert_eq!(
+        push_one(&cloud, &dev, fault.clone()),
+        PushOutcome::Applied,
+        "up"
+    );
+    let as_service = Change {
+        version: version(t + 1, "config-service"),
+        ..fault
+    };
+    rejected(&push_one(&cloud, &service, as_service));
+    let unknown = Change {
+        model: "Nothing".into(),
+        ..gadget("u", "devA", t)
+    };
+    let reason = push_one(&cloud, &dev, unknown).clone();
+    assert!(rejected(&reason).contains("Nothing"), "{reason:?}");
+    let local = change(
+        "Local",
+        ("local#", "local#l1"),
+        "*",
+        Some(json!({"id": "l1"})),
+        (t, "devA"),
+    );
+    rejected(&push_one(&cloud, &dev, local));
+    let held = held(&cloud, &dev, "*", &config("rate", None, t).key).expect("the config");
+    assert_eq!(
+        held.item.unwrap()["value"],
+        Value::S("1".into()),
+        "the device's write did not land"
+    );
+}
+
+fn a_version_far_ahead_is_refused_with_the_cloud_time_and_lands_restamped(via: Via) {
+    let cloud = Cloud::over(via, "ahead", Settings::default());
+    let dev = cloud.link(device("devA"), "devA");
+    let year_ms = 365 * 24 * 3600 * 1000;
+    let before = now_ms();
+    let far = gadget("clock", "devA", before + year_ms);
+    let server_time_ms = match push_one(&cloud, &dev, far.clone()) {
+        PushOutcome::Ahead { server_time_ms } => server_time_ms,
+        other => panic!("a version a year ahead is refused, not {other:?}"),
+    };
+    assert!(
+        server_time_ms.abs_diff(before) < 60_000,
+        "the refusal carries the cloud's time: {server_time_ms} vs {before}"
+    );
+    let bogus = Change {
+        version: Version {
+            hlc: Hlc::from_u64(u64::MAX),
+            ..far.version.clone()
+        },
+        ..far.clone()
+    };
+    assert!(matches!(
+        push_one(&cloud, &dev, bogus),
+        PushOutcome::Ahead { .. }
+    ));
+    assert!(
+        held(&cloud, &dev, "devA", &far.key).is_none(),
+        "nothing landed"
+    );
+    let restamped = gadget("clock", "devA", server_time_ms);
+    assert_eq!(
+        push_one(&cloud, &dev, restamped.clone()),
+        PushOutcome::Applied
+    );
+    let row = held(&cloud, &dev, "devA", &far.key).expect("the re-stamped change");
+    assert_eq!(row.version, restamped.version);
+}
+
+fn the_feed_is_in_seq_order_one_entry_per_key_and_complete(via: Via) {
+    let cloud = Cloud::over(via, "feed", Settings::default());
+    let writer = cloud.link(service(), "config-service");
+    let t = now_ms() - 60_000;
+    let names: Vec<String> = (0..12).map(|n| format!("k{n:02}")).collect();
+    let batch = (names.iter().enumerate())
+        .map(|(n, name)| config(name, Some("v1"), t + n as u64))
+        .collect();
+    assert!(
+        push(&cloud, &writer, batch)
+            .iter()
+            .all(|o| *o == PushOutcome::Applied)
+    );
+    // k03 again: it moves to the end of the feed.
+    assert_eq!(
+        push_one(&cloud, &writer, config("k03", Some("v2"), t + 100)),
+        PushOutcome::Applied
+    );
+    let feed = snapshot(&cloud, &writer, "*", 5);
+    let keys: Vec<String> = (feed.iter())
+        .map(|(_, c)| c.key.sort.clone().unwrap().as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), names.len(), "each key once: {keys:?}");
+    let distinct: BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), names.len(), "{keys:?}");
+    assert_eq!(
+        keys.last().map(String::as_str),
+        Some("config#k03"),
+        "{keys:?}"
+    );
+    assert!(feed.windows(2).all(|w| w[0].0 <= w[1].0), "in _seq order");
+    let latest = &feed.last().unwrap().1;
+    assert_eq!(
+        latest.item.as_ref().unwrap()["value"],
+        Value::S("v2".into())
+    );
+    // From the last position, only what comes after.
+    let cursor = feed.last().unwrap().0;
+    push(
+        &cloud,
+        &writer,
+        vec![
+            config("k20", Some("v1"), t + 200),
+            config("k21", Some("v1"), t + 201),
+        ],
+    );
+    let page = cloud
+        .rt
+        .block_on(writer.pull("*", PullFrom::Since(cursor), 100))
+        .unwrap();
+    let after: Vec<&Key> = page.changes.iter().map(|(_, c)| &c.key).collect();
+    assert_eq!(
+        after,
+        [&config("k20", None, 0).key, &config("k21", None, 0).key]
+    );
+}
+
+/// Two devices change one shared item offline; `first` syncs, then `second`, then `first`
+/// again. The loser is the earlier writer whichever syncs first.
+fn offline_edits(a: &Db, b: &Db, round: &str, a_first: bool) {
+    a.update(
+        "Shared",
+        json!({"id": "p", "name": format!("{round} by a")}),
+        &Default::default(),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    b.update(
+        "Shared",
+        json!({"id": "p", "name": format!("{round} by b")}),
+        &Default::default(),
+    )
+    .unwrap();
+    let (first, second) = if a_first { (a, b) } else { (b, a) };
+    for db in [first, second, first, second] {
+        db.sync(SYNC_TIMEOUT).unwrap();
+    }
+}
+
+fn a_conflict_is_logged_once_on_the_loser_in_either_sync_order(via: Via) {
+    let mut cloud = Cloud::over(via, "conflicts", Settings::default());
+    let (a, _) = cloud.device("a", None);
+    let (b, _) = cloud.device("b", None);
+    a.create("Shared", json!({"id": "p", "name": "start"}))
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    b.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(
+        text(b.get("Shared", json!({"id": "p"})).unwrap(), "name").as_deref(),
+        Some("start")
+    );
+    // The earlier writer (a) syncs first: b's later write replaces it in the cloud.
+    offline_edits(&a, &b, "one", true);
+    // The later writer (b) syncs first: a's earlier write is superseded.
+    offline_edits(&a, &b, "two", false);
+    for db in [&a, &b] {
+        let name = text(db.get("Shared", json!({"id": "p"})).unwrap(), "name");
+        assert_eq!(name.as_deref(), Some("two by b"), "b's later write wins");
+    }
+    let logged = a.conflicts(10).unwrap();
+    assert_eq!(
+        logged.len(),
+        2,
+        "a lost twice, logged once each: {logged:#?}"
+    );
+    assert!(logged.iter().all(|c| c.model == "Shared"), "{logged:#?}");
+    let losers: Vec<String> = (logged.iter())
+        .map(|c| {
+            (c.loser_item.as_ref())
+                .map(|item| item["name"].to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        losers.iter().any(|l| l.contains("one by a"))
+            && losers.iter().any(|l| l.contains("two by a")),
+        "each record holds the losing item: {losers:?}"
+    );
+    assert!(
+        b.conflicts(10).unwrap().is_empty(),
+        "the winner logs nothing: {:#?}",
+        b.conflicts(10).unwrap()
+    );
+}
