@@ -284,11 +284,24 @@ fn each_role_writes_only_the_models_its_direction_allows(via: Via) {
         PushOutcome::Applied,
         "up"
     );
+    // A service writes what the cloud keeps; devices decide what comes down.
     let as_service = Change {
         version: version(t + 1, "config-service"),
         ..fault
     };
-    rejected(&push_one(&cloud, &service, as_service));
+    assert_eq!(push_one(&cloud, &service, as_service), PushOutcome::Applied);
+    let private = change(
+        "Private",
+        ("private#", "private#p1"),
+        "*",
+        Some(json!({"id": "p1"})),
+        (t, "config-service"),
+    );
+    let reason = push_one(&cloud, &service, private).clone();
+    assert!(
+        rejected(&reason).contains("Private"),
+        "device-only: {reason:?}"
+    );
     let unknown = Change {
         model: "Nothing".into(),
         ..gadget("u", "devA", t)

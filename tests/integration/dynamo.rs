@@ -161,7 +161,10 @@ impl CloudStore for Reference {
 pub enum Direct {
     Memory(Arc<Reference>),
     /// The store, and its directory (kept while any link lives).
-    Embedded(Arc<EmbeddedStore>, #[allow(dead_code)] Arc<tempfile::TempDir>),
+    Embedded(
+        Arc<EmbeddedStore>,
+        #[allow(dead_code)] Arc<tempfile::TempDir>,
+    ),
 }
 
 impl Direct {
@@ -1062,7 +1065,9 @@ fn an_item_that_fits_the_device_but_not_the_cloud_with_ferrys_attributes_is_refu
     };
     assert!(len > 409_000, "the device refused only for size: {len}");
     assert_eq!(created["id"], json!("big"));
-    a.sync(SYNC_TIMEOUT).unwrap();
+    let refused = a.sync(SYNC_TIMEOUT).unwrap_err();
+    assert_eq!(refused.code(), "SyncRefused", "{refused}");
+    assert!(refused.to_string().contains("big"), "{refused}");
     let error = a.status().last_error.unwrap_or_default();
     assert!(
         error.contains("big") && error.contains("over DynamoDB's"),

@@ -341,7 +341,11 @@ fn a_write_outside_the_tokens_scope_is_quarantined_and_shown_in_status() {
         .unwrap();
     a.create("Shared", json!({"id": "s1", "name": "not mine to share"}))
         .unwrap();
-    a.sync(SYNC_TIMEOUT).unwrap();
+    let refused = a.sync(SYNC_TIMEOUT).unwrap_err().to_string();
+    assert!(
+        refused.contains("shared#s1"),
+        "sync names the refused key: {refused}"
+    );
     let status = a.status();
     assert_eq!(
         (status.pending_changes, status.quarantined),
@@ -353,7 +357,7 @@ fn a_write_outside_the_tokens_scope_is_quarantined_and_shown_in_status() {
     assert!(
         quarantined[0]
             .reason
-            .contains("scope '*' is not granted to device 'a'"),
+            .contains("scope '*' is not granted to this writer"),
         "{}",
         quarantined[0].reason
     );
@@ -371,7 +375,7 @@ fn a_write_outside_the_tokens_scope_is_quarantined_and_shown_in_status() {
             .relay
             .as_ref()
             .unwrap()
-            .metric("ferry_relay_rejects_total", "scope")
+            .metric("ferry_relay_rejects_total", "write")
             >= 1.0
     );
 }
@@ -488,7 +492,8 @@ fn a_thousand_devices_connect_with_bounded_memory() {
     });
     // Every connection is live: one push fans out to all of them.
     let change = crate::dynamo::config_change("fan", Some("out"));
-    let cloud = WsTransport::new(&relay.url(), &relay.token("cloud", &["*"]), "cloud").unwrap();
+    let service = ferry::replication::Grant::service("cloud", Some(["*".to_string()].into()));
+    let cloud = WsTransport::new(&relay.url(), &relay.token_for(&service), "cloud").unwrap();
     rt.block_on(async {
         cloud.connect().await.unwrap();
         cloud.push(vec![change]).await.unwrap();

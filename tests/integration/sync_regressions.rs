@@ -2,7 +2,7 @@
 
 use ferry::Attach;
 use ferry::journal::ChangeOp;
-use ferry::types::{Item, Value};
+use ferry::types::{Item, Value, Version};
 use ferry::{FindOptions, WriteOptions};
 use serde_json::json;
 
@@ -518,38 +518,86 @@ fn only_genuine_losers_are_conflicts_logged_once_and_seen_by_triggers() {
     assert_eq!(db.status().pending_changes, 1, "v2 waits for its delay");
     assert_eq!(db.status().conflicts, 0, "a re-read of our own version");
 
-    // A cloud writer's version that the device never saw, older than v2: a genuine loser,
-    // logged once although every poll re-reads it.
-    let mut cloud = world.cloud_item(&key("note#d1", "note#n1")).unwrap();
-    cloud.insert("text".into(), s("cloud"));
+    // A cloud writer's version older than the pending v2, made without seeing v1's
+    // successor: v2 wins, and the loser is the cloud's writer, not this device.
+    let note = key("note#d1", "note#n1");
     let before_v2_ms = world.now() as u64 - 30_500; // after v1, before v2
-    world.cloud.lock().unwrap().write(ferry::journal::Change {
-        model: "Note".into(),
-        key: key("note#d1", "note#n1"),
-        op: ChangeOp::Put,
-        version: ferry::types::Version {
-            hlc: ferry::types::Hlc::new(before_v2_ms, 0),
+    let v1 = world
+        .cloud
+        .lock()
+        .unwrap()
+        .get(&note)
+        .unwrap()
+        .version
+        .clone();
+    let cloud_write = |world: &mut World, ms: u64, text: &str, base: Option<Version>| {
+        let mut item = world.cloud_item(&note).unwrap();
+        item.insert("text".into(), s(text));
+        let version = Version {
+            hlc: ferry::types::Hlc::new(ms, 0),
             replica: ferry::types::ReplicaId::parse("cloud").unwrap(),
-        },
-        scope: "d1".into(),
-        item: Some(cloud),
-        base: None,
-    });
+        };
+        let change = ferry::journal::Change {
+            model: "Note".into(),
+            key: note.clone(),
+            op: ChangeOp::Put,
+            version: version.clone(),
+            scope: "d1".into(),
+            item: Some(item),
+            base,
+        };
+        world.cloud.lock().unwrap().write(change);
+        version
+    };
+    cloud_write(&mut world, before_v2_ms, "older", Some(v1));
     for _ in 0..3 {
         world.advance(30_000);
         db.drive().unwrap();
     }
-    // The polls saw the cloud's version, and v2 is still pending.
-    assert_eq!(db.status().conflicts, 1, "{:?}", db.conflicts(10).unwrap());
+    assert_eq!(db.status().conflicts, 0, "{:?}", db.conflicts(10).unwrap());
     db.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(db.status().conflicts, 0, "v2 won in the cloud too");
+    let v2 = world
+        .cloud
+        .lock()
+        .unwrap()
+        .get(&note)
+        .unwrap()
+        .version
+        .clone();
+
+    // A newer cloud write made on top of v2: the device's write did not lose.
+    world.advance(1_000);
+    let now = world.now() as u64;
+    let over = cloud_write(&mut world, now, "over v2", Some(v2.clone()));
     world.advance(40_000);
     db.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(db.status().conflicts, 0, "made on top of ours");
+
+    // A newer cloud write made without seeing the device's latest (its base is older):
+    // the device's acknowledged write lost, and the device logs it once, however often
+    // the feed is re-read.
+    db.update(
+        "Note",
+        json!({"id": "n1", "text": "v3"}),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    world.advance(1_000);
+    let now = world.now() as u64;
+    let winner = cloud_write(&mut world, now, "blind", Some(over));
+    for _ in 0..3 {
+        world.advance(30_000);
+        db.sync(SYNC_TIMEOUT).unwrap();
+    }
     assert_eq!(db.status().conflicts, 1, "logged once");
     let conflicts = db.conflicts(10).unwrap();
     assert_eq!(
         conflicts[0].loser_item.as_ref().map(|i| i["text"].clone()),
-        Some(json!("cloud"))
+        Some(json!("v3"))
     );
+    assert_eq!(conflicts[0].winner, winner.to_text());
     let events = events.lock().unwrap();
     let conflict_events: Vec<_> = events
         .iter()

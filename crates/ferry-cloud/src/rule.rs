@@ -7,9 +7,9 @@
 //! incoming change, [`decide`] answers:
 //!
 //! 1. **Refused** when the change can never land as it is ([`Refusal`]): a put without an
-//!    item or over DynamoDB's 400 KiB; a model the schema does not have; a model the
+//!    item or over DynamoDB's 400 KiB; a model the cloud does not keep; a model the
 //!    writer's role may not write (a device writes only models that upload, `up` or
-//!    `both`; a service writes the models the cloud owns, `down` or `both`); a scope the
+//!    `both`; a service writes every model the cloud keeps); a scope the
 //!    writer may not write, the change's own or **the held row's** (moving a row out of a
 //!    scope is a write to that scope too, and answering a stale write with the held row
 //!    would read a scope the writer was not granted); a version more than [`AHEAD_MAX_MS`]
@@ -44,8 +44,9 @@ pub const AHEAD_MAX_MS: u64 = MAX_FORWARD_MS_DEFAULT;
 pub enum Role {
     /// A device: writes the models devices upload.
     Device,
-    /// A cloud service (cloud mode, a service token, the cloud's own writers): writes the
-    /// models the cloud owns.
+    /// A cloud service (cloud mode, a service token, the cloud's own writers): writes every
+    /// model the cloud keeps (which of its writes come down is each device's direction
+    /// rule: `down` and `both`).
     Service,
 }
 
@@ -54,7 +55,7 @@ impl Role {
     pub fn may_write(self, direction: SyncDirection) -> bool {
         match self {
             Role::Device => direction.uploads(),
-            Role::Service => direction.downloads(),
+            Role::Service => true,
         }
     }
 
@@ -105,8 +106,8 @@ impl Grant {
     }
 }
 
-/// What the cloud knows of the schema: each model's direction (its `control.sync`, `none`
-/// for a model that does not replicate).
+/// What the cloud knows of the schema: each model it keeps and its direction (its
+/// `control.sync`); a model only devices keep is not among them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Models {
     directions: Option<BTreeMap<String, SyncDirection>>,
@@ -140,7 +141,7 @@ impl Models {
 pub enum Refusal {
     /// The change itself is wrong (a put without an item, an item over the size limit).
     Invalid(String),
-    /// The schema has no such model.
+    /// The cloud keeps no such model (not in the schema, or `enable: 'device'`).
     UnknownModel {
         /// The change's model.
         model: String,
@@ -176,7 +177,10 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::Invalid(reason) => f.write_str(reason),
             Refusal::UnknownModel { model } => {
-                write!(f, "model {model} is not in the cloud's schema")
+                write!(
+                    f,
+                    "model {model} is not kept by the cloud (not in its schema, or device-only)"
+                )
             }
             Refusal::Direction {
                 model,
@@ -189,7 +193,7 @@ impl fmt::Display for Refusal {
                 role.as_str(),
                 match role {
                     Role::Device => "devices write only models that upload ('up' or 'both')",
-                    Role::Service => "services write only models the cloud owns ('down' or 'both')",
+                    Role::Service => "services write every model the cloud keeps",
                 }
             ),
             Refusal::Scope { scope, held: false } => {

@@ -197,17 +197,17 @@ impl Schema {
         self.models.values()
     }
 
-    /// Each model's direction as the cloud's write rule sees it: its `sync` for a model on
-    /// both sides, `down` for one only the cloud keeps (`enable: 'cloud'`), `none` for one
-    /// only the device keeps.
+    /// The models the cloud keeps and their directions, as the cloud's write rule sees
+    /// them: its `sync` for a model on both sides, `down` for one only the cloud keeps
+    /// (`enable: 'cloud'`); a model only devices keep is not among them.
     pub fn cloud_directions(&self) -> impl Iterator<Item = (String, SyncDirection)> + '_ {
-        self.models.values().map(|model| {
+        self.models.values().filter_map(|model| {
             let direction = match model.control.enable {
                 Enable::Both => model.control.sync,
                 Enable::Cloud => SyncDirection::Down,
-                Enable::Device => SyncDirection::None,
+                Enable::Device => return None,
             };
-            (model.name.clone(), direction)
+            Some((model.name.clone(), direction))
         })
     }
 
