@@ -486,3 +486,98 @@ fn a_conflict_is_logged_once_on_the_loser_in_either_sync_order(via: Via) {
         b.conflicts(10).unwrap()
     );
 }
+
+/// The takeover of issue-sized consequence, from the user's side through the real relay
+/// process over either store: devB's gadget stays devB's, devA hears of the refusal in
+/// `sync`, `status` and `quarantine`, and a fresh database of devB's scope still gets it.
+fn a_takeover_through_the_relay_is_refused_and_reported_to_the_device(via: Via) {
+    let mut cloud = Cloud::over(via, "takeover-db", Settings::default());
+    let (b, _) = cloud.device("devB", None);
+    b.create("Gadget", json!({"name": "g", "color": "blue"}))
+        .unwrap();
+    b.sync(SYNC_TIMEOUT).unwrap();
+    let (a, _) = cloud.device("devA", None);
+    a.create("Gadget", json!({"name": "g", "color": "red"}))
+        .unwrap();
+    let refused = a.sync(SYNC_TIMEOUT).unwrap_err();
+    assert_eq!(refused.code(), "SyncRefused", "{refused}");
+    assert!(
+        refused.to_string().contains("gadget#g"),
+        "names the key: {refused}"
+    );
+    let status = a.status();
+    assert_eq!(
+        (status.pending_changes, status.quarantined),
+        (0, 1),
+        "{status:?}"
+    );
+    let quarantined = a.quarantine(10).unwrap();
+    assert!(
+        quarantined[0].reason.contains("devB"),
+        "{}",
+        quarantined[0].reason
+    );
+    assert_eq!(
+        text(a.get("Gadget", json!({"name": "g"})).unwrap(), "color").as_deref(),
+        Some("red"),
+        "kept on devA"
+    );
+    let (fresh, _) = cloud.device("devB", None);
+    fresh.sync(SYNC_TIMEOUT).unwrap();
+    let theirs = fresh.get("Gadget", json!({"name": "g"})).unwrap();
+    assert_eq!(
+        text(theirs, "color").as_deref(),
+        Some("blue"),
+        "devB's row intact"
+    );
+}
+
+/// A device's write of a `down` model (its schema copy says `both`) is refused by the
+/// relay over either store, while a service's write reaches every device of the scope.
+fn only_a_service_writes_fleet_configuration_through_the_relay(via: Via) {
+    let mut cloud = Cloud::over(via, "fleet-config", Settings::default());
+    let tampered =
+        crate::dynamo::SCHEMA.replace("Config: { sync: 'down'", "Config: { sync: 'both'");
+    assert_ne!(tampered, crate::dynamo::SCHEMA);
+    let (rogue, _) = cloud.device_with_schema("rogue", &tampered);
+    rogue
+        .create("Config", json!({"name": "rate", "value": "evil"}))
+        .unwrap();
+    let refused = rogue.sync(SYNC_TIMEOUT).unwrap_err().to_string();
+    assert!(
+        refused.contains("config#rate") && refused.contains("Config"),
+        "{refused}"
+    );
+    let (a, _) = cloud.device("a", None);
+    let (b, _) = cloud.device("b", None);
+    cloud.write(crate::dynamo::config_change("rate", Some("10")));
+    for db in [&a, &b] {
+        db.sync(SYNC_TIMEOUT).unwrap();
+        let config = db.get("Config", json!({"name": "rate"})).unwrap();
+        assert_eq!(text(config, "value").as_deref(), Some("10"));
+    }
+}
+
+mod through_the_relay {
+    use crate::dynamo::Via;
+
+    #[test]
+    fn a_takeover_is_refused_and_reported_over_the_embedded_store() {
+        super::a_takeover_through_the_relay_is_refused_and_reported_to_the_device(Via::Relay)
+    }
+
+    #[test]
+    fn a_takeover_is_refused_and_reported_over_dynamodb() {
+        super::a_takeover_through_the_relay_is_refused_and_reported_to_the_device(Via::RelayDynamo)
+    }
+
+    #[test]
+    fn only_a_service_writes_fleet_configuration_over_the_embedded_store() {
+        super::only_a_service_writes_fleet_configuration_through_the_relay(Via::Relay)
+    }
+
+    #[test]
+    fn only_a_service_writes_fleet_configuration_over_dynamodb() {
+        super::only_a_service_writes_fleet_configuration_through_the_relay(Via::RelayDynamo)
+    }
+}

@@ -380,6 +380,23 @@ impl Cloud {
         self.device_via(id, dir, link)
     }
 
+    /// A device attached to the cloud whose copy of the schema is `schema` (outdated, or
+    /// tampered with).
+    pub fn device_with_schema(&mut self, id: &str, schema: &str) -> (Db, usize) {
+        let link = self.link_maker(id);
+        self.dirs.push(tempfile::tempdir().unwrap());
+        let index = self.dirs.len() - 1;
+        let config = Config::with_schema(crate::support::schema(schema)).context("deviceId", id);
+        let db = Db::open(self.dirs[index].path(), config).unwrap();
+        let replica = db.status().replica;
+        let options = SyncOptions {
+            engine: self.engine.clone(),
+            ..Default::default()
+        };
+        db.attach(link(&replica), options).unwrap();
+        (db, index)
+    }
+
     /// The database of device `id` in `dir`, opened offline (not attached).
     pub fn offline(&self, id: &str, dir: usize) -> Db {
         let config = Config::with_schema((*self.schema).clone()).context("deviceId", id);

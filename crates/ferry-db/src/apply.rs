@@ -288,8 +288,9 @@ impl Db {
     }
 
     /// After a resync of `scope`: removes local items of downloading models in that scope
-    /// that the cloud no longer has, unless a local change of them is pending (checked in
-    /// the transaction that removes them: a write may have come meanwhile). The last
+    /// that the cloud no longer has, unless a local change of them is pending or was
+    /// refused by the cloud (kept on the device, as the quarantine says), checked in the
+    /// transaction that removes them: a write may have come meanwhile. The last
     /// transaction persists the scope's cursor at `safe`: only a complete resync moves it.
     #[doc(hidden)]
     pub fn forget_absent(&self, scope: &str, seen: &BTreeSet<Key>, safe: Hlc) -> Result<()> {
@@ -315,7 +316,9 @@ impl Db {
         {
             let (_, committed) = self.inner.store.write(Durability::Default, |tx| {
                 for key in chunk {
-                    if tx.pending(key)?.is_none() {
+                    let refused = (tx.quarantined(key)?)
+                        .is_some_and(|r| r.change.version.replica == self.inner.replica.id);
+                    if tx.pending(key)?.is_none() && !refused {
                         tx.delete(key)?;
                     }
                 }

@@ -105,7 +105,11 @@ impl Staged {
         }
     }
 
-    fn quarantined(&self, store: &Store, bytes: &[u8]) -> Result<Option<QuarantineRecord>> {
+    pub(crate) fn quarantined(
+        &self,
+        store: &Store,
+        bytes: &[u8],
+    ) -> Result<Option<QuarantineRecord>> {
         match self.quarantine.get(bytes) {
             Some(staged) => Ok(staged.as_deref().cloned()),
             None => store.quarantined_at(bytes),

@@ -296,6 +296,12 @@ impl Tx<'_> {
         self.journal.quarantine(self.store, record)
     }
 
+    /// The quarantined change of `key`, as this write has left it so far.
+    pub fn quarantined(&self, key: &Key) -> Result<Option<QuarantineRecord>> {
+        self.journal
+            .quarantined(self.store, &crate::layout::key_bytes(key))
+    }
+
     /// Forgets the quarantined change of `key` if it is at or below `version` (that change
     /// applied, or a newer one did).
     pub fn release_quarantine(&mut self, key: &Key, version: &Version) -> Result<()> {
