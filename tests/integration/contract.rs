@@ -256,8 +256,11 @@ fn a_device_neither_takes_over_nor_reads_another_scopes_row(via: Via) {
     assert!(read.is_err(), "devA read devB's scope: {read:?}");
     // A service of both scopes may move it.
     let service = cloud.link(service(), "config-service");
-    let moved = push_one(&cloud, &service, gadget("g", "devA", t + 2_000));
-    assert_eq!(moved, PushOutcome::Applied);
+    let moved = Change {
+        version: version(t + 2_000, "config-service"),
+        ..gadget("g", "devA", t + 2_000)
+    };
+    assert_eq!(push_one(&cloud, &service, moved), PushOutcome::Applied);
 }
 
 fn each_role_writes_only_the_models_its_direction_allows(via: Via) {

@@ -142,6 +142,10 @@ impl CloudStore for Reference {
         self.tick().write(changes, grant).await
     }
 
+    async fn get(&self, key: &Key) -> Result<Option<Change>, TransportError> {
+        self.tick().get(key).await
+    }
+
     async fn read(
         &self,
         scope: &str,
@@ -169,7 +173,7 @@ pub enum Direct {
 
 impl Direct {
     fn open(via: Via, schema: &Schema, horizon_ms: u64) -> Direct {
-        let models = Models::new(schema.cloud_directions());
+        let models = Models::new(schema.cloud_directions(), schema.item_layout());
         match via {
             Via::Memory => {
                 let cloud = MemoryCloud::new(horizon_ms).with_models(models);
@@ -247,6 +251,10 @@ impl ferry::Transport for Link {
         limit: usize,
     ) -> Result<ferry::replication::PullPage, TransportError> {
         on_link!(self, t => t.pull(scope, from, limit).await)
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Change>, TransportError> {
+        on_link!(self, t => t.get(key).await)
     }
 
     async fn live(&self) -> Result<Vec<Change>, TransportError> {

@@ -1002,3 +1002,57 @@ fn past_the_inbox_bound_notifications_give_way_to_a_reload_and_nothing_is_lost()
     let cloud = world.cloud.lock().unwrap();
     assert_eq!(cloud.len(), writes, "every change reached the cloud");
 }
+
+/// A device whose clock runs two hours ahead edits an item the cloud holds at a version
+/// half an hour ahead of its own time. The cloud refuses the edit's version as ahead; the
+/// device re-stamps it at the cloud's time but past the version it edited, so the edit
+/// lands instead of losing to its own base (and no conflict is logged for it).
+#[test]
+fn a_change_restamped_at_the_clouds_time_stays_past_the_version_it_replaced() {
+    let mut world = World::with_schema(SCHEMA);
+    let (db, _, _) = world.device_with("d1", None, manual());
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let note = key("note#d1", "note#n1");
+    let half_hour_ahead = world.now() as u64 + 30 * 60_000;
+    let item = item(&[
+        ("_type", s("Note")),
+        ("pk", s("note#d1")),
+        ("sk", s("note#n1")),
+        ("deviceId", s("d1")),
+        ("id", s("n1")),
+        ("text", s("from the cloud")),
+    ]);
+    let cloud_version = Version {
+        hlc: ferry::types::Hlc::new(half_hour_ahead, 0),
+        replica: ferry::types::ReplicaId::parse("cloud").unwrap(),
+    };
+    let written = world.cloud.lock().unwrap().write(ferry::journal::Change {
+        model: "Note".into(),
+        key: note.clone(),
+        op: ChangeOp::Put,
+        version: cloud_version.clone(),
+        scope: "d1".into(),
+        item: Some(item),
+        base: None,
+    });
+    assert_eq!(written, ferry::replication::PushOutcome::Applied);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    // The device's clock steps two hours ahead; the cloud's does not.
+    world.clock.set(world.now() + 2 * 3_600_000);
+    db.update(
+        "Note",
+        json!({"id": "n1", "text": "from the device"}),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let held = world.cloud.lock().unwrap().get(&note).cloned().unwrap();
+    assert!(held.version > cloud_version, "{held:?}");
+    assert_eq!(
+        held.item.unwrap()["text"],
+        s("from the device"),
+        "the edit landed"
+    );
+    assert_eq!(db.status().conflicts, 0, "{:?}", db.conflicts(10).unwrap());
+    assert_eq!(db.status().pending_changes, 0);
+}

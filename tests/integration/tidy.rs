@@ -67,7 +67,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The device's side of the relay: a transport, nothing of the server.
     (
         "ferry-ws",
-        &["ferry-journal", "ferry-cloud", "ferry-protocol"],
+        &[
+            "ferry-types",
+            "ferry-journal",
+            "ferry-cloud",
+            "ferry-protocol",
+        ],
     ),
     // The server stores the cloud's rows on ferry-store (embedded) or ferry-dynamo; it
     // knows nothing of the device side (the engine, the client transport).

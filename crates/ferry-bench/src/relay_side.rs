@@ -82,7 +82,7 @@ impl Relay {
 /// The benchmark schema's models, as the relay's write rule knows them.
 fn models() -> Models {
     let schema = Schema::parse(SCHEMA).unwrap_or_else(|e| panic!("the benchmark schema: {e}"));
-    Models::new(schema.cloud_directions())
+    Models::new(schema.cloud_directions(), schema.item_layout())
 }
 
 /// A device database on the benchmark schema, attached through `link`.

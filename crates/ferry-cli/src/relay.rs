@@ -88,7 +88,8 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
     match args.store.split_once(':') {
         Some(("embedded", dir)) if !dir.is_empty() => {
             let horizon_ms = args.horizon.as_millis() as u64;
-            let models = ferry::replication::Models::new(schema.cloud_directions());
+            let models =
+                ferry::replication::Models::new(schema.cloud_directions(), schema.item_layout());
             let store = EmbeddedStore::open(dir.as_ref(), horizon_ms, models)
                 .map_err(|e| Failure::failed("StoreError", format!("embedded store {dir}: {e}")))?;
             run(&rt, listener, store, config, announce);

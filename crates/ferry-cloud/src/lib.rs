@@ -23,8 +23,10 @@ mod transport;
 
 pub use jitter::Jitter;
 pub use memory::{MemoryCloud, MemoryTransport};
-pub use rule::{AHEAD_MAX_MS, Decision, Grant, Models, Refusal, Role, admit, against, decide};
-pub use store::{CloudStore, StoreTransport};
+pub use rule::{
+    AHEAD_MAX_MS, Decision, Grant, Models, Refusal, Role, admit, against, bounded, decide,
+};
+pub use store::{CloudStore, StoreTransport, readable};
 pub use transport::{
     Limits, PullFrom, PullPage, PushOutcome, PushResults, Session, Transport, TransportError,
     cursor_after,

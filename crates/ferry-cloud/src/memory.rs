@@ -363,6 +363,11 @@ impl CloudStore for Mutex<MemoryCloud> {
         Ok(cloud.push(changes, grant))
     }
 
+    async fn get(&self, key: &Key) -> Result<Option<Change>, TransportError> {
+        let cloud = self.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(cloud.get(key).cloned())
+    }
+
     async fn read(
         &self,
         scope: &str,
@@ -511,6 +516,14 @@ impl Transport for MemoryTransport {
         limit: usize,
     ) -> impl Future<Output = Result<PullPage, TransportError>> + Send {
         std::future::ready(self.pull_now(scope, from, limit))
+    }
+
+    fn get(
+        &self,
+        key: &Key,
+    ) -> impl Future<Output = Result<Option<Change>, TransportError>> + Send {
+        let held = self.lock().map(|cloud| cloud.get(key).cloned());
+        std::future::ready(held.and_then(|held| crate::store::readable(held, &self.grant)))
     }
 }
 

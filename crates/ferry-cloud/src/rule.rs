@@ -7,22 +7,25 @@
 //! incoming change, [`decide`] answers:
 //!
 //! 1. **Refused** when the change can never land as it is ([`Refusal`]): a put without an
-//!    item or over DynamoDB's 400 KiB; a model the cloud does not keep; a model the
-//!    writer's role may not write (a device writes only models that upload, `up` or
-//!    `both`; a service writes every model the cloud keeps); a scope the
-//!    writer may not write, the change's own or **the held row's** (moving a row out of a
-//!    scope is a write to that scope too, and answering a stale write with the held row
-//!    would read a scope the writer was not granted); a version more than [`AHEAD_MAX_MS`]
-//!    past the cloud's time (one bad clock would otherwise make the row unchangeable).
+//!    item, over DynamoDB's 400 KiB, or whose item names another model or key than the
+//!    change; a model the cloud does not keep; a model the writer's role may not write (a
+//!    device writes only models that upload, `up` or `both`; a service writes every model
+//!    the cloud keeps); a version of another replica than the writer's own (when the
+//!    writer's replica is known); a scope the writer may not write, the change's own or
+//!    **the held row's** (moving a row out of a scope is a write to that scope too, and
+//!    answering a stale write with the held row would read a scope the writer was not
+//!    granted); a held row of another model.
 //! 2. **AlreadyThere** when the held row has this very version: a retry whose answer was
-//!    lost. Nothing changes (the feed position stays).
-//! 3. **Superseded** when the held row is newer: the writer gets the held change.
-//! 4. **Land** otherwise (no row, or an older one, a tombstone or not), with what it
+//!    lost. Nothing changes (the feed position stays), whatever the cloud's clock says now.
+//! 3. **Refused as ahead** when the version is more than [`AHEAD_MAX_MS`] past the cloud's
+//!    time (one bad clock would otherwise make the row unchangeable).
+//! 4. **Superseded** when the held row is newer: the writer gets the held change.
+//! 5. **Land** otherwise (no row, or an older one, a tombstone or not), with what it
 //!    replaces.
 //!
-//! [`admit`] is the part that needs no held row; DynamoDB checks it before its conditional
-//! `PutItem`, whose condition is [`against`]'s `Land`, and runs [`against`] on the row the
-//! failed condition returns (`ALL_OLD`).
+//! [`admit`] (1 without the held row) and [`bounded`] (3) need no held row; DynamoDB
+//! checks them before its conditional `PutItem`, whose condition is [`against`]'s `Land`,
+//! and runs [`against`] on the row either outcome returns (`ALL_OLD`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -30,7 +33,7 @@ use std::fmt;
 use ferry_journal::{Change, ChangeOp};
 use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
-use ferry_types::{SyncDirection, item_size};
+use ferry_types::{ItemLayout, ReplicaId, SyncDirection, item_size};
 
 use crate::transport::PushOutcome;
 
@@ -77,6 +80,9 @@ pub struct Grant {
     /// The scopes it may write and read; `None`: every scope (credentials that reach the
     /// whole table).
     pub scopes: Option<BTreeSet<String>>,
+    /// The replica it writes as, when known (a relay session's): it writes only versions
+    /// of its own, so it cannot pose as another writer's retry.
+    pub replica: Option<ReplicaId>,
 }
 
 impl Grant {
@@ -86,6 +92,7 @@ impl Grant {
             name: name.to_string(),
             role: Role::Device,
             scopes,
+            replica: None,
         }
     }
 
@@ -95,7 +102,14 @@ impl Grant {
             name: name.to_string(),
             role: Role::Service,
             scopes,
+            replica: None,
         }
+    }
+
+    /// The same grant, bound to the versions of `replica`.
+    pub fn as_replica(mut self, replica: ReplicaId) -> Grant {
+        self.replica = Some(replica);
+        self
     }
 
     /// Whether it may write (and read) `scope`.
@@ -111,20 +125,29 @@ impl Grant {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Models {
     directions: Option<BTreeMap<String, SyncDirection>>,
+    /// Where items keep their model and key, to hold each put's item to its change.
+    layout: Option<ItemLayout>,
 }
 
 impl Models {
-    /// The models of a schema and their directions.
-    pub fn new(directions: impl IntoIterator<Item = (String, SyncDirection)>) -> Models {
+    /// The models of a schema, their directions and its table's item layout.
+    pub fn new(
+        directions: impl IntoIterator<Item = (String, SyncDirection)>,
+        layout: ItemLayout,
+    ) -> Models {
         Models {
             directions: Some(directions.into_iter().collect()),
+            layout: Some(layout),
         }
     }
 
-    /// No schema: every model may be written by either role (the reference cloud in unit
-    /// tests only; every served backend has its schema).
+    /// No schema: every model may be written by either role and items are not read (the
+    /// reference cloud in unit tests only; every served backend has its schema).
     pub fn unchecked() -> Models {
-        Models { directions: None }
+        Models {
+            directions: None,
+            layout: None,
+        }
     }
 
     /// The direction of `model`; `None` if the schema does not have it.
@@ -154,6 +177,16 @@ pub enum Refusal {
         direction: SyncDirection,
         /// The writer's role.
         role: Role,
+    },
+    /// A version of another replica than the writer's own.
+    Replica {
+        /// The replica the version names.
+        version_of: String,
+    },
+    /// The key holds a row of another model.
+    HeldModel {
+        /// The held row's model.
+        model: String,
     },
     /// A scope the writer may not write: the change's, or the held row's.
     Scope {
@@ -196,6 +229,13 @@ impl fmt::Display for Refusal {
                     Role::Service => "services write every model the cloud keeps",
                 }
             ),
+            Refusal::Replica { version_of } => write!(
+                f,
+                "the version is replica {version_of}'s, not this writer's: a writer sends only its own versions"
+            ),
+            Refusal::HeldModel { model } => {
+                write!(f, "the key holds a {model}, a model this change is not")
+            }
             Refusal::Scope { scope, held: false } => {
                 write!(f, "scope '{scope}' is not granted to this writer")
             }
@@ -268,15 +308,23 @@ pub fn decide<'a>(
     models: &Models,
     now_ms: u64,
 ) -> Decision<'a> {
-    match admit(change, grant, models, now_ms) {
-        Err(refusal) => Decision::Refused(refusal),
-        Ok(()) => against(held, change, grant),
+    if let Err(refusal) = admit(change, grant, models) {
+        return Decision::Refused(refusal);
+    }
+    match against(held, change, grant) {
+        // A retry is a retry, however the cloud's clock moved since the first attempt.
+        decision @ (Decision::AlreadyThere | Decision::Refused(_)) => decision,
+        decision => match bounded(change, now_ms) {
+            Err(refusal) => Decision::Refused(refusal),
+            Ok(()) => decision,
+        },
     }
 }
 
-/// The part of the rule that needs no held row: the change itself, its model's direction,
-/// its own scope, and its version's distance from the cloud's time.
-pub fn admit(change: &Change, grant: &Grant, models: &Models, now_ms: u64) -> Result<(), Refusal> {
+/// The part of the rule that needs no held row and no time: the change itself (its item
+/// names its model and key), its model's direction for the writer's role, its version's
+/// replica, and its own scope.
+pub fn admit(change: &Change, grant: &Grant, models: &Models) -> Result<(), Refusal> {
     let key = &change.key;
     if let (ChangeOp::Put, item) = (change.op, &change.item) {
         let Some(item) = item else {
@@ -290,6 +338,21 @@ pub fn admit(change: &Change, grant: &Grant, models: &Models, now_ms: u64) -> Re
                 "the item of {key} is {size} bytes, over DynamoDB's {ITEM_BYTES_MAX}"
             )));
         }
+        if let Some(layout) = &models.layout {
+            if layout.model_of(item) != Some(change.model.as_str()) {
+                return Err(Refusal::Invalid(format!(
+                    "the item of {key} names model {:?} in {}, not the change's {}",
+                    layout.model_of(item).unwrap_or(""),
+                    layout.type_field,
+                    change.model
+                )));
+            }
+            if layout.key_of(item).as_ref() != Some(key) {
+                return Err(Refusal::Invalid(format!(
+                    "the item's key attributes are not the change's key {key}"
+                )));
+            }
+        }
     }
     let Some(direction) = models.direction(&change.model) else {
         let model = change.model.clone();
@@ -302,22 +365,33 @@ pub fn admit(change: &Change, grant: &Grant, models: &Models, now_ms: u64) -> Re
             role: grant.role,
         });
     }
+    if let Some(replica) = &grant.replica
+        && change.version.replica != *replica
+    {
+        let version_of = change.version.replica.as_str().to_string();
+        return Err(Refusal::Replica { version_of });
+    }
     if !grant.has_scope(&change.scope) {
         let scope = change.scope.clone();
         return Err(Refusal::Scope { scope, held: false });
     }
-    let ahead_ms = change.version.hlc.physical_ms().saturating_sub(now_ms);
-    if ahead_ms > AHEAD_MAX_MS {
-        let server_time_ms = now_ms;
-        return Err(Refusal::Ahead {
-            ahead_ms,
-            server_time_ms,
-        });
-    }
     Ok(())
 }
 
-/// The part of the rule that compares with the held row: its scope, then the versions.
+/// The bound on versions: at most [`AHEAD_MAX_MS`] past the cloud's time `now_ms`.
+pub fn bounded(change: &Change, now_ms: u64) -> Result<(), Refusal> {
+    let ahead_ms = change.version.hlc.physical_ms().saturating_sub(now_ms);
+    match ahead_ms > AHEAD_MAX_MS {
+        true => Err(Refusal::Ahead {
+            ahead_ms,
+            server_time_ms: now_ms,
+        }),
+        false => Ok(()),
+    }
+}
+
+/// The part of the rule that compares with the held row: its scope and model, then the
+/// versions.
 pub fn against<'a>(held: Option<&'a Change>, change: &Change, grant: &Grant) -> Decision<'a> {
     let Some(held) = held else {
         return Decision::Land { replaced: None };
@@ -325,6 +399,10 @@ pub fn against<'a>(held: Option<&'a Change>, change: &Change, grant: &Grant) -> 
     if !grant.has_scope(&held.scope) {
         let scope = held.scope.clone();
         return Decision::Refused(Refusal::Scope { scope, held: true });
+    }
+    if held.model != change.model {
+        let model = held.model.clone();
+        return Decision::Refused(Refusal::HeldModel { model });
     }
     if held.version == change.version {
         Decision::AlreadyThere
@@ -358,18 +436,27 @@ mod tests {
                 replica: ReplicaId::parse("w").unwrap_or_else(|e| panic!("{e}")),
             },
             scope: scope.into(),
-            item: Some(Item::from([("k".to_string(), Value::S("k".into()))])),
+            item: Some(Item::from([
+                ("k".to_string(), Value::S("k".into())),
+                ("_type".to_string(), Value::S(model.into())),
+            ])),
             base: None,
         }
     }
 
     fn models() -> Models {
-        Models::new([
+        let layout = ItemLayout {
+            type_field: "_type".into(),
+            hash: "k".into(),
+            sort: None,
+        };
+        let directions = [
             ("Up".to_string(), SyncDirection::Up),
             ("Down".to_string(), SyncDirection::Down),
             ("Both".to_string(), SyncDirection::Both),
             ("Off".to_string(), SyncDirection::None),
-        ])
+        ];
+        Models::new(directions, layout)
     }
 
     fn device() -> Grant {
@@ -389,6 +476,8 @@ mod tests {
             Decision::Refused(Refusal::Scope { held: false, .. }) => "scope",
             Decision::Refused(Refusal::Scope { held: true, .. }) => "held scope",
             Decision::Refused(Refusal::Ahead { .. }) => "ahead",
+            Decision::Refused(Refusal::Replica { .. }) => "replica",
+            Decision::Refused(Refusal::HeldModel { .. }) => "held model",
         }
     }
 
@@ -407,6 +496,21 @@ mod tests {
         )]));
         let mut delete = change(600, "devA", "Both");
         (delete.op, delete.item) = (ChangeOp::Delete, None);
+        let mut not_its_model = change(600, "devA", "Both");
+        if let Some(item) = &mut not_its_model.item {
+            item.insert("_type".into(), Value::S("Down".into()));
+        }
+        let mut not_its_key = change(600, "devA", "Both");
+        if let Some(item) = &mut not_its_key.item {
+            item.insert("k".into(), Value::S("other".into()));
+        }
+        let held_down = change(500, "*", "Down");
+        let mut delete_down = change(600, "*", "Both");
+        (delete_down.op, delete_down.item) = (ChangeOp::Delete, None);
+        let bound = dev
+            .clone()
+            .as_replica(ReplicaId::parse("devA").unwrap_or_else(|e| panic!("{e}")));
+        let far = change(NOW_MS + AHEAD_MAX_MS + 1, "devA", "Both");
         // (held, change, grant, expected, why)
         let rows: Vec<(Option<&Change>, Change, &Grant, &str, &str)> = vec![
             (None, change(600, "devA", "Both"), &dev, "land", "no row"),
@@ -465,8 +569,8 @@ mod tests {
                 None,
                 change(600, "*", "Up"),
                 &service,
-                "direction",
-                "services do not write up",
+                "land",
+                "services write every model the cloud keeps",
             ),
             (
                 None,
@@ -517,12 +621,35 @@ mod tests {
                 "land",
                 "at the bound",
             ),
+            (None, far.clone(), &dev, "ahead", "past it"),
+            (
+                Some(&far),
+                far.clone(),
+                &dev,
+                "already there",
+                "a retry, whatever the clock",
+            ),
             (
                 None,
-                change(NOW_MS + AHEAD_MAX_MS + 1, "devA", "Both"),
+                not_its_model,
                 &dev,
-                "ahead",
-                "past it",
+                "invalid",
+                "an item of another model",
+            ),
+            (None, not_its_key, &dev, "invalid", "an item of another key"),
+            (
+                Some(&held_down),
+                delete_down,
+                &dev,
+                "held model",
+                "no delete of a down row",
+            ),
+            (
+                None,
+                change(600, "devA", "Both"),
+                &bound,
+                "replica",
+                "another's version",
             ),
         ];
         for (held, incoming, grant, expected, why) in rows {

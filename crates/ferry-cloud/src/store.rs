@@ -10,8 +10,9 @@
 use std::future::Future;
 
 use ferry_journal::Change;
+use ferry_types::Key;
 
-use crate::rule::Grant;
+use crate::rule::{Grant, Refusal};
 use crate::transport::{PullFrom, PullPage, PushResults, Session, Transport, TransportError};
 
 /// A cloud backend: the reference cloud, the relay's embedded store (one relay, a true
@@ -28,6 +29,11 @@ pub trait CloudStore: Send + Sync + 'static {
         changes: Vec<Change>,
         grant: &Grant,
     ) -> impl Future<Output = Result<PushResults, TransportError>> + Send;
+
+    /// The change the store holds for `key` (a tombstone is a `Delete`), strongly
+    /// consistent; the caller checks that the reader may read its scope.
+    fn get(&self, key: &Key)
+    -> impl Future<Output = Result<Option<Change>, TransportError>> + Send;
 
     /// One page of `scope`'s feed from `from`, at most `limit` changes in whole stamps.
     fn read(
@@ -60,6 +66,13 @@ impl<T: CloudStore> CloudStore for std::sync::Arc<T> {
         grant: &Grant,
     ) -> impl Future<Output = Result<PushResults, TransportError>> + Send {
         (**self).write(changes, grant)
+    }
+
+    fn get(
+        &self,
+        key: &Key,
+    ) -> impl Future<Output = Result<Option<Change>, TransportError>> + Send {
+        (**self).get(key)
     }
 
     fn read(
@@ -119,5 +132,28 @@ impl<S: CloudStore> Transport for StoreTransport<S> {
             )));
         }
         self.store.read(scope, from, limit).await
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Change>, TransportError> {
+        let held = self.store.get(key).await?;
+        readable(held, &self.grant)
+    }
+}
+
+/// `held` if `grant`'s holder may read it: a row of a scope not granted is refused as the
+/// write rule refuses a write over it (no read of another scope).
+pub fn readable(held: Option<Change>, grant: &Grant) -> Result<Option<Change>, TransportError> {
+    match held {
+        Some(change) if !grant.has_scope(&change.scope) => {
+            let refusal = Refusal::Scope {
+                scope: change.scope,
+                held: true,
+            };
+            Err(TransportError::Rejected(format!(
+                "{}: {refusal}",
+                change.key
+            )))
+        }
+        held => Ok(held),
     }
 }

@@ -175,6 +175,17 @@ pub trait Transport: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<PullPage, TransportError>> + Send;
 
+    /// The change the cloud holds for `key` (a tombstone is a `Delete`), read strongly
+    /// consistent, if the writer may read its scope: what cloud mode reads before it
+    /// writes. By default a transport reads no single rows (`Rejected`).
+    fn get(
+        &self,
+        key: &Key,
+    ) -> impl Future<Output = Result<Option<Change>, TransportError>> + Send {
+        let reason = format!("this transport reads no single rows ({key})");
+        std::future::ready(Err(TransportError::Rejected(reason)))
+    }
+
     /// The next changes the cloud pushes without being asked (the relay's fan-out). Must be
     /// cancel-safe: the driver drops the future whenever other work comes first. Applying
     /// them is idempotent and never moves a cursor: pulls stay the source of truth. By
@@ -205,6 +216,13 @@ impl<T: Transport> Transport for std::sync::Arc<T> {
         limit: usize,
     ) -> impl Future<Output = Result<PullPage, TransportError>> + Send {
         (**self).pull(scope, from, limit)
+    }
+
+    fn get(
+        &self,
+        key: &Key,
+    ) -> impl Future<Output = Result<Option<Change>, TransportError>> + Send {
+        (**self).get(key)
     }
 
     fn live(&self) -> impl Future<Output = Result<Vec<Change>, TransportError>> + Send {

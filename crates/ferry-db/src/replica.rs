@@ -251,6 +251,8 @@ impl Replica {
     /// Brings the clock back to the cloud's time and stamps a pending change there, in
     /// `tx`: the answer to a version the cloud refused as too far ahead (this device's
     /// clock ran ahead). Versions stamped ahead never landed anywhere, so none is reused.
+    /// The new version stays past the change's base (it was written over that version
+    /// and must win over it); the clock only goes back, whatever time the cloud names.
     pub fn restamp_at(
         &self,
         tx: &mut Tx<'_>,
@@ -260,14 +262,18 @@ impl Replica {
     ) -> Result<(Version, usize)> {
         let hlc = {
             let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
-            *clock = HlcClock::new(Hlc::new(server_time_ms, 0), MAX_FORWARD_MS_DEFAULT);
-            clock.tick(server_time_ms)
+            let back_to = Hlc::new(server_time_ms, 0).min(clock.last());
+            *clock = HlcClock::new(back_to, MAX_FORWARD_MS_DEFAULT);
+            clock.tick(back_to.physical_ms())
         };
         tx.set_meta(META_HLC, hlc.as_u64().to_be_bytes().to_vec());
-        let version = Version {
+        let mut version = Version {
             hlc,
             replica: self.id.clone(),
         };
+        if let Some(base) = entry.change.base.as_ref().filter(|base| **base >= version) {
+            version.hlc = Hlc::from_u64(base.hlc.as_u64().saturating_add(1));
+        }
         self.rewrite(tx, entry, version, now_ms)
     }
 

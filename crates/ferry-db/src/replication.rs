@@ -213,16 +213,30 @@ impl Db {
             .collect())
     }
 
-    /// The changes of `keys` this device wrote that the cloud refused for good since
-    /// `since_ms` (quarantined then): each key and why. What `Db::sync` reports.
+    /// The key and version of every pending change.
     #[doc(hidden)]
-    pub fn refused_since(&self, keys: &[Key], since_ms: u64) -> Result<Vec<(String, String)>> {
+    pub fn pending_versions(&self) -> Result<Vec<(Key, Version)>> {
+        let entries = (self.inner.store.outbox())
+            .map(|entry| entry.map(|(key, entry)| (key, entry.change.version)));
+        Ok(entries.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// The changes this device wrote that the cloud refused for good, of the `waited` keys
+    /// at their pending version or a later one: each key and why. What `Db::sync` reports
+    /// of the changes pending when it was called (matched by version, not by a wall clock
+    /// that may step).
+    #[doc(hidden)]
+    pub fn refused_of(&self, waited: &[(Key, Version)]) -> Result<Vec<(String, String)>> {
         let records = self.inner.store.quarantined(usize::MAX)?;
+        let own = |record: &ferry_journal::QuarantineRecord| {
+            record.change.version.replica == self.inner.replica.id
+        };
         Ok((records.into_iter())
             .filter(|record| {
-                record.at_ms >= since_ms
-                    && record.change.version.replica == self.inner.replica.id
-                    && keys.contains(&record.change.key)
+                own(record)
+                    && (waited.iter()).any(|(key, version)| {
+                        *key == record.change.key && record.change.version >= *version
+                    })
             })
             .map(|record| (record.change.key.to_string(), record.reason))
             .collect())

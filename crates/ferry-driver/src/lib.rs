@@ -327,8 +327,8 @@ impl Syncer {
     fn sync(&self, db: &Db, timeout: Duration) -> Result<()> {
         // The caller's wait is real time, whatever clock the database runs on.
         let deadline = Instant::now() + timeout;
-        let started_ms = db.now_ms().max(0) as u64;
-        let waited: Vec<Key> = db.outbox_keys()?;
+        let pending = db.pending_versions()?;
+        let waited: Vec<&Key> = pending.iter().map(|(key, _)| key).collect();
         // A round can leave new work: an `up` change superseded in the cloud comes back
         // re-stamped. Rounds go on until every change pending at the call has left.
         loop {
@@ -346,7 +346,7 @@ impl Syncer {
                 let on_trigger_thread = std::thread::current().name() == Some(TRIGGER_THREAD);
                 if on_trigger_thread || self.delivered.wait(deadline) {
                     // Everything left the outbox: acknowledged, or refused for good.
-                    let refused = db.refused_since(&waited, started_ms)?;
+                    let refused = db.refused_of(&pending)?;
                     return match refused.is_empty() {
                         true => Ok(()),
                         false => Err(Error::SyncRefused { refused }),

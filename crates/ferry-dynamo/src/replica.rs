@@ -258,14 +258,7 @@ impl CloudReplica {
 
     /// The row of `key`, tombstones included (strongly consistent).
     async fn read(&self, key: &Key) -> Result<Option<AttrMap>> {
-        let answer = (self.writer.dynamo.client.get_item())
-            .table_name(&self.writer.table)
-            .set_key(Some(self.writer.layout.key_attrs(key)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| Failure::of("GetItem", &e))?;
-        Ok(answer.item)
+        Ok(self.writer.read_row(key).await?)
     }
 
     /// The item of a row of `model`, unless it is a tombstone.
@@ -335,9 +328,9 @@ impl CloudReplica {
         // service, the item, the version's bound); its condition is stricter than the
         // rule's: the row must still be the one read.
         let service = ferry_cloud::Grant::service(&self.writer.id, None);
-        if let Err(refusal) =
-            ferry_cloud::admit(&change, &service, &self.writer.models, self.now_ms() as u64)
-        {
+        let admitted = ferry_cloud::admit(&change, &service, &self.writer.models)
+            .and_then(|()| ferry_cloud::bounded(&change, self.now_ms() as u64));
+        if let Err(refusal) = admitted {
             return Err(refused(
                 "Refused",
                 format!("{} {key}: {refusal}", model.name),

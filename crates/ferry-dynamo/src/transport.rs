@@ -19,7 +19,7 @@ use crate::clock::ServerClock;
 use crate::error::Failure;
 use crate::layout::{Layout, SCOPE, SEQ, SYNC_INDEX, seq_floor_after};
 use crate::table::{Settings, Table};
-use crate::writer::Writer;
+use crate::writer::{CONDITION_SCOPES_MAX, Writer};
 
 /// Changes per push: enough to keep many conditional puts in flight.
 pub const PUSH_CHANGES_MAX: usize = 100;
@@ -77,6 +77,17 @@ impl DynamoTransport {
         changes: Vec<Change>,
         grant: &Grant,
     ) -> Result<PushResults, TransportError> {
+        if let Some(scopes) = grant
+            .scopes
+            .as_ref()
+            .filter(|s| s.len() > CONDITION_SCOPES_MAX)
+        {
+            return Err(TransportError::Rejected(format!(
+                "'{}' is granted {} scopes; a writer to DynamoDB may have at most {CONDITION_SCOPES_MAX} (the operands of one condition)",
+                grant.name,
+                scopes.len()
+            )));
+        }
         let count = changes.len();
         let mut results = PushResults::with_capacity(count);
         let mut first_failure = None;
@@ -166,6 +177,23 @@ impl Transport for DynamoTransport {
 
     async fn push(&self, changes: Vec<Change>) -> Result<PushResults, TransportError> {
         self.push_as(changes, &self.grant).await
+    }
+
+    async fn get(&self, key: &ferry_types::Key) -> Result<Option<Change>, TransportError> {
+        let writer = self.writer().await;
+        let row = writer.read_row(key).await.map_err(TransportError::from)?;
+        let held = match row {
+            None => None,
+            Some(row) => match writer.layout.change_of(&row) {
+                Ok((_, change)) => Some(change),
+                Err(e) => {
+                    let reason =
+                        format!("{key}: a row Ferry cannot read (written outside it?): {e}");
+                    return Err(TransportError::Rejected(reason));
+                }
+            },
+        };
+        ferry_cloud::readable(held, &self.grant)
     }
 
     async fn pull(

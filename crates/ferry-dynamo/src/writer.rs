@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use backon::{ExponentialBuilder, Retryable};
-use ferry_cloud::{Decision, Grant, Models, PushOutcome, admit, against};
+use ferry_cloud::{Decision, Grant, Models, PushOutcome, admit, against, bounded};
 use ferry_journal::Change;
 use ferry_schema::{Context, Schema};
 use ferry_types::limits::ITEM_BYTES_MAX;
@@ -59,7 +59,7 @@ impl Writer {
     pub fn new(dynamo: Dynamo, table: &str, schema: std::sync::Arc<Schema>, id: &str) -> Writer {
         Writer {
             layout: Layout::new(&schema),
-            models: Models::new(schema.cloud_directions()),
+            models: Models::new(schema.cloud_directions(), schema.item_layout()),
             dynamo,
             table: table.to_string(),
             schema,
@@ -104,9 +104,21 @@ impl Writer {
 
     /// One attempt with a fresh `_seq`.
     async fn attempt(&self, change: &Change, settings: Settings, grant: &Grant) -> PutResult {
-        let now_ms = self.dynamo.clock.at_least_ms();
-        if let Err(refusal) = admit(change, grant, &self.models, now_ms) {
+        if let Err(refusal) = admit(change, grant, &self.models) {
             return Ok(refusal.outcome(grant, change));
+        }
+        if let Err(ahead) = bounded(change, self.dynamo.clock.at_least_ms()) {
+            // A retry of a version that landed is a retry, whatever the clock says now.
+            let row = self.read_row(&change.key).await?;
+            let held = row.as_ref().and_then(|row| self.layout.change_of(row).ok());
+            return Ok(
+                match against(held.as_ref().map(|(_, c)| c), change, grant) {
+                    decision @ (Decision::AlreadyThere | Decision::Refused(_)) => decision
+                        .outcome(grant, change)
+                        .unwrap_or(PushOutcome::Applied),
+                    _ => ahead.outcome(grant, change),
+                },
+            );
         }
         let seq = format!("{}-{}", self.dynamo.clock.stamp(), self.id);
         let row = match self.layout.row(change, &seq, &self.id, settings.horizon_ms) {
@@ -318,6 +330,18 @@ impl Writer {
                 _ => Err(Failure::of("UpdateItem", &e)),
             },
         }
+    }
+
+    /// The row of `key`, tombstones included (strongly consistent).
+    pub async fn read_row(&self, key: &ferry_types::Key) -> Result<Option<AttrMap>, Failure> {
+        let answer = (self.dynamo.client.get_item())
+            .table_name(&self.table)
+            .set_key(Some(self.layout.key_attrs(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| Failure::of("GetItem", &e))?;
+        Ok(answer.item)
     }
 
     /// Writes `change` (a tombstone where a hard delete left nothing) only where the key

@@ -100,6 +100,21 @@ pub enum Frame {
         /// The changes.
         changes: Vec<Change>,
     },
+    /// Client -> relay: the row the cloud holds for one key (cloud mode reads before it
+    /// writes).
+    Get {
+        /// Answered by the `Got` or `Failed` with the same id.
+        id: u64,
+        /// The item's primary key.
+        key: Key,
+    },
+    /// Relay -> client: the row's change (a tombstone is a `Delete`), or none.
+    Got {
+        /// The get's id.
+        id: u64,
+        /// The change the cloud holds.
+        change: Option<Change>,
+    },
 }
 
 impl Frame {
@@ -115,6 +130,8 @@ impl Frame {
             Frame::Page { .. } => "Page",
             Frame::Failed { .. } => "Failed",
             Frame::Live { .. } => "Live",
+            Frame::Get { .. } => "Get",
+            Frame::Got { .. } => "Got",
         }
     }
 
@@ -125,6 +142,8 @@ impl Frame {
             | Frame::Pushed { id, .. }
             | Frame::Pull { id, .. }
             | Frame::Page { id, .. }
+            | Frame::Get { id, .. }
+            | Frame::Got { id, .. }
             | Frame::Failed { id, .. } => Some(*id),
             _ => None,
         }
@@ -160,6 +179,8 @@ const PULL: u8 = 6;
 const PAGE: u8 = 7;
 const FAILED: u8 = 8;
 const LIVE: u8 = 9;
+const GET: u8 = 10;
+const GOT: u8 = 11;
 
 /// The bytes of `frame`.
 pub fn encode(frame: &Frame) -> Vec<u8> {
@@ -294,6 +315,22 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
         Frame::Live { changes } => {
             out.push(LIVE);
             put_changes(changes, &mut out);
+        }
+        Frame::Get { id, key } => {
+            out.push(GET);
+            varint(*id, &mut out);
+            put_key(key, &mut out);
+        }
+        Frame::Got { id, change } => {
+            out.push(GOT);
+            varint(*id, &mut out);
+            match change {
+                None => out.push(0),
+                Some(change) => {
+                    out.push(1);
+                    put_change(change, &mut out);
+                }
+            }
         }
     }
     out
@@ -447,6 +484,18 @@ fn read_frame(r: &mut Reader<'_>) -> Read<Frame> {
         }
         LIVE => Frame::Live {
             changes: read_changes(r)?,
+        },
+        GET => Frame::Get {
+            id: r.varint().map_err(text_of)?,
+            key: read_key(r)?,
+        },
+        GOT => Frame::Got {
+            id: r.varint().map_err(text_of)?,
+            change: match r.byte().map_err(text_of)? {
+                0 => None,
+                1 => Some(read_change(r)?),
+                other => return Err(format!("change flag {other}")),
+            },
         },
         other => return Err(format!("unknown frame tag {other}")),
     })

@@ -78,6 +78,13 @@ fn every_frame() -> Vec<Frame> {
                         reason: "scope not granted".into(),
                     },
                 ),
+                (
+                    put.key.clone(),
+                    put.version.clone(),
+                    PushOutcome::Ahead {
+                        server_time_ms: 1_700_000_000_000,
+                    },
+                ),
             ],
         },
         Frame::Pull {
@@ -119,6 +126,18 @@ fn every_frame() -> Vec<Frame> {
         Frame::Failed {
             id: 6,
             error: TransportError::Unauthorized("no".into()),
+        },
+        Frame::Get {
+            id: 11,
+            key: put.key.clone(),
+        },
+        Frame::Got {
+            id: 11,
+            change: Some(put.clone()),
+        },
+        Frame::Got {
+            id: 12,
+            change: None,
         },
         Frame::Live { changes: vec![put] },
     ]

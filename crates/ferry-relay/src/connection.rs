@@ -164,6 +164,7 @@ pub async fn serve<S: CloudStore>(
                 let limit = limit as usize;
                 pull(&shared, &mut prefetched, &device, id, &scope, from, limit).await
             }
+            Frame::Get { id, key } => get(&shared, &device, id, &key).await,
             other => break Some(Ended::frame(&format!("unexpected {} frame", other.name()))),
         };
         if queue.send(binary(&answer)).await.is_err() {
@@ -218,7 +219,10 @@ async fn handshake<S: CloudStore>(
         Err(e) => return Err(Ended::frame(&e.to_string())),
     };
     let claims = (shared.config.secret.verify(&token)).map_err(Ended::token)?;
-    Ok((claims.grant(), replica, claims.exp))
+    // The session writes only versions of the replica it names.
+    let id = ferry_types::ReplicaId::parse(&replica)
+        .map_err(|e| Ended::frame(&format!("Hello names no replica id: {e}")))?;
+    Ok((claims.grant().as_replica(id), replica, claims.exp))
 }
 
 /// Writes the changes as the write rule decides with the device's grant, answers in the
@@ -271,6 +275,24 @@ async fn push<S: CloudStore>(
         .hub
         .fan_out(Some(device.id), &landed, &shared.metrics);
     Frame::Pushed { id, results }
+}
+
+/// The row of one key, if the holder may read its scope.
+async fn get<S: CloudStore>(shared: &Shared<S>, device: &Device, id: u64, key: &Key) -> Frame {
+    let started = Instant::now();
+    let held = shared.store.get(key).await;
+    shared
+        .metrics
+        .store_call("read", started.elapsed().as_secs_f64());
+    match held.and_then(|held| ferry_cloud::readable(held, &device.grant)) {
+        Ok(change) => Frame::Got { id, change },
+        Err(error) => {
+            if matches!(error, TransportError::Rejected(_)) {
+                shared.metrics.reject(Reject::Scope);
+            }
+            Frame::Failed { id, error }
+        }
+    }
 }
 
 /// One page of a granted scope, cut to fit a frame.

@@ -211,6 +211,16 @@ impl Schema {
         })
     }
 
+    /// Where this schema's table keeps an item's model and primary key.
+    pub fn item_layout(&self) -> ferry_types::ItemLayout {
+        let primary = self.primary();
+        ferry_types::ItemLayout {
+            type_field: self.params().type_field.clone(),
+            hash: primary.hash.clone(),
+            sort: primary.sort.clone(),
+        }
+    }
+
     /// The model called `name`.
     pub fn model(&self, name: &str) -> Result<&Model> {
         self.models.get(name).ok_or_else(|| {

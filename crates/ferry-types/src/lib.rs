@@ -8,6 +8,7 @@ pub mod codec;
 mod error;
 pub mod json;
 pub mod keycode;
+mod layout;
 pub mod limits;
 mod number;
 pub mod size;
@@ -16,6 +17,7 @@ pub mod version;
 mod view;
 
 pub use error::{Error, Result};
+pub use layout::ItemLayout;
 pub use number::Number;
 pub use size::item_size;
 pub use value::{Item, Key, PathPart, Value};

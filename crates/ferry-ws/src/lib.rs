@@ -294,6 +294,14 @@ impl Transport for WsTransport {
         }
     }
 
+    async fn get(&self, key: &ferry_types::Key) -> Result<Option<Change>, TransportError> {
+        let key = key.clone();
+        match self.call(|id| Frame::Get { id, key }).await? {
+            Frame::Got { change, .. } => Ok(change),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn live(&self) -> Result<Vec<Change>, TransportError> {
         // The transport holds a sender, so the queue never ends: while disconnected, this
         // waits (the driver must not spin on a closed stream).

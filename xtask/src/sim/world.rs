@@ -234,7 +234,7 @@ impl World {
     /// `params.devices` freshly opened devices.
     pub fn new(seed: u64, params: &Params) -> Result<World> {
         let schema = Schema::parse(SCHEMA).context("the simulator's schema does not load")?;
-        let models = Models::new(schema.cloud_directions());
+        let models = Models::new(schema.cloud_directions(), schema.item_layout());
         let mut cloud =
             (MemoryCloud::default().with_lag(params.lag_ms_max, mix(seed, 7))).with_models(models);
         cloud.set_time_ms(EPOCH_MS as u64);

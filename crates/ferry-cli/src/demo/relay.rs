@@ -36,7 +36,7 @@ impl RelaySide {
             .worker_threads(1)
             .enable_all()
             .build()?;
-        let models = Models::new(schema.cloud_directions());
+        let models = Models::new(schema.cloud_directions(), schema.item_layout());
         let store = EmbeddedStore::open(dir, HORIZON_MS, models)
             .with_context(|| format!("opening the relay's store in {}", dir.display()))?;
         let store = Arc::new(store);

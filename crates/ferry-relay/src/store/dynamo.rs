@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ferry_cloud::{Grant, PullFrom, PullPage, PushResults, Session, Transport, TransportError};
 use ferry_dynamo::DynamoTransport;
 use ferry_journal::Change;
+use ferry_types::Key;
 
 use super::CloudStore;
 
@@ -57,6 +58,10 @@ impl CloudStore for DynamoStore {
         grant: &Grant,
     ) -> Result<PushResults, TransportError> {
         self.table.push_as(changes, grant).await
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Change>, TransportError> {
+        self.table.get(key).await
     }
 
     async fn read(

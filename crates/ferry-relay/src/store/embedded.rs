@@ -280,6 +280,10 @@ impl CloudStore for EmbeddedStore {
         self.write_now(changes, grant)
     }
 
+    async fn get(&self, key: &Key) -> Result<Option<Change>, TransportError> {
+        EmbeddedStore::get(self, key)
+    }
+
     async fn read(
         &self,
         scope: &str,
