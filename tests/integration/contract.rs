@@ -584,3 +584,96 @@ mod through_the_relay {
         super::only_a_service_writes_fleet_configuration_through_the_relay(Via::RelayDynamo)
     }
 }
+
+/// `ferry cloud ... --relay URL --token T` from the user's side, over the relay process
+/// on either store: a service token writes fleet configuration that a device's `sync`
+/// brings down; a device token may not; `get`, `update`, `find` and `remove` work as on a
+/// table.
+fn cloud_commands_write_through_the_relay_with_a_service_token(via: Via) {
+    let mut cloud = Cloud::over(via, "cloud-cli", Settings::default());
+    let relay = cloud.relay.as_ref().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.json5");
+    std::fs::write(&schema, crate::dynamo::SCHEMA).unwrap();
+    let url = relay.url();
+    let service = relay.token_for(&Grant::service("ops", Some(scopes(&["*"]))));
+    let device = relay.token("pump-7", &[]);
+    let run = |token: &str, args: &[&str]| {
+        let schema = schema.display().to_string();
+        let mut all = vec!["--schema", schema.as_str(), "cloud"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--relay", url.as_str(), "--token", token]);
+        crate::support::ferry(&all)
+    };
+    let (code, out, err) = run(
+        &service,
+        &["create", "Config", r#"{"name":"mode","value":"eco"}"#],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["value"],
+        json!("eco")
+    );
+    let (code, _, err) = run(
+        &service,
+        &["create", "Config", r#"{"name":"mode","value":"x"}"#],
+    );
+    assert_eq!(code, 1, "create of an existing item: {err}");
+    assert!(err.contains("ConditionalCheckFailed"), "{err}");
+    let (code, _, err) = run(
+        &device,
+        &["update", "Config", r#"{"name":"mode","value":"evil"}"#],
+    );
+    assert_eq!(code, 1, "a device token may not write configuration: {err}");
+    assert!(
+        err.contains("Config") && err.contains("devices write only"),
+        "{err}"
+    );
+    let (code, out, err) = run(
+        &service,
+        &["update", "Config", r#"{"name":"mode","value":"turbo"}"#],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (a, _) = cloud.device("pump-7", None);
+    a.sync(SYNC_TIMEOUT).unwrap();
+    let config = a.get("Config", json!({"name": "mode"})).unwrap();
+    assert_eq!(
+        text(config, "value").as_deref(),
+        Some("turbo"),
+        "reached the device"
+    );
+    let (code, out, _) = run(&service, &["get", "Config", r#"{"name":"mode"}"#]);
+    assert_eq!(
+        (
+            code,
+            serde_json::from_str::<serde_json::Value>(&out).unwrap()["value"].clone()
+        ),
+        (0, json!("turbo"))
+    );
+    let (code, out, err) = run(&service, &["find", "Config", "{}"]);
+    assert_eq!(code, 0, "{err}");
+    let found: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(found["items"].as_array().map(Vec::len), Some(1), "{found}");
+    let (code, out, _) = run(&service, &["remove", "Config", r#"{"name":"mode"}"#]);
+    assert_eq!((code, out.trim()), (0, r#"{"removed":1}"#));
+    a.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(
+        a.get("Config", json!({"name": "mode"})).unwrap(),
+        None,
+        "removed on the device"
+    );
+}
+
+mod cloud_commands_through_the_relay {
+    use crate::dynamo::Via;
+
+    #[test]
+    fn over_the_embedded_store() {
+        super::cloud_commands_write_through_the_relay_with_a_service_token(Via::Relay)
+    }
+
+    #[test]
+    fn over_dynamodb() {
+        super::cloud_commands_write_through_the_relay_with_a_service_token(Via::RelayDynamo)
+    }
+}

@@ -31,6 +31,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "ferry-sync",
         ],
     ),
+    // Cloud mode over any transport: the schema's operations on the seam.
+    (
+        "ferry-service",
+        &[
+            "ferry-types",
+            "ferry-schema",
+            "ferry-journal",
+            "ferry-cloud",
+        ],
+    ),
     (
         "ferry-driver",
         &["ferry-db", "ferry-journal", "ferry-sync", "ferry-types"],
@@ -48,6 +58,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "ferry-store",
             "ferry-journal",
             "ferry-sync",
+            "ferry-service",
         ],
     ),
     (
@@ -101,6 +112,7 @@ const OWNED: &[(&str, &str)] = &[
 const NO_TOKIO: &[&str] = &[
     "ferry-types",
     "ferry-cloud",
+    "ferry-service",
     "ferry-schema",
     "ferry-store",
     "ferry-journal",

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use ferry::dynamo::{Dynamo, DynamoTransport, Endpoint, Settings, Table};
-use ferry::{Attach, Db, Schema, SyncOptions};
+use ferry::{Attach, Db, Schema, SyncOptions, UpdateOps};
+use serde_json::Value as Json;
 
-use crate::{Cli, CloudCommand, EXIT_FAILED, EXIT_INVALID, EXIT_REFUSED, Failure};
+use crate::{Cli, CloudCommand, EXIT_FAILED, EXIT_INVALID, EXIT_REFUSED, Failure, PageArgs};
 
 impl From<ferry::dynamo::Error> for Failure {
     fn from(e: ferry::dynamo::Error) -> Failure {
@@ -151,22 +152,23 @@ pub(crate) fn cloud_replica_id() -> String {
     ferry::types::ReplicaId::from_random(bits).to_string()
 }
 
-/// `ferry cloud create|get|update|remove|find`: the table as a cloud replica, with the
-/// device commands' arguments, output and exit statuses.
+/// `ferry cloud create|get|update|remove|find`: the table as a cloud replica, or the cloud
+/// through a relay with a service token (`--relay URL --token T`), with the device
+/// commands' arguments, output and exit statuses.
 pub fn replica_command(cli: &Cli, schema: &Schema, command: &CloudCommand) -> Result<(), Failure> {
-    use crate::ops::{parse, print};
-    let at = match command {
-        CloudCommand::Follow { at }
-        | CloudCommand::Create { at, .. }
-        | CloudCommand::Get { at, .. }
-        | CloudCommand::Update { at, .. }
-        | CloudCommand::Remove { at, .. }
-        | CloudCommand::Find { at, .. } => at,
-    };
+    let at = command.at();
+    if let Some(url) = &at.relay {
+        #[cfg(feature = "relay")]
+        return crate::relay::cloud_command(cli, schema, command, url, at);
+        #[cfg(not(feature = "relay"))]
+        return Err(Failure::invalid(format!(
+            "--relay {url}: this build has no relay"
+        )));
+    }
     let (rt, dynamo) = connect(&at.aws.endpoint())?;
     let writer = ferry::dynamo::Writer::new(
         dynamo,
-        &at.table,
+        at.table()?,
         Arc::new(schema.clone()),
         &cloud_replica_id(),
     );
@@ -174,15 +176,41 @@ pub fn replica_command(cli: &Cli, schema: &Schema, command: &CloudCommand) -> Re
         writer,
         crate::ops::crypto(cli)?,
     ))?;
+    run_cloud(cli, &DynamoCloud { rt, replica }, command)
+}
+
+/// What the cloud commands do with a cloud replica: DynamoDB's cloud mode, or cloud mode
+/// through a relay. Each call blocks until the cloud answers.
+pub(crate) trait CloudOps {
+    fn create(&self, model: &str, props: &Json) -> Result<Json, Failure>;
+    fn get(&self, model: &str, props: &Json, hidden: bool) -> Result<Option<Json>, Failure>;
+    fn update(
+        &self,
+        model: &str,
+        props: &Json,
+        ops: &UpdateOps,
+        upsert: bool,
+    ) -> Result<Json, Failure>;
+    fn remove(&self, model: &str, props: &Json) -> Result<Option<Json>, Failure>;
+    /// `{"items": [...], "next": cursor or null}`.
+    fn find(&self, model: &str, props: &Json, page: &PageArgs) -> Result<Json, Failure>;
+}
+
+/// Runs a cloud command on `cloud` and prints its answer as the device commands do.
+pub(crate) fn run_cloud(
+    cli: &Cli,
+    cloud: &dyn CloudOps,
+    command: &CloudCommand,
+) -> Result<(), Failure> {
+    use crate::ops::{parse, print};
     let out = &mut std::io::stdout().lock();
     match command {
         CloudCommand::Follow { .. } => {}
-        CloudCommand::Create { model, json, .. } => print(
-            out,
-            &rt.block_on(replica.create(model, &parse(json, "item")?))?,
-        ),
+        CloudCommand::Create { model, json, .. } => {
+            print(out, &cloud.create(model, &parse(json, "item")?)?)
+        }
         CloudCommand::Get { model, json, .. } => {
-            match rt.block_on(replica.get(model, &parse(json, "key")?, cli.hidden))? {
+            match cloud.get(model, &parse(json, "key")?, cli.hidden)? {
                 Some(item) => print(out, &item),
                 None => return Err(crate::ops::not_found(model, json)),
             }
@@ -191,11 +219,10 @@ pub fn replica_command(cli: &Cli, schema: &Schema, command: &CloudCommand) -> Re
             model, json, how, ..
         } => {
             let item = parse(json, "item")?;
-            let updated = rt.block_on(replica.update(model, &item, &how.ops()?, how.upsert))?;
-            print(out, &updated)
+            print(out, &cloud.update(model, &item, &how.ops()?, how.upsert)?)
         }
         CloudCommand::Remove { model, json, .. } => {
-            let removed = rt.block_on(replica.remove(model, &parse(json, "key")?))?;
+            let removed = cloud.remove(model, &parse(json, "key")?)?;
             print(
                 out,
                 &serde_json::json!({ "removed": usize::from(removed.is_some()) }),
@@ -205,18 +232,53 @@ pub fn replica_command(cli: &Cli, schema: &Schema, command: &CloudCommand) -> Re
             model, json, page, ..
         } => {
             let props = crate::ops::find_props(json.as_deref())?;
-            let options = ferry::dynamo::CloudFind {
-                index: page.index.as_deref(),
-                limit: page.limit,
-                next: page.next.as_deref(),
-                reverse: page.reverse,
-            };
-            let page = rt.block_on(replica.find(model, &props, &options))?;
-            print(
-                out,
-                &serde_json::json!({ "items": page.items, "next": page.next }),
-            )
+            print(out, &cloud.find(model, &props, page)?)
         }
     }
     Ok(())
+}
+
+/// DynamoDB's cloud mode on a runtime of its own.
+struct DynamoCloud {
+    rt: tokio::runtime::Runtime,
+    replica: ferry::dynamo::CloudReplica,
+}
+
+impl CloudOps for DynamoCloud {
+    fn create(&self, model: &str, props: &Json) -> Result<Json, Failure> {
+        Ok(self.rt.block_on(self.replica.create(model, props))?)
+    }
+
+    fn get(&self, model: &str, props: &Json, hidden: bool) -> Result<Option<Json>, Failure> {
+        Ok(self.rt.block_on(self.replica.get(model, props, hidden))?)
+    }
+
+    fn update(
+        &self,
+        model: &str,
+        props: &Json,
+        ops: &UpdateOps,
+        upsert: bool,
+    ) -> Result<Json, Failure> {
+        Ok(self
+            .rt
+            .block_on(self.replica.update(model, props, ops, upsert))?)
+    }
+
+    fn remove(&self, model: &str, props: &Json) -> Result<Option<Json>, Failure> {
+        Ok(self.rt.block_on(self.replica.remove(model, props))?)
+    }
+
+    fn find(&self, model: &str, props: &Json, page: &PageArgs) -> Result<Json, Failure> {
+        let options = ferry::dynamo::CloudFind {
+            index: page.index.as_deref(),
+            limit: page.limit,
+            next: page.next.as_deref(),
+            reverse: page.reverse,
+        };
+        let found = self
+            .rt
+            .block_on(self.replica.find(model, props, &options))?;
+        Ok(serde_json::json!({ "items": found.items, "next": found.next }))
+    }
 }

@@ -233,15 +233,49 @@ enum CloudCommand {
     },
 }
 
-/// The DynamoDB table a cloud command works on.
+/// The cloud a cloud command works on: a DynamoDB table, or the cloud behind a relay.
 #[cfg(feature = "dynamo")]
 #[derive(clap::Args)]
 struct TableArgs {
     /// The table's name.
-    #[arg(long)]
-    table: String,
+    #[arg(long, required_unless_present = "relay", conflicts_with = "relay")]
+    table: Option<String>,
+    /// Go through Ferry's relay at this URL instead (ws://HOST:PORT or wss://HOST), with a
+    /// service token (`ferry relay token --service NAME`).
+    #[arg(long, value_name = "URL", requires = "token")]
+    relay: Option<String>,
+    /// The relay token (`ferry relay token`).
+    #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// For wss: trust the certificates in this PEM file too (a private CA).
+    #[arg(long, value_name = "FILE")]
+    relay_ca: Option<PathBuf>,
     #[command(flatten)]
     aws: AwsArgs,
+}
+
+#[cfg(feature = "dynamo")]
+impl TableArgs {
+    /// The table, for a command that needs one.
+    fn table(&self) -> Result<&str, Failure> {
+        (self.table.as_deref())
+            .ok_or_else(|| Failure::invalid("this command needs --table TABLE".into()))
+    }
+}
+
+#[cfg(feature = "dynamo")]
+impl CloudCommand {
+    /// Where the command works.
+    fn at(&self) -> &TableArgs {
+        match self {
+            CloudCommand::Follow { at }
+            | CloudCommand::Create { at, .. }
+            | CloudCommand::Get { at, .. }
+            | CloudCommand::Update { at, .. }
+            | CloudCommand::Remove { at, .. }
+            | CloudCommand::Find { at, .. } => at,
+        }
+    }
 }
 
 /// Which page of a find (device and cloud alike).
@@ -538,7 +572,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         #[cfg(feature = "dynamo")]
         Command::Cloud {
             command: CloudCommand::Follow { at },
-        } => cloud::follow(&table_schema(&cli)?, &at.table, &at.aws.endpoint()),
+        } => cloud::follow(&table_schema(&cli)?, at.table()?, &at.aws.endpoint()),
         #[cfg(feature = "dynamo")]
         Command::Cloud { command } => cloud::replica_command(&cli, &table_schema(&cli)?, command),
         _ => ops::run(&cli),

@@ -179,11 +179,17 @@ impl Db {
                 let lost = (local.as_ref()).filter(|local| {
                     direction == SyncDirection::Both && self.overwrote(change, local)
                 });
-                if let Some(local) = lost {
-                    let loser = self.loser_of(tx, model, change, local)?;
-                    self.log_conflict(tx, change, loser, now, out)?;
+                let loser = match lost {
+                    Some(local) => Some(self.loser_of(tx, model, change, local)?),
+                    None => None,
+                };
+                // Applied first: a change that cannot apply (a unique clash) goes to the
+                // quarantine with nothing logged, and is decided again when it applies.
+                self.write_remote(tx, model, change, now)?;
+                match loser {
+                    Some(loser) => self.log_conflict(tx, change, loser, now, out),
+                    None => Ok(()),
                 }
-                self.write_remote(tx, model, change, now)
             }
             Inbound::ApplyOverPending => {
                 self.write_remote(tx, model, change, now)?;

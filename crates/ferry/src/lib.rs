@@ -33,8 +33,9 @@
 //! ```
 //!
 //! This crate is the thin facade of the workspace: the local database is `ferry-db`, the
-//! sync driver `ferry-driver`, the engine and the transport seam `ferry-sync`; features
-//! choose what is compiled (`tokio`, on by default: the background driver).
+//! sync driver `ferry-driver`, the engine `ferry-sync` over the cloud seam `ferry-cloud`,
+//! cloud mode over any transport `ferry-service` (`ferry::service`); features choose what
+//! is compiled (`tokio`, on by default: the background driver).
 
 pub use ferry_db::{
     Clock, Config, Conflict, Db, Error, ErrorKind, Event, FindOptions, Model, Op, Origin, Page,
@@ -50,6 +51,7 @@ pub use ferry_dynamo as dynamo;
 pub use ferry_journal as journal;
 pub use ferry_schema as schema;
 pub use ferry_schema::{Context, Schema, UpdateOps};
+pub use ferry_service as service;
 pub use ferry_store::Durability;
 #[doc(hidden)]
 pub use ferry_store::FsyncHook;

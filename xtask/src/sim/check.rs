@@ -250,11 +250,16 @@ fn events_match_applies_and_conflicts(device: &Device, db: &Db) -> Result<()> {
     let mut losers = std::collections::BTreeSet::new();
     for conflict in &conflicts {
         if !losers.insert((conflict.key.clone(), conflict.loser.clone())) {
+            let winners: Vec<&str> = (conflicts.iter())
+                .filter(|c| c.key == conflict.key && c.loser == conflict.loser)
+                .map(|c| c.winner.as_str())
+                .collect();
             bail!(
-                "device {}: the loser {} of {} is logged twice",
+                "device {}: the loser {} of {} is logged twice (winners {})",
                 device.name,
                 conflict.loser,
-                conflict.key
+                conflict.key,
+                winners.join(", ")
             );
         }
     }

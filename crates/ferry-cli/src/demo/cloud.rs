@@ -7,11 +7,16 @@ use std::sync::Arc;
 #[cfg(not(feature = "relay"))]
 use std::sync::Mutex;
 
+#[cfg(any(feature = "dynamo", not(feature = "relay")))]
+use anyhow::Context as _;
+use anyhow::Result;
 #[cfg(not(feature = "relay"))]
 use anyhow::bail;
-use anyhow::{Context as _, Result};
+#[cfg(not(feature = "relay"))]
 use ferry::journal::{Change, ChangeOp};
+#[cfg(not(feature = "relay"))]
 use ferry::schema::{Context, PutMode};
+#[cfg(not(feature = "relay"))]
 use ferry::types::{Hlc, ReplicaId, Value, Version};
 use ferry::{Attach, Db, EngineConfig, Schema, SyncOptions};
 #[cfg(not(feature = "relay"))]
@@ -65,23 +70,30 @@ fn sync_options() -> SyncOptions {
 }
 
 impl CloudSide {
-    /// Opens `cloud` for `schema` in `root` (creates the DynamoDB table if needed).
-    pub fn open(cloud: &DemoCloud, schema: &Schema, root: &Path) -> Result<CloudSide> {
+    /// Opens `cloud` for `schema` in `root` (creates the DynamoDB table if needed), for a
+    /// cloud service that reads the scopes of `devices` and the shared one.
+    pub fn open(
+        cloud: &DemoCloud,
+        schema: &Schema,
+        root: &Path,
+        devices: &[&str],
+    ) -> Result<CloudSide> {
         match cloud {
             #[cfg(feature = "relay")]
             DemoCloud::Local => {
-                let relay = super::relay::RelaySide::start(&root.join("relay"), schema)?;
+                let relay = super::relay::RelaySide::start(&root.join("relay"), schema, devices)?;
                 Ok(CloudSide::Relay(Box::new(relay)))
             }
             #[cfg(not(feature = "relay"))]
             DemoCloud::Local => {
-                let _ = (schema, root); // the reference cloud keeps no table of the schema
+                let _ = (schema, root, devices); // the reference cloud reads every scope
                 let mut memory = MemoryCloud::default();
                 memory.set_time_ms(now_ms() as u64);
                 Ok(CloudSide::Memory(Arc::new(Mutex::new(memory))))
             }
             #[cfg(feature = "dynamo")]
             DemoCloud::Dynamo { table, endpoint } => {
+                let _ = devices; // the table's credentials reach every scope
                 use ferry::dynamo::{CloudReplica, Dynamo, Settings, Stream, Table, Writer};
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -154,7 +166,10 @@ impl CloudSide {
     pub fn put(&self, schema: &Schema, model: &str, props: &Json) -> Result<()> {
         match self {
             #[cfg(feature = "relay")]
-            CloudSide::Relay(relay) => relay.write(cloud_change(schema, model, props)?),
+            CloudSide::Relay(relay) => {
+                let _ = schema; // the service prepares items by its own copy
+                relay.put(model, props)
+            }
             #[cfg(not(feature = "relay"))]
             CloudSide::Memory(cloud) => {
                 let change = cloud_change(schema, model, props)?;
@@ -179,35 +194,35 @@ impl CloudSide {
 
     /// The cloud's item of `model` at the key `props` give, if it holds one.
     pub fn get(&self, schema: &Schema, model: &str, props: &Json) -> Result<Option<Json>> {
-        let model = schema.model(model)?;
-        let key = || -> Result<ferry::types::Key> {
-            let props = props.as_object().context("cloud props are an object")?;
-            model
-                .key_query(schema, props, &Context::new(), None)?
-                .full_key()
-                .context("the cloud read names its item's key")
-        };
-        let held = match self {
+        match self {
             #[cfg(feature = "relay")]
-            CloudSide::Relay(relay) => relay.get(&key()?)?,
+            CloudSide::Relay(relay) => relay.get(model, props),
             #[cfg(not(feature = "relay"))]
-            CloudSide::Memory(cloud) => (cloud.lock())
-                .map_err(|_| anyhow::anyhow!("the cloud's lock"))?
-                .get(&key()?)
-                .cloned(),
+            CloudSide::Memory(cloud) => {
+                let model = schema.model(model)?;
+                let props = props.as_object().context("cloud props are an object")?;
+                let key = (model.key_query(schema, props, &Context::new(), None)?)
+                    .full_key()
+                    .context("the cloud read names its item's key")?;
+                let cloud = cloud
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("the cloud's lock"))?;
+                let item = cloud.get(&key).and_then(|change| change.item.clone());
+                Ok(item.map(|item| {
+                    Json::Object(model.to_json(&ferry::types::ItemRef::of(&item), false))
+                }))
+            }
             #[cfg(feature = "dynamo")]
             CloudSide::Dynamo(side) => {
-                return Ok(side
-                    .rt
-                    .block_on(side.replica.get(&model.name, props, false))?);
+                let _ = schema;
+                Ok(side.rt.block_on(side.replica.get(model, props, false))?)
             }
-        };
-        Ok((held.and_then(|change| change.item))
-            .map(|item| Json::Object(model.to_json(&ferry::types::ItemRef::of(&item), false))))
+        }
     }
 }
 
 /// A cloud service's write of a `model` item, prepared by the schema and versioned.
+#[cfg(not(feature = "relay"))]
 fn cloud_change(schema: &Schema, model: &str, props: &Json) -> Result<Change> {
     let model = schema.model(model)?;
     let ctx = Context::new();
@@ -235,6 +250,7 @@ fn cloud_change(schema: &Schema, model: &str, props: &Json) -> Result<Change> {
     })
 }
 
+#[cfg(not(feature = "relay"))]
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

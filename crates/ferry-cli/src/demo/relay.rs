@@ -1,37 +1,41 @@
 //! The demo's relay: Ferry's relay over its embedded store, on a loopback port of this
 //! process, with a fresh signing secret; devices connect to it over WebSocket with tokens,
-//! as they would to a relay anywhere.
+//! as they would to a relay anywhere, and the demo's cloud service writes through it in
+//! cloud mode with a service token (`ferry::service`), as `ferry cloud ... --relay` does.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
-use ferry::journal::Change;
-use ferry::replication::{Models, PushOutcome, Role};
-use ferry::types::Key;
+use anyhow::{Context as _, Result};
+use ferry::replication::{Models, Role};
+use ferry::service::Service;
 use ferry::ws::WsTransport;
-use ferry::{Db, Transport};
+use ferry::{Db, UpdateOps};
 use ferry_relay::{EmbeddedStore, RelayConfig, Secret};
+use serde_json::Value as Json;
 
 /// Tombstones stay a month, as in a default deployment.
 const HORIZON_MS: u64 = 30 * 24 * 3600 * 1000;
+/// The demo's cloud service: its name and replica id.
+const SERVICE: &str = "demo-cloud";
 /// The demo's tokens outlive the demo.
 const TOKEN_TTL_S: u64 = 24 * 3600;
 
-/// The relay, running.
+/// The relay, running, and the demo's cloud service connected to it.
 pub struct RelaySide {
     rt: tokio::runtime::Runtime,
-    store: Arc<EmbeddedStore>,
     secret: Secret,
     url: String,
+    service: Service<WsTransport>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RelaySide {
-    /// Starts a relay over an embedded store in `dir`, for `schema`'s models.
-    pub fn start(dir: &Path, schema: &ferry::Schema) -> Result<RelaySide> {
+    /// Starts a relay over an embedded store in `dir`, for `schema`'s models, and connects
+    /// the demo's cloud service to it.
+    pub fn start(dir: &Path, schema: &ferry::Schema, devices: &[&str]) -> Result<RelaySide> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -50,17 +54,19 @@ impl RelaySide {
         let shutdown = async {
             let _ = stopped.await;
         };
-        let served = rt.spawn(ferry_relay::serve(
-            listener,
-            store.clone(),
-            config,
-            shutdown,
-        ));
+        let served = rt.spawn(ferry_relay::serve(listener, store, config, shutdown));
+        let scopes = (devices.iter().map(|d| d.to_string()))
+            .chain(["*".to_string()])
+            .collect();
+        let token = secret.sign_as(Role::Service, SERVICE, scopes, TOKEN_TTL_S)?;
+        let link = WsTransport::new(&url, &token, SERVICE)?;
+        let connect = Service::connect(link, Arc::new(schema.clone()), SERVICE, None);
+        let service = rt.block_on(connect)?;
         Ok(RelaySide {
             rt,
-            store,
             secret,
             url,
+            service,
             stop: Some(stop),
             served: Some(served),
         })
@@ -80,25 +86,18 @@ impl RelaySide {
         Ok(WsTransport::new(&self.url, &token, &db.status().replica)?)
     }
 
-    /// A cloud service's write, through the relay with a service token for its scope, so
-    /// that the relay sends it to connected devices at once.
-    pub fn write(&self, change: Change) -> Result<()> {
-        let scopes = [change.scope.clone()].into();
-        let token = (self.secret).sign_as(Role::Service, "demo-cloud", scopes, TOKEN_TTL_S)?;
-        let service = WsTransport::new(&self.url, &token, "demo-cloud")?;
-        let results = self.rt.block_on(async {
-            service.connect().await?;
-            service.push(vec![change]).await
-        })?;
-        match results.first() {
-            Some((_, _, PushOutcome::Applied)) => Ok(()),
-            other => bail!("the relay refused the write: {other:?}"),
-        }
+    /// A cloud service's write of a `model` item (created or updated), in cloud mode
+    /// through the relay: the relay sends it to connected devices at once.
+    pub fn put(&self, model: &str, props: &Json) -> Result<()> {
+        let ops = UpdateOps::default();
+        self.rt
+            .block_on(self.service.update(model, props, &ops, true))?;
+        Ok(())
     }
 
-    /// The latest change of `key` in the relay's store.
-    pub fn get(&self, key: &Key) -> Result<Option<Change>> {
-        Ok(self.store.get(key)?)
+    /// The cloud's item of `model` at the key `props` give, read through the relay.
+    pub fn get(&self, model: &str, props: &Json) -> Result<Option<Json>> {
+        Ok(self.rt.block_on(self.service.get(model, props, false))?)
     }
 }
 

@@ -11,6 +11,8 @@ use serde_json::{Value as Json, json};
 use super::cloud::{CloudSide, DemoCloud};
 use super::{SCHEMA, step};
 
+/// The story's devices: pump-7 and pump-8.
+const DEVICES: [&str; 2] = ["pump-7", "pump-8"];
 /// Readings pump-7 uploads.
 const READINGS: usize = 20;
 /// How long a sync may take.
@@ -66,13 +68,14 @@ fn open(dir: &Path, config: Config) -> Result<Db> {
 
 pub fn run(root: &Path, cloud: &DemoCloud) -> Result<()> {
     let schema = Schema::parse(SCHEMA)?;
-    let cloud = CloudSide::open(cloud, &schema, root)?;
+    let cloud = CloudSide::open(cloud, &schema, root, &DEVICES)?;
     step(&format!(
         "two devices, pump-7 and pump-8, sync through {}",
         cloud.describe()
     ));
-    let pump7 = Device::open(root, "pump-7", &schema, &cloud)?;
-    let mut pump8 = Device::open(root, "pump-8", &schema, &cloud)?;
+    let [pump7, pump8] = DEVICES;
+    let pump7 = Device::open(root, pump7, &schema, &cloud)?;
+    let mut pump8 = Device::open(root, pump8, &schema, &cloud)?;
 
     step("each side writes: readings and a fault go up, a user both ways, configuration down");
     for at in 0..READINGS {

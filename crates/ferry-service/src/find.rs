@@ -1,0 +1,150 @@
+//! `find` in cloud mode: the snapshot of each scope the model's items can be in, filtered by
+//! the key condition and the equality filters a device's `find` takes, sorted by the
+//! index's sort key. A transport has no queries, so this reads whole scopes: it suits
+//! configuration and small scopes.
+
+use std::cmp::Ordering;
+
+use ferry_cloud::{PullFrom, Transport};
+use ferry_journal::ChangeOp;
+use ferry_schema::{Index, KeyQuery, SortCondition};
+use ferry_types::{Hlc, Item, Value, keycode};
+use serde_json::Value as Json;
+
+use crate::{Error, Result, Service, object};
+
+/// What a cloud `find` returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    /// The items, as a device's `find` returns them.
+    pub items: Vec<Json>,
+}
+
+impl<T: Transport> Service<T> {
+    /// Finds items of `model` by key condition (on the primary key or `index`) and
+    /// equality filters, as a device's `find` does, at most `limit`, by the index's sort key
+    /// (descending with `reverse`). It reads the model's scope when its scope template names
+    /// no item property (`'*'`, a context property), else every scope the service is granted.
+    pub async fn find(
+        &self,
+        model: &str,
+        props: &Json,
+        index: Option<&str>,
+        limit: Option<usize>,
+        reverse: bool,
+    ) -> Result<Found> {
+        let model = self.model(model)?;
+        let query = model.key_query(&self.schema, object(props)?, &self.context, index)?;
+        let index = self.schema.index(&query.index)?;
+        let scopes: Vec<String> = match (model.device_scope(&self.context), &self.session.scopes) {
+            (Some(scope), _) => vec![scope],
+            (None, Some(granted)) => granted.iter().cloned().collect(),
+            (None, None) => {
+                return Err(Error::Argument(format!(
+                    "{}: its scope depends on the item and this service is granted every scope: \
+                     give the service token the scopes to read",
+                    model.name
+                )));
+            }
+        };
+        let mut found: Vec<(Vec<u8>, Item)> = Vec::new();
+        let page_max = self.session.limits.page_changes_max;
+        for scope in scopes {
+            let mut after = Hlc::ZERO;
+            loop {
+                let from = PullFrom::Snapshot(after);
+                let page = self.transport.pull(&scope, from, page_max).await?;
+                for (_, change) in &page.changes {
+                    let item = match (&change.op, &change.item) {
+                        (ChangeOp::Put, Some(item)) if change.model == model.name => item,
+                        _ => continue,
+                    };
+                    if matches(item, index, &query) {
+                        found.push((sort_bytes(item, index), item.clone()));
+                    }
+                }
+                match (page.more, page.changes.last()) {
+                    (true, Some((seq, _))) => after = *seq,
+                    _ => break,
+                }
+            }
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        if reverse {
+            found.reverse();
+        }
+        found.truncate(limit.unwrap_or(usize::MAX));
+        let items = (found.iter())
+            .map(|(_, item)| self.shape(model, item, false))
+            .collect();
+        Ok(Found { items })
+    }
+}
+
+/// Whether `item` is in `index` under the query's key condition and has its filters.
+fn matches(item: &Item, index: &Index, query: &KeyQuery) -> bool {
+    if item.get(&index.hash) != Some(&query.hash) {
+        return false;
+    }
+    let sort = index.sort.as_ref().and_then(|attr| item.get(attr));
+    let sorted = match (&query.sort, sort) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(condition), Some(value)) => satisfies(value, condition),
+    };
+    sorted && (query.filters.iter()).all(|(path, wanted)| at_path(item, path) == Some(wanted))
+}
+
+/// Whether a sort key value meets `condition`, in DynamoDB's key order.
+fn satisfies(value: &Value, condition: &SortCondition) -> bool {
+    let order = |other: &Value| compare(value, other);
+    match condition {
+        SortCondition::Eq(v) => value == v,
+        SortCondition::Lt(v) => order(v) == Some(Ordering::Less),
+        SortCondition::Le(v) => matches!(order(v), Some(Ordering::Less | Ordering::Equal)),
+        SortCondition::Gt(v) => order(v) == Some(Ordering::Greater),
+        SortCondition::Ge(v) => matches!(order(v), Some(Ordering::Greater | Ordering::Equal)),
+        SortCondition::Between(low, high) => {
+            matches!(order(low), Some(Ordering::Greater | Ordering::Equal))
+                && matches!(order(high), Some(Ordering::Less | Ordering::Equal))
+        }
+        SortCondition::BeginsWith(prefix) => match (value, prefix) {
+            (Value::S(s), Value::S(p)) => s.starts_with(p.as_str()),
+            (Value::B(b), Value::B(p)) => b.starts_with(p),
+            _ => false,
+        },
+    }
+}
+
+/// Key order between two values of one type (none between types).
+fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+    if std::mem::discriminant(a) != std::mem::discriminant(b) {
+        return None;
+    }
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    keycode::encode(a, &mut x);
+    keycode::encode(b, &mut y);
+    Some(x.cmp(&y))
+}
+
+/// The value at a dotted attribute path (`data.sub`).
+fn at_path<'a>(item: &'a Item, path: &str) -> Option<&'a Value> {
+    let mut parts = path.split('.');
+    let mut value = item.get(parts.next()?)?;
+    for part in parts {
+        match value {
+            Value::M(map) => value = map.get(part)?,
+            _ => return None,
+        }
+    }
+    Some(value)
+}
+
+/// The item's sort key in the index, as ordered bytes (empty without one).
+fn sort_bytes(item: &Item, index: &Index) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if let Some(value) = index.sort.as_ref().and_then(|attr| item.get(attr)) {
+        keycode::encode(value, &mut bytes);
+    }
+    bytes
+}
