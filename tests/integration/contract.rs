@@ -6,7 +6,8 @@
 //!
 //! The cases: every answer of the write rule, scope ownership and the read it must not
 //! leak, each model's direction by role, versions bounded by the cloud's time, the feed's
-//! order and completeness, tombstones, and the conflict log in both sync orders.
+//! order and completeness, tombstones and the horizon (a resync past it), and the
+//! conflict log in both sync orders.
 
 use std::collections::BTreeSet;
 
@@ -18,6 +19,7 @@ use ferry::{Db, Transport};
 use serde_json::json;
 
 use crate::dynamo::{Cloud, Link, SYNC_TIMEOUT, Via, key, now_ms, text};
+use crate::transports::a_device_past_the_horizon_resyncs_and_keeps_its_pending_writes;
 
 /// Runs each case (a function taking a [`Via`]) over every backend, as
 /// `contract::BACKEND::CASE`.
@@ -48,6 +50,7 @@ over_every_backend!(
         a_version_far_ahead_is_refused_with_the_cloud_time_and_lands_restamped,
         the_feed_is_in_seq_order_one_entry_per_key_and_complete,
         a_conflict_is_logged_once_on_the_loser_in_either_sync_order,
+        a_device_past_the_horizon_resyncs_and_keeps_its_pending_writes,
     ]
 );
 

@@ -181,8 +181,17 @@ impl Direct {
             }
             _ => {
                 let dir = tempfile::tempdir().unwrap();
-                let store = EmbeddedStore::open(dir.path(), horizon_ms, models).unwrap();
-                Direct::Embedded(Arc::new(store), Arc::new(dir))
+                let store = Arc::new(EmbeddedStore::open(dir.path(), horizon_ms, models).unwrap());
+                // The relay's upkeep: tombstones purged past the horizon, while the store lives.
+                let upkeep = Arc::downgrade(&store);
+                std::thread::spawn(move || {
+                    while let Some(store) = upkeep.upgrade() {
+                        let _ = store.purge(now_ms());
+                        drop(store);
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                });
+                Direct::Embedded(store, Arc::new(dir))
             }
         }
     }
@@ -210,6 +219,8 @@ pub struct Cloud {
     pub relay: Option<RelayProcess>,
     /// The in-process cloud the devices sync with, instead of the table.
     pub direct: Option<Direct>,
+    /// Which way the devices reach it.
+    pub via: Via,
 }
 
 /// A device's transport, any way.
@@ -281,6 +292,7 @@ impl Cloud {
                 let cloud = Cloud::bare(test, schema(SCHEMA));
                 Cloud {
                     direct: Some(Direct::open(via, &cloud.schema, settings.horizon_ms)),
+                    via,
                     ..cloud
                 }
             }
@@ -288,6 +300,7 @@ impl Cloud {
                 let horizon = format!("{}ms", settings.horizon_ms);
                 Cloud {
                     relay: Some(RelayProcess::start(&["--horizon", &horizon])),
+                    via,
                     ..Cloud::bare(test, schema(SCHEMA))
                 }
             }
@@ -299,6 +312,7 @@ impl Cloud {
                 let relay = RelayProcess::start_over(tempfile::tempdir().unwrap(), store, &args);
                 Cloud {
                     relay: Some(relay),
+                    via,
                     ..cloud
                 }
             }
@@ -335,6 +349,7 @@ impl Cloud {
             crypto: None,
             relay: None,
             direct: None,
+            via: Via::Dynamo,
         }
     }
 
@@ -482,10 +497,11 @@ impl Cloud {
         })
     }
 
-    /// Deletes the row of `key` outright, as DynamoDB's TTL purges a tombstone. A relay
-    /// purges by itself, past its horizon.
+    /// Deletes the row of `key` outright from a DynamoDB table, as DynamoDB's TTL purges a
+    /// tombstone (DynamoDB Local runs no TTL). The other clouds purge by themselves, past
+    /// their horizon.
     pub fn purge(&self, key: &Key) {
-        if self.relay.is_some() || self.direct.is_some() {
+        if !matches!(self.via, Via::Dynamo | Via::RelayDynamo) {
             return;
         }
         let layout = ferry::dynamo::Layout::new(&self.schema);

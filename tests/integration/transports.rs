@@ -16,7 +16,6 @@ use ferry::dynamo::Settings;
 over_both_transports!(
     two_devices_and_a_cloud_writer_converge,
     a_device_offline_for_a_while_catches_up_deletes_included,
-    a_device_past_the_horizon_resyncs_and_keeps_its_pending_writes,
     each_direction_behaves_as_its_model_says,
     lost_answers_cause_no_harm,
 );
@@ -115,7 +114,8 @@ fn a_device_offline_for_a_while_catches_up_deletes_included(via: Via) {
     }
 }
 
-fn a_device_past_the_horizon_resyncs_and_keeps_its_pending_writes(via: Via) {
+/// Part of the cloud contract (`contract.rs`), over every backend.
+pub(crate) fn a_device_past_the_horizon_resyncs_and_keeps_its_pending_writes(via: Via) {
     let settings = Settings {
         horizon_ms: 8_000,
         window_ms: 2_000,

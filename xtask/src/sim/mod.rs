@@ -4,8 +4,9 @@
 //! clocks, one reference cloud (`MemoryCloud`, whose feed shows changes up to W/2 late) and
 //! a faulty network in between (dropped, duplicated, late and unanswered pushes, short pull
 //! pages, partitions), with crashes and reopens, writers whose `_seq` clocks are skewed,
-//! bulk cloud writes of hundreds of rows (multi-page pulls and resyncs), poison changes no
-//! device can apply, unique tags that clash between devices, triggers that call back into
+//! bulk cloud writes of hundreds of rows (multi-page pulls and resyncs), poison changes
+//! (the cloud's write rule refuses them; were one to land, no device could apply it),
+//! unique tags that clash between devices, triggers that call back into
 //! the database, and, for some seeds, a device offline past the tombstone horizon. After
 //! every step it checks safety (no acknowledged write lost, journal and data agree, cursors
 //! monotonic, no stale write wins in the cloud); after healing, that every replica

@@ -317,7 +317,8 @@ impl World {
         format!("{count} written")
     }
 
-    /// A shared change whose item names another key than the change: no device can apply it.
+    /// A shared change whose item names another key than the change: the cloud's write rule
+    /// refuses it (no device could apply it).
     pub fn poison_write(&mut self, id: u32) -> String {
         let Some(model) = ModelSpec::named("Shared") else {
             return "(no shared model)".into();
