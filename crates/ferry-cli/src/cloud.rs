@@ -157,9 +157,12 @@ pub(crate) fn cloud_replica_id() -> String {
 /// commands' arguments, output and exit statuses.
 pub fn replica_command(cli: &Cli, schema: &Schema, command: &CloudCommand) -> Result<(), Failure> {
     let at = command.at();
-    if let Some(url) = &at.relay {
+    if let Some(url) = &at.relay.url {
         #[cfg(feature = "relay")]
-        return crate::relay::cloud_command(cli, schema, command, url, at);
+        return {
+            let _ = url;
+            crate::relay::cloud_command(cli, schema, command, &at.relay)
+        };
         #[cfg(not(feature = "relay"))]
         return Err(Failure::invalid(format!(
             "--relay {url}: this build has no relay"

@@ -237,19 +237,11 @@ enum CloudCommand {
 #[cfg(feature = "dynamo")]
 #[derive(clap::Args)]
 struct TableArgs {
-    /// The table's name.
+    /// The table's name (or --relay, with a service token).
     #[arg(long, required_unless_present = "relay", conflicts_with = "relay")]
     table: Option<String>,
-    /// Go through Ferry's relay at this URL instead (ws://HOST:PORT or wss://HOST), with a
-    /// service token (`ferry relay token --service NAME`).
-    #[arg(long, value_name = "URL", requires = "token")]
-    relay: Option<String>,
-    /// The relay token (`ferry relay token`).
-    #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// For wss: trust the certificates in this PEM file too (a private CA).
-    #[arg(long, value_name = "FILE")]
-    relay_ca: Option<PathBuf>,
+    #[command(flatten)]
+    relay: RelayArgs,
     #[command(flatten)]
     aws: AwsArgs,
 }
@@ -330,17 +322,25 @@ struct LinkArgs {
     /// Sync straight with this DynamoDB table.
     #[arg(long, value_name = "TABLE", conflicts_with = "relay")]
     dynamodb: Option<String>,
-    /// Sync through Ferry's relay at this URL (ws://HOST:PORT or wss://HOST).
-    #[arg(long, value_name = "URL", requires = "token")]
-    relay: Option<String>,
-    /// The device token the relay's operator issued (`ferry relay token`).
+    #[command(flatten)]
+    relay: RelayArgs,
+    #[command(flatten)]
+    aws: AwsArgs,
+}
+
+/// How a command reaches Ferry's relay.
+#[derive(clap::Args)]
+struct RelayArgs {
+    /// Go through Ferry's relay at this URL (ws://HOST:PORT or wss://HOST).
+    #[arg(long = "relay", id = "relay", value_name = "URL", requires = "token")]
+    url: Option<String>,
+    /// The token the relay's operator issued (`ferry relay token`: a device's, or a
+    /// service's for `ferry cloud`).
     #[arg(long, env = "FERRY_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// For wss: trust the certificates in this PEM file too (a private CA).
     #[arg(long, value_name = "FILE")]
     relay_ca: Option<PathBuf>,
-    #[command(flatten)]
-    aws: AwsArgs,
 }
 
 /// How to reach DynamoDB; credentials come the usual AWS ways (environment, profile).

@@ -7,9 +7,10 @@ use std::time::Duration;
 use ferry::ws::WsTransport;
 use ferry::{Attach, Db, SyncOptions};
 use ferry_relay::{EmbeddedStore, RelayConfig, Secret};
+#[cfg(feature = "dynamo")]
 use serde_json::Value as Json;
 
-use crate::{Cli, Failure, LinkArgs};
+use crate::{Cli, Failure, RelayArgs};
 
 /// `ferry relay serve`.
 #[derive(clap::Args)]
@@ -173,15 +174,24 @@ fn init_logs() {
         .try_init();
 }
 
-/// Attaches the relay transport: `url` with the link's token (and CA, for wss).
-pub fn attach(db: &Db, url: &str, link: &LinkArgs, options: SyncOptions) -> Result<(), Failure> {
-    let invalid = |e: ferry::ws::ConfigError| Failure::invalid(e.to_string());
-    let token = link.token.as_deref().unwrap_or_default();
-    let replica = db.status().replica;
-    let mut transport = WsTransport::new(url, token, &replica).map_err(invalid)?;
-    if let Some(ca) = &link.relay_ca {
-        transport = transport.with_ca_file(ca).map_err(invalid)?;
+impl RelayArgs {
+    /// The transport to the relay for `replica`: its URL, token and CA (for wss).
+    fn transport(&self, replica: &str) -> Result<WsTransport, Failure> {
+        let invalid = |e: ferry::ws::ConfigError| Failure::invalid(e.to_string());
+        let (url, token) = (self.url.as_deref(), self.token.as_deref());
+        let url = url.ok_or_else(|| Failure::invalid("no --relay URL".into()))?;
+        let mut transport =
+            WsTransport::new(url, token.unwrap_or_default(), replica).map_err(invalid)?;
+        if let Some(ca) = &self.relay_ca {
+            transport = transport.with_ca_file(ca).map_err(invalid)?;
+        }
+        Ok(transport)
     }
+}
+
+/// Attaches the relay transport: the relay's URL with its token (and CA, for wss).
+pub fn attach(db: &Db, relay: &RelayArgs, options: SyncOptions) -> Result<(), Failure> {
+    let transport = relay.transport(&db.status().replica)?;
     Ok(db.attach(transport, options)?)
 }
 
@@ -192,20 +202,14 @@ pub fn cloud_command(
     cli: &Cli,
     schema: &ferry::Schema,
     command: &crate::CloudCommand,
-    url: &str,
-    at: &crate::TableArgs,
+    relay: &RelayArgs,
 ) -> Result<(), Failure> {
-    let invalid = |e: ferry::ws::ConfigError| Failure::invalid(e.to_string());
-    let token = at.token.as_deref().unwrap_or_default();
     let replica = crate::cloud::cloud_replica_id();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::failed("RuntimeError", e.to_string()))?;
-    let mut transport = WsTransport::new(url, token, &replica).map_err(invalid)?;
-    if let Some(ca) = &at.relay_ca {
-        transport = transport.with_ca_file(ca).map_err(invalid)?;
-    }
+    let transport = relay.transport(&replica)?;
     let schema = std::sync::Arc::new(schema.clone());
     let crypto = crate::ops::crypto(cli)?;
     let connect = ferry::service::Service::connect(transport, schema, &replica, crypto);

@@ -162,11 +162,11 @@ fn attach(db: &Db, link: &LinkArgs, poll: Option<Duration>) -> Result<(), Failur
     // A build without a transport uses neither.
     #[cfg(not(all(feature = "dynamo", feature = "relay")))]
     let _ = (db, &options);
-    match (&link.dynamodb, &link.relay) {
+    match (&link.dynamodb, &link.relay.url) {
         #[cfg(feature = "dynamo")]
         (Some(table), _) => crate::cloud::attach(db, table, &link.endpoint(), options),
         #[cfg(feature = "relay")]
-        (_, Some(url)) => crate::relay::attach(db, url, link, options),
+        (_, Some(_)) => crate::relay::attach(db, &link.relay, options),
         (None, None) => Err(Failure::invalid(
             "no cloud to sync with: give --relay URL --token TOKEN, or --dynamodb TABLE".into(),
         )),

@@ -487,12 +487,7 @@ impl MemoryTransport {
         from: PullFrom,
         limit: usize,
     ) -> Result<PullPage, TransportError> {
-        if !self.grant.has_scope(scope) {
-            return Err(TransportError::Rejected(format!(
-                "scope '{scope}' is not granted to '{}'",
-                self.grant.name
-            )));
-        }
+        self.grant.may_read(scope)?;
         self.lock()?.pull(scope, from, limit)
     }
 }

@@ -35,7 +35,7 @@ use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
 use ferry_types::{ItemLayout, ReplicaId, SyncDirection, item_size};
 
-use crate::transport::PushOutcome;
+use crate::transport::{PushOutcome, TransportError};
 
 /// How far past the cloud's time a version may be: the bound a device's clock already puts
 /// on remote stamps (`ferry_types::version::MAX_FORWARD_MS_DEFAULT`, one hour), so that a
@@ -117,6 +117,17 @@ impl Grant {
         self.scopes
             .as_ref()
             .is_none_or(|scopes| scopes.contains(scope))
+    }
+
+    /// A pull of `scope` by this writer: `Rejected`, naming both, unless granted.
+    pub fn may_read(&self, scope: &str) -> Result<(), TransportError> {
+        match self.has_scope(scope) {
+            true => Ok(()),
+            false => Err(TransportError::Rejected(format!(
+                "scope '{scope}' is not granted to '{}'",
+                self.name
+            ))),
+        }
     }
 }
 

@@ -125,12 +125,7 @@ impl<S: CloudStore> Transport for StoreTransport<S> {
         from: PullFrom,
         limit: usize,
     ) -> Result<PullPage, TransportError> {
-        if !self.grant.has_scope(scope) {
-            return Err(TransportError::Rejected(format!(
-                "scope '{scope}' is not granted to '{}'",
-                self.grant.name
-            )));
-        }
+        self.grant.may_read(scope)?;
         self.store.read(scope, from, limit).await
     }
 

@@ -86,14 +86,7 @@ impl Driver {
                 match db.superseded(&key, &local, &cloud, winner.as_ref(), now)? {
                     Superseded::Stale => {}
                     Superseded::Restamped { version, bytes } => {
-                        self.engine.handle(
-                            Input::Queued {
-                                key,
-                                version,
-                                bytes,
-                            },
-                            now,
-                        );
+                        self.requeue(key, version, bytes, now);
                     }
                     Superseded::Lost => {
                         let version = local;
@@ -119,14 +112,7 @@ impl Driver {
                         version: local,
                     };
                     self.engine.handle(settled, now);
-                    self.engine.handle(
-                        Input::Queued {
-                            key,
-                            version,
-                            bytes,
-                        },
-                        now,
-                    );
+                    self.requeue(key, version, bytes, now);
                 }
                 Ok(())
             }
@@ -145,6 +131,16 @@ impl Driver {
                 Ok(())
             }
         }
+    }
+
+    /// The engine hears of a re-stamped change as of a newly queued one.
+    fn requeue(&mut self, key: Key, version: Version, bytes: usize, now: u64) {
+        let queued = Input::Queued {
+            key,
+            version,
+            bytes,
+        };
+        self.engine.handle(queued, now);
     }
 
     async fn connect(&mut self, db: &Db, syncer: &Syncer, now: u64) {

@@ -202,12 +202,7 @@ impl Transport for DynamoTransport {
         from: PullFrom,
         limit: usize,
     ) -> Result<PullPage, TransportError> {
-        if !self.grant.has_scope(scope) {
-            return Err(TransportError::Rejected(format!(
-                "scope '{scope}' is not granted to '{}'",
-                self.grant.name
-            )));
-        }
+        self.grant.may_read(scope)?;
         let settings = self.settings();
         // Taken before the read: every write stamped at or before it was visible to it.
         let server_now = self.clock.now_ms();

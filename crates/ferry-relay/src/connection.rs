@@ -305,11 +305,8 @@ async fn pull<S: CloudStore>(
     from: PullFrom,
     limit: usize,
 ) -> Frame {
-    if !device.grant.has_scope(scope) {
+    if let Err(error) = device.grant.may_read(scope) {
         shared.metrics.reject(Reject::Scope);
-        let name = &device.grant.name;
-        let reason = format!("scope '{scope}' is not granted to '{name}'");
-        let error = TransportError::Rejected(reason);
         return Frame::Failed { id, error };
     }
     let limit = limit.clamp(1, device.session.limits.page_changes_max);

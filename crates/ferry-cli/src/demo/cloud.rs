@@ -196,7 +196,10 @@ impl CloudSide {
     pub fn get(&self, schema: &Schema, model: &str, props: &Json) -> Result<Option<Json>> {
         match self {
             #[cfg(feature = "relay")]
-            CloudSide::Relay(relay) => relay.get(model, props),
+            CloudSide::Relay(relay) => {
+                let _ = schema; // the service reads by its own copy
+                relay.get(model, props)
+            }
             #[cfg(not(feature = "relay"))]
             CloudSide::Memory(cloud) => {
                 let model = schema.model(model)?;
