@@ -219,10 +219,15 @@ pub fn cloud_command(
 
 impl From<ferry::service::Error> for Failure {
     fn from(e: ferry::service::Error) -> Failure {
+        use ferry::replication::TransportError;
         use ferry::service::Error;
         let exit = match &e {
             Error::Argument(_) | Error::Schema(_) => crate::EXIT_INVALID,
-            Error::Refused { .. } => crate::EXIT_REFUSED,
+            // Refusals for good: a scope or row not granted, credentials refused.
+            Error::Refused { .. }
+            | Error::Transport(TransportError::Rejected(_) | TransportError::Unauthorized(_)) => {
+                crate::EXIT_REFUSED
+            }
             Error::Transport(_) => crate::EXIT_FAILED,
         };
         Failure {

@@ -12,7 +12,7 @@ use std::future::Future;
 use ferry_journal::Change;
 use ferry_types::Key;
 
-use crate::rule::{Grant, Refusal};
+use crate::rule::Grant;
 use crate::transport::{PullFrom, PullPage, PushResults, Session, Transport, TransportError};
 
 /// A cloud backend: the reference cloud, the relay's embedded store (one relay, a true
@@ -135,20 +135,14 @@ impl<S: CloudStore> Transport for StoreTransport<S> {
     }
 }
 
-/// `held` if `grant`'s holder may read it: a row of a scope not granted is refused as the
-/// write rule refuses a write over it (no read of another scope).
+/// `held` if `grant`'s holder may read it. A row of a scope not granted is refused without
+/// naming the scope, as a key that holds nothing this holder may see.
 pub fn readable(held: Option<Change>, grant: &Grant) -> Result<Option<Change>, TransportError> {
     match held {
-        Some(change) if !grant.has_scope(&change.scope) => {
-            let refusal = Refusal::Scope {
-                scope: change.scope,
-                held: true,
-            };
-            Err(TransportError::Rejected(format!(
-                "{}: {refusal}",
-                change.key
-            )))
-        }
+        Some(change) if !grant.has_scope(&change.scope) => Err(TransportError::Rejected(format!(
+            "{} is not readable by '{}' (a scope it is not granted)",
+            change.key, grant.name
+        ))),
         held => Ok(held),
     }
 }

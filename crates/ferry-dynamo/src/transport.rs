@@ -186,9 +186,9 @@ impl Transport for DynamoTransport {
             None => None,
             Some(row) => match writer.layout.change_of(&row) {
                 Ok((_, change)) => Some(change),
-                Err(e) => {
-                    let reason =
-                        format!("{key}: a row Ferry cannot read (written outside it?): {e}");
+                // Written outside Ferry and not adopted yet: nothing a reader may see.
+                Err(_) => {
+                    let reason = format!("{key} holds a row Ferry has not adopted");
                     return Err(TransportError::Rejected(reason));
                 }
             },

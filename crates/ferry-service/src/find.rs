@@ -1,17 +1,25 @@
 //! `find` in cloud mode: the snapshot of each scope the model's items can be in, filtered by
 //! the key condition and the equality filters a device's `find` takes, sorted by the
 //! index's sort key. A transport has no queries, so this reads whole scopes: it suits
-//! configuration and small scopes.
+//! configuration and small scopes, and stops past [`FIND_ROWS_MAX`] rows read.
+//!
+//! A snapshot pages by feed position, so a row written during the read shows up again on a
+//! later page: each key keeps its latest change (a delete removes it), and a page that does
+//! not move forward is an error, never a loop.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use ferry_cloud::{PullFrom, Transport};
 use ferry_journal::ChangeOp;
 use ferry_schema::{Index, KeyQuery, SortCondition};
-use ferry_types::{Hlc, Item, Value, keycode};
+use ferry_types::{Hlc, Item, Key, Value, keycode};
 use serde_json::Value as Json;
 
 use crate::{Error, Result, Service, object};
+
+/// The most rows one `find` reads: past it, the scopes are too large to read whole.
+pub const FIND_ROWS_MAX: usize = 100_000;
 
 /// What a cloud `find` returns.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,28 +55,44 @@ impl<T: Transport> Service<T> {
                 )));
             }
         };
-        let mut found: Vec<(Vec<u8>, Item)> = Vec::new();
+        // Per key, its latest change read: a later page has the newer one.
+        let mut latest: BTreeMap<Key, Option<Item>> = BTreeMap::new();
         let page_max = self.session.limits.page_changes_max;
+        let mut read = 0;
         for scope in scopes {
             let mut after = Hlc::ZERO;
             loop {
                 let from = PullFrom::Snapshot(after);
                 let page = self.transport.pull(&scope, from, page_max).await?;
-                for (_, change) in &page.changes {
+                read += page.changes.len();
+                if read > FIND_ROWS_MAX {
+                    return Err(Error::Argument(format!(
+                        "{}: the scopes hold over {FIND_ROWS_MAX} rows, too many to read whole",
+                        model.name
+                    )));
+                }
+                for (_, change) in page.changes.iter().filter(|(_, c)| c.model == model.name) {
                     let item = match (&change.op, &change.item) {
-                        (ChangeOp::Put, Some(item)) if change.model == model.name => item,
-                        _ => continue,
+                        (ChangeOp::Put, Some(item)) => Some(item.clone()),
+                        _ => None,
                     };
-                    if matches(item, index, &query) {
-                        found.push((sort_bytes(item, index), item.clone()));
-                    }
+                    latest.insert(change.key.clone(), item);
                 }
                 match (page.more, page.changes.last()) {
-                    (true, Some((seq, _))) => after = *seq,
-                    _ => break,
+                    (true, Some((seq, _))) if *seq > after => after = *seq,
+                    (true, _) => {
+                        return Err(Error::Transport(ferry_cloud::TransportError::Unavailable(
+                            "the cloud's snapshot did not move forward".into(),
+                        )));
+                    }
+                    (false, _) => break,
                 }
             }
         }
+        let mut found: Vec<(Vec<u8>, Item)> = (latest.into_values().flatten())
+            .filter(|item| matches(item, index, &query))
+            .map(|item| (sort_bytes(&item, index), item))
+            .collect();
         found.sort_by(|a, b| a.0.cmp(&b.0));
         if reverse {
             found.reverse();

@@ -6,8 +6,12 @@
 //! As on a device, the schema prepares every item (keys, templates, defaults, validation,
 //! timestamps from the cloud's time) and `crypt` fields are sealed; every write reads the
 //! row first, carries it as its base and a version past it, and lands by the cloud's write
-//! rule, so devices receive it and log a conflict only when a device's write lost. A write
-//! that finds a newer row than it read fails with `ConditionalCheckFailed`, not lost.
+//! rule (last writer wins by version), so devices receive it and log a conflict when a
+//! device's write lost. A write that finds a newer row than its own version fails with
+//! `ConditionalCheckFailed`; a device write that lands between the read and the write, with
+//! an older version, is replaced (unlike DynamoDB's cloud mode, which writes only over the
+//! row it read), and its device logs the conflict. A write whose answer was lost is read
+//! back: if the row holds it, it landed.
 //!
 //! `find` reads snapshots of scopes (a transport has no queries): it suits configuration
 //! and small scopes; DynamoDB's cloud mode (`ferry_dynamo::CloudReplica`) queries indexes.
@@ -46,7 +50,7 @@ pub enum Error {
         /// What, and which item.
         message: String,
     },
-    /// The cloud could not be reached or failed the call.
+    /// The cloud could not be reached, refused the credentials, or failed the call.
     #[error(transparent)]
     Transport(#[from] TransportError),
 }
@@ -58,6 +62,8 @@ impl Error {
             Error::Argument(_) => "ArgumentError",
             Error::Schema(e) => e.code(),
             Error::Refused { code, .. } => code,
+            Error::Transport(TransportError::Unauthorized(_)) => "Unauthorized",
+            Error::Transport(TransportError::Rejected(_)) => "Refused",
             Error::Transport(_) => "TransportError",
         }
     }
@@ -280,7 +286,20 @@ impl<T: Transport> Service<T> {
             item,
             base,
         };
-        let mut answer = self.transport.push(vec![change]).await?;
+        let (key, version) = (change.key.clone(), change.version.clone());
+        let answer = match self.transport.push(vec![change]).await {
+            Ok(answer) => answer,
+            // The answer may be lost after the write landed: the row tells.
+            Err(lost @ (TransportError::Unavailable(_) | TransportError::Timeout(_))) => {
+                let held = self.transport.get(&key).await.map_err(|_| lost.clone())?;
+                return match held.is_some_and(|row| row.version == version) {
+                    true => Ok(()),
+                    false => Err(Error::Transport(lost)),
+                };
+            }
+            Err(e) => return Err(Error::Transport(e)),
+        };
+        let mut answer = answer;
         match answer.pop().map(|(_, _, outcome)| outcome) {
             Some(PushOutcome::Applied) => Ok(()),
             Some(PushOutcome::Superseded { .. }) => Err(refused(
@@ -329,3 +348,6 @@ fn object(props: &Json) -> Result<&Map<String, Json>> {
 fn refused(code: &'static str, message: String) -> Error {
     Error::Refused { code, message }
 }
+
+#[cfg(test)]
+mod tests;
