@@ -11,7 +11,8 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test           the whole test suite (what CI runs), then the simulator over 1000 seeds
+  test           the whole test suite (what CI runs): unit and integration tests, the
+                 out-of-workspace application examples/app, the simulator over 1000 seeds
   tidy           formatting and lints (cargo fmt --check, cargo clippy -D warnings)
   bench local    Ferry vs SQLite, side by side: create, get, page query, update (release build)
                  options: --items N[,N...] (default 100000,1000000)
@@ -50,8 +51,9 @@ fn main() -> Result<()> {
 }
 
 /// Runs the whole suite: unit, integration (with the real CLI binary, and DynamoDB Local
-/// started for the DynamoDB tests), doc tests, then the replication simulator over 1000
-/// seeds (about a minute on two cores, in this debug build).
+/// started for the DynamoDB tests), doc tests, the out-of-workspace application, then the
+/// replication simulator over 1000 seeds (about two minutes on two cores, in this debug
+/// build).
 fn test(extra: &[&str]) -> Result<()> {
     cargo(&["build", "--bin", "ferry"])?;
     let local = dynamo_local::start()?;
@@ -59,8 +61,35 @@ fn test(extra: &[&str]) -> Result<()> {
     args.extend_from_slice(extra);
     cargo_with(&args, &dynamo_local::test_env(&local))?;
     drop(local);
+    example_app()?;
     eprintln!("$ cargo xtask sim --seeds 1000");
     sim::main(&["--seeds", "1000"])
+}
+
+/// Builds and runs `examples/app`, an application outside the workspace that depends on
+/// Ferry by path with no `[patch]`: what an application builds (crates.io's fjall among
+/// them). It starts from the workspace's lockfile, so it resolves the same versions, and
+/// shares the target directory.
+fn example_app() -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let app = root.join("examples/app");
+    std::fs::copy(root.join("Cargo.lock"), app.join("Cargo.lock"))
+        .context("copying the lockfile for examples/app")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let manifest = app.join("Cargo.toml");
+    let manifest = manifest.to_string_lossy();
+    let target = target.to_string_lossy();
+    let run = [
+        "run",
+        "--quiet",
+        "--manifest-path",
+        &manifest,
+        "--target-dir",
+        &target,
+    ];
+    cargo(&run)
 }
 
 fn tidy() -> Result<()> {

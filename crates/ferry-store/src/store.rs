@@ -422,10 +422,12 @@ impl Record<'_> {
     }
 }
 
+/// With feature `fast-reopen` (the patched fjall of `vendor/fjall`), a clean close moves
+/// everything into tables, so the next open replays no journal (a `ferry get` process opens
+/// the store for one read). A failure here loses nothing: the journal stays and the next
+/// open replays it. On crates.io's fjall the journal is replayed at every open instead.
+#[cfg(feature = "fast-reopen")]
 impl Drop for Store {
-    /// A clean close moves everything into tables, so the next open replays no journal (a
-    /// `ferry get` process opens the store for one read). A failure here loses nothing: the
-    /// journal stays and the next open replays it.
     fn drop(&mut self) {
         if !self.poisoned.load(Ordering::Acquire) {
             let _ = self.db.flush_all();
