@@ -670,3 +670,64 @@ fn connections_past_the_bound_are_turned_away_and_counted() {
     });
     connect(&rt, &three).unwrap();
 }
+
+/// A quiet session outlives its token no longer: the relay ends it when the token expires,
+/// though the device sends nothing, and the device hears why.
+#[test]
+fn a_quiet_session_ends_when_its_token_expires() {
+    let relay = RelayProcess::start(&[]);
+    let token = Secret::new(SECRET.to_vec())
+        .unwrap()
+        .sign("quiet", Default::default(), 2)
+        .unwrap();
+    let rt = runtime();
+    let quiet = WsTransport::new(&relay.url(), &token, "quiet").unwrap();
+    rt.block_on(quiet.connect()).unwrap();
+    wait_until("the session counted", Duration::from_secs(5), || {
+        relay.metric("ferry_relay_connections", "") == 1.0
+    });
+    wait_until(
+        "the session ended at its expiry",
+        Duration::from_secs(6),
+        || relay.metric("ferry_relay_connections", "") == 0.0,
+    );
+    assert!(relay.metric("ferry_relay_rejects_total", "token") >= 1.0);
+    let after = rt.block_on(quiet.pull(
+        "*",
+        ferry::replication::PullFrom::Snapshot(Default::default()),
+        10,
+    ));
+    assert!(after.is_err(), "the session is over: {after:?}");
+}
+
+/// `status` remembers the last failure across processes, with its time, until a sync
+/// succeeds.
+#[test]
+fn status_keeps_the_last_failure_until_a_sync_succeeds() {
+    let relay = RelayProcess::start(&[]);
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("a");
+    let wrong = (Secret::new(vec![7; 32]).unwrap())
+        .sign("a", Default::default(), 3600)
+        .unwrap();
+    let (code, err) = sync_with(&relay, &db, &wrong);
+    assert_eq!(code, 1, "{err}");
+    let dir = db.display().to_string();
+    let schema = home.path().join("schema.json5").display().to_string();
+    let status = || {
+        let (code, out, err) = ferry(&["--db", &dir, "--schema", &schema, "status"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let failed = status();
+    let error = failed["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("token refused"), "{failed}");
+    assert!(
+        failed["last_error_at_ms"].as_u64().unwrap_or(0) > 0,
+        "{failed}"
+    );
+    let (code, err) = sync_with(&relay, &db, &relay.token("a", &[]));
+    assert_eq!(code, 0, "{err}");
+    let synced = status();
+    assert_eq!(synced["last_error"], json!(null), "{synced}");
+}

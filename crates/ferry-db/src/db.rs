@@ -50,8 +50,23 @@ pub(crate) struct Inner {
 /// Failures and observations of background work that no caller is there to receive.
 #[derive(Default)]
 pub(crate) struct Report {
-    pub last_error: Option<String>,
+    /// The latest sync failure and when (epoch ms), as persisted: a later process shows it
+    /// until a sync succeeds.
+    pub last_error: Option<(String, u64)>,
     pub skew_ms: Option<u64>,
+}
+
+/// Meta record holding the latest sync failure (JSON: message and epoch ms), until a success.
+const META_LAST_ERROR: &str = "sync:last_error";
+
+/// The persisted last sync failure, if one is recorded (empty: cleared).
+fn last_error(store: &Store) -> Result<Option<(String, u64)>> {
+    let Some(bytes) = store.meta(META_LAST_ERROR)?.filter(|b| !b.is_empty()) else {
+        return Ok(None);
+    };
+    let record: Json = serde_json::from_slice(&bytes).unwrap_or_default();
+    let message = record["message"].as_str().map(String::from);
+    Ok(message.map(|message| (message, record["at_ms"].as_u64().unwrap_or(0))))
 }
 
 /// Meta record holding the context properties, as a JSON object.
@@ -88,6 +103,7 @@ impl Db {
             ..ferry_store::Options::default()
         };
         let store = Store::open(dir.as_ref(), config.schema.clone(), &options)?;
+        let last_error = last_error(&store)?;
         let replica = Replica::load(&store, config.replica.as_ref())?;
         config.context = remembered_context(&store, std::mem::take(&mut config.context))?;
         crate::crypt::check_key(&store, store.schema(), config.crypto.as_ref())?;
@@ -100,7 +116,10 @@ impl Db {
                 .map(|every| Sweeper::start(weak.clone(), every)),
             config,
             triggers: Triggers::default(),
-            report: Mutex::default(),
+            report: Mutex::new(Report {
+                last_error,
+                skew_ms: None,
+            }),
         });
         Ok(Db { inner })
     }
@@ -249,11 +268,35 @@ impl Db {
     /// Records a failure of background work for [`Db::status`].
     #[doc(hidden)]
     pub fn report_error(&self, what: String) {
-        self.inner
-            .report
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .last_error = Some(what);
+        let at_ms = self.now_ms().max(0) as u64;
+        let mut report = self.inner.report.lock().unwrap_or_else(|p| p.into_inner());
+        if report
+            .last_error
+            .as_ref()
+            .is_some_and(|(last, _)| *last == what)
+        {
+            report.last_error = Some((what, at_ms));
+            return; // the same failure again (a retry): kept as stored
+        }
+        let record = serde_json::json!({"message": what, "at_ms": at_ms}).to_string();
+        // Kept for later processes; a failure to store it loses only the report.
+        let _ = self.inner.store.write(Durability::Default, |tx| {
+            tx.set_meta(META_LAST_ERROR, record.into_bytes());
+            Ok::<_, Error>(())
+        });
+        report.last_error = Some((what, at_ms));
+    }
+
+    /// Sync succeeded: the last failure is history (for this process and later ones).
+    #[doc(hidden)]
+    pub fn clear_error(&self) {
+        let mut report = self.inner.report.lock().unwrap_or_else(|p| p.into_inner());
+        if report.last_error.take().is_some() {
+            let _ = self.inner.store.write(Durability::Default, |tx| {
+                tx.set_meta(META_LAST_ERROR, Vec::new());
+                Ok::<_, Error>(())
+            });
+        }
     }
 
     /// Fsyncs every committed write now.

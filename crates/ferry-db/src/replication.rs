@@ -68,8 +68,11 @@ pub struct Status {
     pub quarantined: usize,
     /// Consecutive failed pushes.
     pub failures: u32,
-    /// The latest error the driver met (a rejected change, a failed apply).
+    /// The latest sync failure (a refused change, a failed call, a failed apply), kept
+    /// across processes until a sync succeeds.
     pub last_error: Option<String>,
+    /// When it happened (epoch ms).
+    pub last_error_at_ms: Option<u64>,
 }
 
 /// A losing version under last writer wins (`sync: 'both'`), or a cloud change that lost
@@ -144,6 +147,7 @@ impl Db {
             quarantined: self.inner.store.quarantine_count().unwrap_or(0),
             failures: 0,
             last_error: None,
+            last_error_at_ms: None,
         };
         // The count is the store's, exact and O(1); bytes and age are the engine's (as of
         // its last step) once attached, since walking the outbox costs O(pending).
@@ -182,7 +186,8 @@ impl Db {
                 .collect();
             status.clock_skew_ms = report.skew_ms;
         }
-        status.last_error = lock(&self.inner.report).last_error.clone();
+        let last_error = lock(&self.inner.report).last_error.clone();
+        (status.last_error, status.last_error_at_ms) = last_error.unzip();
         status
     }
 

@@ -348,7 +348,10 @@ impl Syncer {
                     // Everything left the outbox: acknowledged, or refused for good.
                     let refused = db.refused_of(&pending)?;
                     return match refused.is_empty() {
-                        true => Ok(()),
+                        true => {
+                            db.clear_error();
+                            Ok(())
+                        }
                         false => Err(Error::SyncRefused { refused }),
                     };
                 }

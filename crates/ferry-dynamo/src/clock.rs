@@ -1,10 +1,12 @@
-//! The writer's clock, disciplined by DynamoDB's: every response's `Date` header moves an
-//! offset, and `_seq` stamps are drawn from wall time plus that offset (DESIGN.md 7 rule 1),
-//! so a device whose clock is behind still stamps where readers look.
+//! The writer's clock, disciplined by DynamoDB's: every response's `Date` header sets the
+//! server's time, carried from then on by the monotonic clock, and `_seq` stamps are drawn
+//! from it (rule 1 of the feed, docs/dynamodb.md), so a device whose clock is behind still
+//! stamps where readers look, and a wall clock that steps (a device without a real-time
+//! clock, corrected by NTP) moves neither stamps nor cursors.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -17,10 +19,14 @@ use ferry_types::{Hlc, HlcClock};
 /// `Date` has whole seconds: the server's time is somewhere in the second it names.
 const DATE_HALF_SECOND_MS: i64 = 500;
 
-/// Wall time plus the server's offset, and the HLC that stamps `_seq`.
+/// The server's time (its last `Date`, carried on the monotonic clock; the wall clock only
+/// before the first response), and the HLC that stamps `_seq`.
 #[derive(Debug)]
 pub struct ServerClock {
-    offset_ms: AtomicI64,
+    /// The server's time at the last response, and when (monotonic) it was observed.
+    observed: Mutex<Option<(u64, Instant)>>,
+    /// The wall clock, read only before the first response (a test steps its own).
+    wall: fn() -> u64,
     /// A deliberate error on top (tests of writer skew).
     skew_ms: AtomicI64,
     stamps: Mutex<HlcClock>,
@@ -30,7 +36,8 @@ pub struct ServerClock {
 impl Default for ServerClock {
     fn default() -> ServerClock {
         ServerClock {
-            offset_ms: AtomicI64::new(0),
+            observed: Mutex::new(None),
+            wall: wall_ms,
             skew_ms: AtomicI64::new(0),
             stamps: Mutex::new(HlcClock::new(Hlc::ZERO, MAX_FORWARD_MS_DEFAULT)),
             versions: Mutex::new(HlcClock::new(Hlc::ZERO, MAX_FORWARD_MS_DEFAULT)),
@@ -41,8 +48,21 @@ impl Default for ServerClock {
 impl ServerClock {
     /// The server's time now, as far as its responses tell (epoch ms).
     pub fn now_ms(&self) -> u64 {
-        let offset = self.offset_ms.load(Ordering::Relaxed) + self.skew_ms.load(Ordering::Relaxed);
-        (wall_ms() as i64 + offset).max(0) as u64
+        let observed = *self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        let server = match observed {
+            Some((server_ms, at)) => server_ms.saturating_add(at.elapsed().as_millis() as u64),
+            None => (self.wall)(),
+        };
+        server.saturating_add_signed(self.skew_ms.load(Ordering::Relaxed))
+    }
+
+    /// A clock whose wall time is `wall` (tests that step it).
+    #[doc(hidden)]
+    pub fn with_wall(wall: fn() -> u64) -> ServerClock {
+        ServerClock {
+            wall,
+            ..ServerClock::default()
+        }
     }
 
     /// Puts this clock `ms` off the server's, past what the `Date` discipline corrects: a
@@ -78,8 +98,9 @@ impl ServerClock {
 
     /// Takes the time of a response's `Date` header (epoch ms, whole seconds).
     pub fn observe_date(&self, date_ms: u64) {
-        let offset = date_ms as i64 + DATE_HALF_SECOND_MS - wall_ms() as i64;
-        self.offset_ms.store(offset, Ordering::Relaxed);
+        let server_ms = date_ms.saturating_add(DATE_HALF_SECOND_MS as u64);
+        *self.observed.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((server_ms, Instant::now()));
     }
 }
 
@@ -128,6 +149,32 @@ mod tests {
             "{stamp}"
         );
         assert!(clock.stamp() > Hlc::new(stamp, 0));
+    }
+
+    /// A wall clock that steps a day forward after a response moves neither the server's
+    /// time nor the stamps (it set the cursor a day ahead and lost every change after it).
+    #[test]
+    fn a_wall_clock_step_moves_nothing_once_the_server_spoke() {
+        static WALL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        fn wall() -> u64 {
+            WALL.load(Ordering::SeqCst)
+        }
+        const DAY_MS: u64 = 24 * 3_600_000;
+        let right = wall_ms();
+        WALL.store(right - DAY_MS, Ordering::SeqCst); // boots a day slow
+        let clock = ServerClock::with_wall(wall);
+        assert!(
+            clock.now_ms().abs_diff(right - DAY_MS) < 1_000,
+            "before: the wall clock"
+        );
+        clock.observe_date(right);
+        WALL.store(right, Ordering::SeqCst); // NTP steps it forward
+        let now = clock.now_ms();
+        assert!(
+            now.abs_diff(right) < 5_000,
+            "{now} vs {right}: the server's time"
+        );
+        assert!(clock.stamp().physical_ms() < right + 5_000);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferry_cloud::{Grant, PullFrom, PullPage, PushOutcome, Session, TransportError};
 use ferry_journal::Change;
@@ -126,6 +126,11 @@ pub async fn serve<S: CloudStore>(
     shared.metrics.connections.inc();
     let device = Device { id, grant, session };
     let expired = || crate::wall_ms() / 1000 >= expires_s;
+    // The session ends when its token does, also when the device sends nothing: timed on
+    // the monotonic clock from the handshake, so a wall clock that steps cannot stretch it.
+    let lifetime_ms = (expires_s.saturating_mul(1000)).saturating_sub(crate::wall_ms());
+    let expiry = tokio::time::sleep(Duration::from_millis(lifetime_ms));
+    tokio::pin!(expiry);
     let mut prefetched = None;
     let ended = loop {
         let message = tokio::select! {
@@ -134,6 +139,7 @@ pub async fn serve<S: CloudStore>(
                 code: CloseCode::Restart,
                 reject: None,
             }),
+            _ = &mut expiry => break Some(Ended::token(crate::TokenError::Expired)),
             message = stream.next() => message,
         };
         let bytes = match message {
