@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use ferry_journal::{Change, ChangeOp, OutboxEntry, Tombstone};
 use ferry_schema::{Context, Enable, Model, SyncDirection};
 use ferry_store::{Store, Tx};
+use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
-use ferry_types::{Hlc, HlcClock, Item, Key, ReplicaId, Value, Version};
+use ferry_types::{Hlc, HlcClock, Item, Key, ReplicaId, Value, Version, item_size};
 
 use crate::{Error, Result};
 
@@ -16,8 +17,13 @@ use crate::{Error, Result};
 const META_REPLICA: &str = "replica";
 /// Meta record holding the last HLC stamp, so the clock never goes back after a restart.
 const META_HLC: &str = "hlc";
-/// Attribute holding an item's version text (DESIGN.md section 7's `_ver`).
+/// Attribute holding an item's version text (the cloud layout's `_ver`).
 pub const VERSION_ATTR: &str = "_ver";
+/// The most bytes the cloud's row adds to an uploaded item (which carries `_ver` already),
+/// besides its scope's text: `_src` (4 + a replica id of at most 32), `_seq` (4 + 16 hex,
+/// `-`, 32), `_base` (5 + 16, `-`, 32) and the `_scope` name (6), by DynamoDB's size rules.
+/// An item past DynamoDB's 400 KiB with them is refused when it is written, not later.
+pub const CLOUD_ATTRS_BYTES_MAX: usize = (4 + 32) + (4 + 49) + (5 + 49) + 6;
 
 /// This database's replica identity and clock.
 pub(crate) struct Replica {
@@ -195,6 +201,15 @@ impl Replica {
             version,
             base: over,
         };
+        let cloud_view = change.item.as_ref().map_or(0, item_size);
+        let size = cloud_view + CLOUD_ATTRS_BYTES_MAX + change.scope.len();
+        if size > ITEM_BYTES_MAX {
+            return Err(Error::Storage(ferry_store::Error::TooLarge {
+                key: format!("{key} (with the cloud's attributes)"),
+                size,
+                limit: ITEM_BYTES_MAX,
+            }));
+        }
         self.queue(tx, change, now_ms)
     }
 
