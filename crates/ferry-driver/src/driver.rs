@@ -146,7 +146,6 @@ impl Driver {
     async fn connect(&mut self, db: &Db, syncer: &Syncer, now: u64) {
         match timed(self.call_timeout, self.link.connect()).await {
             Ok(session) => {
-                db.clear_error();
                 // The server's time disciplines this device's clock.
                 if let Err(e) = db.observe_server(session.server_time_ms) {
                     db.report_error(format!("{}: {e}", e.code()));

@@ -15,7 +15,7 @@ use crate::clock::{DateObserver, ServerClock};
 /// The region used with an endpoint when none is configured (local servers ignore it).
 const LOCAL_REGION: &str = "us-east-1";
 /// How long one attempt may take before it is abandoned: under W/2 of the default window,
-/// so an abandoned write lands, if ever, while readers still look (DESIGN.md 7 rule 1).
+/// so an abandoned write lands, if ever, while readers still look (docs/design.md section 7 rule 1).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long opening a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

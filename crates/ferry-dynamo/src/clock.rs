@@ -1,8 +1,14 @@
 //! The writer's clock, disciplined by DynamoDB's: every response's `Date` header sets the
-//! server's time, carried from then on by the monotonic clock, and `_seq` stamps are drawn
-//! from it (rule 1 of the feed, docs/dynamodb.md), so a device whose clock is behind still
-//! stamps where readers look, and a wall clock that steps (a device without a real-time
-//! clock, corrected by NTP) moves neither stamps nor cursors.
+//! server's time, carried from then on by both the monotonic clock and the wall clock
+//! (rule 1 of the feed, docs/dynamodb.md), so a device whose clock is behind still stamps
+//! where readers look.
+//!
+//! The two carriers disagree when the wall clock steps (a device without a real-time
+//! clock, corrected by NTP) or the device sleeps (the monotonic clock stops). Each use
+//! takes the side that cannot lose a change: cursors and versions the earlier time (a
+//! cursor set too far ahead would skip changes for good; a version too far ahead would be
+//! refused), `_seq` stamps the later one (a stamp behind readers' cursors would never be
+//! read; one ahead is read at once).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,18 +25,37 @@ use ferry_types::{Hlc, HlcClock};
 /// `Date` has whole seconds: the server's time is somewhere in the second it names.
 const DATE_HALF_SECOND_MS: i64 = 500;
 
-/// The server's time (its last `Date`, carried on the monotonic clock; the wall clock only
-/// before the first response), and the HLC that stamps `_seq`.
+/// The server's time (its last `Date`, carried by the monotonic and the wall clock; the
+/// wall clock alone before the first response), and the HLC that stamps `_seq`.
 #[derive(Debug)]
 pub struct ServerClock {
-    /// The server's time at the last response, and when (monotonic) it was observed.
-    observed: Mutex<Option<(u64, Instant)>>,
+    /// The server's time at the last response, and when it was observed (monotonic, wall).
+    observed: Mutex<Option<Observation>>,
     /// The wall clock, read only before the first response (a test steps its own).
     wall: fn() -> u64,
     /// A deliberate error on top (tests of writer skew).
     skew_ms: AtomicI64,
     stamps: Mutex<HlcClock>,
     versions: Mutex<HlcClock>,
+}
+
+/// One `Date`: the server's time and when this device saw it.
+#[derive(Debug, Clone, Copy)]
+struct Observation {
+    server_ms: u64,
+    at: Instant,
+    wall_ms: u64,
+}
+
+impl Observation {
+    /// The server's time now by each carrier: (monotonic, wall).
+    fn now(&self, wall_now_ms: u64) -> (u64, u64) {
+        let monotonic = self
+            .server_ms
+            .saturating_add(self.at.elapsed().as_millis() as u64);
+        let by_wall = (self.server_ms as i64 + (wall_now_ms as i64 - self.wall_ms as i64)).max(0);
+        (monotonic, by_wall as u64)
+    }
 }
 
 impl Default for ServerClock {
@@ -46,13 +71,21 @@ impl Default for ServerClock {
 }
 
 impl ServerClock {
-    /// The server's time now, as far as its responses tell (epoch ms).
+    /// The server's time now, as far as its responses tell (epoch ms): the earlier of the
+    /// monotonic and the wall clock's reckoning, for cursors and versions.
     pub fn now_ms(&self) -> u64 {
+        self.reckon(|(monotonic, by_wall)| monotonic.min(by_wall))
+    }
+
+    /// The later reckoning, for `_seq` stamps: never behind where readers look.
+    fn latest_ms(&self) -> u64 {
+        self.reckon(|(monotonic, by_wall)| monotonic.max(by_wall))
+    }
+
+    fn reckon(&self, pick: fn((u64, u64)) -> u64) -> u64 {
         let observed = *self.observed.lock().unwrap_or_else(|p| p.into_inner());
-        let server = match observed {
-            Some((server_ms, at)) => server_ms.saturating_add(at.elapsed().as_millis() as u64),
-            None => (self.wall)(),
-        };
+        let wall = (self.wall)();
+        let server = observed.map_or(wall, |o| pick(o.now(wall)));
         server.saturating_add_signed(self.skew_ms.load(Ordering::Relaxed))
     }
 
@@ -82,7 +115,7 @@ impl ServerClock {
 
     /// A fresh feed stamp: past every stamp this clock gave, at the server's time.
     pub fn stamp(&self) -> Hlc {
-        let now = self.now_ms();
+        let now = self.latest_ms();
         let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
         stamps.tick(now)
     }
@@ -98,9 +131,12 @@ impl ServerClock {
 
     /// Takes the time of a response's `Date` header (epoch ms, whole seconds).
     pub fn observe_date(&self, date_ms: u64) {
-        let server_ms = date_ms.saturating_add(DATE_HALF_SECOND_MS as u64);
-        *self.observed.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((server_ms, Instant::now()));
+        let observation = Observation {
+            server_ms: date_ms.saturating_add(DATE_HALF_SECOND_MS as u64),
+            at: Instant::now(),
+            wall_ms: (self.wall)(),
+        };
+        *self.observed.lock().unwrap_or_else(|p| p.into_inner()) = Some(observation);
     }
 }
 
@@ -174,7 +210,32 @@ mod tests {
             now.abs_diff(right) < 5_000,
             "{now} vs {right}: the server's time"
         );
-        assert!(clock.stamp().physical_ms() < right + 5_000);
+        // Stamps take the later reckoning: ahead of readers' cursors, never behind.
+        assert!(clock.stamp().physical_ms() >= right);
+    }
+
+    /// A device that sleeps: its monotonic clock stopped while the wall clock ran on.
+    /// Stamps must not fall behind readers' cursors (they follow the wall clock then);
+    /// cursors stay on the earlier reckoning.
+    #[test]
+    fn stamps_follow_the_later_reckoning_and_cursors_the_earlier() {
+        static WALL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        fn wall() -> u64 {
+            WALL.load(Ordering::SeqCst)
+        }
+        let start = wall_ms();
+        WALL.store(start, Ordering::SeqCst);
+        let clock = ServerClock::with_wall(wall);
+        clock.observe_date(start);
+        WALL.store(start + 60_000, Ordering::SeqCst); // a minute passes while asleep
+        assert!(
+            clock.stamp().physical_ms() >= start + 60_000,
+            "stamps by the wall clock"
+        );
+        assert!(
+            clock.now_ms() < start + 5_000,
+            "cursors by the monotonic clock"
+        );
     }
 
     #[test]

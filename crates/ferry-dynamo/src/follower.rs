@@ -1,4 +1,4 @@
-//! The stream follower (DESIGN.md 7, "Writers that do not go through Ferry"): a cloud app
+//! The stream follower (docs/design.md section 7, "Writers that do not go through Ferry"): a cloud app
 //! that writes the table with a plain SDK or OneTable reaches the devices too.
 //!
 //! It reads the table's stream (new and old images) and adopts what Ferry did not write:

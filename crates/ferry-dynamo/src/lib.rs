@@ -1,4 +1,4 @@
-//! Ferry's DynamoDB side (DESIGN.md 7): the user's single table as the cloud replica.
+//! Ferry's DynamoDB side (docs/design.md section 7): the user's single table as the cloud replica.
 //!
 //! - [`Table`]: create or check the table from the schema, and its [`Settings`].
 //! - [`Writer`]: conditional puts of changes, with Ferry's hidden attributes.

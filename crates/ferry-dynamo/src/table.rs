@@ -18,9 +18,9 @@ use crate::client::Dynamo;
 use crate::error::{Error, Failure, FailureKind, Result};
 use crate::layout::{Layout, SCOPE, SEQ, SYNC_INDEX, TTL};
 
-/// The feed window W (DESIGN.md 7 rule 2) of a new table.
+/// The feed window W (docs/design.md section 7 rule 2) of a new table.
 pub const WINDOW_MS_DEFAULT: u64 = 10_000;
-/// The horizon of a new table: how long tombstones live (DESIGN.md 6).
+/// The horizon of a new table: how long tombstones live (docs/design.md section 6).
 pub const HORIZON_MS_DEFAULT: u64 = ferry_cloud::defaults::HORIZON_MS;
 /// A horizon must outlast this many windows, or every catch-up would expire.
 const HORIZON_WINDOWS_MIN: u64 = 4;

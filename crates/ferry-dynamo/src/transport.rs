@@ -1,6 +1,6 @@
 //! The direct transport: a device (or service) talks to DynamoDB itself. Pushes go through
 //! the [`Writer`]; pulls query the sync GSI per scope from its cursor under the feed rules
-//! of DESIGN.md 7; there is no live stream, so the driver polls.
+//! of docs/design.md section 7; there is no live stream, so the driver polls.
 
 use std::sync::{Arc, Mutex};
 

@@ -1,4 +1,4 @@
-//! The frames a device and the relay exchange over one WebSocket (DESIGN.md 8), defined
+//! The frames a device and the relay exchange over one WebSocket (docs/design.md section 8), defined
 //! once for both sides. Each frame is one binary message: the protocol version, a tag, and
 //! its fields in `ferry-types`' codec (varints, length-prefixed texts, items as the store
 //! encodes them), changes in `ferry-journal`'s encoding. Decoding checks every length

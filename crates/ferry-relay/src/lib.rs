@@ -1,4 +1,4 @@
-//! Ferry's relay (DESIGN.md 8): the server devices connect to over WebSocket.
+//! Ferry's relay (docs/design.md section 8): the server devices connect to over WebSocket.
 //!
 //! - [`token`]: signed, expiring device tokens, checked in each connection's handshake.
 //! - [`store`]: the [`CloudStore`] the relay writes to and reads from: the embedded store

@@ -24,7 +24,7 @@ const CONTROL_PROPERTIES: &[&str] = &[
     "metrics",
 ];
 
-/// Where a model lives and how it replicates (DESIGN.md section 5).
+/// Where a model lives and how it replicates (docs/design.md section 5).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Control {
     /// Where the model is stored.

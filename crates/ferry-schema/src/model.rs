@@ -178,7 +178,7 @@ fn pinned_fields(fields: &[Field], primary: Option<&Index>) -> Vec<bool> {
 }
 
 /// The model's scope template: `control.scope`, else `${deviceId}` when the model has a
-/// `deviceId` field, else the shared scope `*` (DESIGN.md section 7).
+/// `deviceId` field, else the shared scope `*` (docs/design.md section 7).
 fn scope_template(control: &Control, fields: &[Field], place: &str) -> Result<Template> {
     let text = match &control.scope {
         Some(text) => text.as_str(),

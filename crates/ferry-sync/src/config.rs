@@ -42,7 +42,7 @@ pub struct EngineConfig {
     pub ack_timeout_ms: u64,
     /// Pull each scope this often while connected ([`POLL_INTERVAL_MS`]).
     pub poll_interval_ms: u64,
-    /// Pulls start at `cursor - catchup_window_ms` ([`CATCHUP_WINDOW_MS`], W in DESIGN.md).
+    /// Pulls start at `cursor - catchup_window_ms` ([`CATCHUP_WINDOW_MS`], W in docs/design.md).
     pub catchup_window_ms: u64,
     /// Tombstone retention; older cursors need a full resync ([`HORIZON_MS`]).
     pub horizon_ms: u64,

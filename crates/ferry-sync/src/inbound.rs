@@ -1,4 +1,4 @@
-//! The inbound rule (DESIGN.md 5 and 6): what a device does with a change from the cloud.
+//! The inbound rule (docs/design.md section 5 and 6): what a device does with a change from the cloud.
 //!
 //! Pure: the driver looks up the local version (the item's, or its tombstone's) and the
 //! pending outbox version of the key, asks [`decide_inbound`], and acts on the answer.

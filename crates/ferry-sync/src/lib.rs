@@ -4,7 +4,7 @@
 //! - [`Engine`]: the deterministic state machine a driver feeds with [`Input`]s and whose
 //!   [`Output`]s it executes (batching, acknowledgements, retries, pulls, catch-up, resync,
 //!   `db.sync()`).
-//! - [`decide_inbound`]: the per-item conflict rule for cloud changes (DESIGN.md 5 and 6).
+//! - [`decide_inbound`]: the per-item conflict rule for cloud changes (docs/design.md section 5 and 6).
 //! - The seam it works across is `ferry-cloud`'s ([`Transport`], the write rule, the
 //!   reference [`MemoryCloud`]), re-exported here for the engine's users.
 //!

@@ -1,5 +1,5 @@
 //! Versions of replicated writes: replica ids, hybrid logical clock stamps and the clock
-//! that issues them (DESIGN.md 5).
+//! that issues them (docs/design.md section 5).
 //!
 //! Every text form here sorts exactly like the value it stands for, so versions can be
 //! compared as plain strings in the cloud (DynamoDB condition expressions compare strings).

@@ -1,4 +1,4 @@
-//! The WebSocket transport (DESIGN.md 8): a device keeps one connection to Ferry's relay
+//! The WebSocket transport (docs/design.md section 8): a device keeps one connection to Ferry's relay
 //! and speaks `ferry-protocol`'s frames over it.
 //!
 //! [`WsTransport::connect`] opens the connection (TCP, TLS for `wss://` with rustls, the

@@ -1,4 +1,4 @@
-//! `cargo xtask sim`: Ferry's deterministic replication simulator (DESIGN.md 9).
+//! `cargo xtask sim`: Ferry's deterministic replication simulator (docs/design.md section 9).
 //!
 //! Each seed plays a random schedule against 2-3 real `ferry::Db`s with skewed virtual
 //! clocks, one reference cloud (`MemoryCloud`, whose feed shows changes up to W/2 late) and

@@ -131,7 +131,7 @@ impl Model {
         }
     }
 
-    /// Which devices see `item` (DESIGN.md section 7): the model's `control.scope` template
+    /// Which devices see `item` (docs/design.md section 7): the model's `control.scope` template
     /// rendered over the item's properties and the context, by the same engine as every
     /// value template; by default the `deviceId` property if the model has that field, else
     /// the shared scope `*`. The error names the variable that does not resolve.
