@@ -731,3 +731,29 @@ fn status_keeps_the_last_failure_until_a_sync_succeeds() {
     let synced = status();
     assert_eq!(synced["last_error"], json!(null), "{synced}");
 }
+
+/// SIGTERM does not wait for connections that never said who they are: one silent TCP
+/// connection and one WebSocket that never sent `Hello` (it waited out their timeouts).
+#[test]
+fn sigterm_closes_connections_that_never_said_hello_at_once() {
+    let mut relay = RelayProcess::start(&[]);
+    let silent = std::net::TcpStream::connect(("127.0.0.1", relay.port)).unwrap();
+    let rt = runtime();
+    let upgraded = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
+            .await
+            .unwrap();
+        tokio_tungstenite::client_async(relay.url(), tcp)
+            .await
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    assert_eq!(relay.terminate(), 0, "SIGTERM is a clean stop");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    drop((silent, upgraded));
+}

@@ -86,9 +86,12 @@ pub async fn serve<S: CloudStore>(
     peer: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (grant, replica, expires_s) = match handshake(&shared, &mut ws).await {
-        Ok(who) => who,
-        Err(ended) => return refuse(&mut ws, ended.messages(&shared, &peer)).await,
+    let said_hello = crate::server::until_stopped(&mut shutdown, handshake(&shared, &mut ws));
+    let (grant, replica, expires_s) = match said_hello.await {
+        Some(Ok(who)) => who,
+        Some(Err(ended)) => return refuse(&mut ws, ended.messages(&shared, &peer)).await,
+        // Shutting down before the device said who it is: nothing to drain.
+        None => return,
     };
     let mut session = match shared.store.session().await {
         Ok(session) => session,

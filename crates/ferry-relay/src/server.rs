@@ -148,20 +148,21 @@ pub async fn serve<S: CloudStore>(
         };
         let _ = tcp.set_nodelay(true);
         let permit = permits.clone().try_acquire_owned().ok();
-        let (shared, stopped) = (shared.clone(), stopped.clone());
+        let (shared, mut stopped) = (shared.clone(), stopped.clone());
         tasks.spawn(async move {
             let socket: Box<dyn Socket> = match &shared.config.tls {
                 None => Box::new(tcp),
-                Some(tls) => match tokio_rustls::TlsAcceptor::from(tls.clone())
-                    .accept(tcp)
-                    .await
-                {
-                    Ok(tls) => Box::new(tls),
-                    Err(e) => {
-                        tracing::info!(%peer, error = %e, "TLS handshake failed");
-                        return;
+                Some(tls) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(tls.clone()).accept(tcp);
+                    match until_stopped(&mut stopped, accept).await {
+                        Some(Ok(tls)) => Box::new(tls),
+                        Some(Err(e)) => {
+                            tracing::info!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        None => return,
                     }
-                },
+                }
             };
             serve_socket(shared, socket, peer.to_string(), permit.is_some(), stopped).await;
             drop(permit);
@@ -179,6 +180,18 @@ pub async fn serve<S: CloudStore>(
     }
 }
 
+/// `work`, unless the relay stops first (`None`): what a connection does before it is a
+/// session (TLS, the HTTP head, the handshake) ends at once at shutdown.
+pub(crate) async fn until_stopped<T>(
+    stopped: &mut watch::Receiver<bool>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        done = work => Some(done),
+        _ = stopped.wait_for(|stopped| *stopped) => None,
+    }
+}
+
 /// The HTTP front of one connection: metrics, or the upgrade into a device session.
 async fn serve_socket<S: CloudStore>(
     shared: Arc<Shared<S>>,
@@ -187,11 +200,12 @@ async fn serve_socket<S: CloudStore>(
     admitted: bool,
     stopped: watch::Receiver<bool>,
 ) {
-    let request =
-        match tokio::time::timeout(http::HEAD_TIMEOUT, http::read_request(&mut socket)).await {
-            Ok(Ok(request)) => request,
-            _ => return,
-        };
+    let mut stopped = stopped;
+    let head = tokio::time::timeout(http::HEAD_TIMEOUT, http::read_request(&mut socket));
+    let request = match until_stopped(&mut stopped, head).await {
+        Some(Ok(Ok(request))) => request,
+        _ => return,
+    };
     let text = "text/plain; charset=utf-8";
     match request {
         Request::Metrics => {
