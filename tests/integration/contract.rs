@@ -51,6 +51,7 @@ over_every_backend!(
         the_feed_is_in_seq_order_one_entry_per_key_and_complete,
         a_conflict_is_logged_once_on_the_loser_in_either_sync_order,
         a_device_past_the_horizon_resyncs_and_keeps_its_pending_writes,
+        a_device_whose_clock_runs_ahead_lands_its_writes_at_the_clouds_time,
     ]
 );
 
@@ -322,6 +323,16 @@ fn each_role_writes_only_the_models_its_direction_allows(via: Via) {
         (t, "devA"),
     );
     rejected(&push_one(&cloud, &dev, local));
+    // A delete that names a model devices write, at the key of fleet configuration.
+    let disguised = Change {
+        model: "Shared".into(),
+        op: ChangeOp::Delete,
+        item: None,
+        version: version(t + 10, "devA"),
+        ..config("rate", None, t)
+    };
+    let reason = push_one(&cloud, &dev, disguised).clone();
+    assert!(rejected(&reason).contains("Config"), "{reason:?}");
     let held = held(&cloud, &dev, "*", &config("rate", None, t).key).expect("the config");
     assert_eq!(
         held.item.unwrap()["value"],
@@ -423,6 +434,31 @@ fn the_feed_is_in_seq_order_one_entry_per_key_and_complete(via: Via) {
         after,
         [&config("k20", None, 0).key, &config("k21", None, 0).key]
     );
+}
+
+/// A device whose clock runs two hours ahead writes and syncs, from the user's side: the
+/// cloud refuses the version as ahead, the device re-stamps it at the cloud's time, and
+/// the write lands with nothing left pending or quarantined.
+fn a_device_whose_clock_runs_ahead_lands_its_writes_at_the_clouds_time(via: Via) {
+    const TWO_HOURS_MS: i64 = 2 * 3_600_000;
+    let mut cloud = Cloud::over(via, "clock-ahead", Settings::default());
+    cloud.clock = Some(std::sync::Arc::new(|| now_ms() as i64 + TWO_HOURS_MS));
+    let (a, _) = cloud.device("a", None);
+    a.create("Shared", json!({"id": "fast", "name": "from ahead"}))
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    let status = a.status();
+    assert_eq!(
+        (status.pending_changes, status.quarantined),
+        (0, 0),
+        "{status:?}"
+    );
+    let held = cloud
+        .held(&key("shared#", "shared#fast"), "*")
+        .expect("it landed");
+    let ahead_ms = held.version.hlc.physical_ms().saturating_sub(now_ms());
+    assert!(ahead_ms <= ferry::replication::AHEAD_MAX_MS, "{held:?}");
+    assert_eq!(held.item.unwrap()["name"], Value::S("from ahead".into()));
 }
 
 /// Two devices change one shared item offline; `first` syncs, then `second`, then `first`

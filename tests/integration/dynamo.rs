@@ -215,6 +215,8 @@ pub struct Cloud {
     pub engine: ferry::EngineConfig,
     /// The key of `crypt` fields the devices open with.
     pub crypto: Option<ferry::schema::Crypto>,
+    /// The wall clock of the devices attached next (else the system's).
+    pub clock: Option<ferry::Clock>,
     /// The relay the devices sync through, instead of the table.
     pub relay: Option<RelayProcess>,
     /// The in-process cloud the devices sync with, instead of the table.
@@ -347,6 +349,7 @@ impl Cloud {
                 ..Default::default()
             },
             crypto: None,
+            clock: None,
             relay: None,
             direct: None,
             via: Via::Dynamo,
@@ -437,10 +440,13 @@ impl Cloud {
             self.dirs.push(tempfile::tempdir().unwrap());
             self.dirs.len() - 1
         });
-        let config = Config {
+        let mut config = Config {
             crypto: self.crypto.clone(),
             ..Config::with_schema((*self.schema).clone()).context("deviceId", id)
         };
+        if let Some(clock) = &self.clock {
+            config.clock = clock.clone();
+        }
         let db = Db::open(self.dirs[index].path(), config).unwrap();
         let replica = db.status().replica;
         let options = SyncOptions {

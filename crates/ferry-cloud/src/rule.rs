@@ -25,7 +25,7 @@
 //!
 //! [`admit`] (1 without the held row) and [`bounded`] (3) need no held row; DynamoDB
 //! checks them before its conditional `PutItem`, whose condition is [`against`]'s `Land`,
-//! and runs [`against`] on the row either outcome returns (`ALL_OLD`).
+//! and runs [`against`] on the row a failed condition returns (`ALL_OLD`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -358,7 +358,7 @@ pub fn admit(change: &Change, grant: &Grant, models: &Models) -> Result<(), Refu
                     change.model
                 )));
             }
-            if layout.key_of(item).as_ref() != Some(key) {
+            if !layout.holds_key(item, key) {
                 return Err(Refusal::Invalid(format!(
                     "the item's key attributes are not the change's key {key}"
                 )));

@@ -3,7 +3,7 @@
 //! replica port the driver works through (documentation hidden: it is the driver's, not
 //! the app's).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -232,16 +232,18 @@ impl Db {
     /// that may step).
     #[doc(hidden)]
     pub fn refused_of(&self, waited: &[(Key, Version)]) -> Result<Vec<(String, String)>> {
+        if self.inner.store.quarantine_count()? == 0 {
+            return Ok(Vec::new());
+        }
+        let waited: BTreeMap<&Key, &Version> = waited.iter().map(|(k, v)| (k, v)).collect();
         let records = self.inner.store.quarantined(usize::MAX)?;
-        let own = |record: &ferry_journal::QuarantineRecord| {
-            record.change.version.replica == self.inner.replica.id
-        };
         Ok((records.into_iter())
             .filter(|record| {
-                own(record)
-                    && (waited.iter()).any(|(key, version)| {
-                        *key == record.change.key && record.change.version >= *version
-                    })
+                let change = &record.change;
+                change.version.replica == self.inner.replica.id
+                    && waited
+                        .get(&change.key)
+                        .is_some_and(|v| change.version >= **v)
             })
             .map(|record| (record.change.key.to_string(), record.reason))
             .collect())
@@ -392,13 +394,6 @@ impl Db {
             });
         }
         Ok(inputs)
-    }
-
-    /// The keys with a pending upload.
-    #[doc(hidden)]
-    pub fn outbox_keys(&self) -> Result<Vec<Key>> {
-        let keys = (self.inner.store.outbox()).map(|entry| entry.map(|(key, _)| key));
-        Ok(keys.collect::<std::result::Result<_, _>>()?)
     }
 
     /// Whether `key` has a pending upload.

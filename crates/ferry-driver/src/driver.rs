@@ -100,9 +100,8 @@ impl Driver {
                 local,
                 server_time_ms,
             } => {
-                db.report_error(format!(
-                    "the cloud refused {key} ({local}) as ahead of its time: re-stamped at {server_time_ms}"
-                ));
+                // Not an error: the change goes again at the cloud's time (a store write per
+                // report would cost every change of a device whose clock runs ahead).
                 if let Superseded::Restamped { version, bytes } =
                     db.restamp_behind(&key, &local, server_time_ms, now)?
                 {

@@ -323,7 +323,7 @@ impl Follower {
 
     /// Ferry's own bookkeeping items (settings, this position) are not data.
     fn is_own_item(&self, item: &AttrMap) -> bool {
-        matches!(item.get(&self.writer.layout.hash), Some(AttributeValue::S(s)) if s.starts_with("_ferry:"))
+        matches!(item.get(&self.writer.layout.item.hash), Some(AttributeValue::S(s)) if s.starts_with("_ferry:"))
     }
 
     /// Writes a tombstone where a replicated item was hard-deleted, unless the key holds
@@ -332,7 +332,7 @@ impl Follower {
         let layout = &self.writer.layout;
         let item = from_attrs(old)?;
         let text = |name: &str| item.get(name).and_then(|v| v.as_str()).map(String::from);
-        let (Some(model), Some(scope)) = (text(&layout.type_field), text(SCOPE)) else {
+        let (Some(model), Some(scope)) = (text(&layout.item.type_field), text(SCOPE)) else {
             return Ok(());
         };
         let over = Layout::version_of(old);
@@ -457,7 +457,7 @@ fn stream_attr(value: &aws_sdk_dynamodbstreams::types::AttributeValue) -> Option
 
 /// `model key` for the report.
 fn describe(layout: &Layout, item: &AttrMap) -> String {
-    let model = match item.get(&layout.type_field) {
+    let model = match item.get(&layout.item.type_field) {
         Some(AttributeValue::S(s)) => s.clone(),
         _ => "?".into(),
     };

@@ -4,7 +4,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use ferry_journal::{Change, ChangeOp};
 use ferry_schema::Schema;
-use ferry_types::{Hlc, Item, Key, Value, Version};
+use ferry_types::{Hlc, Item, ItemLayout, Key, Value, Version};
 
 use crate::attrs::{AttrMap, from_attr, from_attrs, to_attr};
 use crate::{Error, Result};
@@ -33,33 +33,27 @@ pub const SYNC_INDEX: &str = "ferry-sync";
 /// The key value of the table-settings item (its hash and, if any, its sort value).
 pub const SETTINGS_KEY: &str = "_ferry:settings";
 
-/// Where the schema puts things in the table: what the layout needs of it.
+/// Where the schema puts things in the table: its item layout (key and type attributes),
+/// and Ferry's rows over it.
 #[derive(Debug, Clone)]
 pub struct Layout {
-    /// The table's partition key attribute.
-    pub hash: String,
-    /// The table's sort key attribute, if any.
-    pub sort: Option<String>,
-    /// The attribute naming an item's model (OneTable's `typeField`).
-    pub type_field: String,
+    /// The attributes of an item's model and primary key.
+    pub item: ItemLayout,
 }
 
 impl Layout {
     /// The layout of `schema`'s table.
     pub fn new(schema: &Schema) -> Layout {
-        let primary = schema.primary();
         Layout {
-            hash: primary.hash.clone(),
-            sort: primary.sort.clone(),
-            type_field: schema.params().type_field.clone(),
+            item: schema.item_layout(),
         }
     }
 
     /// `key` as the SDK's key map.
     pub fn key_attrs(&self, key: &Key) -> AttrMap {
         let mut attrs = AttrMap::new();
-        attrs.insert(self.hash.clone(), to_attr(&key.hash));
-        if let (Some(name), Some(value)) = (&self.sort, &key.sort) {
+        attrs.insert(self.item.hash.clone(), to_attr(&key.hash));
+        if let (Some(name), Some(value)) = (&self.item.sort, &key.sort) {
             attrs.insert(name.clone(), to_attr(value));
         }
         attrs
@@ -75,7 +69,7 @@ impl Layout {
         let text = Value::S(name.to_string());
         self.key_attrs(&Key {
             hash: text.clone(),
-            sort: self.sort.as_ref().map(|_| text),
+            sort: self.item.sort.as_ref().map(|_| text),
         })
     }
 
@@ -87,8 +81,8 @@ impl Layout {
                 .ok_or_else(|| Error::Item(format!("the item has no key attribute {name}")))
         };
         Ok(Key {
-            hash: part(&self.hash)?,
-            sort: self.sort.as_deref().map(part).transpose()?,
+            hash: part(&self.item.hash)?,
+            sort: self.item.sort.as_deref().map(part).transpose()?,
         })
     }
 
@@ -106,11 +100,11 @@ impl Layout {
             }
             (ChangeOp::Delete, _) => {
                 let mut row = Item::new();
-                row.insert(self.hash.clone(), change.key.hash.clone());
-                if let (Some(name), Some(value)) = (&self.sort, &change.key.sort) {
+                row.insert(self.item.hash.clone(), change.key.hash.clone());
+                if let (Some(name), Some(value)) = (&self.item.sort, &change.key.sort) {
                     row.insert(name.clone(), value.clone());
                 }
-                row.insert(self.type_field.clone(), Value::S(change.model.clone()));
+                row.insert(self.item.type_field.clone(), Value::S(change.model.clone()));
                 row.insert(DEL.into(), Value::Bool(true));
                 // From the write, not the delete: a delete queued offline for days still
                 // lives a whole horizon in the cloud, as readers' `Expired` assumes.
@@ -144,7 +138,7 @@ impl Layout {
             .map_err(|e| Error::Item(format!("attribute {VER}: {e}")))?;
         let seq = seq_stamp(text(SEQ)?)?;
         let scope = text(SCOPE)?.to_string();
-        let model = text(&self.type_field)?.to_string();
+        let model = text(&self.item.type_field)?.to_string();
         let deleted = matches!(row.get(DEL), Some(AttributeValue::Bool(true)));
         let base = match row.get(BASE) {
             Some(AttributeValue::S(text)) => Some(
@@ -207,9 +201,11 @@ mod tests {
 
     fn layout() -> Layout {
         Layout {
-            hash: "pk".into(),
-            sort: Some("sk".into()),
-            type_field: "_type".into(),
+            item: ItemLayout {
+                hash: "pk".into(),
+                sort: Some("sk".into()),
+                type_field: "_type".into(),
+            },
         }
     }
 

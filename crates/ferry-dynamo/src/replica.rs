@@ -214,7 +214,7 @@ impl CloudReplica {
             };
             condition = format!("{condition} AND {part}");
         }
-        let type_field = &self.writer.layout.type_field;
+        let type_field = &self.writer.layout.item.type_field;
         let mut filters = vec![
             format!(
                 "{} = {}",
@@ -267,7 +267,7 @@ impl CloudReplica {
             return Ok(None);
         };
         let item = without_hidden(from_attrs(&row)?);
-        let type_field = &self.writer.layout.type_field;
+        let type_field = &self.writer.layout.item.type_field;
         match item.get(type_field).and_then(Value::as_str) {
             Some(name) if name == model.name => Ok(Some(item)),
             other => Err(Error::Argument(format!(
@@ -341,7 +341,7 @@ impl CloudReplica {
         let request = (self.writer.dynamo.client.put_item())
             .table_name(&self.writer.table)
             .set_item(Some(to_attrs(&row)))
-            .expression_attribute_names("#h", &layout.hash);
+            .expression_attribute_names("#h", &layout.item.hash);
         let request = match seen.and_then(|row| row.get(VER)) {
             None if seen.is_none() => request.condition_expression("attribute_not_exists(#h)"),
             None => request

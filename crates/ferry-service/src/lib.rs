@@ -25,7 +25,7 @@ use ferry_cloud::{PushOutcome, Session, Transport, TransportError};
 use ferry_journal::{Change, ChangeOp};
 use ferry_schema::{Context, Crypto, Model, PutMode, Schema, UpdateOps};
 use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
-use ferry_types::{Hlc, HlcClock, Item, ItemRef, Key, ReplicaId, Value, Version};
+use ferry_types::{Hlc, HlcClock, Item, ItemLayout, ItemRef, Key, ReplicaId, Value, Version};
 use serde_json::{Map, Value as Json};
 
 pub use find::Found;
@@ -76,6 +76,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Service<T> {
     transport: T,
     schema: Arc<Schema>,
+    /// Where the schema's items keep their key.
+    layout: ItemLayout,
     crypto: Option<Crypto>,
     context: Context,
     replica: ReplicaId,
@@ -108,6 +110,7 @@ impl<T: Transport> Service<T> {
         let session = transport.connect().await?;
         Ok(Service {
             transport,
+            layout: schema.item_layout(),
             schema,
             crypto,
             context: Context::new(),
@@ -204,9 +207,11 @@ impl<T: Transport> Service<T> {
     }
 
     fn key_of(&self, item: &Item) -> Result<Key> {
-        let layout = self.schema.item_layout();
-        layout.key_of(item).ok_or_else(|| {
-            Error::Argument(format!("the item has no {} key attributes", layout.hash))
+        self.layout.key_of(item).ok_or_else(|| {
+            Error::Argument(format!(
+                "the item has no {} key attributes",
+                self.layout.hash
+            ))
         })
     }
 

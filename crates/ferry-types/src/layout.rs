@@ -19,6 +19,16 @@ impl ItemLayout {
         item.get(&self.type_field).and_then(Value::as_str)
     }
 
+    /// Whether `item` holds `key` in its key attributes (nothing copied).
+    pub fn holds_key(&self, item: &Item, key: &Key) -> bool {
+        let sort = match (&self.sort, &key.sort) {
+            (Some(name), Some(sort)) => item.get(name) == Some(sort),
+            (None, None) => true,
+            _ => false,
+        };
+        sort && item.get(&self.hash) == Some(&key.hash)
+    }
+
     /// The primary key `item` holds, if it holds one.
     pub fn key_of(&self, item: &Item) -> Option<Key> {
         let hash = item.get(&self.hash)?.clone();

@@ -346,28 +346,16 @@ impl Engine {
                 });
             }
             PushOutcome::Superseded { cloud } => {
-                let cloud = cloud.version;
-                // A newer local version (queued meanwhile) is sent as is; only the
-                // pending one needs the driver's decision.
-                let newest = self.pushes.entries.get(&key).map(|entry| &entry.version);
-                if newest.is_some_and(|newest| *newest <= version) {
-                    self.pushes.set_state(&key, KeyState::Parked);
-                    let local = version.clone();
-                    self.emit(Output::Superseded {
-                        key: key.clone(),
-                        local,
-                        cloud,
-                    });
+                if self.park_for_driver(&key, &version) {
+                    let (key, local, cloud) = (key.clone(), version.clone(), cloud.version);
+                    self.emit(Output::Superseded { key, local, cloud });
                 }
             }
             PushOutcome::Ahead { server_time_ms } => {
-                // As for a superseded change: only the pending version needs re-stamping.
-                let newest = self.pushes.entries.get(&key).map(|entry| &entry.version);
-                if newest.is_some_and(|newest| *newest <= version) {
-                    self.pushes.set_state(&key, KeyState::Parked);
-                    let local = version.clone();
+                if self.park_for_driver(&key, &version) {
+                    let (key, local) = (key.clone(), version.clone());
                     self.emit(Output::Ahead {
-                        key: key.clone(),
+                        key,
                         local,
                         server_time_ms,
                     });
@@ -384,6 +372,18 @@ impl Engine {
             }
         }
         self.resolve_waits(&key, &version);
+    }
+
+    /// Parks `key` for the driver's decision on its refused `version` (superseded, or ahead
+    /// of the cloud's time), unless a newer local version was queued meanwhile: that one is
+    /// sent as is.
+    fn park_for_driver(&mut self, key: &Key, version: &Version) -> bool {
+        let newest = self.pushes.entries.get(key).map(|entry| &entry.version);
+        let parks = newest.is_some_and(|newest| newest <= version);
+        if parks {
+            self.pushes.set_state(key, KeyState::Parked);
+        }
+        parks
     }
 
     /// An `Applied` for a batch already given up: the cloud holds `version`. Unless the key
