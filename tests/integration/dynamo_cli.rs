@@ -18,6 +18,7 @@ over_both_transports!(
     an_agent_delivers_cloud_changes_and_stops_cleanly_on_sigterm,
     a_killed_agent_restarts_and_loses_nothing_and_a_new_device_gets_all_of_a_large_scope,
     while_an_agent_runs_other_commands_go_through_it,
+    an_agent_whose_clock_steps_receives_every_cloud_change,
 );
 
 /// A directory with the test schema and room for device databases, and the cloud its
@@ -94,6 +95,33 @@ impl Site {
         ferry(&args)
     }
 
+    /// `ferry cloud ARGS...` as the cloud's own service: on the table, or through the
+    /// relay with a service token.
+    pub fn cloud(&self, args: &[&str]) -> (i32, String, String) {
+        let schema = self.schema();
+        let mut all = vec!["--schema", &schema, "cloud"];
+        all.extend(args);
+        let link = match &self.relay {
+            Some(relay) => {
+                let grant = ferry::replication::Grant::service("ops", None);
+                vec![
+                    "--relay".into(),
+                    relay.url(),
+                    "--token".into(),
+                    relay.token_for(&grant),
+                ]
+            }
+            None => vec![
+                "--table".into(),
+                self.table.clone(),
+                "--endpoint".into(),
+                self.endpoint.clone(),
+            ],
+        };
+        all.extend(link.iter().map(String::as_str));
+        ferry(&all)
+    }
+
     /// `ferry --db DIR ARGS...` with the cloud's link appended to sync.
     pub fn run(&self, db: &str, args: &[&str]) -> (i32, String, String) {
         let dir = self.db(db).display().to_string();
@@ -109,7 +137,13 @@ impl Site {
 
     /// `ferry --db DIR agent` in the background, its stdout lines on a channel.
     pub fn agent(&self, db: &str) -> Agent {
+        self.agent_with(db, &[])
+    }
+
+    /// [`Site::agent`] with `envs` added to its environment.
+    pub fn agent_with(&self, db: &str, envs: &[(&str, String)]) -> Agent {
         let mut child = Command::new(ferry_bin())
+            .envs(envs.iter().map(|(key, value)| (key, value)))
             .arg("--db")
             .arg(self.db(db))
             .args(["--schema", &self.schema(), "--device", db, "agent"])
@@ -175,6 +209,98 @@ fn count_items(site: &Site, db: &str, model: &str) -> usize {
     let (code, out, err) = site.run(db, &["export"]);
     assert_eq!(code, 0, "{err}");
     json_line(&out)[model].as_array().map_or(0, Vec::len)
+}
+
+/// A clock a device reads through libfaketime: its offset from the true time is a file
+/// the test rewrites (the library reads it again at most once a second). Timers stay on
+/// the true monotonic clock, as they do when NTP steps a real device's clock.
+struct SteppedClock {
+    file: PathBuf,
+    library: String,
+}
+
+impl SteppedClock {
+    fn new(dir: &std::path::Path, offset: &str) -> SteppedClock {
+        let library = std::env::var("FERRY_TEST_FAKETIME").expect(
+            "FERRY_TEST_FAKETIME is not set: run the suite with `cargo xtask test`, which finds \
+             or unpacks Debian's libfaketime, or point it at libfaketime.so.1",
+        );
+        let clock = SteppedClock {
+            file: dir.join("faketime"),
+            library,
+        };
+        clock.step(offset);
+        clock
+    }
+
+    /// Sets the offset (`-1d`, `+0`, `+365d`) and waits out the library's cache.
+    fn step(&self, offset: &str) {
+        std::fs::write(&self.file, format!("{offset}\n")).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+
+    /// The environment that puts a process on this clock.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("LD_PRELOAD", self.library.clone()),
+            ("FAKETIME_TIMESTAMP_FILE", self.file.display().to_string()),
+            ("FAKETIME_CACHE_DURATION", "1".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+        ]
+    }
+}
+
+/// A gateway without a real-time clock: the agent boots a day slow, syncs, then NTP steps
+/// its clock forward to the true time, later back a year and forward again. Every change
+/// the cloud writes (at the true time) after each step still reaches it, and what it
+/// writes reaches the cloud.
+fn an_agent_whose_clock_steps_receives_every_cloud_change(via: Via) {
+    let site = Site::over(via, "cli-clock");
+    let clock = SteppedClock::new(site.dir.path(), "-1d");
+    let agent = site.agent_with("b", &clock.env());
+    agent.wait_for(|l| l.starts_with("connected"), Duration::from_secs(20));
+    let config = |name: &str| {
+        site.run(
+            "b",
+            &["get", "Config", &json!({ "name": name }).to_string()],
+        )
+    };
+    let arrives = |name: &str| {
+        let (code, _, err) = site.cloud(&[
+            "create",
+            "Config",
+            &json!({ "name": name, "value": "v" }).to_string(),
+        ]);
+        assert_eq!(code, 0, "the cloud writes {name}: {err}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while config(name).0 != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{name}, written by the cloud, never reached the agent"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    arrives("slow");
+    let (code, _, err) = site.run("b", &["create", "Shared", r#"{"id":"slow","name":"x"}"#]);
+    assert_eq!(code, 0, "{err}");
+
+    clock.step("+0");
+    arrives("stepped-forward");
+    clock.step("-365d");
+    arrives("stepped-back");
+    let (code, _, err) = site.run("b", &["create", "Shared", r#"{"id":"back","name":"y"}"#]);
+    assert_eq!(code, 0, "{err}");
+    clock.step("+0");
+    arrives("stepped-forward-again");
+    let (code, out, err) = site.run("b", &["sync"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(agent.terminate(), 0);
+
+    // What it wrote on either wrong clock reached the cloud.
+    assert_eq!(site.run("fresh", &["sync"]).0, 0);
+    assert_eq!(count_items(&site, "fresh", "Shared"), 2);
+    assert_eq!(count_items(&site, "fresh", "Config"), 4);
 }
 
 #[test]

@@ -110,6 +110,7 @@ impl World {
         });
         let config = Config {
             clock: self.clock.clock(),
+            timer: self.clock.clock(),
             ttl_sweep: None,
             ..Config::with_schema(schema(self.schema)).context("deviceId", id)
         };

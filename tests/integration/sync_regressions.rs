@@ -213,6 +213,7 @@ fn a_full_outbox_refuses_new_keys_with_outbox_full_and_drops_nothing() {
         outbox_changes_max: 3,
         ttl_sweep: None,
         clock: world.clock.clock(),
+        timer: world.clock.clock(),
         ..ferry::Config::with_schema(crate::support::schema(SCHEMA)).context("deviceId", "d1")
     };
     let db = ferry::Db::open(dir.path(), config.clone()).unwrap();
@@ -481,6 +482,7 @@ fn a_change_of_an_unknown_model_is_kept_and_applies_after_a_schema_upgrade() {
     // is behind the cursor.
     let config = ferry::Config {
         clock: world.clock.clock(),
+        timer: world.clock.clock(),
         ttl_sweep: None,
         ..ferry::Config::with_schema(crate::support::schema(AFTER)).context("deviceId", "d1")
     };

@@ -33,10 +33,7 @@ impl Drop for DynamoLocal {
 
 /// The cache directory: `target/dynamodb-local` beside the workspace's other build output.
 fn cache_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("dynamodb-local")
+    crate::target_dir().join("dynamodb-local")
 }
 
 /// Installs the packages unless the cache has them; returns the jar's directory.

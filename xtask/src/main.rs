@@ -2,6 +2,7 @@
 //! `cargo xtask tidy`.
 
 mod dynamo_local;
+mod faketime;
 mod sim;
 
 use std::process::Command;
@@ -51,15 +52,18 @@ fn main() -> Result<()> {
 }
 
 /// Runs the whole suite: unit, integration (with the real CLI binary, and DynamoDB Local
-/// started for the DynamoDB tests), doc tests, the out-of-workspace application, then the
+/// started for the DynamoDB tests and libfaketime found for the clock-fault tests), doc tests, the out-of-workspace application, then the
 /// replication simulator over 1000 seeds (about two minutes on two cores, in this debug
 /// build).
 fn test(extra: &[&str]) -> Result<()> {
     cargo(&["build", "--bin", "ferry"])?;
     let local = dynamo_local::start()?;
+    let mut env = dynamo_local::test_env(&local);
+    let faketime = faketime::library()?;
+    env.push(("FERRY_TEST_FAKETIME", faketime.display().to_string()));
     let mut args = vec!["test", "--workspace"];
     args.extend_from_slice(extra);
-    cargo_with(&args, &dynamo_local::test_env(&local))?;
+    cargo_with(&args, &env)?;
     drop(local);
     example_app()?;
     eprintln!("$ cargo xtask sim --seeds 1000");
@@ -75,9 +79,7 @@ fn example_app() -> Result<()> {
     let app = root.join("examples/app");
     std::fs::copy(root.join("Cargo.lock"), app.join("Cargo.lock"))
         .context("copying the lockfile for examples/app")?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target = target_dir();
     let manifest = app.join("Cargo.toml");
     let manifest = manifest.to_string_lossy();
     let target = target.to_string_lossy();
@@ -90,6 +92,13 @@ fn example_app() -> Result<()> {
         &target,
     ];
     cargo(&run)
+}
+
+/// The workspace's target directory, where the test command also caches what it installs.
+fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
 fn tidy() -> Result<()> {

@@ -7,7 +7,8 @@ use ferry_schema::{Context, Crypto, Schema};
 use ferry_store::Durability;
 use ferry_types::ReplicaId;
 
-/// A source of wall-clock time in epoch milliseconds (replaceable in tests).
+/// A source of time in milliseconds (replaceable in tests): the wall clock in epoch
+/// milliseconds, or a monotonic clock from any start.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// Options for [`crate::Db::open`].
@@ -26,6 +27,11 @@ pub struct Config {
     pub ttl_sweep: Option<Duration>,
     /// The wall clock.
     pub clock: Clock,
+    /// A monotonic clock (milliseconds from any start) that sync's timers run on: a step
+    /// of the wall clock (NTP correcting a device that booted without a real-time clock)
+    /// neither stalls them, as a step back would, nor fires them at once. A test that sets
+    /// `clock` by hand sets this too.
+    pub timer: Clock,
     /// Pending uploads the outbox holds at most; past it a write fails with `OutboxFull`
     /// and nothing is dropped (default [`ferry_store::OUTBOX_CHANGES_MAX`]).
     pub outbox_changes_max: usize,
@@ -66,12 +72,22 @@ impl Default for Config {
             sync_window: Duration::from_millis(100),
             ttl_sweep: Some(Duration::from_secs(60)),
             clock: Arc::new(system_ms),
+            timer: Arc::new(monotonic_ms),
             replica: None,
             on_fsync: None,
             outbox_changes_max: ferry_store::OUTBOX_CHANGES_MAX,
             crypto: None,
         }
     }
+}
+
+/// Milliseconds since this process first asked.
+fn monotonic_ms() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as i64
 }
 
 fn system_ms() -> i64 {

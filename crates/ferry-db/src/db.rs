@@ -315,6 +315,12 @@ impl Db {
         (self.inner.config.clock)()
     }
 
+    /// The monotonic clock sync's timers run on ([`crate::Config::timer`]).
+    #[doc(hidden)]
+    pub fn timer_ms(&self) -> u64 {
+        (self.inner.config.timer)().max(0) as u64
+    }
+
     pub(crate) fn model(&self, name: &str) -> Result<&Model> {
         let model = self.schema().model(name)?;
         if model.control.enable == Enable::Cloud {

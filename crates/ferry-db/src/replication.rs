@@ -171,13 +171,15 @@ impl Db {
         if let Some(replication) = self.inner.sync.get() {
             let engine = replication.engine_status();
             let report = lock(&self.inner.report);
+            // The engine's times are the timer's: ages by it, dates by the wall clock now.
+            let timer = self.timer_ms();
+            let age = |at: u64| timer.saturating_sub(at);
             status.pending_bytes = engine.pending_bytes;
-            status.oldest_pending_age_ms =
-                (engine.oldest_pending_ms).map(|t| now.saturating_sub(t));
+            status.oldest_pending_age_ms = engine.oldest_pending_ms.map(age);
             status.attached = true;
             status.connected = engine.connected;
-            status.last_ack_ms = engine.last_ack_ms;
-            status.last_receive_ms = engine.last_receive_ms;
+            status.last_ack_ms = engine.last_ack_ms.map(|at| now.saturating_sub(age(at)));
+            status.last_receive_ms = engine.last_receive_ms.map(|at| now.saturating_sub(age(at)));
             status.failures = engine.consecutive_failures;
             status.cursors = engine
                 .cursors

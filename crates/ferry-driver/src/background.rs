@@ -88,7 +88,7 @@ async fn run(
             return;
         };
         driver.step(&db_handle, &syncer).await;
-        let now = db_handle.now_ms().max(0) as u64;
+        let now = db_handle.timer_ms();
         let wait_ms = (driver.engine.next_deadline())
             .map_or(IDLE_MS_MAX, |at| at.saturating_sub(now))
             .min(IDLE_MS_MAX);

@@ -17,6 +17,14 @@ use ferry_types::{Hlc, Key, Version};
 use crate::Syncer;
 use crate::link::{Link, timed};
 
+/// The time of one step: the wall clock's for what the database records, the timer's
+/// (monotonic) for the engine.
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    wall: u64,
+    timer: u64,
+}
+
 /// The engine, the transport, and what the last push told about superseded keys.
 pub(crate) struct Driver {
     pub engine: Engine,
@@ -44,12 +52,15 @@ impl Driver {
     /// Feeds the queued inputs, ticks, and executes every output. Failures of single
     /// outputs are reported in the status and retried by the engine.
     pub async fn step(&mut self, db: &Db, syncer: &Syncer) {
-        let now = db.now_ms().max(0) as u64;
+        let now = Now {
+            wall: db.now_ms().max(0) as u64,
+            timer: db.timer_ms(),
+        };
         self.flushed = false;
         for input in syncer.take_inputs(db) {
-            self.engine.handle(input, now);
+            self.engine.handle(input, now.timer);
         }
-        self.engine.tick(now);
+        self.engine.tick(now.timer);
         // Acknowledgements come one per change: settle a run of them in one commit.
         let mut acked = Vec::new();
         while let Some(output) = self.engine.poll_output() {
@@ -73,7 +84,7 @@ impl Driver {
         syncer.publish(&self.engine);
     }
 
-    async fn execute(&mut self, db: &Db, syncer: &Syncer, output: Output, now: u64) -> Result<()> {
+    async fn execute(&mut self, db: &Db, syncer: &Syncer, output: Output, now: Now) -> Result<()> {
         match output {
             Output::Connect => {
                 self.connect(db, syncer, now).await;
@@ -83,14 +94,15 @@ impl Driver {
             Output::Acked { key, version } => db.settle(&[(key, version)]),
             Output::Superseded { key, local, cloud } => {
                 let winner = self.superseded.remove(&key);
-                match db.superseded(&key, &local, &cloud, winner.as_ref(), now)? {
+                match db.superseded(&key, &local, &cloud, winner.as_ref(), now.wall)? {
                     Superseded::Stale => {}
                     Superseded::Restamped { version, bytes } => {
                         self.requeue(key, version, bytes, now);
                     }
                     Superseded::Lost => {
                         let version = local;
-                        self.engine.handle(Input::Settled { key, version }, now);
+                        self.engine
+                            .handle(Input::Settled { key, version }, now.timer);
                     }
                 }
                 Ok(())
@@ -103,14 +115,14 @@ impl Driver {
                 // Not an error: the change goes again at the cloud's time (a store write per
                 // report would cost every change of a device whose clock runs ahead).
                 if let Superseded::Restamped { version, bytes } =
-                    db.restamp_behind(&key, &local, server_time_ms, now)?
+                    db.restamp_behind(&key, &local, server_time_ms, now.wall)?
                 {
                     // The new version is older than the refused one: that one leaves first.
                     let settled = Input::Settled {
                         key: key.clone(),
                         version: local,
                     };
-                    self.engine.handle(settled, now);
+                    self.engine.handle(settled, now.timer);
                     self.requeue(key, version, bytes, now);
                 }
                 Ok(())
@@ -121,7 +133,7 @@ impl Driver {
                 reason,
             } => {
                 db.report_error(format!("the cloud rejected {key} ({version}): {reason}"));
-                db.refused(&key, &version, &reason, now)
+                db.refused(&key, &version, &reason, now.wall)
             }
             Output::Pull { scope, since } => self.pull(db, &scope, since, now).await,
             Output::Resync { scope } => self.resync(db, &scope, now).await,
@@ -133,16 +145,16 @@ impl Driver {
     }
 
     /// The engine hears of a re-stamped change as of a newly queued one.
-    fn requeue(&mut self, key: Key, version: Version, bytes: usize, now: u64) {
+    fn requeue(&mut self, key: Key, version: Version, bytes: usize, now: Now) {
         let queued = Input::Queued {
             key,
             version,
             bytes,
         };
-        self.engine.handle(queued, now);
+        self.engine.handle(queued, now.timer);
     }
 
-    async fn connect(&mut self, db: &Db, syncer: &Syncer, now: u64) {
+    async fn connect(&mut self, db: &Db, syncer: &Syncer, now: Now) {
         match timed(self.call_timeout, self.link.connect()).await {
             Ok(session) => {
                 // The server's time disciplines this device's clock.
@@ -152,7 +164,7 @@ impl Driver {
                 syncer.set_horizon_ms(session.horizon_ms);
                 let (limits, granted) = (session.limits, session.scopes);
                 self.engine
-                    .handle(Input::Connected { limits, granted }, now);
+                    .handle(Input::Connected { limits, granted }, now.timer);
                 let ungranted = self.engine.ungranted();
                 if !ungranted.is_empty() {
                     db.report_error(format!(
@@ -165,14 +177,14 @@ impl Driver {
                 let unauthorized = matches!(e, TransportError::Unauthorized(_));
                 db.report_error(format!("connect failed: {e}"));
                 self.engine
-                    .handle(Input::ConnectFailed { unauthorized }, now);
+                    .handle(Input::ConnectFailed { unauthorized }, now.timer);
             }
         }
     }
 
     /// A call failed: the link is down unless the cloud only asked to slow down or
     /// refused this one request.
-    fn call_failed(&mut self, db: &Db, what: String, error: &TransportError, now: u64) {
+    fn call_failed(&mut self, db: &Db, what: String, error: &TransportError, now: Now) {
         db.report_error(format!("{what}: {error}"));
         let link_down = matches!(
             error,
@@ -181,16 +193,16 @@ impl Driver {
                 | TransportError::Unauthorized(_)
         );
         if link_down {
-            self.engine.handle(Input::Disconnected, now);
+            self.engine.handle(Input::Disconnected, now.timer);
         }
     }
 
     /// A pull (or a resync's page) of `scope` failed: the engine retries it.
-    fn pull_failed(&mut self, db: &Db, scope: &str, what: &str, error: &TransportError, now: u64) {
+    fn pull_failed(&mut self, db: &Db, scope: &str, what: &str, error: &TransportError, now: Now) {
         let input = Input::PullFailed {
             scope: scope.to_string(),
         };
-        self.engine.handle(input, now);
+        self.engine.handle(input, now.timer);
         self.call_failed(db, format!("{what} of scope '{scope}' failed"), error, now);
     }
 
@@ -200,7 +212,7 @@ impl Driver {
         db: &Db,
         batch: BatchId,
         listed: Vec<(Key, Version)>,
-        now: u64,
+        now: Now,
     ) -> Result<()> {
         let mut changes = Vec::with_capacity(listed.len());
         let mut newer_than_listed = false;
@@ -211,12 +223,15 @@ impl Driver {
                     changes.push(change);
                 }
                 // Settled since the engine heard of it.
-                None => self.engine.handle(Input::Settled { key, version }, now),
+                None => self
+                    .engine
+                    .handle(Input::Settled { key, version }, now.timer),
             }
         }
         if changes.is_empty() {
             let outcomes = Vec::new();
-            self.engine.handle(Input::Pushed { batch, outcomes }, now);
+            self.engine
+                .handle(Input::Pushed { batch, outcomes }, now.timer);
             return Ok(());
         }
         // Only what a power loss cannot take back from the device goes up: otherwise the
@@ -226,7 +241,7 @@ impl Driver {
         // needs another.
         if !self.flushed || newer_than_listed {
             if let Err(e) = db.flush() {
-                self.engine.handle(Input::PushFailed { batch }, now);
+                self.engine.handle(Input::PushFailed { batch }, now.timer);
                 return Err(e);
             }
             self.flushed = true;
@@ -238,10 +253,11 @@ impl Driver {
                         self.superseded.insert(key.clone(), (**cloud).clone());
                     }
                 }
-                self.engine.handle(Input::Pushed { batch, outcomes }, now);
+                self.engine
+                    .handle(Input::Pushed { batch, outcomes }, now.timer);
             }
             Err(e) => {
-                self.engine.handle(Input::PushFailed { batch }, now);
+                self.engine.handle(Input::PushFailed { batch }, now.timer);
                 self.call_failed(db, "push failed".into(), &e, now);
             }
         }
@@ -249,13 +265,13 @@ impl Driver {
     }
 
     /// Pulls one page of a scope's change feed and applies it.
-    async fn pull(&mut self, db: &Db, scope: &str, since: Hlc, now: u64) -> Result<()> {
+    async fn pull(&mut self, db: &Db, scope: &str, since: Hlc, now: Now) -> Result<()> {
         let limit = self.engine.limits().page_changes_max;
         let from = PullFrom::Since(since);
         match timed(self.call_timeout, self.link.pull(scope, from, limit)).await {
             Ok(page) => {
                 let cursor = self.next_cursor(scope, &page);
-                let applied = db.apply_page(scope, &page.changes, Some(cursor), now)?;
+                let applied = db.apply_page(scope, &page.changes, Some(cursor), now.wall)?;
                 self.settled(applied, now);
                 let (scope, more, safe) = (scope.to_string(), page.more, page.safe);
                 let last_seq = page.changes.last().map(|(seq, _)| *seq);
@@ -265,11 +281,11 @@ impl Driver {
                     more,
                     safe,
                 };
-                self.engine.handle(input, now);
+                self.engine.handle(input, now.timer);
             }
             Err(TransportError::Expired) => {
                 let scope = scope.to_string();
-                self.engine.handle(Input::PullExpired { scope }, now);
+                self.engine.handle(Input::PullExpired { scope }, now.timer);
             }
             Err(e) => self.pull_failed(db, scope, "pull", &e, now),
         }
@@ -288,7 +304,7 @@ impl Driver {
     /// they are pending upload. The cursor is persisted only when the resync is complete:
     /// a resync cut short by a crash starts again, rather than leaving the device believing
     /// it caught up.
-    async fn resync(&mut self, db: &Db, scope: &str, now: u64) -> Result<()> {
+    async fn resync(&mut self, db: &Db, scope: &str, now: Now) -> Result<()> {
         let limit = self.engine.limits().page_changes_max;
         let mut after = Hlc::ZERO;
         let mut seen = std::collections::BTreeSet::new();
@@ -302,7 +318,7 @@ impl Driver {
                 }
             };
             seen.extend(page.changes.iter().map(|(_, c)| c.key.clone()));
-            let applied = db.apply_page(scope, &page.changes, None, now)?;
+            let applied = db.apply_page(scope, &page.changes, None, now.wall)?;
             self.settled(applied, now);
             if let Some((seq, _)) = page.changes.last() {
                 after = *seq;
@@ -318,14 +334,15 @@ impl Driver {
             more: false,
             safe,
         };
-        self.engine.handle(input, now);
+        self.engine.handle(input, now.timer);
         Ok(())
     }
 
     /// Outbox entries a cloud change overwrote leave the engine's pending set.
-    fn settled(&mut self, settled: Vec<(Key, Version)>, now: u64) {
+    fn settled(&mut self, settled: Vec<(Key, Version)>, now: Now) {
         for (key, version) in settled {
-            self.engine.handle(Input::Settled { key, version }, now);
+            self.engine
+                .handle(Input::Settled { key, version }, now.timer);
         }
     }
 }

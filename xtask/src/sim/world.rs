@@ -33,6 +33,9 @@ pub struct Device {
     power_losses: bool,
     db: Option<Db>,
     clock: Arc<AtomicI64>,
+    /// Its monotonic clock, which sync's timers run on: virtual time, whatever its wall
+    /// clock does.
+    timer: Arc<AtomicI64>,
     /// Opens so far: each attach gets its own engine seed.
     opens: u64,
     seed: u64,
@@ -79,6 +82,7 @@ impl Device {
             power_losses: params.power_losses,
             db: None,
             clock: Arc::new(AtomicI64::new(EPOCH_MS + skew_ms)),
+            timer: Arc::new(AtomicI64::new(EPOCH_MS)),
             opens: 0,
             seed: device_seed,
             events: Arc::default(),
@@ -102,6 +106,7 @@ impl Device {
             _ => None,
         };
         let clock = Arc::clone(&self.clock);
+        let timer = Arc::clone(&self.timer);
         let config = Config {
             schema,
             ttl_sweep: None,
@@ -109,6 +114,7 @@ impl Device {
             // survives, so background fsyncs would only cost time.
             sync_window: FSYNC_WINDOW,
             clock: Arc::new(move || clock.load(Ordering::SeqCst)),
+            timer: Arc::new(move || timer.load(Ordering::SeqCst)),
             // From the seed, so that version tie-breaks (and so the whole run) replay.
             replica: Some(ReplicaId::from_random(u128::from(self.seed))),
             on_fsync: self.power_losses.then(|| self.disk()),
@@ -263,6 +269,7 @@ impl World {
             device
                 .clock
                 .store(self.now_ms + device.skew_ms, Ordering::SeqCst);
+            device.timer.store(self.now_ms, Ordering::SeqCst);
         }
     }
 
