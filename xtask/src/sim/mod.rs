@@ -1,7 +1,8 @@
 //! `cargo xtask sim`: Ferry's deterministic replication simulator (docs/design.md section 9).
 //!
 //! Each seed plays a random schedule against 2-3 real `ferry::Db`s with skewed virtual
-//! clocks, one reference cloud (`MemoryCloud`, whose feed shows changes up to W/2 late) and
+//! clocks (some boot a year behind or years ahead; wall clocks step by seconds to a year
+//! either way, while sync's timers go on in virtual monotonic time), one reference cloud (`MemoryCloud`, whose feed shows changes up to W/2 late) and
 //! a faulty network in between (dropped, duplicated, late and unanswered pushes, short pull
 //! pages, partitions), with crashes and reopens, writers whose `_seq` clocks are skewed,
 //! bulk cloud writes of hundreds of rows (multi-page pulls and resyncs), poison changes

@@ -138,6 +138,7 @@ pub const BULK_ITEMS_MAX: usize = 300;
 pub const EPOCH_MS: i64 = 1_700_000_000_000;
 pub const MINUTE_MS: i64 = 60_000;
 pub const DAY_MS: i64 = 24 * 60 * MINUTE_MS;
+pub const YEAR_MS: i64 = 365 * DAY_MS;
 /// Long offline: past the cloud's 30-day tombstone horizon.
 pub const LONG_OFFLINE_MS: i64 = 31 * DAY_MS;
 
@@ -171,14 +172,19 @@ impl Params {
             rng.usize(50..=90)
         };
         // Most seeds keep clocks within two minutes of the cloud; one in eight goes hours off
-        // (past the HLC's one-hour forward bound).
+        // (past the HLC's one-hour forward bound); one in sixteen boots a device a year in
+        // the past (no real-time clock) or years ahead.
         let skew_max_ms = if rng.u32(0..8) == 0 {
             6 * 60 * MINUTE_MS
         } else {
             2 * MINUTE_MS
         };
         let skews_ms = (0..devices)
-            .map(|_| rng.i64(-skew_max_ms..=skew_max_ms))
+            .map(|_| match rng.u32(0..16) {
+                0 => -rng.i64(DAY_MS..=YEAR_MS),
+                1 => rng.i64(YEAR_MS..=3 * YEAR_MS),
+                _ => rng.i64(-skew_max_ms..=skew_max_ms),
+            })
             .collect();
         let rates = FaultRates {
             drop: rng.u32(0..=15),
@@ -240,6 +246,9 @@ pub enum Step {
     /// A device loses power: what it committed after its last fsync is gone, and it starts
     /// again from what reached the disk.
     PowerLoss { device: usize },
+    /// A device's wall clock steps by `ms` (NTP correcting it, or a bad time source);
+    /// its monotonic clock goes on.
+    StepClock { device: usize, ms: i64 },
     /// A device's link goes down for `steps` steps.
     Partition { device: usize, steps: u32 },
     /// A held (delayed) push reaches the cloud, late.
@@ -279,6 +288,10 @@ pub fn draw_step(rng: &mut fastrand::Rng, params: &Params) -> Step {
         },
         96 if params.power_losses => Step::Flush { device },
         97 if params.power_losses => Step::PowerLoss { device },
+        98 => Step::StepClock {
+            device,
+            ms: draw_clock_step_ms(rng),
+        },
         _ => Step::DeliverLate,
     }
 }
@@ -305,6 +318,17 @@ fn draw_advance_ms(rng: &mut fastrand::Rng) -> i64 {
         1..4 => rng.i64(5_000..=30_000),
         _ => rng.i64(100..=5_000),
     }
+}
+
+/// Seconds to a year, forward or back.
+fn draw_clock_step_ms(rng: &mut fastrand::Rng) -> i64 {
+    let magnitude = match rng.u32(0..4) {
+        0 => rng.i64(1_000..=60_000),
+        1 => rng.i64(MINUTE_MS..=60 * MINUTE_MS),
+        2 => rng.i64(60 * MINUTE_MS..=DAY_MS),
+        _ => rng.i64(DAY_MS..=YEAR_MS),
+    };
+    if rng.bool() { magnitude } else { -magnitude }
 }
 
 impl std::fmt::Display for WriteOp {
@@ -338,6 +362,7 @@ impl std::fmt::Display for Step {
             Step::Flush { device } => write!(f, "d{device}: fsync"),
             Step::PowerLoss { device } => write!(f, "d{device}: power loss and reopen"),
             Step::Partition { device, steps } => write!(f, "d{device}: offline {steps} steps"),
+            Step::StepClock { device, ms } => write!(f, "d{device}: wall clock steps {ms} ms"),
             Step::DeliverLate => write!(f, "deliver a held push late"),
             Step::LongOffline { device } => write!(f, "d{device}: offline for 31 days"),
             Step::Bulk { count, value } => write!(f, "cloud: bulk {count} shared items = {value}"),

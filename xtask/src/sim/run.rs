@@ -126,6 +126,10 @@ impl Sim {
                 self.world.devices[*device].crash_and_reopen(&cloud)?;
                 Ok(String::new())
             }
+            Step::StepClock { device, ms } => {
+                self.world.step_clock(*device, *ms);
+                Ok(String::new())
+            }
             Step::Partition { device, steps } => {
                 let mut link = lock(&self.world.devices[*device].link);
                 link.offline_steps = link.offline_steps.max(*steps);

@@ -273,6 +273,15 @@ impl World {
         }
     }
 
+    /// Steps device `index`'s wall clock by `ms`; virtual time and its timers go on.
+    pub fn step_clock(&mut self, index: usize, ms: i64) {
+        let device = &mut self.devices[index];
+        device.skew_ms += ms;
+        device
+            .clock
+            .store(self.now_ms + device.skew_ms, Ordering::SeqCst);
+    }
+
     /// Every scope anyone reads.
     pub fn scopes(&self) -> Vec<String> {
         let mut scopes = vec![SHARED_SCOPE.to_string()];
