@@ -1104,3 +1104,73 @@ fn a_winner_that_cannot_apply_logs_no_conflict_until_one_applies() {
     let got = db.get("Badge", json!({"id": "b1"})).unwrap().unwrap();
     assert_eq!(got["label"], json!("z"));
 }
+
+/// A device whose disk fails while `failing` is set: every commit errs as the disk's would.
+fn device_on_a_failing_disk(
+    world: &World,
+    dir: &std::path::Path,
+) -> (ferry::Db, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fails = failing.clone();
+    let config = ferry::Config {
+        clock: world.clock.clock(),
+        timer: world.clock.clock(),
+        ttl_sweep: None,
+        on_commit: Some(std::sync::Arc::new(move || match fails.load(SeqCst) {
+            true => Err(std::io::Error::other("the disk failed (test)")),
+            false => Ok(()),
+        })),
+        ..ferry::Config::with_schema(crate::support::schema(SCHEMA)).context("deviceId", "d1")
+    };
+    (ferry::Db::open(dir, config).unwrap(), failing)
+}
+
+#[test]
+fn a_resync_that_fails_on_the_device_is_retried_instead_of_wedging_its_scope() {
+    let world = World::with_schema(SCHEMA);
+    let dir = tempfile::tempdir().unwrap();
+    let (db, failing) = device_on_a_failing_disk(&world, dir.path());
+    let transport = std::sync::Arc::new(ferry::MemoryTransport::new(world.cloud.clone()));
+    db.attach(transport.clone(), manual()).unwrap();
+    let config = |name: &str| key("config#", &format!("config#{name}"));
+    world.cloud_write("Config", config("before"), "*", Some(config_item("before")));
+    db.sync(SYNC_TIMEOUT).unwrap();
+    // Offline past the horizon: the next pull of `*` is a resync, and the disk fails in it.
+    transport.set_online(false);
+    world.advance(40 * DAY_MS);
+    world.cloud_write("Config", config("after"), "*", Some(config_item("after")));
+    transport.set_online(true);
+    failing.store(true, SeqCst);
+    assert!(db.sync(std::time::Duration::from_millis(300)).is_err());
+    failing.store(false, SeqCst);
+    world.advance(60_000);
+    db.sync(SYNC_TIMEOUT)
+        .expect("the resync is retried once the disk works");
+    assert!(
+        db.get("Config", json!({"name": "after"}))
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
+fn a_settle_that_fails_on_the_device_loses_neither_the_next_step_nor_the_change() {
+    let world = World::with_schema(SCHEMA);
+    let dir = tempfile::tempdir().unwrap();
+    let (db, failing) = device_on_a_failing_disk(&world, dir.path());
+    db.attach(ferry::MemoryTransport::new(world.cloud.clone()), manual())
+        .unwrap();
+    db.create("Note", json!({"id": "n1", "text": "kept"}))
+        .unwrap();
+    // The cloud acknowledges; removing the change from the outbox fails.
+    failing.store(true, SeqCst);
+    assert!(db.sync(std::time::Duration::from_millis(300)).is_err());
+    assert_eq!(db.status().pending_changes, 1, "nothing was settled");
+    failing.store(false, SeqCst);
+    world.advance(60_000);
+    db.sync(SYNC_TIMEOUT)
+        .expect("the change goes again, is already there, and settles");
+    assert_eq!(db.status().pending_changes, 0);
+    let note = key("note#d1", "note#n1");
+    assert!(world.cloud_item(&note).is_some());
+}

@@ -38,6 +38,10 @@ pub struct Config {
     /// Called after every fsync of the database (a simulator's disk copies it then).
     #[doc(hidden)]
     pub on_fsync: Option<ferry_store::FsyncHook>,
+    /// Asked before every commit; an error fails it as the disk's would (tests of a
+    /// failing disk).
+    #[doc(hidden)]
+    pub on_commit: Option<ferry_store::CommitHook>,
     /// The replica id a new database takes (default: random). Ignored once the database
     /// exists: its id is stored. Simulations fix it so that version ties replay exactly.
     pub replica: Option<ReplicaId>,
@@ -75,6 +79,7 @@ impl Default for Config {
             timer: Arc::new(monotonic_ms),
             replica: None,
             on_fsync: None,
+            on_commit: None,
             outbox_changes_max: ferry_store::OUTBOX_CHANGES_MAX,
             crypto: None,
         }

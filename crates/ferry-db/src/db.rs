@@ -100,6 +100,7 @@ impl Db {
             sync_window: config.sync_window,
             outbox_changes_max: config.outbox_changes_max,
             on_fsync: config.on_fsync.clone(),
+            on_commit: config.on_commit.clone(),
             ..ferry_store::Options::default()
         };
         let store = Store::open(dir.as_ref(), config.schema.clone(), &options)?;

@@ -68,20 +68,26 @@ impl Driver {
                 acked.push((key, version));
                 continue;
             }
-            let settled = db.settle(&std::mem::take(&mut acked));
-            let result = match settled {
-                Ok(()) => self.execute(db, syncer, output, now).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
+            self.settle(db, syncer, &std::mem::take(&mut acked));
+            // A local failure fails this output only: the engine hears of it where it would
+            // otherwise wait for an answer that never comes.
+            if let Err(e) = self.execute(db, syncer, output, now).await {
                 db.report_error(format!("{}: {e}", e.code()));
             }
         }
-        if let Err(e) = db.settle(&acked) {
-            db.report_error(format!("{}: {e}", e.code()));
-        }
+        self.settle(db, syncer, &acked);
         self.superseded.clear();
         syncer.publish(&self.engine);
+    }
+
+    /// Removes acknowledged changes from the outbox. If the store fails, the engine hears
+    /// of the whole outbox again at the next step: those changes go up again, are answered
+    /// as already there, and settle then.
+    fn settle(&self, db: &Db, syncer: &Syncer, acked: &[(Key, Version)]) {
+        if let Err(e) = db.settle(acked) {
+            db.report_error(format!("{}: settling acknowledged changes: {e}", e.code()));
+            syncer.reload_outbox();
+        }
     }
 
     async fn execute(&mut self, db: &Db, syncer: &Syncer, output: Output, now: Now) -> Result<()> {
@@ -91,7 +97,10 @@ impl Driver {
                 Ok(())
             }
             Output::Push { batch, changes } => self.push(db, batch, changes, now).await,
-            Output::Acked { key, version } => db.settle(&[(key, version)]),
+            Output::Acked { key, version } => {
+                self.settle(db, syncer, &[(key, version)]);
+                Ok(())
+            }
             Output::Superseded { key, local, cloud } => {
                 let winner = self.superseded.remove(&key);
                 match db.superseded(&key, &local, &cloud, winner.as_ref(), now.wall)? {
@@ -135,13 +144,30 @@ impl Driver {
                 db.report_error(format!("the cloud rejected {key} ({version}): {reason}"));
                 db.refused(&key, &version, &reason, now.wall)
             }
-            Output::Pull { scope, since } => self.pull(db, &scope, since, now).await,
-            Output::Resync { scope } => self.resync(db, &scope, now).await,
+            Output::Pull { scope, since } => {
+                let pulled = self.pull(db, &scope, since, now).await;
+                self.failed_locally(&scope, pulled, now)
+            }
+            Output::Resync { scope } => {
+                let resynced = self.resync(db, &scope, now).await;
+                self.failed_locally(&scope, resynced, now)
+            }
             Output::SyncDone { .. } => {
                 syncer.answer_sync();
                 Ok(())
             }
         }
+    }
+
+    /// A pull or resync of `scope` that failed on the device (its store) is a failed pull
+    /// to the engine, retried after a backoff; a resync has no deadline, so without this it
+    /// would wait for good.
+    fn failed_locally(&mut self, scope: &str, result: Result<()>, now: Now) -> Result<()> {
+        if result.is_err() {
+            let scope = scope.to_string();
+            self.engine.handle(Input::PullFailed { scope }, now.timer);
+        }
+        result
     }
 
     /// The engine hears of a re-stamped change as of a newly queued one.

@@ -162,6 +162,13 @@ impl Syncer {
         inputs
     }
 
+    /// The next step hears of the whole outbox again (settling failed: changes the engine
+    /// counts as acknowledged are still there).
+    fn reload_outbox(&self) {
+        lock(&self.inbox).overflowed = true;
+        self.wake.notify();
+    }
+
     fn push_input(&self, input: Input) {
         let mut inbox = lock(&self.inbox);
         let wake = inbox.push(input, self.queue_slack_bytes.load(Ordering::Acquire));

@@ -17,7 +17,7 @@ mod tx;
 pub use durability::Durability;
 pub use error::{Error, Result};
 pub use query::{Query, Row};
-pub use store::{FsyncHook, OUTBOX_CHANGES_MAX, Options, Record, Store};
+pub use store::{CommitHook, FsyncHook, OUTBOX_CHANGES_MAX, Options, Record, Store};
 pub use tx::{Change, Tx};
 
 #[cfg(test)]

@@ -27,6 +27,10 @@ const REINDEX_BATCH_ITEMS: usize = 10_000;
 /// Called after every fsync of the store (a simulator's disk copies the directory then).
 pub type FsyncHook = Arc<dyn Fn() + Send + Sync>;
 
+/// Called before every commit; an error fails the commit as the disk's would (tests of a
+/// failing disk).
+pub type CommitHook = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
+
 /// Store options.
 #[derive(Clone)]
 pub struct Options {
@@ -42,6 +46,8 @@ pub struct Options {
     pub item_bytes_max: usize,
     /// Called after each fsync (background, [`Store::persist`], `Immediate` commits).
     pub on_fsync: Option<FsyncHook>,
+    /// Asked before each commit ([`CommitHook`]).
+    pub on_commit: Option<CommitHook>,
 }
 
 /// Default bound of the outbox: days of a busy device offline, about 25 MiB of entries
@@ -56,6 +62,7 @@ impl Default for Options {
             outbox_changes_max: OUTBOX_CHANGES_MAX,
             item_bytes_max: ITEM_BYTES_MAX,
             on_fsync: None,
+            on_commit: None,
         }
     }
 }
@@ -86,6 +93,7 @@ pub struct Store {
     pub(crate) outbox_changes_max: usize,
     pub(crate) item_bytes_max: usize,
     pub(crate) on_fsync: Option<FsyncHook>,
+    pub(crate) on_commit: Option<CommitHook>,
     pub(crate) write_lock: Mutex<()>,
     pub(crate) dirty: Arc<AtomicBool>,
     pub(crate) poisoned: Arc<AtomicBool>,
@@ -185,6 +193,7 @@ impl Store {
             path,
             db,
             on_fsync: options.on_fsync.clone(),
+            on_commit: options.on_commit.clone(),
             write_lock: Mutex::new(()),
             dirty,
             poisoned,

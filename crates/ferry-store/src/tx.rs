@@ -232,6 +232,9 @@ impl<'s> Tx<'s> {
                 None => batch.remove(&store.unique, text.as_bytes()),
             }
         }
+        if let Some(hook) = &store.on_commit {
+            hook().map_err(|e| store.fail(fjall::Error::Io(e)))?;
+        }
         let conflicts_len = self.journal.write(store, &mut batch);
         // A batch reaches the OS only when asked to: `Buffer` is what makes a commit
         // survive a process crash; the syncer fsyncs it within the window.

@@ -54,7 +54,7 @@ pub use ferry_schema::{Context, Schema, UpdateOps};
 pub use ferry_service as service;
 pub use ferry_store::Durability;
 #[doc(hidden)]
-pub use ferry_store::FsyncHook;
+pub use ferry_store::{CommitHook, FsyncHook};
 pub use ferry_sync as replication;
 pub use ferry_sync::{EngineConfig, MemoryCloud, MemoryTransport, Transport};
 pub use ferry_types as types;
