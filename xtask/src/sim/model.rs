@@ -248,7 +248,7 @@ pub enum Step {
     PowerLoss { device: usize },
     /// A device's wall clock steps by `ms` (NTP correcting it, or a bad time source);
     /// its monotonic clock goes on.
-    ClockStep { device: usize, ms: i64 },
+    WallClock { device: usize, ms: i64 },
     /// A device's link goes down for `steps` steps.
     Partition { device: usize, steps: u32 },
     /// A held (delayed) push reaches the cloud, late.
@@ -288,7 +288,7 @@ pub fn draw_step(rng: &mut fastrand::Rng, params: &Params) -> Step {
         },
         96 if params.power_losses => Step::Flush { device },
         97 if params.power_losses => Step::PowerLoss { device },
-        98 => Step::ClockStep {
+        98 => Step::WallClock {
             device,
             ms: draw_clock_step_ms(rng),
         },
@@ -362,7 +362,7 @@ impl std::fmt::Display for Step {
             Step::Flush { device } => write!(f, "d{device}: fsync"),
             Step::PowerLoss { device } => write!(f, "d{device}: power loss and reopen"),
             Step::Partition { device, steps } => write!(f, "d{device}: offline {steps} steps"),
-            Step::ClockStep { device, ms } => write!(f, "d{device}: wall clock steps {ms} ms"),
+            Step::WallClock { device, ms } => write!(f, "d{device}: wall clock steps {ms} ms"),
             Step::DeliverLate => write!(f, "deliver a held push late"),
             Step::LongOffline { device } => write!(f, "d{device}: offline for 31 days"),
             Step::Bulk { count, value } => write!(f, "cloud: bulk {count} shared items = {value}"),

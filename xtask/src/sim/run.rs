@@ -126,7 +126,7 @@ impl Sim {
                 self.world.devices[*device].crash_and_reopen(&cloud)?;
                 Ok(String::new())
             }
-            Step::ClockStep { device, ms } => {
+            Step::WallClock { device, ms } => {
                 self.world.step_clock(*device, *ms);
                 Ok(String::new())
             }
