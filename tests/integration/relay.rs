@@ -757,3 +757,37 @@ fn sigterm_closes_connections_that_never_said_hello_at_once() {
     );
     drop((silent, upgraded));
 }
+
+/// A device's token may grant scopes it does not read (a fleet token, say): the relay's
+/// live changes of those scopes are not applied, as its pulls never bring them.
+#[test]
+fn live_changes_of_a_granted_scope_the_device_does_not_read_are_not_applied() {
+    let mut cloud = Cloud::over(Via::Relay, "live-unread", Settings::default());
+    live_only(&mut cloud);
+    let granted = ["a", "*", "b"].map(String::from).into();
+    let wide = ferry::replication::Grant::device("a", Some(granted));
+    let (a, _) = cloud.device_via("a", None, cloud.grant_maker(wide));
+    let (b, _) = cloud.device("b", None);
+    a.sync(SYNC_TIMEOUT).unwrap();
+    b.create("Note", json!({"id": "n1", "text": "b's own"}))
+        .unwrap();
+    b.create("Shared", json!({"id": "s1", "name": "for all"}))
+        .unwrap();
+    b.sync(SYNC_TIMEOUT).unwrap();
+    wait_until(
+        "a hears of b's shared write",
+        Duration::from_secs(5),
+        || shared_ids(&a) == 1,
+    );
+    let mut notes = Vec::new();
+    a.scan(Some("Note"), false, |_, note| {
+        notes.push(note);
+        true
+    })
+    .unwrap();
+    assert_eq!(
+        notes,
+        Vec::<serde_json::Value>::new(),
+        "b's note is not a's"
+    );
+}

@@ -1174,3 +1174,46 @@ fn a_settle_that_fails_on_the_device_loses_neither_the_next_step_nor_the_change(
     let note = key("note#d1", "note#n1");
     assert!(world.cloud_item(&note).is_some());
 }
+
+#[test]
+fn a_tombstone_lives_from_its_delete_not_from_when_a_device_applied_it() {
+    let mut world = World::with_schema(SCHEMA);
+    let (a, _, _) = world.device_with("d1", None, manual());
+    let (b, b_link, _) = world.device_with("d2", None, manual());
+    let (c, c_link, _) = world.device_with("d3", None, manual());
+    a.create("Board", json!({"id": "x", "text": "first"}))
+        .unwrap();
+    for db in [&a, &b, &c] {
+        db.sync(SYNC_TIMEOUT).unwrap();
+    }
+    // b edits offline; a deletes after it; c is away and hears of the delete 20 days on.
+    b_link.set_online(false);
+    c_link.set_online(false);
+    world.advance(1_000);
+    b.update(
+        "Board",
+        json!({"id": "x", "text": "offline edit"}),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    world.advance(1_000);
+    a.remove("Board", json!({"id": "x"}), &WriteOptions::default())
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    world.advance(20 * DAY_MS);
+    c_link.set_online(true);
+    c.sync(SYNC_TIMEOUT).unwrap();
+    assert!(c.get("Board", json!({"id": "x"})).unwrap().is_none());
+    // Past the horizon of the delete, the cloud forgot it and took b's edit: c's tombstone,
+    // as old as the delete, must not keep c from it.
+    world.advance(11 * DAY_MS);
+    b_link.set_online(true);
+    b.sync(SYNC_TIMEOUT).unwrap();
+    c.sync(SYNC_TIMEOUT).unwrap();
+    let on_c = c.get("Board", json!({"id": "x"})).unwrap();
+    assert_eq!(
+        on_c.map(|i| i["text"].clone()),
+        Some(json!("offline edit")),
+        "converged"
+    );
+}

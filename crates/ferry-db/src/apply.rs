@@ -48,10 +48,18 @@ impl Db {
     #[doc(hidden)]
     pub fn apply_live(&self, changes: &[Change]) {
         let now = self.now_ms().max(0) as u64;
+        // A token may grant scopes this device does not read; its pulls never bring them,
+        // and neither may the live feed.
+        let reads = match self.read_scopes() {
+            Ok(reads) => reads,
+            Err(e) => {
+                return self.report_error(format!("{}: applying live changes: {e}", e.code()));
+            }
+        };
         let mut applied = Applied::default();
         let result = self.inner.store.write(Durability::Default, |tx| {
-            changes
-                .iter()
+            (changes.iter())
+                .filter(|change| reads.contains(&change.scope))
                 .try_for_each(|change| self.apply_change(tx, change, now, &mut applied))
         });
         match result {
@@ -285,7 +293,7 @@ impl Db {
                 let tombstone = Tombstone {
                     model: model.name.clone(),
                     version: change.version.clone(),
-                    deleted_ms: now,
+                    deleted_ms: deleted_ms(&change.version, now),
                 };
                 tx.set_tombstone(&change.key, tombstone);
             }
@@ -372,4 +380,11 @@ fn cannot_apply(error: &Error) -> bool {
             | Error::Validation { .. }
             | Error::Storage(ferry_store::Error::TooLarge { .. } | ferry_store::Error::Key(_))
     )
+}
+
+/// When a delete at `version` happened, as far as this device can tell: its version's
+/// time, or now if that is later than now. A tombstone lives from the delete (the cloud
+/// forgets it then), not from when a device that was away heard of it.
+pub(crate) fn deleted_ms(version: &Version, now: u64) -> u64 {
+    version.hlc.physical_ms().min(now)
 }

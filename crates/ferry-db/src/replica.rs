@@ -225,7 +225,7 @@ impl Replica {
     ) -> Result<()> {
         let over = version_of(old);
         let version = self.stamp_over(tx, now_ms, over.as_ref());
-        let deleted_ms = now_ms.max(0) as u64;
+        let deleted_ms = crate::apply::deleted_ms(&version, now_ms.max(0) as u64);
         tx.set_tombstone(
             key,
             Tombstone {
@@ -316,7 +316,7 @@ impl Replica {
                 let tombstone = Tombstone {
                     model: change.model.clone(),
                     version: change.version.clone(),
-                    deleted_ms: now_ms.max(0) as u64,
+                    deleted_ms: crate::apply::deleted_ms(&change.version, now_ms.max(0) as u64),
                 };
                 tx.set_tombstone(&change.key, tombstone);
             }
