@@ -1217,3 +1217,60 @@ fn a_tombstone_lives_from_its_delete_not_from_when_a_device_applied_it() {
         "converged"
     );
 }
+
+#[test]
+fn a_schema_upgrade_that_brings_a_model_down_brings_the_items_the_cursor_had_passed() {
+    const BEFORE: &str = r#"{
+        version: '1', format: 'onetable:1.1.0',
+        indexes: { primary: { hash: 'pk', sort: 'sk' } },
+        models: {
+            Config: {
+                pk: { type: 'string', value: 'config#' }, sk: { type: 'string', value: 'config#${name}' },
+                name: { type: 'string', required: true }, value: { type: 'string' },
+            },
+            Board: {
+                pk: { type: 'string', value: 'board#' }, sk: { type: 'string', value: 'board#${id}' },
+                id: { type: 'string', required: true }, text: { type: 'string' },
+            },
+        },
+        control: { Config: { sync: 'none', scope: '*' }, Board: { sync: 'both', scope: '*' } },
+    }"#;
+    let after = BEFORE.replace(
+        "Config: { sync: 'none', scope: '*' }",
+        "Config: { sync: 'down', scope: '*' }",
+    );
+    let mut world = World::with_schema(BEFORE);
+    let (db, dir) = world.open("d1", None);
+    db.attach(ferry::MemoryTransport::new(world.cloud.clone()), manual())
+        .unwrap();
+    let config = |name: &str| key("config#", &format!("config#{name}"));
+    world.cloud_write("Config", config("early"), "*", Some(config_item("early")));
+    world.advance(1_000);
+    // Scope `*` is read for Board: its cursor passes the Config the device ignores.
+    db.sync(SYNC_TIMEOUT).unwrap();
+    world.advance(120_000);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert!(
+        db.get("Config", json!({"name": "early"}))
+            .unwrap()
+            .is_none()
+    );
+    drop(db);
+
+    let config_after = ferry::Config {
+        clock: world.clock.clock(),
+        timer: world.clock.clock(),
+        ttl_sweep: None,
+        ..ferry::Config::with_schema(crate::support::schema(&after)).context("deviceId", "d1")
+    };
+    let db = ferry::Db::open(world.dir(dir), config_after).unwrap();
+    db.attach(ferry::MemoryTransport::new(world.cloud.clone()), manual())
+        .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert!(
+        db.get("Config", json!({"name": "early"}))
+            .unwrap()
+            .is_some(),
+        "the cloud's existing Config came down after the upgrade"
+    );
+}

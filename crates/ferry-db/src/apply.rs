@@ -348,7 +348,7 @@ impl Db {
 }
 
 /// Persists `scope`'s cursor in `tx`.
-fn set_cursor(tx: &mut Tx<'_>, scope: &str, cursor: Hlc) {
+pub(crate) fn set_cursor(tx: &mut Tx<'_>, scope: &str, cursor: Hlc) {
     let name = format!("{META_CURSOR_PREFIX}{scope}");
     tx.set_meta(&name, cursor.as_u64().to_be_bytes().to_vec());
 }

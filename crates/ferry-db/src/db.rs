@@ -107,6 +107,7 @@ impl Db {
         let last_error = last_error(&store)?;
         let replica = Replica::load(&store, config.replica.as_ref())?;
         config.context = remembered_context(&store, std::mem::take(&mut config.context))?;
+        crate::replication::restart_cursors_of_new_downloads(&store, &config.context)?;
         crate::crypt::check_key(&store, store.schema(), config.crypto.as_ref())?;
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             store,

@@ -17,6 +17,52 @@ use crate::{Db, Error, Result};
 
 /// Meta record prefix of per-scope cursors.
 pub(crate) const META_CURSOR_PREFIX: &str = "cursor:";
+/// Meta record of the models each read scope's cursor covers (scope to model names).
+const META_DOWNLOADS: &str = "downloads";
+
+/// Starts over the cursor of every scope that now downloads a model it did not when its
+/// cursor moved (a schema upgrade that brings a model down): the cloud's existing items of
+/// that model lie behind the cursor, and only a pull from the start (a snapshot) brings
+/// them. A database that recorded nothing yet records what it downloads now.
+pub(crate) fn restart_cursors_of_new_downloads(
+    store: &ferry_store::Store,
+    context: &ferry_schema::Context,
+) -> Result<()> {
+    let mut now: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for model in (store.schema().models()).filter(|m| crate::replica::downloads(m)) {
+        // A scope that depends on the item is refused at attach, with the reason.
+        if let Some(scope) = model.device_scope(context) {
+            now.entry(scope).or_default().insert(model.name.clone());
+        }
+    }
+    let encoded = serde_json::to_vec(&now).map_err(|e| Error::Argument(e.to_string()))?;
+    let stored = store.meta(META_DOWNLOADS)?;
+    if stored.as_deref() == Some(&encoded[..]) {
+        return Ok(());
+    }
+    let before: Option<BTreeMap<String, BTreeSet<String>>> =
+        stored.and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    // Nothing recorded (a new database, or one older than the record): its cursors are
+    // taken to cover what it downloads now.
+    let grown: Vec<&String> = match &before {
+        None => Vec::new(),
+        Some(before) => (now.iter())
+            .filter(|(scope, models)| {
+                let known = before.get(*scope);
+                models.iter().any(|m| known.is_none_or(|k| !k.contains(m)))
+            })
+            .map(|(scope, _)| scope)
+            .collect(),
+    };
+    store.write(Durability::Immediate, |tx| {
+        for scope in &grown {
+            crate::apply::set_cursor(tx, scope, Hlc::ZERO);
+        }
+        tx.set_meta(META_DOWNLOADS, encoded);
+        Ok::<_, Error>(())
+    })?;
+    Ok(())
+}
 
 /// What a sync driver does for the database it is attached to (`ferry-driver` implements
 /// it). The database calls it without holding any lock.
