@@ -1,8 +1,8 @@
 //! When committed writes reach stable storage.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ impl Syncer {
         db: fjall::Database,
         window: Duration,
         dirty: Arc<AtomicBool>,
+        fsyncing: Arc<Mutex<()>>,
         poisoned: Arc<AtomicBool>,
         on_fsync: Option<crate::store::FsyncHook>,
     ) -> std::io::Result<Syncer> {
@@ -41,6 +42,7 @@ impl Syncer {
                         Err(RecvTimeoutError::Timeout) => {}
                         _ => return,
                     }
+                    let _fsync = fsyncing.lock().unwrap_or_else(|p| p.into_inner());
                     if !dirty.swap(false, Ordering::AcqRel) {
                         continue;
                     }

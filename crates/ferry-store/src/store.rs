@@ -96,6 +96,10 @@ pub struct Store {
     pub(crate) on_commit: Option<CommitHook>,
     pub(crate) write_lock: Mutex<()>,
     pub(crate) dirty: Arc<AtomicBool>,
+    /// Held through each fsync, the background one too: a caller of [`Store::persist`]
+    /// that finds nothing dirty may still have to wait for an fsync in flight. Callers
+    /// that queue here are served by one fsync: a group commit.
+    pub(crate) fsyncing: Arc<Mutex<()>>,
     pub(crate) poisoned: Arc<AtomicBool>,
     _syncer: Syncer,
 }
@@ -155,11 +159,13 @@ impl Store {
             indexes.push((index.clone(), open(&format!("index.{}", index.name))?));
         }
         let dirty = Arc::new(AtomicBool::new(false));
+        let fsyncing = Arc::new(Mutex::new(()));
         let poisoned = Arc::new(AtomicBool::new(false));
         let syncer = Syncer::start(
             db.clone(),
             options.sync_window,
             dirty.clone(),
+            fsyncing.clone(),
             poisoned.clone(),
             options.on_fsync.clone(),
         )
@@ -196,6 +202,7 @@ impl Store {
             on_commit: options.on_commit.clone(),
             write_lock: Mutex::new(()),
             dirty,
+            fsyncing,
             poisoned,
             _syncer: syncer,
         };
@@ -288,9 +295,11 @@ impl Store {
         Ok(keys)
     }
 
-    /// Fsyncs everything committed so far (nothing to do when the background fsync got
-    /// there first). A failed fsync poisons the store: what it held may be lost.
+    /// Fsyncs everything committed so far (nothing to do when another fsync got there
+    /// first: this waits for one in flight). Concurrent callers share one fsync. A failed
+    /// fsync poisons the store: what it held may be lost.
     pub fn persist(&self) -> Result<()> {
+        let _fsync = self.fsyncing.lock().unwrap_or_else(|p| p.into_inner());
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }

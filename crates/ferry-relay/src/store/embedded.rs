@@ -7,8 +7,10 @@
 //! A row is an item of a fixed internal schema: `k` the device key's bytes (the primary
 //! key), `s` the scope and `q` the `_seq` (the `feed` index, the sync GSI's twin), `c` the
 //! change in the journal's encoding, and on tombstones `x`, the second they are purged
-//! (the store's TTL index finds them). A commit returns once the batch is in the OS, so a
-//! killed relay loses no change it acknowledged.
+//! (the store's TTL index finds them). A push is answered once its commit is fsynced, so
+//! neither a killed relay nor a power loss on its host loses a change it acknowledged;
+//! pushes that commit while an fsync runs share the next one (group commit). The feed
+//! shows only fsynced rows: a device never applies a change that a power loss takes back.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -67,7 +69,7 @@ pub struct EmbeddedStore {
     horizon_ms: u64,
     /// The sequencer, held across each commit.
     sequencer: Mutex<HlcClock>,
-    /// The highest `_seq` committed: every row stamped at or below it is readable.
+    /// The highest `_seq` fsynced: every row stamped at or below it is durable and readable.
     committed: AtomicU64,
     /// Per scope, the highest `_seq` of a purged tombstone.
     purged: Mutex<BTreeMap<String, Hlc>>,
@@ -82,6 +84,18 @@ impl EmbeddedStore {
     /// Opens (or creates) the store in `dir` for the schema's `models`, purging tombstones
     /// `horizon_ms` after their deletion.
     pub fn open(dir: &Path, horizon_ms: u64, models: Models) -> Result<EmbeddedStore, OpenError> {
+        EmbeddedStore::open_observed(dir, horizon_ms, models, None)
+    }
+
+    /// [`EmbeddedStore::open`], with `on_fsync` called after each fsync (a test's disk
+    /// copies the directory then, to lose what was not fsynced).
+    #[doc(hidden)]
+    pub fn open_observed(
+        dir: &Path,
+        horizon_ms: u64,
+        models: Models,
+        on_fsync: Option<ferry_store::FsyncHook>,
+    ) -> Result<EmbeddedStore, OpenError> {
         let corrupt = |what: &str, e: serde_json::Error| ferry_store::Error::Corrupt {
             path: dir.display().to_string(),
             what: what.into(),
@@ -90,6 +104,7 @@ impl EmbeddedStore {
         let doc = serde_json::from_str(SCHEMA).map_err(|e| corrupt("relay schema", e))?;
         let options = Options {
             item_bytes_max: ITEM_BYTES_MAX + ROW_OVERHEAD_BYTES,
+            on_fsync,
             ..Options::default()
         };
         let store = Store::open(dir, Some(Schema::from_value(doc)?), &options)?;
@@ -112,7 +127,7 @@ impl EmbeddedStore {
     }
 
     /// Writes `changes` of `grant`'s writer by the write rule in one commit, each landed
-    /// one stamped by the sequencer.
+    /// one stamped by the sequencer; returns once the commit is fsynced.
     pub fn write_now(
         &self,
         changes: Vec<Change>,
@@ -145,8 +160,11 @@ impl EmbeddedStore {
             }
             Ok::<_, StoreFailure>(results)
         })?;
-        self.committed
-            .store(sequencer.last().as_u64(), Ordering::Release);
+        let last = sequencer.last().as_u64();
+        // The next push commits while this one waits for its fsync, and shares the next.
+        drop(sequencer);
+        self.store.persist().map_err(StoreFailure::from)?;
+        self.committed.fetch_max(last, Ordering::AcqRel);
         Ok(results)
     }
 
@@ -190,6 +208,10 @@ impl EmbeddedStore {
                 _ => None,
             };
             let seq = seq.ok_or_else(|| StoreFailure::corrupt("row without a _seq"))?;
+            if seq > safe {
+                // Not fsynced yet: the next page starts at `safe`, and reads it then.
+                break;
+            }
             changes.push((seq, held(&row)?));
         }
         Ok(PullPage {
@@ -394,6 +416,57 @@ mod tests {
 
     fn writer() -> Grant {
         Grant::service("test", None)
+    }
+
+    /// Copies directory `from` over `to` (a disk as the last fsync left it).
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        // Nothing fsynced yet: an empty disk.
+        let Ok(entries) = std::fs::read_dir(from) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let target = to.join(entry.file_name());
+            match entry.file_type().unwrap().is_dir() {
+                true => copy_dir(&entry.path(), &target),
+                // A file removed meanwhile (a compaction) was not needed.
+                false => drop(std::fs::copy(entry.path(), target)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_power_loss_takes_back_no_push_the_store_answered() {
+        let (dir, platter) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        // What reached stable storage: the directory as each fsync left it.
+        let disk = std::sync::Arc::new(Mutex::new(platter.path().join("store")));
+        let (live, on_fsync) = (dir.path().to_path_buf(), disk.clone());
+        let hook: ferry_store::FsyncHook = std::sync::Arc::new(move || {
+            let durable = lock(&on_fsync);
+            let _ = std::fs::remove_dir_all(&*durable);
+            copy_dir(&live, &durable);
+        });
+        let store =
+            EmbeddedStore::open_observed(dir.path(), 60_000, Models::unchecked(), Some(hook))
+                .unwrap();
+        for n in 0..20 {
+            let landed = store
+                .write_now(
+                    vec![change(&format!("k{n:02}"), 10 + n, "*", ChangeOp::Put)],
+                    &writer(),
+                )
+                .unwrap();
+            assert_eq!(outcomes(&landed), [&PushOutcome::Applied]);
+        }
+        // The power fails now: the relay restarts from what the disk holds.
+        let after = tempfile::tempdir().unwrap();
+        copy_dir(&lock(&disk), after.path());
+        drop(store);
+        let store = EmbeddedStore::open(after.path(), 60_000, Models::unchecked()).unwrap();
+        let page = store
+            .read_now("*", PullFrom::Since(Hlc::ZERO), 100)
+            .unwrap();
+        assert_eq!(page.changes.len(), 20, "every answered push survived");
     }
 
     fn outcomes(results: &PushResults) -> Vec<&PushOutcome> {
