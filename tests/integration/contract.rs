@@ -716,3 +716,37 @@ mod cloud_commands_through_the_relay {
         super::cloud_commands_write_through_the_relay_with_a_service_token(Via::RelayDynamo)
     }
 }
+
+/// DynamoDB only (the relay's store is a true sequencer): an attempt the writer abandoned
+/// after W/2 that lands later carries a `_seq` behind readers' cursors. When the change
+/// is pushed again (its answer was lost), the writer finds it already there with that old
+/// stamp and gives it a fresh one, so readers see it.
+#[test]
+fn a_late_landing_of_an_abandoned_attempt_reaches_readers_once_pushed_again() {
+    let settings = Settings {
+        horizon_ms: 600_000,
+        window_ms: 3_000,
+    };
+    let cloud = Cloud::new("late-seq", settings);
+    let make = cloud.transport_maker();
+    // The abandoned attempt: stamped a minute before it landed.
+    let late = make("cfg").with_grant(service());
+    late.clock().set_skew_ms(-60_000);
+    let writer = make("cfg").with_grant(service());
+    let reader = make("reader").with_grant(service());
+    for link in [&late, &writer, &reader] {
+        cloud.rt.block_on(link.connect()).unwrap();
+    }
+    let pull = |from| cloud.rt.block_on(reader.pull("*", from, 100)).unwrap();
+    let cursor = pull(PullFrom::Snapshot(Hlc::ZERO)).safe;
+    let change = config("late", Some("landed late"), now_ms());
+    let seen = || (pull(PullFrom::Since(cursor)).changes.iter()).any(|(_, c)| c.key == change.key);
+    let outcome = |link: &ferry::dynamo::DynamoTransport| {
+        let results = cloud.rt.block_on(link.push(vec![change.clone()])).unwrap();
+        results.into_iter().next().unwrap().2
+    };
+    assert_eq!(outcome(&late), PushOutcome::Applied);
+    assert!(!seen(), "its `_seq` lies behind the reader's cursor");
+    assert_eq!(outcome(&writer), PushOutcome::Applied, "already there");
+    assert!(seen(), "pushed again, it has a fresh `_seq`");
+}

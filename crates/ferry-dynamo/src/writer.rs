@@ -22,7 +22,7 @@ use ferry_cloud::{Decision, Grant, Models, PushOutcome, admit, against, bounded}
 use ferry_journal::Change;
 use ferry_schema::{Context, Schema};
 use ferry_types::limits::ITEM_BYTES_MAX;
-use ferry_types::{Value, Version, item_size};
+use ferry_types::{Hlc, Value, Version, item_size};
 use futures::StreamExt;
 
 use crate::attrs::{AttrMap, from_attrs, to_attrs};
@@ -201,7 +201,14 @@ impl Writer {
         let old = old.unwrap_or_default();
         match Layout::version_of(&old) {
             Some(_) => match self.layout.change_of(&old) {
-                Ok((_, held)) => match against(Some(&held), change, grant).outcome(grant, change) {
+                Ok((seq, held)) => match against(Some(&held), change, grant).outcome(grant, change)
+                {
+                    // Already there, but stamped long ago: maybe an attempt abandoned after
+                    // W/2 that landed later, behind readers' cursors. A fresh stamp shows it.
+                    Some(PushOutcome::Applied) if self.maybe_unseen(seq, settings) => {
+                        self.restamp(change, settings).await?;
+                        Ok(PushOutcome::Applied)
+                    }
                     Some(answer) => Ok(answer),
                     // Older by now (another writer raced us): the next attempt lands.
                     None => Err(raced("PutItem")),
@@ -217,6 +224,39 @@ impl Writer {
                     change.key, failure.message
                 ))),
                 Err(failure) => Err(failure),
+            },
+        }
+    }
+
+    /// Whether a row stamped `seq` may have become visible after readers passed it: a
+    /// row visible in time was stamped within W/2 of landing, and one older than that
+    /// cannot be told from a late landing.
+    fn maybe_unseen(&self, seq: Hlc, settings: Settings) -> bool {
+        seq.physical_ms().saturating_add(settings.window_ms / 2) < self.dynamo.clock.now_ms()
+    }
+
+    /// Gives the row of `change` a fresh `_seq`, while it still holds `change`'s version
+    /// (a newer write has one of its own).
+    async fn restamp(&self, change: &Change, settings: Settings) -> Result<(), Failure> {
+        let seq = format!("{}-{}", self.dynamo.clock.stamp(), self.id);
+        let request = (self.dynamo.client.update_item())
+            .table_name(&self.table)
+            .set_key(Some(self.layout.key_attrs(&change.key)))
+            .update_expression("SET #q = :q")
+            .condition_expression("#v = :v")
+            .expression_attribute_names("#q", SEQ)
+            .expression_attribute_names("#v", VER)
+            .expression_attribute_values(":q", AttributeValue::S(seq))
+            .expression_attribute_values(":v", AttributeValue::S(change.version.to_text()));
+        let answer = match tokio::time::timeout(attempt_timeout(settings), request.send()).await {
+            Ok(answer) => answer,
+            Err(_) => return Err(abandoned("UpdateItem")),
+        };
+        match answer {
+            Ok(_) => Ok(()),
+            Err(error) => match error.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
+                _ => Err(Failure::of("UpdateItem", &error)),
             },
         }
     }
