@@ -1274,3 +1274,168 @@ fn a_schema_upgrade_that_brings_a_model_down_brings_the_items_the_cursor_had_pas
         "the cloud's existing Config came down after the upgrade"
     );
 }
+
+#[test]
+fn a_resync_right_after_pushes_keeps_the_rows_its_snapshot_did_not_show_yet() {
+    let mut world = World::with_schema(SCHEMA);
+    {
+        // A feed (and so a snapshot) that shows a landed change up to W/2 late.
+        let mut cloud = world.cloud.lock().unwrap();
+        let now = cloud.now_ms();
+        *cloud =
+            ferry::MemoryCloud::default().with_lag(ferry::replication::CATCHUP_WINDOW_MS / 2, 3);
+        cloud.set_time_ms(now);
+    }
+    let (db, link, _) = world.device_with("d1", None, manual());
+    db.sync(SYNC_TIMEOUT).unwrap();
+    // Away past the horizon (a tombstone of its scope purged meanwhile), it writes; back,
+    // it pushes them and resyncs at once.
+    link.set_online(false);
+    let gone = key("board#", "board#gone");
+    let board = item(&[
+        ("_type", s("Board")),
+        ("pk", s("board#")),
+        ("sk", s("board#gone")),
+        ("id", s("gone")),
+    ]);
+    world.cloud_write("Board", gone.clone(), "*", Some(board));
+    world.advance(1_000);
+    world.cloud_write("Board", gone, "*", None);
+    world.advance(40 * DAY_MS);
+    let ids: Vec<String> = (0..5).map(|n| format!("b{n}")).collect();
+    for id in &ids {
+        db.create("Board", json!({"id": id, "text": "mine"}))
+            .unwrap();
+    }
+    link.set_online(true);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    for id in &ids {
+        assert!(
+            db.get("Board", json!({"id": id})).unwrap().is_some(),
+            "{id} landed in the cloud and stays on the device"
+        );
+    }
+}
+
+#[test]
+fn a_settle_the_disk_keeps_refusing_uploads_nothing_again() {
+    let world = World::with_schema(SCHEMA);
+    let dir = tempfile::tempdir().unwrap();
+    let (db, failing) = device_on_a_failing_disk(&world, dir.path());
+    let pushed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = pushed.clone();
+    let transport = Hooked {
+        before_push: Box::new(move |changes| {
+            counted.fetch_add(changes.len(), SeqCst);
+        }),
+        ..Hooked::new(&world)
+    };
+    db.attach(transport, manual()).unwrap();
+    for n in 0..40 {
+        let text = "x".repeat(300);
+        db.create("Note", json!({"id": format!("n{n}"), "text": text}))
+            .unwrap();
+    }
+    failing.store(true, SeqCst);
+    assert!(db.sync(std::time::Duration::from_millis(300)).is_err());
+    for _ in 0..20 {
+        db.drive().unwrap();
+    }
+    assert_eq!(
+        pushed.load(SeqCst),
+        40,
+        "acknowledged once; only the local settle is tried again"
+    );
+    failing.store(false, SeqCst);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(db.status().pending_changes, 0);
+}
+
+#[test]
+fn a_superseded_answer_the_disk_refused_is_carried_out_at_the_next_step() {
+    let world = World::with_schema(SCHEMA);
+    let dir = tempfile::tempdir().unwrap();
+    let (db, failing) = device_on_a_failing_disk(&world, dir.path());
+    db.attach(ferry::MemoryTransport::new(world.cloud.clone()), manual())
+        .unwrap();
+    db.create("Fault", json!({"id": "f1", "code": 1})).unwrap();
+    world.advance(1_000);
+    // A cloud writer got in first with a newer version: the upload is superseded, and
+    // re-stamping it (`up`: the device is authoritative) fails on the disk.
+    let fault = item(&[
+        ("_type", s("Fault")),
+        ("pk", s("fault#d1")),
+        ("sk", s("fault#f1")),
+        ("deviceId", s("d1")),
+        ("id", s("f1")),
+        ("code", Value::int(2)),
+    ]);
+    world.cloud_write("Fault", key("fault#d1", "fault#f1"), "d1", Some(fault));
+    failing.store(true, SeqCst);
+    assert!(db.sync(std::time::Duration::from_millis(300)).is_err());
+    failing.store(false, SeqCst);
+    world.advance(60_000);
+    if let Err(e) = db.sync(SYNC_TIMEOUT) {
+        panic!(
+            "the re-stamp is tried again and goes up: {e:?} {:?}",
+            db.status()
+        );
+    }
+    assert_eq!(db.status().pending_changes, 0);
+    let cloud = world.cloud_item(&key("fault#d1", "fault#f1")).unwrap();
+    assert_eq!(cloud.get("code"), Some(&Value::int(1)), "the device won");
+}
+
+#[test]
+fn turning_sync_on_for_a_model_keeps_the_items_the_device_already_had() {
+    const BEFORE: &str = r#"{
+        version: '1', format: 'onetable:1.1.0',
+        indexes: { primary: { hash: 'pk', sort: 'sk' } },
+        models: {
+            Config: {
+                pk: { type: 'string', value: 'config#' }, sk: { type: 'string', value: 'config#${name}' },
+                name: { type: 'string', required: true }, value: { type: 'string' },
+            },
+            Board: {
+                pk: { type: 'string', value: 'board#' }, sk: { type: 'string', value: 'board#${id}' },
+                id: { type: 'string', required: true }, text: { type: 'string' },
+            },
+        },
+        control: { Config: { sync: 'down', scope: '*' }, Board: { sync: 'none', scope: '*' } },
+    }"#;
+    let after = BEFORE.replace(
+        "Board: { sync: 'none', scope: '*' }",
+        "Board: { sync: 'both', scope: '*' }",
+    );
+    let mut world = World::with_schema(BEFORE);
+    let (db, dir) = world.open("d1", None);
+    db.attach(ferry::MemoryTransport::new(world.cloud.clone()), manual())
+        .unwrap();
+    db.create("Board", json!({"id": "b1", "text": "local only"}))
+        .unwrap();
+    // A tombstone of scope `*` purged past the device's cursor: a pull from the start
+    // is a resync.
+    let gone = key("config#", "config#gone");
+    world.cloud_write("Config", gone.clone(), "*", Some(config_item("gone")));
+    world.advance(1_000);
+    world.cloud_write("Config", gone, "*", None);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    world.advance(31 * DAY_MS);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    drop(db);
+
+    let config = ferry::Config {
+        clock: world.clock.clock(),
+        timer: world.clock.clock(),
+        ttl_sweep: None,
+        ..ferry::Config::with_schema(crate::support::schema(&after)).context("deviceId", "d1")
+    };
+    let db = ferry::Db::open(world.dir(dir), config).unwrap();
+    db.attach(ferry::MemoryTransport::new(world.cloud.clone()), manual())
+        .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert!(
+        db.get("Board", json!({"id": "b1"})).unwrap().is_some(),
+        "an item that never synced is not the cloud's to remove"
+    );
+}

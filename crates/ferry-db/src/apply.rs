@@ -317,6 +317,11 @@ impl Db {
             if model.scope_of(&item, self.context()).ok().as_deref() != Some(scope) {
                 continue;
             }
+            // An item with no version never came from the cloud nor went to it (written
+            // while its model did not sync): the cloud's snapshot says nothing of it.
+            if version_of(&item).is_none() {
+                continue;
+            }
             let key = self.inner.store.key_of(&item)?;
             if !seen.contains(&key) {
                 absent.push(key);
@@ -383,8 +388,10 @@ fn cannot_apply(error: &Error) -> bool {
 }
 
 /// When a delete at `version` happened, as far as this device can tell: its version's
-/// time, or now if that is later than now. A tombstone lives from the delete (the cloud
-/// forgets it then), not from when a device that was away heard of it.
+/// time, or now if that is earlier. A tombstone lives from the delete, not from when a
+/// device that was away heard of it. The cloud forgets it a horizon after it landed (on
+/// DynamoDB, after the later of its landing and its version), so a device forgets it about
+/// when the cloud does, not a horizon after the device came back online.
 pub(crate) fn deleted_ms(version: &Version, now: u64) -> u64 {
     version.hlc.physical_ms().min(now)
 }

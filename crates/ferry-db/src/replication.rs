@@ -20,30 +20,41 @@ pub(crate) const META_CURSOR_PREFIX: &str = "cursor:";
 /// Meta record of the models each read scope's cursor covers (scope to model names).
 const META_DOWNLOADS: &str = "downloads";
 
+/// The models each scope downloads under `schema`, for a device of `context`. A model
+/// whose scope depends on the item is left out (attaching refuses it, saying why).
+fn downloads_by_scope(
+    schema: &ferry_schema::Schema,
+    context: &ferry_schema::Context,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut scopes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for model in (schema.models()).filter(|m| crate::replica::downloads(m)) {
+        if let Some(scope) = model.device_scope(context) {
+            scopes.entry(scope).or_default().insert(model.name.clone());
+        }
+    }
+    scopes
+}
+
 /// Starts over the cursor of every scope that now downloads a model it did not when its
 /// cursor moved (a schema upgrade that brings a model down): the cloud's existing items of
 /// that model lie behind the cursor, and only a pull from the start (a snapshot) brings
-/// them. A database that recorded nothing yet records what it downloads now.
+/// them.
 pub(crate) fn restart_cursors_of_new_downloads(
     store: &ferry_store::Store,
     context: &ferry_schema::Context,
 ) -> Result<()> {
-    let mut now: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for model in (store.schema().models()).filter(|m| crate::replica::downloads(m)) {
-        // A scope that depends on the item is refused at attach, with the reason.
-        if let Some(scope) = model.device_scope(context) {
-            now.entry(scope).or_default().insert(model.name.clone());
-        }
-    }
+    let now = downloads_by_scope(store.schema(), context);
     let encoded = serde_json::to_vec(&now).map_err(|e| Error::Argument(e.to_string()))?;
     let stored = store.meta(META_DOWNLOADS)?;
     if stored.as_deref() == Some(&encoded[..]) {
         return Ok(());
     }
-    let before: Option<BTreeMap<String, BTreeSet<String>>> =
-        stored.and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    // Nothing recorded (a new database, or one older than the record): its cursors are
-    // taken to cover what it downloads now.
+    // Without a record (a database older than it), the schema this open replaced says
+    // what the cursors covered; a new database has no cursors to start over.
+    let before: Option<BTreeMap<String, BTreeSet<String>>> = match stored {
+        Some(bytes) => serde_json::from_slice(&bytes).ok(),
+        None => (store.replaced_schema()).map(|schema| downloads_by_scope(&schema, context)),
+    };
     let grown: Vec<&String> = match &before {
         None => Vec::new(),
         Some(before) => (now.iter())

@@ -13,8 +13,9 @@ use ferry_db::{Error, Result, WeakDb};
 use crate::Syncer;
 use crate::driver::Driver;
 
-/// Longest sleep between steps: a database with a replaced clock (tests, simulations)
-/// gets no real-time deadline from the engine, and a dropped database is noticed.
+/// Longest sleep between steps: a database whose timer is replaced (tests) gets no
+/// real-time deadline from the engine, local work the store refused is tried again, and a
+/// dropped database is noticed.
 #[cfg(feature = "tokio")]
 const IDLE_MS_MAX: u64 = 200;
 

@@ -25,6 +25,15 @@ struct Now {
     timer: u64,
 }
 
+impl Now {
+    fn of(db: &Db) -> Now {
+        Now {
+            wall: db.now_ms().max(0) as u64,
+            timer: db.timer_ms(),
+        }
+    }
+}
+
 /// The engine, the transport, and what the last push told about superseded keys.
 pub(crate) struct Driver {
     pub engine: Engine,
@@ -36,6 +45,12 @@ pub(crate) struct Driver {
     superseded: BTreeMap<Key, Change>,
     /// This step fsynced the database (see `Driver::push`).
     flushed: bool,
+    /// Local work the store refused (a failing disk), tried again at the next step:
+    /// acknowledged changes still to leave the outbox, and the cloud's answers
+    /// (superseded, ahead, rejected) still to be carried out. The engine counts them as
+    /// done, so nothing else would.
+    unsettled: Vec<(Key, Version)>,
+    undone: Vec<Output>,
 }
 
 impl Driver {
@@ -46,47 +61,61 @@ impl Driver {
             call_timeout,
             superseded: BTreeMap::new(),
             flushed: false,
+            unsettled: Vec::new(),
+            undone: Vec::new(),
         }
     }
 
     /// Feeds the queued inputs, ticks, and executes every output. Failures of single
-    /// outputs are reported in the status and retried by the engine.
+    /// outputs are reported in the status and retried: by the engine for what went to the
+    /// cloud, by the next step for what the store refused.
     pub async fn step(&mut self, db: &Db, syncer: &Syncer) {
-        let now = Now {
-            wall: db.now_ms().max(0) as u64,
-            timer: db.timer_ms(),
-        };
+        let now = Now::of(db);
         self.flushed = false;
         for input in syncer.take_inputs(db) {
             self.engine.handle(input, now.timer);
         }
         self.engine.tick(now.timer);
         // Acknowledgements come one per change: settle a run of them in one commit.
-        let mut acked = Vec::new();
-        while let Some(output) = self.engine.poll_output() {
+        let mut acked = std::mem::take(&mut self.unsettled);
+        let mut undone = std::mem::take(&mut self.undone).into_iter();
+        while let Some(output) = undone.next().or_else(|| self.engine.poll_output()) {
             if let Output::Acked { key, version } = output {
                 acked.push((key, version));
                 continue;
             }
-            self.settle(db, syncer, &std::mem::take(&mut acked));
-            // A local failure fails this output only: the engine hears of it where it would
-            // otherwise wait for an answer that never comes.
-            if let Err(e) = self.execute(db, syncer, output, now).await {
+            self.settle(db, &mut acked);
+            let local = matches!(
+                output,
+                Output::Superseded { .. } | Output::Ahead { .. } | Output::Rejected { .. }
+            );
+            let again = local.then(|| output.clone());
+            // Calls can take long: each output at the time it starts.
+            if let Err(e) = self.execute(db, syncer, output, Now::of(db)).await {
                 db.report_error(format!("{}: {e}", e.code()));
+                self.undone.extend(again);
             }
         }
-        self.settle(db, syncer, &acked);
-        self.superseded.clear();
+        self.settle(db, &mut acked);
+        let undone = &self.undone;
+        self.superseded.retain(|key, _| {
+            (undone.iter()).any(|o| matches!(o, Output::Superseded { key: k, .. } if k == key))
+        });
         syncer.publish(&self.engine);
     }
 
-    /// Removes acknowledged changes from the outbox. If the store fails, the engine hears
-    /// of the whole outbox again at the next step: those changes go up again, are answered
-    /// as already there, and settle then.
-    fn settle(&self, db: &Db, syncer: &Syncer, acked: &[(Key, Version)]) {
-        if let Err(e) = db.settle(acked) {
-            db.report_error(format!("{}: settling acknowledged changes: {e}", e.code()));
-            syncer.reload_outbox();
+    /// Removes acknowledged changes from the outbox; if the store refuses, they are tried
+    /// again at the next step (the engine counts them as acknowledged).
+    fn settle(&mut self, db: &Db, acked: &mut Vec<(Key, Version)>) {
+        if acked.is_empty() {
+            return;
+        }
+        match db.settle(acked) {
+            Ok(()) => acked.clear(),
+            Err(e) => {
+                db.report_error(format!("{}: settling acknowledged changes: {e}", e.code()));
+                self.unsettled.append(acked);
+            }
         }
     }
 
@@ -98,11 +127,11 @@ impl Driver {
             }
             Output::Push { batch, changes } => self.push(db, batch, changes, now).await,
             Output::Acked { key, version } => {
-                self.settle(db, syncer, &[(key, version)]);
+                self.settle(db, &mut vec![(key, version)]);
                 Ok(())
             }
             Output::Superseded { key, local, cloud } => {
-                let winner = self.superseded.remove(&key);
+                let winner = self.superseded.get(&key).cloned();
                 match db.superseded(&key, &local, &cloud, winner.as_ref(), now.wall)? {
                     Superseded::Stale => {}
                     Superseded::Restamped { version, bytes } => {

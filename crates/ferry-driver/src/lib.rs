@@ -151,6 +151,8 @@ impl Syncer {
         }
         let mut inputs = db.queued_inputs().unwrap_or_else(|e| {
             db.report_error(format!("{}: reloading the outbox: {e}", e.code()));
+            // Reloaded at the next step, then.
+            lock(&self.inbox).overflowed = true;
             Vec::new()
         });
         inputs.extend(
@@ -160,13 +162,6 @@ impl Syncer {
                 .filter(|i| !matches!(i, Input::Queued { .. })),
         );
         inputs
-    }
-
-    /// The next step hears of the whole outbox again (settling failed: changes the engine
-    /// counts as acknowledged are still there).
-    fn reload_outbox(&self) {
-        lock(&self.inbox).overflowed = true;
-        self.wake.notify();
     }
 
     fn push_input(&self, input: Input) {

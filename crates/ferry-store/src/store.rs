@@ -95,6 +95,8 @@ pub struct Store {
     pub(crate) on_fsync: Option<FsyncHook>,
     pub(crate) on_commit: Option<CommitHook>,
     pub(crate) write_lock: Mutex<()>,
+    /// The schema document this open replaced, if it gave one and another was stored.
+    replaced: Option<serde_json::Value>,
     pub(crate) dirty: Arc<AtomicBool>,
     /// Held through each fsync, the background one too: a caller of [`Store::persist`]
     /// that finds nothing dirty may still have to wait for an fsync in flight. Callers
@@ -136,8 +138,12 @@ impl Store {
         let open = |name: &str| db.keyspace(name, keyspace_options).map_err(fail);
         let meta = open("meta")?;
         let stored = meta.get(META_SCHEMA).map_err(fail)?;
+        let mut replaced = None;
         let schema = match (schema, stored) {
-            (Some(schema), _) => schema,
+            (Some(schema), stored) => {
+                replaced = stored.and_then(|bytes| serde_json::from_slice(&bytes).ok());
+                schema
+            }
             (None, Some(bytes)) => {
                 let doc = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
                     path: path.display().to_string(),
@@ -201,6 +207,7 @@ impl Store {
             on_fsync: options.on_fsync.clone(),
             on_commit: options.on_commit.clone(),
             write_lock: Mutex::new(()),
+            replaced,
             dirty,
             fsyncing,
             poisoned,
@@ -214,6 +221,13 @@ impl Store {
     /// The schema the store was opened with.
     pub fn schema(&self) -> &Schema {
         &self.schema
+    }
+
+    /// The schema stored before this open gave one (the same one, if it did not change),
+    /// if it still parses.
+    pub fn replaced_schema(&self) -> Option<Schema> {
+        let doc = self.replaced.clone()?;
+        Schema::from_value(doc).ok()
     }
 
     /// The database directory.

@@ -212,8 +212,20 @@ impl Pushes {
 
 impl Engine {
     pub(super) fn on_queued(&mut self, key: Key, version: Version, bytes: usize) {
+        let parked = (self.pushes.entries.get(&key)).is_some_and(|e| e.state == KeyState::Parked);
         if self.pushes.queue(key, version, bytes, self.now_ms) {
-            self.schedule_send();
+            match parked {
+                // Re-stamped by the driver: it waited its delay once, and a sync may wait
+                // for it. It goes with the next batch.
+                true => {
+                    let at_ms = self
+                        .pushes
+                        .send_at_ms
+                        .map_or(self.now_ms, |at| at.min(self.now_ms));
+                    self.pushes.send_at_ms = Some(at_ms);
+                }
+                false => self.schedule_send(),
+            }
         }
     }
 
