@@ -915,6 +915,56 @@ fn plain_sdk_puts_updates_and_deletes_reach_a_device_through_the_follower() {
     assert_eq!(a.status().conflicts, 0);
 }
 
+#[test]
+fn a_plain_sdk_replace_right_after_a_device_write_reaches_the_device() {
+    let mut cloud = Cloud::with_stream("follow-replace", Settings::default(), Stream::ForFollower);
+    // The device's clock runs 3 s ahead of the server's (well inside the bound): its
+    // versions are ahead of the time the follower stamps at.
+    cloud.clock = Some(Arc::new(|| now_ms() as i64 + 3_000));
+    let (a, _) = cloud.device("a", None);
+    let _follower = FollowerThread::start(&cloud);
+    a.create("Shared", json!({"id": "s1", "name": "by a"}))
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    cloud.sdk_put(json!({"pk": "shared#", "sk": "shared#s1", "_type": "Shared", "id": "s1", "name": "replaced"}));
+    eventually("the replace reaches the device", || {
+        text(a.get("Shared", json!({"id": "s1"})).unwrap(), "name").as_deref() == Some("replaced")
+    });
+}
+
+#[test]
+fn a_plain_sdk_write_back_of_a_stale_row_reaches_the_device() {
+    let mut cloud = Cloud::with_stream("follow-stale", Settings::default(), Stream::ForFollower);
+    let (a, _) = cloud.device("a", None);
+    let _follower = FollowerThread::start(&cloud);
+    a.create("Shared", json!({"id": "s1", "name": "first"}))
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    // A cloud app reads the row (with its `_ver`), the device writes again, then the app
+    // writes its copy back, stale `_ver` and all.
+    let mut stale = cloud.row(&key("shared#", "shared#s1")).unwrap();
+    a.update(
+        "Shared",
+        json!({"id": "s1", "name": "second"}),
+        &ferry::WriteOptions::default(),
+    )
+    .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    stale.insert(
+        "name".into(),
+        ferry::dynamo::sdk::types::AttributeValue::S("written back".into()),
+    );
+    let request = (cloud.dynamo.client.put_item())
+        .table_name(&cloud.table)
+        .set_item(Some(stale))
+        .send();
+    cloud.rt.block_on(request).unwrap();
+    eventually("the write-back reaches the device", || {
+        text(a.get("Shared", json!({"id": "s1"})).unwrap(), "name").as_deref()
+            == Some("written back")
+    });
+}
+
 /// The schema as a OneTable app loads it: JSON, without Ferry's `control` section.
 fn onetable_schema(dir: &std::path::Path, schema: &Schema) -> std::path::PathBuf {
     let mut document = schema.document().clone();

@@ -22,7 +22,7 @@ use ferry_journal::{Change, ChangeOp};
 
 use crate::attrs::{AttrMap, from_attrs};
 use crate::error::{Error, Failure, Result};
-use crate::layout::{DEL, Layout, SCOPE, VER};
+use crate::layout::{DEL, Layout, SCOPE, SEQ, VER};
 use crate::table::{Settings, Table};
 use crate::writer::Writer;
 
@@ -296,16 +296,20 @@ impl Follower {
         match record.event_name() {
             Some(OperationType::Insert | OperationType::Modify) => {
                 let Some(new) = new else { return Ok(None) };
-                let old_version = old.as_ref().and_then(|old| old.get(VER));
-                let foreign = match new.get(VER) {
+                let replaced = old.as_ref().and_then(Layout::version_of);
+                // Ferry's own writes raise the version. One that stayed (updated in place)
+                // or went back (a stale row written back whole) is foreign; one that only
+                // moved the feed position (a renewed `_seq`) is Ferry's.
+                let foreign = match Layout::version_of(&new) {
                     None => true,
-                    // Updated in place: the version stayed while the item changed.
-                    Some(version) => old_version == Some(version),
+                    Some(version) => replaced.as_ref().is_some_and(|old| version <= *old),
                 };
-                if !foreign || self.is_own_item(&new) {
+                if !foreign || self.is_own_item(&new) || only_feed_moved(old.as_ref(), &new) {
                     return Ok(None);
                 }
-                self.writer.adopt(&new, new.get(VER), settings).await?;
+                (self.writer)
+                    .adopt(&new, new.get(VER), replaced.as_ref(), settings)
+                    .await?;
                 Ok(Some(Adopted::Put(describe(layout, &new))))
             }
             Some(OperationType::Remove) => {
@@ -368,7 +372,7 @@ impl Follower {
                 if item.contains_key(VER) || self.is_own_item(item) {
                     continue;
                 }
-                match self.writer.adopt(item, None, settings).await {
+                match self.writer.adopt(item, None, None, settings).await {
                     Ok(()) => {
                         adopted += 1;
                         report(&Adopted::Put(describe(&self.writer.layout, item)));
@@ -456,6 +460,21 @@ fn stream_attr(value: &aws_sdk_dynamodbstreams::types::AttributeValue) -> Option
 }
 
 /// `model key` for the report.
+/// Whether `new` is `old` with only its feed position changed (the writer renewed a late
+/// landing's `_seq`).
+fn only_feed_moved(old: Option<&AttrMap>, new: &AttrMap) -> bool {
+    let Some(old) = old else { return false };
+    let rest = |row: &AttrMap| -> Vec<(String, AttributeValue)> {
+        let mut rest: Vec<_> = (row.iter())
+            .filter(|(name, _)| name.as_str() != SEQ)
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        rest.sort_by(|a, b| a.0.cmp(&b.0));
+        rest
+    };
+    old.get(SEQ) != new.get(SEQ) && rest(old) == rest(new)
+}
+
 fn describe(layout: &Layout, item: &AttrMap) -> String {
     let model = match item.get(&layout.item.type_field) {
         Some(AttributeValue::S(s)) => s.clone(),

@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 use crate::attrs::AttrMap;
 use crate::client::{Dynamo, Endpoint};
 use crate::clock::ServerClock;
-use crate::error::Failure;
+use crate::error::{Failure, FailureKind};
 use crate::layout::{Layout, SCOPE, SEQ, SYNC_INDEX, seq_floor_after};
 use crate::table::{Settings, Table};
 use crate::writer::{CONDITION_SCOPES_MAX, Writer};
@@ -102,6 +102,14 @@ impl DynamoTransport {
             }
         }
         match first_failure {
+            // Writes denied (a policy that denies these keys) are no reason to drop the
+            // link, which the next handshake would only restore: the push fails and the
+            // outbox backs off, the changes kept.
+            Some(failure) if results.is_empty() && failure.kind == FailureKind::Unauthorized => {
+                Err(TransportError::Rejected(format!(
+                    "every change of the push was denied: {failure}"
+                )))
+            }
             Some(failure) if results.is_empty() && count > 0 => Err(failure.into()),
             _ => Ok(results),
         }

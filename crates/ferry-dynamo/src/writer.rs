@@ -217,7 +217,7 @@ impl Writer {
             },
             // Written outside Ferry (or with a `_ver` that does not parse): adopt it, then
             // the next attempt compares versions. One that cannot be adopted never will be.
-            None => match self.adopt(&old, old.get(VER), settings).await {
+            None => match self.adopt(&old, old.get(VER), None, settings).await {
                 Ok(()) => Err(raced("PutItem")),
                 Err(failure) if failure.kind == FailureKind::Rejected => Ok(rejected(format!(
                     "the cloud row of {} was written outside Ferry and cannot be adopted: {}",
@@ -264,11 +264,14 @@ impl Writer {
     /// Gives a row Ferry did not write (no `_ver`, or updated in place under `expected`,
     /// the version it still carries) a new version, a scope and a feed position, so that
     /// devices receive it (docs/dynamodb.md, writers that do not go through Ferry). Only while
-    /// the row is as found: a concurrent adoption or Ferry write wins.
+    /// the row is as found: a concurrent adoption or Ferry write wins. The new version is
+    /// past `replaced` too, the version of the row the foreign write replaced (from the
+    /// stream's old image): devices hold that one, and would ignore anything older.
     pub async fn adopt(
         &self,
         row: &AttrMap,
         expected: Option<&AttributeValue>,
+        replaced: Option<&Version>,
         settings: Settings,
     ) -> Result<(), Failure> {
         let item = from_attrs(row).map_err(|e| foreign(e.to_string()))?;
@@ -290,7 +293,7 @@ impl Writer {
         let scope = scope_of(&item).map_err(foreign)?;
         // The version it carried, if any, is what the foreign write was made over.
         let base = Layout::version_of(row);
-        let over = base.as_ref().map(|v| v.hlc);
+        let over = (base.iter().chain(replaced)).map(|v| v.hlc).max();
         let version = self
             .fresh_version(over)
             .map_err(|e| foreign(e.to_string()))?;

@@ -17,6 +17,10 @@ enum KeyState {
     InFlight { batch: BatchId },
     /// The cloud holds a newer version; the driver decides (re-queue or settle).
     Parked,
+    /// Left out of an answer that took others of its batch (the cloud keeps failing this
+    /// key, as a policy that denies one key does): held back until `Pushes::held` lets it
+    /// go, behind every key queued meanwhile, so that it holds up no other.
+    Held,
 }
 
 /// One pending key: the newest version the driver queued and where it stands.
@@ -31,6 +35,8 @@ struct Entry {
     /// Send order: keys go oldest first, and a retried key keeps its place.
     order: u64,
     state: KeyState,
+    /// Answers in a row that left this key out while taking others (its own backoff).
+    misses: u32,
 }
 
 /// One batch awaiting its answer.
@@ -59,6 +65,8 @@ pub(super) struct Pushes {
     /// No batch goes before this (backoff after a failure).
     retry_at_ms: u64,
     failures: u32,
+    /// Keys in `KeyState::Held`, by when they may go again (stale pairs are skipped).
+    held: BTreeSet<(u64, Key)>,
 }
 
 impl Pushes {
@@ -163,6 +171,7 @@ impl Pushes {
                 latest_ms,
                 order,
                 state,
+                misses: 0,
             };
             self.entries.insert(key, entry);
             return true;
@@ -200,6 +209,38 @@ impl Pushes {
     }
 
     /// Returns a key of `batch` to the send queue (unless it left or moved on meanwhile).
+    /// Holds `key`, left out of `batch`'s answer, for `delay_ms` of its misses in a row;
+    /// it then goes behind every key queued by then.
+    fn hold(&mut self, key: &Key, batch: BatchId, delay_ms: impl FnOnce(u32) -> u64, now_ms: u64) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        if !matches!(entry.state, KeyState::InFlight { batch: b } if b == batch) {
+            return;
+        }
+        entry.misses = entry.misses.saturating_add(1);
+        let until_ms = now_ms.saturating_add(delay_ms(entry.misses));
+        entry.state = KeyState::Held;
+        self.held.insert((until_ms, key.clone()));
+    }
+
+    /// Held keys whose time came go back to the send queue.
+    fn release_held(&mut self, now_ms: u64) {
+        while let Some((until_ms, key)) = self.held.first().cloned() {
+            if until_ms > now_ms {
+                break;
+            }
+            self.held.pop_first();
+            if let Some(entry) = self.entries.get_mut(&key)
+                && entry.state == KeyState::Held
+            {
+                entry.order = self.next_order;
+                self.next_order += 1;
+                self.make_ready(&key);
+            }
+        }
+    }
+
     fn release(&mut self, key: &Key, batch: BatchId) {
         let in_this_batch = self.entries.get(key).is_some_and(
             |entry| matches!(entry.state, KeyState::InFlight { batch: b, .. } if b == batch),
@@ -257,12 +298,22 @@ impl Engine {
     /// Ends the delay and the backoff: `Connected` and `db.sync()` send at once.
     pub(super) fn push_now(&mut self) {
         self.pushes.retry_at_ms = self.now_ms;
+        self.pushes.release_held(u64::MAX);
         if !self.pushes.ready.is_empty() {
             self.pushes.send_at_ms = Some(self.now_ms);
         }
     }
 
     pub(super) fn send_due_batches(&mut self) {
+        if self
+            .pushes
+            .held
+            .first()
+            .is_some_and(|(at_ms, _)| *at_ms <= self.now_ms)
+        {
+            self.pushes.release_held(self.now_ms);
+            self.wake_sender();
+        }
         while self.can_send() {
             let changes = self.take_batch();
             let batch = self.pushes.next_batch;
@@ -334,13 +385,26 @@ impl Engine {
         let unanswered: Vec<&Key> = (record.changes.iter().map(|(key, _)| key))
             .filter(|key| !answered.contains(*key))
             .collect();
-        for key in &unanswered {
-            self.pushes.release(key, batch);
-        }
+        let progress = unanswered.len() < record.changes.len();
         if unanswered.is_empty() {
             self.pushes.failures = 0;
+        } else if progress {
+            // The cloud took others: these keys fail on their own (one key denied by a
+            // policy, say). Each backs off alone, then goes behind the rest, so that a key
+            // the cloud keeps failing neither leads every batch nor slows the outbox.
+            self.pushes.failures = 0;
+            let (base_ms, max_ms) = (self.config.retry_base_ms, self.config.retry_max_ms);
+            let jitter = &mut self.jitter;
+            for key in &unanswered {
+                let delay_ms = |misses| jitter.backoff_ms(misses, base_ms, max_ms);
+                self.pushes.hold(key, batch, delay_ms, self.now_ms);
+            }
         } else {
-            // Unprocessed items mean throttling (DynamoDB's UnprocessedItems): back off.
+            // Nothing of the batch went through (throttling, or the cloud refusing them
+            // all for now): the outbox backs off.
+            for key in &unanswered {
+                self.pushes.release(key, batch);
+            }
             self.back_off();
         }
         self.wake_sender();
@@ -489,6 +553,9 @@ impl Engine {
         let send_ms = (pushes.send_at_ms)
             .filter(|_| can_send_later)
             .map(|at_ms| at_ms.max(pushes.retry_at_ms));
-        [timeout_ms, send_ms].into_iter().flatten().min()
+        let held_ms = (pushes.held.first())
+            .filter(|_| self.connected)
+            .map(|(at_ms, _)| *at_ms);
+        [timeout_ms, send_ms, held_ms].into_iter().flatten().min()
     }
 }

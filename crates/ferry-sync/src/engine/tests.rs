@@ -475,6 +475,51 @@ fn keys_missing_from_an_answer_stay_pending_and_back_off() {
 }
 
 #[test]
+fn a_key_the_cloud_keeps_leaving_out_backs_off_alone_and_holds_up_no_other() {
+    let mut sim = Sim::new(config());
+    sim.queue(1, 1, 10);
+    sim.queue(2, 1, 10);
+    sim.input(Input::SyncRequested);
+    // Key 1 goes first, and the cloud takes only key 2, again and again.
+    let out = sim.applied(0, &[(2, 1)]);
+    assert!(pushes(&out).is_empty(), "key 1 waits out its own backoff");
+    assert_eq!(
+        sim.engine.status().consecutive_failures,
+        0,
+        "the outbox does not back off"
+    );
+    sim.queue(3, 1, 10);
+    let next_push = |sim: &mut Sim| {
+        for _ in 0..10 {
+            let due = sim.engine.next_deadline().expect("a send is scheduled");
+            let sent = pushes(&sim.at(due));
+            if let [(batch, keys)] = &sent[..] {
+                return (*batch, keys.clone());
+            }
+            assert!(sent.is_empty(), "one batch at a time: {sent:?}");
+        }
+        panic!("nothing was sent");
+    };
+    let (batch, keys) = next_push(&mut sim);
+    assert_eq!(
+        keys[0],
+        (3, 1),
+        "key 3 goes first, whenever key 1 goes: {keys:?}"
+    );
+    let mut landed = vec![(3, 1)];
+    if keys.contains(&(1, 1)) {
+        landed.push((1, 1));
+    }
+    sim.applied(batch, &landed);
+    if landed.len() == 1 {
+        let (batch, keys) = next_push(&mut sim);
+        assert_eq!(keys, vec![(1, 1)], "key 1 goes again once its backoff ends");
+        sim.applied(batch, &[(1, 1)]);
+    }
+    assert_eq!(sim.engine.status().pending_changes, 0);
+}
+
+#[test]
 fn disconnect_pauses_and_connect_resends_at_once() {
     let mut sim = Sim::with_scopes(config(), &[("*", 500_000)]);
     sim.queue(1, 1, 10);
