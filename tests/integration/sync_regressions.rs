@@ -1439,3 +1439,34 @@ fn turning_sync_on_for_a_model_keeps_the_items_the_device_already_had() {
         "an item that never synced is not the cloud's to remove"
     );
 }
+
+#[test]
+fn a_trigger_that_syncs_while_thousands_of_cloud_changes_arrive_is_answered() {
+    let mut world = World::with_schema(SCHEMA);
+    let (b, _, _) = world.device("d2", None);
+    // The first cloud change's trigger syncs: the driver must answer it while the
+    // triggers of the changes after it wait.
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let fired = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (db, seen, count) = (b.clone(), answers.clone(), fired.clone());
+    b.on_change(Some("Config"), move |_| {
+        if count.fetch_add(1, SeqCst) == 0 {
+            let answer = db.sync(std::time::Duration::from_secs(5));
+            seen.lock().unwrap().push(answer.map_err(|e| e.to_string()));
+        }
+    })
+    .unwrap();
+    const CHANGES: usize = 3_000;
+    for n in 0..CHANGES {
+        let name = format!("c{n:04}");
+        let key = key("config#", &format!("config#{name}"));
+        world.cloud_write("Config", key, "*", Some(config_item(&name)));
+    }
+    b.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(fired.load(SeqCst), CHANGES, "every change fired once");
+    assert_eq!(
+        *answers.lock().unwrap(),
+        vec![Ok(())],
+        "the trigger's sync was answered"
+    );
+}

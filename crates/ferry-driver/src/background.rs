@@ -99,7 +99,10 @@ async fn run(
             () = notify.notified() => {}
             () = tokio::time::sleep(std::time::Duration::from_millis(wait_ms)) => {}
             live = driver.link.live() => {
-                if let (Ok(changes), Some(db)) = (live, db.upgrade()) {
+                // Triggers behind: the next pull brings these (live moves no cursor).
+                if let (Ok(changes), Some(db)) = (live, db.upgrade())
+                    && !syncer.triggers_behind()
+                {
                     db.apply_live(&changes);
                 }
             }

@@ -45,10 +45,10 @@ pub(crate) struct Driver {
     superseded: BTreeMap<Key, Change>,
     /// This step fsynced the database (see `Driver::push`).
     flushed: bool,
-    /// Local work the store refused (a failing disk), tried again at the next step:
-    /// acknowledged changes still to leave the outbox, and the cloud's answers
-    /// (superseded, ahead, rejected) still to be carried out. The engine counts them as
-    /// done, so nothing else would.
+    /// Work carried over to the next step: acknowledged changes the store refused to take
+    /// out of the outbox, the cloud's answers (superseded, ahead, rejected) it refused to
+    /// carry out (the engine counts both as done, so nothing else would), and pulls held
+    /// back while the triggers are behind.
     unsettled: Vec<(Key, Version)>,
     undone: Vec<Output>,
 }
@@ -85,6 +85,13 @@ impl Driver {
                 continue;
             }
             self.settle(db, &mut acked);
+            // Nothing new comes down while the triggers are behind (see `trigger_queue`).
+            if matches!(output, Output::Pull { .. } | Output::Resync { .. })
+                && syncer.triggers_behind()
+            {
+                self.undone.push(output);
+                continue;
+            }
             let local = matches!(
                 output,
                 Output::Superseded { .. } | Output::Ahead { .. } | Output::Rejected { .. }

@@ -14,25 +14,23 @@
 mod background;
 mod driver;
 mod link;
+mod trigger_queue;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_db::{Db, Error, Event, Replication, Result, WeakDb};
+use ferry_db::{Db, Error, Event, Replication, Result};
 use ferry_sync::{Engine, EngineConfig, EngineStatus, Input, Transport};
 use ferry_types::Key;
 
 use driver::Driver;
+use trigger_queue::{TRIGGER_THREAD, TriggerQueue};
 
 /// Longest pause of `Db::sync` between engine steps.
 const SYNC_POLL_MS: u64 = 5;
 /// Inputs waiting for the driver at most (see `Syncer::inbox`).
 const INBOX_INPUTS_MAX: usize = 10_000;
-/// The name of the thread that runs a background driver's cloud triggers.
-const TRIGGER_THREAD: &str = "ferry-triggers";
-/// Cloud events waiting for the trigger thread at most.
-const EVENTS_QUEUED_MAX: usize = 1024;
 /// A transport call that has not answered after this fails with `Timeout`.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -86,7 +84,7 @@ struct Syncer {
     wake: background::Wake,
     /// Where a background driver's cloud events go (see [`Syncer::dispatch`]), and how
     /// many were sent and fired.
-    events: Option<std::sync::mpsc::SyncSender<Event>>,
+    events: Option<TriggerQueue>,
     delivered: Arc<Delivered>,
 }
 
@@ -174,20 +172,24 @@ impl Syncer {
     }
 
     /// Hands a cloud change's event to the trigger thread, so that a trigger runs off the
-    /// driver's thread and may wait on the driver (`sync()`) for real. Bounded: when
-    /// [`EVENTS_QUEUED_MAX`] events wait, the driver waits for the triggers (it never waits
-    /// on them otherwise, so this cannot deadlock). Returns the event when there is no
-    /// trigger thread: the caller runs it.
+    /// driver's thread and may wait on the driver (`sync()`) for real; never waits (see
+    /// `trigger_queue`). Returns the event when there is no trigger thread: the caller
+    /// runs it.
     fn dispatch(&self, event: Event) -> Option<Event> {
         let Some(events) = &self.events else {
             return Some(event);
         };
         lock(&self.delivered.counts).0 += 1;
-        let undelivered = events.send(event).err().map(|e| e.0);
+        let undelivered = events.send(event).err();
         if undelivered.is_some() {
             lock(&self.delivered.counts).0 -= 1;
         }
         undelivered
+    }
+
+    /// The triggers are behind: the driver pulls nothing new until they catch up.
+    fn triggers_behind(&self) -> bool {
+        self.events.as_ref().is_some_and(TriggerQueue::behind)
     }
 
     fn publish(&self, engine: &Engine) {
@@ -224,28 +226,6 @@ impl Syncer {
     }
 }
 
-/// The thread that runs the triggers of a background driver's cloud changes, in order.
-/// It ends when the database (and so the sender) is dropped.
-fn start_trigger_thread(
-    db: WeakDb,
-    delivered: &Arc<Delivered>,
-) -> Result<std::sync::mpsc::SyncSender<Event>> {
-    let (events, received) = std::sync::mpsc::sync_channel::<Event>(EVENTS_QUEUED_MAX);
-    let delivered = Arc::clone(delivered);
-    std::thread::Builder::new()
-        .name(TRIGGER_THREAD.into())
-        .spawn(move || {
-            for event in received {
-                let Some(db) = db.upgrade() else { return };
-                db.run_triggers(&event);
-                lock(&delivered.counts).1 += 1;
-                delivered.fired.notify_all();
-            }
-        })
-        .map_err(|e| Error::Argument(format!("cannot start the trigger thread: {e}")))?;
-    Ok(events)
-}
-
 /// Attaches `transport` to `db`: from now on, local writes of uploading models go to the
 /// cloud and cloud changes of downloading models come down. Pending changes from before
 /// (also from before a crash) are sent first. A database attaches once. With
@@ -275,7 +255,11 @@ pub fn attach<T: Transport>(db: &Db, transport: T, options: SyncOptions) -> Resu
             false => background::Wake::default(),
         },
         events: match options.background {
-            true => Some(start_trigger_thread(db.downgrade(), &delivered)?),
+            true => Some(
+                TriggerQueue::start(db.downgrade(), Arc::clone(&delivered)).map_err(|e| {
+                    Error::Argument(format!("cannot start the trigger thread: {e}"))
+                })?,
+            ),
             false => None,
         },
         delivered,
@@ -329,6 +313,11 @@ impl Syncer {
     fn sync(&self, db: &Db, timeout: Duration) -> Result<()> {
         // The caller's wait is real time, whatever clock the database runs on.
         let deadline = Instant::now() + timeout;
+        let on_trigger_thread = std::thread::current().name() == Some(TRIGGER_THREAD);
+        // A trigger waiting here needs the driver's pulls, whatever the triggers' backlog.
+        let _syncing = (self.events.as_ref())
+            .filter(|_| on_trigger_thread)
+            .map(TriggerQueue::syncing);
         let pending = db.pending_versions()?;
         let waited: Vec<&Key> = pending.iter().map(|(key, _)| key).collect();
         // A round can leave new work: an `up` change superseded in the cloud comes back
@@ -345,7 +334,6 @@ impl Syncer {
                 .filter(|key| !matches!(db.is_pending(key), Ok(false)));
             if answered && left.count() == 0 {
                 // The triggers of what was pulled have run, unless this is one of them.
-                let on_trigger_thread = std::thread::current().name() == Some(TRIGGER_THREAD);
                 if on_trigger_thread || self.delivered.wait(deadline) {
                     // Everything left the outbox: acknowledged, or refused for good.
                     let refused = db.refused_of(&pending)?;
