@@ -180,7 +180,7 @@ impl Syncer {
             return Some(event);
         };
         lock(&self.delivered.counts).0 += 1;
-        let undelivered = events.send(event).err();
+        let undelivered = events.send(event);
         if undelivered.is_some() {
             lock(&self.delivered.counts).0 -= 1;
         }

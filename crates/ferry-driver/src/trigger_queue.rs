@@ -64,19 +64,19 @@ impl TriggerQueue {
 
     /// Hands `event` to the trigger thread without waiting; gives it back if the thread
     /// is gone.
-    pub(crate) fn send(&self, event: Event) -> Result<(), Event> {
+    pub(crate) fn send(&self, event: Event) -> Option<Event> {
         let mut overflow = lock(&self.overflow);
         if !overflow.is_empty() {
             overflow.push_back(event);
-            return Ok(());
+            return None;
         }
         match self.events.try_send(event) {
-            Ok(()) => Ok(()),
+            Ok(()) => None,
             Err(TrySendError::Full(event)) => {
                 overflow.push_back(event);
-                Ok(())
+                None
             }
-            Err(TrySendError::Disconnected(event)) => Err(event),
+            Err(TrySendError::Disconnected(event)) => Some(event),
         }
     }
 
