@@ -791,3 +791,56 @@ fn live_changes_of_a_granted_scope_the_device_does_not_read_are_not_applied() {
         "b's note is not a's"
     );
 }
+
+/// Before a connection authenticates, the relay reads one small `Hello` and nothing else:
+/// a large first message is refused as it arrives, and a first frame of another kind is
+/// refused by its kind, without being decoded.
+#[test]
+fn before_hello_the_relay_reads_one_small_hello_and_nothing_else() {
+    let mut cloud = Cloud::over(Via::Relay, "pre-auth", Settings::default());
+    let (a, _) = cloud.device("a", None);
+    let relay = cloud.relay.as_ref().unwrap();
+    let rss_before = relay.rss_kib();
+    let rt = runtime();
+    let first_frame = |bytes: Vec<u8>| {
+        rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
+                .await
+                .unwrap();
+            let (mut ws, _) = tokio_tungstenite::client_async(relay.url(), tcp)
+                .await
+                .unwrap();
+            let _ = ws.send(Message::Binary(bytes.into())).await;
+            refusal(&mut ws).await
+        })
+    };
+    // A Hello of 8 MiB (a huge token), sent ten times over.
+    let huge = Frame::Hello {
+        token: "x".repeat(ferry_protocol::FRAME_BYTES_MAX - 64),
+        replica: "r".into(),
+    };
+    for _ in 0..10 {
+        let (reason, code) = first_frame(encode(&huge));
+        assert_eq!(code, Some(1009), "message too big: {reason}");
+    }
+    // A push of a million empty changes as the first frame.
+    let mut push = vec![ferry_protocol::PROTOCOL_VERSION, 4, 1];
+    push.extend([0x80, 0x89, 0x7a]); // a count of 2,000,000
+    push.resize(ferry_protocol::HELLO_BYTES_MAX, 0);
+    let (reason, _) = first_frame(push);
+    assert!(
+        reason.contains("Push frame") && reason.contains("before Hello"),
+        "{reason}"
+    );
+    assert!(
+        relay.rss_kib() < rss_before + 16 * 1024,
+        "the relay buffered none of it: {} KiB, was {rss_before} KiB",
+        relay.rss_kib()
+    );
+    assert!(relay.metric("ferry_relay_rejects_total", "frame") >= 11.0);
+    // An honest device never noticed.
+    a.create("Shared", json!({"id": "s1", "name": "still here"}))
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(a.status().failures, 0, "{:?}", a.status());
+}

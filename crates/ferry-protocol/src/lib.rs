@@ -25,12 +25,27 @@ pub const PROTOCOL_VERSION: u8 = 2;
 /// The largest frame either side accepts (a push of changes near DynamoDB's item limit).
 pub const FRAME_BYTES_MAX: usize = 8 * 1024 * 1024;
 
+/// The largest `Hello`: a token and a replica id, with room to spare. Before a connection
+/// authenticates, nothing larger is read (a token of ten thousand scopes does not fit:
+/// such a fleet grants by pattern, not by list).
+pub const HELLO_BYTES_MAX: usize = 16 * 1024;
+
 /// The WebSocket configuration both sides use: frames bounded by the protocol, and small
 /// buffers, since one relay holds many connections.
 pub fn ws_config() -> tungstenite::protocol::WebSocketConfig {
+    ws_config_bounded(FRAME_BYTES_MAX)
+}
+
+/// The relay's configuration until a connection's `Hello` verifies: messages of at most
+/// [`HELLO_BYTES_MAX`], so that one who has not authenticated cannot make it buffer more.
+pub fn hello_ws_config() -> tungstenite::protocol::WebSocketConfig {
+    ws_config_bounded(HELLO_BYTES_MAX)
+}
+
+fn ws_config_bounded(bytes_max: usize) -> tungstenite::protocol::WebSocketConfig {
     tungstenite::protocol::WebSocketConfig::default()
-        .max_message_size(Some(FRAME_BYTES_MAX))
-        .max_frame_size(Some(FRAME_BYTES_MAX))
+        .max_message_size(Some(bytes_max))
+        .max_frame_size(Some(bytes_max))
         .read_buffer_size(16 * 1024)
         .write_buffer_size(0)
 }
@@ -334,6 +349,49 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The token and replica of a `Hello` in `bytes`; any other frame is refused by its kind
+/// before anything of it is decoded (the first frame is read before authentication).
+pub fn decode_hello(bytes: &[u8]) -> Result<(String, String), FrameError> {
+    if bytes.len() > HELLO_BYTES_MAX {
+        return Err(FrameError::Malformed(format!(
+            "a Hello of {} bytes, over the limit of {HELLO_BYTES_MAX}",
+            bytes.len()
+        )));
+    }
+    match bytes {
+        [PROTOCOL_VERSION, HELLO, ..] => match decode(bytes)? {
+            Frame::Hello { token, replica } => Ok((token, replica)),
+            other => Err(FrameError::Malformed(format!(
+                "{} before Hello",
+                other.name()
+            ))),
+        },
+        [PROTOCOL_VERSION, tag, ..] => {
+            let names = [
+                (WELCOME, "Welcome"),
+                (REFUSED, "Refused"),
+                (PUSH, "Push"),
+                (PUSHED, "Pushed"),
+                (PULL, "Pull"),
+                (PAGE, "Page"),
+                (FAILED, "Failed"),
+                (LIVE, "Live"),
+                (GET, "Get"),
+                (GOT, "Got"),
+            ];
+            let kind = names
+                .iter()
+                .find(|(t, _)| t == tag)
+                .map_or("unknown", |(_, n)| n);
+            Err(FrameError::Malformed(format!(
+                "a {kind} frame (kind {tag}) before Hello"
+            )))
+        }
+        [found, ..] => Err(FrameError::Version { found: *found }),
+        [] => Err(FrameError::Malformed("an empty frame before Hello".into())),
+    }
 }
 
 /// The frame in `bytes`.

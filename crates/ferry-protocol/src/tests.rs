@@ -190,3 +190,30 @@ fn a_count_larger_than_the_frame_allocates_nothing() {
     varint(u64::MAX / 2, &mut bytes);
     assert!(decode(&bytes).is_err());
 }
+
+#[test]
+fn before_hello_only_a_small_hello_is_decoded() {
+    let hello = Frame::Hello {
+        token: "t".into(),
+        replica: "r1".into(),
+    };
+    assert_eq!(decode_hello(&encode(&hello)), Ok(("t".into(), "r1".into())));
+    for frame in every_frame().iter().filter(|f| f.name() != "Hello") {
+        let error = decode_hello(&encode(frame)).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("a {} frame", frame.name())) && error.contains("before Hello"),
+            "{error}"
+        );
+    }
+    let large = Frame::Hello {
+        token: "t".repeat(HELLO_BYTES_MAX),
+        replica: "r1".into(),
+    };
+    let error = decode_hello(&encode(&large)).unwrap_err().to_string();
+    assert!(error.contains("over the limit of 16384"), "{error}");
+    assert!(matches!(decode_hello(&[]), Err(FrameError::Malformed(_))));
+    assert_eq!(
+        decode_hello(&[7, HELLO]),
+        Err(FrameError::Version { found: 7 })
+    );
+}

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 use ferry_cloud::{Grant, PullFrom, PullPage, PushOutcome, Session, TransportError};
 use ferry_journal::Change;
-use ferry_protocol::{FRAME_BYTES_MAX, Frame, decode, encode};
+use ferry_protocol::{FRAME_BYTES_MAX, Frame, HELLO_BYTES_MAX, decode, encode};
 use ferry_types::{Key, Version};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 
 use crate::hub::Member;
@@ -93,6 +93,14 @@ pub async fn serve<S: CloudStore>(
         // Shutting down before the device said who it is: nothing to drain.
         None => return,
     };
+    // Authenticated: frames up to the protocol's bound from now on (an honest device sends
+    // nothing more before `Welcome`, so nothing read is left behind).
+    let mut ws = WebSocketStream::from_raw_socket(
+        ws.into_inner(),
+        Role::Server,
+        Some(ferry_protocol::ws_config()),
+    )
+    .await;
     let mut session = match shared.store.session().await {
         Ok(session) => session,
         Err(e) => {
@@ -216,17 +224,23 @@ async fn handshake<S: CloudStore>(
                 Some(Ok(Message::Binary(bytes))) => return Ok(bytes),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(_)) | None => return Err(Ended::frame("no Hello frame")),
+                Some(Err(WsError::Capacity(e))) => {
+                    return Err(Ended {
+                        reason: format!(
+                            "bad frame: {e} (a Hello has at most {HELLO_BYTES_MAX} bytes)"
+                        ),
+                        code: CloseCode::Size,
+                        reject: Some(Reject::Frame),
+                    });
+                }
                 Some(Err(e)) => return Err(Ended::frame(&e.to_string())),
             }
         }
     })
     .await
     .map_err(|_| Ended::frame("no Hello frame in time"))??;
-    let (token, replica) = match decode(&first) {
-        Ok(Frame::Hello { token, replica }) => (token, replica),
-        Ok(other) => return Err(Ended::frame(&format!("{} before Hello", other.name()))),
-        Err(e) => return Err(Ended::frame(&e.to_string())),
-    };
+    let (token, replica) =
+        ferry_protocol::decode_hello(&first).map_err(|e| Ended::frame(&e.to_string()))?;
     let claims = (shared.config.secret.verify(&token)).map_err(Ended::token)?;
     // The session writes only versions of the replica it names.
     let id = ferry_types::ReplicaId::parse(&replica)

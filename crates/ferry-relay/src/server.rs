@@ -231,7 +231,8 @@ async fn serve_socket<S: CloudStore>(
             if http::accept_upgrade(&mut socket, &key).await.is_err() {
                 return;
             }
-            let config = Some(ferry_protocol::ws_config());
+            // Until the Hello verifies (`connection::serve` widens it).
+            let config = Some(ferry_protocol::hello_ws_config());
             let ws = WebSocketStream::from_partially_read(socket, rest, Role::Server, config).await;
             crate::connection::serve(shared, ws, peer, stopped).await;
         }
