@@ -188,6 +188,46 @@ fn workspace_edges_follow_the_layer_table() {
     }
 }
 
+/// The crates of `crates/` in the order ARCHITECTURE.md lists them.
+fn architecture_order() -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ARCHITECTURE.md");
+    let text = std::fs::read_to_string(&path).expect("ARCHITECTURE.md is readable");
+    (text.lines())
+        .filter_map(|line| line.strip_prefix("### `crates/"))
+        .filter_map(|rest| rest.strip_suffix('`'))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn every_crate_depends_only_on_crates_architecture_md_lists_above_it() {
+    let order = architecture_order();
+    let deps = normal_dependencies(&metadata(true));
+    let workspace: BTreeSet<&String> = deps.keys().collect();
+    for (krate, actual) in &deps {
+        let Some(at) = order.iter().position(|name| name == krate) else {
+            continue;
+        };
+        for dep in actual.iter().filter(|d| workspace.contains(d)) {
+            let above = order[..at].contains(dep);
+            assert!(
+                above,
+                "{krate} depends on {dep}, which ARCHITECTURE.md does not list above it"
+            );
+        }
+    }
+    let crates =
+        std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates"))
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok());
+    for krate in crates {
+        assert!(
+            order.contains(&krate),
+            "ARCHITECTURE.md does not describe crates/{krate}"
+        );
+    }
+}
+
 /// The packages a build of `package` without default features compiles.
 fn device_build(package: &str) -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
