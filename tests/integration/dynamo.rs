@@ -965,6 +965,26 @@ fn a_plain_sdk_write_back_of_a_stale_row_reaches_the_device() {
     });
 }
 
+/// An application attaches the table in a line, with the usual AWS configuration.
+#[test]
+fn a_device_connects_to_dynamodb_in_a_line() {
+    use ferry::Attach;
+    let cloud = Cloud::new("in-a-line", Settings::default());
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::with_schema((*cloud.schema).clone()).context("deviceId", "a");
+    let db = Db::open(dir.path(), config).unwrap();
+    let url = endpoint().url.unwrap();
+    db.connect(
+        ferry::dynamodb(&cloud.table).endpoint(&url),
+        SyncOptions::default(),
+    )
+    .unwrap();
+    db.create("Shared", json!({"id": "s1", "name": "in a line"}))
+        .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert!(cloud.row(&key("shared#", "shared#s1")).is_some());
+}
+
 /// The schema as a OneTable app loads it: JSON, without Ferry's `control` section.
 fn onetable_schema(dir: &std::path::Path, schema: &Schema) -> std::path::PathBuf {
     let mut document = schema.document().clone();

@@ -844,3 +844,31 @@ fn before_hello_the_relay_reads_one_small_hello_and_nothing_else() {
     a.sync(SYNC_TIMEOUT).unwrap();
     assert_eq!(a.status().failures, 0, "{:?}", a.status());
 }
+
+/// An application attaches the relay in a line, and a wrong address is refused by name.
+#[test]
+fn a_device_connects_to_the_relay_in_a_line() {
+    use ferry::Attach;
+    let relay = RelayProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        ferry::Config::with_schema(crate::support::schema(SCHEMA)).context("deviceId", "a");
+    let db = Db::open(dir.path(), config).unwrap();
+    db.connect(
+        ferry::relay(&relay.url(), &relay.token("a", &[])),
+        Default::default(),
+    )
+    .unwrap();
+    db.create("Shared", json!({"id": "s1", "name": "in a line"}))
+        .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Db::open(
+        other_dir.path(),
+        ferry::Config::with_schema(crate::support::schema(SCHEMA)).context("deviceId", "b"),
+    )
+    .unwrap();
+    let wrong = other.connect(ferry::relay("http://nowhere", "t"), Default::default());
+    let error = wrong.unwrap_err().to_string();
+    assert!(error.contains("relay URL 'http://nowhere'"), "{error}");
+}

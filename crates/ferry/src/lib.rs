@@ -62,7 +62,15 @@ pub use ferry_types as types;
 #[cfg(feature = "ws")]
 pub use ferry_ws as ws;
 
-/// Attaching a transport to a database: `db.attach(transport, options)`.
+mod link;
+pub use link::Link;
+#[cfg(feature = "dynamo")]
+pub use link::{DynamoLink, dynamodb};
+#[cfg(feature = "ws")]
+pub use link::{RelayLink, relay};
+
+/// Attaching a transport to a database: `db.connect(ferry::relay(url, token), options)`,
+/// or `db.attach(transport, options)` with a transport built by hand.
 pub trait Attach {
     /// From now on, local writes of uploading models go to the cloud through `transport`
     /// and cloud changes of downloading models come down. Pending changes from before
@@ -70,10 +78,18 @@ pub trait Attach {
     /// [`SyncOptions::background`] (the default) a task of its own drives it; otherwise
     /// [`Db::drive`] and [`Db::sync`] do.
     fn attach<T: Transport>(&self, transport: T, options: SyncOptions) -> Result<()>;
+
+    /// [`Attach::attach`] with the transport `link` builds for this database:
+    /// [`relay`] (feature `ws`) or [`dynamodb`] (feature `dynamo`).
+    fn connect(&self, link: impl Link, options: SyncOptions) -> Result<()>;
 }
 
 impl Attach for Db {
     fn attach<T: Transport>(&self, transport: T, options: SyncOptions) -> Result<()> {
         ferry_driver::attach(self, transport, options)
+    }
+
+    fn connect(&self, link: impl Link, options: SyncOptions) -> Result<()> {
+        link.attach_to(self, options)
     }
 }

@@ -52,8 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Config::with_schema(schema.clone()).context("deviceId", "pump-7"),
     )?;
     let token = secret.sign("pump-7", Default::default(), 3600)?;
-    let replica = device.status().replica;
-    device.attach(WsTransport::new(&url, &token, &replica)?, SyncOptions::default())?;
+    device.connect(ferry::relay(&url, &token), SyncOptions::default())?;
     device.create("Fault", json!({"code": 17}))?;
 
     // The service: cloud mode through the same relay with a service token.
