@@ -872,3 +872,34 @@ fn a_device_connects_to_the_relay_in_a_line() {
     let error = wrong.unwrap_err().to_string();
     assert!(error.contains("relay URL 'http://nowhere'"), "{error}");
 }
+
+/// What a peer sends reaches the relay's log quoted: a newline in it cannot forge a line.
+#[test]
+fn a_peers_text_cannot_forge_a_line_of_the_relays_log() {
+    let relay = RelayProcess::start(&[]);
+    let rt = runtime();
+    let forged = "FORGED 2026-12-06T00:00:00Z INFO device connected device=admin";
+    let (reason, _) = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
+            .await
+            .unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(relay.url(), tcp)
+            .await
+            .unwrap();
+        let hello = Frame::Hello {
+            token: relay.token("a", &[]),
+            replica: format!("r\n{forged}"),
+        };
+        ws.send(Message::Binary(encode(&hello).into())).await.unwrap();
+        refusal(&mut ws).await
+    });
+    assert!(reason.contains("replica"), "{reason}");
+    wait_until("the relay logs the refusal", Duration::from_secs(5), || {
+        relay.log_text().contains("connection ended by the relay")
+    });
+    let log = relay.log_text();
+    assert!(
+        !log.lines().any(|line| line.starts_with("FORGED")),
+        "a forged line: {log}"
+    );
+}

@@ -62,7 +62,8 @@ impl Ended {
         if let Some(reject) = self.reject {
             shared.metrics.reject(reject);
         }
-        tracing::info!(%peer, reason = %self.reason, "connection ended by the relay");
+        // Debug-quoted: a reason may echo what the peer sent, newlines included.
+        tracing::info!(%peer, reason = ?self.reason, "connection ended by the relay");
         let mut end = self.reason.len().min(120);
         while !self.reason.is_char_boundary(end) {
             end -= 1;

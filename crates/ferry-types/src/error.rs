@@ -14,9 +14,9 @@ pub enum Error {
     #[error("corrupt encoding: {0}")]
     Corrupt(String),
     /// A text that should be a version, clock stamp or replica id is not one.
-    #[error("'{text}' is not a valid version: {problem}")]
+    #[error("{text:?} is not a valid version: {problem}")]
     BadVersion {
-        /// The text as given.
+        /// The text as given (its start, if long).
         text: String,
         /// What is wrong with it.
         problem: &'static str,

@@ -25,11 +25,16 @@ pub const MAX_FORWARD_MS_DEFAULT: u64 = 3_600_000;
 /// Crockford's base-32 alphabet: no I, L, O or U, and in ASCII order so ids sort like bits.
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
+/// Texts longer than this are named by their start: a version is 16 + 1 + 32 characters,
+/// and a refusal echoes no more of what a peer sent than it needs.
+const ECHO_CHARS_MAX: usize = 64;
+
 fn bad(text: &str, problem: &'static str) -> Error {
-    Error::BadVersion {
-        text: text.to_string(),
-        problem,
-    }
+    let text = match text.char_indices().nth(ECHO_CHARS_MAX) {
+        Some((end, _)) => format!("{}... ({} bytes)", &text[..end], text.len()),
+        None => text.to_string(),
+    };
+    Error::BadVersion { text, problem }
 }
 
 /// A replica's stable id: 1..=32 chars of `[0-9A-Za-z_-]`. Devices generate one at creation.
