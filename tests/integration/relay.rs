@@ -890,7 +890,9 @@ fn a_peers_text_cannot_forge_a_line_of_the_relays_log() {
             token: relay.token("a", &[]),
             replica: format!("r\n{forged}"),
         };
-        ws.send(Message::Binary(encode(&hello).into())).await.unwrap();
+        ws.send(Message::Binary(encode(&hello).into()))
+            .await
+            .unwrap();
         refusal(&mut ws).await
     });
     assert!(reason.contains("replica"), "{reason}");

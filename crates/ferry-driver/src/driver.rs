@@ -46,9 +46,8 @@ pub(crate) struct Driver {
     /// This step fsynced the database (see `Driver::push`).
     flushed: bool,
     /// Work carried over to the next step: acknowledged changes the store refused to take
-    /// out of the outbox, the cloud's answers (superseded, ahead, rejected) it refused to
-    /// carry out (the engine counts both as done, so nothing else would), and pulls held
-    /// back while the triggers are behind.
+    /// out of the outbox, and the cloud's answers (superseded, ahead, rejected) it refused
+    /// to carry out. The engine counts both as done, so nothing else would.
     unsettled: Vec<(Key, Version)>,
     undone: Vec<Output>,
 }
@@ -85,13 +84,6 @@ impl Driver {
                 continue;
             }
             self.settle(db, &mut acked);
-            // Nothing new comes down while the triggers are behind (see `trigger_queue`).
-            if matches!(output, Output::Pull { .. } | Output::Resync { .. })
-                && syncer.triggers_behind()
-            {
-                self.undone.push(output);
-                continue;
-            }
             let local = matches!(
                 output,
                 Output::Superseded { .. } | Output::Ahead { .. } | Output::Rejected { .. }
@@ -181,11 +173,12 @@ impl Driver {
                 db.refused(&key, &version, &reason, now.wall)
             }
             Output::Pull { scope, since } => {
+                triggers_caught_up(syncer).await;
                 let pulled = self.pull(db, &scope, since, now).await;
                 self.failed_locally(&scope, pulled, now)
             }
             Output::Resync { scope } => {
-                let resynced = self.resync(db, &scope, now).await;
+                let resynced = self.resync(db, syncer, &scope, now).await;
                 self.failed_locally(&scope, resynced, now)
             }
             Output::SyncDone { .. } => {
@@ -366,11 +359,12 @@ impl Driver {
     /// they are pending upload. The cursor is persisted only when the resync is complete:
     /// a resync cut short by a crash starts again, rather than leaving the device believing
     /// it caught up.
-    async fn resync(&mut self, db: &Db, scope: &str, now: Now) -> Result<()> {
+    async fn resync(&mut self, db: &Db, syncer: &Syncer, scope: &str, now: Now) -> Result<()> {
         let limit = self.engine.limits().page_changes_max;
         let mut after = Hlc::ZERO;
         let mut seen = std::collections::BTreeSet::new();
         let safe = loop {
+            triggers_caught_up(syncer).await;
             let from = PullFrom::Snapshot(after);
             let page = match timed(self.call_timeout, self.link.pull(scope, from, limit)).await {
                 Ok(page) => page,
@@ -407,4 +401,16 @@ impl Driver {
                 .handle(Input::Settled { key, version }, now.timer);
         }
     }
+}
+
+/// Waits while the triggers are behind: nothing new comes down until they catch up, so
+/// what waits for them stays within a page of the trigger channel's bound (unless a
+/// trigger waits in `sync()`, which needs the pulls: see `trigger_queue`).
+async fn triggers_caught_up(syncer: &Syncer) {
+    #[cfg(feature = "tokio")]
+    while syncer.triggers_behind() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    #[cfg(not(feature = "tokio"))]
+    let _ = syncer;
 }

@@ -188,6 +188,7 @@ impl Syncer {
     }
 
     /// The triggers are behind: the driver pulls nothing new until they catch up.
+    #[cfg(feature = "tokio")]
     fn triggers_behind(&self) -> bool {
         self.events.as_ref().is_some_and(TriggerQueue::behind)
     }

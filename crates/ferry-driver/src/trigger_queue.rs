@@ -1,9 +1,10 @@
 //! Cloud events on their way to the trigger thread of a background driver.
 //!
-//! The driver never waits for the triggers: a trigger may call `sync()`, which only the
+//! Handing over never blocks the driver: a trigger may call `sync()`, which only the
 //! driver can answer. Past the channel's bound, events wait in an overflow, in order, and
-//! the driver pulls nothing new until it drains, unless a trigger waits in `sync()`: that
-//! sync needs the driver's pulls, so the overflow takes what they bring meanwhile.
+//! the driver waits before its next pull (or snapshot page) until the triggers catch up,
+//! unless a trigger waits in `sync()`: that sync needs the driver's pulls, so the overflow
+//! takes what they bring meanwhile (what one such `sync()` pulls, at most).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -81,6 +82,7 @@ impl TriggerQueue {
     }
 
     /// The triggers are behind and no trigger waits on the driver: pull nothing new.
+    #[cfg(feature = "tokio")]
     pub(crate) fn behind(&self) -> bool {
         self.syncing.load(Ordering::Acquire) == 0 && !lock(&self.overflow).is_empty()
     }

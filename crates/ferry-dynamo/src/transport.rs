@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 use crate::attrs::AttrMap;
 use crate::client::{Dynamo, Endpoint};
 use crate::clock::ServerClock;
-use crate::error::{Failure, FailureKind};
+use crate::error::Failure;
 use crate::layout::{Layout, SCOPE, SEQ, SYNC_INDEX, seq_floor_after};
 use crate::table::{Settings, Table};
 use crate::writer::{CONDITION_SCOPES_MAX, Writer};
@@ -90,27 +90,24 @@ impl DynamoTransport {
         }
         let count = changes.len();
         let mut results = PushResults::with_capacity(count);
-        let mut first_failure = None;
+        let mut failures = Vec::new();
         let writer = self.writer().await;
         for (change, result) in writer.put_all(changes, self.settings(), grant).await {
             match result {
                 Ok(outcome) => results.push((change.key, change.version, outcome)),
                 // Left out of the answer: the change stays pending and goes again.
-                Err(failure) => {
-                    first_failure.get_or_insert(failure);
-                }
+                Err(failure) => failures.push(failure),
             }
         }
-        match first_failure {
-            // Writes denied (a policy that denies these keys) are no reason to drop the
-            // link, which the next handshake would only restore: the push fails and the
-            // outbox backs off, the changes kept.
-            Some(failure) if results.is_empty() && failure.kind == FailureKind::Unauthorized => {
-                Err(TransportError::Rejected(format!(
-                    "every change of the push was denied: {failure}"
-                )))
-            }
-            Some(failure) if results.is_empty() && count > 0 => Err(failure.into()),
+        let denied = |failure: &Failure| failure.code == "AccessDeniedException";
+        match failures.first() {
+            // Writes a policy denies (these keys) are no reason to drop the link, which the
+            // next handshake would only restore: the push fails and the outbox backs off,
+            // the changes kept. Expired or wrong credentials still drop it.
+            Some(failure) if results.is_empty() && failures.iter().all(denied) => Err(
+                TransportError::Rejected(format!("every change of the push was denied: {failure}")),
+            ),
+            Some(failure) if results.is_empty() && count > 0 => Err(failure.clone().into()),
             _ => Ok(results),
         }
     }

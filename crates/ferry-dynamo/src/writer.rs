@@ -206,8 +206,12 @@ impl Writer {
                     // Already there, but stamped long ago: maybe an attempt abandoned after
                     // W/2 that landed later, behind readers' cursors. A fresh stamp shows it.
                     Some(PushOutcome::Applied) if self.maybe_unseen(seq, settings) => {
-                        self.restamp(change, settings).await?;
-                        Ok(PushOutcome::Applied)
+                        // Best effort: the change is there all the same (a policy without
+                        // UpdateItem refuses the renewal; a late row then stays unseen).
+                        match self.restamp(change, settings).await {
+                            Err(failure) if failure.retryable() => Err(failure),
+                            _ => Ok(PushOutcome::Applied),
+                        }
                     }
                     Some(answer) => Ok(answer),
                     // Older by now (another writer raced us): the next attempt lands.

@@ -94,8 +94,9 @@ pub async fn serve<S: CloudStore>(
         // Shutting down before the device said who it is: nothing to drain.
         None => return,
     };
-    // Authenticated: frames up to the protocol's bound from now on (an honest device sends
-    // nothing more before `Welcome`, so nothing read is left behind).
+    // Authenticated: frames up to the protocol's bound from now on. The protocol has a
+    // device send nothing after `Hello` until `Welcome` (docs/relay.md), so no bytes the
+    // small stream read ahead are left behind.
     let mut ws = WebSocketStream::from_raw_socket(
         ws.into_inner(),
         Role::Server,

@@ -314,6 +314,8 @@ impl Store {
     /// fsync poisons the store: what it held may be lost.
     pub fn persist(&self) -> Result<()> {
         let _fsync = self.fsyncing.lock().unwrap_or_else(|p| p.into_inner());
+        // The fsync this caller waited for may have failed: what it covered may be lost.
+        self.check_writable()?;
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }

@@ -9,8 +9,9 @@
 //! change in the journal's encoding, and on tombstones `x`, the second they are purged
 //! (the store's TTL index finds them). A push is answered once its commit is fsynced, so
 //! neither a killed relay nor a power loss on its host loses a change it acknowledged;
-//! pushes that commit while an fsync runs share the next one (group commit). The feed
-//! shows only fsynced rows: a device never applies a change that a power loss takes back.
+//! pushes that commit while an fsync runs share the next one (group commit). A read that
+//! meets a row whose fsync is still running waits for it, so a device never applies a
+//! change that a power loss takes back; a failed fsync fails every push it covered.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -208,9 +209,9 @@ impl EmbeddedStore {
                 _ => None,
             };
             let seq = seq.ok_or_else(|| StoreFailure::corrupt("row without a _seq"))?;
-            if seq > safe {
-                // Not fsynced yet: the next page starts at `safe`, and reads it then.
-                break;
+            if seq > safe && self.committed.load(Ordering::Acquire) < seq.as_u64() {
+                // Committed, its fsync still running: shown once it is durable.
+                self.store.persist().map_err(StoreFailure::from)?;
             }
             changes.push((seq, held(&row)?));
         }
@@ -221,9 +222,17 @@ impl EmbeddedStore {
         })
     }
 
-    /// The latest change of `key` the store holds (a tombstone is a `Delete`).
+    /// The latest change of `key` the store holds (a tombstone is a `Delete`), once it is
+    /// durable.
     pub fn get(&self, key: &Key) -> Result<Option<Change>, TransportError> {
         let row = self.store.get(&row_key(key)).map_err(StoreFailure::from)?;
+        let seq = (row.as_ref()).and_then(|row| match row.get("q") {
+            Some(Value::B(bytes)) => seq_of(bytes),
+            _ => None,
+        });
+        if seq.is_some_and(|seq| self.committed.load(Ordering::Acquire) < seq.as_u64()) {
+            self.store.persist().map_err(StoreFailure::from)?;
+        }
         Ok(row.map(|row| held(&row)).transpose()?)
     }
 
@@ -299,11 +308,11 @@ impl CloudStore for EmbeddedStore {
         changes: Vec<Change>,
         grant: &Grant,
     ) -> Result<PushResults, TransportError> {
-        self.write_now(changes, grant)
+        blocking(|| self.write_now(changes, grant))
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Change>, TransportError> {
-        EmbeddedStore::get(self, key)
+        blocking(|| EmbeddedStore::get(self, key))
     }
 
     async fn read(
@@ -312,7 +321,7 @@ impl CloudStore for EmbeddedStore {
         from: PullFrom,
         limit: usize,
     ) -> Result<PullPage, TransportError> {
-        self.read_now(scope, from, limit)
+        blocking(|| self.read_now(scope, from, limit))
     }
 
     fn shared(&self) -> bool {
@@ -379,6 +388,16 @@ fn seq_of(bytes: &[u8]) -> Option<Hlc> {
     Some(Hlc::from_u64(u64::from_be_bytes(bytes.try_into().ok()?)))
 }
 
+/// Runs store work that may wait for an fsync off the async workers' hands (on a
+/// multi-threaded runtime, the relay's), so that connections go on being served.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -433,6 +452,44 @@ mod tests {
                 false => drop(std::fs::copy(entry.path(), target)),
             }
         }
+    }
+
+    #[test]
+    fn a_read_that_meets_a_row_whose_fsync_is_running_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // The first fsync after `slow` is set takes 300 ms.
+        let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stall = slow.clone();
+        let hook: ferry_store::FsyncHook = std::sync::Arc::new(move || {
+            if stall.swap(false, Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+        });
+        let store =
+            EmbeddedStore::open_observed(dir.path(), 60_000, Models::unchecked(), Some(hook))
+                .unwrap();
+        store
+            .write_now(vec![change("a", 10, "*", ChangeOp::Put)], &writer())
+            .unwrap();
+        slow.store(true, Ordering::SeqCst);
+        std::thread::scope(|threads| {
+            threads.spawn(|| {
+                store
+                    .write_now(vec![change("a", 20, "*", ChangeOp::Put)], &writer())
+                    .unwrap()
+            });
+            // The second write is committed and its fsync runs: a snapshot, then a get.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let page = store
+                .read_now("*", PullFrom::Snapshot(Hlc::ZERO), 10)
+                .unwrap();
+            let versions: Vec<u64> = (page.changes.iter())
+                .map(|(_, c)| c.version.hlc.physical_ms())
+                .collect();
+            assert_eq!(versions, [20], "the row as it is, once durable: {page:?}");
+            let held = store.get(&page.changes[0].1.key).unwrap().unwrap();
+            assert_eq!(held.version.hlc.physical_ms(), 20);
+        });
     }
 
     #[test]

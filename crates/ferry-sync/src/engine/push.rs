@@ -256,7 +256,8 @@ impl Engine {
         let parked = (self.pushes.entries.get(&key)).is_some_and(|e| e.state == KeyState::Parked);
         if self.pushes.queue(key, version, bytes, self.now_ms) {
             match parked {
-                // Re-stamped by the driver: it waited its delay once, and a sync may wait
+                // Re-stamped by the driver after `Superseded` (an `Ahead` re-stamp settles
+                // first, so it is new here): it waited its delay once, and a sync may wait
                 // for it. It goes with the next batch.
                 true => {
                     let at_ms = self
@@ -392,6 +393,8 @@ impl Engine {
             // The cloud took others: these keys fail on their own (one key denied by a
             // policy, say). Each backs off alone, then goes behind the rest, so that a key
             // the cloud keeps failing neither leads every batch nor slows the outbox.
+            // (Throttling is the transports' to pace: DynamoDB's writer retries each
+            // throttled write with its own backoff before leaving it out.)
             self.pushes.failures = 0;
             let (base_ms, max_ms) = (self.config.retry_base_ms, self.config.retry_max_ms);
             let jitter = &mut self.jitter;
