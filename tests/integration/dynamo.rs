@@ -915,6 +915,17 @@ fn plain_sdk_puts_updates_and_deletes_reach_a_device_through_the_follower() {
     assert_eq!(a.status().conflicts, 0);
 }
 
+/// A follower past its first run's scan (which has no stream image to take a replaced
+/// version from), following the stream: a plain write has reached device `a` through it.
+fn follower_on_the_stream(cloud: &Cloud, a: &Db) -> FollowerThread {
+    let follower = FollowerThread::start(cloud);
+    cloud.sdk_put(json!({"pk": "config#", "sk": "config#warm", "_type": "Config", "name": "warm", "value": "up"}));
+    eventually("the follower runs", || {
+        a.get("Config", json!({"name": "warm"})).unwrap().is_some()
+    });
+    follower
+}
+
 #[test]
 fn a_plain_sdk_replace_right_after_a_device_write_reaches_the_device() {
     let mut cloud = Cloud::with_stream("follow-replace", Settings::default(), Stream::ForFollower);
@@ -922,7 +933,7 @@ fn a_plain_sdk_replace_right_after_a_device_write_reaches_the_device() {
     // versions are ahead of the time the follower stamps at.
     cloud.clock = Some(Arc::new(|| now_ms() as i64 + 3_000));
     let (a, _) = cloud.device("a", None);
-    let _follower = FollowerThread::start(&cloud);
+    let _follower = follower_on_the_stream(&cloud, &a);
     a.create("Shared", json!({"id": "s1", "name": "by a"}))
         .unwrap();
     a.sync(SYNC_TIMEOUT).unwrap();
@@ -936,7 +947,7 @@ fn a_plain_sdk_replace_right_after_a_device_write_reaches_the_device() {
 fn a_plain_sdk_write_back_of_a_stale_row_reaches_the_device() {
     let mut cloud = Cloud::with_stream("follow-stale", Settings::default(), Stream::ForFollower);
     let (a, _) = cloud.device("a", None);
-    let _follower = FollowerThread::start(&cloud);
+    let _follower = follower_on_the_stream(&cloud, &a);
     a.create("Shared", json!({"id": "s1", "name": "first"}))
         .unwrap();
     a.sync(SYNC_TIMEOUT).unwrap();

@@ -131,3 +131,60 @@ pub fn sqlite_get(args: &[String]) -> Result<()> {
     println!("{json}");
     Ok(())
 }
+
+/// `cargo xtask bench reopen`: what fast reopen (`fjall::Database::flush_all` on close, the
+/// patched fjall) is worth to a CLI user. The same database of `items` items, then one
+/// `ferry load` process of `writes` more items, then `ferry get` processes, with a CLI built
+/// with fast reopen and one built on crates.io's behaviour (the journal stays and every
+/// later process replays it). `binaries`: (label, path) of each build.
+pub fn reopen(items: u64, writes: u64, binaries: &[(String, PathBuf)]) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let seed = dir.path().join("seed.json");
+    let written: Vec<serde_json::Value> = (items..items + writes).map(ferry_side::item).collect();
+    std::fs::write(&seed, serde_json::json!({ "Reading": written }).to_string())?;
+    println!(
+        "| {items} items, then a `ferry load` of {writes} | load process ms | `ferry get` median ms | p90 ms |"
+    );
+    println!("|---|---:|---:|---:|");
+    for (label, ferry) in binaries {
+        let db = dir.path().join(label);
+        eprintln!("loading {items} items for {label}...");
+        {
+            let mut loaded = ferry_side::Ferry::open(&db)?;
+            for seq in 0..items {
+                loaded.create(seq)?;
+            }
+        }
+        let started = Instant::now();
+        let out = Command::new(ferry)
+            .arg("--db")
+            .arg(&db)
+            .arg("load")
+            .arg(&seed)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "{label}: ferry load failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let load_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let get = timed(
+            |seq| {
+                let mut command = Command::new(ferry);
+                command.arg("--db").arg(&db).arg("get").arg("Reading").arg(
+                    serde_json::json!({"dev": seq / ITEMS_PER_DEVICE, "seq": seq}).to_string(),
+                );
+                command
+            },
+            items + writes,
+        )?;
+        let quantile = |q: f64| get[((get.len() - 1) as f64 * q) as usize];
+        println!(
+            "| {label} | {load_ms:.0} | {:.1} | {:.1} |",
+            quantile(0.5),
+            quantile(0.9)
+        );
+    }
+    Ok(())
+}
