@@ -3,6 +3,7 @@
 
 mod dynamo_local;
 mod faketime;
+mod reopen;
 mod sim;
 
 use std::process::Command;
@@ -25,7 +26,7 @@ commands:
                  process and the process floor. options: --items N (default 1000000)
   bench reopen   fast reopen's worth: `ferry get` processes after a `ferry load` process, a CLI
                  built with fast reopen beside one without (device-only release builds in
-                 target/reopen). options: --items N (default 1000000)
+                 target/reopen). options: --items N (default 200000)
   bench format   the on-disk item format: the codec read owned or in place (view) vs rkyv
                  (bytes, one attribute, every attribute to JSON, encode)
   bench frames   the relay's frame encoding: ferry-protocol's codec vs rkyv (bytes, encode,
@@ -122,25 +123,12 @@ fn bench(args: &[&str]) -> Result<()> {
     if args.first() == Some(&"cli") {
         cargo(&["build", "--release", "--quiet", "-p", "ferry-cli"])?;
     }
-    if args.first() == Some(&"reopen") {
-        cargo(&["build", "--release", "--quiet", "-p", "ferry-bench"])?;
-        let mut binaries = Vec::new();
-        for (label, features) in [("fast-reopen", "fast-reopen"), ("without", "")] {
-            let dir = target_dir().join("reopen").join(label);
-            let dir = dir.to_string_lossy();
-            let mut build = vec!["build", "--release", "--quiet", "-p", "ferry-cli"];
-            build.extend(["--no-default-features", "--target-dir", &dir]);
-            if !features.is_empty() {
-                build.extend(["--features", features]);
-            }
-            cargo(&build)?;
-            binaries.extend([
-                "--binary".to_string(),
-                format!("{label}={dir}/release/ferry"),
-            ]);
-        }
-        cargo_args.extend(binaries.iter().map(String::as_str));
-        return cargo(&cargo_args);
+    if let ["reopen", rest @ ..] = args {
+        let items = match rest {
+            ["--items", n] => n.parse().context("--items takes a number")?,
+            _ => 200_000,
+        };
+        return reopen::run(items);
     }
     if args.first() == Some(&"dynamo") {
         cargo(&["build", "--release", "--quiet", "-p", "ferry-bench"])?;

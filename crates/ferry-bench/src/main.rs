@@ -15,7 +15,6 @@ mod relay_side;
 mod sqlite_side;
 mod sync_side;
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -63,16 +62,6 @@ fn main() -> Result<()> {
             sizes.iter().try_for_each(|&n| cli_side::run(n))
         }
         Some("sqlite-get") => cli_side::sqlite_get(&args),
-        Some("reopen") => {
-            let items = parse_sizes(&args, &[1_000_000])?[0];
-            // `--binary LABEL=PATH`, one per CLI build to compare.
-            let binaries = (args.windows(2))
-                .filter(|pair| pair[0] == "--binary")
-                .filter_map(|pair| pair[1].split_once('='))
-                .map(|(label, path)| (label.to_string(), PathBuf::from(path)))
-                .collect::<Vec<_>>();
-            cli_side::reopen(items, 20_000, &binaries)
-        }
         Some("frames") => frames_side::run(),
         Some("format") => format_side::run(),
         Some("relay") => {
@@ -97,7 +86,7 @@ fn main() -> Result<()> {
         }
         Some(other) => {
             bail!(
-                "unknown benchmark '{other}': try `local`, `scale`, `sync`, `format`, `cli`, `reopen`, `dynamo`, `frames` or `relay`"
+                "unknown benchmark '{other}': try `local`, `scale`, `sync`, `format`, `cli`, `dynamo`, `frames` or `relay`"
             )
         }
     }

@@ -308,9 +308,17 @@ mod tests {
             "0123456789abcdef-123456789012345678901234567890123",
         ] {
             let err = Version::parse(text).unwrap_err();
-            assert!(err.to_string().contains(&format!("'{text}'")), "{err}");
+            assert!(err.to_string().contains(&format!("{text:?}")), "{err}");
         }
         assert!(ReplicaId::parse("é").is_err());
+        // A peer's long or multi-line text is named by its start, quoted.
+        let long = format!("a\n{}", "b".repeat(10_000));
+        let err = ReplicaId::parse(&long).unwrap_err().to_string();
+        assert!(
+            err.starts_with("\"a\\nbbb") && err.contains("(10002 bytes)"),
+            "{err}"
+        );
+        assert!(err.len() < 200, "{err}");
     }
 
     fn any_version() -> impl Strategy<Value = Version> {
