@@ -905,3 +905,34 @@ fn a_peers_text_cannot_forge_a_line_of_the_relays_log() {
         "a forged line: {log}"
     );
 }
+
+/// A failure of the relay's own store reaches devices as its kind and an incident number:
+/// its text (a table's name, an account's ARN, a path) stays in the relay's log.
+#[test]
+fn a_store_failure_reaches_devices_without_the_stores_text() {
+    let mut cloud = Cloud::over(Via::RelayDynamo, "store-failure", Settings::default());
+    let (a, _) = cloud.device("a", None);
+    a.sync(SYNC_TIMEOUT).unwrap();
+    let delete = (cloud.dynamo.client.delete_table())
+        .table_name(&cloud.table)
+        .send();
+    cloud.rt.block_on(delete).unwrap();
+    a.create("Shared", json!({"id": "s1", "name": "nowhere to go"}))
+        .unwrap();
+    assert!(a.sync(Duration::from_secs(3)).is_err());
+    let error = a.status().last_error.unwrap_or_default();
+    assert!(
+        error.contains("the relay's store failed (incident"),
+        "{error}"
+    );
+    assert!(!error.contains(&cloud.table), "{error}");
+    let relay = cloud.relay.as_ref().unwrap();
+    wait_until("the relay logs it", Duration::from_secs(5), || {
+        relay.log_text().contains("the store failed")
+    });
+    assert_eq!(
+        a.status().pending_changes,
+        1,
+        "kept, to go when the store is back"
+    );
+}

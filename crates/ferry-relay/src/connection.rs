@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ferry_cloud::{Grant, PullFrom, PullPage, PushOutcome, Session, TransportError};
@@ -280,7 +281,10 @@ async fn push<S: CloudStore>(
         .store_call("write", started.elapsed().as_secs_f64());
     let results = match written {
         Ok(results) => results,
-        Err(error) => return Frame::Failed { id, error },
+        Err(error) => {
+            let error = store_failure(error, device);
+            return Frame::Failed { id, error };
+        }
     };
     let refused = (results.iter())
         .filter(|(_, _, outcome)| matches!(outcome, PushOutcome::Rejected { .. }))
@@ -305,7 +309,7 @@ async fn push<S: CloudStore>(
 /// The row of one key, if the holder may read its scope.
 async fn get<S: CloudStore>(shared: &Shared<S>, device: &Device, id: u64, key: &Key) -> Frame {
     let started = Instant::now();
-    let held = shared.store.get(key).await;
+    let held = (shared.store.get(key).await).map_err(|e| store_failure(e, device));
     shared
         .metrics
         .store_call("read", started.elapsed().as_secs_f64());
@@ -369,7 +373,33 @@ async fn pull<S: CloudStore>(
             }
             Frame::Page { id, page }
         }
-        Err(error) => Frame::Failed { id, error },
+        Err(error) => {
+            let error = store_failure(error, device);
+            Frame::Failed { id, error }
+        }
+    }
+}
+
+/// What a device hears of a failure of the relay's store: its kind, not its text (a path,
+/// an account or a role's ARN), which the relay logs under an incident number it names.
+fn store_failure(error: TransportError, device: &Device) -> TransportError {
+    static INCIDENTS: AtomicU64 = AtomicU64::new(1);
+    let told = |incident: u64| {
+        format!("the relay's store failed (incident {incident} in the relay's log)")
+    };
+    let incident = match &error {
+        TransportError::Unavailable(_)
+        | TransportError::Unauthorized(_)
+        | TransportError::Rejected(_) => INCIDENTS.fetch_add(1, Ordering::Relaxed),
+        // No text of the store's: the device acts on the kind.
+        _ => return error,
+    };
+    let device_name = &device.grant.name;
+    tracing::warn!(device = ?device_name, incident, error = ?error.to_string(), "the store failed");
+    match error {
+        // The relay's own credentials: the device's are fine, it retries later.
+        TransportError::Rejected(_) => TransportError::Rejected(told(incident)),
+        _ => TransportError::Unavailable(told(incident)),
     }
 }
 
