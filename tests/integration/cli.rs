@@ -252,7 +252,8 @@ fn pagination_load_and_export() {
 fn relay_token_prints_a_signed_expiring_token_the_relay_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
-    std::fs::write(&secret, [7u8; 32]).unwrap();
+    let random: Vec<u8> = (0..32u8).map(|n| n.wrapping_mul(37) ^ 0x5a).collect();
+    crate::support::write_secret(&secret, &random);
     let secret_path = secret.to_str().unwrap();
     let (code, out, err) = ferry(&[
         "relay",
@@ -269,7 +270,7 @@ fn relay_token_prints_a_signed_expiring_token_the_relay_accepts() {
         "2h",
     ]);
     assert_eq!(code, 0, "{err}");
-    let claims = ferry_relay::Secret::new(vec![7u8; 32])
+    let claims = ferry_relay::Secret::new(random.clone())
         .unwrap()
         .verify(out.trim())
         .unwrap();
@@ -287,15 +288,29 @@ fn relay_token_prints_a_signed_expiring_token_the_relay_accepts() {
         .verify(out.trim());
     assert_eq!(wrong, Err(ferry_relay::TokenError::BadSignature));
 
-    std::fs::write(&secret, b"short").unwrap();
-    let (code, _, err) = ferry(&[
-        "relay",
-        "token",
-        "--secret-file",
-        secret_path,
-        "--device",
-        "x",
-    ]);
+    let token = |bytes: &[u8], mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&secret, bytes).unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).unwrap();
+        ferry(&[
+            "relay",
+            "token",
+            "--secret-file",
+            secret_path,
+            "--device",
+            "x",
+        ])
+    };
+    let (code, _, err) = token(b"short", 0o600);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("too short"), "{err}");
+    let (code, _, err) = token(&random, 0o644);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("others than its owner may read it (mode 644): chmod 600"),
+        "{err}"
+    );
+    let (code, _, err) = token(&[b'a'; 40], 0o600);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("only 1 distinct bytes"), "{err}");
 }

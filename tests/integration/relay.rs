@@ -44,7 +44,7 @@ impl RelayProcess {
     /// A relay over `store` (`embedded:DIR` or `dynamodb:TABLE`), in `dir`, for the test
     /// schema unless `extra` names another.
     pub fn start_over(dir: tempfile::TempDir, store: String, extra: &[&str]) -> RelayProcess {
-        std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+        crate::support::write_secret(&dir.path().join("secret"), SECRET);
         let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         if !extra.iter().any(|arg| arg == "--schema") {
             let schema = dir.path().join("relay-schema.json5");

@@ -164,3 +164,10 @@ pub fn run_and_kill(test: &str, envs: &[(&str, String)], delay: std::time::Durat
     drop(process);
     reader.join().unwrap()
 }
+
+/// Writes a relay's signing secret as an operator does: readable by its owner only.
+pub fn write_secret(path: &std::path::Path, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 /// The fewest bytes a secret may have (the hash's own size).
 pub const SECRET_BYTES_MIN: usize = 32;
+/// A secret file with fewer distinct bytes is no random secret (32 random bytes have about
+/// 30): a placeholder or a typed word.
+const SECRET_DISTINCT_BYTES_MIN: usize = 8;
 
 /// What a token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,12 +92,31 @@ impl Secret {
         Ok(Secret(bytes))
     }
 
-    /// The secret in `path` (its bytes as they are).
+    /// The secret in `path` (its bytes as they are). Refused if others than its owner may
+    /// read the file, or if it is too short or too uniform to be random.
     pub fn from_file(path: &Path) -> Result<Secret, TokenError> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            TokenError::Secret(format!("cannot read the secret {}: {e}", path.display()))
-        })?;
-        Secret::new(bytes).map_err(|e| TokenError::Secret(format!("{}: {e}", path.display())))
+        let refused =
+            |why: String| TokenError::Secret(format!("the secret {}: {why}", path.display()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(path).map_err(|e| refused(e.to_string()))?;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(refused(format!(
+                    "others than its owner may read it (mode {mode:o}): chmod 600 it"
+                )));
+            }
+        }
+        let bytes = std::fs::read(path).map_err(|e| refused(format!("cannot be read: {e}")))?;
+        let distinct = bytes.iter().collect::<BTreeSet<_>>().len();
+        if distinct < SECRET_DISTINCT_BYTES_MIN && bytes.len() >= SECRET_BYTES_MIN {
+            return Err(refused(format!(
+                "it has only {distinct} distinct bytes, which no random secret has: \
+                 head -c 32 /dev/urandom > FILE"
+            )));
+        }
+        Secret::new(bytes).map_err(|e| refused(e.to_string()))
     }
 
     /// A token for `device`, granted `scopes`, valid for `ttl_s` seconds from now.
