@@ -936,3 +936,80 @@ fn a_store_failure_reaches_devices_without_the_stores_text() {
         "kept, to go when the store is back"
     );
 }
+
+/// A push names each key once, and its answer fits a frame: the copies of the cloud's rows
+/// that stale changes get back stop at the frame's bound, and the device sends the rest
+/// again later.
+#[test]
+fn a_pushs_answer_fits_a_frame_however_many_stale_changes_it_carries() {
+    const ROWS: usize = 30;
+    let mut cloud = Cloud::over(Via::Relay, "answer-bound", Settings::default());
+    // The rows of device `raw`, whose raw session then sends stale deletes of them.
+    let (raw, _) = cloud.device("raw", None);
+    for n in 0..ROWS {
+        let text = "x".repeat(350 * 1024);
+        raw.create("Note", json!({"id": format!("big{n:02}"), "text": text}))
+            .unwrap();
+    }
+    raw.sync(Duration::from_secs(60)).unwrap();
+    let relay = cloud.relay.as_ref().unwrap();
+    let stale = |n: usize| ferry::journal::Change {
+        model: "Note".into(),
+        key: key("note#raw", &format!("note#big{n:02}")),
+        op: ferry::journal::ChangeOp::Delete,
+        version: ferry::types::Version {
+            hlc: ferry::types::Hlc::new(1_000, 0),
+            replica: ferry::types::ReplicaId::parse("raw").unwrap(),
+        },
+        scope: "raw".into(),
+        item: None,
+        base: None,
+    };
+    let rt = runtime();
+    let (twice, answered) = rt.block_on(async {
+        let mut ws = raw_session(relay).await;
+        let twice = push_raw(&mut ws, vec![stale(0), stale(0)], 1).await;
+        let all = push_raw(&mut ws, (0..ROWS).map(stale).collect(), 2).await;
+        (twice, all)
+    });
+    match twice.0 {
+        Frame::Failed { error, .. } => {
+            assert!(error.to_string().contains("appears twice"), "{error}")
+        }
+        other => panic!("a key twice: {other:?}"),
+    }
+    let (answer, size) = answered;
+    let Frame::Pushed { results, .. } = answer else {
+        panic!("no Pushed: {answer:?}");
+    };
+    assert!(size <= ferry_protocol::FRAME_BYTES_MAX, "{size} bytes");
+    assert!(
+        !results.is_empty() && results.len() < ROWS,
+        "{} of {ROWS} answered",
+        results.len()
+    );
+    assert!(
+        (results.iter())
+            .all(|(_, _, o)| matches!(o, ferry::replication::PushOutcome::Superseded { .. })),
+        "stale deletes are superseded"
+    );
+}
+
+/// Sends a push on a raw session; its answer and the answer's size in bytes.
+async fn push_raw(
+    ws: &mut RawSession,
+    changes: Vec<ferry::journal::Change>,
+    id: u64,
+) -> (Frame, usize) {
+    let frame = Frame::Push { id, changes };
+    ws.send(Message::Binary(encode(&frame).into()))
+        .await
+        .unwrap();
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(bytes))) => return (decode(&bytes).unwrap(), bytes.len()),
+            Some(Ok(_)) => {}
+            other => panic!("no answer: {other:?}"),
+        }
+    }
+}

@@ -29,6 +29,9 @@ use crate::store::CloudStore;
 
 /// Room a page's frame keeps for everything but its changes.
 const PAGE_FRAME_SLACK: usize = 64 * 1024;
+/// What a change takes in a frame beside its item, key, model and scope: its version,
+/// base, tags and lengths (about 80 bytes), rounded up.
+const CHANGE_FRAME_OVERHEAD_BYTES: usize = 128;
 
 /// Why the relay ends a connection: what the device is told, the close code, and what
 /// the metrics count it as.
@@ -269,6 +272,16 @@ async fn push<S: CloudStore>(
         let error = TransportError::Rejected(reason);
         return Frame::Failed { id, error };
     }
+    // Each key once: the engine never sends one twice, and an answer carries a copy of
+    // the cloud's row for each superseded change (a thousand of one large row would not
+    // fit a frame).
+    let mut keys = BTreeSet::new();
+    if let Some(twice) = changes.iter().find(|change| !keys.insert(&change.key)) {
+        let reason = format!("a push lists each key once; {} appears twice", twice.key);
+        let error = TransportError::Rejected(reason);
+        return Frame::Failed { id, error };
+    }
+    drop(keys);
     // Kept for the fan-out, when some other device could hear of them.
     let kept = match shared.hub.len() > 1 {
         true => changes.clone(),
@@ -279,13 +292,23 @@ async fn push<S: CloudStore>(
     shared
         .metrics
         .store_call("write", started.elapsed().as_secs_f64());
-    let results = match written {
+    let mut results = match written {
         Ok(results) => results,
         Err(error) => {
             let error = store_failure(error, device);
             return Frame::Failed { id, error };
         }
     };
+    // Copies of the cloud's rows within one frame: the superseded changes past it are left
+    // out of the answer, and the device sends them again later.
+    let mut copies = 0;
+    results.retain(|(_, _, outcome)| match outcome {
+        PushOutcome::Superseded { cloud } => {
+            copies += change_bytes(cloud);
+            copies <= FRAME_BYTES_MAX - PAGE_FRAME_SLACK
+        }
+        _ => true,
+    });
     let refused = (results.iter())
         .filter(|(_, _, outcome)| matches!(outcome, PushOutcome::Rejected { .. }))
         .count();
@@ -432,7 +455,7 @@ fn fit(mut page: PullPage, budget: usize) -> PullPage {
     let mut used = 0;
     let mut cut = None;
     for (i, (seq, change)) in page.changes.iter().enumerate() {
-        used += change.item.as_ref().map_or(64, ferry_types::item_size) + 64;
+        used += change_bytes(change);
         if used > budget && i > 0 {
             // Back to the start of this stamp, keeping stamps whole.
             let start = (page.changes[..i].iter()).rposition(|(s, _)| s != seq);
@@ -445,6 +468,18 @@ fn fit(mut page: PullPage, budget: usize) -> PullPage {
         page.more = true;
     }
     page
+}
+
+/// About what `change` takes in a frame: its item, key, model and scope, and the rest.
+fn change_bytes(change: &Change) -> usize {
+    let key = ferry_types::size::value_size(&change.key.hash)
+        + change
+            .key
+            .sort
+            .as_ref()
+            .map_or(0, ferry_types::size::value_size);
+    let item = change.item.as_ref().map_or(0, ferry_types::item_size);
+    item + key + change.model.len() + change.scope.len() + CHANGE_FRAME_OVERHEAD_BYTES
 }
 
 /// Sends queued frames in order until the queue closes, then closes the socket.
