@@ -139,8 +139,8 @@ pub async fn serve<S: CloudStore>(
         replica,
         queue: queue.clone(),
     };
-    let id = shared.hub.join(member);
-    shared.metrics.connections.inc();
+    let membership = Membership::join(&shared, member);
+    let id = membership.id;
     let device = Device { id, grant, session };
     let expired = || crate::wall_ms() / 1000 >= expires_s;
     // The session ends when its token does, also when the device sends nothing: timed on
@@ -194,8 +194,7 @@ pub async fn serve<S: CloudStore>(
             break None;
         }
     };
-    shared.hub.leave(id);
-    shared.metrics.connections.dec();
+    drop(membership);
     if let Some(next) = prefetched {
         next.page.abort();
     }
@@ -209,6 +208,28 @@ pub async fn serve<S: CloudStore>(
     }
     drop(queue);
     let _ = writer.await;
+}
+
+/// A device's place in the hub and the connection count, given up when dropped: also when
+/// the session's task unwinds, so that no stale member is left to fan out to.
+struct Membership<'s, S> {
+    shared: &'s Shared<S>,
+    id: u64,
+}
+
+impl<'s, S> Membership<'s, S> {
+    fn join(shared: &'s Shared<S>, member: Member) -> Membership<'s, S> {
+        let id = shared.hub.join(member);
+        shared.metrics.connections.inc();
+        Membership { shared, id }
+    }
+}
+
+impl<S> Drop for Membership<'_, S> {
+    fn drop(&mut self) {
+        self.shared.hub.leave(self.id);
+        self.shared.metrics.connections.dec();
+    }
 }
 
 /// Who is connected: what its token grants, and its session.
@@ -524,4 +545,35 @@ fn socket_error(error: WsError) -> Option<Ended> {
 
 fn binary(frame: &Frame) -> Message {
     Message::Binary(Bytes::from(encode(frame)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_that_unwinds_leaves_the_hub() {
+        let secret = crate::Secret::new((0..32).collect()).unwrap();
+        let shared = Shared {
+            store: (),
+            config: crate::RelayConfig::new(secret),
+            hub: crate::hub::Hub::default(),
+            metrics: crate::metrics::Metrics::default(),
+        };
+        let (queue, _drain) = crate::queue::queue(4, 1024);
+        let member = || Member {
+            scopes: ["*".to_string()].into(),
+            replica: "r1".into(),
+            queue: queue.clone(),
+        };
+        let kept = Membership::join(&shared, member());
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _membership = Membership::join(&shared, member());
+            panic!("a bug in a session");
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(shared.hub.len(), 1, "only the live session is a member");
+        drop(kept);
+        assert_eq!(shared.hub.len(), 0);
+    }
 }
