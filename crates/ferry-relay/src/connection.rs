@@ -89,6 +89,7 @@ pub async fn serve<S: CloudStore>(
     shared: Arc<Shared<S>>,
     mut ws: WebSocketStream<Box<dyn Socket>>,
     peer: String,
+    pending: crate::admission::Pending,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let said_hello = crate::server::until_stopped(&mut shutdown, handshake(&shared, &mut ws));
@@ -97,6 +98,16 @@ pub async fn serve<S: CloudStore>(
         Some(Err(ended)) => return refuse(&mut ws, ended.messages(&shared, &peer)).await,
         // Shutting down before the device said who it is: nothing to drain.
         None => return,
+    };
+    // Authenticated: no longer pending; a session's place is taken now, or refused.
+    drop(pending);
+    let Ok(_place) = shared.sessions.clone().try_acquire_owned() else {
+        let ended = Ended {
+            reason: "the relay serves all the sessions it may: try again later".into(),
+            code: CloseCode::Again,
+            reject: Some(Reject::Capacity),
+        };
+        return refuse(&mut ws, ended.messages(&shared, &peer)).await;
     };
     // Authenticated: frames up to the protocol's bound from now on. The protocol has a
     // device send nothing after `Hello` until `Welcome` (docs/relay.md), so no bytes the
@@ -559,6 +570,8 @@ mod tests {
             config: crate::RelayConfig::new(secret),
             hub: crate::hub::Hub::default(),
             metrics: crate::metrics::Metrics::default(),
+            admission: Default::default(),
+            sessions: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         };
         let (queue, _drain) = crate::queue::queue(4, 1024);
         let member = || Member {

@@ -7,10 +7,13 @@
 //! - [`serve`]: the server. Per connection (`connection.rs`): the handshake, then pushes
 //!   checked against the token's scopes and pulls served from the store; what lands is
 //!   fanned out at once to the other devices whose scopes hold it (`hub.rs`). The listen
-//!   address also serves `GET /metrics` (`metrics.rs`).
+//!   address also serves `GET /metrics` (`metrics.rs`). Connections that have not
+//!   authenticated are bounded overall and per address (`admission.rs`); a session's place
+//!   is taken once its token verifies.
 //!
 //! Frames are `ferry-protocol`'s; the device side is `ferry-ws`.
 
+mod admission;
 mod connection;
 mod http;
 mod hub;

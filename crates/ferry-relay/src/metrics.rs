@@ -40,6 +40,8 @@ pub enum Reject {
     Frame,
     /// The relay already serves as many connections as it may.
     Capacity,
+    /// A connection past the bounds on those not yet authenticated (overall, per address).
+    Admission,
 }
 
 impl Default for Metrics {
@@ -103,6 +105,7 @@ impl Metrics {
             Reject::Write => "write",
             Reject::Frame => "frame",
             Reject::Capacity => "capacity",
+            Reject::Admission => "admission",
         };
         self.rejects.get_or_create(&vec![("reason", reason)]).inc();
     }

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
+use crate::admission::{Admission, Pending};
 use crate::http::{self, Request};
 use crate::hub::Hub;
 use crate::metrics::{Metrics, Reject};
@@ -105,6 +106,10 @@ pub struct Shared<S> {
     pub(crate) config: RelayConfig,
     pub(crate) hub: Hub,
     pub(crate) metrics: Metrics,
+    /// Connections that have not authenticated yet.
+    pub(crate) admission: Arc<Admission>,
+    /// Places for authenticated sessions (`RelayConfig::connections_max`).
+    pub(crate) sessions: Arc<Semaphore>,
 }
 
 /// Serves devices on `listener` over `store` until `shutdown` resolves; then stops
@@ -116,14 +121,16 @@ pub async fn serve<S: CloudStore>(
     config: RelayConfig,
     shutdown: impl Future<Output = ()>,
 ) {
+    let sessions = Arc::new(Semaphore::new(config.connections_max));
     let shared = Arc::new(Shared {
         store,
         config,
         hub: Hub::default(),
         metrics: Metrics::default(),
+        admission: Arc::default(),
+        sessions,
     });
     let (stop, stopped) = watch::channel(false);
-    let permits = Arc::new(Semaphore::new(shared.config.connections_max));
     let mut tasks = JoinSet::new();
     tasks.spawn(upkeep(shared.clone(), stopped.clone()));
     if shared.store.shared() {
@@ -147,25 +154,33 @@ pub async fn serve<S: CloudStore>(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let permit = permits.clone().try_acquire_owned().ok();
+        // Past the bounds on connections not yet authenticated: closed at once.
+        let Some(pending) = shared.admission.enter(peer.ip()) else {
+            shared.metrics.reject(Reject::Admission);
+            continue;
+        };
         let (shared, mut stopped) = (shared.clone(), stopped.clone());
         tasks.spawn(async move {
             let socket: Box<dyn Socket> = match &shared.config.tls {
                 None => Box::new(tcp),
                 Some(tls) => {
                     let accept = tokio_rustls::TlsAcceptor::from(tls.clone()).accept(tcp);
+                    let accept = tokio::time::timeout(shared.config.handshake_timeout, accept);
                     match until_stopped(&mut stopped, accept).await {
-                        Some(Ok(tls)) => Box::new(tls),
-                        Some(Err(e)) => {
+                        Some(Ok(Ok(tls))) => Box::new(tls),
+                        Some(Ok(Err(e))) => {
                             tracing::info!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Some(Err(_)) => {
+                            tracing::info!(%peer, "no TLS handshake in time");
                             return;
                         }
                         None => return,
                     }
                 }
             };
-            serve_socket(shared, socket, peer.to_string(), permit.is_some(), stopped).await;
-            drop(permit);
+            serve_socket(shared, socket, peer.to_string(), pending, stopped).await;
         });
     }
     tracing::info!("shutting down");
@@ -197,7 +212,7 @@ async fn serve_socket<S: CloudStore>(
     shared: Arc<Shared<S>>,
     mut socket: Box<dyn Socket>,
     peer: String,
-    admitted: bool,
+    pending: Pending,
     stopped: watch::Receiver<bool>,
 ) {
     let mut stopped = stopped;
@@ -216,17 +231,6 @@ async fn serve_socket<S: CloudStore>(
         Request::Other(status) => {
             let _ = http::respond(&mut socket, status, text, status).await;
         }
-        Request::Upgrade { .. } if !admitted => {
-            shared.metrics.reject(Reject::Capacity);
-            let status = "503 Service Unavailable";
-            let _ = http::respond(
-                &mut socket,
-                status,
-                text,
-                "the relay serves all the connections it may",
-            )
-            .await;
-        }
         Request::Upgrade { key, rest } => {
             if http::accept_upgrade(&mut socket, &key).await.is_err() {
                 return;
@@ -234,7 +238,7 @@ async fn serve_socket<S: CloudStore>(
             // Until the Hello verifies (`connection::serve` widens it).
             let config = Some(ferry_protocol::hello_ws_config());
             let ws = WebSocketStream::from_partially_read(socket, rest, Role::Server, config).await;
-            crate::connection::serve(shared, ws, peer, stopped).await;
+            crate::connection::serve(shared, ws, peer, pending, stopped).await;
         }
     }
 }
