@@ -1018,30 +1018,44 @@ async fn push_raw(
     }
 }
 
-/// Connections that never authenticate hold no session's place: 400 idle TCP connections
-/// from one address take at most their address's share of pending places (the rest are
-/// closed at once and counted), and a device on another address syncs meanwhile.
+/// Idle TCP connections from `addresses` (127.0.0.N), `each` from every one.
+fn idle_connections(
+    rt: &tokio::runtime::Runtime,
+    relay: &RelayProcess,
+    addresses: std::ops::Range<u8>,
+    each: usize,
+) -> Vec<tokio::net::TcpStream> {
+    rt.block_on(async {
+        let mut idle = Vec::new();
+        for address in addresses {
+            for _ in 0..each {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(([127, 0, 0, address], 0).into()).unwrap();
+                if let Ok(tcp) = socket.connect(([127, 0, 0, 1], relay.port).into()).await {
+                    idle.push(tcp);
+                }
+            }
+        }
+        idle
+    })
+}
+
+/// Connections that never authenticate hold no session's place and push no device out:
+/// 400 idle TCP connections from one address keep at most their address's share of pending
+/// places (each newcomer past it closes the oldest), 32 from each of 32 more addresses fill
+/// the relay's pending places, and a device on another address syncs at once all the same.
 #[test]
 fn idle_connections_from_one_address_keep_no_device_out() {
     let relay = RelayProcess::start(&["--connections-max", "200"]);
     let rt = runtime();
-    let idle = rt.block_on(async {
-        let mut idle = Vec::new();
-        for _ in 0..400 {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-            if let Ok(tcp) = socket.connect(([127, 0, 0, 1], relay.port).into()).await {
-                idle.push(tcp);
-            }
-        }
-        idle
-    });
+    let idle = idle_connections(&rt, &relay, 2..3, 400);
     assert!(!idle.is_empty());
     wait_until(
         "the ones past the address's share turned away",
         Duration::from_secs(5),
         || relay.metric("ferry_relay_rejects_total", "admission") >= 300.0,
     );
+    let many = idle_connections(&rt, &relay, 3..35, 32);
     let home = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let (code, err) = sync_with(&relay, &home.path().join("d"), &relay.token("d", &[]));
@@ -1051,5 +1065,5 @@ fn idle_connections_from_one_address_keep_no_device_out() {
         "{:?}",
         started.elapsed()
     );
-    drop(idle);
+    drop((idle, many));
 }

@@ -29,8 +29,8 @@ use crate::store::CloudStore;
 
 /// Room a page's frame keeps for everything but its changes.
 const PAGE_FRAME_SLACK: usize = 64 * 1024;
-/// What a change takes in a frame beside its item, key, model and scope: its version,
-/// base, tags and lengths (about 80 bytes), rounded up.
+/// What a change's answer takes beside its encoding and key: lengths, tags and a version
+/// (about 80 bytes), rounded up.
 const CHANGE_FRAME_OVERHEAD_BYTES: usize = 128;
 
 /// Why the relay ends a connection: what the device is told, the close code, and what
@@ -92,12 +92,13 @@ pub async fn serve<S: CloudStore>(
     pending: crate::admission::Pending,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let said_hello = crate::server::until_stopped(&mut shutdown, handshake(&shared, &mut ws));
+    let hello = pending.unless_evicted(handshake(&shared, &mut ws));
+    let said_hello = crate::server::until_stopped(&mut shutdown, hello);
     let (grant, replica, expires_s) = match said_hello.await {
-        Some(Ok(who)) => who,
-        Some(Err(ended)) => return refuse(&mut ws, ended.messages(&shared, &peer)).await,
-        // Shutting down before the device said who it is: nothing to drain.
-        None => return,
+        Some(Some(Ok(who))) => who,
+        Some(Some(Err(ended))) => return refuse(&mut ws, ended.messages(&shared, &peer)).await,
+        // Shutting down, or evicted, before the device said who it is: nothing to drain.
+        Some(None) | None => return,
     };
     // Authenticated: no longer pending; a session's place is taken now, or refused.
     drop(pending);
@@ -121,9 +122,8 @@ pub async fn serve<S: CloudStore>(
     let mut session = match shared.store.session().await {
         Ok(session) => session,
         Err(e) => {
-            tracing::warn!(%peer, error = %e, "store unavailable at handshake");
             let ended = Ended {
-                reason: format!("the relay's store is unavailable: {e}"),
+                reason: store_failure(e, &grant.name).to_string(),
                 code: CloseCode::Again,
                 reject: None,
             };
@@ -327,7 +327,7 @@ async fn push<S: CloudStore>(
     let mut results = match written {
         Ok(results) => results,
         Err(error) => {
-            let error = store_failure(error, device);
+            let error = store_failure(error, &device.grant.name);
             return Frame::Failed { id, error };
         }
     };
@@ -364,7 +364,7 @@ async fn push<S: CloudStore>(
 /// The row of one key, if the holder may read its scope.
 async fn get<S: CloudStore>(shared: &Shared<S>, device: &Device, id: u64, key: &Key) -> Frame {
     let started = Instant::now();
-    let held = (shared.store.get(key).await).map_err(|e| store_failure(e, device));
+    let held = (shared.store.get(key).await).map_err(|e| store_failure(e, &device.grant.name));
     shared
         .metrics
         .store_call("read", started.elapsed().as_secs_f64());
@@ -429,7 +429,7 @@ async fn pull<S: CloudStore>(
             Frame::Page { id, page }
         }
         Err(error) => {
-            let error = store_failure(error, device);
+            let error = store_failure(error, &device.grant.name);
             Frame::Failed { id, error }
         }
     }
@@ -437,24 +437,29 @@ async fn pull<S: CloudStore>(
 
 /// What a device hears of a failure of the relay's store: its kind, not its text (a path,
 /// an account or a role's ARN), which the relay logs under an incident number it names.
-fn store_failure(error: TransportError, device: &Device) -> TransportError {
+fn store_failure(error: TransportError, device: &str) -> TransportError {
     static INCIDENTS: AtomicU64 = AtomicU64::new(1);
-    let told = |incident: u64| {
-        format!("the relay's store failed (incident {incident} in the relay's log)")
-    };
+    // Told apart across restarts and relays: this process's start, then a count.
+    static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let process = *PROCESS.get_or_init(|| crate::wall_ms() % 0x1_0000_0000);
     let incident = match &error {
         TransportError::Unavailable(_)
         | TransportError::Unauthorized(_)
-        | TransportError::Rejected(_) => INCIDENTS.fetch_add(1, Ordering::Relaxed),
+        | TransportError::Rejected(_) => {
+            format!(
+                "{process:08x}-{}",
+                INCIDENTS.fetch_add(1, Ordering::Relaxed)
+            )
+        }
         // No text of the store's: the device acts on the kind.
         _ => return error,
     };
-    let device_name = &device.grant.name;
-    tracing::warn!(device = ?device_name, incident, error = ?error.to_string(), "the store failed");
+    tracing::warn!(device = ?device, %incident, error = ?error.to_string(), "the store failed");
+    let told = format!("the relay's store failed (incident {incident} in the relay's log)");
     match error {
-        // The relay's own credentials: the device's are fine, it retries later.
-        TransportError::Rejected(_) => TransportError::Rejected(told(incident)),
-        _ => TransportError::Unavailable(told(incident)),
+        TransportError::Rejected(_) => TransportError::Rejected(told),
+        // The relay's own credentials are at fault, not the device's: it retries later.
+        _ => TransportError::Unavailable(told),
     }
 }
 
@@ -502,16 +507,12 @@ fn fit(mut page: PullPage, budget: usize) -> PullPage {
     page
 }
 
-/// About what `change` takes in a frame: its item, key, model and scope, and the rest.
+/// What `change` takes in a frame, at most: its encoding (the frame's own), and room for
+/// an answer's key and version beside it.
 fn change_bytes(change: &Change) -> usize {
-    let key = ferry_types::size::value_size(&change.key.hash)
-        + change
-            .key
-            .sort
-            .as_ref()
-            .map_or(0, ferry_types::size::value_size);
-    let item = change.item.as_ref().map_or(0, ferry_types::item_size);
-    item + key + change.model.len() + change.scope.len() + CHANGE_FRAME_OVERHEAD_BYTES
+    let mut encoded = Vec::new();
+    ferry_journal::encode_change(change, &mut encoded);
+    encoded.len() + change.key.to_string().len() + CHANGE_FRAME_OVERHEAD_BYTES
 }
 
 /// Sends queued frames in order until the queue closes, then closes the socket.

@@ -154,11 +154,12 @@ pub async fn serve<S: CloudStore>(
             }
         };
         let _ = tcp.set_nodelay(true);
-        // Past the bounds on connections not yet authenticated: closed at once.
-        let Some(pending) = shared.admission.enter(peer.ip()) else {
+        // Past the bounds on connections not yet authenticated, the oldest of its source
+        // (or of the busiest) is closed to make room.
+        let (pending, evicted) = shared.admission.enter(peer.ip());
+        if evicted {
             shared.metrics.reject(Reject::Admission);
-            continue;
-        };
+        }
         let (shared, mut stopped) = (shared.clone(), stopped.clone());
         tasks.spawn(async move {
             let socket: Box<dyn Socket> = match &shared.config.tls {
@@ -166,17 +167,17 @@ pub async fn serve<S: CloudStore>(
                 Some(tls) => {
                     let accept = tokio_rustls::TlsAcceptor::from(tls.clone()).accept(tcp);
                     let accept = tokio::time::timeout(shared.config.handshake_timeout, accept);
-                    match until_stopped(&mut stopped, accept).await {
-                        Some(Ok(Ok(tls))) => Box::new(tls),
-                        Some(Ok(Err(e))) => {
+                    match until_stopped(&mut stopped, pending.unless_evicted(accept)).await {
+                        Some(Some(Ok(Ok(tls)))) => Box::new(tls),
+                        Some(Some(Ok(Err(e)))) => {
                             tracing::info!(%peer, error = %e, "TLS handshake failed");
                             return;
                         }
-                        Some(Err(_)) => {
+                        Some(Some(Err(_))) => {
                             tracing::info!(%peer, "no TLS handshake in time");
                             return;
                         }
-                        None => return,
+                        Some(None) | None => return,
                     }
                 }
             };
@@ -217,8 +218,8 @@ async fn serve_socket<S: CloudStore>(
 ) {
     let mut stopped = stopped;
     let head = tokio::time::timeout(http::HEAD_TIMEOUT, http::read_request(&mut socket));
-    let request = match until_stopped(&mut stopped, head).await {
-        Some(Ok(Ok(request))) => request,
+    let request = match until_stopped(&mut stopped, pending.unless_evicted(head)).await {
+        Some(Some(Ok(Ok(request)))) => request,
         _ => return,
     };
     let text = "text/plain; charset=utf-8";

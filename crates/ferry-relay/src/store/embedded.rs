@@ -55,8 +55,10 @@ const SCHEMA: &str = r#"{
 const META_SEQ: &str = "relay:seq";
 /// Meta record of each scope's highest purged tombstone (JSON: scope -> `_seq`).
 const META_PURGED: &str = "relay:purged";
-/// A row is the change plus its key, scope and stamp: the room they take past the item.
-const ROW_OVERHEAD_BYTES: usize = 8 * 1024;
+/// The largest row: the change as encoded (which spells numbers out and names every
+/// attribute: two to three times what DynamoDB counts for a list of small numbers)
+/// plus its key, scope and stamp.
+const ROW_BYTES_MAX: usize = 3 * ITEM_BYTES_MAX + 64 * 1024;
 /// Changes per push and per page.
 const CHANGES_PER_CALL: usize = 1000;
 /// Bytes per push: well inside a frame.
@@ -104,7 +106,7 @@ impl EmbeddedStore {
         };
         let doc = serde_json::from_str(SCHEMA).map_err(|e| corrupt("relay schema", e))?;
         let options = Options {
-            item_bytes_max: ITEM_BYTES_MAX + ROW_OVERHEAD_BYTES,
+            item_bytes_max: ROW_BYTES_MAX,
             on_fsync,
             ..Options::default()
         };
@@ -329,7 +331,7 @@ impl CloudStore for EmbeddedStore {
     }
 
     async fn maintain(&self) {
-        if let Err(e) = self.purge(wall_ms()) {
+        if let Err(e) = blocking(|| self.purge(wall_ms())) {
             tracing::warn!(error = %e, "purging tombstones failed");
         }
     }
