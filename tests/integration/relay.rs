@@ -382,14 +382,20 @@ fn a_write_outside_the_tokens_scope_is_quarantined_and_shown_in_status() {
 
 type RawSession = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-/// A raw WebSocket to the relay, past the handshake.
-async fn raw_session(relay: &RelayProcess) -> RawSession {
+/// A raw WebSocket to the relay, before `Hello`.
+async fn raw_ws(relay: &RelayProcess) -> RawSession {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
         .await
         .unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(relay.url(), tcp)
+    let (ws, _) = tokio_tungstenite::client_async(relay.url(), tcp)
         .await
         .unwrap();
+    ws
+}
+
+/// A raw WebSocket to the relay, past the handshake.
+async fn raw_session(relay: &RelayProcess) -> RawSession {
+    let mut ws = raw_ws(relay).await;
     let hello = Frame::Hello {
         token: relay.token("raw", &[]),
         replica: "raw".into(),
@@ -808,12 +814,7 @@ fn before_hello_the_relay_reads_one_small_hello_and_nothing_else() {
     let rt = runtime();
     let first_frame = |bytes: Vec<u8>| {
         rt.block_on(async {
-            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
-                .await
-                .unwrap();
-            let (mut ws, _) = tokio_tungstenite::client_async(relay.url(), tcp)
-                .await
-                .unwrap();
+            let mut ws = raw_ws(relay).await;
             let _ = ws.send(Message::Binary(bytes.into())).await;
             refusal(&mut ws).await
         })
@@ -884,12 +885,7 @@ fn a_peers_text_cannot_forge_a_line_of_the_relays_log() {
     let rt = runtime();
     let forged = "FORGED 2026-12-06T00:00:00Z INFO device connected device=admin";
     let (reason, _) = rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
-            .await
-            .unwrap();
-        let (mut ws, _) = tokio_tungstenite::client_async(relay.url(), tcp)
-            .await
-            .unwrap();
+        let mut ws = raw_ws(&relay).await;
         let hello = Frame::Hello {
             token: relay.token("a", &[]),
             replica: format!("r\n{forged}"),

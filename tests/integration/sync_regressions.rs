@@ -959,17 +959,7 @@ fn a_tombstone_past_the_horizon_no_longer_beats_a_put_the_cloud_took() {
     b.sync(SYNC_TIMEOUT).unwrap();
     // b edits offline; a deletes after it, and the cloud keeps the delete.
     b_link.set_online(false);
-    world.advance(1_000);
-    b.update(
-        "Board",
-        json!({"id": "x", "text": "offline edit"}),
-        &WriteOptions::default(),
-    )
-    .unwrap();
-    world.advance(1_000);
-    a.remove("Board", json!({"id": "x"}), &WriteOptions::default())
-        .unwrap();
-    a.sync(SYNC_TIMEOUT).unwrap();
+    an_offline_edit_then_a_delete(&world, &a, &b);
     // b stays away past the horizon: the cloud forgets the delete, and b's edit lands.
     world.advance(31 * DAY_MS);
     b_link.set_online(true);
@@ -1189,17 +1179,7 @@ fn a_tombstone_lives_from_its_delete_not_from_when_a_device_applied_it() {
     // b edits offline; a deletes after it; c is away and hears of the delete 20 days on.
     b_link.set_online(false);
     c_link.set_online(false);
-    world.advance(1_000);
-    b.update(
-        "Board",
-        json!({"id": "x", "text": "offline edit"}),
-        &WriteOptions::default(),
-    )
-    .unwrap();
-    world.advance(1_000);
-    a.remove("Board", json!({"id": "x"}), &WriteOptions::default())
-        .unwrap();
-    a.sync(SYNC_TIMEOUT).unwrap();
+    an_offline_edit_then_a_delete(&world, &a, &b);
     world.advance(20 * DAY_MS);
     c_link.set_online(true);
     c.sync(SYNC_TIMEOUT).unwrap();
@@ -1220,26 +1200,9 @@ fn a_tombstone_lives_from_its_delete_not_from_when_a_device_applied_it() {
 
 #[test]
 fn a_schema_upgrade_that_brings_a_model_down_brings_the_items_the_cursor_had_passed() {
-    const BEFORE: &str = r#"{
-        version: '1', format: 'onetable:1.1.0',
-        indexes: { primary: { hash: 'pk', sort: 'sk' } },
-        models: {
-            Config: {
-                pk: { type: 'string', value: 'config#' }, sk: { type: 'string', value: 'config#${name}' },
-                name: { type: 'string', required: true }, value: { type: 'string' },
-            },
-            Board: {
-                pk: { type: 'string', value: 'board#' }, sk: { type: 'string', value: 'board#${id}' },
-                id: { type: 'string', required: true }, text: { type: 'string' },
-            },
-        },
-        control: { Config: { sync: 'none', scope: '*' }, Board: { sync: 'both', scope: '*' } },
-    }"#;
-    let after = BEFORE.replace(
-        "Config: { sync: 'none', scope: '*' }",
-        "Config: { sync: 'down', scope: '*' }",
-    );
-    let mut world = World::with_schema(BEFORE);
+    let before = config_and_board("none", "both");
+    let after = config_and_board("down", "both");
+    let mut world = World::with_schema(before);
     let (db, dir) = world.open("d1", None);
     db.attach(ferry::MemoryTransport::new(world.cloud.clone()), manual())
         .unwrap();
@@ -1257,15 +1220,7 @@ fn a_schema_upgrade_that_brings_a_model_down_brings_the_items_the_cursor_had_pas
     );
     drop(db);
 
-    let config_after = ferry::Config {
-        clock: world.clock.clock(),
-        timer: world.clock.clock(),
-        ttl_sweep: None,
-        ..ferry::Config::with_schema(crate::support::schema(&after)).context("deviceId", "d1")
-    };
-    let db = ferry::Db::open(world.dir(dir), config_after).unwrap();
-    db.attach(ferry::MemoryTransport::new(world.cloud.clone()), manual())
-        .unwrap();
+    let db = reopened_with(&world, dir, after);
     db.sync(SYNC_TIMEOUT).unwrap();
     assert!(
         db.get("Config", json!({"name": "early"}))
@@ -1388,26 +1343,9 @@ fn a_superseded_answer_the_disk_refused_is_carried_out_at_the_next_step() {
 
 #[test]
 fn turning_sync_on_for_a_model_keeps_the_items_the_device_already_had() {
-    const BEFORE: &str = r#"{
-        version: '1', format: 'onetable:1.1.0',
-        indexes: { primary: { hash: 'pk', sort: 'sk' } },
-        models: {
-            Config: {
-                pk: { type: 'string', value: 'config#' }, sk: { type: 'string', value: 'config#${name}' },
-                name: { type: 'string', required: true }, value: { type: 'string' },
-            },
-            Board: {
-                pk: { type: 'string', value: 'board#' }, sk: { type: 'string', value: 'board#${id}' },
-                id: { type: 'string', required: true }, text: { type: 'string' },
-            },
-        },
-        control: { Config: { sync: 'down', scope: '*' }, Board: { sync: 'none', scope: '*' } },
-    }"#;
-    let after = BEFORE.replace(
-        "Board: { sync: 'none', scope: '*' }",
-        "Board: { sync: 'both', scope: '*' }",
-    );
-    let mut world = World::with_schema(BEFORE);
+    let before = config_and_board("down", "none");
+    let after = config_and_board("down", "both");
+    let mut world = World::with_schema(before);
     let (db, dir) = world.open("d1", None);
     db.attach(ferry::MemoryTransport::new(world.cloud.clone()), manual())
         .unwrap();
@@ -1424,15 +1362,7 @@ fn turning_sync_on_for_a_model_keeps_the_items_the_device_already_had() {
     db.sync(SYNC_TIMEOUT).unwrap();
     drop(db);
 
-    let config = ferry::Config {
-        clock: world.clock.clock(),
-        timer: world.clock.clock(),
-        ttl_sweep: None,
-        ..ferry::Config::with_schema(crate::support::schema(&after)).context("deviceId", "d1")
-    };
-    let db = ferry::Db::open(world.dir(dir), config).unwrap();
-    db.attach(ferry::MemoryTransport::new(world.cloud.clone()), manual())
-        .unwrap();
+    let db = reopened_with(&world, dir, after);
     db.sync(SYNC_TIMEOUT).unwrap();
     assert!(
         db.get("Board", json!({"id": "b1"})).unwrap().is_some(),
@@ -1469,4 +1399,57 @@ fn a_trigger_that_syncs_while_thousands_of_cloud_changes_arrive_is_answered() {
         vec![Ok(())],
         "the trigger's sync was answered"
     );
+}
+
+/// A schema of a `Config` and a `Board` model, both of scope `*`, syncing as given.
+fn config_and_board(config: &str, board: &str) -> &'static str {
+    let schema = format!(
+        r#"{{
+        version: '1', format: 'onetable:1.1.0',
+        indexes: {{ primary: {{ hash: 'pk', sort: 'sk' }} }},
+        models: {{
+            Config: {{
+                pk: {{ type: 'string', value: 'config#' }}, sk: {{ type: 'string', value: 'config#${{name}}' }},
+                name: {{ type: 'string', required: true }}, value: {{ type: 'string' }},
+            }},
+            Board: {{
+                pk: {{ type: 'string', value: 'board#' }}, sk: {{ type: 'string', value: 'board#${{id}}' }},
+                id: {{ type: 'string', required: true }}, text: {{ type: 'string' }},
+            }},
+        }},
+        control: {{ Config: {{ sync: '{config}', scope: '*' }}, Board: {{ sync: '{board}', scope: '*' }} }},
+    }}"#
+    );
+    schema.leak()
+}
+
+/// Device `d1` of `world` reopened from directory `dir` with `schema` (an upgrade),
+/// attached to the cloud, stepped by hand.
+fn reopened_with(world: &World, dir: usize, schema: &str) -> ferry::Db {
+    let config = ferry::Config {
+        clock: world.clock.clock(),
+        timer: world.clock.clock(),
+        ttl_sweep: None,
+        ..ferry::Config::with_schema(crate::support::schema(schema)).context("deviceId", "d1")
+    };
+    let db = ferry::Db::open(world.dir(dir), config).unwrap();
+    db.attach(ferry::MemoryTransport::new(world.cloud.clone()), manual())
+        .unwrap();
+    db
+}
+
+/// `b` (offline) edits board `x`; `a` deletes it a second later and syncs: the cloud
+/// keeps the delete.
+fn an_offline_edit_then_a_delete(world: &World, a: &ferry::Db, b: &ferry::Db) {
+    world.advance(1_000);
+    b.update(
+        "Board",
+        json!({"id": "x", "text": "offline edit"}),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    world.advance(1_000);
+    a.remove("Board", json!({"id": "x"}), &WriteOptions::default())
+        .unwrap();
+    a.sync(SYNC_TIMEOUT).unwrap();
 }
