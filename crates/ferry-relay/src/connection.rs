@@ -333,10 +333,10 @@ async fn push<S: CloudStore>(
     };
     // Copies of the cloud's rows within one frame: the superseded changes past it are left
     // out of the answer, and the device sends them again later.
-    let mut copies = 0;
+    let (mut copies, mut scratch) = (0, Vec::new());
     results.retain(|(_, _, outcome)| match outcome {
         PushOutcome::Superseded { cloud } => {
-            copies += change_bytes(cloud);
+            copies += change_bytes(cloud, &mut scratch);
             copies <= FRAME_BYTES_MAX - PAGE_FRAME_SLACK
         }
         _ => true,
@@ -489,10 +489,10 @@ async fn read<S: CloudStore>(
 /// The page cut, at a stamp boundary, to at most `budget` bytes of items: a full page of
 /// large items would not fit one frame. The first stamp always stays, so a page moves on.
 fn fit(mut page: PullPage, budget: usize) -> PullPage {
-    let mut used = 0;
+    let (mut used, mut scratch) = (0, Vec::new());
     let mut cut = None;
     for (i, (seq, change)) in page.changes.iter().enumerate() {
-        used += change_bytes(change);
+        used += change_bytes(change, &mut scratch);
         if used > budget && i > 0 {
             // Back to the start of this stamp, keeping stamps whole.
             let start = (page.changes[..i].iter()).rposition(|(s, _)| s != seq);
@@ -507,12 +507,15 @@ fn fit(mut page: PullPage, budget: usize) -> PullPage {
     page
 }
 
-/// What `change` takes in a frame, at most: its encoding (the frame's own), and room for
-/// an answer's key and version beside it.
-fn change_bytes(change: &Change) -> usize {
-    let mut encoded = Vec::new();
-    ferry_journal::encode_change(change, &mut encoded);
-    encoded.len() + change.key.to_string().len() + CHANGE_FRAME_OVERHEAD_BYTES
+/// What `change` takes in a frame, at most: its encoding (the frame's own, written into
+/// `scratch`, which the caller reuses), and room for an answer's key and version.
+fn change_bytes(change: &Change, scratch: &mut Vec<u8>) -> usize {
+    scratch.clear();
+    ferry_journal::encode_change(change, scratch);
+    // A key counted twice its DynamoDB size covers its text (numbers spelled out).
+    let key = ferry_types::size::value_size(&change.key.hash)
+        + (change.key.sort.as_ref()).map_or(0, ferry_types::size::value_size);
+    scratch.len() + 2 * key + CHANGE_FRAME_OVERHEAD_BYTES
 }
 
 /// Sends queued frames in order until the queue closes, then closes the socket.
