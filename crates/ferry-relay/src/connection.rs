@@ -153,10 +153,11 @@ pub async fn serve<S: CloudStore>(
     let membership = Membership::join(&shared, member);
     let id = membership.id;
     let device = Device { id, grant, session };
-    let expired = || crate::wall_ms() / 1000 >= expires_s;
+    let now_ms = || (shared.config.clock)();
+    let expired = || now_ms() / 1000 >= expires_s;
     // The session ends when its token does, also when the device sends nothing: timed on
     // the monotonic clock from the handshake, so a wall clock that steps cannot stretch it.
-    let lifetime_ms = (expires_s.saturating_mul(1000)).saturating_sub(crate::wall_ms());
+    let lifetime_ms = (expires_s.saturating_mul(1000)).saturating_sub(now_ms());
     let expiry = tokio::time::sleep(Duration::from_millis(lifetime_ms));
     tokio::pin!(expiry);
     let mut prefetched = None;
@@ -279,7 +280,8 @@ async fn handshake<S: CloudStore>(
     .map_err(|_| Ended::frame("no Hello frame in time"))??;
     let (token, replica) =
         ferry_protocol::decode_hello(&first).map_err(|e| Ended::frame(&e.to_string()))?;
-    let claims = (shared.config.secret.verify(&token)).map_err(Ended::token)?;
+    let now_s = (shared.config.clock)() / 1000;
+    let claims = (shared.config.secret.verify_at(&token, now_s)).map_err(Ended::token)?;
     // The session writes only versions of the replica it names.
     let id = ferry_types::ReplicaId::parse(&replica)
         .map_err(|e| Ended::frame(&format!("Hello names no replica id: {e}")))?;

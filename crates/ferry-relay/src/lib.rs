@@ -23,14 +23,24 @@ mod server;
 pub mod store;
 pub mod token;
 
-pub use server::{RelayConfig, TlsError, serve, tls_config};
+pub use server::{Relay, RelayConfig, Socket, TlsError, serve, tls_config};
 pub use store::CloudStore;
 #[cfg(feature = "dynamo")]
 pub use store::dynamo::DynamoStore;
 pub use store::embedded::EmbeddedStore;
 pub use token::{Claims, Secret, TokenError};
 
-/// The wall clock, in epoch milliseconds: the relay's time for sessions, stamps, expiries.
+/// A wall clock in epoch milliseconds: the relay's time for sessions, stamps and token
+/// expiries. Wall time steps; the relay never lets it move a stamp back (the store's
+/// sequencer is a hybrid logical clock) and times sessions on the monotonic clock.
+pub type Clock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system's wall clock as a [`Clock`].
+pub fn wall_clock() -> Clock {
+    std::sync::Arc::new(wall_ms)
+}
+
+/// The wall clock, in epoch milliseconds.
 pub(crate) fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -48,6 +48,8 @@ pub struct RelayConfig {
     pub poll_interval: Duration,
     /// How long shutdown waits for connections to finish what they are doing.
     pub drain_timeout: Duration,
+    /// The wall clock tokens expire by.
+    pub clock: crate::Clock,
 }
 
 impl RelayConfig {
@@ -62,6 +64,7 @@ impl RelayConfig {
             handshake_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
+            clock: crate::wall_clock(),
         }
     }
 }
@@ -112,6 +115,61 @@ pub struct Shared<S> {
     pub(crate) sessions: Arc<Semaphore>,
 }
 
+/// A relay: its store, its configuration and the devices connected to it. [`serve`] runs
+/// one on a TCP listener; an application that accepts connections itself (over another
+/// listener, or an in-memory pipe) hands each to [`Relay::serve_connection`].
+pub struct Relay<S> {
+    shared: Arc<Shared<S>>,
+    stop: watch::Sender<bool>,
+}
+
+impl<S: CloudStore> Relay<S> {
+    /// A relay over `store`, serving no connection yet.
+    pub fn new(store: S, config: RelayConfig) -> Relay<S> {
+        let sessions = Arc::new(Semaphore::new(config.connections_max));
+        let shared = Arc::new(Shared {
+            store,
+            config,
+            hub: Hub::default(),
+            metrics: Metrics::default(),
+            admission: Arc::default(),
+            sessions,
+        });
+        Relay {
+            shared,
+            stop: watch::channel(false).0,
+        }
+    }
+
+    /// The store the relay writes to and reads from.
+    pub fn store(&self) -> &S {
+        &self.shared.store
+    }
+
+    /// Serves one accepted byte stream from `peer` (TLS already ended, or none) until it
+    /// closes or the relay shuts down: `GET /metrics`, or the upgrade into a device's
+    /// session. Past the bounds on connections not yet authenticated, the oldest of its
+    /// source (or of the busiest) is closed to make room.
+    pub fn serve_connection(
+        &self,
+        socket: Box<dyn Socket>,
+        peer: std::net::SocketAddr,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let (pending, evicted) = self.shared.admission.enter(peer.ip());
+        if evicted {
+            self.shared.metrics.reject(Reject::Admission);
+        }
+        let (shared, stopped) = (self.shared.clone(), self.stop.subscribe());
+        serve_socket(shared, socket, peer.to_string(), pending, stopped)
+    }
+
+    /// Tells every connection the relay is going: sessions end after the call they are
+    /// in (`Refused`, close), connections not yet authenticated at once.
+    pub fn shut_down(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
 /// Serves devices on `listener` over `store` until `shutdown` resolves; then stops
 /// accepting, tells every device the relay is going (`Refused`, close) after the call it is
 /// in, and waits up to the drain timeout for them.
@@ -121,20 +179,12 @@ pub async fn serve<S: CloudStore>(
     config: RelayConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let sessions = Arc::new(Semaphore::new(config.connections_max));
-    let shared = Arc::new(Shared {
-        store,
-        config,
-        hub: Hub::default(),
-        metrics: Metrics::default(),
-        admission: Arc::default(),
-        sessions,
-    });
-    let (stop, stopped) = watch::channel(false);
+    let relay = Relay::new(store, config);
+    let shared = relay.shared.clone();
     let mut tasks = JoinSet::new();
-    tasks.spawn(upkeep(shared.clone(), stopped.clone()));
+    tasks.spawn(upkeep(shared.clone(), relay.stop.subscribe()));
     if shared.store.shared() {
-        tasks.spawn(poll_feeds(shared.clone(), stopped.clone()));
+        tasks.spawn(poll_feeds(shared.clone(), relay.stop.subscribe()));
     }
     tokio::pin!(shutdown);
     loop {
@@ -154,38 +204,37 @@ pub async fn serve<S: CloudStore>(
             }
         };
         let _ = tcp.set_nodelay(true);
-        // Past the bounds on connections not yet authenticated, the oldest of its source
-        // (or of the busiest) is closed to make room.
+        let Some(tls) = shared.config.tls.clone() else {
+            tasks.spawn(relay.serve_connection(Box::new(tcp), peer));
+            continue;
+        };
+        // The TLS handshake counts as a pending connection's, bounded the same way.
         let (pending, evicted) = shared.admission.enter(peer.ip());
         if evicted {
             shared.metrics.reject(Reject::Admission);
         }
-        let (shared, mut stopped) = (shared.clone(), stopped.clone());
+        let (shared, mut stopped) = (shared.clone(), relay.stop.subscribe());
         tasks.spawn(async move {
-            let socket: Box<dyn Socket> = match &shared.config.tls {
-                None => Box::new(tcp),
-                Some(tls) => {
-                    let accept = tokio_rustls::TlsAcceptor::from(tls.clone()).accept(tcp);
-                    let accept = tokio::time::timeout(shared.config.handshake_timeout, accept);
-                    match until_stopped(&mut stopped, pending.unless_evicted(accept)).await {
-                        Some(Some(Ok(Ok(tls)))) => Box::new(tls),
-                        Some(Some(Ok(Err(e)))) => {
-                            tracing::info!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Some(Some(Err(_))) => {
-                            tracing::info!(%peer, "no TLS handshake in time");
-                            return;
-                        }
-                        Some(None) | None => return,
+            let accept = tokio_rustls::TlsAcceptor::from(tls).accept(tcp);
+            let accept = tokio::time::timeout(shared.config.handshake_timeout, accept);
+            let socket: Box<dyn Socket> =
+                match until_stopped(&mut stopped, pending.unless_evicted(accept)).await {
+                    Some(Some(Ok(Ok(tls)))) => Box::new(tls),
+                    Some(Some(Ok(Err(e)))) => {
+                        tracing::info!(%peer, error = %e, "TLS handshake failed");
+                        return;
                     }
-                }
-            };
+                    Some(Some(Err(_))) => {
+                        tracing::info!(%peer, "no TLS handshake in time");
+                        return;
+                    }
+                    Some(None) | None => return,
+                };
             serve_socket(shared, socket, peer.to_string(), pending, stopped).await;
         });
     }
     tracing::info!("shutting down");
-    let _ = stop.send(true);
+    relay.shut_down();
     drop(listener);
     let drained = tokio::time::timeout(shared.config.drain_timeout, async {
         while tasks.join_next().await.is_some() {}
@@ -274,7 +323,7 @@ async fn poll_feeds<S: CloudStore>(shared: Arc<Shared<S>>, mut stopped: watch::R
         for scope in scopes {
             let feed = feeds
                 .entry(scope.clone())
-                .or_insert_with(Feed::starting_now);
+                .or_insert_with(|| Feed::starting_at((shared.config.clock)()));
             feed.poll(&shared, &scope).await;
         }
     }
@@ -292,9 +341,9 @@ struct Feed {
 const FEED_START_BACK_MS: u64 = 30_000;
 
 impl Feed {
-    fn starting_now() -> Feed {
+    fn starting_at(now_ms: u64) -> Feed {
         Feed {
-            cursor: Hlc::new(crate::wall_ms().saturating_sub(FEED_START_BACK_MS), 0),
+            cursor: Hlc::new(now_ms.saturating_sub(FEED_START_BACK_MS), 0),
             seen: BTreeSet::new(),
         }
     }
@@ -307,7 +356,7 @@ impl Feed {
                 Ok(page) => page,
                 // The poller was away past the horizon: go on from now.
                 Err(TransportError::Expired) => {
-                    *self = Feed::starting_now();
+                    *self = Feed::starting_at((shared.config.clock)());
                     return;
                 }
                 Err(e) => {

@@ -139,16 +139,20 @@ impl Secret {
         ttl_s: u64,
     ) -> Result<String, TokenError> {
         let iat = crate::wall_ms() / 1000;
-        let claims = Claims {
+        self.sign_claims(&Claims {
             sub: name.to_string(),
             scopes,
             iat,
             exp: iat.saturating_add(ttl_s),
             service: role == Role::Service,
-        };
+        })
+    }
+
+    /// A token carrying `claims` as they are (a token service with its own clock).
+    pub fn sign_claims(&self, claims: &Claims) -> Result<String, TokenError> {
         jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
-            &claims,
+            claims,
             &EncodingKey::from_secret(&self.0),
         )
         .map_err(|e| TokenError::Secret(e.to_string()))
@@ -156,16 +160,27 @@ impl Secret {
 
     /// The claims of `token`, if this secret signed it and it has not expired.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        self.verify_at(token, crate::wall_ms() / 1000)
+    }
+
+    /// [`Secret::verify`] at `now_s` (epoch seconds) of the relay's clock.
+    pub fn verify_at(&self, token: &str, now_s: u64) -> Result<Claims, TokenError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        // Expiry is checked below against the relay's clock, not the library's.
+        validation.validate_exp = false;
         validation.set_required_spec_claims(&["exp", "sub"]);
         let decoded =
             jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&self.0), &validation);
-        decoded.map(|data| data.claims).map_err(|e| match e.kind() {
+        let claims = decoded.map(|data| data.claims).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => TokenError::Expired,
             ErrorKind::InvalidSignature => TokenError::BadSignature,
             _ => TokenError::Malformed(e.to_string()),
-        })
+        })?;
+        match claims.exp <= now_s {
+            true => Err(TokenError::Expired),
+            false => Ok(claims),
+        }
     }
 }
 

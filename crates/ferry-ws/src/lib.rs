@@ -71,7 +71,17 @@ pub struct WsTransport {
     connection: Mutex<Option<Connection>>,
     live_tx: mpsc::Sender<Vec<Change>>,
     live_rx: tokio::sync::Mutex<mpsc::Receiver<Vec<Change>>>,
+    dialer: Option<Dialer>,
 }
+
+/// Opens the byte stream a connection runs over, in place of TCP to the URL's host: a
+/// proxy, a UNIX socket, an in-memory pipe to a relay in the same process.
+pub type Dialer = Arc<
+    dyn Fn() -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = std::io::Result<Box<dyn Socket>>> + Send>,
+        > + Send
+        + Sync,
+>;
 
 impl std::fmt::Debug for WsTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -132,7 +142,15 @@ impl WsTransport {
             connection: Mutex::new(None),
             live_tx,
             live_rx: tokio::sync::Mutex::new(live_rx),
+            dialer: None,
         })
+    }
+
+    /// The same transport opening its connections with `dialer` instead of TCP (TLS and
+    /// the WebSocket handshake still follow the URL).
+    pub fn with_dialer(mut self, dialer: Dialer) -> WsTransport {
+        self.dialer = Some(dialer);
+        self
     }
 
     /// The same transport trusting, for `wss`, the certificates in the PEM file `path`
@@ -190,10 +208,16 @@ impl WsTransport {
         let unavailable = |what: &str, e: &dyn std::fmt::Display| {
             TransportError::Unavailable(format!("{what} {}: {e}", self.url))
         };
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| unavailable("cannot reach", &e))?;
-        let _ = tcp.set_nodelay(true);
+        let tcp: Box<dyn Socket> = match &self.dialer {
+            Some(dial) => dial().await.map_err(|e| unavailable("cannot reach", &e))?,
+            None => {
+                let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                    .await
+                    .map_err(|e| unavailable("cannot reach", &e))?;
+                let _ = tcp.set_nodelay(true);
+                Box::new(tcp)
+            }
+        };
         let socket: Box<dyn Socket> = match &self.tls {
             None => Box::new(tcp),
             Some(config) => {
@@ -317,8 +341,8 @@ fn unexpected(frame: &Frame) -> TransportError {
     ))
 }
 
-/// A byte stream a WebSocket runs over: TCP or TLS over TCP.
-trait Socket: AsyncRead + AsyncWrite + Send + Unpin {}
+/// A byte stream a WebSocket runs over: TCP, TLS over TCP, or what a [`Dialer`] opens.
+pub trait Socket: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Socket for T {}
 
 /// The connection's task: sends calls, routes answers by id and live frames to the

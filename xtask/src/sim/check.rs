@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use ferry::replication::{AHEAD_MAX_MS, PullFrom, PullPage};
+use ferry::replication::AHEAD_MAX_MS;
 use ferry::types::{Hlc, Key, Version};
 use ferry::{Db, FindOptions, LocalState, PendingChange};
 use ferry_journal::{Change, ChangeOp};
@@ -70,15 +70,15 @@ impl Checker {
         let now: BTreeMap<Key, PendingChange> = (device.db()?.inspect_pending()?.into_iter())
             .map(|p| (p.key.clone(), p))
             .collect();
-        let cloud = lock(&world.cloud);
+        let cloud_ms = world.cloud.now_ms();
         for (key, seen) in &self.outboxes[index] {
             if now.contains_key(key) {
                 continue;
             }
-            let held = cloud.get(key).map(|c| &c.version);
-            let ahead = seen.version.hlc.physical_ms() > cloud.now_ms() + AHEAD_MAX_MS;
-            if !ahead && held.is_none_or(|held| *held < seen.version) {
-                let held = held.map_or("nothing".into(), Version::to_text);
+            let held = world.cloud.get(key)?.map(|c| c.version);
+            let ahead = seen.version.hlc.physical_ms() > cloud_ms + AHEAD_MAX_MS;
+            if !ahead && held.as_ref().is_none_or(|held| *held < seen.version) {
+                let held = held.as_ref().map_or("nothing".into(), Version::to_text);
                 bail!(
                     "device {}: the change of {key} at {} left the outbox, but the cloud holds {held}",
                     device.name,
@@ -165,13 +165,9 @@ fn version_attr(item: &ferry::types::Item) -> Option<Version> {
 
 /// Every row of every scope the cloud holds, tombstones included.
 fn cloud_rows(world: &World) -> Result<Vec<Change>> {
-    let cloud = lock(&world.cloud);
     let mut rows = Vec::new();
     for scope in world.scopes() {
-        let PullPage { changes, .. } = cloud
-            .pull(&scope, PullFrom::Snapshot(Hlc::ZERO), usize::MAX)
-            .with_context(|| format!("reading the cloud's scope '{scope}'"))?;
-        rows.extend(changes.into_iter().map(|(_, change)| change));
+        rows.extend(world.cloud.rows(&scope)?);
     }
     Ok(rows)
 }

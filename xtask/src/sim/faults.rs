@@ -82,7 +82,7 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// What one push call does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PushFate {
+pub enum PushFate {
     Deliver,
     Drop,
     LoseAnswer,
@@ -91,7 +91,17 @@ enum PushFate {
 }
 
 impl LinkState {
-    fn push_fate(&mut self) -> PushFate {
+    /// True with `percent` percent chance.
+    pub fn roll(&mut self, percent: u32) -> bool {
+        self.rng.u32(0..100) < percent
+    }
+
+    /// A number of `range`, from the link's dice.
+    pub fn draw_ms(&mut self, range: std::ops::RangeInclusive<i64>) -> i64 {
+        self.rng.i64(range)
+    }
+
+    pub fn push_fate(&mut self) -> PushFate {
         let r = self.rates;
         let roll = self.rng.u32(0..100);
         let fates = [

@@ -24,8 +24,10 @@
 //! - `run`: one seed from start to convergence.
 
 mod check;
+mod cloud;
 mod faults;
 mod model;
+mod relay;
 mod run;
 mod world;
 

@@ -160,11 +160,14 @@ pub struct Params {
     /// Devices may lose power (what they did not fsync is gone). Only some seeds: the
     /// simulated disk copies the directory at every fsync, which costs.
     pub power_losses: bool,
+    /// The devices sync through the relay (`relay.rs`) instead of the reference cloud:
+    /// odd seeds, so that every run covers both paths.
+    pub relay: bool,
 }
 
 impl Params {
     /// Draws the parameters of a seed. `long`: many more steps.
-    pub fn draw(rng: &mut fastrand::Rng, long: bool) -> Params {
+    pub fn draw(rng: &mut fastrand::Rng, long: bool, relay: bool) -> Params {
         let devices = rng.usize(2..=3);
         let steps = if long {
             rng.usize(5_000..=6_000)
@@ -210,6 +213,7 @@ impl Params {
             lag_ms_max,
             writer_skews_ms,
             power_losses: rng.u32(0..4) == 0,
+            relay,
         }
     }
 }
@@ -260,6 +264,11 @@ pub enum Step {
     /// The cloud holds a change no device can apply (its item names another key): every
     /// device quarantines it and moves on.
     Poison { id: u32 },
+    /// The relay's process dies and starts again (in a seed with power losses, its host
+    /// loses power: what it did not fsync is gone).
+    RelayRestart,
+    /// The relay's wall clock steps by `ms`.
+    RelayClock { ms: i64 },
 }
 
 /// Draws the next step.
@@ -291,6 +300,14 @@ pub fn draw_step(rng: &mut fastrand::Rng, params: &Params) -> Step {
         98 => Step::WallClock {
             device,
             ms: draw_clock_step_ms(rng),
+        },
+        // On the relay path, no push is held for a late delivery (one connection neither
+        // duplicates nor reorders): the relay restarts or its clock steps instead.
+        _ if params.relay => match rng.bool() {
+            true => Step::RelayRestart,
+            false => Step::RelayClock {
+                ms: draw_clock_step_ms(rng),
+            },
         },
         _ => Step::DeliverLate,
     }
@@ -364,6 +381,8 @@ impl std::fmt::Display for Step {
             Step::Partition { device, steps } => write!(f, "d{device}: offline {steps} steps"),
             Step::WallClock { device, ms } => write!(f, "d{device}: wall clock steps {ms} ms"),
             Step::DeliverLate => write!(f, "deliver a held push late"),
+            Step::RelayRestart => write!(f, "relay: restart"),
+            Step::RelayClock { ms } => write!(f, "relay: wall clock steps {ms} ms"),
             Step::LongOffline { device } => write!(f, "d{device}: offline for 31 days"),
             Step::Bulk { count, value } => write!(f, "cloud: bulk {count} shared items = {value}"),
             Step::Poison { id } => write!(f, "cloud: poison change of shared/p{id}"),

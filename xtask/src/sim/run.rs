@@ -7,6 +7,7 @@ use ferry::replication::POLL_INTERVAL_MS;
 use serde_json::json;
 
 use crate::sim::check::{Checker, converged};
+use crate::sim::cloud::Cloud;
 use crate::sim::faults::{FaultRates, lock, write_checked};
 use crate::sim::model::{LONG_OFFLINE_MS, Params, Step, WriteOp, draw_step};
 use crate::sim::world::World;
@@ -45,7 +46,7 @@ struct Sim {
 /// Runs seed `seed`; `long`: many more steps; `verbose`: print every step.
 pub fn run(seed: u64, long: bool, verbose: bool) -> Result<Summary, Failure> {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let params = Params::draw(&mut rng, long);
+    let params = Params::draw(&mut rng, long, seed % 2 == 1);
     if verbose {
         println!("seed {seed}: {params:?}");
     }
@@ -99,7 +100,7 @@ impl Sim {
             Step::Local(op) => self.local_write(op),
             Step::Cloud(op) => Ok(self.world.cloud_write(op)),
             Step::Advance { ms } => {
-                self.world.advance(*ms);
+                self.world.advance(*ms)?;
                 Ok(String::new())
             }
             Step::Drive { device } => {
@@ -115,15 +116,23 @@ impl Sim {
                 Ok(String::new())
             }
             Step::PowerLoss { device } => {
-                let cloud = std::sync::Arc::clone(&self.world.cloud);
-                self.world.devices[*device].power_loss(&cloud)?;
+                self.world.devices[*device].power_loss(&self.world.cloud)?;
                 // What was lost was never promised: outbox entries and cursors start again.
                 self.checker.forget(*device);
                 Ok(String::new())
             }
             Step::Crash { device } => {
-                let cloud = std::sync::Arc::clone(&self.world.cloud);
-                self.world.devices[*device].crash_and_reopen(&cloud)?;
+                self.world.devices[*device].crash_and_reopen(&self.world.cloud)?;
+                Ok(String::new())
+            }
+            Step::RelayRestart => {
+                if let Cloud::Relay(relay) = &self.world.cloud {
+                    relay.restart()?;
+                }
+                Ok(String::new())
+            }
+            Step::RelayClock { ms } => {
+                self.world.step_relay_clock(*ms)?;
                 Ok(String::new())
             }
             Step::WallClock { device, ms } => {
@@ -142,7 +151,7 @@ impl Sim {
                 let mut link = lock(&self.world.devices[*device].link);
                 link.offline_steps = link.offline_steps.max(LONG_OFFLINE_STEPS);
                 drop(link);
-                self.world.advance(LONG_OFFLINE_MS);
+                self.world.advance(LONG_OFFLINE_MS)?;
                 Ok(String::new())
             }
         }
@@ -189,8 +198,11 @@ impl Sim {
     /// One held push of a random device reaches the cloud now, after newer ones.
     fn deliver_late(&mut self) -> String {
         let device = self.rng.usize(0..self.world.devices.len());
+        let Cloud::Memory(cloud) = &self.world.cloud else {
+            return "(nothing held on the relay path)".into();
+        };
         let mut link = lock(&self.world.devices[device].link);
-        let mut cloud = lock(&self.world.cloud);
+        let mut cloud = lock(cloud);
         let Some(changes) = link.take_held(cloud.now_ms()) else {
             return "(nothing held)".into();
         };
@@ -206,15 +218,18 @@ impl Sim {
             link.rates = FaultRates::default();
             link.offline_steps = 0;
             let link = &mut *link;
-            let mut cloud = lock(&self.world.cloud);
-            while let Some(changes) = link.take_held(cloud.now_ms()) {
-                write_checked(&mut cloud, changes, link);
+            if let Cloud::Memory(cloud) = &self.world.cloud {
+                let mut cloud = lock(cloud);
+                while let Some(changes) = link.take_held(cloud.now_ms()) {
+                    write_checked(&mut cloud, changes, link);
+                }
             }
         }
         let mut quiet_ms = 0;
         for heal_step in 1..=HEAL_STEPS_MAX {
-            self.world.advance(HEAL_STEP_MS);
+            self.world.advance(HEAL_STEP_MS)?;
             self.drive_all()?;
+            self.print_step(self.params.steps + heal_step, &Step::DriveAll, "(healing)");
             self.checker.safety(&self.world)?;
             let (mut pending, mut expired) = (0, 0);
             for device in &self.world.devices {

@@ -10,19 +10,27 @@ use ferry::types::{Hlc, HlcClock, Item, Key, ReplicaId, Value, Version};
 use ferry::{Config, Db, Schema, SyncOptions};
 use ferry_journal::{Change, ChangeOp};
 
+use crate::sim::cloud::Cloud;
 use crate::sim::faults::{FaultyTransport, Link, link, lock};
 use crate::sim::model::{EPOCH_MS, ModelSpec, Params, SCHEMA, WriteOp};
+use crate::sim::relay::{RelayNode, RelayTransport};
 
 /// The scope every device reads besides its own.
 pub const SHARED_SCOPE: &str = "*";
 /// Longer than any run: no background fsync during a seed.
 const FSYNC_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How far the relay's clock runs behind the time at most. The relay is the cloud: a
+/// device's version more than `AHEAD_MAX_MS` past its time is refused as ahead, so a relay
+/// whose clock is far behind the world's refuses every honest device (docs/relay.md asks
+/// its operator for a synchronized clock). Steps forward, and back again, go any distance.
+const RELAY_BEHIND_MS_MAX: i64 = ferry::replication::AHEAD_MAX_MS as i64 / 2;
 /// How far the cloud developer's clock may be pushed ahead by a row it overwrites.
 const CLOUD_FORWARD_MS_MAX: u64 = 60 * 60 * 1000;
 
 /// One device: a database in its own directory, its own clock and its own link.
 pub struct Device {
     pub name: String,
+    index: usize,
     /// Its clock minus the cloud's.
     pub skew_ms: i64,
     pub link: Link,
@@ -75,6 +83,7 @@ impl Device {
         let writer_skew_ms = params.writer_skews_ms[index];
         Ok(Device {
             name: format!("d{index}"),
+            index,
             skew_ms,
             link: link(device_seed, params.rates, writer_skew_ms),
             dir,
@@ -100,7 +109,7 @@ impl Device {
 
     /// Opens the database (with the schema the first time, from disk after) and attaches
     /// it to a fresh faulty transport over the same link.
-    fn open(&mut self, cloud: &Arc<Mutex<MemoryCloud>>) -> Result<()> {
+    fn open(&mut self, cloud: &Cloud) -> Result<()> {
         let schema = match self.opens {
             0 => Some(Schema::parse(SCHEMA).context("the simulator's schema does not load")?),
             _ => None,
@@ -123,10 +132,6 @@ impl Device {
         .context("deviceId", self.name.as_str());
         let db = Db::open(self.dir.path(), config)
             .with_context(|| format!("opening device {}", self.name))?;
-        let transport = FaultyTransport {
-            cloud: Arc::clone(cloud),
-            link: Arc::clone(&self.link),
-        };
         let options = SyncOptions {
             engine: EngineConfig::default(),
             background: false,
@@ -134,8 +139,18 @@ impl Device {
             seed: mix(self.seed, self.opens),
         };
         self.trigger = Some(self.watch(&db)?);
-        db.attach(transport, options)
-            .with_context(|| format!("attaching device {}", self.name))?;
+        let link = Arc::clone(&self.link);
+        let attached = match cloud {
+            Cloud::Memory(cloud) => {
+                let cloud = Arc::clone(cloud);
+                db.attach(FaultyTransport { cloud, link }, options)
+            }
+            Cloud::Relay(node) => {
+                let (node, replica) = (Arc::clone(node), db.status().replica);
+                db.attach(RelayTransport::new(node, link, self.index, replica), options)
+            }
+        };
+        attached.with_context(|| format!("attaching device {}", self.name))?;
         self.opens += 1;
         self.db = Some(db);
         Ok(())
@@ -171,7 +186,7 @@ impl Device {
 
     /// A crash: the process dies (the database is dropped, nothing flushed by hand) and
     /// starts again from its directory, without a schema.
-    pub fn crash_and_reopen(&mut self, cloud: &Arc<Mutex<MemoryCloud>>) -> Result<()> {
+    pub fn crash_and_reopen(&mut self, cloud: &Cloud) -> Result<()> {
         self.close();
         self.open(cloud)
     }
@@ -195,7 +210,7 @@ impl Device {
     }
 
     /// A power loss: the directory goes back to the last fsync, then the device restarts.
-    pub fn power_loss(&mut self, cloud: &Arc<Mutex<MemoryCloud>>) -> Result<()> {
+    pub fn power_loss(&mut self, cloud: &Cloud) -> Result<()> {
         self.close();
         copy_dir(self.durable.path(), self.dir.path())?;
         self.open(cloud)?;
@@ -226,25 +241,36 @@ impl Device {
 
 /// The cloud, the devices and the time.
 pub struct World {
-    pub cloud: Arc<Mutex<MemoryCloud>>,
+    pub cloud: Cloud,
     pub devices: Vec<Device>,
     /// The cloud's wall clock (epoch ms); device clocks are this plus their skew.
     pub now_ms: i64,
+    /// The relay's clock minus the cloud's (on the relay path).
+    relay_skew_ms: i64,
     /// The clock a cloud developer stamps versions with.
     cloud_writer: HlcClock,
     cloud_replica: ReplicaId,
 }
 
 impl World {
-    /// A cloud at [`EPOCH_MS`] whose feed shows changes up to `params.lag_ms_max` late, and
-    /// `params.devices` freshly opened devices.
+    /// A cloud at [`EPOCH_MS`] (the relay, or a reference cloud whose feed shows changes up
+    /// to `params.lag_ms_max` late), and `params.devices` freshly opened devices.
     pub fn new(seed: u64, params: &Params) -> Result<World> {
         let schema = Schema::parse(SCHEMA).context("the simulator's schema does not load")?;
         let models = Models::new(schema.cloud_directions(), schema.item_layout());
-        let mut cloud =
-            (MemoryCloud::default().with_lag(params.lag_ms_max, mix(seed, 7))).with_models(models);
-        cloud.set_time_ms(EPOCH_MS as u64);
-        let cloud = Arc::new(Mutex::new(cloud));
+        let cloud = match params.relay {
+            true => {
+                let horizon_ms = MemoryCloud::default().horizon_ms();
+                let relay = RelayNode::start(models, horizon_ms, EPOCH_MS, params.power_losses)?;
+                Cloud::Relay(Arc::new(relay))
+            }
+            false => {
+                let mut cloud = (MemoryCloud::default().with_lag(params.lag_ms_max, mix(seed, 7)))
+                    .with_models(models);
+                cloud.set_time_ms(EPOCH_MS as u64);
+                Cloud::Memory(Arc::new(Mutex::new(cloud)))
+            }
+        };
         let mut devices = Vec::with_capacity(params.devices);
         for index in 0..params.devices {
             let mut device = Device::new(index, params, seed)?;
@@ -256,21 +282,35 @@ impl World {
             cloud,
             devices,
             now_ms: EPOCH_MS,
+            relay_skew_ms: 0,
             cloud_writer: HlcClock::new(Hlc::ZERO, CLOUD_FORWARD_MS_MAX),
             cloud_replica: ReplicaId::parse("cloud").context("the cloud's replica id")?,
         })
     }
 
     /// Moves the cloud's clock and every device's by `ms`.
-    pub fn advance(&mut self, ms: i64) {
+    pub fn advance(&mut self, ms: i64) -> Result<()> {
         self.now_ms += ms;
-        lock(&self.cloud).set_time_ms(self.now_ms as u64);
+        self.cloud.set_time_ms(self.cloud_clock_ms())?;
         for device in &self.devices {
             device
                 .clock
                 .store(self.now_ms + device.skew_ms, Ordering::SeqCst);
             device.timer.store(self.now_ms, Ordering::SeqCst);
         }
+        Ok(())
+    }
+
+    /// The cloud's own wall clock: the relay's steps; the reference cloud's is the time.
+    fn cloud_clock_ms(&self) -> i64 {
+        self.now_ms + self.relay_skew_ms
+    }
+
+    /// Steps the relay's wall clock by `ms` (virtual time goes on), forward as far as a
+    /// year, back no further than [`RELAY_BEHIND_MS_MAX`] behind the time.
+    pub fn step_relay_clock(&mut self, ms: i64) -> Result<()> {
+        self.relay_skew_ms = (self.relay_skew_ms + ms).max(-RELAY_BEHIND_MS_MAX);
+        self.cloud.set_time_ms(self.cloud_clock_ms())
     }
 
     /// Steps device `index`'s wall clock by `ms`; virtual time and its timers go on.
@@ -296,20 +336,25 @@ impl World {
         let version = self.cloud_version(&key);
         let mut change = cloud_change(op, &device, key, version);
         // Written over the row it read, as a cloud service's read-modify-write is.
-        change.base = lock(&self.cloud)
-            .get(&change.key)
-            .map(|c| c.version.clone());
-        format!("{:?}", lock(&self.cloud).write(change))
+        change.base = self.held(&change.key).map(|c| c.version);
+        self.cloud.write(change)
+    }
+
+    /// The cloud's row of `key`; one the relay cannot read counts as none (the checks
+    /// read it again and fail the run).
+    fn held(&self, key: &Key) -> Option<Change> {
+        self.cloud.get(key).ok().flatten()
     }
 
     /// A version for a cloud developer's write of `key`, past the one the cloud holds.
     fn cloud_version(&mut self, key: &Key) -> Version {
-        if let Some(row) = lock(&self.cloud).get(key) {
-            self.cloud_writer
-                .observe(row.version.hlc, self.now_ms as u64);
+        // The cloud developer's own clock: the time, whatever the relay's says.
+        let now_ms = self.now_ms as u64;
+        if let Some(row) = self.held(key) {
+            self.cloud_writer.observe(row.version.hlc, now_ms);
         }
         Version {
-            hlc: self.cloud_writer.tick(self.now_ms as u64),
+            hlc: self.cloud_writer.tick(now_ms),
             replica: self.cloud_replica.clone(),
         }
     }
@@ -352,7 +397,7 @@ impl World {
         if let Some(item) = &mut change.item {
             item.insert("sk".into(), Value::S(format!("shared#not-p{id}")));
         }
-        format!("{:?}", lock(&self.cloud).write(change))
+        self.cloud.write(change)
     }
 }
 
@@ -411,7 +456,7 @@ fn cloud_change(op: &WriteOp, device: &str, key: Key, version: Version) -> Chang
 /// Where device directories go: `FERRY_SIM_DIR`, else shared memory where the system has
 /// it (creating fjall's files on a real disk costs more than the whole simulated run, and
 /// simulated crashes never need the disk), else the system's temporary directory.
-fn scratch_dir() -> std::path::PathBuf {
+pub fn scratch_dir() -> std::path::PathBuf {
     if let Some(dir) = std::env::var_os("FERRY_SIM_DIR") {
         return dir.into();
     }
@@ -423,22 +468,40 @@ fn scratch_dir() -> std::path::PathBuf {
 }
 
 /// Makes `to` an exact copy of `from` (files only: a database directory has no links).
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
-    std::fs::remove_dir_all(to).with_context(|| format!("clearing {}", to.display()))?;
-    copy_tree(from, to)
-}
-
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+/// Files whose length and modification time match are left as they are: a store's
+/// segments never change once written, and its journals grow.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
+    let mut stale: std::collections::BTreeSet<std::ffi::OsString> = std::fs::read_dir(to)?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
+        stale.remove(&entry.file_name());
         let target = to.join(entry.file_name());
-        match entry.file_type()?.is_dir() {
-            true => copy_tree(&entry.path(), &target)?,
-            false => {
-                std::fs::copy(entry.path(), &target)
-                    .with_context(|| format!("copying {}", entry.path().display()))?;
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+            continue;
+        }
+        let same = std::fs::metadata(&target).is_ok_and(|old| {
+            old.is_file() && old.len() == meta.len() && old.modified().ok() == meta.modified().ok()
+        });
+        if !same {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+            // The copy's time is the original's, so that the next copy can skip it.
+            if let Ok(modified) = meta.modified() {
+                let file = std::fs::File::options().write(true).open(&target)?;
+                file.set_modified(modified)?;
             }
+        }
+    }
+    for name in stale {
+        let path = to.join(name);
+        match path.is_dir() {
+            true => std::fs::remove_dir_all(&path)?,
+            false => std::fs::remove_file(&path)?,
         }
     }
     Ok(())

@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use ferry_cloud::defaults::CATCHUP_WINDOW_MS;
 use ferry_cloud::{
     Grant, Limits, Models, PullFrom, PullPage, PushOutcome, PushResults, Session, TransportError,
     decide,
@@ -30,7 +31,7 @@ use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
 use ferry_types::{Hlc, HlcClock, Item, Key, Value, keycode};
 
 use super::CloudStore;
-use crate::wall_ms;
+use crate::Clock;
 
 /// The rows' schema.
 const SCHEMA: &str = r#"{
@@ -78,6 +79,8 @@ pub struct EmbeddedStore {
     purged: Mutex<BTreeMap<String, Hlc>>,
     /// What the write rule knows of the schema.
     models: Models,
+    /// The relay's wall clock.
+    clock: Clock,
 }
 
 /// Why the embedded store cannot open.
@@ -126,7 +129,22 @@ impl EmbeddedStore {
             committed: AtomicU64::new(last.as_u64()),
             purged: Mutex::new(purged),
             models,
+            clock: crate::wall_clock(),
         })
+    }
+
+    /// The same store reading the time from `clock` (a simulation's relay).
+    pub fn with_clock(mut self, clock: Clock) -> EmbeddedStore {
+        self.clock = clock;
+        self
+    }
+
+    /// The store's time: its clock, but never before the last stamp it gave, so that a
+    /// wall clock stepped back neither refuses devices' versions as ahead of it nor holds
+    /// back the purge.
+    pub fn now_ms(&self) -> u64 {
+        let last = lock(&self.sequencer).last();
+        (self.clock)().max(last.physical_ms())
     }
 
     /// Writes `changes` of `grant`'s writer by the write rule in one commit, each landed
@@ -137,7 +155,7 @@ impl EmbeddedStore {
         grant: &Grant,
     ) -> Result<PushResults, TransportError> {
         let mut sequencer = lock(&self.sequencer);
-        let now = wall_ms();
+        let now = (self.clock)().max(sequencer.last().physical_ms());
         let (results, _) = self.store.write(Durability::Default, |tx| {
             let mut results = PushResults::with_capacity(changes.len());
             let mut last = None;
@@ -239,11 +257,19 @@ impl EmbeddedStore {
     }
 
     /// Purges tombstones whose horizon passed, remembering per scope the newest purged.
+    ///
+    /// A tombstone within the catch-up window of the newest stamp stays, however old: a
+    /// device's round starts that far behind its cursor, which may be the newest stamp, and
+    /// a purged tombstone past its start answers `Expired`, so after a resync that lands
+    /// there, every round would expire again. Only a clock that steps forward past the
+    /// horizon makes such a tombstone due; the next write, stamped at the new time, lets it go.
     pub fn purge(&self, now_ms: u64) -> Result<usize, TransportError> {
         let due = (self.store.expired(now_ms / 1000, PURGE_BATCH)).map_err(StoreFailure::from)?;
         if due.is_empty() {
             return Ok(0);
         }
+        let newest = lock(&self.sequencer).last().physical_ms();
+        let kept_from = newest.saturating_sub(CATCHUP_WINDOW_MS);
         let _sequencer = lock(&self.sequencer);
         let mut purged = lock(&self.purged);
         let (count, _) = self.store.write(Durability::Default, |tx| {
@@ -255,6 +281,7 @@ impl EmbeddedStore {
                     Some(Value::B(bytes)) => seq_of(bytes),
                     _ => None,
                 };
+                let seq = seq.filter(|seq| seq.physical_ms() < kept_from);
                 if let (ChangeOp::Delete, Some(seq)) = (change.op, seq) {
                     tx.delete(key)?;
                     let newest = purged.entry(change.scope.clone()).or_insert(Hlc::ZERO);
@@ -294,7 +321,7 @@ impl EmbeddedStore {
 impl CloudStore for EmbeddedStore {
     async fn session(&self) -> Result<Session, TransportError> {
         Ok(Session {
-            server_time_ms: wall_ms(),
+            server_time_ms: self.now_ms(),
             scopes: None,
             limits: Limits {
                 push_changes_max: CHANGES_PER_CALL,
@@ -331,7 +358,7 @@ impl CloudStore for EmbeddedStore {
     }
 
     async fn maintain(&self) {
-        if let Err(e) = blocking(|| self.purge(wall_ms())) {
+        if let Err(e) = blocking(|| self.purge(self.now_ms())) {
             tracing::warn!(error = %e, "purging tombstones failed");
         }
     }
@@ -621,7 +648,12 @@ mod tests {
     #[test]
     fn purged_tombstones_expire_older_cursors_but_never_a_snapshot() {
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path(), 1_000, Models::unchecked()).unwrap();
+        let (clock, now) = clock_at(crate::wall_ms());
+        let open = || {
+            let store = EmbeddedStore::open(dir.path(), 1_000, Models::unchecked()).unwrap();
+            store.with_clock(clock.clone())
+        };
+        let store = open();
         store
             .write_now(vec![change("a", 10, "*", ChangeOp::Put)], &writer())
             .unwrap();
@@ -632,15 +664,17 @@ mod tests {
         store
             .write_now(vec![change("a", 20, "*", ChangeOp::Delete)], &writer())
             .unwrap();
-        store
-            .write_now(vec![change("b", 30, "*", ChangeOp::Put)], &writer())
-            .unwrap();
         assert_eq!(
-            store.purge(wall_ms()).unwrap(),
+            store.purge(store.now_ms()).unwrap(),
             0,
             "not yet past the horizon"
         );
-        assert_eq!(store.purge(wall_ms() + 3_000).unwrap(), 1);
+        // Later than the catch-up window, the next write: the tombstone may go.
+        now.fetch_add(CATCHUP_WINDOW_MS + 1, Ordering::SeqCst);
+        store
+            .write_now(vec![change("b", 30, "*", ChangeOp::Put)], &writer())
+            .unwrap();
+        assert_eq!(store.purge(store.now_ms()).unwrap(), 1);
         assert_eq!(
             store.read_now("*", PullFrom::Since(before), 10),
             Err(TransportError::Expired)
@@ -650,11 +684,50 @@ mod tests {
             .unwrap();
         assert_eq!(snapshot.changes.len(), 1, "b alone: the tombstone is gone");
         drop(store);
-        let store = EmbeddedStore::open(dir.path(), 1_000, Models::unchecked()).unwrap();
+        let store = open();
         assert_eq!(
             store.read_now("*", PullFrom::Since(before), 10),
             Err(TransportError::Expired),
             "the purge is remembered"
         );
+    }
+
+    /// Found by the simulator on the relay path (seed 985): the relay's clock stepped
+    /// forward past the horizon, every tombstone was purged, and a device whose resync
+    /// ended at the newest stamp had every later round (which starts a catch-up window
+    /// behind its cursor) answered `Expired`, for good.
+    #[test]
+    fn a_clock_stepped_past_the_horizon_purges_no_tombstone_a_caught_up_round_reads_past() {
+        let dir = tempfile::tempdir().unwrap();
+        let (clock, now) = clock_at(crate::wall_ms());
+        let store = EmbeddedStore::open(dir.path(), 1_000, Models::unchecked()).unwrap();
+        let store = store.with_clock(clock);
+        store
+            .write_now(vec![change("a", 10, "*", ChangeOp::Put)], &writer())
+            .unwrap();
+        store
+            .write_now(vec![change("a", 20, "*", ChangeOp::Delete)], &writer())
+            .unwrap();
+        let old = store.read_now("*", PullFrom::Since(Hlc::ZERO), 10).unwrap();
+        // A round of a device that applied everything: one window behind its cursor.
+        let since = Hlc::new(old.safe.physical_ms() - CATCHUP_WINDOW_MS, 0);
+        now.fetch_add(365 * 24 * 3_600_000, Ordering::SeqCst);
+        assert_eq!(store.purge(store.now_ms()).unwrap(), 0, "the newest stays");
+        assert!(store.read_now("*", PullFrom::Since(since), 10).is_ok());
+        // The next write is stamped at the new time: the round starts past the tombstone.
+        store
+            .write_now(vec![change("b", 30, "*", ChangeOp::Put)], &writer())
+            .unwrap();
+        assert_eq!(store.purge(store.now_ms()).unwrap(), 1);
+        let safe = store.read_now("*", PullFrom::Snapshot(Hlc::ZERO), 10).unwrap().safe;
+        let since = Hlc::new(safe.physical_ms() - CATCHUP_WINDOW_MS, 0);
+        assert!(store.read_now("*", PullFrom::Since(since), 10).is_ok());
+    }
+
+    /// A clock a test moves: the store's, and the handle that moves it.
+    fn clock_at(ms: u64) -> (Clock, std::sync::Arc<AtomicU64>) {
+        let now = std::sync::Arc::new(AtomicU64::new(ms));
+        let read = now.clone();
+        (std::sync::Arc::new(move || read.load(Ordering::SeqCst)), now)
     }
 }

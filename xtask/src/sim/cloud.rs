@@ -1,0 +1,95 @@
+//! The cloud a seed's devices replicate to, as the simulator and its checks see it: the
+//! reference cloud behind a faulty network, or the relay (`relay.rs`).
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use ferry::replication::{MemoryCloud, PullFrom};
+use ferry::types::{Hlc, Key};
+use ferry_journal::Change;
+
+use crate::sim::faults::lock;
+use crate::sim::relay::{RelayNode, service};
+
+/// Rows read per page when the checks read a scope of the relay's store.
+const PAGE: usize = 1000;
+
+#[derive(Clone)]
+pub enum Cloud {
+    Memory(Arc<Mutex<MemoryCloud>>),
+    Relay(Arc<RelayNode>),
+}
+
+impl Cloud {
+    /// The row of `key`, tombstones included.
+    pub fn get(&self, key: &Key) -> Result<Option<Change>> {
+        match self {
+            Cloud::Memory(cloud) => Ok(lock(cloud).get(key).cloned()),
+            Cloud::Relay(relay) => (relay.with_store(|store| store.get(key)))
+                .with_context(|| format!("reading {key} from the relay's store")),
+        }
+    }
+
+    /// The time the cloud's write rule judges versions by.
+    pub fn now_ms(&self) -> u64 {
+        match self {
+            Cloud::Memory(cloud) => lock(cloud).now_ms(),
+            Cloud::Relay(relay) => relay.with_store(|store| store.now_ms()),
+        }
+    }
+
+    /// Every row of `scope`, tombstones included.
+    pub fn rows(&self, scope: &str) -> Result<Vec<Change>> {
+        let context = || format!("reading the cloud's scope '{scope}'");
+        let snapshot = PullFrom::Snapshot(Hlc::ZERO);
+        let mut rows = Vec::new();
+        match self {
+            Cloud::Memory(cloud) => {
+                let page = (lock(cloud).pull(scope, snapshot, usize::MAX)).with_context(context)?;
+                rows.extend(page.changes.into_iter().map(|(_, change)| change));
+            }
+            Cloud::Relay(relay) => {
+                let mut from = snapshot;
+                loop {
+                    let page = relay.with_store(|store| store.read_now(scope, from, PAGE));
+                    let page = page.with_context(context)?;
+                    let last = page.changes.last().map(|(seq, _)| *seq);
+                    rows.extend(page.changes.into_iter().map(|(_, change)| change));
+                    match (page.more, last) {
+                        (true, Some(last)) => from = PullFrom::Snapshot(last),
+                        _ => break,
+                    }
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// A cloud developer's write; returns its outcome, for `--verbose`.
+    pub fn write(&self, change: Change) -> String {
+        match self {
+            Cloud::Memory(cloud) => format!("{:?}", lock(cloud).write(change)),
+            Cloud::Relay(relay) => {
+                let written = relay.with_store(|store| store.write_now(vec![change], &service()));
+                match written {
+                    Ok(mut results) => format!("{:?}", results.pop().map(|(_, _, o)| o)),
+                    Err(e) => format!("{e}"),
+                }
+            }
+        }
+    }
+
+    /// The cloud's wall clock moves to `ms`: late changes show, old tombstones go.
+    pub fn set_time_ms(&self, ms: i64) -> Result<()> {
+        match self {
+            Cloud::Memory(cloud) => lock(cloud).set_time_ms(ms as u64),
+            Cloud::Relay(relay) => {
+                relay.set_clock_ms(ms);
+                relay
+                    .with_store(|store| store.purge(store.now_ms()))
+                    .context("purging the relay's tombstones")?;
+            }
+        }
+        Ok(())
+    }
+}
