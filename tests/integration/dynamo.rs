@@ -186,7 +186,7 @@ impl Direct {
                 let upkeep = Arc::downgrade(&store);
                 std::thread::spawn(move || {
                     while let Some(store) = upkeep.upgrade() {
-                        let _ = store.purge(now_ms());
+                        let _ = store.purge();
                         drop(store);
                         std::thread::sleep(Duration::from_millis(250));
                     }

@@ -30,14 +30,22 @@ pub use store::dynamo::DynamoStore;
 pub use store::embedded::EmbeddedStore;
 pub use token::{Claims, Secret, TokenError};
 
-/// A wall clock in epoch milliseconds: the relay's time for sessions, stamps and token
-/// expiries. Wall time steps; the relay never lets it move a stamp back (the store's
-/// sequencer is a hybrid logical clock) and times sessions on the monotonic clock.
+/// A clock in milliseconds: the relay's wall clock (epoch ms: sessions, stamps, token
+/// expiries), or a monotonic one. Wall time steps; the relay never lets it move a stamp
+/// back (the store's sequencer is a hybrid logical clock), and times sessions and
+/// tombstone lifetimes on the monotonic clock.
 pub type Clock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// The system's wall clock as a [`Clock`].
 pub fn wall_clock() -> Clock {
     std::sync::Arc::new(wall_ms)
+}
+
+/// A monotonic clock in milliseconds from the first reading in this process.
+pub fn monotonic_clock() -> Clock {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    std::sync::Arc::new(move || start.elapsed().as_millis() as u64)
 }
 
 /// The wall clock, in epoch milliseconds.

@@ -172,11 +172,13 @@ impl Secret {
         validation.set_required_spec_claims(&["exp", "sub"]);
         let decoded =
             jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&self.0), &validation);
-        let claims = decoded.map(|data| data.claims).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => TokenError::Expired,
-            ErrorKind::InvalidSignature => TokenError::BadSignature,
-            _ => TokenError::Malformed(e.to_string()),
-        })?;
+        let claims = decoded
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                _ => TokenError::Malformed(e.to_string()),
+            })?;
         match claims.exp <= now_s {
             true => Err(TokenError::Expired),
             false => Ok(claims),

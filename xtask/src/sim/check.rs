@@ -70,7 +70,7 @@ impl Checker {
         let now: BTreeMap<Key, PendingChange> = (device.db()?.inspect_pending()?.into_iter())
             .map(|p| (p.key.clone(), p))
             .collect();
-        let cloud_ms = world.cloud.now_ms();
+        let cloud_ms = world.cloud.now_ms()?;
         for (key, seen) in &self.outboxes[index] {
             if now.contains_key(key) {
                 continue;

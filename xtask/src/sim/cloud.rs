@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use ferry::replication::{MemoryCloud, PullFrom};
 use ferry::types::{Hlc, Key};
 use ferry_journal::Change;
+use ferry_relay::EmbeddedStore;
 
 use crate::sim::faults::lock;
 use crate::sim::relay::{RelayNode, service};
@@ -25,16 +26,16 @@ impl Cloud {
     pub fn get(&self, key: &Key) -> Result<Option<Change>> {
         match self {
             Cloud::Memory(cloud) => Ok(lock(cloud).get(key).cloned()),
-            Cloud::Relay(relay) => (relay.with_store(|store| store.get(key)))
+            Cloud::Relay(relay) => (relay.with_store(|store| store.get(key))?)
                 .with_context(|| format!("reading {key} from the relay's store")),
         }
     }
 
     /// The time the cloud's write rule judges versions by.
-    pub fn now_ms(&self) -> u64 {
+    pub fn now_ms(&self) -> Result<u64> {
         match self {
-            Cloud::Memory(cloud) => lock(cloud).now_ms(),
-            Cloud::Relay(relay) => relay.with_store(|store| store.now_ms()),
+            Cloud::Memory(cloud) => Ok(lock(cloud).now_ms()),
+            Cloud::Relay(relay) => relay.with_store(EmbeddedStore::now_ms),
         }
     }
 
@@ -51,7 +52,7 @@ impl Cloud {
             Cloud::Relay(relay) => {
                 let mut from = snapshot;
                 loop {
-                    let page = relay.with_store(|store| store.read_now(scope, from, PAGE));
+                    let page = relay.with_store(|store| store.read_now(scope, from, PAGE))?;
                     let page = page.with_context(context)?;
                     let last = page.changes.last().map(|(seq, _)| *seq);
                     rows.extend(page.changes.into_iter().map(|(_, change)| change));
@@ -72,21 +73,22 @@ impl Cloud {
             Cloud::Relay(relay) => {
                 let written = relay.with_store(|store| store.write_now(vec![change], &service()));
                 match written {
-                    Ok(mut results) => format!("{:?}", results.pop().map(|(_, _, o)| o)),
-                    Err(e) => format!("{e}"),
+                    Ok(Ok(mut results)) => format!("{:?}", results.pop().map(|(_, _, o)| o)),
+                    Ok(Err(e)) => format!("{e}"),
+                    Err(e) => format!("{e:#}"),
                 }
             }
         }
     }
 
-    /// The cloud's wall clock moves to `ms`: late changes show, old tombstones go.
-    pub fn set_time_ms(&self, ms: i64) -> Result<()> {
+    /// Time moves to `now_ms`, and the relay's wall clock to `now_ms + relay_skew_ms`: late
+    /// changes show, tombstones past their lifetime go.
+    pub fn set_time(&self, now_ms: i64, relay_skew_ms: i64) -> Result<()> {
         match self {
-            Cloud::Memory(cloud) => lock(cloud).set_time_ms(ms as u64),
+            Cloud::Memory(cloud) => lock(cloud).set_time_ms(now_ms as u64),
             Cloud::Relay(relay) => {
-                relay.set_clock_ms(ms);
-                relay
-                    .with_store(|store| store.purge(store.now_ms()))
+                relay.set_clocks(now_ms, relay_skew_ms);
+                (relay.with_store(EmbeddedStore::purge)?)
                     .context("purging the relay's tombstones")?;
             }
         }

@@ -2,9 +2,13 @@
 //!
 //! Each seed plays a random schedule against 2-3 real `ferry::Db`s with skewed virtual
 //! clocks (some boot a year behind or years ahead; wall clocks step by seconds to a year
-//! either way, while sync's timers go on in virtual monotonic time), one reference cloud (`MemoryCloud`, whose feed shows changes up to W/2 late) and
-//! a faulty network in between (dropped, duplicated, late and unanswered pushes, short pull
-//! pages, partitions), with crashes and reopens, writers whose `_seq` clocks are skewed,
+//! either way, while sync's timers go on in virtual monotonic time) and one cloud: on even
+//! seeds the reference cloud (`MemoryCloud`, whose feed shows changes up to W/2 late) behind
+//! a faulty network (dropped, duplicated, late and unanswered pushes, short pull pages,
+//! partitions); on odd seeds the relay, its own connection code, frame codec and embedded
+//! store, reached by `ferry-ws` over in-memory pipes (connections cut mid-frame before the
+//! request is whole or after the answer left, partitions, tokens expiring mid-session,
+//! relay restarts and power losses, the relay's clock stepping), with crashes and reopens, writers whose `_seq` clocks are skewed,
 //! bulk cloud writes of hundreds of rows (multi-page pulls and resyncs), poison changes
 //! (the cloud's write rule refuses them; were one to land, no device could apply it),
 //! unique tags that clash between devices, triggers that call back into
@@ -18,7 +22,9 @@
 //! they are tested by integration tests, not here.)
 //!
 //! - `model`: the schema, the per-seed parameters and the step schedule.
-//! - `faults`: the fault-injecting transport.
+//! - `faults`: the fault-injecting transport of the reference cloud.
+//! - `relay`: the relay path: the relay in process, and each device's transport to it.
+//! - `cloud`: the cloud a seed uses, as the runner and the checks see it.
 //! - `world`: the cloud, the devices and virtual time.
 //! - `check`: the invariants.
 //! - `run`: one seed from start to convergence.

@@ -59,6 +59,8 @@ pub struct RelayNode {
     horizon_ms: u64,
     /// The relay's wall clock (epoch ms).
     clock: Arc<AtomicI64>,
+    /// Its monotonic clock: virtual time, whatever the wall clock does.
+    timer: Arc<AtomicI64>,
 }
 
 struct Running {
@@ -74,7 +76,8 @@ impl RelayNode {
         now_ms: i64,
         power_losses: bool,
     ) -> Result<RelayNode> {
-        let directory = || tempfile::tempdir_in(scratch_dir()).context("creating a relay directory");
+        let directory =
+            || tempfile::tempdir_in(scratch_dir()).context("creating a relay directory");
         let node = RelayNode {
             running: Mutex::new(None),
             dir: directory()?,
@@ -83,6 +86,7 @@ impl RelayNode {
             models,
             horizon_ms,
             clock: Arc::new(AtomicI64::new(now_ms)),
+            timer: Arc::new(AtomicI64::new(now_ms)),
         };
         node.boot()?;
         Ok(node)
@@ -97,8 +101,11 @@ impl RelayNode {
             });
             disk
         });
-        let clock = Arc::clone(&self.clock);
-        let clock: ferry_relay::Clock = Arc::new(move || clock.load(Ordering::SeqCst) as u64);
+        let read = |clock: &Arc<AtomicI64>| -> ferry_relay::Clock {
+            let clock = Arc::clone(clock);
+            Arc::new(move || clock.load(Ordering::SeqCst) as u64)
+        };
+        let (clock, timer) = (read(&self.clock), read(&self.timer));
         let store = EmbeddedStore::open_observed(
             self.dir.path(),
             self.horizon_ms,
@@ -106,7 +113,7 @@ impl RelayNode {
             disk,
         )
         .context("opening the relay's store")?
-        .with_clock(Arc::clone(&clock));
+        .with_clocks(Arc::clone(&clock), timer);
         let mut config = RelayConfig::new(self.secret.clone());
         config.clock = clock;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -131,15 +138,17 @@ impl RelayNode {
         self.boot()
     }
 
-    pub fn set_clock_ms(&self, ms: i64) {
-        self.clock.store(ms, Ordering::SeqCst);
+    /// Time moves to `now_ms`; the relay's wall clock reads `relay_skew_ms` off it.
+    pub fn set_clocks(&self, now_ms: i64, relay_skew_ms: i64) {
+        self.timer.store(now_ms, Ordering::SeqCst);
+        self.clock.store(now_ms + relay_skew_ms, Ordering::SeqCst);
     }
 
     /// The store, for the simulator's own reads and cloud writes.
-    pub fn with_store<T>(&self, read: impl FnOnce(&EmbeddedStore) -> T) -> T {
+    pub fn with_store<T>(&self, read: impl FnOnce(&EmbeddedStore) -> T) -> Result<T> {
         let running = lock(&self.running);
-        let running = running.as_ref().expect("the relay is running");
-        read(running.relay.store())
+        let running = running.as_ref().context("the relay is down")?;
+        Ok(read(running.relay.store()))
     }
 
     /// Runs `call` on the relay's runtime until it answers (every task it wakes, the
@@ -150,7 +159,7 @@ impl RelayNode {
         call: impl Future<Output = Result<T, TransportError>>,
     ) -> Result<T, TransportError> {
         let running = lock(&self.running);
-        let running = running.as_ref().expect("the relay is running");
+        let running = running.as_ref().ok_or_else(down)?;
         let timed = async { tokio::time::timeout(CALL_LIMIT, call).await };
         match running.runtime.block_on(timed) {
             Ok(answer) => answer,
@@ -162,9 +171,9 @@ impl RelayNode {
         }
     }
 
-    fn relay(&self) -> Arc<Relay<EmbeddedStore>> {
+    fn relay(&self) -> Result<Arc<Relay<EmbeddedStore>>, TransportError> {
         let running = lock(&self.running);
-        Arc::clone(&running.as_ref().expect("the relay is running").relay)
+        Ok(Arc::clone(&running.as_ref().ok_or_else(down)?.relay))
     }
 
     /// A token for `device` minted now by the relay's clock, valid for `lifetime_ms`.
@@ -179,6 +188,11 @@ impl RelayNode {
         };
         (self.secret.sign_claims(&claims)).map_err(|e| TransportError::Unauthorized(e.to_string()))
     }
+}
+
+/// Only between a restart's stop and start, which no call sees.
+fn down() -> TransportError {
+    TransportError::Unavailable("the relay is down".into())
 }
 
 /// The cloud developer's writes on the relay path: a service writing to the relay's store.
@@ -232,7 +246,11 @@ impl RelayTransport {
     }
 
     /// Makes one call, with the cut the link's dice chose armed for it.
-    fn call<T, F>(&self, cut: Option<Cut>, call: impl FnOnce(Arc<WsTransport>) -> F) -> Result<T, TransportError>
+    fn call<T, F>(
+        &self,
+        cut: Option<Cut>,
+        call: impl FnOnce(Arc<WsTransport>) -> F,
+    ) -> Result<T, TransportError>
     where
         F: Future<Output = Result<T, TransportError>>,
     {
@@ -255,7 +273,7 @@ impl RelayTransport {
         let token = self.node.token(&self.device, lifetime_ms)?;
         let armed: Armed = Arc::default();
         // Weak: a restarted relay's store must close, whatever transports still exist.
-        let relay = Arc::downgrade(&self.node.relay());
+        let relay = Arc::downgrade(&self.node.relay()?);
         let (cut, peer) = (Arc::clone(&armed), SocketAddr::new(self.address, 40000));
         let dialer: ferry_ws::Dialer = Arc::new(move || {
             let Some(relay) = relay.upgrade() else {
@@ -268,7 +286,9 @@ impl RelayTransport {
                 pipe: Some(near),
                 armed: Arc::clone(&cut),
             };
-            Box::pin(std::future::ready(Ok(Box::new(near) as Box<dyn ferry_ws::Socket>)))
+            Box::pin(std::future::ready(Ok(
+                Box::new(near) as Box<dyn ferry_ws::Socket>
+            )))
         });
         let ws = WsTransport::new("ws://relay.sim", &token, &self.replica)
             .map_err(|e| TransportError::Unavailable(e.to_string()))?
@@ -286,11 +306,15 @@ impl RelayTransport {
         session
     }
 
-    fn push_now(&self, changes: Vec<Change>) -> Result<Vec<(Key, Version, PushOutcome)>, TransportError> {
+    fn push_now(
+        &self,
+        changes: Vec<Change>,
+    ) -> Result<Vec<(Key, Version, PushOutcome)>, TransportError> {
         let fate = {
             let mut link = lock(&self.link);
             let fate = link.push_fate();
-            link.events.push(format!("push of {} changes: {fate:?}", changes.len()));
+            link.events
+                .push(format!("push of {} changes: {fate:?}", changes.len()));
             fate
         };
         let cut = match fate {
@@ -301,7 +325,12 @@ impl RelayTransport {
         self.call(cut, |ws| async move { ws.push(changes).await })
     }
 
-    fn pull_now(&self, scope: &str, from: PullFrom, limit: usize) -> Result<PullPage, TransportError> {
+    fn pull_now(
+        &self,
+        scope: &str,
+        from: PullFrom,
+        limit: usize,
+    ) -> Result<PullPage, TransportError> {
         let (cut, limit) = {
             let mut link = lock(&self.link);
             let rates = link.rates;

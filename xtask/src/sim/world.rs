@@ -147,7 +147,10 @@ impl Device {
             }
             Cloud::Relay(node) => {
                 let (node, replica) = (Arc::clone(node), db.status().replica);
-                db.attach(RelayTransport::new(node, link, self.index, replica), options)
+                db.attach(
+                    RelayTransport::new(node, link, self.index, replica),
+                    options,
+                )
             }
         };
         attached.with_context(|| format!("attaching device {}", self.name))?;
@@ -291,7 +294,7 @@ impl World {
     /// Moves the cloud's clock and every device's by `ms`.
     pub fn advance(&mut self, ms: i64) -> Result<()> {
         self.now_ms += ms;
-        self.cloud.set_time_ms(self.cloud_clock_ms())?;
+        self.cloud.set_time(self.now_ms, self.relay_skew_ms)?;
         for device in &self.devices {
             device
                 .clock
@@ -301,16 +304,11 @@ impl World {
         Ok(())
     }
 
-    /// The cloud's own wall clock: the relay's steps; the reference cloud's is the time.
-    fn cloud_clock_ms(&self) -> i64 {
-        self.now_ms + self.relay_skew_ms
-    }
-
     /// Steps the relay's wall clock by `ms` (virtual time goes on), forward as far as a
     /// year, back no further than [`RELAY_BEHIND_MS_MAX`] behind the time.
     pub fn step_relay_clock(&mut self, ms: i64) -> Result<()> {
         self.relay_skew_ms = (self.relay_skew_ms + ms).max(-RELAY_BEHIND_MS_MAX);
-        self.cloud.set_time_ms(self.cloud_clock_ms())
+        self.cloud.set_time(self.now_ms, self.relay_skew_ms)
     }
 
     /// Steps device `index`'s wall clock by `ms`; virtual time and its timers go on.

@@ -56,6 +56,9 @@ const SCHEMA: &str = r#"{
 const META_SEQ: &str = "relay:seq";
 /// Meta record of each scope's highest purged tombstone (JSON: scope -> `_seq`).
 const META_PURGED: &str = "relay:purged";
+/// The store's age clock when last committed (epoch ms at creation, then advanced only by
+/// the monotonic clock while the relay runs).
+const META_AGE: &str = "relay:age";
 /// The largest row: the change as encoded (which spells numbers out and names every
 /// attribute: two to three times what DynamoDB counts for a list of small numbers)
 /// plus its key, scope and stamp.
@@ -81,6 +84,11 @@ pub struct EmbeddedStore {
     models: Models,
     /// The relay's wall clock.
     clock: Clock,
+    /// The store's age clock, which tombstone lifetimes count on: its value at open, the
+    /// monotonic clock, and that clock's reading at open.
+    age_at_open_ms: u64,
+    timer: Clock,
+    timer_at_open_ms: u64,
 }
 
 /// Why the embedded store cannot open.
@@ -122,6 +130,11 @@ impl EmbeddedStore {
         let purged = (purged.into_iter())
             .map(|(scope, seq)| (scope, Hlc::from_u64(seq)))
             .collect();
+        // A new store's age starts at the wall clock's time, as did the lifetimes of
+        // stores written before the age clock.
+        let age_at_open_ms = store.meta_u64(META_AGE)?.unwrap_or_else(crate::wall_ms);
+        let timer = crate::monotonic_clock();
+        let timer_at_open_ms = timer();
         Ok(EmbeddedStore {
             store,
             horizon_ms,
@@ -130,13 +143,28 @@ impl EmbeddedStore {
             purged: Mutex::new(purged),
             models,
             clock: crate::wall_clock(),
+            age_at_open_ms,
+            timer,
+            timer_at_open_ms,
         })
     }
 
-    /// The same store reading the time from `clock` (a simulation's relay).
-    pub fn with_clock(mut self, clock: Clock) -> EmbeddedStore {
-        self.clock = clock;
+    /// The same store reading the wall time from `wall` and the monotonic time from
+    /// `timer` (a simulation's relay).
+    pub fn with_clocks(mut self, wall: Clock, timer: Clock) -> EmbeddedStore {
+        self.clock = wall;
+        self.timer_at_open_ms = timer();
+        self.timer = timer;
         self
+    }
+
+    /// The store's age clock: tombstones live `horizon_ms` of it. It moves only with the
+    /// monotonic clock while the relay runs (persisted at each commit), so a wall clock
+    /// stepped forward purges no tombstone early; the relay's downtime makes them live
+    /// longer, which is safe.
+    fn age_ms(&self) -> u64 {
+        let elapsed = (self.timer)().saturating_sub(self.timer_at_open_ms);
+        self.age_at_open_ms.saturating_add(elapsed)
     }
 
     /// The store's time: its clock, but never before the last stamp it gave, so that a
@@ -156,6 +184,7 @@ impl EmbeddedStore {
     ) -> Result<PushResults, TransportError> {
         let mut sequencer = lock(&self.sequencer);
         let now = (self.clock)().max(sequencer.last().physical_ms());
+        let age_ms = self.age_ms();
         let (results, _) = self.store.write(Durability::Default, |tx| {
             let mut results = PushResults::with_capacity(changes.len());
             let mut last = None;
@@ -169,7 +198,7 @@ impl EmbeddedStore {
                     Some(answer) => answer,
                     None => {
                         let seq = sequencer.tick(now);
-                        tx.put(self.row(&change, row_key, seq))?;
+                        tx.put(self.row(&change, row_key, seq, age_ms))?;
                         last = Some(seq);
                         PushOutcome::Applied
                     }
@@ -178,6 +207,7 @@ impl EmbeddedStore {
             }
             if let Some(seq) = last {
                 tx.set_meta(META_SEQ, seq.as_u64().to_be_bytes().to_vec());
+                tx.set_meta(META_AGE, age_ms.to_be_bytes().to_vec());
             }
             Ok::<_, StoreFailure>(results)
         })?;
@@ -256,15 +286,17 @@ impl EmbeddedStore {
         Ok(row.map(|row| held(&row)).transpose()?)
     }
 
-    /// Purges tombstones whose horizon passed, remembering per scope the newest purged.
+    /// Purges tombstones whose lifetime (the horizon, on the store's age clock) passed,
+    /// remembering per scope the newest purged.
     ///
     /// A tombstone within the catch-up window of the newest stamp stays, however old: a
     /// device's round starts that far behind its cursor, which may be the newest stamp, and
     /// a purged tombstone past its start answers `Expired`, so after a resync that lands
-    /// there, every round would expire again. Only a clock that steps forward past the
-    /// horizon makes such a tombstone due; the next write, stamped at the new time, lets it go.
-    pub fn purge(&self, now_ms: u64) -> Result<usize, TransportError> {
-        let due = (self.store.expired(now_ms / 1000, PURGE_BATCH)).map_err(StoreFailure::from)?;
+    /// there, every round would expire again. Only a store that no one wrote to for a
+    /// horizon keeps one; the next write lets it go.
+    pub fn purge(&self) -> Result<usize, TransportError> {
+        let age_ms = self.age_ms();
+        let due = (self.store.expired(age_ms / 1000, PURGE_BATCH)).map_err(StoreFailure::from)?;
         if due.is_empty() {
             return Ok(0);
         }
@@ -294,13 +326,14 @@ impl EmbeddedStore {
                 .collect();
             let record = serde_json::to_vec(&record).unwrap_or_default();
             tx.set_meta(META_PURGED, record);
+            tx.set_meta(META_AGE, age_ms.to_be_bytes().to_vec());
             Ok::<_, StoreFailure>(count)
         })?;
         Ok(count)
     }
 
-    /// The stored row of `change`, stamped `seq`.
-    fn row(&self, change: &Change, row_key: Key, seq: Hlc) -> Item {
+    /// The stored row of `change`, stamped `seq` when the store's age is `age_ms`.
+    fn row(&self, change: &Change, row_key: Key, seq: Hlc, age_ms: u64) -> Item {
         let mut encoded = Vec::new();
         encode_change(change, &mut encoded);
         let mut row = Item::from([
@@ -311,7 +344,7 @@ impl EmbeddedStore {
             ("c".to_string(), Value::B(encoded)),
         ]);
         if change.op == ChangeOp::Delete {
-            let purge_s = (seq.physical_ms() + self.horizon_ms).div_ceil(1000);
+            let purge_s = (age_ms + self.horizon_ms).div_ceil(1000);
             row.insert("x".into(), Value::N(purge_s.into()));
         }
         row
@@ -358,7 +391,7 @@ impl CloudStore for EmbeddedStore {
     }
 
     async fn maintain(&self) {
-        if let Err(e) = blocking(|| self.purge(self.now_ms())) {
+        if let Err(e) = blocking(|| self.purge()) {
             tracing::warn!(error = %e, "purging tombstones failed");
         }
     }
@@ -648,10 +681,10 @@ mod tests {
     #[test]
     fn purged_tombstones_expire_older_cursors_but_never_a_snapshot() {
         let dir = tempfile::tempdir().unwrap();
-        let (clock, now) = clock_at(crate::wall_ms());
+        let clocks = Clocks::new();
         let open = || {
             let store = EmbeddedStore::open(dir.path(), 1_000, Models::unchecked()).unwrap();
-            store.with_clock(clock.clone())
+            clocks.on(store)
         };
         let store = open();
         store
@@ -664,17 +697,13 @@ mod tests {
         store
             .write_now(vec![change("a", 20, "*", ChangeOp::Delete)], &writer())
             .unwrap();
-        assert_eq!(
-            store.purge(store.now_ms()).unwrap(),
-            0,
-            "not yet past the horizon"
-        );
-        // Later than the catch-up window, the next write: the tombstone may go.
-        now.fetch_add(CATCHUP_WINDOW_MS + 1, Ordering::SeqCst);
+        assert_eq!(store.purge().unwrap(), 0, "not yet past the horizon");
+        // Past the horizon, and a write later than the catch-up window: the tombstone goes.
+        clocks.pass(CATCHUP_WINDOW_MS + 1);
         store
             .write_now(vec![change("b", 30, "*", ChangeOp::Put)], &writer())
             .unwrap();
-        assert_eq!(store.purge(store.now_ms()).unwrap(), 1);
+        assert_eq!(store.purge().unwrap(), 1);
         assert_eq!(
             store.read_now("*", PullFrom::Since(before), 10),
             Err(TransportError::Expired)
@@ -692,42 +721,107 @@ mod tests {
         );
     }
 
-    /// Found by the simulator on the relay path (seed 985): the relay's clock stepped
-    /// forward past the horizon, every tombstone was purged, and a device whose resync
-    /// ended at the newest stamp had every later round (which starts a catch-up window
-    /// behind its cursor) answered `Expired`, for good.
+    /// Found by the simulator on the relay path (seed 1 --long): the relay's clock stepped
+    /// forward past the horizon and the tombstones it purged then let older writes land
+    /// over deletes that devices kept. Lifetimes count on the store's age clock, which
+    /// only the monotonic clock moves, across restarts too.
     #[test]
-    fn a_clock_stepped_past_the_horizon_purges_no_tombstone_a_caught_up_round_reads_past() {
+    fn a_wall_clock_stepped_forward_purges_no_tombstone_before_its_lifetime() {
         let dir = tempfile::tempdir().unwrap();
-        let (clock, now) = clock_at(crate::wall_ms());
-        let store = EmbeddedStore::open(dir.path(), 1_000, Models::unchecked()).unwrap();
-        let store = store.with_clock(clock);
+        let clocks = Clocks::new();
+        let open = || {
+            let store = EmbeddedStore::open(dir.path(), 1_000, Models::unchecked()).unwrap();
+            clocks.on(store)
+        };
+        let store = open();
         store
             .write_now(vec![change("a", 10, "*", ChangeOp::Put)], &writer())
             .unwrap();
         store
             .write_now(vec![change("a", 20, "*", ChangeOp::Delete)], &writer())
             .unwrap();
-        let old = store.read_now("*", PullFrom::Since(Hlc::ZERO), 10).unwrap();
-        // A round of a device that applied everything: one window behind its cursor.
-        let since = Hlc::new(old.safe.physical_ms() - CATCHUP_WINDOW_MS, 0);
-        now.fetch_add(365 * 24 * 3_600_000, Ordering::SeqCst);
-        assert_eq!(store.purge(store.now_ms()).unwrap(), 0, "the newest stays");
-        assert!(store.read_now("*", PullFrom::Since(since), 10).is_ok());
-        // The next write is stamped at the new time: the round starts past the tombstone.
+        clocks
+            .wall
+            .fetch_add(365 * 24 * 3_600_000, Ordering::SeqCst);
         store
             .write_now(vec![change("b", 30, "*", ChangeOp::Put)], &writer())
             .unwrap();
-        assert_eq!(store.purge(store.now_ms()).unwrap(), 1);
-        let safe = store.read_now("*", PullFrom::Snapshot(Hlc::ZERO), 10).unwrap().safe;
-        let since = Hlc::new(safe.physical_ms() - CATCHUP_WINDOW_MS, 0);
-        assert!(store.read_now("*", PullFrom::Since(since), 10).is_ok());
+        assert_eq!(
+            store.purge().unwrap(),
+            0,
+            "a year of wall clock is no lifetime"
+        );
+        // A restart: the age goes on from what was committed, not from the wall clock.
+        drop(store);
+        let store = open();
+        assert_eq!(store.purge().unwrap(), 0);
+        clocks.timer.fetch_add(2_000, Ordering::SeqCst);
+        assert_eq!(
+            store.purge().unwrap(),
+            1,
+            "its lifetime passed on the age clock"
+        );
     }
 
-    /// A clock a test moves: the store's, and the handle that moves it.
-    fn clock_at(ms: u64) -> (Clock, std::sync::Arc<AtomicU64>) {
-        let now = std::sync::Arc::new(AtomicU64::new(ms));
-        let read = now.clone();
-        (std::sync::Arc::new(move || read.load(Ordering::SeqCst)), now)
+    /// Found by the simulator on the relay path (seed 985): a device whose resync ended at
+    /// the newest stamp, a tombstone, starts its next round a catch-up window behind it;
+    /// had the tombstone been purged, every round would be answered `Expired`.
+    #[test]
+    fn the_newest_tombstone_outlives_its_lifetime_until_a_later_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let clocks = Clocks::new();
+        let store = EmbeddedStore::open(dir.path(), 1_000, Models::unchecked()).unwrap();
+        let store = clocks.on(store);
+        store
+            .write_now(vec![change("a", 10, "*", ChangeOp::Put)], &writer())
+            .unwrap();
+        store
+            .write_now(vec![change("a", 20, "*", ChangeOp::Delete)], &writer())
+            .unwrap();
+        let caught_up = store.read_now("*", PullFrom::Since(Hlc::ZERO), 10).unwrap();
+        let round =
+            |safe: Hlc| PullFrom::Since(Hlc::new(safe.physical_ms() - CATCHUP_WINDOW_MS, 0));
+        clocks.timer.fetch_add(2_000, Ordering::SeqCst);
+        assert_eq!(store.purge().unwrap(), 0, "the newest stays");
+        assert!(store.read_now("*", round(caught_up.safe), 10).is_ok());
+        clocks.pass(CATCHUP_WINDOW_MS + 1);
+        store
+            .write_now(vec![change("b", 30, "*", ChangeOp::Put)], &writer())
+            .unwrap();
+        assert_eq!(store.purge().unwrap(), 1);
+        let safe = store
+            .read_now("*", PullFrom::Snapshot(Hlc::ZERO), 10)
+            .unwrap()
+            .safe;
+        assert!(store.read_now("*", round(safe), 10).is_ok());
+    }
+
+    /// A wall clock and a monotonic clock a test moves.
+    struct Clocks {
+        wall: std::sync::Arc<AtomicU64>,
+        timer: std::sync::Arc<AtomicU64>,
+    }
+
+    impl Clocks {
+        fn new() -> Clocks {
+            Clocks {
+                wall: std::sync::Arc::new(AtomicU64::new(crate::wall_ms())),
+                timer: std::sync::Arc::new(AtomicU64::new(0)),
+            }
+        }
+
+        fn on(&self, store: EmbeddedStore) -> EmbeddedStore {
+            let (wall, timer) = (self.wall.clone(), self.timer.clone());
+            store.with_clocks(
+                std::sync::Arc::new(move || wall.load(Ordering::SeqCst)),
+                std::sync::Arc::new(move || timer.load(Ordering::SeqCst)),
+            )
+        }
+
+        /// Time passes: both clocks move by `ms`.
+        fn pass(&self, ms: u64) {
+            self.wall.fetch_add(ms, Ordering::SeqCst);
+            self.timer.fetch_add(ms, Ordering::SeqCst);
+        }
     }
 }
