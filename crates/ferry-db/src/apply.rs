@@ -301,13 +301,13 @@ impl Db {
         Ok(())
     }
 
-    /// After a resync of `scope`: removes local items of downloading models in that scope
-    /// that the cloud no longer has, unless a local change of them is pending or was
-    /// refused by the cloud (kept on the device, as the quarantine says), checked in the
-    /// transaction that removes them: a write may have come meanwhile. The last
-    /// transaction persists the scope's cursor at `safe`: only a complete resync moves it.
+    /// After a resync of `scope` whose snapshot showed `seen`: the keys of local items of
+    /// the scope's downloading models that the snapshot lacked (items that never synced
+    /// aside: the cloud's snapshot says nothing of them). The driver confirms each with a
+    /// strongly consistent read before [`Db::forget_absent`] removes it: a snapshot may not
+    /// show yet what was written just before it.
     #[doc(hidden)]
-    pub fn forget_absent(&self, scope: &str, seen: &BTreeSet<Key>, safe: Hlc) -> Result<()> {
+    pub fn absent_from(&self, scope: &str, seen: &BTreeSet<Key>) -> Result<Vec<Key>> {
         let mut absent = Vec::new();
         for item in self.inner.store.items() {
             let item = item?;
@@ -327,6 +327,16 @@ impl Db {
                 absent.push(key);
             }
         }
+        Ok(absent)
+    }
+
+    /// Removes the `absent` items of `scope` (which the cloud no longer has), unless a
+    /// local change of them is pending or was refused by the cloud (kept on the device, as
+    /// the quarantine says), checked in the transaction that removes them: a write may have
+    /// come meanwhile. The last transaction persists the scope's cursor at `safe`: only a
+    /// complete resync moves it.
+    #[doc(hidden)]
+    pub fn forget_absent(&self, scope: &str, absent: &[Key], safe: Hlc) -> Result<()> {
         let chunks = absent.chunks(FORGET_BATCH_ITEMS);
         let last = chunks.len().saturating_sub(1);
         for (index, chunk) in chunks

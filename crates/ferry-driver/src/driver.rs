@@ -383,7 +383,10 @@ impl Driver {
                 break page.safe;
             }
         };
-        db.forget_absent(scope, &seen, safe)?;
+        let Some(absent) = self.confirm_absent(db, scope, &seen, now).await? else {
+            return Ok(());
+        };
+        db.forget_absent(scope, &absent, safe)?;
         let input = Input::Pulled {
             scope: scope.to_string(),
             last_seq: None,
@@ -392,6 +395,37 @@ impl Driver {
         };
         self.engine.handle(input, now.timer);
         Ok(())
+    }
+
+    /// The local items of `scope` the resync's snapshot lacked that the cloud does not
+    /// hold either, by a strongly consistent read of each: a snapshot (a query of an
+    /// index, over DynamoDB) may not show yet a row written just before it, and forgetting
+    /// such an item would drop its local-only fields and fire a spurious delete. A row the
+    /// read finds is applied instead. `None`: a read failed, and the resync is retried. A
+    /// transport that reads no single rows leaves the snapshot's word.
+    async fn confirm_absent(
+        &mut self,
+        db: &Db,
+        scope: &str,
+        seen: &std::collections::BTreeSet<Key>,
+        now: Now,
+    ) -> Result<Option<Vec<Key>>> {
+        let mut absent = Vec::new();
+        for key in db.absent_from(scope, seen)? {
+            match timed(self.call_timeout, self.link.get(&key)).await {
+                Ok(None) => absent.push(key),
+                Ok(Some(held)) => {
+                    let applied = db.apply_page(scope, &[(Hlc::ZERO, held)], None, now.wall)?;
+                    self.settled(applied, now);
+                }
+                Err(TransportError::Rejected(_)) => absent.push(key),
+                Err(e) => {
+                    self.pull_failed(db, scope, "resync", &e, now);
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(absent))
     }
 
     /// Outbox entries a cloud change overwrote leave the engine's pending set.

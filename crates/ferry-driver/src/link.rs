@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use ferry_journal::Change;
 use ferry_sync::{PullFrom, PullPage, PushResults, Session, Transport, TransportError};
+use ferry_types::Key;
 
 type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T, TransportError>> + Send + 'a>>;
 
@@ -23,6 +24,7 @@ pub(crate) trait Link: Send + Sync {
     fn connect(&self) -> Call<'_, Session>;
     fn push(&self, changes: Vec<Change>) -> Call<'_, PushResults>;
     fn pull<'a>(&'a self, scope: &'a str, from: PullFrom, limit: usize) -> Call<'a, PullPage>;
+    fn get<'a>(&'a self, key: &'a Key) -> Call<'a, Option<Change>>;
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     fn live(&self) -> Call<'_, Vec<Change>>;
 }
@@ -38,6 +40,10 @@ impl<T: Transport> Link for T {
 
     fn pull<'a>(&'a self, scope: &'a str, from: PullFrom, limit: usize) -> Call<'a, PullPage> {
         Box::pin(Transport::pull(self, scope, from, limit))
+    }
+
+    fn get<'a>(&'a self, key: &'a Key) -> Call<'a, Option<Change>> {
+        Box::pin(Transport::get(self, key))
     }
 
     fn live(&self) -> Call<'_, Vec<Change>> {

@@ -358,6 +358,21 @@ impl RelayTransport {
     }
 }
 
+impl RelayTransport {
+    fn get_now(&self, key: &Key) -> Result<Option<Change>, TransportError> {
+        let cut = {
+            let mut link = lock(&self.link);
+            let rates = link.rates;
+            match (link.roll(rates.drop), link.roll(rates.lose_answer)) {
+                (true, _) => Some(Cut::Request),
+                (false, true) => Some(Cut::Answer),
+                (false, false) => None,
+            }
+        };
+        self.call(cut, |ws| async move { ws.get(key).await })
+    }
+}
+
 impl Transport for RelayTransport {
     fn connect(&self) -> impl Future<Output = Result<Session, TransportError>> + Send {
         std::future::ready(self.connect_now())
@@ -377,6 +392,13 @@ impl Transport for RelayTransport {
         limit: usize,
     ) -> impl Future<Output = Result<PullPage, TransportError>> + Send {
         std::future::ready(self.pull_now(scope, from, limit))
+    }
+
+    fn get(
+        &self,
+        key: &Key,
+    ) -> impl Future<Output = Result<Option<Change>, TransportError>> + Send {
+        std::future::ready(self.get_now(key))
     }
 }
 
