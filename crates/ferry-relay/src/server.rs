@@ -163,10 +163,27 @@ impl<S: CloudStore> Relay<S> {
         serve_socket(shared, socket, peer.to_string(), pending, stopped)
     }
 
+    /// The relay's upkeep until it shuts down: tombstones purged past the horizon, and
+    /// over a shared store the feeds of connected devices read for other relays' writes.
+    /// [`serve`] runs it; an application that serves connections itself runs it beside them.
+    pub fn upkeep(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (shared, stopped) = (self.shared.clone(), self.stop.subscribe());
+        async move {
+            let feeds = async {
+                if shared.store.shared() {
+                    poll_feeds(shared.clone(), stopped.clone()).await;
+                }
+            };
+            tokio::join!(upkeep(shared.clone(), stopped.clone()), feeds);
+        }
+    }
+
     /// Tells every connection the relay is going: sessions end after the call they are
-    /// in (`Refused`, close), connections not yet authenticated at once.
+    /// in (`Refused`, close), connections not yet authenticated at once; connections
+    /// handed over later end at once.
     pub fn shut_down(&self) {
-        let _ = self.stop.send(true);
+        // Kept without receivers too: a connection subscribes later and sees it.
+        self.stop.send_replace(true);
     }
 }
 
@@ -182,10 +199,7 @@ pub async fn serve<S: CloudStore>(
     let relay = Relay::new(store, config);
     let shared = relay.shared.clone();
     let mut tasks = JoinSet::new();
-    tasks.spawn(upkeep(shared.clone(), relay.stop.subscribe()));
-    if shared.store.shared() {
-        tasks.spawn(poll_feeds(shared.clone(), relay.stop.subscribe()));
-    }
+    tasks.spawn(relay.upkeep());
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -245,6 +259,11 @@ pub async fn serve<S: CloudStore>(
     }
 }
 
+/// Resolves once the relay stops (at once if it has).
+async fn stop_of(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stopped| *stopped).await;
+}
+
 /// `work`, unless the relay stops first (`None`): what a connection does before it is a
 /// session (TLS, the HTTP head, the handshake) ends at once at shutdown.
 pub(crate) async fn until_stopped<T>(
@@ -301,7 +320,7 @@ async fn upkeep<S: CloudStore>(shared: Arc<Shared<S>>, mut stopped: watch::Recei
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
-            _ = stopped.changed() => return,
+            _ = stop_of(&mut stopped) => return,
             _ = tick.tick() => shared.store.maintain().await,
         }
     }
@@ -315,7 +334,7 @@ async fn poll_feeds<S: CloudStore>(shared: Arc<Shared<S>>, mut stopped: watch::R
     let mut tick = tokio::time::interval(shared.config.poll_interval);
     loop {
         tokio::select! {
-            _ = stopped.changed() => return,
+            _ = stop_of(&mut stopped) => return,
             _ = tick.tick() => {}
         }
         let scopes = shared.hub.scopes();
@@ -383,5 +402,41 @@ impl Feed {
         }
         let cursor = self.cursor;
         self.seen.retain(|(seq, _, _)| *seq > cursor);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::{EmbeddedStore, Secret};
+
+    /// An application that serves connections itself: once shut down, a connection handed
+    /// over later gets nothing, also when none was open at the shutdown.
+    #[test]
+    fn a_relay_shut_down_before_any_connection_serves_none_after() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let models = ferry_cloud::Models::unchecked();
+            let store = EmbeddedStore::open(dir.path(), 1_000, models).unwrap();
+            let secret = Secret::new((0..32).collect()).unwrap();
+            let relay = Relay::new(store, RelayConfig::new(secret));
+            relay.shut_down();
+            let (mut near, far) = tokio::io::duplex(4096);
+            let peer = "10.0.0.1:4000".parse().unwrap();
+            let served = tokio::spawn(relay.serve_connection(Box::new(far), peer));
+            near.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            let _ = near.read_to_end(&mut answer).await;
+            served.await.unwrap();
+            assert_eq!(String::from_utf8_lossy(&answer), "", "no answer");
+        });
     }
 }

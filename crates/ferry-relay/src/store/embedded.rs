@@ -130,9 +130,24 @@ impl EmbeddedStore {
         let purged = (purged.into_iter())
             .map(|(scope, seq)| (scope, Hlc::from_u64(seq)))
             .collect();
-        // A new store's age starts at the wall clock's time, as did the lifetimes of
-        // stores written before the age clock.
-        let age_at_open_ms = store.meta_u64(META_AGE)?.unwrap_or_else(crate::wall_ms);
+        let age_at_open_ms = match store.meta_u64(META_AGE)? {
+            Some(age_ms) => age_ms,
+            // A new store's age starts at the wall clock's time. A store written before
+            // the age clock counted its tombstones' lifetimes from their stamps: its age
+            // starts at its newest stamp (a wall clock ahead would purge them all at
+            // once), and is recorded now.
+            None => {
+                let age_ms = match last == Hlc::ZERO {
+                    true => crate::wall_ms(),
+                    false => crate::wall_ms().min(last.physical_ms()),
+                };
+                store.write(Durability::Default, |tx| {
+                    tx.set_meta(META_AGE, age_ms.to_be_bytes().to_vec());
+                    Ok::<_, ferry_store::Error>(())
+                })?;
+                age_ms
+            }
+        };
         let timer = crate::monotonic_clock();
         let timer_at_open_ms = timer();
         Ok(EmbeddedStore {
@@ -295,14 +310,18 @@ impl EmbeddedStore {
     /// there, every round would expire again. Only a store that no one wrote to for a
     /// horizon keeps one; the next write lets it go.
     pub fn purge(&self) -> Result<usize, TransportError> {
-        let age_ms = self.age_ms();
-        let due = (self.store.expired(age_ms / 1000, PURGE_BATCH)).map_err(StoreFailure::from)?;
+        let due =
+            (self.store.expired(self.age_ms() / 1000, PURGE_BATCH)).map_err(StoreFailure::from)?;
         if due.is_empty() {
             return Ok(0);
         }
-        let newest = lock(&self.sequencer).last().physical_ms();
-        let kept_from = newest.saturating_sub(CATCHUP_WINDOW_MS);
-        let _sequencer = lock(&self.sequencer);
+        let sequencer = lock(&self.sequencer);
+        // Read under the commit lock: the age recorded never goes back.
+        let age_ms = self.age_ms();
+        let kept_from = sequencer
+            .last()
+            .physical_ms()
+            .saturating_sub(CATCHUP_WINDOW_MS);
         let mut purged = lock(&self.purged);
         let (count, _) = self.store.write(Durability::Default, |tx| {
             let mut count = 0;
@@ -794,6 +813,57 @@ mod tests {
             .unwrap()
             .safe;
         assert!(store.read_now("*", round(safe), 10).is_ok());
+    }
+
+    /// A store written before the age clock counted a tombstone's lifetime from its stamp.
+    /// Opened with a wall clock a year past its newest stamp (stepped, or downtime), it
+    /// purges none of them at once: its age starts at its newest stamp.
+    #[test]
+    fn a_store_from_before_the_age_clock_purges_no_tombstone_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let seq = Hlc::new(crate::wall_ms() - 365 * 24 * 3_600_000, 0);
+        let horizon_ms = 24 * 3_600_000;
+        let tombstone = change("a", 20, "*", ChangeOp::Delete);
+        {
+            // The rows as the earlier version wrote them: no age record.
+            let doc = serde_json::from_str(SCHEMA).unwrap();
+            let store = Store::open(
+                dir.path(),
+                Some(Schema::from_value(doc).unwrap()),
+                &Options {
+                    item_bytes_max: ROW_BYTES_MAX,
+                    ..Options::default()
+                },
+            )
+            .unwrap();
+            let mut encoded = Vec::new();
+            encode_change(&tombstone, &mut encoded);
+            let row = Item::from([
+                ("_type".to_string(), Value::S("Row".into())),
+                ("k".to_string(), row_key(&tombstone.key).hash),
+                ("s".to_string(), Value::S("*".into())),
+                ("q".to_string(), seq_value(seq)),
+                ("c".to_string(), Value::B(encoded)),
+                (
+                    "x".to_string(),
+                    Value::N(((seq.physical_ms() + horizon_ms) / 1000).into()),
+                ),
+            ]);
+            store
+                .write(Durability::Default, |tx| {
+                    tx.put(row)?;
+                    tx.set_meta(META_SEQ, seq.as_u64().to_be_bytes().to_vec());
+                    Ok::<_, ferry_store::Error>(())
+                })
+                .unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path(), horizon_ms, Models::unchecked()).unwrap();
+        assert_eq!(
+            store.purge().unwrap(),
+            0,
+            "a year of wall clock is no lifetime"
+        );
+        assert!(store.get(&tombstone.key).unwrap().is_some());
     }
 
     /// A wall clock and a monotonic clock a test moves.
