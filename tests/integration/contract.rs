@@ -52,6 +52,7 @@ over_every_backend!(
         a_conflict_is_logged_once_on_the_loser_in_either_sync_order,
         a_device_past_the_horizon_resyncs_and_keeps_its_pending_writes,
         a_device_whose_clock_runs_ahead_lands_its_writes_at_the_clouds_time,
+        a_key_never_leaves_its_scope_while_the_cloud_holds_it,
     ]
 );
 
@@ -169,6 +170,47 @@ fn held(cloud: &Cloud, link: &Link, scope: &str, key: &Key) -> Option<Change> {
     all.into_iter().map(|(_, c)| c).find(|c| c.key == *key)
 }
 
+/// A key of a model devices download keeps its scope while the cloud holds its row: moved
+/// in place (or over its tombstone), the devices of its old scope would never hear of its
+/// end, since a key's changes are one row in one scope's feed.
+fn a_key_never_leaves_its_scope_while_the_cloud_holds_it(via: Via) {
+    let cloud = Cloud::over(via, "moves", Settings::default());
+    let writer = cloud.link(service(), "config-service");
+    let t = now_ms() - 60_000;
+    let owned = |owner: &str, fields: bool, ms: u64| {
+        let fields = fields.then(|| json!({"name": "g1", "deviceId": owner}));
+        let version = (ms, "config-service");
+        change("Gadget", ("gadget#g1", "gadget#"), owner, fields, version)
+    };
+    let moved = |outcome: PushOutcome| {
+        let reason = rejected(&outcome).to_string();
+        assert!(
+            reason.contains("belongs to scope 'devA' and may not move to 'devB'"),
+            "{reason}"
+        );
+    };
+    assert_eq!(
+        push_one(&cloud, &writer, owned("devA", true, t)),
+        PushOutcome::Applied
+    );
+    moved(push_one(&cloud, &writer, owned("devB", true, t + 10)));
+    let key = key("gadget#g1", "gadget#");
+    let there = held(&cloud, &writer, "devA", &key).unwrap();
+    assert_eq!(there.version, version(t, "config-service"), "nothing moved");
+    // Its tombstone holds it too: the devices of devA learn of its end from it.
+    assert_eq!(
+        push_one(&cloud, &writer, owned("devA", false, t + 20)),
+        PushOutcome::Applied
+    );
+    moved(push_one(&cloud, &writer, owned("devB", true, t + 30)));
+    let end = held(&cloud, &writer, "devA", &key).unwrap();
+    assert_eq!(
+        (end.op, end.version),
+        (ChangeOp::Delete, version(t + 20, "config-service"))
+    );
+    assert_eq!(held(&cloud, &writer, "devB", &key), None);
+}
+
 fn every_answer_of_the_write_rule(via: Via) {
     let cloud = Cloud::over(via, "rule", Settings::default());
     let writer = cloud.link(service(), "config-service");
@@ -258,13 +300,18 @@ fn a_device_neither_takes_over_nor_reads_another_scopes_row(via: Via) {
         .rt
         .block_on(a.pull("devB", PullFrom::Snapshot(Hlc::ZERO), 10));
     assert!(read.is_err(), "devA read devB's scope: {read:?}");
-    // A service of both scopes may move it.
+    // Nor may a service of both scopes move it: devB's devices would never hear of it
+    // again (a_key_never_leaves_its_scope_while_the_cloud_holds_it).
     let service = cloud.link(service(), "config-service");
     let moved = Change {
         version: version(t + 2_000, "config-service"),
         ..gadget("g", "devA", t + 2_000)
     };
-    assert_eq!(push_one(&cloud, &service, moved), PushOutcome::Applied);
+    let reason = push_one(&cloud, &service, moved);
+    assert!(
+        rejected(&reason).contains("may not move to 'devA'"),
+        "{reason:?}"
+    );
 }
 
 fn each_role_writes_only_the_models_its_direction_allows(via: Via) {

@@ -14,7 +14,9 @@
 //!    writer's replica is known); a scope the writer may not write, the change's own or
 //!    **the held row's** (moving a row out of a scope is a write to that scope too, and
 //!    answering a stale write with the held row would read a scope the writer was not
-//!    granted); a held row of another model.
+//!    granted); a held row of another model; a key of a model devices download moving to
+//!    another scope while the cloud holds its row, a tombstone included (its scope's
+//!    devices would never hear of its end).
 //! 2. **AlreadyThere** when the held row has this very version: a retry whose answer was
 //!    lost. Nothing changes (the feed position stays), whatever the cloud's clock says now.
 //! 3. **Refused as ahead** when the version is more than [`AHEAD_MAX_MS`] past the cloud's
@@ -206,6 +208,16 @@ pub enum Refusal {
         /// Whether it is the held row's (the change would take the row over).
         held: bool,
     },
+    /// The change would move a key of a model devices download to another scope, while
+    /// the cloud holds its row (a tombstone included, until the horizon): a key's changes
+    /// are one row in one scope's feed, so the devices of its scope would never hear of
+    /// its end. An item that changes hands takes a key of its new scope.
+    Move {
+        /// The held row's scope.
+        from: String,
+        /// The change's.
+        to: String,
+    },
     /// The version is too far past the cloud's time: an honest writer re-stamps at the
     /// cloud's time and writes again.
     Ahead {
@@ -253,6 +265,10 @@ impl fmt::Display for Refusal {
             Refusal::Scope { scope, held: true } => write!(
                 f,
                 "the key belongs to scope '{scope}', which is not granted to this writer"
+            ),
+            Refusal::Move { from, to } => write!(
+                f,
+                "the key belongs to scope '{from}' and may not move to '{to}' while the cloud holds it, a tombstone included (the devices of '{from}' would never hear of its end): write the item under a key of its new scope"
             ),
             Refusal::Ahead { ahead_ms, .. } => write!(
                 f,
@@ -322,7 +338,7 @@ pub fn decide<'a>(
     if let Err(refusal) = admit(change, grant, models) {
         return Decision::Refused(refusal);
     }
-    match against(held, change, grant) {
+    match against(held, change, grant, models) {
         // A retry is a retry, however the cloud's clock moved since the first attempt.
         decision @ (Decision::AlreadyThere | Decision::Refused(_)) => decision,
         decision => match bounded(change, now_ms) {
@@ -402,8 +418,14 @@ pub fn bounded(change: &Change, now_ms: u64) -> Result<(), Refusal> {
 }
 
 /// The part of the rule that compares with the held row: its scope and model, then the
-/// versions.
-pub fn against<'a>(held: Option<&'a Change>, change: &Change, grant: &Grant) -> Decision<'a> {
+/// versions; a change that would land must not move a downloading model's key to another
+/// scope.
+pub fn against<'a>(
+    held: Option<&'a Change>,
+    change: &Change,
+    grant: &Grant,
+    models: &Models,
+) -> Decision<'a> {
     let Some(held) = held else {
         return Decision::Land { replaced: None };
     };
@@ -419,6 +441,15 @@ pub fn against<'a>(held: Option<&'a Change>, change: &Change, grant: &Grant) -> 
         Decision::AlreadyThere
     } else if held.version > change.version {
         Decision::Superseded { held }
+    } else if held.scope != change.scope
+        && models
+            .direction(&change.model)
+            .is_some_and(SyncDirection::downloads)
+    {
+        Decision::Refused(Refusal::Move {
+            from: held.scope.clone(),
+            to: change.scope.clone(),
+        })
     } else {
         Decision::Land {
             replaced: Some(held),
@@ -489,6 +520,7 @@ mod tests {
             Decision::Refused(Refusal::Ahead { .. }) => "ahead",
             Decision::Refused(Refusal::Replica { .. }) => "replica",
             Decision::Refused(Refusal::HeldModel { .. }) => "held model",
+            Decision::Refused(Refusal::Move { .. }) => "move",
         }
     }
 
@@ -522,6 +554,9 @@ mod tests {
             .clone()
             .as_replica(ReplicaId::parse("devA").unwrap_or_else(|e| panic!("{e}")));
         let far = change(NOW_MS + AHEAD_MAX_MS + 1, "devA", "Both");
+        let mut tombstone_b = change(500, "devB", "Both");
+        (tombstone_b.op, tombstone_b.item) = (ChangeOp::Delete, None);
+        let held_up_b = change(500, "devB", "Up");
         // (held, change, grant, expected, why)
         let rows: Vec<(Option<&Change>, Change, &Grant, &str, &str)> = vec![
             (None, change(600, "devA", "Both"), &dev, "land", "no row"),
@@ -661,6 +696,27 @@ mod tests {
                 &bound,
                 "replica",
                 "another's version",
+            ),
+            (
+                Some(&held_b),
+                change(600, "devA", "Both"),
+                &service,
+                "move",
+                "a downloading key stays in its scope",
+            ),
+            (
+                Some(&tombstone_b),
+                change(600, "devA", "Both"),
+                &service,
+                "move",
+                "its tombstone holds it there",
+            ),
+            (
+                Some(&held_up_b),
+                change(600, "devA", "Up"),
+                &service,
+                "land over",
+                "no device reads an up model",
             ),
         ];
         for (held, incoming, grant, expected, why) in rows {

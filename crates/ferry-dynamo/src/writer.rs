@@ -3,8 +3,9 @@
 //!
 //! The rule's first part (`admit`: the item, the model's direction, the change's scope,
 //! the version's bound) runs before the request. Its second part (`against` the held row) is
-//! the condition: over a row that exists, an older `_ver`, the same model, and for a writer
-//! of some scopes only, `_scope IN (...)`. A failed condition returns the row (`ALL_OLD`),
+//! the condition: over a row that exists, an older `_ver`, the same model, for a writer
+//! of some scopes only `_scope IN (...)`, and for a model devices download, the change's
+//! own `_scope`. A failed condition returns the row (`ALL_OLD`),
 //! and the rule tells a lost response (the same version: applied) from a newer change
 //! (superseded, with it) from a row of another scope or model (refused, without it); debug
 //! builds also read the row a landed write replaced and hold the rule to it. Each attempt stamps a fresh
@@ -22,7 +23,7 @@ use ferry_cloud::{Decision, Grant, Models, PushOutcome, admit, against, bounded}
 use ferry_journal::Change;
 use ferry_schema::{Context, Schema};
 use ferry_types::limits::ITEM_BYTES_MAX;
-use ferry_types::{Hlc, Value, Version, item_size};
+use ferry_types::{Hlc, SyncDirection, Value, Version, item_size};
 use futures::StreamExt;
 
 use crate::attrs::{AttrMap, from_attrs, to_attrs};
@@ -114,7 +115,7 @@ impl Writer {
             let row = self.read_row(&change.key).await?;
             let held = row.as_ref().and_then(|row| self.layout.change_of(row).ok());
             return Ok(
-                match against(held.as_ref().map(|(_, c)| c), change, grant) {
+                match against(held.as_ref().map(|(_, c)| c), change, grant, &self.models) {
                     decision @ (Decision::AlreadyThere | Decision::Refused(_)) => decision
                         .outcome(grant, change)
                         .unwrap_or(PushOutcome::Applied),
@@ -161,6 +162,13 @@ impl Writer {
             }
             request = request.expression_attribute_names("#scope", SCOPE);
         }
+        // A key of a model devices download stays in its scope (the rule's `Move`).
+        if (self.models.direction(&change.model)).is_some_and(SyncDirection::downloads) {
+            condition.push("(attribute_not_exists(#h) OR #at = :at)".into());
+            request = request
+                .expression_attribute_names("#at", SCOPE)
+                .expression_attribute_values(":at", AttributeValue::S(change.scope.clone()));
+        }
         request = request.condition_expression(condition.join(" AND "));
         // The condition is the rule's `Land`: debug builds (the tests) read the row it
         // replaced and hold the rule to it; release builds do not fetch it back.
@@ -177,7 +185,12 @@ impl Writer {
                     let replaced = (landed.attributes.as_ref())
                         .filter(|old| Layout::version_of(old).is_some())
                         .and_then(|old| self.layout.change_of(old).ok());
-                    let decision = against(replaced.as_ref().map(|(_, c)| c), change, grant);
+                    let decision = against(
+                        replaced.as_ref().map(|(_, c)| c),
+                        change,
+                        grant,
+                        &self.models,
+                    );
                     debug_assert!(
                         matches!(decision, Decision::Land { .. }),
                         "DynamoDB's condition and the write rule disagree: {decision:?}"
@@ -201,22 +214,23 @@ impl Writer {
         let old = old.unwrap_or_default();
         match Layout::version_of(&old) {
             Some(_) => match self.layout.change_of(&old) {
-                Ok((seq, held)) => match against(Some(&held), change, grant).outcome(grant, change)
-                {
-                    // Already there, but stamped long ago: maybe an attempt abandoned after
-                    // W/2 that landed later, behind readers' cursors. A fresh stamp shows it.
-                    Some(PushOutcome::Applied) if self.maybe_unseen(seq, settings) => {
-                        // Best effort: the change is there all the same (a policy without
-                        // UpdateItem refuses the renewal; a late row then stays unseen).
-                        match self.restamp(change, settings).await {
-                            Err(failure) if failure.retryable() => Err(failure),
-                            _ => Ok(PushOutcome::Applied),
+                Ok((seq, held)) => {
+                    match against(Some(&held), change, grant, &self.models).outcome(grant, change) {
+                        // Already there, but stamped long ago: maybe an attempt abandoned after
+                        // W/2 that landed later, behind readers' cursors. A fresh stamp shows it.
+                        Some(PushOutcome::Applied) if self.maybe_unseen(seq, settings) => {
+                            // Best effort: the change is there all the same (a policy without
+                            // UpdateItem refuses the renewal; a late row then stays unseen).
+                            match self.restamp(change, settings).await {
+                                Err(failure) if failure.retryable() => Err(failure),
+                                _ => Ok(PushOutcome::Applied),
+                            }
                         }
+                        Some(answer) => Ok(answer),
+                        // Older by now (another writer raced us): the next attempt lands.
+                        None => Err(raced("PutItem")),
                     }
-                    Some(answer) => Ok(answer),
-                    // Older by now (another writer raced us): the next attempt lands.
-                    None => Err(raced("PutItem")),
-                },
+                }
                 Err(e) => Ok(rejected(format!("the cloud's row is unreadable: {e}"))),
             },
             // Written outside Ferry (or with a `_ver` that does not parse): adopt it, then
