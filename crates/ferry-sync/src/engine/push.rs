@@ -67,6 +67,10 @@ pub(super) struct Pushes {
     failures: u32,
     /// Keys in `KeyState::Held`, by when they may go again (stale pairs are skipped).
     held: BTreeSet<(u64, Key)>,
+    /// Keys refused as ahead of the cloud's time: the driver settles the refused version and
+    /// queues the key again, re-stamped; it waited its delay once and goes with the next
+    /// batch.
+    restamping: BTreeSet<Key>,
 }
 
 impl Pushes {
@@ -254,11 +258,12 @@ impl Pushes {
 impl Engine {
     pub(super) fn on_queued(&mut self, key: Key, version: Version, bytes: usize) {
         let parked = (self.pushes.entries.get(&key)).is_some_and(|e| e.state == KeyState::Parked);
+        let restamped = parked || self.pushes.restamping.remove(&key);
         if self.pushes.queue(key, version, bytes, self.now_ms) {
-            match parked {
-                // Re-stamped by the driver after `Superseded` (an `Ahead` re-stamp settles
-                // first, so it is new here): it waited its delay once, and a sync may wait
-                // for it. It goes with the next batch.
+            match restamped {
+                // Re-stamped by the driver after `Superseded` or `Ahead` (settled first, so
+                // new here): it waited its delay once, and a sync may wait for it. It goes
+                // with the next batch.
                 true => {
                     let at_ms = self
                         .pushes
@@ -432,6 +437,7 @@ impl Engine {
             }
             PushOutcome::Ahead { server_time_ms } => {
                 if self.park_for_driver(&key, &version) {
+                    self.pushes.restamping.insert(key.clone());
                     let (key, local) = (key.clone(), version.clone());
                     self.emit(Output::Ahead {
                         key,

@@ -358,6 +358,29 @@ fn superseded_waits_for_the_driver_and_rejected_is_dropped() {
     assert_eq!(resent, vec![(1, vec![(1, 6)])]);
 }
 
+/// A change refused as ahead of the cloud's time comes back re-stamped (the driver settles
+/// the refused version first): it waited its delay once and goes with the next batch.
+#[test]
+fn a_change_restamped_after_ahead_goes_with_the_next_batch() {
+    let mut sim = Sim::new(config());
+    sim.queue(1, 1, 10);
+    sim.input(Input::SyncRequested);
+    let ahead = PushOutcome::Ahead {
+        server_time_ms: 500,
+    };
+    let out = sim.answer(0, &[(1, 1, ahead)]);
+    assert!(out.iter().any(|o| matches!(o, Output::Ahead { .. })), "{out:?}");
+    sim.input(Input::Settled {
+        key: key(1),
+        version: ver(1),
+    });
+    let resent = pushes(&sim.queue(1, 0, 10));
+    assert_eq!(resent, vec![(1, vec![(1, 0)])], "not after another sync delay");
+    // A later write of the key is a new change again: it waits its delay.
+    sim.applied(1, &[(1, 0)]);
+    assert!(pushes(&sim.queue(1, 2, 10)).is_empty());
+}
+
 #[test]
 fn settled_drops_only_versions_it_covers() {
     let mut sim = Sim::new(config());
