@@ -708,7 +708,11 @@ struct Hooked {
     before_push: PushHook,
     cut: PullHook,
     unseen: Box<dyn Fn(&ferry::journal::Change) -> bool + Send + Sync>,
+    /// Answers a single-row read in the cloud's place when it says so.
+    read: Box<dyn Fn(&ferry::types::Key) -> Option<RowRead> + Send + Sync>,
 }
+
+type RowRead = Result<Option<ferry::journal::Change>, ferry::replication::TransportError>;
 
 impl Hooked {
     fn new(world: &World) -> Hooked {
@@ -717,6 +721,7 @@ impl Hooked {
             before_push: Box::new(|_| {}),
             cut: Box::new(|_| false),
             unseen: Box::new(|_| false),
+            read: Box::new(|_| None),
         }
     }
 }
@@ -764,13 +769,15 @@ impl ferry::Transport for Hooked {
         }
     }
 
-    fn get(
-        &self,
-        key: &ferry::types::Key,
-    ) -> impl Future<
-        Output = Result<Option<ferry::journal::Change>, ferry::replication::TransportError>,
-    > + Send {
-        self.inner.get(key)
+    fn get(&self, key: &ferry::types::Key) -> impl Future<Output = RowRead> + Send {
+        let answer = (self.read)(key);
+        let read = self.inner.get(key);
+        async move {
+            match answer {
+                Some(answer) => answer,
+                None => read.await,
+            }
+        }
     }
 }
 
@@ -1348,6 +1355,79 @@ fn a_resync_whose_snapshot_lags_keeps_what_a_strong_read_finds() {
         deletes.load(std::sync::atomic::Ordering::SeqCst),
         0,
         "no delete fired"
+    );
+}
+
+/// A device's item that the cloud deleted and purged meanwhile, resynced with the reads
+/// `read` answers: whether the device still holds it once `sync` returns, and whether
+/// `sync` did return.
+fn resync_of_a_purged_item(
+    read: impl Fn(&ferry::types::Key) -> Option<RowRead> + Send + Sync + 'static,
+) -> (bool, bool) {
+    let mut world = World::with_schema(SCHEMA);
+    let (db, _) = world.open("d1", None);
+    let transport = std::sync::Arc::new(Hooked {
+        read: Box::new(read),
+        ..Hooked::new(&world)
+    });
+    db.attach(transport.clone(), manual()).unwrap();
+    db.create("Note", json!({"deviceId": "d1", "id": "x"}))
+        .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    transport.inner.set_online(false);
+    world.advance(1_000);
+    world.cloud_write("Note", key("note#d1", "note#x"), "d1", None);
+    world.advance(40 * DAY_MS);
+    transport.inner.set_online(true);
+    let synced = db.sync(std::time::Duration::from_secs(3)).is_ok();
+    let held = db
+        .get("Note", json!({"deviceId": "d1", "id": "x"}))
+        .unwrap();
+    (held.is_some(), synced)
+}
+
+/// A transport whose credentials may not read single rows (the documented device policy
+/// over DynamoDB grants `GetItem` on its own keys only) resynced round after round,
+/// reconnecting each time. A denied read leaves the snapshot's word.
+#[test]
+fn a_resync_whose_single_row_reads_are_denied_trusts_its_snapshot() {
+    let denied = |_: &ferry::types::Key| {
+        let denied = ferry::replication::TransportError::Unauthorized("AccessDenied".into());
+        Some(Err(denied))
+    };
+    assert_eq!(
+        resync_of_a_purged_item(denied),
+        (false, true),
+        "(held, synced)"
+    );
+}
+
+/// A read answered with a row of another scope (moved by a writer outside Ferry, or a
+/// hostile relay's) says nothing of the item in this one: it was applied, and the item
+/// stayed on the device for good.
+#[test]
+fn a_resync_read_answered_with_another_scopes_row_forgets_the_item() {
+    let elsewhere = |key: &ferry::types::Key| {
+        let item = item(&[
+            ("_type", s("Note")),
+            ("pk", s("note#d1")),
+            ("sk", s("note#x")),
+        ]);
+        let version = Version::parse("0fffffffffff0000-elsewhere").unwrap();
+        Some(Ok(Some(ferry::journal::Change {
+            model: "Note".into(),
+            key: key.clone(),
+            op: ChangeOp::Put,
+            version,
+            scope: "d2".into(),
+            item: Some(item),
+            base: None,
+        })))
+    };
+    assert_eq!(
+        resync_of_a_purged_item(elsewhere),
+        (false, true),
+        "(held, synced)"
     );
 }
 

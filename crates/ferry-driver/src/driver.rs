@@ -17,6 +17,9 @@ use ferry_types::{Hlc, Key, Version};
 use crate::Syncer;
 use crate::link::{Link, timed};
 
+/// Attempts of one single-row read in a resync before the resync is tried again later.
+const READ_ATTEMPTS: u32 = 3;
+
 /// The time of one step: the wall clock's for what the database records, the timer's
 /// (monotonic) for the engine.
 #[derive(Debug, Clone, Copy)]
@@ -401,8 +404,9 @@ impl Driver {
     /// hold either, by a strongly consistent read of each: a snapshot (a query of an
     /// index, over DynamoDB) may not show yet a row written just before it, and forgetting
     /// such an item would drop its local-only fields and fire a spurious delete. A row the
-    /// read finds is applied instead. `None`: a read failed, and the resync is retried. A
-    /// transport that reads no single rows leaves the snapshot's word.
+    /// read finds in the scope is applied instead. `None`: a read kept failing, and the
+    /// resync is retried. A transport that reads no single rows (or whose credentials may
+    /// not) leaves the snapshot's word.
     async fn confirm_absent(
         &mut self,
         db: &Db,
@@ -412,13 +416,15 @@ impl Driver {
     ) -> Result<Option<Vec<Key>>> {
         let mut absent = Vec::new();
         for key in db.absent_from(scope, seen)? {
-            match timed(self.call_timeout, self.link.get(&key)).await {
-                Ok(None) => absent.push(key),
-                Ok(Some(held)) => {
+            match self.read_row(&key).await {
+                // The answer must be of this key and scope: anything else says nothing of it.
+                Ok(Some(held)) if held.key == key && held.scope == scope => {
                     let applied = db.apply_page(scope, &[(Hlc::ZERO, held)], None, now.wall)?;
                     self.settled(applied, now);
                 }
-                Err(TransportError::Rejected(_)) => absent.push(key),
+                Ok(_) | Err(TransportError::Rejected(_) | TransportError::Unauthorized(_)) => {
+                    absent.push(key);
+                }
                 Err(e) => {
                     self.pull_failed(db, scope, "resync", &e, now);
                     return Ok(None);
@@ -426,6 +432,25 @@ impl Driver {
             }
         }
         Ok(Some(absent))
+    }
+
+    /// One strongly consistent read of `key`, tried again at once after a passing failure
+    /// (a resync reads many: one lost answer must not start it over).
+    async fn read_row(&self, key: &Key) -> std::result::Result<Option<Change>, TransportError> {
+        let mut attempts = 1;
+        loop {
+            let answer = timed(self.call_timeout, self.link.get(key)).await;
+            let passing = matches!(
+                answer,
+                Err(TransportError::Unavailable(_)
+                    | TransportError::Timeout(_)
+                    | TransportError::Throttled { .. })
+            );
+            if !passing || attempts == READ_ATTEMPTS {
+                return answer;
+            }
+            attempts += 1;
+        }
     }
 
     /// Outbox entries a cloud change overwrote leave the engine's pending set.

@@ -46,13 +46,12 @@ impl Syncer {
                     if !dirty.swap(false, Ordering::AcqRel) {
                         continue;
                     }
-                    if db.persist(fjall::PersistMode::SyncData).is_err() {
+                    let disk = || on_fsync.as_ref().map_or(Ok(()), |hook| hook());
+                    let fsynced = db.persist(fjall::PersistMode::SyncData).is_ok();
+                    if !fsynced || disk().is_err() {
                         // A failed fsync means acknowledged writes may be lost: refuse more.
                         poisoned.store(true, Ordering::Release);
                         return;
-                    }
-                    if let Some(hook) = &on_fsync {
-                        hook();
                     }
                 }
             })?;

@@ -24,8 +24,9 @@ const JOURNAL_BYTES_MAX: u64 = 64 * 1024 * 1024; // fjall's minimum
 /// Items re-indexed per batch when an index is added or changed.
 const REINDEX_BATCH_ITEMS: usize = 10_000;
 
-/// Called after every fsync of the store (a simulator's disk copies the directory then).
-pub type FsyncHook = Arc<dyn Fn() + Send + Sync>;
+/// Called after every fsync of the store (a simulator's disk copies the directory then);
+/// an error counts as the fsync's own (a test's failing disk).
+pub type FsyncHook = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 
 /// Called before every commit; an error fails the commit as the disk's would (tests of a
 /// failing disk).
@@ -319,17 +320,18 @@ impl Store {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        self.db.persist(fjall::PersistMode::SyncAll).map_err(|e| {
+        let fsynced = (self.db.persist(fjall::PersistMode::SyncAll))
+            .and_then(|()| self.fsynced().map_err(fjall::Error::Io));
+        fsynced.map_err(|e| {
             self.poisoned.store(true, Ordering::Release);
             self.fail(e)
-        })?;
-        self.fsynced();
-        Ok(())
+        })
     }
 
-    pub(crate) fn fsynced(&self) {
-        if let Some(hook) = &self.on_fsync {
-            hook();
+    pub(crate) fn fsynced(&self) -> std::io::Result<()> {
+        match &self.on_fsync {
+            Some(hook) => hook(),
+            None => Ok(()),
         }
     }
 

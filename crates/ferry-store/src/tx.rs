@@ -248,7 +248,12 @@ impl<'s> Tx<'s> {
             .map_err(|e| store.fail(e))?;
         match mode {
             fjall::PersistMode::Buffer => store.dirty.store(true, Ordering::Release),
-            _ => store.fsynced(),
+            // An `Immediate` commit whose disk failed may be lost: refuse more, as
+            // `Store::persist` does.
+            _ => store.fsynced().map_err(|e| {
+                store.poisoned.store(true, Ordering::Release);
+                store.fail(fjall::Error::Io(e))
+            })?,
         }
         // Commits are serialized by the write lock, so the counts move by whole batches.
         let moved = |count: &AtomicUsize, delta: isize| {

@@ -98,6 +98,7 @@ impl RelayNode {
             let (dir, durable) = (self.dir.path().to_path_buf(), durable.path().to_path_buf());
             let disk: ferry::FsyncHook = Arc::new(move || {
                 let _ = copy_dir(&dir, &durable);
+                Ok(())
             });
             disk
         });

@@ -209,6 +209,7 @@ impl Device {
         );
         Arc::new(move || {
             let _ = copy_dir(&dir, &durable);
+            Ok(())
         })
     }
 

@@ -545,6 +545,7 @@ mod tests {
             if stall.swap(false, Ordering::SeqCst) {
                 std::thread::sleep(std::time::Duration::from_millis(300));
             }
+            Ok(())
         });
         let store =
             EmbeddedStore::open_observed(dir.path(), 60_000, Models::unchecked(), Some(hook))
@@ -583,6 +584,7 @@ mod tests {
             let durable = lock(&on_fsync);
             let _ = std::fs::remove_dir_all(&*durable);
             copy_dir(&live, &durable);
+            Ok(())
         });
         let store =
             EmbeddedStore::open_observed(dir.path(), 60_000, Models::unchecked(), Some(hook))
@@ -646,18 +648,20 @@ mod tests {
             store.get(&change("b", 0, "*", ChangeOp::Put).key).unwrap(),
             None
         );
-        // One feed entry per key, at its latest stamp; a scope change leaves the old feed.
-        store
+        // A key stays in its scope (its devices would never hear of a move).
+        let moved = store
             .write_now(vec![change("a", 20, "dev", ChangeOp::Put)], &writer())
             .unwrap();
-        let shared = store.read_now("*", PullFrom::Since(Hlc::ZERO), 10).unwrap();
-        assert!(shared.changes.is_empty(), "{shared:?}");
-        let device = store
-            .read_now("dev", PullFrom::Since(Hlc::ZERO), 10)
+        assert!(matches!(outcomes(&moved)[0], PushOutcome::Rejected { .. }));
+        // One feed entry per key, at its latest stamp.
+        store
+            .write_now(vec![change("a", 30, "*", ChangeOp::Put)], &writer())
             .unwrap();
-        assert_eq!(device.changes.len(), 1);
+        let shared = store.read_now("*", PullFrom::Since(Hlc::ZERO), 10).unwrap();
+        assert_eq!(shared.changes.len(), 1, "{shared:?}");
+        assert_eq!(shared.changes[0].1.version.hlc, Hlc::new(30, 0));
         assert_eq!(
-            device.safe, device.changes[0].0,
+            shared.safe, shared.changes[0].0,
             "everything committed is visible"
         );
     }
@@ -864,6 +868,43 @@ mod tests {
             "a year of wall clock is no lifetime"
         );
         assert!(store.get(&tombstone.key).unwrap().is_some());
+    }
+
+    /// A disk whose fsync fails: the push it covered is failed (the device sends it again),
+    /// the store refuses every later write, and no read shows the row that may be lost.
+    #[test]
+    fn an_fsync_that_fails_fails_its_push_and_everything_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let disk = failing.clone();
+        let hook: ferry_store::FsyncHook =
+            std::sync::Arc::new(move || match disk.load(Ordering::SeqCst) {
+                true => Err(std::io::Error::other("the disk failed")),
+                false => Ok(()),
+            });
+        let store =
+            EmbeddedStore::open_observed(dir.path(), 60_000, Models::unchecked(), Some(hook))
+                .unwrap();
+        store
+            .write_now(vec![change("a", 10, "*", ChangeOp::Put)], &writer())
+            .unwrap();
+        failing.store(true, Ordering::SeqCst);
+        let failed = store.write_now(vec![change("b", 20, "*", ChangeOp::Put)], &writer());
+        assert!(
+            matches!(failed, Err(TransportError::Unavailable(_))),
+            "{failed:?}"
+        );
+        failing.store(false, Ordering::SeqCst);
+        let after = store.write_now(vec![change("c", 30, "*", ChangeOp::Put)], &writer());
+        assert!(
+            after.is_err(),
+            "a store whose fsync failed takes no more: {after:?}"
+        );
+        let read = store.read_now("*", PullFrom::Since(Hlc::ZERO), 10);
+        assert!(
+            read.as_ref().is_err() || read.as_ref().is_ok_and(|p| p.changes.len() == 1),
+            "b, which may be lost, is not shown: {read:?}"
+        );
     }
 
     /// A wall clock and a monotonic clock a test moves.

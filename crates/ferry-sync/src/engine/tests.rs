@@ -369,13 +369,20 @@ fn a_change_restamped_after_ahead_goes_with_the_next_batch() {
         server_time_ms: 500,
     };
     let out = sim.answer(0, &[(1, 1, ahead)]);
-    assert!(out.iter().any(|o| matches!(o, Output::Ahead { .. })), "{out:?}");
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Ahead { .. })),
+        "{out:?}"
+    );
     sim.input(Input::Settled {
         key: key(1),
         version: ver(1),
     });
     let resent = pushes(&sim.queue(1, 0, 10));
-    assert_eq!(resent, vec![(1, vec![(1, 0)])], "not after another sync delay");
+    assert_eq!(
+        resent,
+        vec![(1, vec![(1, 0)])],
+        "not after another sync delay"
+    );
     // A later write of the key is a new change again: it waits its delay.
     sim.applied(1, &[(1, 0)]);
     assert!(pushes(&sim.queue(1, 2, 10)).is_empty());
