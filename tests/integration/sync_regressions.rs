@@ -709,10 +709,11 @@ struct Hooked {
     cut: PullHook,
     unseen: Box<dyn Fn(&ferry::journal::Change) -> bool + Send + Sync>,
     /// Answers a single-row read in the cloud's place when it says so.
-    read: Box<dyn Fn(&ferry::types::Key) -> Option<RowRead> + Send + Sync>,
+    read: ReadHook,
 }
 
 type RowRead = Result<Option<ferry::journal::Change>, ferry::replication::TransportError>;
+type ReadHook = Box<dyn Fn(&ferry::types::Key) -> Option<RowRead> + Send + Sync>;
 
 impl Hooked {
     fn new(world: &World) -> Hooked {
