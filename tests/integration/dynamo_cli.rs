@@ -569,6 +569,12 @@ fn cloud_commands_read_and_write_the_table_as_a_replica_devices_hear_from() {
     let (code, _, err) = cloud(&["create", "Shared", r#"{"name":"no id"}"#]);
     assert_eq!(code, 2, "{err}");
     assert!(err.starts_with("ValidationError: "), "{err}");
+    // A key of a downloading model stays in its scope: the devices of "a" would keep it.
+    let (code, _, err) = cloud(&["create", "Gadget", r#"{"name":"g1","deviceId":"a"}"#]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cloud(&["update", "Gadget", r#"{"name":"g1","deviceId":"b"}"#]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("may not move to 'b'"), "{err}");
 
     // A device hears of the cloud's write; the cloud reads the device's.
     assert_eq!(

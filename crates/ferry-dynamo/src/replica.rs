@@ -324,12 +324,24 @@ impl CloudReplica {
             item,
             base: over,
         };
-        // The write rule's first part holds for cloud mode too (the model's direction for a
-        // service, the item, the version's bound); its condition is stricter than the
-        // rule's: the row must still be the one read.
+        // The write rule holds for cloud mode too (the model's direction for a service, the
+        // item, the version's bound, the held row's scope); its condition is stricter than
+        // the rule's: the row must still be the one read.
         let service = ferry_cloud::Grant::service(&self.writer.id, None);
-        let admitted = ferry_cloud::admit(&change, &service, &self.writer.models)
-            .and_then(|()| ferry_cloud::bounded(&change, self.now_ms() as u64));
+        let models = &self.writer.models;
+        // Against the row as read, which the condition holds to: a key of a downloading
+        // model stays in its scope (the rule's `Move`).
+        let held = (seen.filter(|row| Layout::version_of(row).is_some()))
+            .and_then(|row| layout.change_of(row).ok())
+            .map(|(_, held)| held);
+        let admitted = ferry_cloud::admit(&change, &service, models)
+            .and_then(|()| ferry_cloud::bounded(&change, self.now_ms() as u64))
+            .and_then(
+                |()| match ferry_cloud::against(held.as_ref(), &change, &service, models) {
+                    ferry_cloud::Decision::Refused(refusal) => Err(refusal),
+                    _ => Ok(()),
+                },
+            );
         if let Err(refusal) = admitted {
             return Err(refused(
                 "Refused",
