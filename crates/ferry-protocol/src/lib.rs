@@ -29,6 +29,9 @@ pub const FRAME_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// authenticates, nothing larger is read (a token of ten thousand scopes does not fit:
 /// such a fleet grants by pattern, not by list).
 pub const HELLO_BYTES_MAX: usize = 16 * 1024;
+/// Entries reserved ahead from a count on the wire: a count says how many follow, not
+/// that they do, and a forged one must not make a reader allocate for them.
+const PREALLOCATED_MAX: usize = 1024;
 
 /// The WebSocket configuration both sides use: frames bounded by the protocol, and small
 /// buffers, since one relay holds many connections.
@@ -465,7 +468,7 @@ fn read_frame(r: &mut Reader<'_>) -> Read<Frame> {
         PUSHED => {
             let id = r.varint().map_err(text_of)?;
             let n = r.count().map_err(text_of)?;
-            let mut results = PushResults::with_capacity(n);
+            let mut results = PushResults::with_capacity(n.min(PREALLOCATED_MAX));
             for _ in 0..n {
                 let key = read_key(r)?;
                 let version = r.text().map_err(text_of)?;
@@ -505,7 +508,7 @@ fn read_frame(r: &mut Reader<'_>) -> Read<Frame> {
         PAGE => {
             let id = r.varint().map_err(text_of)?;
             let n = r.count().map_err(text_of)?;
-            let mut changes = Vec::with_capacity(n);
+            let mut changes = Vec::with_capacity(n.min(PREALLOCATED_MAX));
             for _ in 0..n {
                 let seq = Hlc::from_u64(r.varint().map_err(text_of)?);
                 changes.push((seq, read_change(r)?));

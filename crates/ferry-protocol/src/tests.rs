@@ -1,6 +1,7 @@
 use super::*;
 use ferry_journal::ChangeOp;
 use ferry_types::{Item, ReplicaId, Value};
+use proptest::prelude::*;
 
 fn change(n: u64, op: ChangeOp) -> Change {
     let key = Key {
@@ -216,4 +217,43 @@ fn before_hello_only_a_small_hello_is_decoded() {
         decode_hello(&[7, HELLO]),
         Err(FrameError::Version { found: 7 })
     );
+}
+
+proptest! {
+    // Fuzzing on stable (`cargo xtask fuzz` runs these for longer): whatever arrives, a
+    // frame decodes to a frame or to an error, never a panic, before and after `Hello`; a
+    // frame that decodes encodes to bytes that decode to it again.
+    #[test]
+    fn fuzz_any_bytes_decode_to_a_frame_or_an_error(
+        tag in any::<u8>(),
+        body in prop::collection::vec(any::<u8>(), 0..1024),
+    ) {
+        let mut bytes = vec![PROTOCOL_VERSION, tag];
+        bytes.extend_from_slice(&body);
+        if let Ok(frame) = decode(&bytes) {
+            prop_assert_eq!(decode(&encode(&frame)), Ok(frame));
+        }
+        let _ = decode_hello(&bytes);
+    }
+
+    #[test]
+    fn fuzz_a_damaged_frame_decodes_to_a_frame_or_an_error(
+        which in any::<prop::sample::Index>(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..8),
+    ) {
+        let frames = every_frame();
+        let mut bytes = encode(&frames[which.index(frames.len())]);
+        for (at, byte, how) in edits {
+            let at = at.index(bytes.len() + 1);
+            match how {
+                0 if at < bytes.len() => bytes[at] = byte,
+                1 => bytes.insert(at, byte),
+                _ => bytes.truncate(at),
+            }
+        }
+        if let Ok(frame) = decode(&bytes) {
+            prop_assert_eq!(decode(&encode(&frame)), Ok(frame));
+        }
+        let _ = decode_hello(&bytes);
+    }
 }
