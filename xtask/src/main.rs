@@ -1,5 +1,5 @@
-//! Project automation: `cargo xtask test`, `cargo xtask sim`, `cargo xtask bench local`,
-//! `cargo xtask tidy`.
+//! Project automation: `cargo xtask test`, `cargo xtask sim`, `cargo xtask fuzz`,
+//! `cargo xtask bench local`, `cargo xtask tidy`.
 
 mod dynamo_local;
 mod faketime;
@@ -16,6 +16,12 @@ commands:
   test           the whole test suite (what CI runs): unit and integration tests, the
                  out-of-workspace application examples/app, the simulator over 1000 seeds
   tidy           formatting and lints (cargo fmt --check, cargo clippy -D warnings)
+  fuzz           the fuzz cases (property tests named fuzz_: the frame decoder, the item
+                 codec, the relay's handshake) run for longer, round after round with fresh
+                 seeds, until one fails (proptest saves it under proptest-regressions/, a
+                 regression case every later run tries first) or time is up.
+                 (release build) options: --minutes N (default 10), --cases N per round
+                 (default 20000)
   bench local    Ferry vs SQLite, side by side: create, get, page query, update (release build)
                  options: --items N[,N...] (default 100000,1000000)
   bench scale    Ferry alone as one database grows: get, page and resident memory at each
@@ -42,6 +48,7 @@ fn main() -> Result<()> {
     match args.as_slice() {
         ["test", rest @ ..] => test(rest),
         ["tidy"] => tidy(),
+        ["fuzz", rest @ ..] => fuzz(rest),
         ["bench", rest @ ..] => bench(rest),
         ["sim", rest @ ..] => sim::main(rest),
         _ => {
@@ -103,6 +110,45 @@ fn target_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// `cargo xtask fuzz`: the suite's fuzz cases, many more of them, until time is up.
+fn fuzz(args: &[&str]) -> Result<()> {
+    let (mut minutes, mut cases) = (10u64, 20_000u64);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{arg} needs a number"))?;
+        let number: u64 =
+            (value.parse()).with_context(|| format!("{arg} {value}: not a number"))?;
+        match *arg {
+            "--minutes" => minutes = number,
+            "--cases" => cases = number,
+            other => bail!("fuzz: unknown option {other}"),
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(minutes * 60);
+    let env = [("PROPTEST_CASES", cases.to_string())];
+    let test = [
+        "test",
+        "--release",
+        "-p",
+        "ferry-types",
+        "-p",
+        "ferry-protocol",
+        "-p",
+        "ferry-relay",
+        "--lib",
+        "fuzz_",
+    ];
+    let mut rounds = 0;
+    while std::time::Instant::now() < deadline {
+        cargo_with(&test, &env)?;
+        rounds += 1;
+    }
+    eprintln!("fuzz: {rounds} rounds of {cases} cases per test, no failure");
+    Ok(())
 }
 
 fn tidy() -> Result<()> {

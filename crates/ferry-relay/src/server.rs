@@ -407,10 +407,112 @@ impl Feed {
 
 #[cfg(test)]
 mod tests {
+    use ferry_protocol::Frame;
+    use futures_util::{SinkExt, StreamExt};
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
 
     use super::*;
     use crate::{EmbeddedStore, Secret};
+
+    /// Fuzzing on stable (`cargo xtask fuzz` runs it for longer): hostile first frames,
+    /// random bytes or a device's `Hello` damaged, sent over a real WebSocket to the
+    /// relay's own connection code. Each is answered with `Refused` or a close, the
+    /// connection's task never panics, and an honest device connects after them all.
+    #[test]
+    fn fuzz_hostile_first_frames_are_refused_and_an_honest_device_connects_after() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let models = ferry_cloud::Models::unchecked();
+        let store = EmbeddedStore::open(dir.path(), 60_000, models).unwrap();
+        let secret = Secret::new((0..32).collect()).unwrap();
+        let relay = Relay::new(store, RelayConfig::new(secret.clone()));
+        let token = secret
+            .sign("dev", ["dev".to_string()].into(), 3_600)
+            .unwrap();
+        let hello = ferry_protocol::encode(&Frame::Hello {
+            token,
+            replica: "0000000000000000000000DEV1".into(),
+        });
+        let damaged =
+            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..6)
+                .prop_map({
+                    let hello = hello.clone();
+                    move |edits| {
+                        let mut bytes = hello.clone();
+                        for (at, byte, how) in edits {
+                            let at = at.index(bytes.len() + 1);
+                            match how {
+                                0 if at < bytes.len() => bytes[at] ^= byte | 1,
+                                1 => bytes.insert(at, byte),
+                                _ => bytes.truncate(at),
+                            }
+                        }
+                        bytes
+                    }
+                });
+        let random = prop::collection::vec(any::<u8>(), 0..2_048);
+        let persistence = FileFailurePersistence::WithSource("proptest-regressions");
+        let config = Config {
+            failure_persistence: Some(Box::new(persistence)),
+            ..Config::default()
+        };
+        let mut runner = TestRunner::new(config);
+        let answered = runner.run(&prop_oneof![random, damaged], |bytes| {
+            let answer = runtime.block_on(first_answer(&relay, bytes.clone()));
+            let answer = answer.map_err(TestCaseError::fail)?;
+            let refused = matches!(answer, None | Some(Frame::Refused { .. }));
+            // Welcome exactly when the bytes are a Hello whose token verifies and whose
+            // replica is an id (a damaged one can be: base64 leaves a token's last bits free).
+            let welcome = matches!(answer, Some(Frame::Welcome(_)));
+            let valid = (ferry_protocol::decode_hello(&bytes).ok()).is_some_and(|(token, id)| {
+                secret.verify(&token).is_ok() && ferry_types::ReplicaId::parse(&id).is_ok()
+            });
+            prop_assert!(refused != welcome && welcome == valid, "{answer:?}");
+            Ok(())
+        });
+        answered.unwrap();
+        let honest = runtime.block_on(first_answer(&relay, hello)).unwrap();
+        assert!(matches!(honest, Some(Frame::Welcome(_))), "{honest:?}");
+    }
+
+    /// Opens a WebSocket to `relay` over a pipe, sends `bytes` as the first frame, and
+    /// returns the relay's answer (`None`: it closed without one). An error when the
+    /// connection's task panicked or the relay did not answer in time.
+    async fn first_answer(
+        relay: &Relay<EmbeddedStore>,
+        bytes: Vec<u8>,
+    ) -> Result<Option<Frame>, String> {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let peer = "10.0.0.2:4000".parse().unwrap();
+        let served = tokio::spawn(relay.serve_connection(Box::new(far), peer));
+        let (mut ws, _) = tokio_tungstenite::client_async("ws://relay/", near)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = ws.send(Message::Binary(bytes.into())).await;
+        let answer = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Binary(bytes))) => return ferry_protocol::decode(&bytes).ok(),
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await
+        .map_err(|_| "no answer in 5 s".to_string())?;
+        drop(ws);
+        match tokio::time::timeout(Duration::from_secs(5), served).await {
+            Ok(Ok(())) => Ok(answer),
+            Ok(Err(e)) => Err(format!("the connection's task failed: {e}")),
+            Err(_) => Err("the connection did not end".into()),
+        }
+    }
 
     /// An application that serves connections itself: once shut down, a connection handed
     /// over later gets nothing, also when none was open at the shutdown.
