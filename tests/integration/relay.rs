@@ -430,6 +430,31 @@ async fn refusal(ws: &mut RawSession) -> (String, Option<u16>) {
     (reason, None)
 }
 
+/// A half-open link (a device gone without a FIN, a cellular link dropped) sends nothing,
+/// not even the pong a ping asks for: its session ends at the idle timeout instead of
+/// holding its place until its token expires. A quiet device that reads answers the
+/// pings and stays.
+#[test]
+fn a_session_that_answers_no_ping_ends_and_a_quiet_one_that_does_stays() {
+    let relay = RelayProcess::start(&["--ping-interval", "200ms", "--idle-timeout", "1s"]);
+    let rt = runtime();
+    rt.block_on(async {
+        // Never reads again, so never pongs.
+        let _gone = raw_session(&relay).await;
+        let mut quiet = raw_session(&relay).await;
+        // Reads (and so pongs) for 2.5 s, sending nothing.
+        let listened = tokio::time::timeout(Duration::from_millis(2_500), async {
+            while let Some(Ok(message)) = quiet.next().await {
+                assert!(matches!(message, Message::Ping(_)), "{message:?}");
+            }
+        })
+        .await;
+        assert!(listened.is_err(), "the quiet session stayed open");
+        assert_eq!(relay.metric("ferry_relay_rejects_total", "idle"), 1.0);
+        assert_eq!(relay.metric("ferry_relay_connections", ""), 1.0);
+    });
+}
+
 #[test]
 fn a_malformed_or_oversize_frame_closes_that_connection_and_the_relay_serves_the_others() {
     let mut cloud = Cloud::over(Via::Relay, "frames", Settings::default());

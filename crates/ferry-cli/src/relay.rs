@@ -48,6 +48,16 @@ pub struct ServeArgs {
     /// Connections served at once.
     #[arg(long, default_value_t = 10_000)]
     connections_max: usize,
+    /// How often a quiet session is pinged.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    ping_interval: Duration,
+    /// A session that sends nothing, not even a pong, for this long is ended (its link is
+    /// gone).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "90s")]
+    idle_timeout: Duration,
+    /// A frame a device does not take within this long ends its session.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    write_timeout: Duration,
 }
 
 /// `ferry relay serve`: runs until SIGTERM or SIGINT, then drains.
@@ -63,6 +73,9 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
     let mut config = RelayConfig::new(secret);
     config.connections_max = args.connections_max;
     config.poll_interval = args.poll_interval;
+    config.ping_interval = args.ping_interval;
+    config.idle_timeout = args.idle_timeout;
+    config.write_timeout = args.write_timeout;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(ferry_relay::tls_config(cert, key).map_err(|e| invalid(e.to_string()))?);
     }

@@ -51,6 +51,18 @@ impl Ended {
         }
     }
 
+    /// A session that sent nothing (not even a pong), or read nothing, for `quiet`.
+    fn idle(quiet: Duration) -> Ended {
+        Ended {
+            reason: format!(
+                "nothing heard or taken for {} s: the link is gone",
+                quiet.as_secs()
+            ),
+            code: CloseCode::Away,
+            reject: Some(Reject::Idle),
+        }
+    }
+
     /// A token that does not (or no longer) verify.
     fn token(reason: impl std::fmt::Display) -> Ended {
         Ended {
@@ -144,7 +156,7 @@ pub async fn serve<S: CloudStore>(
     let (sink, mut stream) = ws.split();
     let config = &shared.config;
     let (queue, queued) = crate::queue::queue(config.queue_frames_max, config.live_bytes_max);
-    let writer = tokio::spawn(write_out(sink, queued));
+    let writer = tokio::spawn(write_out(sink, queued, config.write_timeout));
     let member = Member {
         scopes: scopes.clone(),
         replica,
@@ -160,6 +172,10 @@ pub async fn serve<S: CloudStore>(
     let lifetime_ms = (expires_s.saturating_mul(1000)).saturating_sub(now_ms());
     let expiry = tokio::time::sleep(Duration::from_millis(lifetime_ms));
     tokio::pin!(expiry);
+    // A quiet session is pinged; one that sends nothing, not even a pong, is gone.
+    let every = config.ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut heard = Instant::now();
     let mut prefetched = None;
     let ended = loop {
         let message = tokio::select! {
@@ -169,8 +185,19 @@ pub async fn serve<S: CloudStore>(
                 reject: None,
             }),
             _ = &mut expiry => break Some(Ended::token(crate::TokenError::Expired)),
+            _ = ping.tick() => {
+                if heard.elapsed() >= config.idle_timeout {
+                    break Some(Ended::idle(config.idle_timeout));
+                }
+                if queue.send(Message::Ping(Bytes::new())).await.is_err() {
+                    // The writer gave up: the device stopped reading.
+                    break Some(Ended::idle(config.write_timeout));
+                }
+                continue;
+            }
             message = stream.next() => message,
         };
+        heard = Instant::now();
         let bytes = match message {
             Some(Ok(Message::Binary(bytes))) => bytes,
             Some(Ok(Message::Close(_))) | None => break None,
@@ -520,18 +547,22 @@ fn change_bytes(change: &Change, scratch: &mut Vec<u8>) -> usize {
     scratch.len() + 2 * key + CHANGE_FRAME_OVERHEAD_BYTES
 }
 
-/// Sends queued frames in order until the queue closes, then closes the socket.
+/// Sends queued frames in order until the queue closes, then closes the socket. A frame
+/// the device does not take within `timeout` (it stopped reading, or its link is gone)
+/// ends the connection.
 async fn write_out(
     mut sink: futures_util::stream::SplitSink<WebSocketStream<Box<dyn Socket>>, Message>,
     mut queued: crate::queue::Drain,
+    timeout: Duration,
 ) {
     while let Some(message) = queued.next().await {
         let closing = matches!(message, Message::Close(_));
-        if sink.send(message).await.is_err() || closing {
+        let sent = tokio::time::timeout(timeout, sink.send(message)).await;
+        if !matches!(sent, Ok(Ok(()))) || closing {
             break;
         }
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(timeout, sink.close()).await;
 }
 
 /// Ends a connection that never got past the handshake with `messages`.

@@ -42,6 +42,9 @@ pub enum Reject {
     Capacity,
     /// A connection past the bounds on those not yet authenticated (overall, per address).
     Admission,
+    /// A session that answered no ping within the idle timeout (a half-open link), or
+    /// did not read what it was sent within the write timeout.
+    Idle,
 }
 
 impl Default for Metrics {
@@ -106,6 +109,7 @@ impl Metrics {
             Reject::Frame => "frame",
             Reject::Capacity => "capacity",
             Reject::Admission => "admission",
+            Reject::Idle => "idle",
         };
         self.rejects.get_or_create(&vec![("reason", reason)]).inc();
     }

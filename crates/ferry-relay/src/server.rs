@@ -29,6 +29,10 @@ use crate::token::Secret;
 pub trait Socket: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Socket for T {}
 
+/// How often a quiet session is pinged: well inside the idle timeouts of NATs and load
+/// balancers (60 s and more), and three missed pongs end it.
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+
 /// How the relay runs.
 pub struct RelayConfig {
     /// Verifies device tokens.
@@ -43,6 +47,13 @@ pub struct RelayConfig {
     pub live_bytes_max: usize,
     /// How long a device may take to send `Hello`.
     pub handshake_timeout: Duration,
+    /// How often a quiet session is pinged.
+    pub ping_interval: Duration,
+    /// A session that sends nothing (no frame, no pong) for this long is ended: its link
+    /// is gone (a half-open cellular link would hold its place until its token expires).
+    pub idle_timeout: Duration,
+    /// A frame the device does not take within this long ends its session.
+    pub write_timeout: Duration,
     /// How often a relay over a shared store reads the feeds its devices hold, to send
     /// them what other relays wrote.
     pub poll_interval: Duration,
@@ -62,6 +73,9 @@ impl RelayConfig {
             queue_frames_max: 256,
             live_bytes_max: 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            ping_interval: PING_INTERVAL,
+            idle_timeout: 3 * PING_INTERVAL,
+            write_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
             clock: crate::wall_clock(),
