@@ -155,7 +155,11 @@ pub async fn serve<S: CloudStore>(
     tracing::info!(%peer, %device, %replica, role = ?grant.role, scopes = ?scopes, "device connected");
     let (sink, mut stream) = ws.split();
     let config = &shared.config;
-    let (queue, queued) = crate::queue::queue(config.queue_frames_max, config.live_bytes_max);
+    let (queue, queued) = crate::queue::queue(crate::queue::Bounds {
+        frames_max: config.queue_frames_max,
+        live_bytes_max: config.live_bytes_max,
+        answer_bytes_max: config.answer_bytes_max,
+    });
     let writer = tokio::spawn(write_out(sink, queued, config.write_timeout));
     let member = Member {
         scopes: scopes.clone(),
@@ -610,7 +614,11 @@ mod tests {
             admission: Default::default(),
             sessions: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         };
-        let (queue, _drain) = crate::queue::queue(4, 1024);
+        let (queue, _drain) = crate::queue::queue(crate::queue::Bounds {
+            frames_max: 4,
+            live_bytes_max: 1024,
+            answer_bytes_max: 1024,
+        });
         let member = || Member {
             scopes: ["*".to_string()].into(),
             replica: "r1".into(),

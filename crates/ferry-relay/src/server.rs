@@ -45,6 +45,9 @@ pub struct RelayConfig {
     pub queue_frames_max: usize,
     /// Bytes of live frames waiting for one device at most; past it they are dropped.
     pub live_bytes_max: usize,
+    /// Bytes of answers waiting for one device at most; past it the device's next call
+    /// waits (one answer over it still goes, alone).
+    pub answer_bytes_max: usize,
     /// How long a device may take to send `Hello`.
     pub handshake_timeout: Duration,
     /// How often a quiet session is pinged.
@@ -72,6 +75,8 @@ impl RelayConfig {
             connections_max: 10_000,
             queue_frames_max: 256,
             live_bytes_max: 1024 * 1024,
+            // Two frames of the protocol's largest.
+            answer_bytes_max: 2 * ferry_protocol::FRAME_BYTES_MAX,
             handshake_timeout: Duration::from_secs(10),
             ping_interval: PING_INTERVAL,
             idle_timeout: 3 * PING_INTERVAL,
@@ -285,8 +290,10 @@ pub(crate) async fn until_stopped<T>(
     work: impl std::future::Future<Output = T>,
 ) -> Option<T> {
     tokio::select! {
-        done = work => Some(done),
+        // A relay that stopped serves nothing more, even work that is ready.
+        biased;
         _ = stopped.wait_for(|stopped| *stopped) => None,
+        done = work => Some(done),
     }
 }
 
