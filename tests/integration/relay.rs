@@ -455,6 +455,27 @@ fn a_session_that_answers_no_ping_ends_and_a_quiet_one_that_does_stays() {
     });
 }
 
+/// One token opens sessions without bound no more: past the bound its oldest session ends
+/// (a device reconnecting after a lost link gets in at once), and other devices are
+/// untouched.
+#[test]
+fn a_device_holds_at_most_its_bound_of_sessions_and_its_oldest_gives_way() {
+    let relay = RelayProcess::start(&["--sessions-per-device", "2"]);
+    let rt = runtime();
+    let (first, _second, _third) = rt.block_on(async {
+        let mut first = raw_session(&relay).await;
+        let second = raw_session(&relay).await;
+        let third = raw_session(&relay).await;
+        (refusal(&mut first).await, second, third)
+    });
+    assert!(
+        first.0.contains("a newer session of this device"),
+        "{first:?}"
+    );
+    assert_eq!(relay.metric("ferry_relay_rejects_total", "replaced"), 1.0);
+    assert_eq!(relay.metric("ferry_relay_connections", ""), 2.0);
+}
+
 #[test]
 fn a_malformed_or_oversize_frame_closes_that_connection_and_the_relay_serves_the_others() {
     let mut cloud = Cloud::over(Via::Relay, "frames", Settings::default());

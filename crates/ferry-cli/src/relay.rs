@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// Connections served at once.
     #[arg(long, default_value_t = 10_000)]
     connections_max: usize,
+    /// Sessions one device (a token's subject) holds at once; past it its oldest ends.
+    #[arg(long, default_value_t = 4)]
+    sessions_per_device: usize,
     /// How often a quiet session is pinged.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     ping_interval: Duration,
@@ -72,6 +75,7 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
     let secret = Secret::from_file(&args.secret_file).map_err(|e| invalid(e.to_string()))?;
     let mut config = RelayConfig::new(secret);
     config.connections_max = args.connections_max;
+    config.sessions_per_device_max = args.sessions_per_device;
     config.poll_interval = args.poll_interval;
     config.ping_interval = args.ping_interval;
     config.idle_timeout = args.idle_timeout;

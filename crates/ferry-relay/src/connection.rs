@@ -168,6 +168,8 @@ pub async fn serve<S: CloudStore>(
     };
     let membership = Membership::join(&shared, member);
     let id = membership.id;
+    let max = config.sessions_per_device_max;
+    let mut seat = shared.seats.take(&grant.name, id, max);
     let device = Device { id, grant, session };
     let now_ms = || (shared.config.clock)();
     let expired = || now_ms() / 1000 >= expires_s;
@@ -189,6 +191,11 @@ pub async fn serve<S: CloudStore>(
                 reject: None,
             }),
             _ = &mut expiry => break Some(Ended::token(crate::TokenError::Expired)),
+            _ = &mut seat.ended => break Some(Ended {
+                reason: format!("a newer session of this device took its place (at most {max})"),
+                code: CloseCode::Policy,
+                reject: Some(Reject::Replaced),
+            }),
             _ = ping.tick() => {
                 if heard.elapsed() >= config.idle_timeout {
                     break Some(Ended::idle(config.idle_timeout));
@@ -237,7 +244,7 @@ pub async fn serve<S: CloudStore>(
             break None;
         }
     };
-    drop(membership);
+    drop((membership, seat));
     if let Some(next) = prefetched {
         next.page.abort();
     }
@@ -613,6 +620,7 @@ mod tests {
             metrics: crate::metrics::Metrics::default(),
             admission: Default::default(),
             sessions: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+            seats: Default::default(),
         };
         let (queue, _drain) = crate::queue::queue(crate::queue::Bounds {
             frames_max: 4,

@@ -19,6 +19,7 @@ mod http;
 mod hub;
 mod metrics;
 mod queue;
+mod seats;
 mod server;
 pub mod store;
 pub mod token;

@@ -45,6 +45,8 @@ pub enum Reject {
     /// A session that answered no ping within the idle timeout (a half-open link), or
     /// did not read what it was sent within the write timeout.
     Idle,
+    /// A session whose place a newer session of the same device took.
+    Replaced,
 }
 
 impl Default for Metrics {
@@ -110,6 +112,7 @@ impl Metrics {
             Reject::Capacity => "capacity",
             Reject::Admission => "admission",
             Reject::Idle => "idle",
+            Reject::Replaced => "replaced",
         };
         self.rejects.get_or_create(&vec![("reason", reason)]).inc();
     }

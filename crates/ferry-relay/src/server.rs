@@ -41,6 +41,8 @@ pub struct RelayConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Connections served at once; past it a connection gets `503`.
     pub connections_max: usize,
+    /// Sessions one device (a token's subject) holds at once; past it its oldest ends.
+    pub sessions_per_device_max: usize,
     /// Frames waiting for one device at most (answers wait; live frames are dropped).
     pub queue_frames_max: usize,
     /// Bytes of live frames waiting for one device at most; past it they are dropped.
@@ -73,6 +75,7 @@ impl RelayConfig {
             secret,
             tls: None,
             connections_max: 10_000,
+            sessions_per_device_max: 4,
             queue_frames_max: 256,
             live_bytes_max: 1024 * 1024,
             // Two frames of the protocol's largest.
@@ -132,6 +135,8 @@ pub struct Shared<S> {
     pub(crate) admission: Arc<Admission>,
     /// Places for authenticated sessions (`RelayConfig::connections_max`).
     pub(crate) sessions: Arc<Semaphore>,
+    /// Sessions per device (`RelayConfig::sessions_per_device_max`).
+    pub(crate) seats: Arc<crate::seats::Seats>,
 }
 
 /// A relay: its store, its configuration and the devices connected to it. [`serve`] runs
@@ -153,6 +158,7 @@ impl<S: CloudStore> Relay<S> {
             metrics: Metrics::default(),
             admission: Arc::default(),
             sessions,
+            seats: Arc::default(),
         });
         Relay {
             shared,
