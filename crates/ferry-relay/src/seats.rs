@@ -11,8 +11,11 @@ use tokio::sync::oneshot;
 /// The sessions of each device, oldest first, each with the handle that ends it.
 #[derive(Default)]
 pub struct Seats {
-    held: Mutex<HashMap<String, VecDeque<(u64, oneshot::Sender<()>)>>>,
+    held: Mutex<HashMap<String, VecDeque<Held>>>,
 }
+
+/// A seated session: its id, and the handle that ends it.
+type Held = (u64, oneshot::Sender<()>);
 
 /// A session's seat, given up when dropped; `ended` resolves when a newer session of the
 /// same device took its place.
