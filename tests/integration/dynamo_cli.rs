@@ -480,6 +480,15 @@ fn while_an_agent_runs_other_commands_go_through_it(via: Via) {
     assert_eq!(code, 0, "{err}");
     let agent = site.agent("b");
     agent.wait_for(|l| l.starts_with("connected"), Duration::from_secs(20));
+    // A command runs with the agent's rights: its socket is its owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let socket = std::fs::metadata(site.db("b").join("agent.sock")).unwrap();
+    assert_eq!(socket.permissions().mode() & 0o777, 0o600);
+    // A client that trickles (never ends its line) holds one place until its deadline and
+    // keeps no one else waiting.
+    let mut trickle =
+        std::os::unix::net::UnixStream::connect(site.db("b").join("agent.sock")).unwrap();
+    std::io::Write::write_all(&mut trickle, b"{\"args\": [").unwrap();
 
     let (code, out, err) = site.run("b", &["create", "Shared", r#"{"id":"during","name":"y"}"#]);
     assert_eq!(

@@ -6,10 +6,15 @@
 //! The client sends its arguments with `-` and `@FILE` arguments already read and paths
 //! made absolute, so the agent reads nothing of the client's; the answer is what the
 //! command printed and its exit status.
+//!
+//! The socket is its owner's alone (mode 0600, set before it appears under its name: the
+//! system checks it at every connect), since a command runs with the agent's rights. A
+//! request is bounded in bytes and in time, and so are the connections served at once.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use clap::Parser;
 use ferry::Db;
@@ -19,8 +24,13 @@ use crate::{Cli, Command, EXIT_INVALID, Failure};
 
 /// The socket's file name in the database directory.
 pub const SOCKET: &str = "agent.sock";
-/// How long the agent waits for a connected client's request.
+/// How long the agent waits for a connected client's whole request (a client that
+/// trickles bytes gets no longer).
 const REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The largest request: a command line with the files its `@FILE` arguments name.
+const REQUEST_BYTES_MAX: u64 = 256 * 1024 * 1024;
+/// Connections served at once; more are told the agent is busy.
+const CONNECTIONS_MAX: usize = 16;
 
 /// One command for the agent.
 #[derive(Serialize, Deserialize)]
@@ -51,19 +61,47 @@ impl Server {
     /// Serves `db` on `dir/agent.sock` (replacing a socket a killed agent left).
     pub fn start(dir: &Path, db: Db) -> Result<Server, Failure> {
         let path = dir.join(SOCKET);
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).map_err(|e| {
+        let failed = |e: std::io::Error| {
             Failure::failed(
                 "AgentError",
                 format!("cannot serve {}: {e}", path.display()),
             )
-        })?;
+        };
+        // Bound under a name no client looks for, made its owner's, then renamed into
+        // place: no client ever meets it open to others.
+        let private = dir.join(format!(".{SOCKET}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&private);
+        let listener = UnixListener::bind(&private).map_err(failed)?;
+        use std::os::unix::fs::PermissionsExt;
+        let owner_only = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(&private, owner_only)
+            .and_then(|()| std::fs::rename(&private, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&private);
+                failed(e)
+            })?;
+        let serving = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         std::thread::Builder::new()
             .name("ferry-agent-socket".into())
             .spawn(move || {
-                for stream in listener.incoming().flatten() {
-                    let db = db.clone();
-                    let _ = std::thread::Builder::new().spawn(move || serve(&db, stream));
+                for mut stream in listener.incoming().flatten() {
+                    let (db, serving) = (db.clone(), serving.clone());
+                    if serving.fetch_add(1, Ordering::AcqRel) >= CONNECTIONS_MAX {
+                        serving.fetch_sub(1, Ordering::AcqRel);
+                        let busy =
+                            "AgentError: the agent serves as many commands as it may: try again\n";
+                        answer(&mut stream, &refusal(busy.into()));
+                        continue;
+                    }
+                    let done = serving.clone();
+                    let spawned = std::thread::Builder::new().spawn(move || {
+                        serve(&db, stream);
+                        done.fetch_sub(1, Ordering::AcqRel);
+                    });
+                    if spawned.is_err() {
+                        // No thread for it: the client sees its connection close.
+                        serving.fetch_sub(1, Ordering::AcqRel);
+                    }
                 }
             })
             .map_err(|e| {
@@ -74,22 +112,59 @@ impl Server {
 }
 
 fn serve(db: &Db, mut stream: UnixStream) {
-    // A client that connects and says nothing does not hold a thread for ever.
-    let _ = stream.set_read_timeout(Some(REQUEST_WAIT));
+    // A client that connects and says nothing, or trickles, does not hold a thread.
+    let deadline = std::time::Instant::now() + REQUEST_WAIT;
+    let reader = Deadline {
+        inner: &stream,
+        deadline,
+    };
     let mut line = String::new();
-    if BufReader::new(&stream).read_line(&mut line).is_err() {
-        return;
-    }
-    let answer = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => run(db, request.args),
-        Err(e) => Answer {
-            exit: EXIT_INVALID,
-            stdout: String::new(),
-            stderr: format!("AgentError: a malformed request: {e}\n"),
+    let read = BufReader::new(reader.take(REQUEST_BYTES_MAX)).read_line(&mut line);
+    let reply = match read {
+        Err(e) => refusal(format!("AgentError: the request did not arrive: {e}\n")),
+        Ok(_) if !line.ends_with('\n') => refusal(format!(
+            "AgentError: a request ends with a newline within {REQUEST_BYTES_MAX} bytes\n"
+        )),
+        Ok(_) => match serde_json::from_str::<Request>(&line) {
+            Ok(request) => run(db, request.args),
+            Err(e) => refusal(format!("AgentError: a malformed request: {e}\n")),
         },
     };
-    if let Ok(text) = serde_json::to_string(&answer) {
+    answer(&mut stream, &reply);
+}
+
+/// An answer that runs nothing: exit status 2 (invalid input) with `stderr`.
+fn refusal(stderr: String) -> Answer {
+    Answer {
+        exit: EXIT_INVALID,
+        stdout: String::new(),
+        stderr,
+    }
+}
+
+fn answer(stream: &mut UnixStream, reply: &Answer) {
+    let _ = stream.set_write_timeout(Some(REQUEST_WAIT));
+    if let Ok(text) = serde_json::to_string(reply) {
         let _ = writeln!(stream, "{text}");
+    }
+}
+
+/// A socket's reader that fails once `deadline` passes, however the bytes trickle in.
+struct Deadline<'s> {
+    inner: &'s UnixStream,
+    deadline: std::time::Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.inner.set_read_timeout(Some(left))?;
+        self.inner.read(buf)
     }
 }
 
