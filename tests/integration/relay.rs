@@ -476,6 +476,32 @@ fn a_device_holds_at_most_its_bound_of_sessions_and_its_oldest_gives_way() {
     assert_eq!(relay.metric("ferry_relay_connections", ""), 2.0);
 }
 
+/// `/metrics` can leave the devices' port for an address only the operator reaches: the
+/// devices' port then answers it 404.
+#[test]
+fn metrics_on_their_own_address_leave_the_devices_port() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_at = free.local_addr().unwrap();
+    drop(free);
+    let relay = RelayProcess::start(&["--metrics-listen", &metrics_at.to_string()]);
+    let get = |port: u16| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    let own = get(metrics_at.port());
+    assert!(
+        own.starts_with("HTTP/1.1 200") && own.contains("ferry_relay_connections"),
+        "{own}"
+    );
+    let devices = get(relay.port);
+    assert!(devices.starts_with("HTTP/1.1 404"), "{devices}");
+}
+
 #[test]
 fn a_malformed_or_oversize_frame_closes_that_connection_and_the_relay_serves_the_others() {
     let mut cloud = Cloud::over(Via::Relay, "frames", Settings::default());

@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// Connections served at once.
     #[arg(long, default_value_t = 10_000)]
     connections_max: usize,
+    /// Serve /metrics on this address instead of the devices' port.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Sessions one device (a token's subject) holds at once; past it its oldest ends.
     #[arg(long, default_value_t = 4)]
     sessions_per_device: usize,
@@ -76,6 +79,18 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
     let mut config = RelayConfig::new(secret);
     config.connections_max = args.connections_max;
     config.sessions_per_device_max = args.sessions_per_device;
+    let metrics_at = match &args.metrics_listen {
+        Some(address) => {
+            let listener = std::net::TcpListener::bind(address).map_err(|e| {
+                Failure::failed("ListenError", format!("cannot listen on {address}: {e}"))
+            })?;
+            let at = (listener.local_addr())
+                .map_err(|e| Failure::failed("ListenError", e.to_string()))?;
+            config.metrics_listener = Some(listener);
+            Some(at)
+        }
+        None => None,
+    };
     config.poll_interval = args.poll_interval;
     config.ping_interval = args.ping_interval;
     config.idle_timeout = args.idle_timeout;
@@ -100,8 +115,11 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
         .local_addr()
         .map_err(|e| Failure::failed("ListenError", e.to_string()))?;
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
-    let announce = || {
-        println!("listening on {address} ({scheme}://{address}, metrics at /metrics)");
+    let announce = || match metrics_at {
+        Some(at) => println!(
+            "listening on {address} ({scheme}://{address}, metrics at http://{at}/metrics)"
+        ),
+        None => println!("listening on {address} ({scheme}://{address}, metrics at /metrics)"),
     };
     let schema = crate::table_schema(cli)?;
     match args.store.split_once(':') {

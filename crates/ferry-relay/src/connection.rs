@@ -621,6 +621,7 @@ mod tests {
             admission: Default::default(),
             sessions: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
             seats: Default::default(),
+            metrics_elsewhere: false,
         };
         let (queue, _drain) = crate::queue::queue(crate::queue::Bounds {
             frames_max: 4,

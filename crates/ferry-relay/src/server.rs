@@ -33,6 +33,9 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Socket for T {}
 /// balancers (60 s and more), and three missed pongs end it.
 const PING_INTERVAL: Duration = Duration::from_secs(30);
 
+/// The content type of `/metrics`.
+const METRICS_KIND: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// How the relay runs.
 pub struct RelayConfig {
     /// Verifies device tokens.
@@ -66,6 +69,9 @@ pub struct RelayConfig {
     pub drain_timeout: Duration,
     /// The wall clock tokens expire by.
     pub clock: crate::Clock,
+    /// Serve `GET /metrics` here, and not on the devices' port (an address only the
+    /// operator's network reaches).
+    pub metrics_listener: Option<std::net::TcpListener>,
 }
 
 impl RelayConfig {
@@ -87,6 +93,7 @@ impl RelayConfig {
             poll_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
             clock: crate::wall_clock(),
+            metrics_listener: None,
         }
     }
 }
@@ -137,6 +144,8 @@ pub struct Shared<S> {
     pub(crate) sessions: Arc<Semaphore>,
     /// Sessions per device (`RelayConfig::sessions_per_device_max`).
     pub(crate) seats: Arc<crate::seats::Seats>,
+    /// `/metrics` has a listener of its own: the devices' port answers 404 to it.
+    pub(crate) metrics_elsewhere: bool,
 }
 
 /// A relay: its store, its configuration and the devices connected to it. [`serve`] runs
@@ -145,11 +154,13 @@ pub struct Shared<S> {
 pub struct Relay<S> {
     shared: Arc<Shared<S>>,
     stop: watch::Sender<bool>,
+    metrics_listener: std::sync::Mutex<Option<std::net::TcpListener>>,
 }
 
 impl<S: CloudStore> Relay<S> {
     /// A relay over `store`, serving no connection yet.
-    pub fn new(store: S, config: RelayConfig) -> Relay<S> {
+    pub fn new(store: S, mut config: RelayConfig) -> Relay<S> {
+        let metrics_listener = config.metrics_listener.take();
         let sessions = Arc::new(Semaphore::new(config.connections_max));
         let shared = Arc::new(Shared {
             store,
@@ -159,10 +170,52 @@ impl<S: CloudStore> Relay<S> {
             admission: Arc::default(),
             sessions,
             seats: Arc::default(),
+            metrics_elsewhere: metrics_listener.is_some(),
         });
         Relay {
             shared,
             stop: watch::channel(false).0,
+            metrics_listener: std::sync::Mutex::new(metrics_listener),
+        }
+    }
+
+    /// Serves `GET /metrics` on `RelayConfig::metrics_listener`, if given, until the relay
+    /// shuts down; [`serve`] runs it.
+    pub fn serve_metrics(&self) -> impl Future<Output = ()> + Send + 'static {
+        let listener = (self.metrics_listener.lock())
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let (shared, mut stopped) = (self.shared.clone(), self.stop.subscribe());
+        async move {
+            let Some(listener) = listener else { return };
+            let listener = match listener
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(listener))
+            {
+                Ok(listener) => listener,
+                Err(e) => return tracing::warn!(error = %e, "cannot serve /metrics"),
+            };
+            let mut answering = JoinSet::new();
+            while let Some(accepted) = until_stopped(&mut stopped, listener.accept()).await {
+                while answering.try_join_next().is_some() {}
+                let Ok((mut tcp, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let shared = shared.clone();
+                answering.spawn(async move {
+                    let head =
+                        tokio::time::timeout(http::HEAD_TIMEOUT, http::read_request(&mut tcp));
+                    let text = "text/plain; charset=utf-8";
+                    let _ = match head.await {
+                        Ok(Ok(Request::Metrics)) => {
+                            let body = shared.metrics.render();
+                            http::respond(&mut tcp, "200 OK", METRICS_KIND, &body).await
+                        }
+                        _ => http::respond(&mut tcp, "404 Not Found", text, "404 Not Found").await,
+                    };
+                });
+            }
         }
     }
 
@@ -225,6 +278,7 @@ pub async fn serve<S: CloudStore>(
     let shared = relay.shared.clone();
     let mut tasks = JoinSet::new();
     tasks.spawn(relay.upkeep());
+    tasks.spawn(relay.serve_metrics());
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -319,10 +373,12 @@ async fn serve_socket<S: CloudStore>(
     };
     let text = "text/plain; charset=utf-8";
     match request {
+        Request::Metrics if shared.metrics_elsewhere => {
+            let _ = http::respond(&mut socket, "404 Not Found", text, "404 Not Found").await;
+        }
         Request::Metrics => {
             let body = shared.metrics.render();
-            let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-            let _ = http::respond(&mut socket, "200 OK", kind, &body).await;
+            let _ = http::respond(&mut socket, "200 OK", METRICS_KIND, &body).await;
         }
         Request::Other(status) => {
             let _ = http::respond(&mut socket, status, text, status).await;
