@@ -705,10 +705,7 @@ mod tests {
     fn purged_tombstones_expire_older_cursors_but_never_a_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let clocks = Clocks::new();
-        let open = || {
-            let store = EmbeddedStore::open(dir.path(), 1_000, Models::unchecked()).unwrap();
-            clocks.on(store)
-        };
+        let open = || clocks.open(dir.path());
         let store = open();
         store
             .write_now(vec![change("a", 10, "*", ChangeOp::Put)], &writer())
@@ -752,10 +749,7 @@ mod tests {
     fn a_wall_clock_stepped_forward_purges_no_tombstone_before_its_lifetime() {
         let dir = tempfile::tempdir().unwrap();
         let clocks = Clocks::new();
-        let open = || {
-            let store = EmbeddedStore::open(dir.path(), 1_000, Models::unchecked()).unwrap();
-            clocks.on(store)
-        };
+        let open = || clocks.open(dir.path());
         let store = open();
         store
             .write_now(vec![change("a", 10, "*", ChangeOp::Put)], &writer())
@@ -793,8 +787,7 @@ mod tests {
     fn the_newest_tombstone_outlives_its_lifetime_until_a_later_write() {
         let dir = tempfile::tempdir().unwrap();
         let clocks = Clocks::new();
-        let store = EmbeddedStore::open(dir.path(), 1_000, Models::unchecked()).unwrap();
-        let store = clocks.on(store);
+        let store = clocks.open(dir.path());
         store
             .write_now(vec![change("a", 10, "*", ChangeOp::Put)], &writer())
             .unwrap();
@@ -921,7 +914,9 @@ mod tests {
             }
         }
 
-        fn on(&self, store: EmbeddedStore) -> EmbeddedStore {
+        /// The store in `dir` (a horizon of one second) on these clocks.
+        fn open(&self, dir: &Path) -> EmbeddedStore {
+            let store = EmbeddedStore::open(dir, 1_000, Models::unchecked()).unwrap();
             let (wall, timer) = (self.wall.clone(), self.timer.clone());
             store.with_clocks(
                 std::sync::Arc::new(move || wall.load(Ordering::SeqCst)),
