@@ -395,10 +395,15 @@ async fn raw_ws(relay: &RelayProcess) -> RawSession {
 
 /// A raw WebSocket to the relay, past the handshake.
 async fn raw_session(relay: &RelayProcess) -> RawSession {
+    raw_session_of(relay, "raw").await
+}
+
+/// A raw WebSocket to the relay as device "raw"'s `replica`, past the handshake.
+async fn raw_session_of(relay: &RelayProcess, replica: &str) -> RawSession {
     let mut ws = raw_ws(relay).await;
     let hello = Frame::Hello {
         token: relay.token("raw", &[]),
-        replica: "raw".into(),
+        replica: replica.into(),
     };
     ws.send(Message::Binary(encode(&hello).into()))
         .await
@@ -440,8 +445,8 @@ fn a_session_that_answers_no_ping_ends_and_a_quiet_one_that_does_stays() {
     let rt = runtime();
     rt.block_on(async {
         // Never reads again, so never pongs.
-        let _gone = raw_session(&relay).await;
-        let mut quiet = raw_session(&relay).await;
+        let _gone = raw_session_of(&relay, "gone").await;
+        let mut quiet = raw_session_of(&relay, "quiet").await;
         // Reads (and so pongs) for 2.5 s, sending nothing.
         let listened = tokio::time::timeout(Duration::from_millis(2_500), async {
             while let Some(Ok(message)) = quiet.next().await {
@@ -455,22 +460,38 @@ fn a_session_that_answers_no_ping_ends_and_a_quiet_one_that_does_stays() {
     });
 }
 
-/// One token opens sessions without bound no more: past the bound its oldest session ends
-/// (a device reconnecting after a lost link gets in at once), and other devices are
-/// untouched.
+/// One token opens sessions without bound no more. A replica holds one session: a new one
+/// replaces it (a device back from a lost link gets in at once). Past the bound across
+/// the token's replicas, a new session is refused and no one is pushed out.
 #[test]
-fn a_device_holds_at_most_its_bound_of_sessions_and_its_oldest_gives_way() {
+fn a_token_holds_one_session_per_replica_and_at_most_its_bound() {
     let relay = RelayProcess::start(&["--sessions-per-device", "2"]);
     let rt = runtime();
-    let (first, _second, _third) = rt.block_on(async {
-        let mut first = raw_session(&relay).await;
-        let second = raw_session(&relay).await;
-        let third = raw_session(&relay).await;
-        (refusal(&mut first).await, second, third)
+    let (replaced, refused, _held) = rt.block_on(async {
+        let mut old = raw_session_of(&relay, "r1").await;
+        let new = raw_session_of(&relay, "r1").await;
+        let replaced = refusal(&mut old).await;
+        let other = raw_session_of(&relay, "r2").await;
+        let mut third = raw_ws(&relay).await;
+        let hello = Frame::Hello {
+            token: relay.token("raw", &[]),
+            replica: "r3".into(),
+        };
+        third
+            .send(Message::Binary(encode(&hello).into()))
+            .await
+            .unwrap();
+        (replaced, refusal(&mut third).await, (new, other))
     });
     assert!(
-        first.0.contains("a newer session of this device"),
-        "{first:?}"
+        replaced
+            .0
+            .contains("a newer session of this device's replica"),
+        "{replaced:?}"
+    );
+    assert!(
+        refused.0.contains("holds 2 sessions already"),
+        "{refused:?}"
     );
     assert_eq!(relay.metric("ferry_relay_rejects_total", "replaced"), 1.0);
     assert_eq!(relay.metric("ferry_relay_connections", ""), 2.0);

@@ -51,8 +51,9 @@ pub struct ServeArgs {
     /// Serve /metrics on this address instead of the devices' port.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
-    /// Sessions one device (a token's subject) holds at once; past it its oldest ends.
-    #[arg(long, default_value_t = 4)]
+    /// Sessions one device (a token's subject) holds at once, one per replica (a new
+    /// session of a replica replaces its old one); past it, new sessions are refused.
+    #[arg(long, default_value_t = 16)]
     sessions_per_device: usize,
     /// How often a quiet session is pinged.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
@@ -92,6 +93,13 @@ pub fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
         None => None,
     };
     config.poll_interval = args.poll_interval;
+    if args.ping_interval.is_zero() || args.idle_timeout <= args.ping_interval {
+        return Err(invalid(format!(
+            "--ping-interval {:?} and --idle-timeout {:?}: the interval must be above zero \
+             and the timeout longer (a quiet device answers a ping per interval)",
+            args.ping_interval, args.idle_timeout
+        )));
+    }
     config.ping_interval = args.ping_interval;
     config.idle_timeout = args.idle_timeout;
     config.write_timeout = args.write_timeout;

@@ -29,6 +29,9 @@ use crate::store::CloudStore;
 
 /// Room a page's frame keeps for everything but its changes.
 const PAGE_FRAME_SLACK: usize = 64 * 1024;
+/// The slowest link a device may take its frames over (a poor cellular one): a frame
+/// gets the write timeout plus its size at this rate.
+const SLOWEST_LINK_BYTES_PER_S: u64 = 16 * 1024;
 /// What a change's answer takes beside its encoding and key: lengths, tags and a version
 /// (about 80 bytes), rounded up.
 const CHANGE_FRAME_OVERHEAD_BYTES: usize = 128;
@@ -125,8 +128,9 @@ pub async fn serve<S: CloudStore>(
     // Authenticated: frames up to the protocol's bound from now on. The protocol has a
     // device send nothing after `Hello` until `Welcome` (docs/relay.md), so no bytes the
     // small stream read ahead are left behind.
+    let liveness = crate::liveness::Liveness::new();
     let mut ws = WebSocketStream::from_raw_socket(
-        ws.into_inner(),
+        liveness.watch(ws.into_inner()),
         Role::Server,
         Some(ferry_protocol::ws_config()),
     )
@@ -161,6 +165,7 @@ pub async fn serve<S: CloudStore>(
         answer_bytes_max: config.answer_bytes_max,
     });
     let writer = tokio::spawn(write_out(sink, queued, config.write_timeout));
+    let replica_name = replica.clone();
     let member = Member {
         scopes: scopes.clone(),
         replica,
@@ -169,7 +174,19 @@ pub async fn serve<S: CloudStore>(
     let membership = Membership::join(&shared, member);
     let id = membership.id;
     let max = config.sessions_per_device_max;
-    let mut seat = shared.seats.take(&grant.name, id, max);
+    let Some(mut seat) = shared.seats.take(&grant.name, &replica_name, id, max) else {
+        let ended = Ended {
+            reason: format!("this token holds {max} sessions already: try again later"),
+            code: CloseCode::Again,
+            reject: Some(Reject::Capacity),
+        };
+        for message in ended.messages(&shared, &peer) {
+            let _ = queue.send(message).await;
+        }
+        drop((membership, queue));
+        let _ = writer.await;
+        return;
+    };
     let device = Device { id, grant, session };
     let now_ms = || (shared.config.clock)();
     let expired = || now_ms() / 1000 >= expires_s;
@@ -179,9 +196,9 @@ pub async fn serve<S: CloudStore>(
     let expiry = tokio::time::sleep(Duration::from_millis(lifetime_ms));
     tokio::pin!(expiry);
     // A quiet session is pinged; one that sends nothing, not even a pong, is gone.
-    let every = config.ping_interval;
+    let every = config.ping_interval.max(Duration::from_millis(10));
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    let mut heard = Instant::now();
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prefetched = None;
     let ended = loop {
         let message = tokio::select! {
@@ -192,12 +209,12 @@ pub async fn serve<S: CloudStore>(
             }),
             _ = &mut expiry => break Some(Ended::token(crate::TokenError::Expired)),
             _ = &mut seat.ended => break Some(Ended {
-                reason: format!("a newer session of this device took its place (at most {max})"),
+                reason: "a newer session of this device's replica took its place".into(),
                 code: CloseCode::Policy,
                 reject: Some(Reject::Replaced),
             }),
             _ = ping.tick() => {
-                if heard.elapsed() >= config.idle_timeout {
+                if liveness.quiet() >= config.idle_timeout {
                     break Some(Ended::idle(config.idle_timeout));
                 }
                 if queue.send(Message::Ping(Bytes::new())).await.is_err() {
@@ -208,7 +225,6 @@ pub async fn serve<S: CloudStore>(
             }
             message = stream.next() => message,
         };
-        heard = Instant::now();
         let bytes = match message {
             Some(Ok(Message::Binary(bytes))) => bytes,
             Some(Ok(Message::Close(_))) | None => break None,
@@ -243,6 +259,8 @@ pub async fn serve<S: CloudStore>(
         if queue.send(binary(&answer)).await.is_err() {
             break None;
         }
+        // The device waited while the relay served it: that was not its silence.
+        liveness.note();
     };
     drop((membership, seat));
     if let Some(next) = prefetched {
@@ -568,6 +586,9 @@ async fn write_out(
 ) {
     while let Some(message) = queued.next().await {
         let closing = matches!(message, Message::Close(_));
+        // A large frame on a slow link takes longer: the timeout grows with its size.
+        let slow_ms = message.len() as u64 * 1000 / SLOWEST_LINK_BYTES_PER_S;
+        let timeout = timeout + Duration::from_millis(slow_ms);
         let sent = tokio::time::timeout(timeout, sink.send(message)).await;
         if !matches!(sent, Ok(Ok(()))) || closing {
             break;

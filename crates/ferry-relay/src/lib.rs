@@ -17,6 +17,7 @@ mod admission;
 mod connection;
 mod http;
 mod hub;
+mod liveness;
 mod metrics;
 mod queue;
 mod seats;

@@ -45,7 +45,7 @@ pub enum Reject {
     /// A session that answered no ping within the idle timeout (a half-open link), or
     /// did not read what it was sent within the write timeout.
     Idle,
-    /// A session whose place a newer session of the same device took.
+    /// A session whose place a newer session of the same replica took.
     Replaced,
 }
 

@@ -1,59 +1,78 @@
-//! Sessions per device: a token holder may not open sessions without bound. Past the
-//! bound, the device's oldest session ends (a reconnecting device must not wait out the
-//! idle timeout of the link it lost), so an honest device always gets in and one token
-//! never holds more than the bound.
+//! Sessions per token subject: a token holder may not open sessions without bound. A
+//! replica (one device's database) holds one session: a new session of it replaces the
+//! old one (a device back from a lost link must not wait out the old link's idle
+//! timeout). Past the bound across the subject's replicas, a new session is refused, so
+//! workers sharing a service token never push each other out.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-/// The sessions of each device, oldest first, each with the handle that ends it.
+/// The sessions of each subject, oldest first.
 #[derive(Default)]
 pub struct Seats {
     held: Mutex<HashMap<String, VecDeque<Held>>>,
 }
 
-/// A seated session: its id, and the handle that ends it.
-type Held = (u64, oneshot::Sender<()>);
+/// A seated session: its replica, its id, and the handle that ends it.
+struct Held {
+    replica: String,
+    id: u64,
+    end: oneshot::Sender<()>,
+}
 
 /// A session's seat, given up when dropped; `ended` resolves when a newer session of the
-/// same device took its place.
+/// same replica took its place.
 pub struct Seat {
     seats: Arc<Seats>,
-    device: String,
+    subject: String,
     id: u64,
     pub ended: oneshot::Receiver<()>,
 }
 
 impl Seats {
-    /// Seats session `id` of `device`, ending its oldest one past `max`.
-    pub fn take(self: &Arc<Self>, device: &str, id: u64, max: usize) -> Seat {
-        let (end, ended) = oneshot::channel();
+    /// Seats session `id` of `replica` under `subject`, replacing that replica's session;
+    /// `None` when the subject holds `max` sessions of other replicas.
+    pub fn take(
+        self: &Arc<Self>,
+        subject: &str,
+        replica: &str,
+        id: u64,
+        max: usize,
+    ) -> Option<Seat> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let sessions = held.entry(device.to_string()).or_default();
-        sessions.push_back((id, end));
-        while sessions.len() > max.max(1) {
-            if let Some((_, end)) = sessions.pop_front() {
-                let _ = end.send(());
+        let sessions = held.entry(subject.to_string()).or_default();
+        if let Some(at) = sessions.iter().position(|h| h.replica == replica) {
+            if let Some(old) = sessions.remove(at) {
+                let _ = old.end.send(());
             }
         }
-        Seat {
+        if sessions.len() >= max.max(1) {
+            if sessions.is_empty() {
+                held.remove(subject);
+            }
+            return None;
+        }
+        let (end, ended) = oneshot::channel();
+        let replica = replica.to_string();
+        sessions.push_back(Held { replica, id, end });
+        Some(Seat {
             seats: self.clone(),
-            device: device.to_string(),
+            subject: subject.to_string(),
             id,
             ended,
-        }
+        })
     }
 }
 
 impl Drop for Seat {
     fn drop(&mut self) {
         let mut held = self.seats.held.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sessions) = held.get_mut(&self.device) {
-            sessions.retain(|(id, _)| *id != self.id);
+        if let Some(sessions) = held.get_mut(&self.subject) {
+            sessions.retain(|h| h.id != self.id);
             if sessions.is_empty() {
-                held.remove(&self.device);
+                held.remove(&self.subject);
             }
         }
     }
@@ -64,21 +83,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn past_the_bound_the_oldest_session_of_that_device_ends() {
+    fn a_replica_holds_one_session_and_a_subject_at_most_its_bound() {
         let seats = Arc::new(Seats::default());
-        let mut first = seats.take("dev", 1, 2);
-        let mut second = seats.take("dev", 2, 2);
-        let mut other = seats.take("other", 3, 2);
-        assert!(first.ended.try_recv().is_err(), "within the bound");
-        let mut third = seats.take("dev", 4, 2);
-        assert!(first.ended.try_recv().is_ok(), "the oldest ends");
-        assert!(second.ended.try_recv().is_err());
-        assert!(third.ended.try_recv().is_err());
+        let mut first = seats.take("dev", "r1", 1, 2).unwrap();
+        let mut again = seats.take("dev", "r1", 2, 2).unwrap();
         assert!(
-            other.ended.try_recv().is_err(),
-            "another device is untouched"
+            first.ended.try_recv().is_ok(),
+            "the replica's new session replaces it"
         );
-        drop((first, second, third, other));
+        let mut other = seats.take("dev", "r2", 3, 2).unwrap();
+        assert!(
+            seats.take("dev", "r3", 4, 2).is_none(),
+            "past the bound: refused"
+        );
+        assert!(again.ended.try_recv().is_err(), "no one else is pushed out");
+        assert!(other.ended.try_recv().is_err());
+        let elsewhere = seats.take("another", "r1", 5, 2);
+        assert!(elsewhere.is_some(), "another subject is untouched");
+        drop((first, again, other, elsewhere));
         assert!(
             seats.held.lock().unwrap().is_empty(),
             "seats are given back"

@@ -44,7 +44,8 @@ pub struct RelayConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Connections served at once; past it a connection gets `503`.
     pub connections_max: usize,
-    /// Sessions one device (a token's subject) holds at once; past it its oldest ends.
+    /// Sessions one token subject holds at once, one per replica (a new session of a
+    /// replica replaces its old one); past it, new sessions are refused.
     pub sessions_per_device_max: usize,
     /// Frames waiting for one device at most (answers wait; live frames are dropped).
     pub queue_frames_max: usize,
@@ -81,7 +82,7 @@ impl RelayConfig {
             secret,
             tls: None,
             connections_max: 10_000,
-            sessions_per_device_max: 4,
+            sessions_per_device_max: 16,
             queue_frames_max: 256,
             live_bytes_max: 1024 * 1024,
             // Two frames of the protocol's largest.
