@@ -43,10 +43,9 @@ impl Seats {
     ) -> Option<Seat> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let sessions = held.entry(subject.to_string()).or_default();
-        if let Some(at) = sessions.iter().position(|h| h.replica == replica) {
-            if let Some(old) = sessions.remove(at) {
-                let _ = old.end.send(());
-            }
+        let same = sessions.iter().position(|h| h.replica == replica);
+        if let Some(old) = same.and_then(|at| sessions.remove(at)) {
+            let _ = old.end.send(());
         }
         if sessions.len() >= max.max(1) {
             if sessions.is_empty() {
