@@ -332,6 +332,15 @@ impl Cloud {
     }
 
     /// A cloud of `schema` whose table is not created yet.
+    /// Devices syncing through a relay process started with `extra` arguments.
+    pub fn over_relay(test: &str, extra: &[&str]) -> Cloud {
+        Cloud {
+            relay: Some(RelayProcess::start(extra)),
+            via: Via::Relay,
+            ..Cloud::bare(test, schema(SCHEMA))
+        }
+    }
+
     fn bare(test: &str, schema: Schema) -> Cloud {
         let rt = runtime();
         let dynamo = rt.block_on(Dynamo::connect(&endpoint()));

@@ -18,6 +18,7 @@ macro_rules! over_both_transports {
     };
 }
 
+mod attacks;
 mod cli;
 mod contract;
 mod crash;
