@@ -39,6 +39,10 @@ commands:
                  decode, zero-copy scope checks)
   bench relay    the relay on loopback (embedded store): uploads vs the in-memory cloud and the
                  store's ceiling, catch-up, fan-out latency, bytes per change. --items N (100000)
+  bench soak     200 devices upload through one relay for two minutes while attackers hold
+                 silent connections and send hostile frames, forged tokens and half-open
+                 sessions: changes landed, push latency, relay CPU, peak memory.
+                 options: --devices N (200), --seconds N (120)
   bench dynamo   uploads to DynamoDB Local (started here): Ferry vs a naive PutItem loop vs
                  the server's ceiling; catch-up; WCU per change. options: --items N (10000)";
 

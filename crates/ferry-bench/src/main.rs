@@ -12,6 +12,7 @@ mod ferry_side;
 mod format_side;
 mod frames_side;
 mod relay_side;
+mod soak_side;
 mod sqlite_side;
 mod sync_side;
 
@@ -68,6 +69,20 @@ fn main() -> Result<()> {
             let sizes = parse_sizes(&args, &[100_000])?;
             sizes.iter().try_for_each(|&n| relay_side::run(n))
         }
+        Some("soak") => {
+            let number = |flag: &str, default: u64| -> Result<u64> {
+                match args.iter().position(|a| a == flag) {
+                    Some(at) => (args.get(at + 1))
+                        .and_then(|n| n.parse().ok())
+                        .with_context(|| format!("{flag} takes a number")),
+                    None => Ok(default),
+                }
+            };
+            soak_side::run(
+                number("--devices", 200)? as usize,
+                number("--seconds", 120)?,
+            )
+        }
         Some("dynamo") => {
             let sizes = parse_sizes(&args, &[10_000])?;
             sizes.iter().try_for_each(|&n| dynamo_side::run(n as usize))
@@ -86,7 +101,7 @@ fn main() -> Result<()> {
         }
         Some(other) => {
             bail!(
-                "unknown benchmark '{other}': try `local`, `scale`, `sync`, `format`, `cli`, `dynamo`, `frames` or `relay`"
+                "unknown benchmark '{other}': try `local`, `scale`, `sync`, `format`, `cli`, `dynamo`, `frames`, `relay` or `soak`"
             )
         }
     }
