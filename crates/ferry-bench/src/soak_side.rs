@@ -137,11 +137,14 @@ pub fn run(devices: usize, seconds: u64) -> Result<()> {
         peak_rss_kib()? / 1024
     );
     println!("| attacks sent | {attacked} |");
-    for line in metrics
+    // `ferry_relay_rejects_total{reason="idle"} 50`: the reason and the count.
+    let rejects = metrics
         .lines()
-        .filter(|l| l.starts_with("ferry_relay_rejects_total"))
-    {
-        println!("| {} | |", line.replace('|', "/"));
+        .filter(|l| l.starts_with("ferry_relay_rejects_total"));
+    for line in rejects {
+        let reason = line.split('"').nth(1).unwrap_or("?");
+        let count = line.rsplit(' ').next().unwrap_or("?");
+        println!("| attacks the relay refused as `{reason}` | {count} |");
     }
     Ok(())
 }
@@ -160,7 +163,18 @@ impl Device {
         let replica = ReplicaId::from_random(n as u128 + 1);
         let token = secret.sign(&name, Default::default(), 3_600)?;
         let url = format!("ws://{relay}");
-        let transport = WsTransport::new(&url, &token, replica.as_str())?;
+        // Each device from an address of its own, as a fleet's are (the relay bounds the
+        // connections not yet authenticated per address).
+        let source: std::net::IpAddr = format!("127.0.1.{}", n % 250 + 1).parse()?;
+        let dialer: ferry::ws::Dialer = Arc::new(move || {
+            Box::pin(async move {
+                let socket = TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::new(source, 0))?;
+                let tcp = socket.connect(relay).await?;
+                Ok(Box::new(tcp) as Box<dyn ferry::ws::Socket>)
+            })
+        });
+        let transport = WsTransport::new(&url, &token, replica.as_str())?.with_dialer(dialer);
         Ok(Device {
             name,
             replica,
@@ -171,7 +185,14 @@ impl Device {
 
     /// Pushes a batch every [`PAUSE`] until `deadline`; the latency of each push.
     async fn upload_until(mut self, deadline: Instant) -> Result<(Device, Vec<Duration>)> {
-        self.transport.connect().await.context("connecting")?;
+        // Connect as the engine would, again after a refusal (the relay under attack may
+        // evict a pending connection).
+        let mut attempts = 0;
+        while let Err(e) = self.transport.connect().await {
+            attempts += 1;
+            ensure!(attempts < 20, "{}: cannot connect: {e}", self.name);
+            tokio::time::sleep(Duration::from_millis(100 * attempts)).await;
+        }
         let mut latencies = Vec::new();
         let mut seq = 0;
         while Instant::now() < deadline {
