@@ -31,9 +31,11 @@ use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Calls waiting for the connection's task at most.
 const CALLS_QUEUED_MAX: usize = 64;
-/// Batches of live changes waiting for the driver at most; past it a batch is dropped
-/// (live changes are an early copy: the pulls bring everything).
+/// Batches of live changes waiting for the driver at most, and their frames' bytes; past
+/// either a batch is dropped (live changes are an early copy: the pulls bring everything),
+/// so a relay that floods a device holds little of its memory.
 const LIVE_QUEUED_MAX: usize = 64;
+const LIVE_QUEUED_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// Why a relay address or certificate cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,10 +71,15 @@ pub struct WsTransport {
     replica: String,
     next_id: AtomicU64,
     connection: Mutex<Option<Connection>>,
-    live_tx: mpsc::Sender<Vec<Change>>,
-    live_rx: tokio::sync::Mutex<mpsc::Receiver<Vec<Change>>>,
+    live_tx: mpsc::Sender<Live>,
+    live_rx: tokio::sync::Mutex<mpsc::Receiver<Live>>,
+    /// The frame bytes of the live batches waiting.
+    live_bytes: Arc<std::sync::atomic::AtomicUsize>,
     dialer: Option<Dialer>,
 }
+
+/// A batch of live changes and the bytes of the frame it came in.
+type Live = (Vec<Change>, usize);
 
 /// Opens the byte stream a connection runs over, in place of TCP to the URL's host: a
 /// proxy, a UNIX socket, an in-memory pipe to a relay in the same process.
@@ -142,6 +149,7 @@ impl WsTransport {
             connection: Mutex::new(None),
             live_tx,
             live_rx: tokio::sync::Mutex::new(live_rx),
+            live_bytes: Arc::default(),
             dialer: None,
         })
     }
@@ -287,7 +295,11 @@ impl Transport for WsTransport {
             .map_err(|_| TransportError::Timeout(CONNECT_TIMEOUT.as_millis() as u64))??;
         let (calls, queued) = mpsc::channel(CALLS_QUEUED_MAX);
         let closed = Arc::new(Mutex::new(None));
-        tokio::spawn(run(ws, queued, self.live_tx.clone(), closed.clone()));
+        let live = LiveQueue {
+            batches: self.live_tx.clone(),
+            bytes: self.live_bytes.clone(),
+        };
+        tokio::spawn(run(ws, queued, live, closed.clone()));
         *self.connection.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(Connection { calls, closed });
         Ok(session)
@@ -330,7 +342,9 @@ impl Transport for WsTransport {
         // The transport holds a sender, so the queue never ends: while disconnected, this
         // waits (the driver must not spin on a closed stream).
         let mut live = self.live_rx.lock().await;
-        Ok(live.recv().await.unwrap_or_default())
+        let (changes, bytes) = live.recv().await.unwrap_or_default();
+        self.live_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        Ok(changes)
     }
 }
 
@@ -347,10 +361,27 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Socket for T {}
 
 /// The connection's task: sends calls, routes answers by id and live frames to the
 /// driver, until the socket fails, the relay closes or the transport drops the handle.
+/// Where the connection's task leaves live batches for the driver.
+struct LiveQueue {
+    batches: mpsc::Sender<Live>,
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LiveQueue {
+    /// Leaves `changes` (from a frame of `bytes`) unless the queue is full.
+    fn offer(&self, changes: Vec<Change>, bytes: usize) {
+        let held = self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        if held + bytes > LIVE_QUEUED_BYTES_MAX || self.batches.try_send((changes, bytes)).is_err()
+        {
+            self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        }
+    }
+}
+
 async fn run(
     mut ws: WebSocketStream<Box<dyn Socket>>,
     mut calls: mpsc::Receiver<Call>,
-    live: mpsc::Sender<Vec<Change>>,
+    live: LiveQueue,
     closed: Arc<Mutex<Option<String>>>,
 ) {
     let mut waiting: HashMap<u64, oneshot::Sender<Frame>> = HashMap::new();
@@ -377,9 +408,7 @@ async fn run(
                     None => break "the relay closed it".to_string(),
                 };
                 match decode(&bytes) {
-                    Ok(Frame::Live { changes }) => {
-                        let _ = live.try_send(changes);
-                    }
+                    Ok(Frame::Live { changes }) => live.offer(changes, bytes.len()),
                     Ok(Frame::Refused { reason, .. }) => break reason,
                     Ok(answer) => {
                         let id = answer.call_id();
@@ -419,6 +448,30 @@ fn tls_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A relay that floods a device with live frames holds at most the byte bound of its
+    /// memory: past it, batches are dropped (the pulls bring them), and taking one frees
+    /// its room.
+    #[test]
+    fn live_batches_past_the_byte_bound_are_dropped() {
+        let (batches, mut waiting) = mpsc::channel(LIVE_QUEUED_MAX);
+        let live = LiveQueue {
+            batches,
+            bytes: Arc::default(),
+        };
+        let frame = LIVE_QUEUED_BYTES_MAX / 2;
+        live.offer(Vec::new(), frame);
+        live.offer(Vec::new(), frame);
+        live.offer(Vec::new(), frame);
+        assert_eq!(live.bytes.load(Ordering::Acquire), 2 * frame);
+        let (_, taken) = waiting.try_recv().unwrap();
+        live.bytes.fetch_sub(taken, Ordering::AcqRel);
+        live.offer(Vec::new(), frame);
+        assert_eq!(
+            (waiting.len(), live.bytes.load(Ordering::Acquire)),
+            (2, 2 * frame)
+        );
+    }
 
     #[test]
     fn a_relay_address_that_cannot_work_is_refused_by_name() {

@@ -67,6 +67,9 @@ const ROW_BYTES_MAX: usize = 3 * ITEM_BYTES_MAX + 64 * 1024;
 const CHANGES_PER_CALL: usize = 1000;
 /// Bytes per push: well inside a frame.
 const PUSH_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Bytes of changes a page reads at most: a frame's worth (the connection then cuts it to
+/// fit one, counting keys and versions too).
+const PAGE_BYTES_MAX: usize = ferry_protocol::FRAME_BYTES_MAX;
 /// Tombstones purged per upkeep round.
 const PURGE_BATCH: usize = 1000;
 
@@ -261,14 +264,20 @@ impl EmbeddedStore {
         };
         let limit = limit.max(1);
         let mut changes = Vec::with_capacity(limit.min(CHANGES_PER_CALL));
-        let mut more = false;
+        let (mut more, mut bytes) = (false, 0);
         let rows = self.store.rows(&query).map_err(StoreFailure::from)?;
         for row in rows {
             let row = row.and_then(|row| row.item()).map_err(StoreFailure::from)?;
-            if changes.len() == limit {
+            // A page holds what one frame can carry: no more is read, however large the
+            // rows (every row has its own stamp, so the cut keeps stamps whole).
+            if changes.len() == limit || bytes > PAGE_BYTES_MAX {
                 more = true;
                 break;
             }
+            bytes += match row.get("c") {
+                Some(Value::B(change)) => change.len(),
+                _ => 0,
+            };
             let seq = match row.get("q") {
                 Some(Value::B(bytes)) => seq_of(bytes),
                 _ => None,
@@ -897,6 +906,31 @@ mod tests {
         assert!(
             read.as_ref().is_err() || read.as_ref().is_ok_and(|p| p.changes.len() == 1),
             "b, which may be lost, is not shown: {read:?}"
+        );
+    }
+
+    /// A page reads no more rows than a frame can carry, however large they are: a
+    /// scope of 1000 rows of 400 KiB each would otherwise load 400 MB for each pull.
+    #[test]
+    fn a_page_of_large_rows_reads_about_a_frame_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), 60_000, Models::unchecked()).unwrap();
+        for n in 0..40u64 {
+            let mut large = change(&format!("k{n:02}"), 10 + n, "*", ChangeOp::Put);
+            if let Some(item) = &mut large.item {
+                item.insert("blob".into(), Value::B(vec![n as u8; 300 * 1024]));
+            }
+            store.write_now(vec![large], &writer()).unwrap();
+        }
+        let page = store
+            .read_now("*", PullFrom::Since(Hlc::ZERO), 1000)
+            .unwrap();
+        assert!(page.more, "the rest on the next page");
+        let bytes = 300 * 1024 * page.changes.len();
+        assert!(
+            (PAGE_BYTES_MAX..PAGE_BYTES_MAX + 400 * 1024).contains(&bytes),
+            "{} rows read",
+            page.changes.len()
         );
     }
 
