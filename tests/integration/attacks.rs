@@ -104,7 +104,7 @@ impl Siege {
         let held = self.rt.block_on(attack(port));
         self.honest_round(name);
         let rss = rss_kib(self.relay().pid());
-        eprintln!("{name}: the relay holds {rss} KiB");
+        eprintln!("{name}: the relay's peak so far is {rss} KiB");
         drop(held);
         assert!(
             rss <= RELAY_RSS_BOUND_KIB,
@@ -118,10 +118,11 @@ impl Siege {
     }
 }
 
-/// The resident memory of process `pid`, in KiB.
+/// The peak resident memory of process `pid` so far, in KiB (the peak: an attack's
+/// memory may be freed by the time it is measured).
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
@@ -236,7 +237,14 @@ fn the_relay_withstands_each_attack_while_honest_devices_sync() {
         let _ = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
     });
 
-    // A token holder: more sessions than its bound, and one replica's session twice.
+    // A token holder: one replica's session twice (the newer replaces it), then more
+    // sessions than its bound (refused).
+    siege.withstand("a replica's session opened twice", "replaced", |_| async {
+        let mut first = hello(port, &token, "twice").await;
+        let second = hello(port, &token, "twice").await;
+        drain(&mut first).await;
+        second
+    });
     siege.withstand("sessions past a token's bound", "capacity", |_| async {
         let mut held = Vec::new();
         for n in 0..8 {
@@ -261,6 +269,13 @@ fn the_relay_withstands_each_attack_while_honest_devices_sync() {
         tokio::time::sleep(Duration::from_millis(2_000)).await;
         gone
     });
+    // The attackers' sessions end as the relay notices them gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while siege.relay().metric("ferry_relay_connections", "") > 2.0
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(
         siege.relay().metric("ferry_relay_connections", ""),
         2.0,

@@ -89,7 +89,8 @@ pub fn run(devices: usize, seconds: u64) -> Result<()> {
         landed.push(device);
     }
     let elapsed = started.elapsed();
-    let cpu_ms = relay_cpu_ms()? - cpu_before;
+    // Threads that ended took their time with them: a floor, not the whole.
+    let cpu_ms = relay_cpu_ms()?.saturating_sub(cpu_before);
     stop.store(true, Ordering::Relaxed);
     let attacked = devices_rt.block_on(attacks)?;
     // Every acknowledged change is in its device's scope.
@@ -262,7 +263,7 @@ impl Device {
 async fn attack(relay: SocketAddr, secret: Secret, stop: Arc<AtomicBool>) -> u64 {
     let sent = Arc::new(AtomicU64::new(0));
     let mut silent = std::collections::VecDeque::new();
-    let mut half_open = Vec::new();
+    let mut half_open = std::collections::VecDeque::new();
     let mut round = 0u64;
     while !stop.load(Ordering::Relaxed) {
         round += 1;
@@ -280,7 +281,9 @@ async fn attack(relay: SocketAddr, secret: Secret, stop: Arc<AtomicBool>) -> u64
         let noise: Vec<u8> = (0..4096u64)
             .map(|n| (n.wrapping_mul(round | 1) >> 3) as u8)
             .collect();
-        first_frame(relay, noise).await;
+        if first_frame(relay, noise).await {
+            sent.fetch_add(1, Ordering::Relaxed);
+        }
         let forged = Secret::new(vec![7; 32])
             .ok()
             .and_then(|s| s.sign("d0", Default::default(), 60).ok());
@@ -290,22 +293,26 @@ async fn attack(relay: SocketAddr, secret: Secret, stop: Arc<AtomicBool>) -> u64
                 replica: replica.into(),
             })
         };
-        first_frame(relay, hello(forged.unwrap_or_default(), "forger")).await;
+        if first_frame(relay, hello(forged.unwrap_or_default(), "forger")).await {
+            sent.fetch_add(1, Ordering::Relaxed);
+        }
         if round.is_multiple_of(20) {
             // A session that never reads: it answers no ping.
             let token = secret
                 .sign("mallory", Default::default(), 3_600)
                 .unwrap_or_default();
-            if let Some(ws) = open_ws(relay).await {
-                let mut ws = ws;
+            if let Some(mut ws) = open_ws(relay).await {
                 let _ = ws
                     .send(Message::Binary(hello(token, &format!("m{round}")).into()))
                     .await;
-                half_open.push(ws);
-                half_open.truncate(50);
+                half_open.push_back(ws);
+                // The newest stay: the relay ended the oldest already.
+                if half_open.len() > 50 {
+                    half_open.pop_front();
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
             }
         }
-        sent.fetch_add(2, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     sent.load(Ordering::Relaxed)
@@ -328,14 +335,16 @@ async fn open_ws(
     Some(ws)
 }
 
-/// Sends `bytes` as a first frame and reads until the relay closes.
-async fn first_frame(relay: SocketAddr, bytes: Vec<u8>) {
+/// Sends `bytes` as a first frame and reads until the relay closes; false when no
+/// connection opened.
+async fn first_frame(relay: SocketAddr, bytes: Vec<u8>) -> bool {
     let Some(mut ws) = open_ws(relay).await else {
-        return;
+        return false;
     };
     let _ = ws.send(Message::Binary(bytes.into())).await;
     let read = async { while let Some(Ok(_)) = ws.next().await {} };
     let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+    true
 }
 
 /// The relay's `/metrics`.

@@ -359,8 +359,6 @@ fn unexpected(frame: &Frame) -> TransportError {
 pub trait Socket: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Socket for T {}
 
-/// The connection's task: sends calls, routes answers by id and live frames to the
-/// driver, until the socket fails, the relay closes or the transport drops the handle.
 /// Where the connection's task leaves live batches for the driver.
 struct LiveQueue {
     batches: mpsc::Sender<Live>,
@@ -378,6 +376,8 @@ impl LiveQueue {
     }
 }
 
+/// The connection's task: sends calls, routes answers by id and live frames to the
+/// driver, until the socket fails, the relay closes or the transport drops the handle.
 async fn run(
     mut ws: WebSocketStream<Box<dyn Socket>>,
     mut calls: mpsc::Receiver<Call>,
@@ -449,27 +449,42 @@ fn tls_config(
 mod tests {
     use super::*;
 
-    /// A relay that floods a device with live frames holds at most the byte bound of its
-    /// memory: past it, batches are dropped (the pulls bring them), and taking one frees
-    /// its room.
+    /// A relay that floods a device with live frames holds at most the bounds of its
+    /// memory: past 16 MiB of frames, or 64 batches, batches are dropped (the pulls bring
+    /// them), and the driver taking one frees its room.
     #[test]
-    fn live_batches_past_the_byte_bound_are_dropped() {
-        let (batches, mut waiting) = mpsc::channel(LIVE_QUEUED_MAX);
+    fn live_batches_past_the_bounds_are_dropped() {
+        let transport = WsTransport::new("ws://relay:1", "t", "r").unwrap();
         let live = LiveQueue {
-            batches,
-            bytes: Arc::default(),
+            batches: transport.live_tx.clone(),
+            bytes: transport.live_bytes.clone(),
         };
         let frame = LIVE_QUEUED_BYTES_MAX / 2;
-        live.offer(Vec::new(), frame);
-        live.offer(Vec::new(), frame);
-        live.offer(Vec::new(), frame);
-        assert_eq!(live.bytes.load(Ordering::Acquire), 2 * frame);
-        let (_, taken) = waiting.try_recv().unwrap();
-        live.bytes.fetch_sub(taken, Ordering::AcqRel);
-        live.offer(Vec::new(), frame);
+        for _ in 0..3 {
+            live.offer(Vec::new(), frame);
+        }
         assert_eq!(
-            (waiting.len(), live.bytes.load(Ordering::Acquire)),
-            (2, 2 * frame)
+            live.bytes.load(Ordering::Acquire),
+            2 * frame,
+            "past the bytes"
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(transport.live()).unwrap();
+        assert_eq!(
+            live.bytes.load(Ordering::Acquire),
+            frame,
+            "taken: room again"
+        );
+        runtime.block_on(transport.live()).unwrap();
+        for _ in 0..LIVE_QUEUED_MAX + 5 {
+            live.offer(Vec::new(), 1);
+        }
+        assert_eq!(
+            live.bytes.load(Ordering::Acquire),
+            LIVE_QUEUED_MAX,
+            "past the batches, nothing counted"
         );
     }
 

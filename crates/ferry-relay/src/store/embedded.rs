@@ -67,9 +67,9 @@ const ROW_BYTES_MAX: usize = 3 * ITEM_BYTES_MAX + 64 * 1024;
 const CHANGES_PER_CALL: usize = 1000;
 /// Bytes per push: well inside a frame.
 const PUSH_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// Bytes of changes a page reads at most: a frame's worth (the connection then cuts it to
-/// fit one, counting keys and versions too).
-const PAGE_BYTES_MAX: usize = ferry_protocol::FRAME_BYTES_MAX;
+/// Bytes of changes a page reads at most: a frame's worth less the room the frame keeps
+/// for the rest (the connection then cuts it to fit, counting keys and versions too).
+const PAGE_BYTES_MAX: usize = ferry_protocol::FRAME_BYTES_MAX - 64 * 1024;
 /// Tombstones purged per upkeep round.
 const PURGE_BATCH: usize = 1000;
 
@@ -268,16 +268,18 @@ impl EmbeddedStore {
         let rows = self.store.rows(&query).map_err(StoreFailure::from)?;
         for row in rows {
             let row = row.and_then(|row| row.item()).map_err(StoreFailure::from)?;
-            // A page holds what one frame can carry: no more is read, however large the
-            // rows (every row has its own stamp, so the cut keeps stamps whole).
-            if changes.len() == limit || bytes > PAGE_BYTES_MAX {
-                more = true;
-                break;
-            }
-            bytes += match row.get("c") {
+            // A page holds what one frame can carry: no row past it is read, however large
+            // the rows (every row has its own stamp, so the cut keeps stamps whole; the
+            // first row always goes, so a pull moves on).
+            let size = match row.get("c") {
                 Some(Value::B(change)) => change.len(),
                 _ => 0,
             };
+            if changes.len() == limit || (!changes.is_empty() && bytes + size > PAGE_BYTES_MAX) {
+                more = true;
+                break;
+            }
+            bytes += size;
             let seq = match row.get("q") {
                 Some(Value::B(bytes)) => seq_of(bytes),
                 _ => None,
@@ -928,10 +930,22 @@ mod tests {
         assert!(page.more, "the rest on the next page");
         let bytes = 300 * 1024 * page.changes.len();
         assert!(
-            (PAGE_BYTES_MAX..PAGE_BYTES_MAX + 400 * 1024).contains(&bytes),
+            (PAGE_BYTES_MAX - 400 * 1024..=PAGE_BYTES_MAX).contains(&bytes),
             "{} rows read",
             page.changes.len()
         );
+        // Paged on, every row comes once.
+        let (mut seen, mut from) = (Vec::new(), PullFrom::Since(Hlc::ZERO));
+        loop {
+            let page = store.read_now("*", from, 1000).unwrap();
+            seen.extend(page.changes.iter().map(|(_, c)| c.key.clone()));
+            match (page.more, page.changes.last()) {
+                (true, Some((seq, _))) => from = PullFrom::Since(*seq),
+                _ => break,
+            }
+        }
+        let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
+        assert_eq!((seen.len(), distinct.len()), (40, 40));
     }
 
     /// A wall clock and a monotonic clock a test moves.
