@@ -525,6 +525,16 @@ fn while_an_agent_runs_other_commands_go_through_it(via: Via) {
     assert_eq!(count_items(&site, "b", "Shared"), 3);
     let (code, _, err) = site.run("b", &["agent"]);
     assert_eq!(code, 2, "one agent per database: {err}");
+    // It serves 16 commands at once: with the trickling client and 15 more silent ones,
+    // the next is told it is busy (and not queued for good).
+    let silent: Vec<_> = (0..15)
+        .map(|_| std::os::unix::net::UnixStream::connect(site.db("b").join("agent.sock")).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, _, err) = site.run("b", &["status"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("serves as many commands as it may"), "{err}");
+    drop((silent, trickle));
     assert_eq!(agent.terminate(), 0);
 
     // The agent's writes reached the cloud; a fresh device sees them.

@@ -91,6 +91,7 @@ impl Server {
                         let busy =
                             "AgentError: the agent serves as many commands as it may: try again\n";
                         answer(&mut stream, &refusal(busy.into()));
+                        discard_request(&stream);
                         continue;
                     }
                     let done = serving.clone();
@@ -131,6 +132,15 @@ fn serve(db: &Db, mut stream: UnixStream) {
         },
     };
     answer(&mut stream, &reply);
+}
+
+/// Reads a little of a request that will not be served, briefly, before the socket
+/// closes: closing with it unread would reset the connection before the client reads the
+/// answer.
+fn discard_request(stream: &UnixStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+    let _ = std::io::copy(&mut stream.take(64 * 1024), &mut std::io::sink());
 }
 
 /// An answer that runs nothing: exit status 2 (invalid input) with `stderr`.

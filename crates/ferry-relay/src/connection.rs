@@ -29,9 +29,6 @@ use crate::store::CloudStore;
 
 /// Room a page's frame keeps for everything but its changes.
 const PAGE_FRAME_SLACK: usize = 64 * 1024;
-/// The slowest link a device may take its frames over (a poor cellular one): a frame
-/// gets the write timeout plus its size at this rate.
-const SLOWEST_LINK_BYTES_PER_S: u64 = 16 * 1024;
 /// What a change's answer takes beside its encoding and key: lengths, tags and a version
 /// (about 80 bytes), rounded up.
 const CHANGE_FRAME_OVERHEAD_BYTES: usize = 128;
@@ -164,7 +161,11 @@ pub async fn serve<S: CloudStore>(
         live_bytes_max: config.live_bytes_max,
         answer_bytes_max: config.answer_bytes_max,
     });
-    let writer = tokio::spawn(write_out(sink, queued, config.write_timeout));
+    let pace = Pace {
+        timeout: config.write_timeout,
+        slowest_bytes_per_s: config.slowest_link_bytes_per_s,
+    };
+    let writer = tokio::spawn(write_out(sink, queued, pace));
     let replica_name = replica.clone();
     let member = Member {
         scopes: scopes.clone(),
@@ -576,25 +577,37 @@ fn change_bytes(change: &Change, scratch: &mut Vec<u8>) -> usize {
     scratch.len() + 2 * key + CHANGE_FRAME_OVERHEAD_BYTES
 }
 
-/// Sends queued frames in order until the queue closes, then closes the socket. A frame
-/// the device does not take within `timeout` (it stopped reading, or its link is gone)
-/// ends the connection.
-async fn write_out(
-    mut sink: futures_util::stream::SplitSink<WebSocketStream<Box<dyn Socket>>, Message>,
-    mut queued: crate::queue::Drain,
+/// How long a device may take a frame: `timeout`, plus the frame's size at the slowest
+/// link's rate (a large frame on a poor cellular link takes longer).
+#[derive(Debug, Clone, Copy)]
+struct Pace {
     timeout: Duration,
-) {
+    slowest_bytes_per_s: u64,
+}
+
+impl Pace {
+    fn for_bytes(self, bytes: usize) -> Duration {
+        let slow_ms = (bytes as u64).saturating_mul(1000) / self.slowest_bytes_per_s.max(1);
+        self.timeout + Duration::from_millis(slow_ms)
+    }
+}
+
+/// Sends queued frames in order until the queue closes, then closes the socket. A frame
+/// the device does not take at `pace` (it stopped reading, or its link is gone) ends the
+/// connection.
+async fn write_out<W>(mut sink: W, mut queued: crate::queue::Drain, pace: Pace)
+where
+    W: futures_util::Sink<Message> + Unpin,
+{
     while let Some(message) = queued.next().await {
         let closing = matches!(message, Message::Close(_));
-        // A large frame on a slow link takes longer: the timeout grows with its size.
-        let slow_ms = message.len() as u64 * 1000 / SLOWEST_LINK_BYTES_PER_S;
-        let timeout = timeout + Duration::from_millis(slow_ms);
+        let timeout = pace.for_bytes(message.len());
         let sent = tokio::time::timeout(timeout, sink.send(message)).await;
         if !matches!(sent, Ok(Ok(()))) || closing {
             break;
         }
     }
-    let _ = tokio::time::timeout(timeout, sink.close()).await;
+    let _ = tokio::time::timeout(pace.timeout, sink.close()).await;
 }
 
 /// Ends a connection that never got past the handshake with `messages`.
@@ -630,6 +643,44 @@ fn binary(frame: &Frame) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A device that stops reading (or whose link is gone) holds its connection for the
+    /// write timeout, not for good: the writer gives up on the frame it cannot deliver.
+    #[test]
+    fn a_frame_the_device_does_not_take_ends_the_writer_at_its_pace() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (_device, relay) = tokio::io::duplex(64 * 1024);
+            let relay: Box<dyn Socket> = Box::new(relay);
+            let ws = WebSocketStream::from_raw_socket(relay, Role::Server, None).await;
+            let (sink, _stream) = ws.split();
+            let (queue, queued) = crate::queue::queue(crate::queue::Bounds {
+                frames_max: 4,
+                live_bytes_max: 1024,
+                answer_bytes_max: 4 * 1024 * 1024,
+            });
+            // A frame larger than what the pipe buffers, which the device never reads.
+            queue
+                .send(Message::Binary(Bytes::from(vec![0; 1024 * 1024])))
+                .await
+                .unwrap();
+            let pace = Pace {
+                timeout: Duration::from_millis(100),
+                slowest_bytes_per_s: 1024 * 1024 * 1024,
+            };
+            let started = Instant::now();
+            let ended = tokio::time::timeout(Duration::from_secs(5), write_out(sink, queued, pace));
+            assert!(ended.await.is_ok(), "the writer gave up");
+            assert!(started.elapsed() >= Duration::from_millis(100));
+            assert!(
+                queue.send(Message::Ping(Bytes::new())).await.is_err(),
+                "and said so"
+            );
+        });
+    }
 
     #[test]
     fn a_session_that_unwinds_leaves_the_hub() {

@@ -61,8 +61,11 @@ pub struct RelayConfig {
     /// A session that sends nothing (no frame, no pong) for this long is ended: its link
     /// is gone (a half-open cellular link would hold its place until its token expires).
     pub idle_timeout: Duration,
-    /// A frame the device does not take within this long ends its session.
+    /// A frame the device does not take within this long, plus its size at
+    /// `slowest_link_bytes_per_s`, ends its session.
     pub write_timeout: Duration,
+    /// The slowest link a device may take its frames over (a poor cellular one).
+    pub slowest_link_bytes_per_s: u64,
     /// How often a relay over a shared store reads the feeds its devices hold, to send
     /// them what other relays wrote.
     pub poll_interval: Duration,
@@ -91,6 +94,7 @@ impl RelayConfig {
             ping_interval: PING_INTERVAL,
             idle_timeout: 3 * PING_INTERVAL,
             write_timeout: Duration::from_secs(30),
+            slowest_link_bytes_per_s: 16 * 1024,
             poll_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
             clock: crate::wall_clock(),
