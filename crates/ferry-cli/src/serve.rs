@@ -114,24 +114,36 @@ impl Server {
 
 fn serve(db: &Db, mut stream: UnixStream) {
     // A client that connects and says nothing, or trickles, does not hold a thread.
-    let deadline = std::time::Instant::now() + REQUEST_WAIT;
-    let reader = Deadline {
-        inner: &stream,
-        deadline,
-    };
-    let mut line = String::new();
-    let read = BufReader::new(reader.take(REQUEST_BYTES_MAX)).read_line(&mut line);
-    let reply = match read {
-        Err(e) => refusal(format!("AgentError: the request did not arrive: {e}\n")),
-        Ok(_) if !line.ends_with('\n') => refusal(format!(
-            "AgentError: a request ends with a newline within {REQUEST_BYTES_MAX} bytes\n"
-        )),
-        Ok(_) => match serde_json::from_str::<Request>(&line) {
-            Ok(request) => run(db, request.args),
-            Err(e) => refusal(format!("AgentError: a malformed request: {e}\n")),
-        },
+    let reply = match read_request(&stream, REQUEST_WAIT, REQUEST_BYTES_MAX) {
+        Ok(args) => run(db, args),
+        Err(why) => refusal(format!("AgentError: {why}\n")),
     };
     answer(&mut stream, &reply);
+}
+
+/// The command a client sends: one line of JSON, within `wait` however it trickles, and
+/// within `bytes_max`.
+fn read_request(
+    stream: &UnixStream,
+    wait: std::time::Duration,
+    bytes_max: u64,
+) -> Result<Vec<String>, String> {
+    let reader = Deadline {
+        inner: stream,
+        deadline: std::time::Instant::now() + wait,
+    };
+    let mut line = String::new();
+    let read = BufReader::new(reader.take(bytes_max)).read_line(&mut line);
+    match read {
+        Err(e) => Err(format!("the request did not arrive: {e}")),
+        Ok(_) if !line.ends_with('\n') => Err(format!(
+            "a request ends with a newline within {bytes_max} bytes"
+        )),
+        Ok(_) => match serde_json::from_str::<Request>(&line) {
+            Ok(request) => Ok(request.args),
+            Err(e) => Err(format!("a malformed request: {e}")),
+        },
+    }
 }
 
 /// Reads a little of a request that will not be served, briefly, before the socket
@@ -274,4 +286,46 @@ fn portable_args(cli: &Cli) -> Result<Vec<String>, Failure> {
         args.push(arg);
     }
     Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A client that trickles gets its deadline, not a byte's timeout per byte; one that
+    /// sends more than the bound is refused at the bound.
+    #[test]
+    fn a_request_is_bounded_in_time_however_it_trickles_and_in_bytes() {
+        let (mut client, agent) = UnixStream::pair().unwrap();
+        let trickle = std::thread::spawn(move || {
+            for _ in 0..20 {
+                if client.write_all(b" ").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let started = Instant::now();
+        let refused = read_request(&agent, Duration::from_millis(300), 1024).unwrap_err();
+        assert!(refused.contains("did not arrive"), "{refused}");
+        assert!(
+            started.elapsed() < Duration::from_millis(700),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(agent);
+        let _ = trickle.join();
+        let (mut client, agent) = UnixStream::pair().unwrap();
+        client.write_all(&[b'x'; 2048]).unwrap();
+        let refused = read_request(&agent, Duration::from_secs(5), 1024).unwrap_err();
+        assert!(refused.contains("within 1024 bytes"), "{refused}");
+        let (mut client, agent) = UnixStream::pair().unwrap();
+        client
+            .write_all(b"{\"args\": [\"ferry\", \"status\"]}\n")
+            .unwrap();
+        let args = read_request(&agent, Duration::from_secs(5), 1024).unwrap();
+        assert_eq!(args, ["ferry", "status"]);
+    }
 }
