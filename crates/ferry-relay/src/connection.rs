@@ -114,7 +114,7 @@ pub async fn serve<S: CloudStore>(
     };
     // Authenticated: no longer pending; a session's place is taken now, or refused.
     drop(pending);
-    let Ok(_place) = shared.sessions.clone().try_acquire_owned() else {
+    let Ok(place) = shared.sessions.clone().try_acquire_owned() else {
         let ended = Ended {
             reason: "the relay serves all the sessions it may: try again later".into(),
             code: CloseCode::Again,
@@ -181,10 +181,11 @@ pub async fn serve<S: CloudStore>(
             code: CloseCode::Again,
             reject: Some(Reject::Capacity),
         };
+        drop((membership, place));
         for message in ended.messages(&shared, &peer) {
             let _ = queue.send(message).await;
         }
-        drop((membership, queue));
+        drop(queue);
         let _ = writer.await;
         return;
     };
@@ -263,7 +264,8 @@ pub async fn serve<S: CloudStore>(
         // The device waited while the relay served it: that was not its silence.
         liveness.note();
     };
-    drop((membership, seat));
+    // The session is over: its places go now, not once its last frames are taken.
+    drop((membership, seat, place));
     if let Some(next) = prefetched {
         next.page.abort();
     }
