@@ -122,6 +122,16 @@ pub async fn serve<S: CloudStore>(
         };
         return refuse(&mut ws, ended.messages(&shared, &peer)).await;
     };
+    // One session per replica (a new one replaces the old), a bounded number per token.
+    let max = shared.config.sessions_per_device_max;
+    let Some(mut seat) = shared.seats.take(&grant.name, &replica, max) else {
+        let ended = Ended {
+            reason: format!("this token holds {max} sessions already: try again later"),
+            code: CloseCode::Again,
+            reject: Some(Reject::Capacity),
+        };
+        return refuse(&mut ws, ended.messages(&shared, &peer)).await;
+    };
     // Authenticated: frames up to the protocol's bound from now on. The protocol has a
     // device send nothing after `Hello` until `Welcome` (docs/relay.md), so no bytes the
     // small stream read ahead are left behind.
@@ -166,7 +176,6 @@ pub async fn serve<S: CloudStore>(
         slowest_bytes_per_s: config.slowest_link_bytes_per_s,
     };
     let writer = tokio::spawn(write_out(sink, queued, pace));
-    let replica_name = replica.clone();
     let member = Member {
         scopes: scopes.clone(),
         replica,
@@ -174,21 +183,6 @@ pub async fn serve<S: CloudStore>(
     };
     let membership = Membership::join(&shared, member);
     let id = membership.id;
-    let max = config.sessions_per_device_max;
-    let Some(mut seat) = shared.seats.take(&grant.name, &replica_name, id, max) else {
-        let ended = Ended {
-            reason: format!("this token holds {max} sessions already: try again later"),
-            code: CloseCode::Again,
-            reject: Some(Reject::Capacity),
-        };
-        drop((membership, place));
-        for message in ended.messages(&shared, &peer) {
-            let _ = queue.send(message).await;
-        }
-        drop(queue);
-        let _ = writer.await;
-        return;
-    };
     let device = Device { id, grant, session };
     let now_ms = || (shared.config.clock)();
     let expired = || now_ms() / 1000 >= expires_s;

@@ -5,6 +5,7 @@
 //! workers sharing a service token never push each other out.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
@@ -13,6 +14,7 @@ use tokio::sync::oneshot;
 #[derive(Default)]
 pub struct Seats {
     held: Mutex<HashMap<String, VecDeque<Held>>>,
+    next_id: AtomicU64,
 }
 
 /// A seated session: its replica, its id, and the handle that ends it.
@@ -32,15 +34,10 @@ pub struct Seat {
 }
 
 impl Seats {
-    /// Seats session `id` of `replica` under `subject`, replacing that replica's session;
+    /// Seats a session of `replica` under `subject`, replacing that replica's session;
     /// `None` when the subject holds `max` sessions of other replicas.
-    pub fn take(
-        self: &Arc<Self>,
-        subject: &str,
-        replica: &str,
-        id: u64,
-        max: usize,
-    ) -> Option<Seat> {
+    pub fn take(self: &Arc<Self>, subject: &str, replica: &str, max: usize) -> Option<Seat> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let sessions = held.entry(subject.to_string()).or_default();
         let same = sessions.iter().position(|h| h.replica == replica);
@@ -84,20 +81,20 @@ mod tests {
     #[test]
     fn a_replica_holds_one_session_and_a_subject_at_most_its_bound() {
         let seats = Arc::new(Seats::default());
-        let mut first = seats.take("dev", "r1", 1, 2).unwrap();
-        let mut again = seats.take("dev", "r1", 2, 2).unwrap();
+        let mut first = seats.take("dev", "r1", 2).unwrap();
+        let mut again = seats.take("dev", "r1", 2).unwrap();
         assert!(
             first.ended.try_recv().is_ok(),
             "the replica's new session replaces it"
         );
-        let mut other = seats.take("dev", "r2", 3, 2).unwrap();
+        let mut other = seats.take("dev", "r2", 2).unwrap();
         assert!(
-            seats.take("dev", "r3", 4, 2).is_none(),
+            seats.take("dev", "r3", 2).is_none(),
             "past the bound: refused"
         );
         assert!(again.ended.try_recv().is_err(), "no one else is pushed out");
         assert!(other.ended.try_recv().is_err());
-        let elsewhere = seats.take("another", "r1", 5, 2);
+        let elsewhere = seats.take("another", "r1", 2);
         assert!(elsewhere.is_some(), "another subject is untouched");
         drop((first, again, other, elsewhere));
         assert!(

@@ -211,14 +211,8 @@ impl<S: CloudStore> Relay<S> {
                 answering.spawn(async move {
                     let head =
                         tokio::time::timeout(http::HEAD_TIMEOUT, http::read_request(&mut tcp));
-                    let text = "text/plain; charset=utf-8";
-                    let _ = match head.await {
-                        Ok(Ok(Request::Metrics)) => {
-                            let body = shared.metrics.render();
-                            http::respond(&mut tcp, "200 OK", METRICS_KIND, &body).await
-                        }
-                        _ => http::respond(&mut tcp, "404 Not Found", text, "404 Not Found").await,
-                    };
+                    let metrics = matches!(head.await, Ok(Ok(Request::Metrics)));
+                    answer_metrics(&shared, &mut tcp, metrics).await;
                 });
             }
         }
@@ -378,12 +372,8 @@ async fn serve_socket<S: CloudStore>(
     };
     let text = "text/plain; charset=utf-8";
     match request {
-        Request::Metrics if shared.metrics_elsewhere => {
-            let _ = http::respond(&mut socket, "404 Not Found", text, "404 Not Found").await;
-        }
         Request::Metrics => {
-            let body = shared.metrics.render();
-            let _ = http::respond(&mut socket, "200 OK", METRICS_KIND, &body).await;
+            answer_metrics(&shared, &mut socket, !shared.metrics_elsewhere).await;
         }
         Request::Other(status) => {
             let _ = http::respond(&mut socket, status, text, status).await;
@@ -398,6 +388,24 @@ async fn serve_socket<S: CloudStore>(
             crate::connection::serve(shared, ws, peer, pending, stopped).await;
         }
     }
+}
+
+/// Answers `GET /metrics` where it is served (`served`), else 404.
+async fn answer_metrics<S>(
+    shared: &Shared<S>,
+    socket: &mut (impl AsyncWrite + Unpin),
+    served: bool,
+) {
+    let _ = match served {
+        true => {
+            let body = shared.metrics.render();
+            http::respond(socket, "200 OK", METRICS_KIND, &body).await
+        }
+        false => {
+            let text = "text/plain; charset=utf-8";
+            http::respond(socket, "404 Not Found", text, "404 Not Found").await
+        }
+    };
 }
 
 /// Periodic store upkeep (tombstone purging), a few times per horizon and at least every

@@ -762,12 +762,7 @@ mod tests {
         let clocks = Clocks::new();
         let open = || clocks.open(dir.path());
         let store = open();
-        store
-            .write_now(vec![change("a", 10, "*", ChangeOp::Put)], &writer())
-            .unwrap();
-        store
-            .write_now(vec![change("a", 20, "*", ChangeOp::Delete)], &writer())
-            .unwrap();
+        put_then_delete(&store);
         clocks
             .wall
             .fetch_add(365 * 24 * 3_600_000, Ordering::SeqCst);
@@ -799,12 +794,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clocks = Clocks::new();
         let store = clocks.open(dir.path());
-        store
-            .write_now(vec![change("a", 10, "*", ChangeOp::Put)], &writer())
-            .unwrap();
-        store
-            .write_now(vec![change("a", 20, "*", ChangeOp::Delete)], &writer())
-            .unwrap();
+        put_then_delete(&store);
         let caught_up = store.read_now("*", PullFrom::Since(Hlc::ZERO), 10).unwrap();
         let round =
             |safe: Hlc| PullFrom::Since(Hlc::new(safe.physical_ms() - CATCHUP_WINDOW_MS, 0));
@@ -946,6 +936,15 @@ mod tests {
         }
         let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
         assert_eq!((seen.len(), distinct.len()), (40, 40));
+    }
+
+    /// Key `a` written, then deleted: a tombstone, the newest row.
+    fn put_then_delete(store: &EmbeddedStore) {
+        for (at, op) in [(10, ChangeOp::Put), (20, ChangeOp::Delete)] {
+            store
+                .write_now(vec![change("a", at, "*", op)], &writer())
+                .unwrap();
+        }
     }
 
     /// A wall clock and a monotonic clock a test moves.
