@@ -9,6 +9,7 @@ use ferry_store::{Durability, Tx};
 use ferry_sync::{Inbound, decide_inbound};
 use ferry_types::{Hlc, Key, Value, Version};
 
+use crate::port::ReplicaPort;
 use crate::replica::{VERSION_ATTR, downloads, version_of};
 use crate::replication::{META_CURSOR_PREFIX, lock};
 use crate::triggers::Origin;
@@ -18,63 +19,9 @@ use crate::{Db, Error, Result};
 const FORGET_BATCH_ITEMS: usize = 256;
 
 impl Db {
-    /// Applies a page of a scope's changes and, with `cursor`, persists the scope's new
-    /// cursor in the same transaction. Returns the outbox entries the page overwrote.
-    #[doc(hidden)]
-    pub fn apply_page(
-        &self,
-        scope: &str,
-        changes: &[(Hlc, Change)],
-        cursor: Option<Hlc>,
-        now: u64,
-    ) -> Result<Vec<(Key, Version)>> {
-        let mut applied = Applied::default();
-        let (_, committed) = self.inner.store.write(Durability::Default, |tx| {
-            for (_, change) in changes {
-                self.apply_change(tx, change, now, &mut applied)?;
-            }
-            if let Some(cursor) = cursor {
-                set_cursor(tx, scope, cursor);
-            }
-            Ok::<_, Error>(())
-        })?;
-        self.fire(&committed, Origin::Cloud);
-        self.fire_conflicts(&applied.conflicts);
-        Ok(applied.settled)
-    }
-
-    /// Changes the cloud pushed without being asked: applied like a page (idempotent by
-    /// version), without moving any cursor.
-    #[doc(hidden)]
-    pub fn apply_live(&self, changes: &[Change]) {
-        let now = self.now_ms().max(0) as u64;
-        // A token may grant scopes this device does not read; its pulls never bring them,
-        // and neither may the live feed.
-        let reads = match self.read_scopes() {
-            Ok(reads) => reads,
-            Err(e) => {
-                return self.report_error(format!("{}: applying live changes: {e}", e.code()));
-            }
-        };
-        let mut applied = Applied::default();
-        let result = self.inner.store.write(Durability::Default, |tx| {
-            (changes.iter())
-                .filter(|change| reads.contains(&change.scope))
-                .try_for_each(|change| self.apply_change(tx, change, now, &mut applied))
-        });
-        match result {
-            Ok((_, committed)) => {
-                self.fire(&committed, Origin::Cloud);
-                self.fire_conflicts(&applied.conflicts);
-            }
-            Err(e) => self.report_error(format!("{}: applying live changes: {e}", e.code())),
-        }
-    }
-
     /// Applies again every quarantined change (after a schema upgrade some now can), each
     /// in its own transaction: those that still cannot stay, with their new reason.
-    #[doc(hidden)]
-    pub fn retry_quarantined(&self) -> Result<()> {
+    pub(crate) fn retry_quarantined(&self) -> Result<()> {
         let now = self.now_ms().max(0) as u64;
         for record in self.inner.store.quarantined(usize::MAX)? {
             let mut applied = Applied::default();
@@ -300,21 +247,78 @@ impl Db {
         }
         Ok(())
     }
+}
+
+/// What a driver applies through its port.
+impl ReplicaPort {
+    /// Applies a page of a scope's changes and, with `cursor`, persists the scope's new
+    /// cursor in the same transaction. Returns the outbox entries the page overwrote.
+    pub fn apply_page(
+        &self,
+        scope: &str,
+        changes: &[(Hlc, Change)],
+        cursor: Option<Hlc>,
+        now: u64,
+    ) -> Result<Vec<(Key, Version)>> {
+        let mut applied = Applied::default();
+        let (_, committed) = self.db.inner.store.write(Durability::Default, |tx| {
+            for (_, change) in changes {
+                self.db.apply_change(tx, change, now, &mut applied)?;
+            }
+            if let Some(cursor) = cursor {
+                set_cursor(tx, scope, cursor);
+            }
+            Ok::<_, Error>(())
+        })?;
+        self.db.fire(&committed, Origin::Cloud);
+        self.db.fire_conflicts(&applied.conflicts);
+        Ok(applied.settled)
+    }
+
+    /// Changes the cloud pushed without being asked: applied like a page (idempotent by
+    /// version), without moving any cursor.
+    pub fn apply_live(&self, changes: &[Change]) {
+        let now = self.db.now_ms().max(0) as u64;
+        // A token may grant scopes this device does not read; its pulls never bring them,
+        // and neither may the live feed.
+        let reads = match self.db.read_scopes() {
+            Ok(reads) => reads,
+            Err(e) => {
+                return self
+                    .db
+                    .report_error(format!("{}: applying live changes: {e}", e.code()));
+            }
+        };
+        let mut applied = Applied::default();
+        let result = self.db.inner.store.write(Durability::Default, |tx| {
+            (changes.iter())
+                .filter(|change| reads.contains(&change.scope))
+                .try_for_each(|change| self.db.apply_change(tx, change, now, &mut applied))
+        });
+        match result {
+            Ok((_, committed)) => {
+                self.db.fire(&committed, Origin::Cloud);
+                self.db.fire_conflicts(&applied.conflicts);
+            }
+            Err(e) => self
+                .db
+                .report_error(format!("{}: applying live changes: {e}", e.code())),
+        }
+    }
 
     /// After a resync of `scope` whose snapshot showed `seen`: the keys of local items of
     /// the scope's downloading models that the snapshot lacked (items that never synced
     /// aside: the cloud's snapshot says nothing of them). The driver confirms each with a
-    /// strongly consistent read before [`Db::forget_absent`] removes it: a snapshot may not
+    /// strongly consistent read before [`ReplicaPort::forget_absent`] removes it: a snapshot may not
     /// show yet what was written just before it.
-    #[doc(hidden)]
     pub fn absent_from(&self, scope: &str, seen: &BTreeSet<Key>) -> Result<Vec<Key>> {
         let mut absent = Vec::new();
-        for item in self.inner.store.items() {
+        for item in self.db.inner.store.items() {
             let item = item?;
-            let Some(model) = self.model_of(&item).filter(|m| downloads(m)) else {
+            let Some(model) = self.db.model_of(&item).filter(|m| downloads(m)) else {
                 continue;
             };
-            if model.scope_of(&item, self.context()).ok().as_deref() != Some(scope) {
+            if model.scope_of(&item, self.db.context()).ok().as_deref() != Some(scope) {
                 continue;
             }
             // An item with no version never came from the cloud nor went to it (written
@@ -322,7 +326,7 @@ impl Db {
             if version_of(&item).is_none() {
                 continue;
             }
-            let key = self.inner.store.key_of(&item)?;
+            let key = self.db.inner.store.key_of(&item)?;
             if !seen.contains(&key) {
                 absent.push(key);
             }
@@ -335,7 +339,6 @@ impl Db {
     /// the quarantine says), checked in the transaction that removes them: a write may have
     /// come meanwhile. The last transaction persists the scope's cursor at `safe`: only a
     /// complete resync moves it.
-    #[doc(hidden)]
     pub fn forget_absent(&self, scope: &str, absent: &[Key], safe: Hlc) -> Result<()> {
         let chunks = absent.chunks(FORGET_BATCH_ITEMS);
         let last = chunks.len().saturating_sub(1);
@@ -343,10 +346,10 @@ impl Db {
             .chain(absent.is_empty().then_some(&[][..]))
             .enumerate()
         {
-            let (_, committed) = self.inner.store.write(Durability::Default, |tx| {
+            let (_, committed) = self.db.inner.store.write(Durability::Default, |tx| {
                 for key in chunk {
                     let refused = (tx.quarantined(key)?)
-                        .is_some_and(|r| r.change.version.replica == self.inner.replica.id);
+                        .is_some_and(|r| r.change.version.replica == self.db.inner.replica.id);
                     if tx.pending(key)?.is_none() && !refused {
                         tx.delete(key)?;
                     }
@@ -356,7 +359,7 @@ impl Db {
                 }
                 Ok::<_, Error>(())
             })?;
-            self.fire(&committed, Origin::Cloud);
+            self.db.fire(&committed, Origin::Cloud);
         }
         Ok(())
     }

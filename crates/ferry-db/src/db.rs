@@ -268,8 +268,7 @@ impl Db {
     }
 
     /// Records a failure of background work for [`Db::status`].
-    #[doc(hidden)]
-    pub fn report_error(&self, what: String) {
+    pub(crate) fn report_error(&self, what: String) {
         let at_ms = self.now_ms().max(0) as u64;
         // Memory first, and the lock released before the store write: a write applying
         // cloud changes takes the report lock inside the store's (the clock skew).
@@ -286,8 +285,7 @@ impl Db {
     }
 
     /// Sync succeeded: the last failure is history (for this process and later ones).
-    #[doc(hidden)]
-    pub fn clear_error(&self) {
+    pub(crate) fn clear_error(&self) {
         let had = (self.inner.report.lock().unwrap_or_else(|p| p.into_inner()))
             .last_error
             .take()
@@ -312,14 +310,12 @@ impl Db {
     }
 
     /// The database's clock (epoch ms).
-    #[doc(hidden)]
-    pub fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         (self.inner.config.clock)()
     }
 
     /// The monotonic clock sync's timers run on ([`crate::Config::timer`]).
-    #[doc(hidden)]
-    pub fn timer_ms(&self) -> u64 {
+    pub(crate) fn timer_ms(&self) -> u64 {
         (self.inner.config.timer)().max(0) as u64
     }
 

@@ -8,7 +8,7 @@
 //! cursors, clock, conflicts, quarantine) only ever changes in the same batch as the data;
 //! storage is `ferry-store`'s, schema rules are `ferry-schema`'s. It does no I/O beyond
 //! the store and knows no runtime: a driver reaches it through the [`Replication`] hook
-//! and the replica port (`Db::apply_page`, `Db::superseded`, ...).
+//! it gives the database and the [`ReplicaPort`] it is handed when it attaches.
 
 mod apply;
 mod config;
@@ -17,6 +17,7 @@ mod db;
 mod error;
 mod find;
 mod inspect;
+mod port;
 mod replica;
 mod replication;
 mod triggers;
@@ -29,8 +30,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use find::{FindOptions, Page};
 #[doc(hidden)]
 pub use inspect::{LocalState, PendingChange};
-#[doc(hidden)]
-pub use replication::Superseded;
+pub use port::{ReplicaPort, Resolved, WeakReplicaPort};
 pub use replication::{Conflict, Quarantined, Replication, Status};
 pub use triggers::{Event, Op, Origin, TriggerId};
 pub use typed::Model;

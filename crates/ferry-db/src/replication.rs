@@ -1,17 +1,16 @@
 //! Replication as the database sees it: the [`Replication`] hook a driver (`ferry-driver`)
-//! attaches, what [`Db::status`], [`Db::conflicts`] and [`Db::quarantine`] report, and the
-//! replica port the driver works through (documentation hidden: it is the driver's, not
-//! the app's).
+//! attaches, and what [`Db::status`], [`Db::conflicts`] and [`Db::quarantine`] report. The
+//! driver works through the replica port (`port.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ferry_journal::Change;
 use ferry_store::Durability;
 use ferry_sync::{EngineStatus, Input};
-use ferry_types::{Hlc, Key, Version};
+use ferry_types::Hlc;
 
+use crate::port::ReplicaPort;
 use crate::triggers::Event;
 use crate::{Db, Error, Result};
 
@@ -84,9 +83,9 @@ pub trait Replication: Send + Sync {
     /// returns the event when the caller must run them itself.
     fn dispatch(&self, event: Event) -> Option<Event>;
     /// [`Db::sync`].
-    fn sync(&self, db: &Db, timeout: Duration) -> Result<()>;
+    fn sync(&self, port: &ReplicaPort, timeout: Duration) -> Result<()>;
     /// [`Db::drive`].
-    fn drive(&self, db: &Db) -> Result<()>;
+    fn drive(&self, port: &ReplicaPort) -> Result<()>;
     /// The engine as the driver's last step left it.
     fn engine_status(&self) -> EngineStatus;
     /// How long tombstones live in the cloud (the handshake's horizon).
@@ -174,14 +173,14 @@ impl Db {
     /// acknowledged every change pending at the call (Ioto's `ioSync`), or fails with
     /// `SyncTimeout` after `timeout`, whatever the transport does meanwhile.
     pub fn sync(&self, timeout: Duration) -> Result<()> {
-        self.replication()?.sync(self, timeout)
+        self.replication()?.sync(&self.port(), timeout)
     }
 
     /// Runs the sync work that is due now, once, when no background task drives this
     /// database (attached with `background: false`): what a simulation calls at each step
     /// of its virtual time. With a background task it does nothing.
     pub fn drive(&self) -> Result<()> {
-        self.replication()?.drive(self)
+        self.replication()?.drive(&self.port())
     }
 
     /// Replication state: pending changes, acknowledgements, cursors, clock, errors.
@@ -277,37 +276,6 @@ impl Db {
             .collect())
     }
 
-    /// The key and version of every pending change.
-    #[doc(hidden)]
-    pub fn pending_versions(&self) -> Result<Vec<(Key, Version)>> {
-        let entries = (self.inner.store.outbox())
-            .map(|entry| entry.map(|(key, entry)| (key, entry.change.version)));
-        Ok(entries.collect::<std::result::Result<_, _>>()?)
-    }
-
-    /// The changes this device wrote that the cloud refused for good, of the `waited` keys
-    /// at their pending version or a later one: each key and why. What `Db::sync` reports
-    /// of the changes pending when it was called (matched by version, not by a wall clock
-    /// that may step).
-    #[doc(hidden)]
-    pub fn refused_of(&self, waited: &[(Key, Version)]) -> Result<Vec<(String, String)>> {
-        if self.inner.store.quarantine_count()? == 0 {
-            return Ok(Vec::new());
-        }
-        let waited: BTreeMap<&Key, &Version> = waited.iter().map(|(k, v)| (k, v)).collect();
-        let records = self.inner.store.quarantined(usize::MAX)?;
-        Ok((records.into_iter())
-            .filter(|record| {
-                let change = &record.change;
-                change.version.replica == self.inner.replica.id
-                    && waited
-                        .get(&change.key)
-                        .is_some_and(|v| change.version >= **v)
-            })
-            .map(|record| (record.change.key.to_string(), record.reason))
-            .collect())
-    }
-
     /// The latest conflicts, newest first, at most `limit`.
     pub fn conflicts(&self, limit: usize) -> Result<Vec<Conflict>> {
         let records = self.inner.store.conflicts(limit)?;
@@ -364,6 +332,11 @@ impl Db {
         (self.inner.sync.get()).map_or(ferry_sync::HORIZON_MS, |r| r.horizon_ms())
     }
 
+    /// The port a driver's `sync` and `drive` work through.
+    fn port(&self) -> ReplicaPort {
+        ReplicaPort { db: self.clone() }
+    }
+
     fn replication(&self) -> Result<&dyn Replication> {
         (self.inner.sync.get())
             .map(|r| r.as_ref())
@@ -373,8 +346,7 @@ impl Db {
     /// The scopes this device reads: the scope of every model that downloads, rendered
     /// with this device's context. A downloading model whose scope depends on the item
     /// cannot be read by scope, and is refused.
-    #[doc(hidden)]
-    pub fn read_scopes(&self) -> Result<BTreeSet<String>> {
+    pub(crate) fn read_scopes(&self) -> Result<BTreeSet<String>> {
         let mut scopes = BTreeSet::new();
         for model in self
             .schema()
@@ -395,205 +367,13 @@ impl Db {
     }
 
     /// A scope's persisted cursor (`Hlc::ZERO` for a scope never pulled).
-    #[doc(hidden)]
-    pub fn load_cursor(&self, scope: &str) -> Result<Hlc> {
+    pub(crate) fn load_cursor(&self, scope: &str) -> Result<Hlc> {
         let name = format!("{META_CURSOR_PREFIX}{scope}");
         Ok(self
             .inner
             .store
             .meta_u64(&name)?
             .map_or(Hlc::ZERO, Hlc::from_u64))
-    }
-}
-
-/// What a superseded upload turned into (see [`Db::superseded`]).
-#[doc(hidden)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Superseded {
-    /// The outbox holds another version now: nothing to do.
-    Stale,
-    /// `up`: the device is authoritative; the change was re-stamped past the cloud's and
-    /// queued again at this version and size.
-    Restamped {
-        /// The new version.
-        version: Version,
-        /// Its encoded size.
-        bytes: usize,
-    },
-    /// `both`: the cloud's newer version won and applied; the local change is in the
-    /// conflict log and left the outbox.
-    Lost,
-}
-
-/// The replica port: what a driver does with the database. Documentation hidden: these are
-/// `ferry-driver`'s, not the app's.
-impl Db {
-    /// Gives the database its driver; a database attaches once.
-    #[doc(hidden)]
-    pub fn attach_replication(&self, replication: Box<dyn Replication>) -> Result<()> {
-        (self.inner.sync.set(replication)).map_err(|_| {
-            Error::Argument("this database is already attached to a transport".into())
-        })?;
-        // Writes that committed while the hook was being set: tell them now.
-        self.report_staged();
-        Ok(())
-    }
-
-    /// Every outbox entry as the engine hears of it.
-    #[doc(hidden)]
-    pub fn queued_inputs(&self) -> Result<Vec<Input>> {
-        let mut inputs = Vec::new();
-        for entry in self.inner.store.outbox() {
-            let (key, entry) = entry?;
-            let (version, bytes) = (entry.change.version.clone(), entry.encoded_len());
-            inputs.push(Input::Queued {
-                key,
-                version,
-                bytes,
-            });
-        }
-        Ok(inputs)
-    }
-
-    /// Whether `key` has a pending upload.
-    #[doc(hidden)]
-    pub fn is_pending(&self, key: &Key) -> Result<bool> {
-        Ok(self.inner.store.pending(key)?.is_some())
-    }
-
-    /// The pending change of `key`, as it goes up.
-    #[doc(hidden)]
-    pub fn pending_change(&self, key: &Key) -> Result<Option<Change>> {
-        Ok(self.inner.store.pending(key)?.map(|entry| entry.change))
-    }
-
-    /// The cloud refused the pending change of `key` at `version` for good (a scope the
-    /// device is not granted, an item it cannot hold): the change leaves the outbox for the
-    /// quarantine, where [`Db::quarantine`] and `status` show it with `reason`, in one commit.
-    #[doc(hidden)]
-    pub fn refused(&self, key: &Key, version: &Version, reason: &str, now: u64) -> Result<()> {
-        self.inner.store.write(Durability::Default, |tx| {
-            if let Some(entry) = tx.pending(key)?
-                && entry.change.version == *version
-            {
-                tx.quarantine(ferry_journal::QuarantineRecord {
-                    change: entry.change,
-                    reason: format!("the cloud refused this device's change: {reason}"),
-                    at_ms: now,
-                })?;
-            }
-            tx.settle(key, version).map(|_| ())
-        })?;
-        Ok(())
-    }
-
-    /// Drops each outbox entry whose version the cloud holds (or a newer one), in one commit.
-    #[doc(hidden)]
-    pub fn settle(&self, acked: &[(Key, Version)]) -> Result<()> {
-        if acked.is_empty() {
-            return Ok(());
-        }
-        self.inner.store.write(Durability::Default, |tx| {
-            acked
-                .iter()
-                .try_for_each(|(key, version)| tx.settle(key, version).map(|_| ()))
-        })?;
-        Ok(())
-    }
-
-    /// The cloud holds `cloud`, newer than the pending `local` of `key`: the model's
-    /// direction decides. `winner` is the cloud's change when the push returned it.
-    #[doc(hidden)]
-    pub fn superseded(
-        &self,
-        key: &Key,
-        local: &Version,
-        cloud: &Version,
-        winner: Option<&Change>,
-        now: u64,
-    ) -> Result<Superseded> {
-        let Some(entry) = self.inner.store.pending(key)? else {
-            return Ok(Superseded::Stale);
-        };
-        if &entry.change.version != local {
-            return Ok(Superseded::Stale); // a newer local write is already pending
-        }
-        let direction = (self.schema().model(&entry.change.model)).map(|m| m.control.sync);
-        let replica = &self.inner.replica;
-        if direction.ok() == Some(ferry_schema::SyncDirection::Up) {
-            // The device is authoritative: come back with a version past the cloud's.
-            let ((version, bytes), _) = self.inner.store.write(Durability::Default, |tx| {
-                replica.observe(tx, cloud.hlc, now as i64);
-                replica.restamp(tx, entry, cloud, now as i64)
-            })?;
-            return Ok(Superseded::Restamped { version, bytes });
-        }
-        // Last writer wins: the cloud's newer version stands and comes down now; ours
-        // lost, and applying the winner logs the conflict unless it was made on top of
-        // ours (a retry whose answer was lost).
-        let (conflicts, committed) = self.inner.store.write(Durability::Default, |tx| {
-            tx.settle(key, local)?;
-            match winner {
-                Some(change) => self.apply_winner(tx, change, now),
-                None => {
-                    let conflict = ferry_journal::ConflictRecord {
-                        winner: cloud.clone(),
-                        loser: entry.change,
-                        at_ms: now,
-                    };
-                    tx.log_conflict(conflict.clone())?;
-                    Ok(vec![conflict])
-                }
-            }
-        })?;
-        self.fire(&committed, crate::Origin::Cloud);
-        self.fire_conflicts(&conflicts);
-        Ok(Superseded::Lost)
-    }
-
-    /// The cloud refused the pending `local` of `key` as too far past its time (this
-    /// device's clock ran ahead): the clock comes back to `server_time_ms` and the change is
-    /// stamped there, to be sent again.
-    #[doc(hidden)]
-    pub fn restamp_behind(
-        &self,
-        key: &Key,
-        local: &Version,
-        server_time_ms: u64,
-        now: u64,
-    ) -> Result<Superseded> {
-        let Some(entry) = self.inner.store.pending(key)? else {
-            return Ok(Superseded::Stale);
-        };
-        if &entry.change.version != local {
-            return Ok(Superseded::Stale);
-        }
-        let replica = &self.inner.replica;
-        let ((version, bytes), _) = self.inner.store.write(Durability::Default, |tx| {
-            replica.restamp_at(tx, entry, server_time_ms, now as i64)
-        })?;
-        Ok(Superseded::Restamped { version, bytes })
-    }
-
-    /// The server's time at a handshake: the clock observes it (persisted), and the
-    /// difference is the skew `status()` reports.
-    #[doc(hidden)]
-    pub fn observe_server(&self, server_time_ms: u64) -> Result<()> {
-        let now = self.now_ms();
-        let skew_ms = (server_time_ms as i64 - now).unsigned_abs();
-        lock(&self.inner.report).skew_ms = Some(skew_ms);
-        let replica = &self.inner.replica;
-        self.inner.store.write(Durability::Default, |tx| {
-            replica.observe(tx, Hlc::new(server_time_ms, 0), now);
-            Ok::<_, Error>(())
-        })?;
-        Ok(())
-    }
-
-    /// Runs the triggers of `event` here (a driver's trigger thread).
-    #[doc(hidden)]
-    pub fn run_triggers(&self, event: &Event) {
-        self.inner.triggers.fire(event);
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use ferry_db::{Error, Result, WeakDb};
+use ferry_db::{Error, Result, WeakReplicaPort};
 
 use crate::Syncer;
 use crate::driver::Driver;
@@ -53,7 +53,7 @@ impl Wake {
 
 /// Starts the background driver of the database behind `db`.
 #[cfg(feature = "tokio")]
-pub(super) fn start(db: WeakDb, driver: Driver, syncer: Arc<Syncer>) -> Result<()> {
+pub(super) fn start(port: WeakReplicaPort, driver: Driver, syncer: Arc<Syncer>) -> Result<()> {
     let Some(notify) = syncer.wake.notify.clone() else {
         return Err(Error::Argument(
             "the sync wake is not a background one".into(),
@@ -65,13 +65,13 @@ pub(super) fn start(db: WeakDb, driver: Driver, syncer: Arc<Syncer>) -> Result<(
         .map_err(|e| Error::Argument(format!("cannot start the sync runtime: {e}")))?;
     std::thread::Builder::new()
         .name("ferry-sync".into())
-        .spawn(move || runtime.block_on(run(db, driver, syncer, notify)))
+        .spawn(move || runtime.block_on(run(port, driver, syncer, notify)))
         .map_err(|e| Error::Argument(format!("cannot start the sync thread: {e}")))?;
     Ok(())
 }
 
 #[cfg(not(feature = "tokio"))]
-pub(super) fn start(_db: WeakDb, _driver: Driver, _syncer: Arc<Syncer>) -> Result<()> {
+pub(super) fn start(_db: WeakReplicaPort, _driver: Driver, _syncer: Arc<Syncer>) -> Result<()> {
     Err(Error::Argument(
         "ferry was built without the tokio feature: attach with SyncOptions { background: false, .. } and call Db::sync or Db::drive".into(),
     ))
@@ -79,13 +79,13 @@ pub(super) fn start(_db: WeakDb, _driver: Driver, _syncer: Arc<Syncer>) -> Resul
 
 #[cfg(feature = "tokio")]
 async fn run(
-    db: WeakDb,
+    port: WeakReplicaPort,
     mut driver: Driver,
     syncer: Arc<Syncer>,
     notify: Arc<tokio::sync::Notify>,
 ) {
     loop {
-        let Some(db_handle) = db.upgrade() else {
+        let Some(db_handle) = port.upgrade() else {
             return;
         };
         driver.step(&db_handle, &syncer).await;
@@ -100,10 +100,10 @@ async fn run(
             () = tokio::time::sleep(std::time::Duration::from_millis(wait_ms)) => {}
             live = driver.link.live() => {
                 // Triggers behind: the next pull brings these (live moves no cursor).
-                if let (Ok(changes), Some(db)) = (live, db.upgrade())
+                if let (Ok(changes), Some(port)) = (live, port.upgrade())
                     && !syncer.triggers_behind()
                 {
-                    db.apply_live(&changes);
+                    port.apply_live(&changes);
                 }
             }
         }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ferry_db::{Db, Result, Superseded};
+use ferry_db::{ReplicaPort, Resolved, Result};
 use ferry_journal::Change;
 use ferry_sync::{BatchId, Engine, Input, Output, PullFrom, TransportError};
 use ferry_types::{Hlc, Key, Version};
@@ -29,10 +29,10 @@ struct Now {
 }
 
 impl Now {
-    fn of(db: &Db) -> Now {
+    fn of(port: &ReplicaPort) -> Now {
         Now {
-            wall: db.now_ms().max(0) as u64,
-            timer: db.timer_ms(),
+            wall: port.now_ms().max(0) as u64,
+            timer: port.timer_ms(),
         }
     }
 }
@@ -71,10 +71,10 @@ impl Driver {
     /// Feeds the queued inputs, ticks, and executes every output. Failures of single
     /// outputs are reported in the status and retried: by the engine for what went to the
     /// cloud, by the next step for what the store refused.
-    pub async fn step(&mut self, db: &Db, syncer: &Syncer) {
-        let now = Now::of(db);
+    pub async fn step(&mut self, port: &ReplicaPort, syncer: &Syncer) {
+        let now = Now::of(port);
         self.flushed = false;
-        for input in syncer.take_inputs(db) {
+        for input in syncer.take_inputs(port) {
             self.engine.handle(input, now.timer);
         }
         self.engine.tick(now.timer);
@@ -86,19 +86,19 @@ impl Driver {
                 acked.push((key, version));
                 continue;
             }
-            self.settle(db, &mut acked);
+            self.settle(port, &mut acked);
             let local = matches!(
                 output,
                 Output::Superseded { .. } | Output::Ahead { .. } | Output::Rejected { .. }
             );
             let again = local.then(|| output.clone());
             // Calls can take long: each output at the time it starts.
-            if let Err(e) = self.execute(db, syncer, output, Now::of(db)).await {
-                db.report_error(format!("{}: {e}", e.code()));
+            if let Err(e) = self.execute(port, syncer, output, Now::of(port)).await {
+                port.report_error(format!("{}: {e}", e.code()));
                 self.undone.extend(again);
             }
         }
-        self.settle(db, &mut acked);
+        self.settle(port, &mut acked);
         let undone = &self.undone;
         self.superseded.retain(|key, _| {
             (undone.iter()).any(|o| matches!(o, Output::Superseded { key: k, .. } if k == key))
@@ -108,38 +108,44 @@ impl Driver {
 
     /// Removes acknowledged changes from the outbox; if the store refuses, they are tried
     /// again at the next step (the engine counts them as acknowledged).
-    fn settle(&mut self, db: &Db, acked: &mut Vec<(Key, Version)>) {
+    fn settle(&mut self, port: &ReplicaPort, acked: &mut Vec<(Key, Version)>) {
         if acked.is_empty() {
             return;
         }
-        match db.settle(acked) {
+        match port.settle(acked) {
             Ok(()) => acked.clear(),
             Err(e) => {
-                db.report_error(format!("{}: settling acknowledged changes: {e}", e.code()));
+                port.report_error(format!("{}: settling acknowledged changes: {e}", e.code()));
                 self.unsettled.append(acked);
             }
         }
     }
 
-    async fn execute(&mut self, db: &Db, syncer: &Syncer, output: Output, now: Now) -> Result<()> {
+    async fn execute(
+        &mut self,
+        port: &ReplicaPort,
+        syncer: &Syncer,
+        output: Output,
+        now: Now,
+    ) -> Result<()> {
         match output {
             Output::Connect => {
-                self.connect(db, syncer, now).await;
+                self.connect(port, syncer, now).await;
                 Ok(())
             }
-            Output::Push { batch, changes } => self.push(db, batch, changes, now).await,
+            Output::Push { batch, changes } => self.push(port, batch, changes, now).await,
             Output::Acked { key, version } => {
-                self.settle(db, &mut vec![(key, version)]);
+                self.settle(port, &mut vec![(key, version)]);
                 Ok(())
             }
             Output::Superseded { key, local, cloud } => {
                 let winner = self.superseded.get(&key).cloned();
-                match db.superseded(&key, &local, &cloud, winner.as_ref(), now.wall)? {
-                    Superseded::Stale => {}
-                    Superseded::Restamped { version, bytes } => {
+                match port.superseded(&key, &local, &cloud, winner.as_ref(), now.wall)? {
+                    Resolved::Stale => {}
+                    Resolved::Restamped { version, bytes } => {
                         self.requeue(key, version, bytes, now);
                     }
-                    Superseded::Lost => {
+                    Resolved::Lost => {
                         let version = local;
                         self.engine
                             .handle(Input::Settled { key, version }, now.timer);
@@ -154,8 +160,8 @@ impl Driver {
             } => {
                 // Not an error: the change goes again at the cloud's time (a store write per
                 // report would cost every change of a device whose clock runs ahead).
-                if let Superseded::Restamped { version, bytes } =
-                    db.restamp_behind(&key, &local, server_time_ms, now.wall)?
+                if let Resolved::Restamped { version, bytes } =
+                    port.restamp_behind(&key, &local, server_time_ms, now.wall)?
                 {
                     // The new version is older than the refused one: that one leaves first.
                     let settled = Input::Settled {
@@ -172,16 +178,16 @@ impl Driver {
                 version,
                 reason,
             } => {
-                db.report_error(format!("the cloud rejected {key} ({version}): {reason}"));
-                db.refused(&key, &version, &reason, now.wall)
+                port.report_error(format!("the cloud rejected {key} ({version}): {reason}"));
+                port.refused(&key, &version, &reason, now.wall)
             }
             Output::Pull { scope, since } => {
                 triggers_caught_up(syncer).await;
-                let pulled = self.pull(db, &scope, since, now).await;
+                let pulled = self.pull(port, &scope, since, now).await;
                 self.failed_locally(&scope, pulled, now)
             }
             Output::Resync { scope } => {
-                let resynced = self.resync(db, syncer, &scope, now).await;
+                let resynced = self.resync(port, syncer, &scope, now).await;
                 self.failed_locally(&scope, resynced, now)
             }
             Output::SyncDone { .. } => {
@@ -212,12 +218,12 @@ impl Driver {
         self.engine.handle(queued, now.timer);
     }
 
-    async fn connect(&mut self, db: &Db, syncer: &Syncer, now: Now) {
+    async fn connect(&mut self, port: &ReplicaPort, syncer: &Syncer, now: Now) {
         match timed(self.call_timeout, self.link.connect()).await {
             Ok(session) => {
                 // The server's time disciplines this device's clock.
-                if let Err(e) = db.observe_server(session.server_time_ms) {
-                    db.report_error(format!("{}: {e}", e.code()));
+                if let Err(e) = port.observe_server(session.server_time_ms) {
+                    port.report_error(format!("{}: {e}", e.code()));
                 }
                 syncer.set_horizon_ms(session.horizon_ms);
                 let (limits, granted) = (session.limits, session.scopes);
@@ -225,7 +231,7 @@ impl Driver {
                     .handle(Input::Connected { limits, granted }, now.timer);
                 let ungranted = self.engine.ungranted();
                 if !ungranted.is_empty() {
-                    db.report_error(format!(
+                    port.report_error(format!(
                         "not granted by the cloud, so not read: scopes {}",
                         ungranted.join(", ")
                     ));
@@ -233,7 +239,7 @@ impl Driver {
             }
             Err(e) => {
                 let unauthorized = matches!(e, TransportError::Unauthorized(_));
-                db.report_error(format!("connect failed: {e}"));
+                port.report_error(format!("connect failed: {e}"));
                 self.engine
                     .handle(Input::ConnectFailed { unauthorized }, now.timer);
             }
@@ -242,8 +248,8 @@ impl Driver {
 
     /// A call failed: the link is down unless the cloud only asked to slow down or
     /// refused this one request.
-    fn call_failed(&mut self, db: &Db, what: String, error: &TransportError, now: Now) {
-        db.report_error(format!("{what}: {error}"));
+    fn call_failed(&mut self, port: &ReplicaPort, what: String, error: &TransportError, now: Now) {
+        port.report_error(format!("{what}: {error}"));
         let link_down = matches!(
             error,
             TransportError::Unavailable(_)
@@ -256,18 +262,30 @@ impl Driver {
     }
 
     /// A pull (or a resync's page) of `scope` failed: the engine retries it.
-    fn pull_failed(&mut self, db: &Db, scope: &str, what: &str, error: &TransportError, now: Now) {
+    fn pull_failed(
+        &mut self,
+        port: &ReplicaPort,
+        scope: &str,
+        what: &str,
+        error: &TransportError,
+        now: Now,
+    ) {
         let input = Input::PullFailed {
             scope: scope.to_string(),
         };
         self.engine.handle(input, now.timer);
-        self.call_failed(db, format!("{what} of scope '{scope}' failed"), error, now);
+        self.call_failed(
+            port,
+            format!("{what} of scope '{scope}' failed"),
+            error,
+            now,
+        );
     }
 
     /// Loads the listed changes from the outbox and sends them.
     async fn push(
         &mut self,
-        db: &Db,
+        port: &ReplicaPort,
         batch: BatchId,
         listed: Vec<(Key, Version)>,
         now: Now,
@@ -275,7 +293,7 @@ impl Driver {
         let mut changes = Vec::with_capacity(listed.len());
         let mut newer_than_listed = false;
         for (key, version) in listed {
-            match db.pending_change(&key)? {
+            match port.pending_change(&key)? {
                 Some(change) => {
                     newer_than_listed |= change.version != version;
                     changes.push(change);
@@ -298,7 +316,7 @@ impl Driver {
         // engine lists (each was committed before it was reported); a change written since
         // needs another.
         if !self.flushed || newer_than_listed {
-            if let Err(e) = db.flush() {
+            if let Err(e) = port.db().flush() {
                 self.engine.handle(Input::PushFailed { batch }, now.timer);
                 return Err(e);
             }
@@ -316,20 +334,20 @@ impl Driver {
             }
             Err(e) => {
                 self.engine.handle(Input::PushFailed { batch }, now.timer);
-                self.call_failed(db, "push failed".into(), &e, now);
+                self.call_failed(port, "push failed".into(), &e, now);
             }
         }
         Ok(())
     }
 
     /// Pulls one page of a scope's change feed and applies it.
-    async fn pull(&mut self, db: &Db, scope: &str, since: Hlc, now: Now) -> Result<()> {
+    async fn pull(&mut self, port: &ReplicaPort, scope: &str, since: Hlc, now: Now) -> Result<()> {
         let limit = self.engine.limits().page_changes_max;
         let from = PullFrom::Since(since);
         match timed(self.call_timeout, self.link.pull(scope, from, limit)).await {
             Ok(page) => {
                 let cursor = self.next_cursor(scope, &page);
-                let applied = db.apply_page(scope, &page.changes, Some(cursor), now.wall)?;
+                let applied = port.apply_page(scope, &page.changes, Some(cursor), now.wall)?;
                 self.settled(applied, now);
                 let (scope, more, safe) = (scope.to_string(), page.more, page.safe);
                 let last_seq = page.changes.last().map(|(seq, _)| *seq);
@@ -345,7 +363,7 @@ impl Driver {
                 let scope = scope.to_string();
                 self.engine.handle(Input::PullExpired { scope }, now.timer);
             }
-            Err(e) => self.pull_failed(db, scope, "pull", &e, now),
+            Err(e) => self.pull_failed(port, scope, "pull", &e, now),
         }
         Ok(())
     }
@@ -362,7 +380,13 @@ impl Driver {
     /// they are pending upload. The cursor is persisted only when the resync is complete:
     /// a resync cut short by a crash starts again, rather than leaving the device believing
     /// it caught up.
-    async fn resync(&mut self, db: &Db, syncer: &Syncer, scope: &str, now: Now) -> Result<()> {
+    async fn resync(
+        &mut self,
+        port: &ReplicaPort,
+        syncer: &Syncer,
+        scope: &str,
+        now: Now,
+    ) -> Result<()> {
         let limit = self.engine.limits().page_changes_max;
         let mut after = Hlc::ZERO;
         let mut seen = std::collections::BTreeSet::new();
@@ -372,12 +396,12 @@ impl Driver {
             let page = match timed(self.call_timeout, self.link.pull(scope, from, limit)).await {
                 Ok(page) => page,
                 Err(e) => {
-                    self.pull_failed(db, scope, "resync", &e, now);
+                    self.pull_failed(port, scope, "resync", &e, now);
                     return Ok(());
                 }
             };
             seen.extend(page.changes.iter().map(|(_, c)| c.key.clone()));
-            let applied = db.apply_page(scope, &page.changes, None, now.wall)?;
+            let applied = port.apply_page(scope, &page.changes, None, now.wall)?;
             self.settled(applied, now);
             if let Some((seq, _)) = page.changes.last() {
                 after = *seq;
@@ -386,10 +410,10 @@ impl Driver {
                 break page.safe;
             }
         };
-        let Some(absent) = self.confirm_absent(db, scope, &seen, now).await? else {
+        let Some(absent) = self.confirm_absent(port, scope, &seen, now).await? else {
             return Ok(());
         };
-        db.forget_absent(scope, &absent, safe)?;
+        port.forget_absent(scope, &absent, safe)?;
         let input = Input::Pulled {
             scope: scope.to_string(),
             last_seq: None,
@@ -409,24 +433,24 @@ impl Driver {
     /// not) leaves the snapshot's word.
     async fn confirm_absent(
         &mut self,
-        db: &Db,
+        port: &ReplicaPort,
         scope: &str,
         seen: &std::collections::BTreeSet<Key>,
         now: Now,
     ) -> Result<Option<Vec<Key>>> {
         let mut absent = Vec::new();
-        for key in db.absent_from(scope, seen)? {
+        for key in port.absent_from(scope, seen)? {
             match self.read_row(&key).await {
                 // The answer must be of this key and scope: anything else says nothing of it.
                 Ok(Some(held)) if held.key == key && held.scope == scope => {
-                    let applied = db.apply_page(scope, &[(Hlc::ZERO, held)], None, now.wall)?;
+                    let applied = port.apply_page(scope, &[(Hlc::ZERO, held)], None, now.wall)?;
                     self.settled(applied, now);
                 }
                 Ok(_) | Err(TransportError::Rejected(_) | TransportError::Unauthorized(_)) => {
                     absent.push(key);
                 }
                 Err(e) => {
-                    self.pull_failed(db, scope, "resync", &e, now);
+                    self.pull_failed(port, scope, "resync", &e, now);
                     return Ok(None);
                 }
             }

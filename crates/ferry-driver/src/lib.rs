@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_db::{Db, Error, Event, Replication, Result};
+use ferry_db::{Db, Error, Event, ReplicaPort, Replication, Result};
 use ferry_sync::{Engine, EngineConfig, EngineStatus, Input, Transport};
 use ferry_types::Key;
 
@@ -142,13 +142,13 @@ impl Inbox {
 
 impl Syncer {
     /// The inputs queued since the last step (the whole outbox again after an overflow).
-    fn take_inputs(&self, db: &Db) -> Vec<Input> {
+    fn take_inputs(&self, port: &ReplicaPort) -> Vec<Input> {
         let inbox = std::mem::take(&mut *lock(&self.inbox));
         if !inbox.overflowed {
             return inbox.inputs;
         }
-        let mut inputs = db.queued_inputs().unwrap_or_else(|e| {
-            db.report_error(format!("{}: reloading the outbox: {e}", e.code()));
+        let mut inputs = port.queued_inputs().unwrap_or_else(|e| {
+            port.report_error(format!("{}: reloading the outbox: {e}", e.code()));
             // Reloaded at the next step, then.
             lock(&self.inbox).overflowed = true;
             Vec::new()
@@ -233,13 +233,29 @@ impl Syncer {
 /// [`SyncOptions::background`] (the default) a task of its own drives it; otherwise
 /// `Db::drive` and `Db::sync` do.
 pub fn attach<T: Transport>(db: &Db, transport: T, options: SyncOptions) -> Result<()> {
-    let scopes = db.read_scopes()?;
-    let mut cursors = std::collections::BTreeMap::new();
-    for scope in &scopes {
-        cursors.insert(scope.clone(), db.load_cursor(scope)?);
+    let (port, (driver, syncer)) = db.attach_replication(|port| {
+        let (driver, syncer) = build(port, transport, &options)?;
+        Ok((Box::new(Handle(Arc::clone(&syncer))), (driver, syncer)))
+    })?;
+    // The outbox as it is once writers report to the hook: a write committed before is
+    // in it, one committed after is reported (both is harmless: the engine keeps the newest).
+    let pending = port.queued_inputs()?;
+    lock(&syncer.inbox).inputs.splice(0..0, pending);
+    match options.background {
+        true => background::start(port.downgrade(), driver, Arc::clone(&syncer))?,
+        false => *lock(&syncer.driver) = Some(driver),
     }
-    db.retry_quarantined()?;
-    let engine = Engine::new(options.engine.clone(), cursors, options.seed);
+    Ok(())
+}
+
+/// The driver of the database behind `port`, from its scopes' cursors, and its shared
+/// state.
+fn build<T: Transport>(
+    port: &ReplicaPort,
+    transport: T,
+    options: &SyncOptions,
+) -> Result<(Driver, Arc<Syncer>)> {
+    let engine = Engine::new(options.engine.clone(), port.cursors()?, options.seed);
     let driver = Driver::new(engine, Box::new(transport), options.call_timeout);
     let delivered = Arc::new(Delivered::default());
     let syncer = Arc::new(Syncer {
@@ -257,7 +273,7 @@ pub fn attach<T: Transport>(db: &Db, transport: T, options: SyncOptions) -> Resu
         },
         events: match options.background {
             true => Some(
-                TriggerQueue::start(db.downgrade(), Arc::clone(&delivered)).map_err(|e| {
+                TriggerQueue::start(port.downgrade(), Arc::clone(&delivered)).map_err(|e| {
                     Error::Argument(format!("cannot start the trigger thread: {e}"))
                 })?,
             ),
@@ -265,16 +281,7 @@ pub fn attach<T: Transport>(db: &Db, transport: T, options: SyncOptions) -> Resu
         },
         delivered,
     });
-    db.attach_replication(Box::new(Handle(Arc::clone(&syncer))))?;
-    // The outbox as it is once writers report to the hook: a write committed before is
-    // in it, one committed after is reported (both is harmless: the engine keeps the newest).
-    let pending = db.queued_inputs()?;
-    lock(&syncer.inbox).inputs.splice(0..0, pending);
-    match options.background {
-        true => background::start(db.downgrade(), driver, Arc::clone(&syncer))?,
-        false => *lock(&syncer.driver) = Some(driver),
-    }
-    Ok(())
+    Ok((driver, syncer))
 }
 
 /// The driver as the database sees it.
@@ -289,12 +296,12 @@ impl Replication for Handle {
         self.0.dispatch(event)
     }
 
-    fn sync(&self, db: &Db, timeout: Duration) -> Result<()> {
-        self.0.sync(db, timeout)
+    fn sync(&self, port: &ReplicaPort, timeout: Duration) -> Result<()> {
+        self.0.sync(port, timeout)
     }
 
-    fn drive(&self, db: &Db) -> Result<()> {
-        self.0.drive(db)
+    fn drive(&self, port: &ReplicaPort) -> Result<()> {
+        self.0.drive(port)
     }
 
     fn engine_status(&self) -> EngineStatus {
@@ -311,7 +318,7 @@ impl Syncer {
     /// cloud has acknowledged every change pending at the call (Ioto's `ioSync`) and the
     /// triggers of what it pulled ran, or fails with `SyncTimeout` after `timeout`, whatever
     /// the transport does meanwhile.
-    fn sync(&self, db: &Db, timeout: Duration) -> Result<()> {
+    fn sync(&self, port: &ReplicaPort, timeout: Duration) -> Result<()> {
         // The caller's wait is real time, whatever clock the database runs on.
         let deadline = Instant::now() + timeout;
         let on_trigger_thread = std::thread::current().name() == Some(TRIGGER_THREAD);
@@ -319,7 +326,7 @@ impl Syncer {
         let _syncing = (self.events.as_ref())
             .filter(|_| on_trigger_thread)
             .map(TriggerQueue::syncing);
-        let pending = db.pending_versions()?;
+        let pending = port.pending_versions()?;
         let waited: Vec<&Key> = pending.iter().map(|(key, _)| key).collect();
         // A round can leave new work: an `up` change superseded in the cloud comes back
         // re-stamped. Rounds go on until every change pending at the call has left.
@@ -327,20 +334,20 @@ impl Syncer {
             let ticket = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
             self.push_input(Input::SyncRequested);
             let answered = match self.wake.is_manual() {
-                true => self.drive_until(db, ticket, deadline)?,
+                true => self.drive_until(port, ticket, deadline)?,
                 false => self.wait_answered(ticket, deadline),
             };
             let left = waited
                 .iter()
-                .filter(|key| !matches!(db.is_pending(key), Ok(false)));
+                .filter(|key| !matches!(port.is_pending(key), Ok(false)));
             if answered && left.count() == 0 {
                 // The triggers of what was pulled have run, unless this is one of them.
                 if on_trigger_thread || self.delivered.wait(deadline) {
                     // Everything left the outbox: acknowledged, or refused for good.
-                    let refused = db.refused_of(&pending)?;
+                    let refused = port.refused_of(&pending)?;
                     return match refused.is_empty() {
                         true => {
-                            db.clear_error();
+                            port.clear_error();
                             Ok(())
                         }
                         false => Err(Error::SyncRefused { refused }),
@@ -348,15 +355,15 @@ impl Syncer {
                 }
             }
             if !answered || Instant::now() >= deadline {
-                let pending = db.status().pending_changes;
+                let pending = port.db().status().pending_changes;
                 return Err(Error::SyncTimeout { pending });
             }
         }
     }
 
-    fn drive_until(&self, db: &Db, ticket: u64, deadline: Instant) -> Result<bool> {
+    fn drive_until(&self, port: &ReplicaPort, ticket: u64, deadline: Instant) -> Result<bool> {
         while *lock(&self.answered) < ticket {
-            self.drive(db)?;
+            self.drive(port)?;
             if Instant::now() >= deadline {
                 return Ok(false);
             }
@@ -366,12 +373,12 @@ impl Syncer {
     }
 
     /// `Db::drive`: one step on the caller's thread, when no background task drives.
-    fn drive(&self, db: &Db) -> Result<()> {
+    fn drive(&self, port: &ReplicaPort) -> Result<()> {
         // Taken out for the step: no lock is held while it talks to the transport.
         let Some(mut driver) = lock(&self.driver).take() else {
             return Ok(());
         };
-        link::block_on(driver.step(db, self));
+        link::block_on(driver.step(port, self));
         *lock(&self.driver) = Some(driver);
         Ok(())
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 
-use ferry_db::{Event, WeakDb};
+use ferry_db::{Event, WeakReplicaPort};
 
 use crate::{Delivered, lock};
 
@@ -42,7 +42,10 @@ impl Drop for Syncing<'_> {
 impl TriggerQueue {
     /// Starts the thread that runs the triggers of `db`'s cloud events, in order, counting
     /// them in `delivered`. It ends when the queue (and so the database) is dropped.
-    pub(crate) fn start(db: WeakDb, delivered: Arc<Delivered>) -> std::io::Result<TriggerQueue> {
+    pub(crate) fn start(
+        port: WeakReplicaPort,
+        delivered: Arc<Delivered>,
+    ) -> std::io::Result<TriggerQueue> {
         let (events, received) = std::sync::mpsc::sync_channel::<Event>(EVENTS_QUEUED_MAX);
         let overflow = Arc::new(Mutex::new(VecDeque::new()));
         let taken = Arc::clone(&overflow);
@@ -50,8 +53,8 @@ impl TriggerQueue {
             .name(TRIGGER_THREAD.into())
             .spawn(move || {
                 while let Some(event) = next_event(&received, &taken) {
-                    let Some(db) = db.upgrade() else { return };
-                    db.run_triggers(&event);
+                    let Some(port) = port.upgrade() else { return };
+                    port.run_triggers(&event);
                     lock(&delivered.counts).1 += 1;
                     delivered.fired.notify_all();
                 }
