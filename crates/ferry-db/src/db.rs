@@ -76,7 +76,7 @@ const META_CONTEXT: &str = "context";
 fn remembered_context(store: &Store, given: Context) -> Result<Context> {
     let stored: Context = match store.meta_text(META_CONTEXT)? {
         Some(text) => serde_json::from_str(&text)
-            .map_err(|e| Error::Argument(format!("stored context properties '{text}': {e}")))?,
+            .map_err(|e| Error::corrupt(store, "context properties", format!("'{text}': {e}")))?,
         None => Context::new(),
     };
     let mut context = stored.clone();

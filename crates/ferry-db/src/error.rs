@@ -88,6 +88,14 @@ pub enum Error {
     /// Storage failed (I/O, corruption, a poisoned database).
     #[error(transparent)]
     Storage(ferry_store::Error),
+    /// The operating system refused what sync needs (a thread, a runtime).
+    #[error("{what}: {source}")]
+    System {
+        /// What could not be done.
+        what: String,
+        /// What the system reported.
+        source: std::io::Error,
+    },
 }
 
 /// How a caller (such as the CLI's exit status) should treat an error.
@@ -97,7 +105,7 @@ pub enum ErrorKind {
     Refused,
     /// The input is invalid: usage, schema, validation, a forbidden write, an oversize item.
     Invalid,
-    /// Anything else (storage).
+    /// Anything else: storage, the operating system, a sync that timed out.
     Failed,
 }
 
@@ -105,7 +113,7 @@ impl Error {
     /// The OneTable-style code: `ValidationError`, `NotFoundError`, `NonUniqueError`,
     /// `UniqueError`, `ConditionalCheckFailed`, `TransactionCanceled`, `ControlError`,
     /// `ArgumentError`, `SchemaError`, `ExpressionError`, `SyncTimeout`, `SyncRefused`, `OutboxFull`,
-    /// `StorageError`.
+    /// `StorageError`, `SystemError`.
     pub fn code(&self) -> &'static str {
         match self {
             Error::Validation { .. } => "ValidationError",
@@ -122,6 +130,7 @@ impl Error {
             Error::Storage(ferry_store::Error::TooLarge { .. }) => "ValidationError",
             Error::Storage(ferry_store::Error::OutboxFull { .. }) => "OutboxFull",
             Error::Storage(_) => "StorageError",
+            Error::System { .. } => "SystemError",
         }
     }
 
@@ -146,7 +155,9 @@ impl Error {
             Error::Storage(ferry_store::Error::TooLarge { .. } | ferry_store::Error::Key(_)) => {
                 ErrorKind::Invalid
             }
-            Error::Storage(_) | Error::SyncTimeout { .. } => ErrorKind::Failed,
+            Error::Storage(_) | Error::System { .. } | Error::SyncTimeout { .. } => {
+                ErrorKind::Failed
+            }
         }
     }
 }
@@ -175,6 +186,18 @@ impl From<ferry_schema::Error> for Error {
             ferry_schema::Error::Argument(message) => Error::Argument(message),
             other => Error::Schema(other),
         }
+    }
+}
+
+impl Error {
+    /// What `store` holds under `what` does not decode: the database is damaged, not the
+    /// caller's input.
+    pub(crate) fn corrupt(store: &ferry_store::Store, what: &str, detail: String) -> Error {
+        Error::Storage(ferry_store::Error::Corrupt {
+            path: store.path().display().to_string(),
+            what: what.to_string(),
+            detail,
+        })
     }
 }
 

@@ -46,7 +46,7 @@ impl Replica {
     pub fn load(store: &Store, new_id: Option<&ReplicaId>) -> Result<Replica> {
         let id = match store.meta_text(META_REPLICA)? {
             Some(text) => ReplicaId::parse(&text)
-                .map_err(|e| Error::Argument(format!("stored replica id '{text}': {e}")))?,
+                .map_err(|e| Error::corrupt(store, "replica id", format!("'{text}': {e}")))?,
             None => {
                 let id = new_id
                     .cloned()

@@ -383,11 +383,10 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Config, Db};
+    use crate::{Config, Db, Error, ErrorKind};
 
-    #[test]
-    fn a_database_never_attached_keeps_no_notifications() {
-        let schema = ferry_schema::Schema::parse(
+    fn schema() -> ferry_schema::Schema {
+        ferry_schema::Schema::parse(
             r#"{
                 version: '1',
                 indexes: { primary: { hash: 'pk', sort: 'sk' } },
@@ -398,14 +397,43 @@ mod tests {
                 control: { R: { sync: 'up' } },
             }"#,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_database_never_attached_keeps_no_notifications() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), Config::with_schema(schema)).unwrap();
+        let db = Db::open(dir.path(), Config::with_schema(schema())).unwrap();
         for n in 0..100 {
             db.create("R", serde_json::json!({ "n": n })).unwrap();
         }
         assert_eq!(db.status().pending_changes, 100, "every write is queued");
         let staged = db.inner.replica.staged.lock().unwrap().len();
         assert_eq!(staged, 0, "the outbox holds them; memory does not");
+    }
+
+    #[test]
+    fn a_corrupt_stored_replica_id_is_a_storage_failure_not_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), Config::with_schema(schema())).unwrap();
+        (db.inner.store)
+            .write(ferry_store::Durability::Immediate, |tx| {
+                tx.set_meta("replica", b"not a replica id".to_vec());
+                Ok::<_, Error>(())
+            })
+            .unwrap();
+        drop(db);
+        let Err(error) = Db::open(dir.path(), Config::with_schema(schema())) else {
+            panic!("a database whose replica id does not parse opened");
+        };
+        assert_eq!(
+            (error.kind(), error.code()),
+            (ErrorKind::Failed, "StorageError")
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("corrupt replica id") && message.contains("not a replica id"),
+            "{message}"
+        );
     }
 }

@@ -8,10 +8,10 @@
 
 use std::sync::Arc;
 
-use ferry_db::{Error, Result, WeakReplicaPort};
+use ferry_db::{Result, WeakReplicaPort};
 
-use crate::Syncer;
 use crate::driver::Driver;
+use crate::{Syncer, system};
 
 /// Longest sleep between steps: a database whose timer is replaced (tests) gets no
 /// real-time deadline from the engine, local work the store refused is tried again, and a
@@ -55,24 +55,25 @@ impl Wake {
 #[cfg(feature = "tokio")]
 pub(super) fn start(port: WeakReplicaPort, driver: Driver, syncer: Arc<Syncer>) -> Result<()> {
     let Some(notify) = syncer.wake.notify.clone() else {
-        return Err(Error::Argument(
-            "the sync wake is not a background one".into(),
+        return Err(system(
+            "the sync wake",
+            std::io::Error::other("not a background one"),
         ));
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Argument(format!("cannot start the sync runtime: {e}")))?;
+        .map_err(|e| system("cannot start the sync runtime", e))?;
     std::thread::Builder::new()
         .name("ferry-sync".into())
         .spawn(move || runtime.block_on(run(port, driver, syncer, notify)))
-        .map_err(|e| Error::Argument(format!("cannot start the sync thread: {e}")))?;
+        .map_err(|e| system("cannot start the sync thread", e))?;
     Ok(())
 }
 
 #[cfg(not(feature = "tokio"))]
 pub(super) fn start(_db: WeakReplicaPort, _driver: Driver, _syncer: Arc<Syncer>) -> Result<()> {
-    Err(Error::Argument(
+    Err(ferry_db::Error::Argument(
         "ferry was built without the tokio feature: attach with SyncOptions { background: false, .. } and call Db::sync or Db::drive".into(),
     ))
 }

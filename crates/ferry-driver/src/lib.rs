@@ -273,9 +273,8 @@ fn build<T: Transport>(
         },
         events: match options.background {
             true => Some(
-                TriggerQueue::start(port.downgrade(), Arc::clone(&delivered)).map_err(|e| {
-                    Error::Argument(format!("cannot start the trigger thread: {e}"))
-                })?,
+                TriggerQueue::start(port.downgrade(), Arc::clone(&delivered))
+                    .map_err(|e| system("cannot start the trigger thread", e))?,
             ),
             false => None,
         },
@@ -381,6 +380,14 @@ impl Syncer {
         link::block_on(driver.step(port, self));
         *lock(&self.driver) = Some(driver);
         Ok(())
+    }
+}
+
+/// The operating system refused `what`.
+fn system(what: &str, source: std::io::Error) -> Error {
+    Error::System {
+        what: what.to_string(),
+        source,
     }
 }
 
