@@ -100,7 +100,7 @@ pub struct Reading {
 /// straight from the stored bytes. Writes go through the JSON API.
 pub struct Typed<'f> {
     ferry: &'f mut Ferry,
-    model: ferry::Model<Reading>,
+    model: ferry::TypedModel<Reading>,
 }
 
 impl Typed<'_> {

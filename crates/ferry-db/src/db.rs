@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use ferry_schema::{Context, Enable, Model, Schema};
-use ferry_store::{Change, Durability, Store, Tx};
+use ferry_store::{Durability, ItemChange, Store, Tx};
 use ferry_types::{Item, ItemRef, Key, Value};
 use serde_json::Value as Json;
 
@@ -361,13 +361,13 @@ impl Db {
     }
 
     /// After a local commit: fires triggers and tells the sync engine what was queued.
-    pub(crate) fn committed(&self, changes: &[Change]) {
+    pub(crate) fn committed(&self, changes: &[ItemChange]) {
         self.fire(changes, Origin::Local);
         self.report_staged();
     }
 
     /// Fires triggers for committed changes.
-    pub(crate) fn fire(&self, changes: &[Change], origin: Origin) {
+    pub(crate) fn fire(&self, changes: &[ItemChange], origin: Origin) {
         if self.inner.triggers.is_empty() {
             return;
         }

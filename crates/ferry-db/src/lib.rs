@@ -33,5 +33,5 @@ pub use inspect::{LocalState, PendingChange};
 pub use port::{ReplicaPort, Resolved, WeakReplicaPort};
 pub use replication::{Conflict, Quarantined, Replication, Status};
 pub use triggers::{Event, Op, Origin, TriggerId};
-pub use typed::Model;
+pub use typed::TypedModel;
 pub use write::{Write, WriteOptions};

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::{Db, Error, FindOptions, Result, WriteOptions};
 
 /// A model whose items are the serde type `T`. Obtained from [`Db::typed`].
-pub struct Model<T> {
+pub struct TypedModel<T> {
     db: Db,
     name: String,
     _item: PhantomData<fn() -> T>,
@@ -18,9 +18,9 @@ pub struct Model<T> {
 
 impl Db {
     /// Typed access to a model.
-    pub fn typed<T: Serialize + DeserializeOwned>(&self, model: &str) -> Result<Model<T>> {
+    pub fn typed<T: Serialize + DeserializeOwned>(&self, model: &str) -> Result<TypedModel<T>> {
         self.model(model)?;
-        Ok(Model {
+        Ok(TypedModel {
             db: self.clone(),
             name: model.to_string(),
             _item: PhantomData,
@@ -28,7 +28,7 @@ impl Db {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Model<T> {
+impl<T: Serialize + DeserializeOwned> TypedModel<T> {
     /// Creates an item; returns it as stored (with generated and default values).
     pub fn create(&self, item: &T) -> Result<T> {
         from_json(self.db.create(&self.name, to_json(item)?)?)
@@ -45,7 +45,7 @@ impl<T: Serialize + DeserializeOwned> Model<T> {
         self.get_with(key, &FindOptions::default())
     }
 
-    /// [`Model::get`] with options (`index`, `hidden`, `fields`, `follow`).
+    /// [`TypedModel::get`] with options (`index`, `hidden`, `fields`, `follow`).
     pub fn get_with(&self, key: &impl Serialize, options: &FindOptions) -> Result<Option<T>> {
         self.db
             .get_as(&self.name, &to_json(key)?, options, &deserialize)

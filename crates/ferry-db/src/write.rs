@@ -236,10 +236,7 @@ impl Db {
     }
 
     fn durability(&self, model: &Model, options: Option<&WriteOptions>) -> Durability {
-        let by_model = match model.control.durability {
-            Some(ferry_schema::Durability::Immediate) => Durability::Immediate,
-            _ => Durability::Default,
-        };
+        let by_model = model.control.durability.unwrap_or_default();
         let by_call = options.and_then(|o| o.durability).unwrap_or_default();
         self.inner.config.durability.max(by_model).max(by_call)
     }

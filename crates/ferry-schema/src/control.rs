@@ -9,6 +9,7 @@ pub use ferry_types::SyncDirection;
 use crate::doc::{self, at};
 use crate::template::Template;
 use crate::{Error, Result};
+use ferry_types::Durability;
 
 /// `delay`, `show`, `notify`, `actions` and `metrics` are Ioto's: accepted, not interpreted.
 const CONTROL_PROPERTIES: &[&str] = &[
@@ -50,15 +51,6 @@ pub enum Enable {
     Device,
     /// In the cloud only; the device API refuses it.
     Cloud,
-}
-
-/// How a commit reaches disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// The database's configured durability.
-    Default,
-    /// Flushed before the write returns.
-    Immediate,
 }
 
 /// The section's name as written (`control` or `process`) and its entries by model name.

@@ -18,9 +18,10 @@ mod prepare;
 mod schema;
 mod template;
 
-pub use control::{Control, Durability, Enable, SyncDirection};
+pub use control::{Control, Enable, SyncDirection};
 pub use crypt::Crypto;
 pub use error::{Error, FieldError, Result};
+pub use ferry_types::Durability;
 pub use field::{Field, FieldType, Generate, UID_LEN_MAX};
 pub use index::{Index, IndexKind, LOCAL_INDEXES_MAX, Projection};
 pub use model::Model;

@@ -6,25 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How durable a commit is when it returns.
-/// Ordered: `Default < Immediate`, so the strictest of several wishes is their `max`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Durability {
-    /// In the OS at once (survives a process crash); fsynced by a background task within the
-    /// store's sync window (survives a power loss after that window).
-    #[default]
-    Default,
-    /// Fsynced before the commit returns.
-    Immediate,
-}
-
 /// Fsyncs the journal every window while there are unsynced commits.
-pub(crate) struct Syncer {
+pub(crate) struct Fsyncer {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Syncer {
+impl Fsyncer {
     pub fn start(
         db: fjall::Database,
         window: Duration,
@@ -32,7 +20,7 @@ impl Syncer {
         fsyncing: Arc<Mutex<()>>,
         poisoned: Arc<AtomicBool>,
         on_fsync: Option<crate::store::FsyncHook>,
-    ) -> std::io::Result<Syncer> {
+    ) -> std::io::Result<Fsyncer> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("ferry-fsync".into())
@@ -55,14 +43,14 @@ impl Syncer {
                     }
                 }
             })?;
-        Ok(Syncer {
+        Ok(Fsyncer {
             stop: Some(stop),
             thread: Some(thread),
         })
     }
 }
 
-impl Drop for Syncer {
+impl Drop for Fsyncer {
     fn drop(&mut self) {
         self.stop.take();
         if let Some(thread) = self.thread.take() {

@@ -1,5 +1,5 @@
 //! Replication records beside the data: the outbox, tombstones, the conflict log and sync
-//! state in `meta`. A [`Tx`](crate::Tx) stages them in [`Staged`] and its commit writes
+//! state in `meta`. A [`Tx`](crate::Tx) stages them in [`StagedRecords`] and its commit writes
 //! them in the same fjall batch as the items they describe.
 //!
 //! Keyspaces (values are `ferry_journal` encodings):
@@ -28,7 +28,7 @@ pub(crate) const CONFLICTS_MAX: usize = 10_000;
 /// Bytes of the sequence suffix of a conflict record key.
 const CONFLICT_SEQ_BYTES: usize = 4;
 
-/// Staged records of one keyspace by key; `None`: the record is removed. Records are boxed:
+/// StagedRecords records of one keyspace by key; `None`: the record is removed. Records are boxed:
 /// inline, eleven of them make a map node of up to several KiB, and glibc serves a request
 /// that large only after consolidating every small chunk freed since the last one. Every
 /// replicated write made one, at a sixth of the writer's CPU time.
@@ -36,7 +36,7 @@ type Records<T> = BTreeMap<Vec<u8>, Option<Box<T>>>;
 
 /// Replication records a write has staged, keyed like their keyspaces.
 #[derive(Default)]
-pub(crate) struct Staged {
+pub(crate) struct StagedRecords {
     outbox: Records<OutboxEntry>,
     tombstones: Records<Tombstone>,
     conflicts: BTreeMap<Vec<u8>, Box<ConflictRecord>>,
@@ -48,7 +48,7 @@ pub(crate) struct Staged {
     pub(crate) quarantine_delta: isize,
 }
 
-impl Staged {
+impl StagedRecords {
     pub(crate) fn is_empty(&self) -> bool {
         self.outbox.is_empty()
             && self.tombstones.is_empty()

@@ -14,11 +14,11 @@ mod query;
 mod store;
 mod tx;
 
-pub use durability::Durability;
 pub use error::{Error, Result};
+pub use ferry_types::Durability;
 pub use query::{Query, Row};
 pub use store::{CommitHook, FsyncHook, OUTBOX_CHANGES_MAX, Options, Record, Store};
-pub use tx::{Change, Tx};
+pub use tx::{ItemChange, Tx};
 
 #[cfg(test)]
 mod tests;

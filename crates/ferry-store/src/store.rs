@@ -10,10 +10,11 @@ use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::{Item, ItemRef, Key};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
-use crate::durability::{Durability, Syncer};
+use crate::durability::Fsyncer;
 use crate::layout;
-use crate::tx::{Change, Tx};
+use crate::tx::{ItemChange, Tx};
 use crate::{Error, Result};
+use ferry_types::Durability;
 
 const META_SCHEMA: &[u8] = b"schema";
 const META_INDEX_PREFIX: &str = "index:";
@@ -104,7 +105,7 @@ pub struct Store {
     /// that queue here are served by one fsync: a group commit.
     pub(crate) fsyncing: Arc<Mutex<()>>,
     pub(crate) poisoned: Arc<AtomicBool>,
-    _syncer: Syncer,
+    _syncer: Fsyncer,
 }
 
 impl Store {
@@ -168,7 +169,7 @@ impl Store {
         let dirty = Arc::new(AtomicBool::new(false));
         let fsyncing = Arc::new(Mutex::new(()));
         let poisoned = Arc::new(AtomicBool::new(false));
-        let syncer = Syncer::start(
+        let syncer = Fsyncer::start(
             db.clone(),
             options.sync_window,
             dirty.clone(),
@@ -283,7 +284,7 @@ impl Store {
         &self,
         durability: Durability,
         f: impl FnOnce(&mut Tx<'_>) -> std::result::Result<R, E>,
-    ) -> std::result::Result<(R, Vec<Change>), E> {
+    ) -> std::result::Result<(R, Vec<ItemChange>), E> {
         // A panic in another writer cannot leave a half-written batch: batches commit whole.
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.check_writable()?;

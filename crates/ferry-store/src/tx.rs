@@ -10,16 +10,16 @@ use ferry_journal::{ConflictRecord, OutboxEntry, QuarantineRecord, Tombstone};
 use ferry_schema::Context;
 use ferry_types::{Item, Key, Value, Version, item_size};
 
-use crate::durability::Durability;
-use crate::journal::Staged;
+use crate::journal::StagedRecords;
 use crate::layout;
 use crate::store::Store;
 use crate::{Error, Result};
+use ferry_types::Durability;
 
 /// One change made by a write, for triggers and (later) the journal. Its items are shared
 /// with the write that made them, which would otherwise copy each item several times.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Change {
+pub struct ItemChange {
     /// The item's primary key.
     pub key: Key,
     /// The item before the change (`None`: it did not exist).
@@ -43,8 +43,8 @@ pub struct Tx<'s> {
     /// Unique claims changed so far: claim text -> owning primary key bytes (`None`: released).
     claims: BTreeMap<String, Option<Vec<u8>>>,
     /// Outbox entries, tombstones, conflicts and sync state to write with the items.
-    journal: Staged,
-    changes: Vec<Change>,
+    journal: StagedRecords,
+    changes: Vec<ItemChange>,
 }
 
 impl<'s> Tx<'s> {
@@ -55,7 +55,7 @@ impl<'s> Tx<'s> {
             touched: BTreeMap::new(),
             read: RefCell::default(),
             claims: BTreeMap::new(),
-            journal: Staged::default(),
+            journal: StagedRecords::default(),
             changes: Vec::new(),
         }
     }
@@ -120,7 +120,7 @@ impl<'s> Tx<'s> {
                 self.touched.insert(bytes, (old.clone(), new.clone()));
             }
         }
-        self.changes.push(Change {
+        self.changes.push(ItemChange {
             key,
             old: old.clone(),
             new,
@@ -192,7 +192,7 @@ impl<'s> Tx<'s> {
 
     /// Writes every touched key's final state, with its index, expiry and unique records,
     /// and the staged replication records, in one batch.
-    pub(crate) fn commit(self) -> Result<Vec<Change>> {
+    pub(crate) fn commit(self) -> Result<Vec<ItemChange>> {
         let store = self.store;
         if self.touched.is_empty() && self.journal.is_empty() {
             return Ok(self.changes);

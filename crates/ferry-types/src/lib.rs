@@ -1,10 +1,11 @@
 //! Ferry's data model: the DynamoDB attribute-value model ([`Value`]), items, keys,
 //! DynamoDB's size limits, the JSON mapping and replication versions ([`Version`]).
 //!
-//! Architecture invariant: this crate is pure data. It performs no I/O, knows nothing
-//! of schemas or storage, and depends only on serde.
+//! Architecture invariant: this crate is pure data. It performs no I/O and knows nothing
+//! of schemas or storage.
 
 pub mod codec;
+mod durability;
 mod error;
 pub mod json;
 pub mod keycode;
@@ -16,6 +17,7 @@ mod value;
 pub mod version;
 mod view;
 
+pub use durability::Durability;
 pub use error::{Error, Result};
 pub use layout::ItemLayout;
 pub use number::Number;

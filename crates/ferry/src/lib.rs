@@ -38,8 +38,8 @@
 //! is compiled (`tokio`, on by default: the background driver).
 
 pub use ferry_db::{
-    Clock, Config, Conflict, Db, Error, ErrorKind, Event, FindOptions, Model, Op, Origin, Page,
-    Quarantined, Result, Status, TriggerId, WeakDb, Write, WriteOptions,
+    Clock, Config, Conflict, Db, Error, ErrorKind, Event, FindOptions, Op, Origin, Page,
+    Quarantined, Result, Status, TriggerId, TypedModel, WeakDb, Write, WriteOptions,
 };
 #[doc(hidden)]
 pub use ferry_db::{LocalState, PendingChange};
