@@ -1,21 +1,27 @@
-//! Ferry's change records: what replication remembers between a local write and the
-//! cloud's answer, and what it keeps afterwards.
+//! Ferry's change journal: what replication remembers between a local write and the
+//! cloud's answer, and what it keeps afterwards, with the rules a write follows when it
+//! stages them.
 //!
 //! - [`Change`]: one replicated write, as it travels up (outbox) and down (pull).
 //! - [`OutboxEntry`]: the latest pending local change of one key.
 //! - [`Tombstone`]: a delete, remembered so that older puts do not resurrect the item.
 //! - [`ConflictRecord`]: a version that lost under last-writer-wins, kept for users.
+//! - [`QuarantineRecord`]: a cloud change that could not apply, with why.
+//! - [`StagedRecords`]: one write's records over the committed ones ([`Committed`]):
+//!   coalescing, the outbox's bound, settling, the quarantine, the conflict log's sequence
+//!   and trim (`staged.rs`).
 //!
 //! Each record has an `encode_*`/`decode_*` pair (a leading format byte, then
 //! `ferry_types::codec` primitives); decoding returns [`Error::Corrupt`] on bad bytes and
 //! never panics.
 //!
-//! Architecture invariant: pure records. This crate performs no I/O and keeps no state;
-//! `ferry-store` persists the records through the same batch as the data they describe,
-//! so a write and its outbox entry commit together or not at all.
+//! Architecture invariant: no I/O. `ferry-store` implements [`Committed`] and writes the
+//! staged records in the same batch as the data they describe, so a write and its outbox
+//! entry commit together or not at all; `ferry-db` decides what a write journals.
 
 mod encode;
 mod error;
+mod staged;
 #[cfg(test)]
 mod tests;
 
@@ -25,6 +31,7 @@ pub use encode::{
     encode_tombstone,
 };
 pub use error::{Error, Result};
+pub use staged::{CONFLICTS_MAX, Committed, OutboxFull, Records, StagedRecords};
 
 use ferry_types::{Item, Key, Version};
 

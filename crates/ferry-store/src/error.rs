@@ -75,3 +75,9 @@ pub enum Error {
 
 /// The result of storage operations.
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<ferry_journal::OutboxFull> for Error {
+    fn from(full: ferry_journal::OutboxFull) -> Error {
+        Error::OutboxFull { limit: full.limit }
+    }
+}

@@ -9,15 +9,7 @@ use ferry_types::{Item, ItemRef, Key, Value, codec, keycode};
 /// Leading byte of every stored item and index entry: the encoding's version.
 pub const FORMAT_ITEM_V1: u8 = 1;
 
-/// The bytes of a primary key: the encoded hash value, then the encoded sort value.
-pub fn key_bytes(key: &Key) -> Vec<u8> {
-    let mut out = Vec::with_capacity(32);
-    keycode::encode(&key.hash, &mut out);
-    if let Some(sort) = &key.sort {
-        keycode::encode(sort, &mut out);
-    }
-    out
-}
+pub use ferry_types::keycode::key_bytes;
 
 /// The primary key of `item` under `primary`, checking that key attributes are S, N or B.
 pub fn item_key(primary: &Index, item: &Item) -> Result<Key, String> {

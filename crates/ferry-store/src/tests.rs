@@ -455,22 +455,6 @@ fn entry(pk: u8, hlc: u64) -> OutboxEntry {
     }
 }
 
-fn queue(store: &Store, entry: OutboxEntry) -> bool {
-    store
-        .write(Durability::Default, |tx| tx.queue(entry))
-        .unwrap()
-        .0
-}
-
-fn settle(store: &Store, pk: u8, acked: u64) -> bool {
-    store
-        .write(Durability::Default, |tx| {
-            tx.settle(&key(pk, 0), &version(acked))
-        })
-        .unwrap()
-        .0
-}
-
 fn tombstone(deleted_ms: u64) -> Tombstone {
     Tombstone {
         model: "T".into(),
@@ -485,54 +469,6 @@ fn conflict(pk: u8, at_ms: u64, loser_hlc: u64) -> ConflictRecord {
         loser: entry(pk, loser_hlc).change,
         at_ms,
     }
-}
-
-#[test]
-fn outbox_coalescing_keeps_the_newest_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    assert!(queue(&store, entry(0, 2)));
-    assert!(
-        !queue(&store, entry(0, 1)),
-        "an older change does not replace"
-    );
-    assert!(!queue(&store, entry(0, 2)), "nor does a replay");
-    assert_eq!(store.pending(&key(0, 0)).unwrap(), Some(entry(0, 2)));
-    // Within one write, the second queue sees the first.
-    store
-        .write(Durability::Default, |tx| {
-            assert!(tx.queue(entry(0, 3))?);
-            assert!(tx.queue(entry(0, 4))?);
-            assert_eq!(tx.pending(&key(0, 0))?, Some(entry(0, 4)));
-            tx.queue(entry(1, 1))
-        })
-        .unwrap();
-    let outbox: Vec<_> = store.outbox().map(|r| r.unwrap()).collect();
-    assert_eq!(
-        outbox,
-        vec![(key(0, 0), entry(0, 4)), (key(1, 0), entry(1, 1))],
-        "one entry per key, in key order"
-    );
-}
-
-#[test]
-fn settle_removes_only_acknowledged_versions() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    assert!(!settle(&store, 0, 5), "nothing pending");
-    queue(&store, entry(0, 5));
-    assert!(!settle(&store, 0, 4), "an older ack keeps the entry");
-    assert_eq!(store.pending(&key(0, 0)).unwrap(), Some(entry(0, 5)));
-    assert!(settle(&store, 0, 6), "a newer ack covers it");
-    assert_eq!(store.pending(&key(0, 0)).unwrap(), None);
-    // A change queued in the same write is settled by the same write.
-    store
-        .write(Durability::Default, |tx| {
-            tx.queue(entry(1, 7))?;
-            tx.settle(&key(1, 0), &version(7))
-        })
-        .unwrap();
-    assert_eq!(store.outbox().count(), 0);
 }
 
 #[test]
@@ -618,7 +554,7 @@ fn conflicts_are_ordered_by_time() {
 fn the_conflict_log_keeps_the_newest_records() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let max = crate::journal::CONFLICTS_MAX as u64;
+    let max = ferry_journal::CONFLICTS_MAX as u64;
     store
         .write(Durability::Default, |tx| {
             (0..max).try_for_each(|at| tx.log_conflict(conflict(0, at, at)))

@@ -6,11 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ferry_journal::{ConflictRecord, OutboxEntry, QuarantineRecord, Tombstone};
+use ferry_journal::{ConflictRecord, OutboxEntry, QuarantineRecord, StagedRecords, Tombstone};
 use ferry_schema::Context;
 use ferry_types::{Item, Key, Value, Version, item_size};
 
-use crate::journal::StagedRecords;
 use crate::layout;
 use crate::store::Store;
 use crate::{Error, Result};
@@ -235,7 +234,7 @@ impl<'s> Tx<'s> {
         if let Some(hook) = &store.on_commit {
             hook().map_err(|e| store.fail(fjall::Error::Io(e)))?;
         }
-        let conflicts_len = self.journal.write(store, &mut batch);
+        let conflicts_len = crate::journal::write_staged(store, &self.journal, &mut batch);
         // A batch reaches the OS only when asked to: `Buffer` is what makes a commit
         // survive a process crash; the syncer fsyncs it within the window.
         let mode = match self.durability {
@@ -260,8 +259,8 @@ impl<'s> Tx<'s> {
             let len = count.load(Ordering::Acquire) as isize + delta;
             count.store(len.max(0) as usize, Ordering::Release);
         };
-        moved(&store.outbox_len, self.journal.outbox_delta);
-        moved(&store.quarantine_len, self.journal.quarantine_delta);
+        moved(&store.outbox_len, self.journal.outbox_delta());
+        moved(&store.quarantine_len, self.journal.quarantine_delta());
         store.conflicts_len.store(conflicts_len, Ordering::Release);
         Ok(self.changes)
     }
@@ -306,8 +305,7 @@ impl Tx<'_> {
 
     /// The quarantined change of `key`, as this write has left it so far.
     pub fn quarantined(&self, key: &Key) -> Result<Option<QuarantineRecord>> {
-        self.journal
-            .quarantined(self.store, &crate::layout::key_bytes(key))
+        self.journal.quarantined(self.store, key)
     }
 
     /// Forgets the quarantined change of `key` if it is at or below `version` (that change

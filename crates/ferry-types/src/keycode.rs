@@ -6,7 +6,7 @@
 //! is documented in `docs/formats.md`.
 
 use crate::number::Decimal;
-use crate::{Error, Number, Result, Value};
+use crate::{Error, Key, Number, Result, Value};
 
 const TAG_NEGATIVE: u8 = 0x10;
 const TAG_ZERO: u8 = 0x15;
@@ -15,6 +15,17 @@ const TAG_TEXT: u8 = 0x30;
 const TAG_BINARY: u8 = 0x40;
 /// Ends a text or binary component; `0x00` inside one is escaped as `0x00 0xFF`.
 const END: [u8; 2] = [0x00, 0x01];
+
+/// The bytes of a primary key: the encoded hash value, then the encoded sort value. Each
+/// value's bytes end themselves, so a key's bytes start no other key's.
+pub fn key_bytes(key: &Key) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    encode(&key.hash, &mut out);
+    if let Some(sort) = &key.sort {
+        encode(sort, &mut out);
+    }
+    out
+}
 
 /// Appends the encoding of a key value (`S`, `N` or `B`) to `out`.
 ///
