@@ -14,14 +14,9 @@ const KEY_CHECK_TEXT: &str = "ferry";
 /// Refuses a schema with crypt fields and no key (naming the field), and a key that is not
 /// the one the database was written with; remembers the key's check value.
 pub(crate) fn check_key(store: &Store, schema: &Schema, crypto: Option<&Crypto>) -> Result<()> {
+    schema.require_crypto(crypto)?;
     let Some(crypto) = crypto else {
-        return match schema.crypt_field() {
-            Some(field) => Err(Error::Argument(format!(
-                "{field} is a crypt field but the database has no key: give Config::crypto \
-                 (OneTable's crypto: {{primary: {{cipher: 'aes-256-gcm', password: ...}}}})"
-            ))),
-            None => Ok(()),
-        };
+        return Ok(());
     };
     match store.meta_text(META_KEY_CHECK)? {
         Some(sealed) => match crypto.decrypt(&sealed) {

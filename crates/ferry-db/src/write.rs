@@ -283,12 +283,7 @@ impl Db {
                 let mut item =
                     model.prepare_update(schema, existing.as_deref(), props, &ops, ctx, now)?;
                 crate::crypt::seal(model, &mut item, crypto)?;
-                if self.inner.store.key_of(&item)? != key {
-                    return Err(Error::Argument(format!(
-                        "{}: update cannot change the primary key",
-                        model.name
-                    )));
-                }
+                model.same_key(&key, &self.inner.store.key_of(&item)?)?;
                 Ok(Some(self.put_in(tx, model, &key, item, now)?))
             }
             Write::Remove { props, options, .. } => {
@@ -319,16 +314,7 @@ impl Db {
     }
 
     pub(crate) fn full_key(&self, model: &Model, props: &Map<String, Json>) -> Result<Key> {
-        let query = model.key_query(self.schema(), props, self.context(), None)?;
-        query.full_key().ok_or_else(|| {
-            let primary = self.schema().primary();
-            Error::Argument(format!(
-                "{}: this operation needs the full primary key ({}{}); give the properties its templates use",
-                model.name,
-                primary.hash,
-                primary.sort.as_deref().map(|s| format!(", {s}")).unwrap_or_default()
-            ))
-        })
+        Ok(model.full_key(self.schema(), props, self.context())?)
     }
 
     /// Checks `exists` and `condition` against the existing item.
@@ -369,9 +355,7 @@ pub(crate) fn parse_condition(model: &Model, text: &str) -> Result<Condition> {
 }
 
 pub(crate) fn object(props: &Json) -> Result<&Map<String, Json>> {
-    props
-        .as_object()
-        .ok_or_else(|| Error::Argument(format!("properties must be a JSON object, not {props}")))
+    Ok(ferry_schema::properties(props)?)
 }
 
 /// Refuses local writes of a model the cloud owns.

@@ -25,5 +25,5 @@ pub use ferry_types::Durability;
 pub use field::{Field, FieldType, Generate, UID_LEN_MAX};
 pub use index::{Index, IndexKind, LOCAL_INDEXES_MAX, Projection};
 pub use model::Model;
-pub use prepare::{Context, KeyQuery, PutMode, Reading, SortCondition, UpdateOps};
+pub use prepare::{Context, KeyQuery, PutMode, Reading, SortCondition, UpdateOps, properties};
 pub use schema::{Params, Schema, Timestamps};

@@ -1,6 +1,7 @@
 //! Turning user JSON into stored items and back: put, update, key queries and reads.
 
 mod deserialize;
+mod operation;
 mod put;
 mod query;
 mod read;
@@ -14,6 +15,7 @@ use crate::template::Rendered;
 use crate::{Error, FieldError, Model, Result, Schema};
 
 pub use deserialize::Reading;
+pub use operation::properties;
 pub use query::{KeyQuery, SortCondition};
 
 /// Properties set once on the database and injected into every operation (`deviceId`, ...).
