@@ -658,6 +658,32 @@ fn cloud_commands_read_and_write_the_table_as_a_replica_devices_hear_from() {
     assert_eq!(json_line(&out)["conflicts"], json!(0));
 }
 
+/// One layer of OneTable's operations: a mistake reads the same on a device and in cloud
+/// mode on either cloud (before, cloud mode named neither the key's attributes nor its
+/// properties the way a device does).
+#[test]
+fn the_same_mistake_reads_the_same_on_a_device_and_in_cloud_mode_on_either_cloud() {
+    let on_dynamo = Site::over(Via::Dynamo, "cli-same-words");
+    let on_relay = Site::over(Via::Relay, "cli-same-words");
+    let mistakes: [&[&str]; 3] = [
+        &["remove", "Shared", "{}"],
+        &["get", "Shared", r#"{"id":"s1","colour":"red"}"#],
+        &["create", "Shared", r#"{"name":"no id"}"#],
+    ];
+    for mistake in mistakes {
+        let (code, _, device) = on_dynamo.run("a", mistake);
+        assert_eq!(code, 2, "{device}");
+        for site in [&on_dynamo, &on_relay] {
+            let (code, _, cloud) = site.cloud(mistake);
+            assert_eq!(
+                (code, cloud.as_str()),
+                (2, device.as_str()),
+                "{mistake:?} on a device and in cloud mode"
+            );
+        }
+    }
+}
+
 #[test]
 fn ferry_cloud_follow_adopts_a_plain_sdk_write_and_stops_on_sigterm() {
     use ferry::dynamo::sdk::types::AttributeValue;

@@ -31,7 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "ferry-sync",
         ],
     ),
-    // Cloud mode over any transport: the schema's operations on the seam.
+    // Cloud mode: the schema's operations over any place rows live (a transport here).
     (
         "ferry-service",
         &[
@@ -61,6 +61,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "ferry-service",
         ],
     ),
+    // DynamoDB: its rows are cloud mode's too (ferry-service's operations over them).
     (
         "ferry-dynamo",
         &[
@@ -68,6 +69,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "ferry-schema",
             "ferry-journal",
             "ferry-cloud",
+            "ferry-service",
         ],
     ),
     // Wire types shared by the relay and its transport, defined once.

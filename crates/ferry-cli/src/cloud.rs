@@ -4,10 +4,9 @@
 use std::sync::Arc;
 
 use ferry::dynamo::{Dynamo, DynamoTransport, Endpoint, Settings, Table};
-use ferry::{Attach, Db, Schema, SyncOptions, UpdateOps};
-use serde_json::Value as Json;
+use ferry::{Attach, Db, Schema, SyncOptions};
 
-use crate::{Cli, CloudCommand, EXIT_FAILED, EXIT_INVALID, EXIT_REFUSED, Failure, PageArgs};
+use crate::{Cli, CloudCommand, EXIT_FAILED, EXIT_INVALID, EXIT_REFUSED, Failure};
 
 impl From<ferry::dynamo::Error> for Failure {
     fn from(e: ferry::dynamo::Error) -> Failure {
@@ -175,45 +174,32 @@ pub fn replica_command(cli: &Cli, schema: &Schema, command: &CloudCommand) -> Re
         Arc::new(schema.clone()),
         &cloud_replica_id(),
     );
-    let replica = rt.block_on(ferry::dynamo::CloudReplica::open(
-        writer,
-        crate::ops::crypto(cli)?,
-    ))?;
-    run_cloud(cli, &DynamoCloud { rt, replica }, command)
+    let crypto = crate::ops::crypto(cli)?;
+    let service = rt.block_on(ferry::dynamo::DynamoRows::cloud_replica(writer, crypto))?;
+    run_cloud(cli, &rt, &service, command)
 }
 
-/// What the cloud commands do with a cloud replica: DynamoDB's cloud mode, or cloud mode
-/// through a relay. Each call blocks until the cloud answers.
-pub(crate) trait CloudOps {
-    fn create(&self, model: &str, props: &Json) -> Result<Json, Failure>;
-    fn get(&self, model: &str, props: &Json, hidden: bool) -> Result<Option<Json>, Failure>;
-    fn update(
-        &self,
-        model: &str,
-        props: &Json,
-        ops: &UpdateOps,
-        upsert: bool,
-    ) -> Result<Json, Failure>;
-    fn remove(&self, model: &str, props: &Json) -> Result<Option<Json>, Failure>;
-    /// `{"items": [...], "next": cursor or null}`.
-    fn find(&self, model: &str, props: &Json, page: &PageArgs) -> Result<Json, Failure>;
-}
-
-/// Runs a cloud command on `cloud` and prints its answer as the device commands do.
-pub(crate) fn run_cloud(
+/// Runs a cloud command on `service` (DynamoDB's rows, or the relay's) and prints its
+/// answer as the device commands do; each call blocks on `rt` until the cloud answers.
+pub(crate) fn run_cloud<R: ferry::service::Rows>(
     cli: &Cli,
-    cloud: &dyn CloudOps,
+    rt: &tokio::runtime::Runtime,
+    service: &ferry::service::Service<R>,
     command: &CloudCommand,
-) -> Result<(), Failure> {
+) -> Result<(), Failure>
+where
+    Failure: From<R::Error>,
+{
     use crate::ops::{parse, print};
     let out = &mut std::io::stdout().lock();
     match command {
         CloudCommand::Follow { .. } => {}
         CloudCommand::Create { model, json, .. } => {
-            print(out, &cloud.create(model, &parse(json, "item")?)?)
+            let item = rt.block_on(service.create(model, &parse(json, "item")?))?;
+            print(out, &item)
         }
         CloudCommand::Get { model, json, .. } => {
-            match cloud.get(model, &parse(json, "key")?, cli.hidden)? {
+            match rt.block_on(service.get(model, &parse(json, "key")?, cli.hidden))? {
                 Some(item) => print(out, &item),
                 None => return Err(crate::ops::not_found(model, json)),
             }
@@ -221,67 +207,33 @@ pub(crate) fn run_cloud(
         CloudCommand::Update {
             model, json, how, ..
         } => {
-            let item = parse(json, "item")?;
-            print(out, &cloud.update(model, &item, &how.ops()?, how.upsert)?)
-        }
-        CloudCommand::Remove { model, json, .. } => {
-            let removed = cloud.remove(model, &parse(json, "key")?)?;
+            let (item, ops) = (parse(json, "item")?, how.ops()?);
             print(
                 out,
-                &serde_json::json!({ "removed": usize::from(removed.is_some()) }),
+                &rt.block_on(service.update(model, &item, &ops, how.upsert))?,
             )
+        }
+        CloudCommand::Remove { model, json, .. } => {
+            let removed = rt.block_on(service.remove(model, &parse(json, "key")?))?;
+            let answer = serde_json::json!({ "removed": usize::from(removed.is_some()) });
+            print(out, &answer)
         }
         CloudCommand::Find {
             model, json, page, ..
         } => {
             let props = crate::ops::find_props(json.as_deref())?;
-            print(out, &cloud.find(model, &props, page)?)
+            let options = ferry::service::CloudFind {
+                index: page.index.as_deref(),
+                limit: page.limit,
+                next: page.next.as_deref(),
+                reverse: page.reverse,
+            };
+            let found = rt.block_on(service.find(model, &props, &options))?;
+            print(
+                out,
+                &serde_json::json!({ "items": found.items, "next": found.next }),
+            )
         }
     }
     Ok(())
-}
-
-/// DynamoDB's cloud mode on a runtime of its own.
-struct DynamoCloud {
-    rt: tokio::runtime::Runtime,
-    replica: ferry::dynamo::CloudReplica,
-}
-
-impl CloudOps for DynamoCloud {
-    fn create(&self, model: &str, props: &Json) -> Result<Json, Failure> {
-        Ok(self.rt.block_on(self.replica.create(model, props))?)
-    }
-
-    fn get(&self, model: &str, props: &Json, hidden: bool) -> Result<Option<Json>, Failure> {
-        Ok(self.rt.block_on(self.replica.get(model, props, hidden))?)
-    }
-
-    fn update(
-        &self,
-        model: &str,
-        props: &Json,
-        ops: &UpdateOps,
-        upsert: bool,
-    ) -> Result<Json, Failure> {
-        Ok(self
-            .rt
-            .block_on(self.replica.update(model, props, ops, upsert))?)
-    }
-
-    fn remove(&self, model: &str, props: &Json) -> Result<Option<Json>, Failure> {
-        Ok(self.rt.block_on(self.replica.remove(model, props))?)
-    }
-
-    fn find(&self, model: &str, props: &Json, page: &PageArgs) -> Result<Json, Failure> {
-        let options = ferry::dynamo::CloudFind {
-            index: page.index.as_deref(),
-            limit: page.limit,
-            next: page.next.as_deref(),
-            reverse: page.reverse,
-        };
-        let found = self
-            .rt
-            .block_on(self.replica.find(model, props, &options))?;
-        Ok(serde_json::json!({ "items": found.items, "next": found.next }))
-    }
 }

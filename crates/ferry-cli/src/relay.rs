@@ -4,13 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[cfg(feature = "dynamo")]
+use crate::{Cli, Failure, RelayArgs};
 use ferry::ws::WsTransport;
 use ferry::{Attach, Db, SyncOptions};
 use ferry_relay::{EmbeddedStore, RelayConfig, Secret};
-#[cfg(feature = "dynamo")]
-use serde_json::Value as Json;
-
-use crate::{Cli, Failure, RelayArgs};
 
 /// `ferry relay serve`.
 #[derive(clap::Args)]
@@ -257,7 +255,7 @@ pub fn cloud_command(
     let crypto = crate::ops::crypto(cli)?;
     let connect = ferry::service::Service::connect(transport, schema, &replica, crypto);
     let service = rt.block_on(connect)?;
-    crate::cloud::run_cloud(cli, &RelayCloud { rt, service }, command)
+    crate::cloud::run_cloud(cli, &rt, &service, command)
 }
 
 impl From<ferry::service::Error> for Failure {
@@ -278,52 +276,5 @@ impl From<ferry::service::Error> for Failure {
             message: e.to_string().replace('\n', " "),
             exit,
         }
-    }
-}
-
-/// Cloud mode through the relay, on a runtime of its own.
-#[cfg(feature = "dynamo")]
-struct RelayCloud {
-    rt: tokio::runtime::Runtime,
-    service: ferry::service::Service<WsTransport>,
-}
-
-#[cfg(feature = "dynamo")]
-impl crate::cloud::CloudOps for RelayCloud {
-    fn create(&self, model: &str, props: &Json) -> Result<Json, Failure> {
-        Ok(self.rt.block_on(self.service.create(model, props))?)
-    }
-
-    fn get(&self, model: &str, props: &Json, hidden: bool) -> Result<Option<Json>, Failure> {
-        Ok(self.rt.block_on(self.service.get(model, props, hidden))?)
-    }
-
-    fn update(
-        &self,
-        model: &str,
-        props: &Json,
-        ops: &ferry::UpdateOps,
-        upsert: bool,
-    ) -> Result<Json, Failure> {
-        Ok(self
-            .rt
-            .block_on(self.service.update(model, props, ops, upsert))?)
-    }
-
-    fn remove(&self, model: &str, props: &Json) -> Result<Option<Json>, Failure> {
-        Ok(self.rt.block_on(self.service.remove(model, props))?)
-    }
-
-    fn find(&self, model: &str, props: &Json, page: &crate::PageArgs) -> Result<Json, Failure> {
-        if page.next.is_some() {
-            let why = "a find through the relay reads whole scopes: it has no --next pages";
-            return Err(Failure::invalid(why.into()));
-        }
-        let index = page.index.as_deref();
-        let find = self
-            .service
-            .find(model, props, index, page.limit, page.reverse);
-        let found = self.rt.block_on(find)?;
-        Ok(serde_json::json!({ "items": found.items, "next": null }))
     }
 }

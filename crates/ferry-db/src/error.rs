@@ -1,6 +1,6 @@
 //! Errors with codes users can branch on.
 
-use ferry_schema::FieldError;
+use ferry_schema::{FieldError, validation_message};
 
 /// What a database operation can fail with. [`Error::code`] gives OneTable's code.
 #[derive(Debug, thiserror::Error)]
@@ -167,14 +167,6 @@ fn plural(changes: usize) -> String {
         1 => "1 change".into(),
         n => format!("{n} changes"),
     }
-}
-
-fn validation_message(model: &str, errors: &[FieldError]) -> String {
-    let parts: Vec<String> = errors
-        .iter()
-        .map(|e| format!("{}: {}", e.field, e.reason))
-        .collect();
-    format!("{model}: {}", parts.join("; "))
 }
 
 impl From<ferry_schema::Error> for Error {

@@ -51,6 +51,24 @@ impl Error {
     }
 }
 
+/// Cloud mode's own failures (`ferry_service::Service` over the table's rows).
+impl From<ferry_service::Error> for Error {
+    fn from(e: ferry_service::Error) -> Error {
+        match e {
+            ferry_service::Error::Argument(message) => Error::Argument(message),
+            ferry_service::Error::Schema(e) => Error::Schema(e),
+            ferry_service::Error::Refused { code, message } => Error::Refused { code, message },
+            // The table's rows make no transport calls; a transport's failure is a call's.
+            ferry_service::Error::Transport(e) => Error::Call(Failure {
+                kind: FailureKind::Transient,
+                operation: "transport",
+                code: "TransportError".into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
 /// Results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

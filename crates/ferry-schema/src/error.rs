@@ -13,7 +13,7 @@ pub enum Error {
         message: String,
     },
     /// An item failed validation: every failing field with its reason.
-    #[error("invalid {model} item: {}", describe(errors))]
+    #[error("{}", validation_message(model, errors))]
     Validation {
         /// The model whose item failed.
         model: String,
@@ -65,12 +65,14 @@ impl Error {
     }
 }
 
-fn describe(errors: &[FieldError]) -> String {
+/// How a failed validation reads, wherever the item was written: the model, then each
+/// failing field and why.
+pub fn validation_message(model: &str, errors: &[FieldError]) -> String {
     let parts: Vec<String> = errors
         .iter()
         .map(|e| format!("{}: {}", e.field, e.reason))
         .collect();
-    parts.join("; ")
+    format!("{model}: {}", parts.join("; "))
 }
 
 /// The crate's result type.

@@ -20,7 +20,7 @@ mod template;
 
 pub use control::{Control, Enable, SyncDirection};
 pub use crypt::Crypto;
-pub use error::{Error, FieldError, Result};
+pub use error::{Error, FieldError, Result, validation_message};
 pub use ferry_types::Durability;
 pub use field::{Field, FieldType, Generate, UID_LEN_MAX};
 pub use index::{Index, IndexKind, LOCAL_INDEXES_MAX, Projection};

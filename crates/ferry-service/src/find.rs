@@ -12,39 +12,34 @@ use std::collections::BTreeMap;
 
 use ferry_cloud::{PullFrom, Transport};
 use ferry_journal::ChangeOp;
-use ferry_schema::{Index, KeyQuery, SortCondition};
+use ferry_schema::{Context, Index, KeyQuery, Model, Schema, SortCondition};
 use ferry_types::{Hlc, Item, Key, Value, keycode};
-use serde_json::Value as Json;
 
-use crate::{Error, Result, Service, object};
+use crate::{CloudFind, Error, Result, TransportRows};
 
 /// The most rows one `find` reads: past it, the scopes are too large to read whole.
 pub const FIND_ROWS_MAX: usize = 100_000;
 
-/// What a cloud `find` returns.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Found {
-    /// The items, as a device's `find` returns them.
-    pub items: Vec<Json>,
-}
-
-impl<T: Transport> Service<T> {
-    /// Finds items of `model` by key condition (on the primary key or `index`) and
-    /// equality filters, as a device's `find` does, at most `limit`, by the index's sort key
-    /// (descending with `reverse`). It reads the model's scope when its scope template names
-    /// no item property (`'*'`, a context property), else every scope the service is granted.
-    pub async fn find(
+impl<T: Transport> TransportRows<T> {
+    /// The items of `model` that `query` selects, at most `limit`, by the index's sort key
+    /// (descending with `reverse`). It reads the model's scope when its scope template
+    /// names no item property (`'*'`, a context property), else every scope the service is
+    /// granted.
+    pub(crate) async fn find_in_snapshots(
         &self,
-        model: &str,
-        props: &Json,
-        index: Option<&str>,
-        limit: Option<usize>,
-        reverse: bool,
-    ) -> Result<Found> {
-        let model = self.model(model)?;
-        let query = model.key_query(&self.schema, object(props)?, &self.context, index)?;
-        let index = self.schema.index(&query.index)?;
-        let scopes: Vec<String> = match (model.device_scope(&self.context), &self.session.scopes) {
+        schema: &Schema,
+        model: &Model,
+        query: &KeyQuery,
+        options: &CloudFind<'_>,
+    ) -> Result<Vec<Item>> {
+        if options.next.is_some() {
+            let why = "a find through a transport reads whole scopes: it has no next pages";
+            return Err(Error::Argument(why.into()));
+        }
+        // A service has no context properties.
+        let context = Context::new();
+        let index = schema.index(&query.index)?;
+        let scopes: Vec<String> = match (model.device_scope(&context), &self.session.scopes) {
             (Some(scope), _) => vec![scope],
             (None, Some(granted)) => granted.iter().cloned().collect(),
             (None, None) => {
@@ -90,18 +85,15 @@ impl<T: Transport> Service<T> {
             }
         }
         let mut found: Vec<(Vec<u8>, Item)> = (latest.into_values().flatten())
-            .filter(|item| matches(item, index, &query))
+            .filter(|item| matches(item, index, query))
             .map(|item| (sort_bytes(&item, index), item))
             .collect();
         found.sort_by(|a, b| a.0.cmp(&b.0));
-        if reverse {
+        if options.reverse {
             found.reverse();
         }
-        found.truncate(limit.unwrap_or(usize::MAX));
-        let items = (found.iter())
-            .map(|(_, item)| self.shape(model, item, false))
-            .collect();
-        Ok(Found { items })
+        found.truncate(options.limit.unwrap_or(usize::MAX));
+        Ok(found.into_iter().map(|(_, item)| item).collect())
     }
 }
 

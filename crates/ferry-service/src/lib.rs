@@ -1,34 +1,28 @@
-//! Cloud mode over any transport: a cloud service (or an operator) creates, reads, updates,
-//! removes and finds items as a replica of its own, with no local store, through the same
-//! seam devices use: through Ferry's relay with a service token, or any other
-//! [`Transport`] that reads single rows.
+//! Cloud mode: a cloud service (or an operator) creates, reads, updates, removes and finds
+//! items as a replica of its own, with no local store. One layer of OneTable's operations
+//! ([`Service`]) over the places rows live ([`Rows`]): any [`Transport`] that reads single
+//! rows (Ferry's relay with a service token: [`TransportRows`]), or a DynamoDB table
+//! (`ferry_dynamo::DynamoRows`, with conditional writes and index queries).
 //!
 //! As on a device, the schema prepares every item (keys, templates, defaults, validation,
 //! timestamps from the cloud's time) and `crypt` fields are sealed; every write reads the
 //! row first, carries it as its base and a version past it, and lands by the cloud's write
-//! rule (last writer wins by version), so devices receive it and log a conflict when a
-//! device's write lost. A write that finds a newer row than its own version fails with
-//! `ConditionalCheckFailed`; a device write that lands between the read and the write, with
-//! an older version, is replaced (unlike DynamoDB's cloud mode, which writes only over the
-//! row it read), and its device logs the conflict. A write whose answer was lost is read
-//! back: if the row holds it, it landed.
-//!
-//! `find` reads snapshots of scopes (a transport has no queries): it suits configuration
-//! and small scopes; DynamoDB's cloud mode (`ferry_dynamo::CloudReplica`) queries indexes.
+//! rule, so devices receive it and log a conflict when a device's write lost. A write that
+//! finds a newer row than the one it read fails with `ConditionalCheckFailed`.
 
 mod find;
+mod transport;
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::future::Future;
 
-use ferry_cloud::{PushOutcome, Session, Transport, TransportError};
 use ferry_journal::{Change, ChangeOp};
-use ferry_schema::{Context, Crypto, Model, PutMode, Schema, UpdateOps};
-use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
-use ferry_types::{Hlc, HlcClock, Item, ItemLayout, ItemRef, Key, ReplicaId, Value, Version};
-use serde_json::{Map, Value as Json};
+use ferry_schema::{Context, Crypto, KeyQuery, Model, PutMode, Schema, UpdateOps, properties};
+use ferry_types::{Item, ItemLayout, ItemRef, Key, Value, Version};
+use serde_json::Value as Json;
 
-pub use find::Found;
+pub use ferry_cloud::{Transport, TransportError};
+pub use find::FIND_ROWS_MAX;
+pub use transport::TransportRows;
 
 /// The attribute holding an item's version text, as devices keep it.
 const VERSION_ATTR: &str = "_ver";
@@ -67,87 +61,153 @@ impl Error {
             Error::Transport(_) => "TransportError",
         }
     }
+
+    /// The data said no: `code` (`NotFoundError`, `ConditionalCheckFailed`, `Refused`).
+    pub fn refused(code: &'static str, message: String) -> Error {
+        Error::Refused { code, message }
+    }
 }
 
 /// Results of cloud mode.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A cloud service's view of the cloud through `T`.
-pub struct Service<T> {
-    transport: T,
-    schema: Arc<Schema>,
+/// A row as cloud mode needs to know it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    /// The row's version; `None` for a row Ferry did not write.
+    pub version: Option<Version>,
+    /// The model the row holds, when it says.
+    pub model: Option<String>,
+    /// The scope the row is in, when it records one.
+    pub scope: Option<String>,
+    /// The item, hidden attributes aside; `None` for a tombstone.
+    pub item: Option<Item>,
+}
+
+/// How a cloud `find` reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CloudFind<'a> {
+    /// A secondary index (else the primary key).
+    pub index: Option<&'a str>,
+    /// Most items to return.
+    pub limit: Option<usize>,
+    /// The cursor a previous page gave.
+    pub next: Option<&'a str>,
+    /// Descending sort key order.
+    pub reverse: bool,
+}
+
+/// A page of a cloud `find`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    /// The items, as a device's `find` returns them.
+    pub items: Vec<Json>,
+    /// The cursor of the next page, if there is one.
+    pub next: Option<String>,
+}
+
+/// Where cloud mode's rows live: how one is read, how a write lands over it, and how a
+/// `find` reads. Every operation's meaning is [`Service`]'s.
+pub trait Rows: Send + Sync {
+    /// A row as read, which the write after the read lands over.
+    type Row: Send + Sync;
+    /// What the place's calls fail with; cloud mode's own refusals become it.
+    type Error: From<Error> + From<ferry_schema::Error> + Send;
+
+    /// The row of `key`, a tombstone included, read strongly.
+    fn read(
+        &self,
+        key: &Key,
+    ) -> impl Future<Output = Result<Option<Self::Row>, Self::Error>> + Send;
+
+    /// What cloud mode needs to know of `row`.
+    fn seen(&self, row: &Self::Row) -> Result<Seen, Self::Error>;
+
+    /// Lands `change` over `seen`, the row as read, by the cloud's write rule; a newer row
+    /// than the change's version fails with `ConditionalCheckFailed`.
+    fn write(
+        &self,
+        change: Change,
+        seen: Option<&Self::Row>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// A version of this service at the cloud's time, past `over`.
+    fn version_past(&self, over: Option<&Version>) -> Result<Version, Self::Error>;
+
+    /// The cloud's time now (epoch ms): the stamps of what the service writes.
+    fn now_ms(&self) -> u64;
+
+    /// The stored items (hidden attributes aside) of `model` that `query` selects, in
+    /// the index's sort key order, and the cursor of the next page.
+    fn find(
+        &self,
+        schema: &Schema,
+        model: &Model,
+        query: &KeyQuery,
+        options: &CloudFind<'_>,
+    ) -> impl Future<Output = Result<(Vec<Item>, Option<String>), Self::Error>> + Send;
+}
+
+/// A cloud service's OneTable operations over `R`.
+pub struct Service<R> {
+    rows: R,
+    schema: std::sync::Arc<Schema>,
     /// Where the schema's items keep their key.
     layout: ItemLayout,
     crypto: Option<Crypto>,
     context: Context,
-    replica: ReplicaId,
-    /// The handshake: the scopes granted and the cloud's time when it answered.
-    session: Session,
-    /// When the handshake answered, on the monotonic clock: the cloud's time now is the
-    /// session's plus the time since (a wall clock that steps is never read).
-    connected: Instant,
-    /// Stamps this service's versions from the cloud's time.
-    clock: Mutex<HlcClock>,
 }
 
-impl<T: Transport> Service<T> {
-    /// Connects `transport` for `schema`, writing as replica `replica`; a schema with
-    /// crypt fields needs `crypto`.
-    pub async fn connect(
-        transport: T,
-        schema: Arc<Schema>,
-        replica: &str,
+impl<R: Rows> Service<R> {
+    /// Cloud mode for `schema` over `rows`; a schema with crypt fields needs `crypto`.
+    pub fn new(
+        rows: R,
+        schema: std::sync::Arc<Schema>,
         crypto: Option<Crypto>,
-    ) -> Result<Service<T>> {
-        if let (None, Some(field)) = (&crypto, schema.crypt_field()) {
-            return Err(Error::Argument(format!(
-                "{field} is a crypt field but no key was given (OneTable's crypto: \
-                 {{primary: {{cipher: 'aes-256-gcm', password: ...}}}})"
-            )));
-        }
-        let replica = ReplicaId::parse(replica)
-            .map_err(|e| Error::Argument(format!("replica id '{replica}': {e}")))?;
-        let session = transport.connect().await?;
+    ) -> Result<Service<R>, R::Error> {
+        schema.require_crypto(crypto.as_ref())?;
         Ok(Service {
-            transport,
+            rows,
             layout: schema.item_layout(),
             schema,
             crypto,
             context: Context::new(),
-            replica,
-            session,
-            connected: Instant::now(),
-            clock: Mutex::new(HlcClock::new(Hlc::ZERO, MAX_FORWARD_MS_DEFAULT)),
         })
     }
 
+    /// Where the rows live.
+    pub fn rows(&self) -> &R {
+        &self.rows
+    }
+
     /// Creates an item; fails with `ConditionalCheckFailed` if it exists.
-    pub async fn create(&self, model: &str, props: &Json) -> Result<Json> {
-        let model = self.model(model)?;
-        let item = (model.prepare_put(
-            &self.schema,
-            object(props)?,
-            &self.context,
-            self.now_ms() as i64,
-            PutMode::Create,
-        ))?;
+    pub async fn create(&self, model: &str, props: &Json) -> Result<Json, R::Error> {
+        let model = self.schema.model(model)?;
+        let now = self.rows.now_ms() as i64;
+        let (props, mode) = (properties(props)?, PutMode::Create);
+        let item = model.prepare_put(&self.schema, props, &self.context, now, mode)?;
         let key = self.key_of(&item)?;
-        let seen = self.transport.get(&key).await?;
-        if seen.as_ref().is_some_and(|row| row.op == ChangeOp::Put) {
+        let row = self.rows.read(&key).await?;
+        let seen = row.as_ref().map(|row| self.rows.seen(row)).transpose()?;
+        if seen.is_some_and(|seen| seen.item.is_some()) {
             let message = format!("{} {key} already exists", model.name);
-            return Err(refused("ConditionalCheckFailed", message));
+            return Err(Error::refused("ConditionalCheckFailed", message).into());
         }
-        self.store(model, &key, item, seen.as_ref()).await
+        self.store(model, &key, item, row.as_ref()).await
     }
 
     /// Reads an item by its key; `None` when it is absent or removed.
-    pub async fn get(&self, model: &str, props: &Json, hidden: bool) -> Result<Option<Json>> {
-        let model = self.model(model)?;
-        let key = self.full_key(model, object(props)?)?;
-        let row = self.transport.get(&key).await?;
-        Ok(self
-            .live(model, row)?
-            .map(|item| self.shape(model, &item, hidden)))
+    pub async fn get(
+        &self,
+        model: &str,
+        props: &Json,
+        hidden: bool,
+    ) -> Result<Option<Json>, R::Error> {
+        let model = self.schema.model(model)?;
+        let key = model.full_key(&self.schema, properties(props)?, &self.context)?;
+        let row = self.rows.read(&key).await?;
+        let item = self.live(model, row.as_ref())?;
+        Ok(item.map(|item| self.shape(model, &item, hidden)))
     }
 
     /// Updates an item (creates it with `upsert`); fails with `NotFoundError` if it is
@@ -158,52 +218,59 @@ impl<T: Transport> Service<T> {
         props: &Json,
         ops: &UpdateOps,
         upsert: bool,
-    ) -> Result<Json> {
-        let model = self.model(model)?;
-        let props = object(props)?;
-        let key = self.full_key(model, props)?;
-        let seen = self.transport.get(&key).await?;
-        let existing = self.live(model, seen.clone())?;
+    ) -> Result<Json, R::Error> {
+        let model = self.schema.model(model)?;
+        let props = properties(props)?;
+        let key = model.full_key(&self.schema, props, &self.context)?;
+        let row = self.rows.read(&key).await?;
+        let existing = self.live(model, row.as_ref())?;
         if existing.is_none() && !upsert {
             let message = format!("{} {key} does not exist", model.name);
-            return Err(refused("NotFoundError", message));
+            return Err(Error::refused("NotFoundError", message).into());
         }
         let existing = existing.map(|item| model.open_owned(item, self.crypto.as_ref()));
+        let now = self.rows.now_ms() as i64;
         let item = model.prepare_update(
             &self.schema,
             existing.as_ref(),
             props,
             ops,
             &self.context,
-            self.now_ms() as i64,
+            now,
         )?;
-        if self.key_of(&item)? != key {
-            let message = format!("{}: update cannot change the primary key", model.name);
-            return Err(Error::Argument(message));
-        }
-        self.store(model, &key, item, seen.as_ref()).await
+        model.same_key(&key, &self.key_of(&item)?)?;
+        self.store(model, &key, item, row.as_ref()).await
     }
 
     /// Removes an item (a tombstone takes its place, so devices remove it too); returns it.
-    pub async fn remove(&self, model: &str, props: &Json) -> Result<Option<Json>> {
-        let model = self.model(model)?;
-        let key = self.full_key(model, object(props)?)?;
-        let seen = self.transport.get(&key).await?;
-        let Some(item) = self.live(model, seen.clone())? else {
+    pub async fn remove(&self, model: &str, props: &Json) -> Result<Option<Json>, R::Error> {
+        let model = self.schema.model(model)?;
+        let key = model.full_key(&self.schema, properties(props)?, &self.context)?;
+        let row = self.rows.read(&key).await?;
+        let Some(item) = self.live(model, row.as_ref())? else {
             return Ok(None);
         };
-        self.write(model, &key, None, seen.as_ref()).await?;
+        self.write(model, &key, None, row.as_ref()).await?;
         Ok(Some(self.shape(model, &item, false)))
     }
 
-    /// The cloud's time now: the handshake's, carried on the monotonic clock.
-    pub fn now_ms(&self) -> u64 {
-        let elapsed = self.connected.elapsed().as_millis() as u64;
-        self.session.server_time_ms.saturating_add(elapsed)
-    }
-
-    fn model(&self, name: &str) -> Result<&Model> {
-        Ok(self.schema.model(name)?)
+    /// Finds items by key condition (on the primary key or `options.index`) and equality
+    /// filters, as a device's `find` does; `next` continues a previous page where the rows
+    /// page (DynamoDB), `reverse` reads the sort key descending.
+    pub async fn find(
+        &self,
+        model: &str,
+        props: &Json,
+        options: &CloudFind<'_>,
+    ) -> Result<Found, R::Error> {
+        let model = self.schema.model(model)?;
+        let props = properties(props)?;
+        let query = model.key_query(&self.schema, props, &self.context, options.index)?;
+        let (items, next) = self.rows.find(&self.schema, model, &query, options).await?;
+        let items = (items.iter())
+            .map(|item| self.shape(model, item, false))
+            .collect();
+        Ok(Found { items, next })
     }
 
     fn key_of(&self, item: &Item) -> Result<Key> {
@@ -215,70 +282,63 @@ impl<T: Transport> Service<T> {
         })
     }
 
-    fn full_key(&self, model: &Model, props: &Map<String, Json>) -> Result<Key> {
-        let query = model.key_query(&self.schema, props, &self.context, None)?;
-        query.full_key().ok_or_else(|| {
-            Error::Argument(format!(
-                "{}: this operation needs the full primary key; give the properties its templates use",
-                model.name
-            ))
-        })
-    }
-
-    /// The item of a row of `model`, unless it is a tombstone.
-    fn live(&self, model: &Model, row: Option<Change>) -> Result<Option<Item>> {
-        let Some(Change {
-            op: ChangeOp::Put,
-            item: Some(item),
-            model: name,
-            ..
-        }) = row
-        else {
+    /// The item of `row`, of `model`, unless it is a tombstone.
+    fn live(&self, model: &Model, row: Option<&R::Row>) -> Result<Option<Item>, R::Error> {
+        let Some(seen) = row.map(|row| self.rows.seen(row)).transpose()? else {
             return Ok(None);
         };
-        match name == model.name {
-            true => Ok(Some(item)),
-            false => Err(Error::Argument(format!(
-                "the item at that key is a {name}, not a {}",
-                model.name
-            ))),
-        }
+        let Some(item) = seen.item else {
+            return Ok(None);
+        };
+        model.check_kind(seen.model.as_deref())?;
+        Ok(Some(item))
     }
 
-    /// Seals `item`'s crypt fields and writes it over `seen`; returns it as a device shows it.
+    /// Seals `item`'s crypt fields and writes it over `row`; returns it as a device shows it.
     async fn store(
         &self,
         model: &Model,
         key: &Key,
         mut item: Item,
-        seen: Option<&Change>,
-    ) -> Result<Json> {
+        row: Option<&R::Row>,
+    ) -> Result<Json, R::Error> {
         (model.seal(&mut item, self.crypto.as_ref())).map_err(Error::Argument)?;
-        self.write(model, key, Some(&item), seen).await?;
+        self.write(model, key, Some(&item), row).await?;
         Ok(self.shape(model, &item, false))
     }
 
-    /// Writes `item` (or, for `None`, a tombstone where the item was) over `seen`, the row
+    /// Writes `item` (or, for `None`, a tombstone where the item was) over `row`, the row
     /// as read: its base, with a version past it.
     async fn write(
         &self,
         model: &Model,
         key: &Key,
         item: Option<&Item>,
-        seen: Option<&Change>,
-    ) -> Result<()> {
-        let base = seen.map(|row| row.version.clone());
-        let version = self.version_past(base.as_ref());
+        row: Option<&R::Row>,
+    ) -> Result<(), R::Error> {
+        let seen = row.map(|row| self.rows.seen(row)).transpose()?;
+        let base = seen.as_ref().and_then(|seen| seen.version.clone());
+        let version = self.rows.version_past(base.as_ref())?;
+        let scope_of = |item: &Item| model.scope_of(item, &self.context).map_err(Error::Argument);
         let (op, scope, item) = match item {
             Some(item) => {
-                let scope = (model.scope_of(item, &self.context)).map_err(Error::Argument)?;
                 let mut view = model.cloud_view(item);
                 view.insert(VERSION_ATTR.into(), Value::S(version.to_text()));
-                (ChangeOp::Put, scope, Some(view))
+                (ChangeOp::Put, scope_of(item)?, Some(view))
             }
             // The tombstone goes where the item was: the devices that have it read there.
             None => {
-                let scope = seen.map(|row| row.scope.clone()).unwrap_or_default();
+                let seen = seen.unwrap_or(Seen {
+                    version: None,
+                    model: None,
+                    scope: None,
+                    item: None,
+                });
+                let scope = match (seen.scope, &seen.item) {
+                    (Some(scope), _) => scope,
+                    (None, Some(old)) => scope_of(old)?,
+                    (None, None) => String::new(),
+                };
                 (ChangeOp::Delete, scope, None)
             }
         };
@@ -291,67 +351,13 @@ impl<T: Transport> Service<T> {
             item,
             base,
         };
-        let (key, version) = (change.key.clone(), change.version.clone());
-        let answer = match self.transport.push(vec![change]).await {
-            Ok(answer) => answer,
-            // The answer may be lost after the write landed: the row tells.
-            Err(lost @ (TransportError::Unavailable(_) | TransportError::Timeout(_))) => {
-                let held = self.transport.get(&key).await.map_err(|_| lost.clone())?;
-                return match held.is_some_and(|row| row.version == version) {
-                    true => Ok(()),
-                    false => Err(Error::Transport(lost)),
-                };
-            }
-            Err(e) => return Err(Error::Transport(e)),
-        };
-        let mut answer = answer;
-        match answer.pop().map(|(_, _, outcome)| outcome) {
-            Some(PushOutcome::Applied) => Ok(()),
-            Some(PushOutcome::Superseded { .. }) => Err(refused(
-                "ConditionalCheckFailed",
-                format!(
-                    "{} {key} changed meanwhile: read it again and retry",
-                    model.name
-                ),
-            )),
-            Some(PushOutcome::Rejected { reason }) => Err(refused("Refused", reason)),
-            Some(PushOutcome::Ahead { server_time_ms }) => Err(refused(
-                "Refused",
-                format!("the cloud's time is {server_time_ms}, behind this service's version"),
-            )),
-            None => Err(Error::Transport(TransportError::Unavailable(
-                "the cloud did not answer the write".into(),
-            ))),
-        }
-    }
-
-    /// A new version of this service at the cloud's time, past `over`.
-    fn version_past(&self, over: Option<&Version>) -> Version {
-        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut hlc = clock.tick(self.now_ms());
-        if let Some(over) = over.filter(|over| over.hlc >= hlc) {
-            hlc = Hlc::from_u64(over.hlc.as_u64().saturating_add(1));
-        }
-        Version {
-            hlc,
-            replica: self.replica.clone(),
-        }
+        self.rows.write(change, row).await
     }
 
     fn shape(&self, model: &Model, item: &Item, hidden: bool) -> Json {
         let item = model.open(item, self.crypto.as_ref());
         Json::Object(model.to_json(&ItemRef::of(&item), hidden))
     }
-}
-
-fn object(props: &Json) -> Result<&Map<String, Json>> {
-    props
-        .as_object()
-        .ok_or_else(|| Error::Argument("the properties must be a JSON object".into()))
-}
-
-fn refused(code: &'static str, message: String) -> Error {
-    Error::Refused { code, message }
 }
 
 #[cfg(test)]

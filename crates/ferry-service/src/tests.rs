@@ -182,7 +182,7 @@ fn find_keeps_each_keys_latest_change_across_pages() {
         pages: Mutex::new(pages),
     };
     let service = now(Service::connect(transport, schema(), "ops", None)).unwrap();
-    let found = now(service.find("Config", &json!({}), None, None, false)).unwrap();
+    let found = now(service.find("Config", &json!({}), &CloudFind::default())).unwrap();
     assert_eq!(found.items.len(), 1, "{:?}", found.items);
     assert_eq!(found.items[0]["value"], json!("new"));
 }
@@ -194,6 +194,6 @@ fn a_snapshot_that_does_not_move_forward_fails_the_find() {
         pages: Mutex::new(vec![stuck]),
     };
     let service = now(Service::connect(transport, schema(), "ops", None)).unwrap();
-    let found = now(service.find("Config", &json!({}), None, None, false));
+    let found = now(service.find("Config", &json!({}), &CloudFind::default()));
     assert!(matches!(found, Err(Error::Transport(_))), "{found:?}");
 }

@@ -94,7 +94,7 @@ impl CloudSide {
             #[cfg(feature = "dynamo")]
             DemoCloud::Dynamo { table, endpoint } => {
                 let _ = devices; // the table's credentials reach every scope
-                use ferry::dynamo::{CloudReplica, Dynamo, Settings, Stream, Table, Writer};
+                use ferry::dynamo::{Dynamo, DynamoRows, Settings, Stream, Table, Writer};
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -109,7 +109,7 @@ impl CloudSide {
                 rt.block_on(create)
                     .with_context(|| format!("preparing table {table}"))?;
                 let writer = Writer::new(dynamo, table, Arc::new(schema.clone()), "demo-cloud");
-                let replica = rt.block_on(CloudReplica::open(writer, None))?;
+                let replica = rt.block_on(DynamoRows::cloud_replica(writer, None))?;
                 Ok(CloudSide::Dynamo(Box::new(DynamoSide {
                     rt,
                     replica,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use ferry::replication::{Models, Role};
-use ferry::service::Service;
+use ferry::service::{Service, TransportRows};
 use ferry::ws::WsTransport;
 use ferry::{Db, UpdateOps};
 use ferry_relay::{EmbeddedStore, RelayConfig, Secret};
@@ -27,7 +27,7 @@ pub struct RelaySide {
     rt: tokio::runtime::Runtime,
     secret: Secret,
     url: String,
-    service: Service<WsTransport>,
+    service: Service<TransportRows<WsTransport>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<()>>,
 }

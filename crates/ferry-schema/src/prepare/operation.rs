@@ -2,7 +2,7 @@
 //! (`ferry-db`) and in cloud mode (`ferry-service`, over the relay or DynamoDB). One place,
 //! so that the same mistake reads the same everywhere.
 
-use ferry_types::{Key, Value};
+use ferry_types::Key;
 use serde_json::Value as Json;
 
 use crate::{Context, Crypto, Error, Model, Result, Schema};
@@ -57,10 +57,10 @@ impl Model {
         }
     }
 
-    /// Refuses an item of another model found at a key of this one (its type attribute
-    /// `kind`).
-    pub fn check_kind(&self, kind: Option<&Value>) -> Result<()> {
-        match kind.and_then(Value::as_str) {
+    /// Refuses an item of another model (`kind`, `None` when it names none) found at a
+    /// key of this one.
+    pub fn check_kind(&self, kind: Option<&str>) -> Result<()> {
+        match kind {
             Some(name) if name == self.name => Ok(()),
             other => Err(Error::Argument(format!(
                 "the item at that key is a {}, not a {}",
