@@ -13,10 +13,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("ferry-journal", &["ferry-types"]),
     // The seam and the write rule: below every engine, transport, store and relay.
     ("ferry-cloud", &["ferry-types", "ferry-journal"]),
-    (
-        "ferry-store",
-        &["ferry-types", "ferry-schema", "ferry-journal"],
-    ),
+    // Stores by a plain layout: no OneTable schema.
+    ("ferry-store", &["ferry-types", "ferry-journal"]),
     (
         "ferry-sync",
         &["ferry-types", "ferry-journal", "ferry-cloud"],
@@ -93,7 +91,6 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "ferry-relay",
         &[
             "ferry-types",
-            "ferry-schema",
             "ferry-store",
             "ferry-journal",
             "ferry-cloud",

@@ -72,7 +72,12 @@ pub fn cursor_after(cursor: Hlc, last_seq: Option<Hlc>, more: bool, safe: Hlc) -
         (true, None) => cursor,
         (false, _) => safe,
     };
-    cursor.max(proven)
+    let next = cursor.max(proven);
+    debug_assert!(
+        next >= cursor && (next == cursor || next <= safe),
+        "a cursor moves forward, to at most the page's safe position"
+    );
+    next
 }
 
 /// What a transport's handshake tells the device.

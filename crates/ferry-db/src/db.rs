@@ -5,8 +5,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use ferry_schema::{Context, Enable, Model, Schema};
-use ferry_store::{Durability, ItemChange, Store, Tx};
+use ferry_schema::{Context, Enable, IndexKind, Model, Schema};
+use ferry_store::{Claims, Durability, ItemChange, Kind, Store, StoreLayout, Tx};
 use ferry_types::{Item, ItemRef, Key, Value};
 use serde_json::Value as Json;
 
@@ -37,6 +37,8 @@ pub struct Db {
 
 pub(crate) struct Inner {
     pub store: Store,
+    /// The schema the store keeps its items by (its layout is derived from it).
+    pub schema: Schema,
     pub replica: Replica,
     /// The attached driver, once a transport is attached.
     pub sync: OnceLock<Box<dyn Replication>>,
@@ -54,6 +56,68 @@ pub(crate) struct Report {
     /// until a sync succeeds.
     pub last_error: Option<(String, u64)>,
     pub skew_ms: Option<u64>,
+}
+
+/// The schema this open uses, `given` or the one `kept` with the store, and, when one is
+/// given, the one the store kept before (the same, if it did not change) if it parses.
+fn schema_of(
+    dir: &Path,
+    given: Option<Schema>,
+    kept: Option<&[u8]>,
+) -> Result<(Schema, Option<Schema>)> {
+    let stored = |bytes: &[u8]| serde_json::from_slice::<Json>(bytes);
+    match (given, kept) {
+        (Some(schema), kept) => {
+            let before = kept.and_then(|bytes| Schema::from_value(stored(bytes).ok()?).ok());
+            Ok((schema, before))
+        }
+        (None, Some(bytes)) => {
+            let document = stored(bytes).map_err(|e| {
+                Error::Storage(ferry_store::Error::Corrupt {
+                    path: dir.display().to_string(),
+                    what: "stored schema".into(),
+                    detail: e.to_string(),
+                })
+            })?;
+            Ok((Schema::from_value(document)?, None))
+        }
+        (None, None) => Err(Error::Argument(format!(
+            "database {} has no schema yet: give one (--schema FILE) to create it",
+            dir.display()
+        ))),
+    }
+}
+
+/// The store's layout for `schema`: its indexes and type attribute, and per model its TTL
+/// attribute, whether it lives in memory only, and its unique claims; the schema's
+/// document is kept with it.
+fn store_layout(schema: &Schema) -> Result<StoreLayout> {
+    let document = serde_json::to_vec(schema.document())
+        .map_err(|e| Error::Argument(format!("the schema document does not serialize: {e}")))?;
+    let kind = |model: &Model| {
+        let claims = (model.fields.iter().any(|f| f.unique)).then(|| {
+            let model = model.clone();
+            Arc::new(move |item: &Item| model.unique_keys(item, &Context::new())) as Claims
+        });
+        let ttl = model.ttl_attr().map(str::to_string);
+        let memory = model.control.mem;
+        (
+            model.name.clone(),
+            Kind {
+                ttl,
+                memory,
+                claims,
+            },
+        )
+    };
+    let secondary = (schema.indexes().iter()).filter(|i| i.kind != IndexKind::Primary);
+    Ok(StoreLayout {
+        primary: schema.primary().clone(),
+        indexes: secondary.cloned().collect(),
+        type_field: schema.params().type_field.clone(),
+        kinds: schema.models().map(kind).collect(),
+        document,
+    })
 }
 
 /// Meta record holding the latest sync failure (JSON: message and epoch ms), until a success.
@@ -103,14 +167,23 @@ impl Db {
             on_commit: config.on_commit.clone(),
             ..ferry_store::Options::default()
         };
-        let store = Store::open(dir.as_ref(), config.schema.clone(), &options)?;
+        let (mut opened, mut replaced) = (None, None);
+        let store = Store::open(dir.as_ref(), &options, |kept| {
+            let (schema, before) = schema_of(dir.as_ref(), config.schema.take(), kept)?;
+            let layout = store_layout(&schema)?;
+            (opened, replaced) = (Some(schema), before);
+            Ok::<_, Error>(layout)
+        })?;
+        let schema = opened.ok_or_else(|| Error::Argument("the store opened no schema".into()))?;
         let last_error = last_error(&store)?;
         let replica = Replica::load(&store, config.replica.as_ref())?;
         config.context = remembered_context(&store, std::mem::take(&mut config.context))?;
-        crate::replication::restart_cursors_of_new_downloads(&store, &config.context)?;
-        crate::crypt::check_key(&store, store.schema(), config.crypto.as_ref())?;
+        let context = &config.context;
+        crate::replication::restart_cursors_of_new_downloads(&store, &schema, replaced, context)?;
+        crate::crypt::check_key(&store, &schema, config.crypto.as_ref())?;
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
             store,
+            schema,
             replica,
             sync: OnceLock::new(),
             _sweeper: config
@@ -133,7 +206,7 @@ impl Db {
 
     /// The schema in force.
     pub fn schema(&self) -> &Schema {
-        self.inner.store.schema()
+        &self.inner.schema
     }
 
     /// The context properties injected into every operation.

@@ -196,9 +196,7 @@ impl Error {
 impl From<ferry_store::Error> for Error {
     fn from(e: ferry_store::Error) -> Error {
         match e {
-            ferry_store::Error::NoSchema(_) => Error::Argument(e.to_string()),
             ferry_store::Error::Unique { model, field } => Error::Unique { model, field },
-            ferry_store::Error::Schema(e) => e.into(),
             other => Error::Storage(other),
         }
     }

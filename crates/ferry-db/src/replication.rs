@@ -40,9 +40,11 @@ fn downloads_by_scope(
 /// them.
 pub(crate) fn restart_cursors_of_new_downloads(
     store: &ferry_store::Store,
+    schema: &ferry_schema::Schema,
+    replaced: Option<ferry_schema::Schema>,
     context: &ferry_schema::Context,
 ) -> Result<()> {
-    let now = downloads_by_scope(store.schema(), context);
+    let now = downloads_by_scope(schema, context);
     let encoded = serde_json::to_vec(&now).map_err(|e| Error::Argument(e.to_string()))?;
     let stored = store.meta(META_DOWNLOADS)?;
     if stored.as_deref() == Some(&encoded[..]) {
@@ -52,7 +54,7 @@ pub(crate) fn restart_cursors_of_new_downloads(
     // what the cursors covered; a new database has no cursors to start over.
     let before: Option<BTreeMap<String, BTreeSet<String>>> = match stored {
         Some(bytes) => serde_json::from_slice(&bytes).ok(),
-        None => (store.replaced_schema()).map(|schema| downloads_by_scope(&schema, context)),
+        None => replaced.map(|schema| downloads_by_scope(&schema, context)),
     };
     let grown: Vec<&String> = match &before {
         None => Vec::new(),

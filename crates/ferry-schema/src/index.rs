@@ -5,52 +5,10 @@ use serde_json::{Map, Value as Json};
 use crate::doc::{self, at};
 use crate::{Error, Result};
 
+pub use ferry_types::table::{Index, IndexKind, Projection};
+
 /// Local secondary indexes a table may have. Source: DynamoDB.
 pub const LOCAL_INDEXES_MAX: usize = 5;
-
-/// One index of the table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Index {
-    /// `primary` or the secondary index's name.
-    pub name: String,
-    /// The partition key attribute.
-    pub hash: String,
-    /// The sort key attribute, if any.
-    pub sort: Option<String>,
-    /// Primary, global or local.
-    pub kind: IndexKind,
-    /// Which attributes a secondary index holds (`All` for the primary index).
-    pub project: Projection,
-}
-
-/// What kind of index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IndexKind {
-    /// The table's primary key.
-    Primary,
-    /// A global secondary index (its own hash key).
-    Global,
-    /// A local secondary index (the primary hash key, another sort key).
-    Local,
-}
-
-/// The attributes a secondary index holds besides the keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Projection {
-    /// Every attribute.
-    All,
-    /// Only the index keys and the primary keys.
-    Keys,
-    /// These attributes (key attributes excluded: keys are always projected).
-    Attrs(Vec<String>),
-}
-
-impl Index {
-    /// The key attributes: hash, then sort if any.
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.hash.as_str()).chain(self.sort.as_deref())
-    }
-}
 
 /// Loads `indexes`: primary first, then the others in name order.
 pub(crate) fn load(value: Option<&Json>) -> Result<Vec<Index>> {

@@ -65,12 +65,6 @@ pub enum Error {
     /// The item has no value for a primary key attribute, or one of a type keys cannot have.
     #[error("item has no usable primary key: {0}")]
     Key(String),
-    /// A new database was opened without a schema.
-    #[error("database {0} has no schema yet: give one (--schema FILE) to create it")]
-    NoSchema(String),
-    /// The stored schema could not be read back.
-    #[error(transparent)]
-    Schema(#[from] ferry_schema::Error),
 }
 
 /// The result of storage operations.

@@ -230,7 +230,7 @@ impl Store {
     /// Keys of at most `limit` tombstones deleted before `before_ms`, for retention.
     /// Tombstones are kept by key, so this scans them in key order.
     pub fn expired_tombstones(&self, before_ms: u64, limit: usize) -> Result<Vec<Key>> {
-        let has_sort = self.schema.primary().sort.is_some();
+        let has_sort = self.layout.primary.sort.is_some();
         let mut keys = Vec::new();
         for guard in self.tombstones.iter() {
             if keys.len() >= limit {

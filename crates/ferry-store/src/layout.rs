@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use ferry_schema::{Index, Projection};
+use ferry_types::table::{Index, Projection};
 use ferry_types::{Item, ItemRef, Key, Value, codec, keycode};
 
 /// Leading byte of every stored item and index entry: the encoding's version.
@@ -188,7 +188,7 @@ mod tests {
             name: "gs1".into(),
             hash: "gs1pk".into(),
             sort: Some("gs1sk".into()),
-            kind: ferry_schema::IndexKind::Global,
+            kind: ferry_types::table::IndexKind::Global,
             project,
         }
     }
@@ -198,7 +198,7 @@ mod tests {
             name: "primary".into(),
             hash: "pk".into(),
             sort: None,
-            kind: ferry_schema::IndexKind::Primary,
+            kind: ferry_types::table::IndexKind::Primary,
             project: Projection::All,
         }
     }

@@ -2,9 +2,11 @@
 //! bookkeeping, unique constraints and atomic multi-key writes, on fjall.
 //!
 //! Architecture invariant: this is the only crate that names `fjall`. It stores and finds
-//! items; it does not know OneTable's operations (create, update, conditions): the facade
-//! builds those on [`Tx`]. Every logical write is one fjall batch, replication records
-//! (outbox, tombstones, conflicts, sync state) included.
+//! items by a plain [`StoreLayout`] (indexes, the kind attribute, per kind its expiry,
+//! memory-only flag and unique claims); it knows neither OneTable's schema nor its
+//! operations (create, update, conditions): `ferry-db` builds those on [`Tx`]. Every
+//! logical write is one fjall batch, replication records (outbox, tombstones, conflicts,
+//! sync state) included.
 
 mod durability;
 mod error;
@@ -12,12 +14,14 @@ mod journal;
 mod layout;
 mod query;
 mod store;
+mod store_layout;
 mod tx;
 
 pub use error::{Error, Result};
 pub use ferry_types::Durability;
 pub use query::{Query, Row};
 pub use store::{CommitHook, FsyncHook, OUTBOX_CHANGES_MAX, Options, Record, Store};
+pub use store_layout::{Claims, Kind, StoreLayout};
 pub use tx::{ItemChange, Tx};
 
 #[cfg(test)]

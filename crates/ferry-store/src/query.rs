@@ -2,7 +2,7 @@
 
 use std::ops::Bound;
 
-use ferry_schema::SortCondition;
+use ferry_types::table::SortCondition;
 use ferry_types::{Item, ItemRef, Value, keycode};
 
 use crate::layout::prefix_end;

@@ -1,22 +1,24 @@
-//! Opening a store, its keyspaces, the stored schema, and reads.
+//! Opening a store, its keyspaces, its layout, and reads.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_schema::{Index, IndexKind, Schema};
 use ferry_types::limits::ITEM_BYTES_MAX;
+use ferry_types::table::Index;
 use ferry_types::{Item, ItemRef, Key};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 use crate::durability::Fsyncer;
 use crate::layout;
+use crate::store_layout::StoreLayout;
 use crate::tx::{ItemChange, Tx};
 use crate::{Error, Result};
 use ferry_types::Durability;
 
-const META_SCHEMA: &[u8] = b"schema";
+/// The layout's document (a database's schema: the key is older than layouts).
+const META_DOCUMENT: &[u8] = b"schema";
 const META_INDEX_PREFIX: &str = "index:";
 /// One keyspace's memtable before it is flushed (fjall's default is 64 MiB).
 const MEMTABLE_BYTES_MAX: u64 = 4 * 1024 * 1024;
@@ -73,9 +75,9 @@ impl Default for Options {
 pub struct Store {
     pub(crate) path: PathBuf,
     pub(crate) db: Database,
-    pub(crate) schema: Schema,
+    pub(crate) layout: StoreLayout,
     pub(crate) items: Keyspace,
-    /// Secondary indexes, in the schema's order (primary excluded).
+    /// Secondary indexes, in the layout's order.
     pub(crate) indexes: Vec<(Index, Keyspace)>,
     pub(crate) expiry: Keyspace,
     pub(crate) unique: Keyspace,
@@ -97,8 +99,6 @@ pub struct Store {
     pub(crate) on_fsync: Option<FsyncHook>,
     pub(crate) on_commit: Option<CommitHook>,
     pub(crate) write_lock: Mutex<()>,
-    /// The schema document this open replaced, if it gave one and another was stored.
-    replaced: Option<serde_json::Value>,
     pub(crate) dirty: Arc<AtomicBool>,
     /// Held through each fsync, the background one too: a caller of [`Store::persist`]
     /// that finds nothing dirty may still have to wait for an fsync in flight. Callers
@@ -109,9 +109,14 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`. With a schema, it is stored (and indexes it
-    /// adds or changes are rebuilt); without one, the stored schema is used.
-    pub fn open(dir: &Path, schema: Option<Schema>, options: &Options) -> Result<Store> {
+    /// Opens (or creates) the store in `dir`, keeping its items by the layout `layout_of`
+    /// gives for the document the last open kept (`None` for a new store). Indexes the
+    /// layout adds or changes are rebuilt; its document is kept for the next open.
+    pub fn open<E: From<Error>>(
+        dir: &Path,
+        options: &Options,
+        layout_of: impl FnOnce(Option<&[u8]>) -> std::result::Result<StoreLayout, E>,
+    ) -> std::result::Result<Store, E> {
         let path = dir.to_path_buf();
         let fail = |source| Error::Storage {
             path: dir.display().to_string(),
@@ -139,31 +144,15 @@ impl Store {
         };
         let open = |name: &str| db.keyspace(name, keyspace_options).map_err(fail);
         let meta = open("meta")?;
-        let stored = meta.get(META_SCHEMA).map_err(fail)?;
-        let mut replaced = None;
-        let schema = match (schema, stored) {
-            (Some(schema), stored) => {
-                replaced = stored.and_then(|bytes| serde_json::from_slice(&bytes).ok());
-                schema
-            }
-            (None, Some(bytes)) => {
-                let doc = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-                    path: path.display().to_string(),
-                    what: "stored schema".into(),
-                    detail: e.to_string(),
-                })?;
-                Schema::from_value(doc)?
-            }
-            (None, None) => {
-                return Err(Error::NoSchema(dir.display().to_string()));
-            }
-        };
+        let stored = meta.get(META_DOCUMENT).map_err(fail)?;
+        let layout = layout_of(stored.as_deref())?;
+        layout.check().map_err(|detail| Error::Corrupt {
+            path: path.display().to_string(),
+            what: "store layout".into(),
+            detail,
+        })?;
         let mut indexes = Vec::new();
-        for index in schema
-            .indexes()
-            .iter()
-            .filter(|i| i.kind != IndexKind::Primary)
-        {
+        for index in &layout.indexes {
             indexes.push((index.clone(), open(&format!("index.{}", index.name))?));
         }
         let dirty = Arc::new(AtomicBool::new(false));
@@ -203,33 +192,25 @@ impl Store {
             quarantine_len,
             meta,
             indexes,
-            schema,
+            layout,
             path,
             db,
             on_fsync: options.on_fsync.clone(),
             on_commit: options.on_commit.clone(),
             write_lock: Mutex::new(()),
-            replaced,
             dirty,
             fsyncing,
             poisoned,
             _syncer: syncer,
         };
-        store.save_schema()?;
-        store.forget_memory_models()?;
+        store.save_layout()?;
+        store.forget_memory_kinds()?;
         Ok(store)
     }
 
-    /// The schema the store was opened with.
-    pub fn schema(&self) -> &Schema {
-        &self.schema
-    }
-
-    /// The schema stored before this open gave one (the same one, if it did not change),
-    /// if it still parses.
-    pub fn replaced_schema(&self) -> Option<Schema> {
-        let doc = self.replaced.clone()?;
-        Schema::from_value(doc).ok()
+    /// The layout the store keeps its items by.
+    pub fn layout(&self) -> &StoreLayout {
+        &self.layout
     }
 
     /// The database directory.
@@ -274,7 +255,7 @@ impl Store {
 
     /// [`Store::key_of`] an item read in place, copying only its key attributes.
     pub fn key_of_view(&self, item: &ItemRef<'_>) -> Result<Key> {
-        self.key_of(&self.owned_of(item, self.schema.primary().keys())?)
+        self.key_of(&self.owned_of(item, self.layout.primary.keys())?)
     }
 
     /// Runs `f` as one atomic write: everything it does through the [`Tx`] commits in one
@@ -297,7 +278,7 @@ impl Store {
     /// Keys of items whose TTL passed at or before `now_seconds`, oldest first, at most `limit`.
     pub fn expired(&self, now_seconds: u64, limit: usize) -> Result<Vec<Key>> {
         let end = (now_seconds.saturating_add(1)).to_be_bytes();
-        let has_sort = self.schema.primary().sort.is_some();
+        let has_sort = self.layout.primary.sort.is_some();
         let mut keys = Vec::new();
         for guard in self.expiry.range(..end.as_slice()).take(limit) {
             let record = guard.key().map_err(|e| self.fail(e))?;
@@ -338,7 +319,7 @@ impl Store {
 
     /// The primary key of `item`; an error when a key attribute is missing or not S, N or B.
     pub fn key_of(&self, item: &Item) -> Result<Key> {
-        layout::item_key(self.schema.primary(), item).map_err(Error::Key)
+        layout::item_key(&self.layout.primary, item).map_err(Error::Key)
     }
 
     pub(crate) fn check_writable(&self) -> Result<()> {
@@ -375,19 +356,13 @@ impl Store {
         layout::view_item(bytes).map_err(|detail| self.corrupt(what, detail))
     }
 
-    /// Stores the schema document and rebuilds any index whose definition changed.
-    fn save_schema(&self) -> Result<()> {
-        let doc = serde_json::to_vec(self.schema.document())
-            .map_err(|e| self.corrupt("schema document", e.to_string()))?;
-        if self
-            .meta
-            .get(META_SCHEMA)
-            .map_err(|e| self.fail(e))?
-            .as_deref()
-            != Some(&doc[..])
-        {
-            self.meta
-                .insert(META_SCHEMA, doc)
+    /// Keeps the layout's document and rebuilds any index whose definition changed.
+    fn save_layout(&self) -> Result<()> {
+        let document = &self.layout.document;
+        let stored = self.meta.get(META_DOCUMENT).map_err(|e| self.fail(e))?;
+        if stored.as_deref() != Some(&document[..]) {
+            (self.meta)
+                .insert(META_DOCUMENT, document.as_slice())
                 .map_err(|e| self.fail(e))?;
         }
         for (index, keyspace) in &self.indexes {
@@ -404,10 +379,10 @@ impl Store {
         self.persist()
     }
 
-    /// Removes the items of `mem: true` models left by the previous run: such models live
-    /// in memory only, so a restart starts them empty (with their indexes and claims).
-    fn forget_memory_models(&self) -> Result<()> {
-        let has_sort = self.schema.primary().sort.is_some();
+    /// Removes the items of memory-only kinds left by the previous run: a restart starts
+    /// them empty (with their indexes and claims).
+    fn forget_memory_kinds(&self) -> Result<()> {
+        let has_sort = self.layout.primary.sort.is_some();
         let mut keys = Vec::new();
         for guard in self.memory.iter() {
             let bytes = guard.key().map_err(|e| self.fail(e))?;
@@ -426,8 +401,7 @@ impl Store {
     /// Rebuilds one secondary index from the items (after a schema adds or changes it).
     fn reindex(&self, index: &Index, keyspace: &Keyspace) -> Result<()> {
         keyspace.clear().map_err(|e| self.fail(e))?;
-        let primary = self.schema.primary();
-        let type_field = &self.schema.params().type_field;
+        let (primary, type_field) = (&self.layout.primary, &self.layout.type_field);
         let mut batch = self.db.batch();
         for guard in self.items.iter() {
             let (key, value) = guard.into_inner().map_err(|e| self.fail(e))?;

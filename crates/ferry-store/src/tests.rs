@@ -3,33 +3,61 @@
 use std::collections::BTreeMap;
 
 use ferry_journal::{Change, ChangeOp, ConflictRecord, OutboxEntry, Tombstone};
-use ferry_schema::{Schema, SortCondition};
+use std::sync::Arc;
+
+use ferry_types::table::{Index, IndexKind, Projection, SortCondition};
 use ferry_types::{Hlc, Item, Key, Number, ReplicaId, Value, Version};
 use proptest::prelude::*;
 
-use crate::{Durability, Error, Options, Query, Store};
+use crate::{Claims, Durability, Error, Kind, Options, Query, Store, StoreLayout};
 
-const SCHEMA: &str = r#"{
-    version: '1',
-    indexes: {
-        primary: { hash: 'pk', sort: 'sk' },
-        gs1: { hash: 'kind', sort: 'n', project: 'keys' },
-    },
-    models: { T: {
-        pk: { type: 'string' }, sk: { type: 'number' },
-        kind: { type: 'string' }, n: { type: 'number' },
-        code: { type: 'string', unique: true },
-        exp: { type: 'date', ttl: true },
-    } },
-}"#;
+/// Kind `T` with a keys-only index `gs1` on (kind, n), a unique `code` and an expiry
+/// `exp`; `memory`: a kind `Live` too, kept in memory only, and `gs1` projecting all.
+fn layout(memory: bool) -> StoreLayout {
+    let index = |name: &str, hash: &str, sort: &str, kind, project| Index {
+        name: name.into(),
+        hash: hash.into(),
+        sort: Some(sort.into()),
+        kind,
+        project,
+    };
+    let gs1 = match memory {
+        true => Projection::All,
+        false => Projection::Keys,
+    };
+    let claims: Claims = Arc::new(|item: &Item| match item.get("code") {
+        Some(Value::S(code)) => vec![("code".to_string(), format!("T:code:{code}"))],
+        _ => Vec::new(),
+    });
+    let t = Kind {
+        ttl: Some("exp".into()),
+        memory: false,
+        claims: Some(claims),
+    };
+    let mut kinds = BTreeMap::from([("T".to_string(), t)]);
+    if memory {
+        let live = Kind {
+            memory: true,
+            ..Kind::default()
+        };
+        kinds.insert("Live".into(), live);
+    }
+    StoreLayout {
+        primary: index("primary", "pk", "sk", IndexKind::Primary, Projection::All),
+        indexes: vec![index("gs1", "kind", "n", IndexKind::Global, gs1)],
+        type_field: "_type".into(),
+        kinds,
+        document: format!("a test layout, memory: {memory}").into_bytes(),
+    }
+}
+
+/// Opens the store in `dir` with [`layout`].
+fn open_with(dir: &std::path::Path, memory: bool) -> Store {
+    Store::open(dir, &Options::default(), |_| Ok::<_, Error>(layout(memory))).unwrap()
+}
 
 fn open(dir: &std::path::Path) -> Store {
-    Store::open(
-        dir,
-        Some(Schema::parse(SCHEMA).unwrap()),
-        &Options::default(),
-    )
-    .unwrap()
+    open_with(dir, false)
 }
 
 fn item(pk: u8, sk: i64, kind: Option<u8>, n: i64) -> Item {
@@ -164,7 +192,7 @@ proptest! {
                 }
                 Step::Reopen => {
                     drop(store);
-                    store = Store::open(dir.path(), None, &Options::default()).unwrap();
+                    store = open(dir.path());
                 }
             }
             check(&store, &model);
@@ -271,24 +299,8 @@ fn corrupt_records_are_errors_not_panics() {
 
 #[test]
 fn memory_models_start_empty_after_reopen() {
-    let schema = r#"{
-        version: '1',
-        indexes: { primary: { hash: 'pk', sort: 'sk' }, gs1: { hash: 'kind', sort: 'n' } },
-        models: {
-            T: { pk: { type: 'string' }, sk: { type: 'number' }, kind: { type: 'string' }, n: { type: 'number' } },
-            Live: { pk: { type: 'string' }, sk: { type: 'number' }, kind: { type: 'string' }, n: { type: 'number' } },
-        },
-        control: { Live: { mem: true } },
-    }"#;
     let dir = tempfile::tempdir().unwrap();
-    let open = || {
-        Store::open(
-            dir.path(),
-            Some(Schema::parse(schema).unwrap()),
-            &Options::default(),
-        )
-        .unwrap()
-    };
+    let open = || open_with(dir.path(), true);
     let store = open();
     let mut live = item(1, 1, Some(0), 7);
     live.insert("_type".into(), Value::S("Live".into()));
@@ -340,12 +352,12 @@ fn a_clean_close_leaves_no_journal_to_replay() {
     }
     assert!(journal_bytes() > 0, "writes are journaled");
     drop(store);
-    let store = Store::open(dir.path(), None, &Options::default()).unwrap();
+    let store = open(dir.path());
     assert_eq!(journal_bytes(), 0, "the reopen found nothing to replay");
     assert!((0..2000).all(|sk| store.get(&key(1, sk)).unwrap().is_some()));
     let before = journals();
     drop(store);
-    drop(Store::open(dir.path(), None, &Options::default()).unwrap());
+    drop(open(dir.path()));
     assert_eq!(
         journals(),
         before,
@@ -421,7 +433,7 @@ fn lsm_shape_after_bulk_load() {
             .join("\n")
     );
     drop(store);
-    let store = Store::open(dir.path(), None, &Options::default()).unwrap();
+    let store = open(dir.path());
     eprintln!("after reopen: {}", rss());
     let started = std::time::Instant::now();
     for i in 0..100_000i64 {
@@ -509,15 +521,21 @@ fn replication_records_survive_reopen() {
         })
         .unwrap();
     drop(store);
-    let store = Store::open(dir.path(), None, &Options::default()).unwrap();
+    let mut kept = None;
+    let store = Store::open(dir.path(), &Options::default(), |document| {
+        kept = document.map(<[u8]>::to_vec);
+        Ok::<_, Error>(layout(false))
+    })
+    .unwrap();
     assert!(store.get(&key(0, 0)).unwrap().is_some());
     assert_eq!(store.pending(&key(0, 0)).unwrap(), Some(entry(0, 1)));
     assert_eq!(store.tombstone(&key(1, 0)).unwrap(), Some(tombstone(10)));
     assert_eq!(store.meta("clock").unwrap(), Some(vec![1, 2]));
     assert_eq!(store.meta("cursor").unwrap(), None);
-    assert!(
-        store.schema().model("T").is_ok(),
-        "sync state leaves the schema alone"
+    assert_eq!(
+        kept,
+        Some(layout(false).document),
+        "sync state leaves the layout's document alone"
     );
     let losers = |limit| -> Vec<u64> {
         let conflicts = store.conflicts(limit).unwrap();

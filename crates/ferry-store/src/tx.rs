@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ferry_journal::{ConflictRecord, OutboxEntry, QuarantineRecord, StagedRecords, Tombstone};
-use ferry_schema::Context;
 use ferry_types::{Item, Key, Value, Version, item_size};
 
 use crate::layout;
@@ -159,30 +158,22 @@ impl<'s> Tx<'s> {
         Ok(())
     }
 
-    /// (model, field, claim text) for every unique field of the item's model.
+    /// (kind, field, claim text) for every unique claim of the item's kind.
     fn unique_keys(&self, item: &Item) -> Vec<(String, String, String)> {
-        let Some(model) = self
-            .model_of(item)
-            .filter(|m| m.fields.iter().any(|f| f.unique))
-        else {
+        let layout = &self.store.layout;
+        let Some(claims) = layout.kind_of(item).and_then(|k| k.claims.as_ref()) else {
             return Vec::new();
         };
-        model
-            .unique_keys(item, &Context::new())
-            .into_iter()
-            .map(|(field, text)| (model.name.clone(), field, text))
+        let kind = (item.get(&layout.type_field)).and_then(Value::as_str);
+        let kind = kind.unwrap_or_default().to_string();
+        (claims(item).into_iter())
+            .map(|(field, text)| (kind.clone(), field, text))
             .collect()
     }
 
-    fn model_of(&self, item: &Item) -> Option<&'s ferry_schema::Model> {
-        let schema = &self.store.schema;
-        let name = item.get(&schema.params().type_field)?.as_str()?;
-        schema.model(name).ok()
-    }
-
-    /// Expiry second of an item whose model has a ttl field set.
+    /// Expiry second of an item whose kind has an expiry attribute set.
     fn expiry_of(&self, item: &Item) -> Option<u64> {
-        let attr = self.model_of(item)?.ttl_attr()?;
+        let attr = self.store.layout.kind_of(item)?.ttl.as_deref()?;
         match item.get(attr)? {
             Value::N(n) => n.as_i64().map(|s| s.max(0) as u64),
             _ => None,
@@ -205,9 +196,9 @@ impl<'s> Tx<'s> {
             }
             self.write_indexes(&mut batch, key, old.as_deref(), new.as_deref());
             let in_memory = |item: &Held| {
-                item.as_ref()
-                    .and_then(|i| self.model_of(i))
-                    .is_some_and(|m| m.control.mem)
+                (item.as_ref())
+                    .and_then(|i| store.layout.kind_of(i))
+                    .is_some_and(|kind| kind.memory)
             };
             if in_memory(new) {
                 batch.insert(&store.memory, key.clone(), []);
@@ -257,6 +248,7 @@ impl<'s> Tx<'s> {
         // Commits are serialized by the write lock, so the counts move by whole batches.
         let moved = |count: &AtomicUsize, delta: isize| {
             let len = count.load(Ordering::Acquire) as isize + delta;
+            debug_assert!(len >= 0, "a batch removes no record it did not find");
             count.store(len.max(0) as usize, Ordering::Release);
         };
         moved(&store.outbox_len, self.journal.outbox_delta());
@@ -274,8 +266,7 @@ impl<'s> Tx<'s> {
         new: Option<&Item>,
     ) {
         let store = self.store;
-        let primary = store.schema.primary();
-        let type_field = &store.schema.params().type_field;
+        let (primary, type_field) = (&store.layout.primary, &store.layout.type_field);
         for (index, keyspace) in &store.indexes {
             let change = layout::index_change(index, primary, type_field, key, old, new);
             if let Some(entry) = change.remove {

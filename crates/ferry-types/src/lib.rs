@@ -13,6 +13,7 @@ mod layout;
 pub mod limits;
 mod number;
 pub mod size;
+pub mod table;
 mod value;
 pub mod version;
 mod view;

@@ -24,33 +24,41 @@ use ferry_cloud::{
     decide,
 };
 use ferry_journal::{Change, ChangeOp, decode_change, encode_change};
-use ferry_schema::{Schema, SortCondition};
-use ferry_store::{Durability, Options, Query, Store};
+use ferry_store::{Durability, Kind, Options, Query, Store, StoreLayout};
 use ferry_types::limits::ITEM_BYTES_MAX;
+use ferry_types::table::{Index, IndexKind, Projection, SortCondition};
 use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
 use ferry_types::{Hlc, HlcClock, Item, Key, Value, keycode};
 
 use super::CloudStore;
 use crate::Clock;
 
-/// The rows' schema.
-const SCHEMA: &str = r#"{
-    "version": "1.0.0",
-    "format": "onetable:1.1.0",
-    "indexes": {
-        "primary": { "hash": "k" },
-        "feed": { "hash": "s", "sort": "q", "project": "all" }
-    },
-    "models": {
-        "Row": {
-            "k": { "type": "binary" },
-            "s": { "type": "string" },
-            "q": { "type": "binary" },
-            "c": { "type": "binary" },
-            "x": { "type": "number", "ttl": true }
-        }
+/// The attribute naming a row's kind, and its one kind.
+const TYPE_FIELD: &str = "_type";
+const ROW_KIND: &str = "Row";
+
+/// How the rows are kept: by key `k`; the feed index on scope `s` and `_seq` `q`, holding
+/// the whole row (the change `c`); a tombstone row expires at `x` (epoch seconds).
+fn row_layout() -> StoreLayout {
+    let index = |name: &str, hash: &str, sort: Option<&str>, kind| Index {
+        name: name.into(),
+        hash: hash.into(),
+        sort: sort.map(str::to_string),
+        kind,
+        project: Projection::All,
+    };
+    let row = Kind {
+        ttl: Some("x".into()),
+        ..Kind::default()
+    };
+    StoreLayout {
+        primary: index("primary", "k", None, IndexKind::Primary),
+        indexes: vec![index("feed", "s", Some("q"), IndexKind::Global)],
+        type_field: TYPE_FIELD.into(),
+        kinds: BTreeMap::from([(ROW_KIND.to_string(), row)]),
+        document: b"ferry relay rows: k, feed (s, q), c, x".to_vec(),
     }
-}"#;
+}
 
 /// Meta record of the highest `_seq` assigned, so a restarted sequencer goes on above it.
 const META_SEQ: &str = "relay:seq";
@@ -118,13 +126,12 @@ impl EmbeddedStore {
             what: what.into(),
             detail: e.to_string(),
         };
-        let doc = serde_json::from_str(SCHEMA).map_err(|e| corrupt("relay schema", e))?;
         let options = Options {
             item_bytes_max: ROW_BYTES_MAX,
             on_fsync,
             ..Options::default()
         };
-        let store = Store::open(dir, Some(Schema::from_value(doc)?), &options)?;
+        let store = Store::open(dir, &options, |_| Ok::<_, OpenError>(row_layout()))?;
         let last = Hlc::from_u64(store.meta_u64(META_SEQ)?.unwrap_or(0));
         let purged: BTreeMap<String, u64> = match store.meta(META_PURGED)? {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| corrupt(META_PURGED, e))?,
@@ -216,6 +223,7 @@ impl EmbeddedStore {
                     Some(answer) => answer,
                     None => {
                         let seq = sequencer.tick(now);
+                        debug_assert!(last.is_none_or(|last| seq > last), "_seq only grows");
                         tx.put(self.row(&change, row_key, seq, age_ms))?;
                         last = Some(seq);
                         PushOutcome::Applied
@@ -367,7 +375,7 @@ impl EmbeddedStore {
         let mut encoded = Vec::new();
         encode_change(change, &mut encoded);
         let mut row = Item::from([
-            ("_type".to_string(), Value::S("Row".into())),
+            (TYPE_FIELD.to_string(), Value::S(ROW_KIND.into())),
             ("k".to_string(), row_key.hash),
             ("s".to_string(), Value::S(change.scope.clone())),
             ("q".to_string(), seq_value(seq)),
@@ -824,20 +832,16 @@ mod tests {
         let tombstone = change("a", 20, "*", ChangeOp::Delete);
         {
             // The rows as the earlier version wrote them: no age record.
-            let doc = serde_json::from_str(SCHEMA).unwrap();
-            let store = Store::open(
-                dir.path(),
-                Some(Schema::from_value(doc).unwrap()),
-                &Options {
-                    item_bytes_max: ROW_BYTES_MAX,
-                    ..Options::default()
-                },
-            )
-            .unwrap();
+            let options = Options {
+                item_bytes_max: ROW_BYTES_MAX,
+                ..Options::default()
+            };
+            let store =
+                Store::open(dir.path(), &options, |_| Ok::<_, OpenError>(row_layout())).unwrap();
             let mut encoded = Vec::new();
             encode_change(&tombstone, &mut encoded);
             let row = Item::from([
-                ("_type".to_string(), Value::S("Row".into())),
+                (TYPE_FIELD.to_string(), Value::S(ROW_KIND.into())),
                 ("k".to_string(), row_key(&tombstone.key).hash),
                 ("s".to_string(), Value::S("*".into())),
                 ("q".to_string(), seq_value(seq)),

@@ -8,24 +8,7 @@ use crate::coerce::coerce;
 use crate::template::Rendered;
 use crate::{Error, Field, Index, Model, Result, Schema};
 
-/// A condition on the sort key of a query.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SortCondition {
-    /// `=`
-    Eq(Value),
-    /// `<`
-    Lt(Value),
-    /// `<=`
-    Le(Value),
-    /// `>`
-    Gt(Value),
-    /// `>=`
-    Ge(Value),
-    /// `BETWEEN a AND b` (inclusive).
-    Between(Value, Value),
-    /// `begins_with`
-    BeginsWith(Value),
-}
+pub use ferry_types::table::SortCondition;
 
 /// The resolved key of a get / find / remove.
 #[derive(Debug, Clone, PartialEq, Eq)]
