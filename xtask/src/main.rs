@@ -66,11 +66,23 @@ fn main() -> Result<()> {
     }
 }
 
-/// Runs the whole suite: unit, integration (with the real CLI binary, and DynamoDB Local
-/// started for the DynamoDB tests and libfaketime found for the clock-fault tests), doc tests, the out-of-workspace application, then the
+/// Runs the whole suite: the CLI's smaller builds checked, unit, integration (with the real
+/// CLI binary, and DynamoDB Local started for the DynamoDB tests and libfaketime found for
+/// the clock-fault tests), doc tests, the out-of-workspace application, then the
 /// replication simulator over 1000 seeds (about two minutes on two cores, in this debug
 /// build).
 fn test(extra: &[&str]) -> Result<()> {
+    // The builds ARCHITECTURE.md promises besides the default: device-only, and a device
+    // on the relay without the AWS SDK.
+    cargo(&["check", "-p", "ferry-cli", "--no-default-features"])?;
+    cargo(&[
+        "check",
+        "-p",
+        "ferry-cli",
+        "--no-default-features",
+        "--features",
+        "relay",
+    ])?;
     cargo(&["build", "--bin", "ferry"])?;
     let local = dynamo_local::start()?;
     let mut env = dynamo_local::test_env(&local);

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[cfg(feature = "dynamo")]
 use crate::{Cli, Failure, RelayArgs};
 use ferry::ws::WsTransport;
 use ferry::{Attach, Db, SyncOptions};

@@ -65,8 +65,10 @@ impl Db {
         if self.inner.sync.get().is_some() {
             return Err(attached());
         }
-        self.retry_quarantined()?;
         let port = ReplicaPort { db: self.clone() };
+        // What can refuse the attach comes first: a refused attach changes nothing.
+        port.cursors()?;
+        self.retry_quarantined()?;
         let (replication, kept) = make(&port)?;
         (self.inner.sync.set(replication)).map_err(|_| attached())?;
         // Writes that committed while the hook was being set: tell them now.
@@ -292,5 +294,81 @@ impl ReplicaPort {
     /// Runs the triggers of `event` here (a driver's trigger thread).
     pub fn run_triggers(&self, event: &Event) {
         self.db.inner.triggers.fire(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_journal::{Change, ChangeOp, QuarantineRecord};
+    use ferry_types::{Hlc, Item, Key, ReplicaId, Value, Version};
+
+    use crate::{Config, Db, Error};
+
+    /// A refused attach changes nothing: before, an attach whose scopes could not be read
+    /// had already applied the quarantine (and run its triggers).
+    #[test]
+    fn an_attach_refused_for_its_scopes_leaves_the_quarantine_alone() {
+        let schema = ferry_schema::Schema::parse(
+            r#"{
+                version: '1',
+                indexes: { primary: { hash: 'pk', sort: 'sk' } },
+                models: {
+                    Mine: { pk: { type: 'string', value: 'mine' }, sk: { type: 'string', value: '${n}' },
+                            n: { type: 'number', required: true } },
+                    Shared: { pk: { type: 'string', value: 'shared' }, sk: { type: 'string', value: '${n}' },
+                              n: { type: 'number', required: true } },
+                },
+                control: { Mine: { sync: 'down', scope: '${deviceId}' }, Shared: { sync: 'down', scope: '*' } },
+            }"#,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), Config::with_schema(schema)).unwrap();
+        let key = Key {
+            hash: Value::S("shared".into()),
+            sort: Some(Value::S("1".into())),
+        };
+        let item = Item::from([
+            ("_type".to_string(), Value::S("Shared".into())),
+            ("pk".to_string(), key.hash.clone()),
+            ("sk".to_string(), Value::S("1".into())),
+            ("n".to_string(), Value::N(1i64.into())),
+        ]);
+        let version = Version {
+            hlc: Hlc::new(1_800_000_000_000, 0),
+            replica: ReplicaId::parse("cloud").unwrap(),
+        };
+        let change = Change {
+            model: "Shared".into(),
+            key,
+            op: ChangeOp::Put,
+            version,
+            scope: "*".into(),
+            item: Some(item),
+            base: None,
+        };
+        let record = QuarantineRecord {
+            change,
+            reason: "an earlier schema did not know the model".into(),
+            at_ms: 1,
+        };
+        (db.inner.store)
+            .write(ferry_store::Durability::Immediate, |tx| {
+                tx.quarantine(record)
+            })
+            .unwrap();
+        let attached =
+            db.attach_replication(|_| -> crate::Result<((Box<dyn crate::Replication>, ()))> {
+                panic!("no driver is built for a refused attach")
+            });
+        assert!(
+            matches!(attached, Err(Error::Control { .. })),
+            "refused: no deviceId"
+        );
+        assert_eq!(
+            db.inner.store.quarantine_count().unwrap(),
+            1,
+            "the quarantine is as it was"
+        );
     }
 }

@@ -301,10 +301,6 @@ impl Replica {
         now_ms: i64,
     ) -> Result<(Version, usize)> {
         let mut change = entry.change;
-        debug_assert!(
-            change.base.as_ref().is_none_or(|base| version > *base),
-            "a re-stamped change stays past the version it was written over"
-        );
         // The old version leaves first: the new one may be older (stamped at the cloud's time).
         tx.settle(&change.key, &change.version)?;
         change.version = version;

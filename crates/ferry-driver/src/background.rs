@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use ferry_db::{Result, WeakReplicaPort};
 
+use crate::Syncer;
 use crate::driver::Driver;
-use crate::{Syncer, system};
 
 /// Longest sleep between steps: a database whose timer is replaced (tests) gets no
 /// real-time deadline from the engine, local work the store refused is tried again, and a
@@ -55,7 +55,7 @@ impl Wake {
 #[cfg(feature = "tokio")]
 pub(super) fn start(port: WeakReplicaPort, driver: Driver, syncer: Arc<Syncer>) -> Result<()> {
     let Some(notify) = syncer.wake.notify.clone() else {
-        return Err(system(
+        return Err(crate::system(
             "the sync wake",
             std::io::Error::other("not a background one"),
         ));
@@ -63,11 +63,11 @@ pub(super) fn start(port: WeakReplicaPort, driver: Driver, syncer: Arc<Syncer>) 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| system("cannot start the sync runtime", e))?;
+        .map_err(|e| crate::system("cannot start the sync runtime", e))?;
     std::thread::Builder::new()
         .name("ferry-sync".into())
         .spawn(move || runtime.block_on(run(port, driver, syncer, notify)))
-        .map_err(|e| system("cannot start the sync thread", e))?;
+        .map_err(|e| crate::system("cannot start the sync thread", e))?;
     Ok(())
 }
 

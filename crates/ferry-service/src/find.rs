@@ -33,7 +33,7 @@ impl<T: Transport> TransportRows<T> {
         options: &CloudFind<'_>,
     ) -> Result<Vec<Item>> {
         if options.next.is_some() {
-            let why = "a find through a transport reads whole scopes: it has no next pages";
+            let why = "a find through the relay reads whole scopes: it has no --next pages";
             return Err(Error::Argument(why.into()));
         }
         // A service has no context properties.

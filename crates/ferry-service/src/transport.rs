@@ -71,7 +71,15 @@ impl<T: Transport> Rows for TransportRows<T> {
     fn seen(&self, row: &Change) -> Result<Seen> {
         let item = match (&row.op, &row.item) {
             (ChangeOp::Put, Some(item)) => Some(item.clone()),
-            _ => None,
+            (ChangeOp::Delete, _) => None,
+            // A malformed answer: neither an item nor its absence.
+            (ChangeOp::Put, None) => {
+                let what = format!(
+                    "the cloud answered a read of {} with a put of no item",
+                    row.key
+                );
+                return Err(Error::Transport(TransportError::Unavailable(what)));
+            }
         };
         Ok(Seen {
             version: Some(row.version.clone()),
