@@ -358,7 +358,7 @@ mod tests {
             })
             .unwrap();
         let attached =
-            db.attach_replication(|_| -> crate::Result<((Box<dyn crate::Replication>, ()))> {
+            db.attach_replication(|_| -> crate::Result<(Box<dyn crate::Replication>, ())> {
                 panic!("no driver is built for a refused attach")
             });
         assert!(
