@@ -131,6 +131,37 @@ fn acknowledged_writes_survive_sigkill() {
     );
 }
 
+/// A killed writer's stamps are never issued again: reopened on a clock an hour behind,
+/// the next write's version goes past every version the killed writer left. The clock
+/// persists a reservation ahead of its stamps (not each stamp), and starts there.
+#[test]
+fn a_killed_writers_stamps_are_never_reused_even_on_a_clock_behind() {
+    if std::env::var(WRITER_ENV).is_ok() {
+        return;
+    }
+    let (dir, db) = example_db();
+    drop(db);
+    let newest = |db: &Db| {
+        (db.inspect_pending().unwrap().into_iter())
+            .map(|p| p.version)
+            .max()
+    };
+    let mut next = 0u64;
+    for round in 0..3u64 {
+        let seen = write_and_kill(dir.path(), next, Duration::from_millis(200 + 60 * round));
+        next = seen.last().map_or(next, |s| s + 1) + 1;
+        let mut behind = Config::default().context("deviceId", "d1");
+        let wall = behind.clock.clone();
+        behind.clock = std::sync::Arc::new(move || wall() - 3_600_000);
+        let db = Db::open(dir.path(), behind).unwrap();
+        let left = newest(&db).expect("the killed writer queued its writes");
+        let probe = json!({"sensor": "probe", "at": round, "value": 0});
+        db.create("Reading", probe).unwrap();
+        let after = newest(&db).unwrap();
+        assert!(after > left, "round {round}: {after} is past {left}");
+    }
+}
+
 /// What an acknowledged item must look like after reopen.
 fn check_item(db: &Db, seq: u64, start: u64, acked: &BTreeMap<u64, u64>, round: usize) {
     let done = |later: u64| acked.get(&later) == Some(&start);

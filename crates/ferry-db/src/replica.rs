@@ -2,6 +2,7 @@
 //! a replicated model is journaled (version stamp, outbox entry, tombstone) in the same
 //! batch as the data.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferry_journal::{Change, ChangeOp, OutboxEntry, Tombstone};
@@ -11,12 +12,18 @@ use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
 use ferry_types::{Hlc, HlcClock, Item, Key, ReplicaId, Value, Version, item_size};
 
+use crate::replication::lock;
 use crate::{Error, Result};
 
 /// Meta record holding this replica's id.
 const META_REPLICA: &str = "replica";
-/// Meta record holding the last HLC stamp, so the clock never goes back after a restart.
+/// Meta record holding the clock's reservation: a stamp past every one issued, where the
+/// clock starts after a restart (a crash included), so no stamp is issued twice.
 const META_HLC: &str = "hlc";
+/// How far ahead of its stamps the clock reserves: a write persists the clock only when its
+/// stamp passes the reservation (about once a second of writing, not once a write), and a
+/// restart moves the clock up to this far ahead of the wall.
+const CLOCK_RESERVE_MS: u64 = 1_000;
 /// Attribute holding an item's version text (the cloud layout's `_ver`).
 pub const VERSION_ATTR: &str = "_ver";
 /// The most bytes the cloud's row adds to an uploaded item (which carries `_ver` already),
@@ -29,11 +36,13 @@ pub const CLOUD_ATTRS_BYTES_MAX: usize = (4 + 32) + (4 + 49) + (5 + 49) + 6;
 pub(crate) struct Replica {
     pub id: ReplicaId,
     clock: Mutex<HlcClock>,
-    /// Outbox entries written by commits not yet reported to the sync engine.
-    pub(crate) staged: Mutex<Vec<Staged>>,
+    /// The reservation on disk (what committed, never what a failed write staged).
+    reserved: Arc<AtomicU64>,
+    /// Outbox entries (and their sizes) that commits queued, not yet told to the engine.
+    pub(crate) committed: Arc<Mutex<Vec<(Staged, usize)>>>,
 }
 
-/// A queued outbox entry, until its commit is seen.
+/// A queued outbox entry, until the engine hears of it.
 pub(crate) struct Staged {
     pub key: Key,
     pub version: Version,
@@ -58,23 +67,45 @@ impl Replica {
                 id
             }
         };
-        let last = store.meta_u64(META_HLC)?.map_or(Hlc::ZERO, Hlc::from_u64);
+        // The clock starts at the reservation: past every stamp the last run issued.
+        let reserved = store.meta_u64(META_HLC)?.map_or(Hlc::ZERO, Hlc::from_u64);
         Ok(Replica {
             id,
-            clock: Mutex::new(HlcClock::new(last, MAX_FORWARD_MS_DEFAULT)),
-            staged: Mutex::new(Vec::new()),
+            clock: Mutex::new(HlcClock::new(reserved, MAX_FORWARD_MS_DEFAULT)),
+            reserved: Arc::new(AtomicU64::new(reserved.as_u64())),
+            committed: Arc::default(),
         })
     }
 
-    /// A new version for a local write, persisted in the write's own batch.
+    /// A new version for a local write; the write's own batch extends the clock's
+    /// reservation when the stamp passes it.
     pub fn stamp(&self, tx: &mut Tx<'_>, now_ms: i64) -> Version {
         let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
         let hlc = clock.tick(now_ms.max(0) as u64);
-        tx.set_meta(META_HLC, hlc.as_u64().to_be_bytes().to_vec());
+        self.reserve_past(tx, hlc);
         Version {
             hlc,
             replica: self.id.clone(),
         }
+    }
+
+    /// Keeps the reservation on disk past `hlc`: when `hlc` passes it, `tx` persists a new
+    /// one, which counts once `tx` commits (a failed write leaves the old one, and the next
+    /// stamp persists again).
+    fn reserve_past(&self, tx: &mut Tx<'_>, hlc: Hlc) {
+        if hlc.as_u64() < self.reserved.load(Ordering::Acquire) {
+            return;
+        }
+        let ahead = Hlc::new(hlc.physical_ms().saturating_add(CLOCK_RESERVE_MS), 0);
+        self.persist_reservation(tx, ahead.max(hlc));
+    }
+
+    /// Persists `reservation` in `tx` (the next open starts the clock there), and takes it
+    /// as the reservation once `tx` commits.
+    fn persist_reservation(&self, tx: &mut Tx<'_>, reservation: Hlc) {
+        tx.set_meta(META_HLC, reservation.as_u64().to_be_bytes().to_vec());
+        let reserved = Arc::clone(&self.reserved);
+        tx.after_commit(move || reserved.store(reservation.as_u64(), Ordering::Release));
     }
 
     /// A new version for a local write that replaces `over` (the version of the item, its
@@ -104,28 +135,16 @@ impl Replica {
     pub fn observe(&self, tx: &mut Tx<'_>, remote: Hlc, now_ms: i64) -> Option<u64> {
         let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
         let observed = clock.observe(remote, now_ms.max(0) as u64);
-        tx.set_meta(META_HLC, clock.last().as_u64().to_be_bytes().to_vec());
+        self.reserve_past(tx, clock.last());
         match observed {
             ferry_types::Observed::TooFarAhead { ahead_ms } => Some(ahead_ms),
             _ => None,
         }
     }
 
-    /// Takes the entries queued since the last call whose commit `committed` finds, with
-    /// the size it gives; the others stay.
-    pub fn take_committed(
-        &self,
-        committed: impl Fn(&Staged) -> Option<usize>,
-    ) -> Vec<(Staged, usize)> {
-        let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
-        let mut taken = Vec::new();
-        for entry in std::mem::take(&mut *staged) {
-            match committed(&entry) {
-                Some(bytes) => taken.push((entry, bytes)),
-                None => staged.push(entry),
-            }
-        }
-        taken
+    /// Takes the entries commits have queued since the last call, with their sizes.
+    pub fn take_committed(&self) -> Vec<(Staged, usize)> {
+        std::mem::take(&mut *lock(&self.committed))
     }
 }
 
@@ -281,7 +300,9 @@ impl Replica {
             *clock = HlcClock::new(back_to, MAX_FORWARD_MS_DEFAULT);
             clock.tick(back_to.physical_ms())
         };
-        tx.set_meta(META_HLC, hlc.as_u64().to_be_bytes().to_vec());
+        // The reservation comes back with the clock: the stamps past it never landed.
+        let ahead = Hlc::new(hlc.physical_ms().saturating_add(CLOCK_RESERVE_MS), 0);
+        self.persist_reservation(tx, ahead.max(hlc));
         let mut version = Version {
             hlc,
             replica: self.id.clone(),
@@ -321,27 +342,24 @@ impl Replica {
                 tx.set_tombstone(&change.key, tombstone);
             }
         }
-        let staged = queue_entry(tx, change, now_ms)?;
-        let bytes = tx
-            .pending(&staged.key)?
-            .map_or(0, |entry| entry.encoded_len());
+        let (staged, bytes) = queue_entry(tx, change, now_ms)?;
         Ok((staged.version, bytes))
     }
 
-    /// Queues `change` in `tx` and stages its notification for the sync engine.
+    /// Queues `change` in `tx`; once `tx` commits, the sync engine is to hear of it (a
+    /// write that fails tells nothing).
     fn queue(&self, tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<()> {
-        let staged = queue_entry(tx, change, now_ms)?;
-        self.staged
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(staged);
+        let queued = queue_entry(tx, change, now_ms)?;
+        let committed = Arc::clone(&self.committed);
+        tx.after_commit(move || lock(&committed).push(queued));
         Ok(())
     }
 }
 
 /// Puts `change` in the outbox in `tx`; returns what the sync engine must hear of it once
-/// it commits. Coalescing over a pending change keeps that one's base (the store's).
-fn queue_entry(tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<Staged> {
+/// it commits, and its encoded size. Coalescing over a pending change keeps that one's base
+/// (the store's).
+fn queue_entry(tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<(Staged, usize)> {
     let entry = OutboxEntry {
         change,
         queued_ms: now_ms.max(0) as u64,
@@ -351,6 +369,7 @@ fn queue_entry(tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<Staged> {
         version: entry.change.version.clone(),
     };
     // A fresh stamp is newer than anything pending, so the entry always replaces it.
-    tx.queue(entry)?;
-    Ok(staged)
+    let bytes = tx.queue(entry)?;
+    debug_assert!(bytes.is_some(), "a fresh stamp replaces what is pending");
+    Ok((staged, bytes.unwrap_or_default()))
 }

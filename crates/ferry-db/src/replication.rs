@@ -302,18 +302,12 @@ impl Db {
             .collect())
     }
 
-    /// Tells the engine about outbox entries that commits have queued. An entry staged by
-    /// a write that has not committed yet (another thread's, still in its transaction)
-    /// waits for a later call: told too early, the driver would find no such change in
-    /// the outbox and forget it.
+    /// Tells the engine about outbox entries that commits have queued (a commit reports
+    /// them with their sizes: nothing is read back). An entry of a write that has not
+    /// committed yet is not among them: told too early, the driver would find no such
+    /// change in the outbox and forget it.
     pub(crate) fn report_staged(&self) {
-        let store = &self.inner.store;
-        // The stored entry gives its size: the write need not encode it twice.
-        let committed = |s: &crate::replica::Staged| match store.pending_version_and_bytes(&s.key) {
-            Ok(Some((version, bytes))) if version >= s.version => Some(bytes),
-            _ => None,
-        };
-        let taken = self.inner.replica.take_committed(committed);
+        let taken = self.inner.replica.take_committed();
         // Not attached: the driver reads the outbox once its hook is set, and these
         // entries are in it already.
         let Some(replication) = self.inner.sync.get() else {
@@ -410,7 +404,7 @@ mod tests {
             db.create("R", serde_json::json!({ "n": n })).unwrap();
         }
         assert_eq!(db.status().pending_changes, 100, "every write is queued");
-        let staged = db.inner.replica.staged.lock().unwrap().len();
+        let staged = db.inner.replica.committed.lock().unwrap().len();
         assert_eq!(staged, 0, "the outbox holds them; memory does not");
     }
 
@@ -437,5 +431,51 @@ mod tests {
             message.contains("corrupt replica id") && message.contains("not a replica id"),
             "{message}"
         );
+    }
+
+    /// The clock persists a reservation ahead of its stamps, and only what committed
+    /// counts: a write whose commit failed staged a reservation that is not on disk, so
+    /// the next write persists one again. Reopened on a clock an hour behind, the next
+    /// stamp goes past every stamp issued.
+    #[test]
+    fn no_stamp_is_reused_after_a_restart_even_when_a_reserving_write_failed() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+        let dir = tempfile::tempdir().unwrap();
+        let now = Arc::new(AtomicI64::new(1_800_000_000_000));
+        let fail_next = Arc::new(AtomicBool::new(false));
+        let config = || {
+            let mut config = Config::with_schema(schema());
+            let clock = Arc::clone(&now);
+            config.clock = Arc::new(move || clock.load(Ordering::SeqCst));
+            let fail = Arc::clone(&fail_next);
+            config.on_commit = Some(Arc::new(move || match fail.swap(false, Ordering::SeqCst) {
+                true => Err(std::io::Error::other("a failing disk")),
+                false => Ok(()),
+            }));
+            config
+        };
+        let newest = |db: &Db| {
+            (db.inspect_pending().unwrap().into_iter())
+                .map(|p| p.version)
+                .max()
+        };
+        let db = Db::open(dir.path(), config()).unwrap();
+        db.create("R", serde_json::json!({ "n": 1 })).unwrap();
+        now.fetch_add(2_000, Ordering::SeqCst);
+        fail_next.store(true, Ordering::SeqCst);
+        assert!(
+            db.create("R", serde_json::json!({ "n": 2 })).is_err(),
+            "its commit fails"
+        );
+        db.create("R", serde_json::json!({ "n": 3 })).unwrap();
+        let before = newest(&db).unwrap();
+        drop(db);
+        now.fetch_sub(3_600_000, Ordering::SeqCst);
+        let db = Db::open(dir.path(), config()).unwrap();
+        db.create("R", serde_json::json!({ "n": 4 })).unwrap();
+        let after = newest(&db).unwrap();
+        assert!(after > before, "{after} after a restart, past {before}");
     }
 }

@@ -31,7 +31,7 @@ pub use encode::{
     encode_tombstone,
 };
 pub use error::{Error, Result};
-pub use staged::{CONFLICTS_MAX, Committed, OutboxFull, Records, StagedRecords};
+pub use staged::{CONFLICTS_MAX, Committed, Encoded, OutboxFull, Records, StagedRecords};
 
 use ferry_types::{Item, Key, Version};
 

@@ -60,10 +60,19 @@ pub trait Committed {
 /// replicated write made one, at a sixth of the writer's CPU time.
 pub type Records<T> = BTreeMap<Vec<u8>, Option<Box<T>>>;
 
+/// A record with its encoding, made once: the size a queued entry reports and the bytes the
+/// store writes.
+pub struct Encoded<T> {
+    /// The record.
+    pub record: T,
+    /// Its encoding.
+    pub bytes: Vec<u8>,
+}
+
 /// The records one write has staged, keyed like the committed ones.
 #[derive(Default)]
 pub struct StagedRecords {
-    outbox: Records<OutboxEntry>,
+    outbox: Records<Encoded<OutboxEntry>>,
     tombstones: Records<Tombstone>,
     conflicts: BTreeMap<Vec<u8>, Box<ConflictRecord>>,
     quarantine: Records<QuarantineRecord>,
@@ -92,21 +101,21 @@ impl StagedRecords {
     ) -> Result<Option<OutboxEntry>, C::Error> {
         let bytes = key_bytes(key);
         match self.outbox.get(&bytes) {
-            Some(staged) => Ok(staged.as_deref().cloned()),
+            Some(staged) => Ok(staged.as_ref().map(|staged| staged.record.clone())),
             None => committed.pending(&bytes),
         }
     }
 
     /// Queues `entry` unless a newer version of its key is pending; a pending older one
     /// is replaced and its `base` kept (a cloud change between the two writes was never
-    /// seen either). Returns whether it was queued.
+    /// seen either). Returns the queued entry's encoded size, `None` when it was not queued.
     pub fn queue<C: Committed>(
         &mut self,
         committed: &C,
         mut entry: OutboxEntry,
-    ) -> Result<bool, C::Error> {
+    ) -> Result<Option<usize>, C::Error> {
         match self.pending(committed, &entry.change.key)? {
-            Some(pending) if !pending.replaced_by(&entry.change) => return Ok(false),
+            Some(pending) if !pending.replaced_by(&entry.change) => return Ok(None),
             Some(pending) => entry.change.base = pending.change.base,
             None => {
                 let len = committed.outbox_len() as isize + self.outbox_delta;
@@ -117,9 +126,16 @@ impl StagedRecords {
                 self.outbox_delta += 1;
             }
         }
-        let bytes = key_bytes(&entry.change.key);
-        self.outbox.insert(bytes, Some(Box::new(entry)));
-        Ok(true)
+        let key = key_bytes(&entry.change.key);
+        let mut bytes = Vec::new();
+        crate::encode_outbox_entry(&entry, &mut bytes);
+        let size = bytes.len();
+        let record = Encoded {
+            record: entry,
+            bytes,
+        };
+        self.outbox.insert(key, Some(Box::new(record)));
+        Ok(Some(size))
     }
 
     /// The version pending for `key`, reading no more of the entry than that.
@@ -130,7 +146,9 @@ impl StagedRecords {
     ) -> Result<Option<Version>, C::Error> {
         let bytes = key_bytes(key);
         match self.outbox.get(&bytes) {
-            Some(staged) => Ok(staged.as_ref().map(|entry| entry.change.version.clone())),
+            Some(staged) => Ok(staged
+                .as_ref()
+                .map(|staged| staged.record.change.version.clone())),
             None => committed.pending_version(&bytes),
         }
     }
@@ -259,8 +277,8 @@ impl StagedRecords {
         self.meta.insert(name.to_string(), value);
     }
 
-    /// The staged outbox records (`None`: removed).
-    pub fn outbox(&self) -> &Records<OutboxEntry> {
+    /// The staged outbox records, encoded (`None`: removed).
+    pub fn outbox(&self) -> &Records<Encoded<OutboxEntry>> {
         &self.outbox
     }
 
@@ -380,7 +398,12 @@ mod tests {
                     };
                 }
             }
-            apply(&mut self.outbox, staged.outbox());
+            for (key, record) in staged.outbox() {
+                match record {
+                    Some(staged) => self.outbox.insert(key.clone(), staged.record.clone()),
+                    None => self.outbox.remove(key),
+                };
+            }
             apply(&mut self.quarantine, staged.quarantine_records());
             apply(&mut self.tombstones, staged.tombstones());
             for (key, conflict) in staged.conflicts() {
@@ -426,7 +449,7 @@ mod tests {
         let mut staged = StagedRecords::default();
         let queued = staged.queue(memory, entry)?;
         memory.commit(staged);
-        Ok(queued)
+        Ok(queued.is_some())
     }
 
     #[test]
@@ -445,8 +468,13 @@ mod tests {
         );
         // Within one write, the second queue sees the first.
         let mut staged = StagedRecords::default();
-        assert_eq!(staged.queue(&memory, entry(0, 3)), Ok(true));
-        assert_eq!(staged.queue(&memory, entry(0, 4)), Ok(true));
+        let size = staged.queue(&memory, entry(0, 3)).unwrap();
+        assert_eq!(
+            size,
+            Some(entry(0, 3).encoded_len()),
+            "the size the store writes"
+        );
+        assert!(staged.queue(&memory, entry(0, 4)).unwrap().is_some());
         let pending = staged.pending(&memory, &key(0)).unwrap().unwrap();
         assert_eq!(pending.change.version, version(4));
         assert_eq!(
@@ -464,7 +492,7 @@ mod tests {
         let mut memory = Memory::with_outbox_max(2);
         queued(&mut memory, entry(0, 1)).unwrap();
         let mut staged = StagedRecords::default();
-        assert_eq!(staged.queue(&memory, entry(1, 1)), Ok(true));
+        assert!(staged.queue(&memory, entry(1, 1)).unwrap().is_some());
         assert_eq!(
             staged.queue(&memory, entry(2, 1)),
             Err(OutboxFull { limit: 2 }),
@@ -479,7 +507,7 @@ mod tests {
         // Settling makes room within the same write.
         let mut staged = StagedRecords::default();
         assert_eq!(staged.settle(&memory, &key(1), &version(1)), Ok(true));
-        assert_eq!(staged.queue(&memory, entry(2, 1)), Ok(true));
+        assert!(staged.queue(&memory, entry(2, 1)).unwrap().is_some());
     }
 
     #[test]

@@ -68,12 +68,10 @@ pub(crate) fn write_staged(
     staged: &StagedRecords,
     batch: &mut fjall::OwnedWriteBatch,
 ) -> usize {
-    write_records(
-        batch,
-        &store.outbox,
-        staged.outbox(),
-        encode(ferry_journal::encode_outbox_entry),
-    );
+    // Outbox entries come encoded: the size a write reports is of these bytes.
+    write_records(batch, &store.outbox, staged.outbox(), |staged| {
+        staged.bytes.clone()
+    });
     write_records(
         batch,
         &store.tombstones,
@@ -245,20 +243,6 @@ impl Store {
             }
         }
         Ok(keys)
-    }
-
-    /// The pending version of `key` (committed state) and the encoded size of its entry,
-    /// without decoding the entry's item.
-    pub fn pending_version_and_bytes(&self, key: &Key) -> Result<Option<(Version, usize)>> {
-        let value = (self.outbox.get(layout::key_bytes(key))).map_err(|e| self.fail(e))?;
-        value
-            .map(|v| {
-                Ok((
-                    self.decoded(ferry_journal::decode_outbox_version(&v))?,
-                    v.len(),
-                ))
-            })
-            .transpose()
     }
 
     fn pending_version_at(&self, key: &[u8]) -> Result<Option<Version>> {

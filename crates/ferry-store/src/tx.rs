@@ -43,6 +43,8 @@ pub struct Tx<'s> {
     /// Outbox entries, tombstones, conflicts and sync state to write with the items.
     journal: StagedRecords,
     changes: Vec<ItemChange>,
+    /// What the caller keeps in memory of this write, once it has committed.
+    after_commit: Vec<Box<dyn FnOnce() + 's>>,
 }
 
 impl<'s> Tx<'s> {
@@ -55,7 +57,15 @@ impl<'s> Tx<'s> {
             claims: BTreeMap::new(),
             journal: StagedRecords::default(),
             changes: Vec::new(),
+            after_commit: Vec::new(),
         }
+    }
+
+    /// Runs `f` once this write has committed, and never if it fails: how a caller keeps
+    /// in memory only what is on disk (a clock's persisted reservation, queued entries to
+    /// report). Commits are serialized, so these run in commit order.
+    pub fn after_commit(&mut self, f: impl FnOnce() + 's) {
+        self.after_commit.push(Box::new(f));
     }
 
     /// Asks for an fsync before the commit returns (it never lowers durability).
@@ -182,7 +192,14 @@ impl<'s> Tx<'s> {
 
     /// Writes every touched key's final state, with its index, expiry and unique records,
     /// and the staged replication records, in one batch.
-    pub(crate) fn commit(self) -> Result<Vec<ItemChange>> {
+    pub(crate) fn commit(mut self) -> Result<Vec<ItemChange>> {
+        let after_commit = std::mem::take(&mut self.after_commit);
+        let changes = self.commit_batch()?;
+        after_commit.into_iter().for_each(|f| f());
+        Ok(changes)
+    }
+
+    fn commit_batch(self) -> Result<Vec<ItemChange>> {
         let store = self.store;
         if self.touched.is_empty() && self.journal.is_empty() {
             return Ok(self.changes);
@@ -284,8 +301,9 @@ impl<'s> Tx<'s> {
 impl Tx<'_> {
     /// Queues a local change for upload. A pending entry of the same key is replaced only
     /// by a newer version ([`OutboxEntry::replaced_by`]), and then its `base` is kept.
-    /// Returns whether `entry` was queued.
-    pub fn queue(&mut self, entry: OutboxEntry) -> Result<bool> {
+    /// Returns the queued entry's encoded size (what the outbox holds of it), `None` when
+    /// a newer one is pending.
+    pub fn queue(&mut self, entry: OutboxEntry) -> Result<Option<usize>> {
         self.journal.queue(self.store, entry)
     }
 
