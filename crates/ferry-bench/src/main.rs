@@ -13,6 +13,7 @@ mod format_side;
 mod frames_side;
 mod relay_side;
 mod soak_side;
+mod space_side;
 mod sqlite_side;
 mod sync_side;
 
@@ -52,6 +53,16 @@ fn main() -> Result<()> {
                 .and_then(|n| n.parse().ok())
                 .context("rss needs an item count")?;
             ferry_side::report_rss(dir, items)
+        }
+        Some("load") => {
+            let (store, dir) = (args.get(1), args.get(2));
+            let (store, dir) = store
+                .zip(dir)
+                .context("load needs a store and a directory")?;
+            let items = (args.get(3))
+                .and_then(|n| n.parse().ok())
+                .context("load needs an item count")?;
+            space_side::load_child(store, dir, items)
         }
         Some("profile") => {
             let op = args.get(1).map(String::as_str).unwrap_or("get");
@@ -189,6 +200,7 @@ fn local(sizes: &[u64]) -> Result<()> {
     let mut rows = Vec::new();
     let mut rss = Vec::new();
     let mut alone = Vec::new();
+    let mut space = Vec::new();
     for &items in sizes {
         let dir = tempfile::tempdir()?;
         let mut ferry = ferry_side::Ferry::open(&dir.path().join("ferry"))?;
@@ -250,9 +262,12 @@ fn local(sizes: &[u64]) -> Result<()> {
             items,
             ferry_side::measure_rss(&dir.path().join("ferry"), items)?,
         ));
+        eprintln!("  {items} space: loading each store in a process of its own...");
+        space.extend(space_side::measure(dir.path(), items)?);
     }
     print_table(&rows, &rss);
     print_alone(&alone);
+    space_side::print(&space);
     Ok(())
 }
 

@@ -49,6 +49,13 @@ pub(crate) struct Inner {
     _sweeper: Option<Sweeper>,
 }
 
+/// A clean close gives back the clock's reservation (see `Replica::release_reservation`).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.replica.release_reservation(&self.store);
+    }
+}
+
 /// Failures and observations of background work that no caller is there to receive.
 #[derive(Default)]
 pub(crate) struct Report {

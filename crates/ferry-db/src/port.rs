@@ -215,43 +215,42 @@ impl ReplicaPort {
         winner: Option<&Change>,
         now: u64,
     ) -> Result<Resolved> {
-        let Some(entry) = self.db.inner.store.pending(key)? else {
-            return Ok(Resolved::Stale);
-        };
-        if &entry.change.version != local {
-            return Ok(Resolved::Stale); // a newer local write is already pending
-        }
-        let direction = (self.db.schema().model(&entry.change.model)).map(|m| m.control.sync);
         let replica = &self.db.inner.replica;
-        if direction.ok() == Some(ferry_schema::SyncDirection::Up) {
-            // The device is authoritative: come back with a version past the cloud's.
-            let ((version, bytes), _) = self.db.inner.store.write(Durability::Default, |tx| {
-                replica.observe(tx, cloud.hlc, now as i64);
-                replica.restamp(tx, entry, cloud, now as i64)
-            })?;
-            return Ok(Resolved::Restamped { version, bytes });
-        }
-        // Last writer wins: the cloud's newer version stands and comes down now; ours
-        // lost, and applying the winner logs the conflict unless it was made on top of
-        // ours (a retry whose answer was lost).
-        let (conflicts, committed) = self.db.inner.store.write(Durability::Default, |tx| {
-            tx.settle(key, local)?;
-            match winner {
-                Some(change) => self.db.apply_winner(tx, change, now),
-                None => {
-                    let conflict = ferry_journal::ConflictRecord {
-                        winner: cloud.clone(),
-                        loser: entry.change,
-                        at_ms: now,
-                    };
-                    tx.log_conflict(conflict.clone())?;
-                    Ok(vec![conflict])
+        // The entry is read in the transaction that carries out the answer: a local write
+        // committing meanwhile makes it stale rather than overwritten by its older content.
+        let ((resolved, conflicts), committed) =
+            self.db.inner.store.write(Durability::Default, |tx| {
+                let Some(entry) = tx.pending(key)?.filter(|e| &e.change.version == local) else {
+                    return Ok((Resolved::Stale, Vec::new())); // a newer write is pending
+                };
+                let model = self.db.schema().model(&entry.change.model);
+                if model.is_ok_and(|m| m.control.sync == ferry_schema::SyncDirection::Up) {
+                    // The device is authoritative: come back with a version past the cloud's.
+                    replica.observe(tx, cloud.hlc, now as i64);
+                    let (version, bytes) = replica.restamp(tx, entry, cloud, now as i64)?;
+                    return Ok((Resolved::Restamped { version, bytes }, Vec::new()));
                 }
-            }
-        })?;
+                // Last writer wins: the cloud's newer version stands and comes down now;
+                // ours lost, and applying the winner logs the conflict unless it was made on
+                // top of ours (a retry whose answer was lost).
+                tx.settle(key, local)?;
+                let conflicts = match winner {
+                    Some(change) => self.db.apply_winner(tx, change, now)?,
+                    None => {
+                        let conflict = ferry_journal::ConflictRecord {
+                            winner: cloud.clone(),
+                            loser: entry.change,
+                            at_ms: now,
+                        };
+                        tx.log_conflict(conflict.clone())?;
+                        vec![conflict]
+                    }
+                };
+                Ok::<_, Error>((Resolved::Lost, conflicts))
+            })?;
         self.db.fire(&committed, crate::Origin::Cloud);
         self.db.fire_conflicts(&conflicts);
-        Ok(Resolved::Lost)
+        Ok(resolved)
     }
 
     /// The cloud refused the pending `local` of `key` as too far past its time (this
@@ -264,17 +263,16 @@ impl ReplicaPort {
         server_time_ms: u64,
         now: u64,
     ) -> Result<Resolved> {
-        let Some(entry) = self.db.inner.store.pending(key)? else {
-            return Ok(Resolved::Stale);
-        };
-        if &entry.change.version != local {
-            return Ok(Resolved::Stale);
-        }
         let replica = &self.db.inner.replica;
-        let ((version, bytes), _) = self.db.inner.store.write(Durability::Default, |tx| {
-            replica.restamp_at(tx, entry, server_time_ms, now as i64)
+        // Read in the transaction that re-stamps it (see `superseded`).
+        let (resolved, _) = self.db.inner.store.write(Durability::Default, |tx| {
+            let Some(entry) = tx.pending(key)?.filter(|e| &e.change.version == local) else {
+                return Ok(Resolved::Stale);
+            };
+            let (version, bytes) = replica.restamp_at(tx, entry, server_time_ms, now as i64)?;
+            Ok::<_, Error>(Resolved::Restamped { version, bytes })
         })?;
-        Ok(Resolved::Restamped { version, bytes })
+        Ok(resolved)
     }
 
     /// The server's time at a handshake: the clock observes it (persisted), and the

@@ -82,7 +82,7 @@ impl Replica {
     pub fn stamp(&self, tx: &mut Tx<'_>, now_ms: i64) -> Version {
         let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
         let hlc = clock.tick(now_ms.max(0) as u64);
-        self.reserve_past(tx, hlc);
+        self.reserve_past(tx, hlc, now_ms);
         Version {
             hlc,
             replica: self.id.clone(),
@@ -90,14 +90,29 @@ impl Replica {
     }
 
     /// Keeps the reservation on disk past `hlc`: when `hlc` passes it, `tx` persists a new
-    /// one, which counts once `tx` commits (a failed write leaves the old one, and the next
-    /// stamp persists again).
-    fn reserve_past(&self, tx: &mut Tx<'_>, hlc: Hlc) {
-        if hlc.as_u64() < self.reserved.load(Ordering::Acquire) {
+    /// one a step ahead of the wall (`now_ms`), which counts once `tx` commits (a failed
+    /// write leaves the old one, and the next stamp persists again).
+    fn reserve_past(&self, tx: &mut Tx<'_>, hlc: Hlc, now_ms: i64) {
+        if hlc.as_u64() <= self.reserved.load(Ordering::Acquire) {
             return;
         }
-        let ahead = Hlc::new(hlc.physical_ms().saturating_add(CLOCK_RESERVE_MS), 0);
-        self.persist_reservation(tx, ahead.max(hlc));
+        let wall = (now_ms.max(0) as u64).saturating_add(CLOCK_RESERVE_MS);
+        self.persist_reservation(tx, Hlc::new(wall, 0).max(hlc));
+    }
+
+    /// A clean close: the reservation shrinks back to the last stamp issued or observed,
+    /// so a process that opens, writes and closes moves the clock no further than its
+    /// stamps (a crash leaves the reservation, at most a step ahead).
+    pub fn release_reservation(&self, store: &Store) {
+        let last = self.last();
+        if last.as_u64() >= self.reserved.load(Ordering::Acquire) {
+            return;
+        }
+        // Failing to shrink it leaves it ahead, which is safe.
+        let _ = store.write(ferry_store::Durability::Default, |tx| {
+            self.persist_reservation(tx, last);
+            Ok::<_, Error>(())
+        });
     }
 
     /// Persists `reservation` in `tx` (the next open starts the clock there), and takes it
@@ -135,7 +150,7 @@ impl Replica {
     pub fn observe(&self, tx: &mut Tx<'_>, remote: Hlc, now_ms: i64) -> Option<u64> {
         let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
         let observed = clock.observe(remote, now_ms.max(0) as u64);
-        self.reserve_past(tx, clock.last());
+        self.reserve_past(tx, clock.last(), now_ms);
         match observed {
             ferry_types::Observed::TooFarAhead { ahead_ms } => Some(ahead_ms),
             _ => None,
@@ -301,7 +316,7 @@ impl Replica {
             clock.tick(back_to.physical_ms())
         };
         // The reservation comes back with the clock: the stamps past it never landed.
-        let ahead = Hlc::new(hlc.physical_ms().saturating_add(CLOCK_RESERVE_MS), 0);
+        let ahead = Hlc::new(server_time_ms.saturating_add(CLOCK_RESERVE_MS), 0);
         self.persist_reservation(tx, ahead.max(hlc));
         let mut version = Version {
             hlc,
@@ -342,16 +357,19 @@ impl Replica {
                 tx.set_tombstone(&change.key, tombstone);
             }
         }
-        let (staged, bytes) = queue_entry(tx, change, now_ms)?;
-        Ok((staged.version, bytes))
+        let version = change.version.clone();
+        let queued = queue_entry(tx, change, now_ms)?;
+        let bytes = queued.as_ref().map_or(0, |(_, bytes)| *bytes);
+        Ok((version, bytes))
     }
 
     /// Queues `change` in `tx`; once `tx` commits, the sync engine is to hear of it (a
     /// write that fails tells nothing).
     fn queue(&self, tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<()> {
-        let queued = queue_entry(tx, change, now_ms)?;
-        let committed = Arc::clone(&self.committed);
-        tx.after_commit(move || lock(&committed).push(queued));
+        if let Some(queued) = queue_entry(tx, change, now_ms)? {
+            let committed = Arc::clone(&self.committed);
+            tx.after_commit(move || lock(&committed).push(queued));
+        }
         Ok(())
     }
 }
@@ -359,7 +377,7 @@ impl Replica {
 /// Puts `change` in the outbox in `tx`; returns what the sync engine must hear of it once
 /// it commits, and its encoded size. Coalescing over a pending change keeps that one's base
 /// (the store's).
-fn queue_entry(tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<(Staged, usize)> {
+fn queue_entry(tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<Option<(Staged, usize)>> {
     let entry = OutboxEntry {
         change,
         queued_ms: now_ms.max(0) as u64,
@@ -368,8 +386,7 @@ fn queue_entry(tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<(Staged, 
         key: entry.change.key.clone(),
         version: entry.change.version.clone(),
     };
-    // A fresh stamp is newer than anything pending, so the entry always replaces it.
-    let bytes = tx.queue(entry)?;
-    debug_assert!(bytes.is_some(), "a fresh stamp replaces what is pending");
-    Ok((staged, bytes.unwrap_or_default()))
+    // A fresh stamp is newer than anything pending, so the entry replaces it; only a
+    // version at the clock's end (a hostile one) can tie: nothing is queued then.
+    Ok(tx.queue(entry)?.map(|bytes| (staged, bytes)))
 }
