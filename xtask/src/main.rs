@@ -24,6 +24,9 @@ commands:
                  (default 20000)
   bench local    Ferry vs SQLite, side by side: create, get, page query, update (release build)
                  options: --items N[,N...] (default 100000,1000000)
+  bench space    Ferry vs SQLite: bytes on disk and bytes written per item for the same
+                 items, each store loaded in a process of its own (also at the end of
+                 bench local). options: --items N[,N...] (100000,1000000)
   bench scale    Ferry alone as one database grows: get, page and resident memory at each
                  size, against the first. options: --items N[,N...] (default 1000000,10000000)
   bench sync     replicated writes (journal + engine + in-memory cloud) vs local-only writes

@@ -54,6 +54,16 @@ fn main() -> Result<()> {
                 .context("rss needs an item count")?;
             ferry_side::report_rss(dir, items)
         }
+        Some("space") => {
+            let sizes = parse_sizes(&args, &[100_000, 1_000_000])?;
+            let dir = tempfile::tempdir()?;
+            let mut rows = Vec::new();
+            for &items in &sizes {
+                rows.extend(space_side::measure(dir.path(), items)?);
+            }
+            space_side::print(&rows);
+            Ok(())
+        }
         Some("load") => {
             let (store, dir) = (args.get(1), args.get(2));
             let (store, dir) = store

@@ -33,7 +33,7 @@ pub fn measure(dir: &Path, items: u64) -> Result<Vec<Space>> {
         .sum();
     let mut out = Vec::new();
     for store in ["ferry", "sqlite"] {
-        let path = dir.join(format!("space-{store}"));
+        let path = dir.join(format!("space-{store}-{items}"));
         let child = Command::new(std::env::current_exe()?)
             .args(["load", store])
             .arg(&path)

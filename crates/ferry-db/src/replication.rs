@@ -505,4 +505,3 @@ mod tests {
         assert!(newest.hlc.physical_ms() <= wall as u64 + 1_000, "{newest}");
     }
 }
-
