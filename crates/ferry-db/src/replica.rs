@@ -126,8 +126,7 @@ impl Replica {
     /// A new version for a local write that replaces `over` (the version of the item, its
     /// tombstone, or the cloud's): past it even where the clock cannot go, because the
     /// writer has seen `over` and its write must win over it. The clock lags a version that
-    /// came with a cloud change (applying one does not move the clock) or was more than the
-    /// forward bound ahead; a write stamped below what it replaces would lose to
+    /// was more than the forward bound ahead of the wall (it observes only up to the bound); a write stamped below what it replaces would lose to
     /// it by last writer wins although it came after, and the device would keep it while
     /// the cloud keeps the other. The clock itself is not moved, so one far-future stamp
     /// still cannot pull every later write ahead.
