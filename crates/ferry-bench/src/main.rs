@@ -38,16 +38,6 @@ pub trait Subject {
     fn update(&mut self, seq: u64) -> Result<()>;
 }
 
-/// The in-memory cloud with its clock at the wall's time. Left at zero, as before
-/// 2026-12-06, it refused every change as a version ahead of its time: each went up twice,
-/// re-stamped in between, and the replicated figures measured that detour.
-pub fn cloud_at_wall_time() -> ferry::MemoryCloud {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    let mut cloud = ferry::MemoryCloud::default();
-    cloud.set_time_ms(now.map_or(0, |d| d.as_millis() as u64));
-    cloud
-}
-
 /// Items per device: a page query returns 100 of them.
 pub const ITEMS_PER_DEVICE: u64 = 1000;
 /// Items a page query returns.

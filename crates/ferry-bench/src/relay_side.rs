@@ -12,7 +12,7 @@ use ferry::journal::{Change, ChangeOp};
 use ferry::replication::{Grant, Models};
 use ferry::types::{Hlc, Item, Key, ReplicaId, Value, Version, item_size};
 use ferry::ws::WsTransport;
-use ferry::{Attach, Config, Db, EngineConfig, MemoryTransport, Origin, Schema};
+use ferry::{Attach, Config, Db, EngineConfig, MemoryCloud, MemoryTransport, Origin, Schema};
 use ferry::{SyncOptions, Transport};
 use ferry_protocol::{Frame, encode};
 use ferry_relay::{EmbeddedStore, RelayConfig, Secret};
@@ -254,7 +254,7 @@ fn round(changes: u64) -> Result<Round> {
     let a = device(dir.path(), "a", |r| relay.transport("a", r), 100)?;
     let through_relay = upload(&a, changes)?;
     eprintln!("  {through_relay:.0}/s; the same into the in-memory cloud...");
-    let cloud = Arc::new(Mutex::new(crate::cloud_at_wall_time()));
+    let cloud = Arc::new(Mutex::new(MemoryCloud::default()));
     let link = |_: &str| Ok(MemoryTransport::new(cloud.clone()));
     let m = device(dir.path(), "m", link, 100)?;
     let in_memory = upload(&m, changes)?;

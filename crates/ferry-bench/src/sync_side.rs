@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ferry::Attach;
-use ferry::{Config, Db, MemoryTransport, Schema, SyncOptions};
+use ferry::{Config, Db, MemoryCloud, MemoryTransport, Schema, SyncOptions};
 use serde_json::json;
 
 const SCHEMA: &str = r#"{
@@ -57,7 +57,7 @@ pub fn run(changes: u64) -> Result<SyncRow> {
     }
     let probe = db.status();
     let bytes_per_change = probe.pending_bytes as f64 / probe.pending_changes.max(1) as f64;
-    let cloud = Arc::new(Mutex::new(crate::cloud_at_wall_time()));
+    let cloud = Arc::new(Mutex::new(MemoryCloud::default()));
     db.attach(MemoryTransport::new(cloud.clone()), SyncOptions::default())?;
 
     let (started, cpu) = (Instant::now(), process_cpu()?);

@@ -30,7 +30,10 @@
 //!    TTL on `_ttl`). A catch-up pull from a cursor before a purged tombstone of the scope is
 //!    `Expired`; a snapshot pull never is, whatever the age of the rows.
 //! 9. **Time** is the cloud's wall clock, set by the caller with
-//!    [`MemoryCloud::set_time_ms`]; it never goes backwards.
+//!    [`MemoryCloud::set_time_ms`]; it never goes backwards. A cloud whose time is never
+//!    set (an application's, a benchmark's) follows the system's clock: its transports
+//!    bring it to the wall's time at each call. Left at zero, it would refuse every honest
+//!    version as ahead of its time.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -71,6 +74,8 @@ pub struct MemoryCloud {
     /// The cloud's own writer (rule 3).
     clock: HlcClock,
     now_ms: u64,
+    /// The caller sets the time ([`MemoryCloud::set_time_ms`]); else it follows the wall.
+    driven: bool,
     horizon_ms: u64,
     window_ms: u64,
     lag_ms_max: u64,
@@ -102,6 +107,7 @@ impl MemoryCloud {
         MemoryCloud {
             clock: HlcClock::new(Hlc::ZERO, MAX_FORWARD_MS_DEFAULT),
             now_ms: 0,
+            driven: false,
             horizon_ms,
             window_ms: CATCHUP_WINDOW_MS,
             lag_ms_max: 0,
@@ -134,9 +140,23 @@ impl MemoryCloud {
     /// Sets the cloud's wall clock (ignored if it would go backwards): late changes become
     /// visible and tombstones past the horizon are purged.
     pub fn set_time_ms(&mut self, now_ms: u64) {
+        self.driven = true;
+        self.advance_to(now_ms);
+    }
+
+    fn advance_to(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
         self.reveal();
         self.purge();
+    }
+
+    /// Brings a cloud whose time nobody sets to the system's clock.
+    fn keep_up_with_the_wall(&mut self) {
+        if self.driven {
+            return;
+        }
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        self.advance_to(wall.map_or(0, |d| d.as_millis() as u64));
     }
 
     /// The cloud's wall clock.
@@ -446,8 +466,10 @@ impl MemoryTransport {
                 "memory cloud is offline".into(),
             ));
         }
-        (self.cloud.lock())
-            .map_err(|_| TransportError::Unavailable("memory cloud lock is poisoned".into()))
+        let mut cloud = (self.cloud.lock())
+            .map_err(|_| TransportError::Unavailable("memory cloud lock is poisoned".into()))?;
+        cloud.keep_up_with_the_wall();
+        Ok(cloud)
     }
 
     fn session(&self) -> Result<Session, TransportError> {
@@ -836,5 +858,29 @@ mod tests {
         transport.set_online(false);
         let offline = now(transport.pull("dev", PullFrom::Snapshot(Hlc::ZERO), 10));
         assert!(matches!(offline, Err(TransportError::Unavailable(_))));
+    }
+
+    /// A cloud nobody sets the time of follows the system's clock: a device writing at the
+    /// wall's time lands at once. Before, it stood at zero and refused every such version
+    /// as ahead of its time.
+    #[test]
+    fn a_cloud_whose_time_is_never_set_follows_the_wall() {
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let wall_ms = wall.map_or(0, |d| d.as_millis() as u64);
+        let cloud = Arc::new(Mutex::new(MemoryCloud::default()));
+        let transport = MemoryTransport::new(Arc::clone(&cloud));
+        let session = now(transport.connect()).unwrap();
+        assert!(
+            session.server_time_ms >= wall_ms,
+            "{}",
+            session.server_time_ms
+        );
+        let answer = now(transport.push(vec![put(1, wall_ms, "*")])).unwrap();
+        assert_eq!(answer[0].2, PushOutcome::Applied);
+        // A cloud whose caller sets its time keeps to it.
+        let driven = Arc::new(Mutex::new(MemoryCloud::default()));
+        driven.lock().unwrap().set_time_ms(1_000);
+        let session = now(MemoryTransport::new(driven).connect()).unwrap();
+        assert_eq!(session.server_time_ms, 1_000);
     }
 }

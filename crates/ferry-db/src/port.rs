@@ -53,12 +53,13 @@ pub enum Resolved {
 
 impl Db {
     /// Gives the database its driver: the quarantine is applied again (a schema upgrade
-    /// may let some of it apply), `make` builds the driver with the port it is handed
-    /// (the hook and whatever else the driver keeps), and from then on commits notify the
-    /// hook. Returns the port and what `make` kept. A database attaches once.
+    /// may let some of it apply), `make` builds the driver with the port it is handed and
+    /// the cursor of each scope the device reads (the hook and whatever else the driver
+    /// keeps), and from then on commits notify the hook. Returns the port and what `make`
+    /// kept. A database attaches once.
     pub fn attach_replication<F, D>(&self, make: F) -> Result<(ReplicaPort, D)>
     where
-        F: FnOnce(&ReplicaPort) -> Result<(Box<dyn Replication>, D)>,
+        F: FnOnce(&ReplicaPort, BTreeMap<String, Hlc>) -> Result<(Box<dyn Replication>, D)>,
     {
         let attached =
             || Error::Argument("this database is already attached to a transport".into());
@@ -67,9 +68,9 @@ impl Db {
         }
         let port = ReplicaPort { db: self.clone() };
         // What can refuse the attach comes first: a refused attach changes nothing.
-        port.cursors()?;
+        let cursors = port.cursors()?;
         self.retry_quarantined()?;
-        let (replication, kept) = make(&port)?;
+        let (replication, kept) = make(&port, cursors)?;
         (self.inner.sync.set(replication)).map_err(|_| attached())?;
         // Writes that committed while the hook was being set: tell them now.
         self.report_staged();
@@ -112,7 +113,7 @@ impl ReplicaPort {
 
     /// Each scope this device reads with its persisted cursor (`Hlc::ZERO` for a scope
     /// never pulled).
-    pub fn cursors(&self) -> Result<BTreeMap<String, Hlc>> {
+    fn cursors(&self) -> Result<BTreeMap<String, Hlc>> {
         let scopes: BTreeSet<String> = self.db.read_scopes()?;
         (scopes.into_iter())
             .map(|scope| Ok((scope.clone(), self.db.load_cursor(&scope)?)))
@@ -356,7 +357,7 @@ mod tests {
             })
             .unwrap();
         let attached =
-            db.attach_replication(|_| -> crate::Result<(Box<dyn crate::Replication>, ())> {
+            db.attach_replication(|_, _| -> crate::Result<(Box<dyn crate::Replication>, ())> {
                 panic!("no driver is built for a refused attach")
             });
         assert!(

@@ -233,8 +233,8 @@ impl Syncer {
 /// [`SyncOptions::background`] (the default) a task of its own drives it; otherwise
 /// `Db::drive` and `Db::sync` do.
 pub fn attach<T: Transport>(db: &Db, transport: T, options: SyncOptions) -> Result<()> {
-    let (port, (driver, syncer)) = db.attach_replication(|port| {
-        let (driver, syncer) = build(port, transport, &options)?;
+    let (port, (driver, syncer)) = db.attach_replication(|port, cursors| {
+        let (driver, syncer) = build(port, cursors, transport, &options)?;
         Ok((Box::new(Handle(Arc::clone(&syncer))), (driver, syncer)))
     })?;
     // The outbox as it is once writers report to the hook: a write committed before is
@@ -248,14 +248,15 @@ pub fn attach<T: Transport>(db: &Db, transport: T, options: SyncOptions) -> Resu
     Ok(())
 }
 
-/// The driver of the database behind `port`, from its scopes' cursors, and its shared
+/// The driver of the database behind `port`, from its scopes' `cursors`, and its shared
 /// state.
 fn build<T: Transport>(
     port: &ReplicaPort,
+    cursors: std::collections::BTreeMap<String, ferry_types::Hlc>,
     transport: T,
     options: &SyncOptions,
 ) -> Result<(Driver, Arc<Syncer>)> {
-    let engine = Engine::new(options.engine.clone(), port.cursors()?, options.seed);
+    let engine = Engine::new(options.engine.clone(), cursors, options.seed);
     let driver = Driver::new(engine, Box::new(transport), options.call_timeout);
     let delivered = Arc::new(Delivered::default());
     let syncer = Arc::new(Syncer {

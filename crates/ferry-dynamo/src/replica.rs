@@ -48,7 +48,6 @@ impl DynamoRows {
     /// `crypto`.
     pub async fn cloud_replica(writer: Writer, crypto: Option<Crypto>) -> Result<CloudReplica> {
         let schema = std::sync::Arc::clone(&writer.schema);
-        schema.require_crypto(crypto.as_ref())?;
         Service::new(DynamoRows::open(writer).await?, schema, crypto)
     }
 }

@@ -187,13 +187,12 @@ impl<R: Rows> Service<R> {
         let (props, mode) = (properties(props)?, PutMode::Create);
         let item = model.prepare_put(&self.schema, props, &self.context, now, mode)?;
         let key = self.key_of(&item)?;
-        let row = self.rows.read(&key).await?;
-        let seen = row.as_ref().map(|row| self.rows.seen(row)).transpose()?;
-        if seen.is_some_and(|seen| seen.item.is_some()) {
+        let read = self.read(&key).await?;
+        if read.as_ref().is_some_and(|(_, seen)| seen.item.is_some()) {
             let message = format!("{} {key} already exists", model.name);
             return Err(Error::refused("ConditionalCheckFailed", message).into());
         }
-        self.store(model, &key, item, row.as_ref()).await
+        self.store(model, &key, item, read.as_ref()).await
     }
 
     /// Reads an item by its key; `None` when it is absent or removed.
@@ -205,9 +204,9 @@ impl<R: Rows> Service<R> {
     ) -> Result<Option<Json>, R::Error> {
         let model = self.schema.model(model)?;
         let key = model.full_key(&self.schema, properties(props)?, &self.context)?;
-        let row = self.rows.read(&key).await?;
-        let item = self.live(model, row.as_ref())?;
-        Ok(item.map(|item| self.shape(model, &item, hidden)))
+        let read = self.read(&key).await?;
+        let item = live(model, read.as_ref())?;
+        Ok(item.map(|item| self.shape(model, item, hidden)))
     }
 
     /// Updates an item (creates it with `upsert`); fails with `NotFoundError` if it is
@@ -222,8 +221,8 @@ impl<R: Rows> Service<R> {
         let model = self.schema.model(model)?;
         let props = properties(props)?;
         let key = model.full_key(&self.schema, props, &self.context)?;
-        let row = self.rows.read(&key).await?;
-        let existing = self.live(model, row.as_ref())?;
+        let read = self.read(&key).await?;
+        let existing = live(model, read.as_ref())?.cloned();
         if existing.is_none() && !upsert {
             let message = format!("{} {key} does not exist", model.name);
             return Err(Error::refused("NotFoundError", message).into());
@@ -239,19 +238,20 @@ impl<R: Rows> Service<R> {
             now,
         )?;
         model.same_key(&key, &self.key_of(&item)?)?;
-        self.store(model, &key, item, row.as_ref()).await
+        self.store(model, &key, item, read.as_ref()).await
     }
 
     /// Removes an item (a tombstone takes its place, so devices remove it too); returns it.
     pub async fn remove(&self, model: &str, props: &Json) -> Result<Option<Json>, R::Error> {
         let model = self.schema.model(model)?;
         let key = model.full_key(&self.schema, properties(props)?, &self.context)?;
-        let row = self.rows.read(&key).await?;
-        let Some(item) = self.live(model, row.as_ref())? else {
+        let read = self.read(&key).await?;
+        let Some(removed) = live(model, read.as_ref())?.map(|item| self.shape(model, item, false))
+        else {
             return Ok(None);
         };
-        self.write(model, &key, None, row.as_ref()).await?;
-        Ok(Some(self.shape(model, &item, false)))
+        self.write(model, &key, None, read.as_ref()).await?;
+        Ok(Some(removed))
     }
 
     /// Finds items by key condition (on the primary key or `options.index`) and equality
@@ -282,16 +282,13 @@ impl<R: Rows> Service<R> {
         })
     }
 
-    /// The item of `row`, of `model`, unless it is a tombstone.
-    fn live(&self, model: &Model, row: Option<&R::Row>) -> Result<Option<Item>, R::Error> {
-        let Some(seen) = row.map(|row| self.rows.seen(row)).transpose()? else {
+    /// The row of `key` as read, with what cloud mode knows of it.
+    async fn read(&self, key: &Key) -> Result<Option<(R::Row, Seen)>, R::Error> {
+        let Some(row) = self.rows.read(key).await? else {
             return Ok(None);
         };
-        let Some(item) = seen.item else {
-            return Ok(None);
-        };
-        model.check_kind(seen.model.as_deref())?;
-        Ok(Some(item))
+        let seen = self.rows.seen(&row)?;
+        Ok(Some((row, seen)))
     }
 
     /// Seals `item`'s crypt fields and writes it over `row`; returns it as a device shows it.
@@ -300,24 +297,24 @@ impl<R: Rows> Service<R> {
         model: &Model,
         key: &Key,
         mut item: Item,
-        row: Option<&R::Row>,
+        read: Option<&(R::Row, Seen)>,
     ) -> Result<Json, R::Error> {
         (model.seal(&mut item, self.crypto.as_ref())).map_err(Error::Argument)?;
-        self.write(model, key, Some(&item), row).await?;
+        self.write(model, key, Some(&item), read).await?;
         Ok(self.shape(model, &item, false))
     }
 
-    /// Writes `item` (or, for `None`, a tombstone where the item was) over `row`, the row
-    /// as read: its base, with a version past it.
+    /// Writes `item` (or, for `None`, a tombstone where the item was) over the row as
+    /// `read`: its base, with a version past it.
     async fn write(
         &self,
         model: &Model,
         key: &Key,
         item: Option<&Item>,
-        row: Option<&R::Row>,
+        read: Option<&(R::Row, Seen)>,
     ) -> Result<(), R::Error> {
-        let seen = row.map(|row| self.rows.seen(row)).transpose()?;
-        let base = seen.as_ref().and_then(|seen| seen.version.clone());
+        let (row, seen) = (read.map(|(row, _)| row), read.map(|(_, seen)| seen));
+        let base = seen.and_then(|seen| seen.version.clone());
         let version = self.rows.version_past(base.as_ref())?;
         let scope_of = |item: &Item| model.scope_of(item, &self.context).map_err(Error::Argument);
         let (op, scope, item) = match item {
@@ -328,13 +325,10 @@ impl<R: Rows> Service<R> {
             }
             // The tombstone goes where the item was: the devices that have it read there.
             None => {
-                let seen = seen.unwrap_or(Seen {
-                    version: None,
-                    model: None,
-                    scope: None,
-                    item: None,
-                });
-                let scope = match (seen.scope, &seen.item) {
+                let scope = match (
+                    seen.and_then(|s| s.scope.clone()),
+                    seen.and_then(|s| s.item.as_ref()),
+                ) {
                     (Some(scope), _) => scope,
                     (None, Some(old)) => scope_of(old)?,
                     (None, None) => String::new(),
@@ -358,6 +352,21 @@ impl<R: Rows> Service<R> {
         let item = model.open(item, self.crypto.as_ref());
         Json::Object(model.to_json(&ItemRef::of(&item), hidden))
     }
+}
+
+/// The item of the row as `read`, of `model`, unless it is a tombstone.
+fn live<'r, Row>(
+    model: &Model,
+    read: Option<&'r (Row, Seen)>,
+) -> ferry_schema::Result<Option<&'r Item>> {
+    let Some((_, seen)) = read else {
+        return Ok(None);
+    };
+    let Some(item) = &seen.item else {
+        return Ok(None);
+    };
+    model.check_kind(seen.model.as_deref())?;
+    Ok(Some(item))
 }
 
 #[cfg(test)]

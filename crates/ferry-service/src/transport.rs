@@ -40,7 +40,6 @@ impl<T: Transport> Service<TransportRows<T>> {
         replica: &str,
         crypto: Option<Crypto>,
     ) -> Result<Service<TransportRows<T>>> {
-        schema.require_crypto(crypto.as_ref())?;
         let replica = ReplicaId::parse(replica)
             .map_err(|e| Error::Argument(format!("replica id '{replica}': {e}")))?;
         let session = transport.connect().await?;

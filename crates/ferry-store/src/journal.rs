@@ -68,10 +68,14 @@ pub(crate) fn write_staged(
     staged: &StagedRecords,
     batch: &mut fjall::OwnedWriteBatch,
 ) -> usize {
-    // Outbox entries come encoded: the size a write reports is of these bytes.
-    write_records(batch, &store.outbox, staged.outbox(), |staged| {
-        staged.bytes.clone()
-    });
+    // Outbox entries come encoded: the size a write reports is of these bytes, taken as
+    // they are.
+    for (key, record) in staged.outbox() {
+        match record {
+            Some(staged) => batch.insert(&store.outbox, key.clone(), staged.bytes.as_slice()),
+            None => batch.remove(&store.outbox, key.clone()),
+        }
+    }
     write_records(
         batch,
         &store.tombstones,

@@ -208,11 +208,6 @@ impl Store {
         Ok(store)
     }
 
-    /// The layout the store keeps its items by.
-    pub fn layout(&self) -> &StoreLayout {
-        &self.layout
-    }
-
     /// The database directory.
     pub fn path(&self) -> &Path {
         &self.path

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use ferry_types::Item;
 use ferry_types::table::{Index, IndexKind};
-use ferry_types::{Item, ItemLayout};
 
 /// The unique claims of an item: (field, claim text) pairs; two items may not hold one
 /// claim text.
@@ -41,16 +41,6 @@ pub struct Kind {
 }
 
 impl StoreLayout {
-    /// Where items keep their kind and key.
-    pub fn item_layout(&self) -> ItemLayout {
-        let primary = &self.primary;
-        ItemLayout {
-            type_field: self.type_field.clone(),
-            hash: primary.hash.clone(),
-            sort: primary.sort.clone(),
-        }
-    }
-
     /// The kind of `item`, if the layout knows it.
     pub(crate) fn kind_of(&self, item: &Item) -> Option<&Kind> {
         let name = item.get(&self.type_field)?.as_str()?;

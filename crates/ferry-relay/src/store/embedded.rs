@@ -533,6 +533,11 @@ mod tests {
         }
     }
 
+    /// A store in `dir` whose every fsync goes through `disk` (a test's disk).
+    fn on_disk(dir: &Path, disk: ferry_store::FsyncHook) -> EmbeddedStore {
+        EmbeddedStore::open_observed(dir, 60_000, Models::unchecked(), Some(disk)).unwrap()
+    }
+
     fn writer() -> Grant {
         Grant::service("test", None)
     }
@@ -566,9 +571,7 @@ mod tests {
             }
             Ok(())
         });
-        let store =
-            EmbeddedStore::open_observed(dir.path(), 60_000, Models::unchecked(), Some(hook))
-                .unwrap();
+        let store = on_disk(dir.path(), hook);
         store
             .write_now(vec![change("a", 10, "*", ChangeOp::Put)], &writer())
             .unwrap();
@@ -605,9 +608,7 @@ mod tests {
             copy_dir(&live, &durable);
             Ok(())
         });
-        let store =
-            EmbeddedStore::open_observed(dir.path(), 60_000, Models::unchecked(), Some(hook))
-                .unwrap();
+        let store = on_disk(dir.path(), hook);
         for n in 0..20 {
             let landed = store
                 .write_now(
@@ -880,9 +881,7 @@ mod tests {
                 true => Err(std::io::Error::other("the disk failed")),
                 false => Ok(()),
             });
-        let store =
-            EmbeddedStore::open_observed(dir.path(), 60_000, Models::unchecked(), Some(hook))
-                .unwrap();
+        let store = on_disk(dir.path(), hook);
         store
             .write_now(vec![change("a", 10, "*", ChangeOp::Put)], &writer())
             .unwrap();
