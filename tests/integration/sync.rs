@@ -513,3 +513,89 @@ fn tombstones_are_forgotten_after_the_horizon_unless_their_delete_is_pending() {
         "the pending delete still reached the cloud"
     );
 }
+
+/// A transport whose pushes take `delays_ms` in turn (the first push the longest, so the
+/// answers come back in the other order), counting how many run at once.
+struct SlowPushes {
+    inner: MemoryTransport,
+    delays_ms: Vec<u64>,
+    started: std::sync::atomic::AtomicUsize,
+    running: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl ferry::replication::Transport for SlowPushes {
+    fn connect(
+        &self,
+    ) -> impl Future<
+        Output = Result<ferry::replication::Session, ferry::replication::TransportError>,
+    > + Send {
+        self.inner.connect()
+    }
+
+    fn push(
+        &self,
+        changes: Vec<Change>,
+    ) -> impl Future<
+        Output = Result<ferry::replication::PushResults, ferry::replication::TransportError>,
+    > + Send {
+        use std::sync::atomic::Ordering::SeqCst;
+        async move {
+            let nth = self.started.fetch_add(1, SeqCst);
+            let delay_ms = self.delays_ms.get(nth).copied().unwrap_or(0);
+            let running = self.running.fetch_add(1, SeqCst) + 1;
+            self.peak.fetch_max(running, SeqCst);
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            let answer = self.inner.push(changes).await;
+            self.running.fetch_sub(1, SeqCst);
+            answer
+        }
+    }
+
+    fn pull(
+        &self,
+        scope: &str,
+        from: ferry::replication::PullFrom,
+        limit: usize,
+    ) -> impl Future<
+        Output = Result<ferry::replication::PullPage, ferry::replication::TransportError>,
+    > + Send {
+        self.inner.pull(scope, from, limit)
+    }
+}
+
+#[test]
+fn a_background_driver_keeps_several_batches_in_flight_and_takes_their_answers_in_any_order() {
+    let mut world = World::new();
+    let (db, _) = world.open("d1", None);
+    let transport = Arc::new(SlowPushes {
+        inner: MemoryTransport::new(world.cloud.clone()),
+        delays_ms: vec![400, 300, 200, 100],
+        started: Default::default(),
+        running: Default::default(),
+        peak: Default::default(),
+    });
+    let options = SyncOptions {
+        engine: ferry::replication::EngineConfig {
+            batch_changes_max: 1,
+            ..Default::default()
+        },
+        ..SyncOptions::default()
+    };
+    for n in 0..8 {
+        db.create("Fault", json!({"id": format!("f{n}"), "code": n}))
+            .unwrap();
+    }
+    db.attach(Arc::clone(&transport), options).unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    for n in 0..8 {
+        let key = key("fault#d1", &format!("fault#f{n}"));
+        assert!(world.cloud_item(&key).is_some(), "f{n} is in the cloud");
+    }
+    assert_eq!(db.status().pending_changes, 0, "every answer settled");
+    let peak = transport.peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (2..=ferry::replication::IN_FLIGHT_BATCHES_MAX).contains(&peak),
+        "pushes in flight at once: {peak}"
+    );
+}

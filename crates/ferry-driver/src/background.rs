@@ -98,6 +98,7 @@ async fn run(
         tokio::select! {
             biased;
             () = notify.notified() => {}
+            answer = driver.in_flight.next() => driver.arrived.push(answer),
             () = tokio::time::sleep(std::time::Duration::from_millis(wait_ms)) => {}
             live = driver.link.live() => {
                 // Triggers behind: the next pull brings these (live moves no cursor).

@@ -7,14 +7,16 @@
 //! `status()` reads the snapshot the last step published.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_db::{ReplicaPort, Resolved, Result};
 use ferry_journal::Change;
-use ferry_sync::{BatchId, Engine, Input, Output, PullFrom, TransportError};
+use ferry_sync::{BatchId, Engine, Input, Output, PullFrom, PushResults, TransportError};
 use ferry_types::{Hlc, Key, Version};
 
 use crate::Syncer;
+use crate::in_flight::{Answer, InFlight};
 use crate::link::{Link, timed};
 
 /// Attempts of one single-row read in a resync before the resync is tried again later.
@@ -40,9 +42,13 @@ impl Now {
 /// The engine, the transport, and what the last push told about superseded keys.
 pub(crate) struct Driver {
     pub engine: Engine,
-    pub link: Box<dyn Link>,
+    pub link: Arc<dyn Link>,
     /// Every transport call fails with `Timeout` after this (background driver only).
     pub call_timeout: Duration,
+    /// Pushes sent and not yet answered.
+    pub in_flight: InFlight,
+    /// Answers the background task took while waiting, for the next step.
+    pub arrived: Vec<Answer>,
     /// The cloud's change of each key whose push was superseded, until the engine asks
     /// (in the same step: the answer and the engine's `Superseded` come together).
     superseded: BTreeMap<Key, Change>,
@@ -56,11 +62,18 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    pub fn new(engine: Engine, link: Box<dyn Link>, call_timeout: Duration) -> Driver {
+    pub fn new(
+        engine: Engine,
+        link: Arc<dyn Link>,
+        call_timeout: Duration,
+        in_flight: InFlight,
+    ) -> Driver {
         Driver {
             engine,
             link,
             call_timeout,
+            in_flight,
+            arrived: Vec::new(),
             superseded: BTreeMap::new(),
             flushed: false,
             unsettled: Vec::new(),
@@ -81,24 +94,35 @@ impl Driver {
         // Acknowledgements come one per change: settle a run of them in one commit.
         let mut acked = std::mem::take(&mut self.unsettled);
         let mut undone = std::mem::take(&mut self.undone).into_iter();
-        while let Some(output) = undone.next().or_else(|| self.engine.poll_output()) {
-            if let Output::Acked { key, version } = output {
-                acked.push((key, version));
-                continue;
+        loop {
+            for (batch, answer) in std::mem::take(&mut self.arrived) {
+                self.answered(port, batch, answer, Now::of(port));
+            }
+            while let Some(output) = undone.next().or_else(|| self.engine.poll_output()) {
+                if let Output::Acked { key, version } = output {
+                    acked.push((key, version));
+                    continue;
+                }
+                self.settle(port, &mut acked);
+                let local = matches!(
+                    output,
+                    Output::Superseded { .. } | Output::Ahead { .. } | Output::Rejected { .. }
+                );
+                let again = local.then(|| output.clone());
+                // Calls can take long: each output at the time it starts.
+                if let Err(e) = self.execute(port, syncer, output, Now::of(port)).await {
+                    port.report_error(format!("{}: {e}", e.code()));
+                    self.undone.extend(again);
+                }
             }
             self.settle(port, &mut acked);
-            let local = matches!(
-                output,
-                Output::Superseded { .. } | Output::Ahead { .. } | Output::Rejected { .. }
-            );
-            let again = local.then(|| output.clone());
-            // Calls can take long: each output at the time it starts.
-            if let Err(e) = self.execute(port, syncer, output, Now::of(port)).await {
-                port.report_error(format!("{}: {e}", e.code()));
-                self.undone.extend(again);
+            // Answers that came meanwhile are this step's work too (their acknowledgements,
+            // the batches they make room for).
+            self.arrived = self.in_flight.answered().await;
+            if self.arrived.is_empty() {
+                break;
             }
         }
-        self.settle(port, &mut acked);
         let undone = &self.undone;
         self.superseded.retain(|key, _| {
             (undone.iter()).any(|o| matches!(o, Output::Superseded { key: k, .. } if k == key))
@@ -282,7 +306,8 @@ impl Driver {
         );
     }
 
-    /// Loads the listed changes from the outbox and sends them.
+    /// Loads the listed changes from the outbox and sends them; the answer comes in a
+    /// later round of the step, or a later step.
     async fn push(
         &mut self,
         port: &ReplicaPort,
@@ -322,7 +347,19 @@ impl Driver {
             }
             self.flushed = true;
         }
-        match timed(self.call_timeout, self.link.push(changes)).await {
+        self.in_flight.send(&self.link, batch, changes);
+        Ok(())
+    }
+
+    /// The answer to the push of `batch`.
+    fn answered(
+        &mut self,
+        port: &ReplicaPort,
+        batch: BatchId,
+        answer: std::result::Result<PushResults, TransportError>,
+        now: Now,
+    ) {
+        match answer {
             Ok(outcomes) => {
                 for (key, _, outcome) in &outcomes {
                     if let ferry_sync::PushOutcome::Superseded { cloud } = outcome {
@@ -337,7 +374,6 @@ impl Driver {
                 self.call_failed(port, "push failed".into(), &e, now);
             }
         }
-        Ok(())
     }
 
     /// Pulls one page of a scope's change feed and applies it.

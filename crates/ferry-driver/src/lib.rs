@@ -13,6 +13,7 @@
 
 mod background;
 mod driver;
+mod in_flight;
 mod link;
 mod trigger_queue;
 
@@ -257,7 +258,13 @@ fn build<T: Transport>(
     options: &SyncOptions,
 ) -> Result<(Driver, Arc<Syncer>)> {
     let engine = Engine::new(options.engine.clone(), cursors, options.seed);
-    let driver = Driver::new(engine, Box::new(transport), options.call_timeout);
+    let in_flight = match options.background {
+        #[cfg(feature = "tokio")]
+        true => in_flight::InFlight::spawned(options.call_timeout),
+        // The seed's own stream, apart from the engine's jitter.
+        _ => in_flight::InFlight::held(options.seed.rotate_left(32)),
+    };
+    let driver = Driver::new(engine, Arc::new(transport), options.call_timeout, in_flight);
     let delivered = Arc::new(Delivered::default());
     let syncer = Arc::new(Syncer {
         driver: Mutex::new(None),

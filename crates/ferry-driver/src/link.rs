@@ -17,7 +17,7 @@ use ferry_journal::Change;
 use ferry_sync::{PullFrom, PullPage, PushResults, Session, Transport, TransportError};
 use ferry_types::Key;
 
-type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T, TransportError>> + Send + 'a>>;
+pub(crate) type Call<'a, T> = Pin<Box<dyn Future<Output = Result<T, TransportError>> + Send + 'a>>;
 
 /// A transport behind a trait object.
 pub(crate) trait Link: Send + Sync {

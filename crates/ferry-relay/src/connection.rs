@@ -1,6 +1,7 @@
-//! One device's connection: the handshake (its token), then its calls in order (pushes
-//! checked against its scopes, pulls served from the store), with its outgoing frames
-//! (answers and live changes) on a bounded queue that a writer task drains.
+//! One device's connection: the handshake (its token), then its calls (pushes checked
+//! against its scopes, several written at once; pulls served from the store, in order),
+//! with its outgoing frames (answers and live changes) on a bounded queue that a writer
+//! task drains.
 //!
 //! A malformed, oversize or unexpected frame ends this connection with a `Refused` frame
 //! that says why, and nothing else: the relay goes on serving every other device.
@@ -14,6 +15,7 @@ use ferry_cloud::{Grant, PullFrom, PullPage, PushOutcome, Session, TransportErro
 use ferry_journal::Change;
 use ferry_protocol::{FRAME_BYTES_MAX, Frame, HELLO_BYTES_MAX, decode, encode};
 use ferry_types::{Key, Version};
+use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
 use tokio_tungstenite::WebSocketStream;
@@ -27,6 +29,10 @@ use crate::metrics::Reject;
 use crate::server::{Shared, Socket};
 use crate::store::CloudStore;
 
+/// Pushes of one connection being written at once; past it the relay reads no more of its
+/// frames until one is answered. Above a device's own bound (the engine's
+/// `in_flight_batches_max`, 4 by default), so the device sets the depth.
+const PUSHES_IN_FLIGHT_MAX: usize = 8;
 /// Room a page's frame keeps for everything but its changes.
 const PAGE_FRAME_SLACK: usize = 64 * 1024;
 /// What a change's answer takes beside its encoding and key: lengths, tags and a version
@@ -196,6 +202,9 @@ pub async fn serve<S: CloudStore>(
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prefetched = None;
+    // Pushes being written: a device may send several before the first is answered, and
+    // pushes that commit together share one fsync (the store's group commit).
+    let mut pushes = FuturesUnordered::new();
     let ended = loop {
         let message = tokio::select! {
             _ = shutdown.changed() => break Some(Ended {
@@ -219,7 +228,15 @@ pub async fn serve<S: CloudStore>(
                 }
                 continue;
             }
-            message = stream.next() => message,
+            Some(answer) = pushes.next(), if !pushes.is_empty() => {
+                if queue.send(binary(&answer)).await.is_err() {
+                    break None;
+                }
+                liveness.note();
+                continue;
+            }
+            // At the bound, the device's next frame waits (and so does the device).
+            message = stream.next(), if pushes.len() < PUSHES_IN_FLIGHT_MAX => message,
         };
         let bytes = match message {
             Some(Ok(Message::Binary(bytes))) => bytes,
@@ -239,7 +256,10 @@ pub async fn serve<S: CloudStore>(
             break Some(Ended::token(crate::TokenError::Expired));
         }
         let answer = match frame {
-            Frame::Push { id, changes } => push(&shared, &device, id, changes).await,
+            Frame::Push { id, changes } => {
+                pushes.push(push(&shared, &device, id, changes));
+                continue;
+            }
             Frame::Pull {
                 id,
                 scope,
@@ -258,7 +278,9 @@ pub async fn serve<S: CloudStore>(
         // The device waited while the relay served it: that was not its silence.
         liveness.note();
     };
-    // The session is over: its places go now, not once its last frames are taken.
+    // The session is over: its places go now, not once its last frames are taken. Pushes
+    // still being written are not answered: the device sends them again.
+    drop(pushes);
     drop((membership, seat, place));
     if let Some(next) = prefetched {
         next.page.abort();

@@ -24,8 +24,8 @@ pub use config::{
 };
 pub use engine::{BatchId, Engine, EngineStatus, Input, Output};
 pub use ferry_cloud::{
-    AHEAD_MAX_MS, CloudStore, Grant, Limits, MemoryCloud, MemoryTransport, Models, PullFrom,
-    PullPage, PushOutcome, PushResults, Role, Session, StoreTransport, Transport, TransportError,
-    cursor_after,
+    AHEAD_MAX_MS, CloudStore, Grant, Jitter, Limits, MemoryCloud, MemoryTransport, Models,
+    PullFrom, PullPage, PushOutcome, PushResults, Role, Session, StoreTransport, Transport,
+    TransportError, cursor_after,
 };
 pub use inbound::{Inbound, decide_inbound};

@@ -47,6 +47,8 @@ pub struct LinkState {
     pub violations: Vec<String>,
     /// Pulls the cloud answered `Expired` (each one costs the device a full resync).
     pub expired: u64,
+    /// Pushes sent on this link.
+    pub pushes: u64,
     /// The clock this link's writes stamp `_seq` with: `writer_skew_ms` off the cloud's.
     writer: HlcClock,
     writer_skew_ms: i64,
@@ -70,6 +72,7 @@ pub fn link(seed: u64, rates: FaultRates, writer_skew_ms: i64) -> Link {
         events: Vec::new(),
         violations: Vec::new(),
         expired: 0,
+        pushes: 0,
         writer: HlcClock::new(Hlc::ZERO, MAX_FORWARD_MS_DEFAULT),
         writer_skew_ms,
     }))
@@ -102,6 +105,7 @@ impl LinkState {
     }
 
     pub fn push_fate(&mut self) -> PushFate {
+        self.pushes += 1;
         let r = self.rates;
         let roll = self.rng.u32(0..100);
         let fates = [

@@ -121,6 +121,7 @@ fn run_seeds(seeds: Range<u64>, options: &Options) -> Result<()> {
         end: seeds.end,
         steps: AtomicU64::new(0),
         heal_steps: AtomicU64::new(0),
+        pipelined_steps: AtomicU64::new(0),
         failures: Mutex::new(BTreeMap::new()),
     };
     std::thread::scope(|scope| {
@@ -147,9 +148,10 @@ fn run_seeds(seeds: Range<u64>, options: &Options) -> Result<()> {
         std::process::exit(1);
     }
     println!(
-        "sim: {count} seeds passed ({} steps, {} healing steps) in {:.1} s",
+        "sim: {count} seeds passed ({} steps, {} healing steps, {} with several batches in flight) in {:.1} s",
         pool.steps.into_inner(),
         pool.heal_steps.into_inner(),
+        pool.pipelined_steps.into_inner(),
         started.elapsed().as_secs_f64()
     );
     println!("sim: {count} passed, 0 failed");
@@ -162,6 +164,7 @@ struct Pool {
     end: u64,
     steps: AtomicU64,
     heal_steps: AtomicU64,
+    pipelined_steps: AtomicU64,
     failures: Mutex<BTreeMap<u64, run::Failure>>,
 }
 
@@ -178,6 +181,7 @@ impl Pool {
                         .fetch_add(summary.steps as u64, Ordering::Relaxed);
                     let heal = summary.heal_steps as u64;
                     self.heal_steps.fetch_add(heal, Ordering::Relaxed);
+                    (self.pipelined_steps).fetch_add(summary.pipelined_steps, Ordering::Relaxed);
                 }
                 Err(failure) => {
                     let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());

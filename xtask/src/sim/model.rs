@@ -163,6 +163,9 @@ pub struct Params {
     /// The devices sync through the relay (`relay.rs`) instead of the reference cloud:
     /// odd seeds, so that every run covers both paths.
     pub relay: bool,
+    /// Changes per pushed batch: small in most seeds, so that several batches are in
+    /// flight at once and their answers come back in any order.
+    pub batch_changes_max: usize,
 }
 
 impl Params {
@@ -214,6 +217,10 @@ impl Params {
             writer_skews_ms,
             power_losses: rng.u32(0..4) == 0,
             relay,
+            batch_changes_max: match rng.u32(0..4) {
+                0 => ferry::replication::BATCH_CHANGES_MAX,
+                _ => rng.usize(1..=4),
+            },
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Failure {
 pub struct Summary {
     pub steps: usize,
     pub heal_steps: usize,
+    /// Steps in which a device had several batches in flight.
+    pub pipelined_steps: u64,
 }
 
 struct Sim {
@@ -41,6 +43,7 @@ struct Sim {
     world: World,
     checker: Checker,
     verbose: bool,
+    pipelined_steps: u64,
 }
 
 /// Runs seed `seed`; `long`: many more steps; `verbose`: print every step.
@@ -62,6 +65,7 @@ pub fn run(seed: u64, long: bool, verbose: bool) -> Result<Summary, Failure> {
         world,
         checker,
         verbose,
+        pipelined_steps: 0,
     };
     let steps = sim.params.steps;
     for step in 1..=steps {
@@ -74,7 +78,11 @@ pub fn run(seed: u64, long: bool, verbose: bool) -> Result<Summary, Failure> {
         step: steps + 1,
         what: format!("after healing: {e:#}"),
     })?;
-    Ok(Summary { steps, heal_steps })
+    Ok(Summary {
+        steps,
+        heal_steps,
+        pipelined_steps: sim.pipelined_steps,
+    })
 }
 
 impl Sim {
@@ -104,7 +112,7 @@ impl Sim {
                 Ok(String::new())
             }
             Step::Drive { device } => {
-                self.world.devices[*device].db()?.drive()?;
+                self.drive(*device)?;
                 Ok(String::new())
             }
             Step::DriveAll => {
@@ -188,9 +196,18 @@ impl Sim {
         }
     }
 
-    fn drive_all(&self) -> Result<()> {
-        for device in &self.world.devices {
-            device.db()?.drive()?;
+    fn drive_all(&mut self) -> Result<()> {
+        for device in 0..self.world.devices.len() {
+            self.drive(device)?;
+        }
+        Ok(())
+    }
+
+    /// One step of `device`'s driver, counted when it sent several batches: the driver
+    /// sends every ready batch before it takes any answer, so those were in flight at once.
+    fn drive(&mut self, device: usize) -> Result<()> {
+        if self.world.devices[device].drive()? > 1 {
+            self.pipelined_steps += 1;
         }
         Ok(())
     }

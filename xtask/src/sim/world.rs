@@ -39,6 +39,8 @@ pub struct Device {
     /// when the seed has power losses).
     durable: tempfile::TempDir,
     power_losses: bool,
+    /// Changes per pushed batch (the seed's).
+    batch_changes_max: usize,
     db: Option<Db>,
     clock: Arc<AtomicI64>,
     /// Its monotonic clock, which sync's timers run on: virtual time, whatever its wall
@@ -89,6 +91,7 @@ impl Device {
             dir,
             durable,
             power_losses: params.power_losses,
+            batch_changes_max: params.batch_changes_max,
             db: None,
             clock: Arc::new(AtomicI64::new(EPOCH_MS + skew_ms)),
             timer: Arc::new(AtomicI64::new(EPOCH_MS)),
@@ -133,7 +136,10 @@ impl Device {
         let db = Db::open(self.dir.path(), config)
             .with_context(|| format!("opening device {}", self.name))?;
         let options = SyncOptions {
-            engine: EngineConfig::default(),
+            engine: EngineConfig {
+                batch_changes_max: self.batch_changes_max,
+                ..EngineConfig::default()
+            },
             background: false,
             call_timeout: ferry::CALL_TIMEOUT,
             seed: mix(self.seed, self.opens),
@@ -195,6 +201,13 @@ impl Device {
     }
 
     /// Fsyncs the database (its disk keeps a copy, see [`Device::disk`]).
+    /// One step of the device's driver; returns how many batches it pushed.
+    pub fn drive(&self) -> Result<u64> {
+        let before = lock(&self.link).pushes;
+        self.db()?.drive()?;
+        Ok(lock(&self.link).pushes - before)
+    }
+
     pub fn flush(&mut self) -> Result<()> {
         Ok(self.db()?.flush()?)
     }

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferry_cloud::defaults::CATCHUP_WINDOW_MS;
 use ferry_cloud::{
@@ -83,7 +83,8 @@ const PURGE_BATCH: usize = 1000;
 
 /// The relay's own store in a directory.
 pub struct EmbeddedStore {
-    store: Store,
+    /// Shared with the threads that wait for its fsyncs.
+    store: Arc<Store>,
     horizon_ms: u64,
     /// The sequencer, held across each commit.
     sequencer: Mutex<HlcClock>,
@@ -161,7 +162,7 @@ impl EmbeddedStore {
         let timer = crate::monotonic_clock();
         let timer_at_open_ms = timer();
         Ok(EmbeddedStore {
-            store,
+            store: Arc::new(store),
             horizon_ms,
             sequencer: Mutex::new(HlcClock::new(last, MAX_FORWARD_MS_DEFAULT)),
             committed: AtomicU64::new(last.as_u64()),
@@ -207,6 +208,19 @@ impl EmbeddedStore {
         changes: Vec<Change>,
         grant: &Grant,
     ) -> Result<PushResults, TransportError> {
+        let (results, last) = self.commit(changes, grant)?;
+        self.store.persist().map_err(StoreFailure::from)?;
+        self.committed.fetch_max(last, Ordering::AcqRel);
+        Ok(results)
+    }
+
+    /// [`EmbeddedStore::write_now`] up to its fsync: the results and the highest `_seq`
+    /// stamped so far, which the fsync makes readable.
+    fn commit(
+        &self,
+        changes: Vec<Change>,
+        grant: &Grant,
+    ) -> Result<(PushResults, u64), TransportError> {
         let mut sequencer = lock(&self.sequencer);
         let now = (self.clock)().max(sequencer.last().physical_ms());
         let age_ms = self.age_ms();
@@ -237,12 +251,8 @@ impl EmbeddedStore {
             }
             Ok::<_, StoreFailure>(results)
         })?;
-        let last = sequencer.last().as_u64();
         // The next push commits while this one waits for its fsync, and shares the next.
-        drop(sequencer);
-        self.store.persist().map_err(StoreFailure::from)?;
-        self.committed.fetch_max(last, Ordering::AcqRel);
-        Ok(results)
+        Ok((results, sequencer.last().as_u64()))
     }
 
     /// One page of `scope`'s feed.
@@ -408,7 +418,13 @@ impl CloudStore for EmbeddedStore {
         changes: Vec<Change>,
         grant: &Grant,
     ) -> Result<PushResults, TransportError> {
-        blocking(|| self.write_now(changes, grant))
+        let (results, last) = blocking(|| self.commit(changes, grant))?;
+        // The fsync is waited for on a thread of its own: the connection goes on with the
+        // device's next push, which commits meanwhile and shares the next fsync.
+        let store = Arc::clone(&self.store);
+        fsynced(move || store.persist()).await?;
+        self.committed.fetch_max(last, Ordering::AcqRel);
+        Ok(results)
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Change>, TransportError> {
@@ -498,6 +514,25 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Waits for `fsync` on a blocking thread (on the relay's multi-threaded runtime), else
+/// runs it here.
+async fn fsynced(
+    fsync: impl FnOnce() -> ferry_store::Result<()> + Send + 'static,
+) -> Result<(), TransportError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let done = match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => match tokio::task::spawn_blocking(fsync).await {
+            Ok(done) => done,
+            Err(e) => {
+                let failed = format!("relay store: the fsync's thread failed: {e}");
+                return Err(StoreFailure(failed).into());
+            }
+        },
+        _ => fsync(),
+    };
+    done.map_err(|e| StoreFailure::from(e).into())
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -557,6 +592,44 @@ mod tests {
                 false => drop(std::fs::copy(entry.path(), target)),
             }
         }
+    }
+
+    /// One connection's pushes, written at once as the relay's connection does, share
+    /// fsyncs: a push commits while an earlier one waits for its fsync.
+    #[test]
+    fn pushes_written_at_once_share_their_fsyncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let fsyncs = std::sync::Arc::new(AtomicU64::new(0));
+        let counted = fsyncs.clone();
+        let hook: ferry_store::FsyncHook = std::sync::Arc::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            Ok(())
+        });
+        let store = on_disk(dir.path(), hook);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let before = fsyncs.load(Ordering::SeqCst);
+        let pushes = ["a", "b", "c", "d"].map(|sort| {
+            let store = &store;
+            async move {
+                let push = vec![change(sort, 10, "*", ChangeOp::Put)];
+                CloudStore::write(store, push, &writer()).await.unwrap()
+            }
+        });
+        let answers = runtime.block_on(futures_util::future::join_all(pushes));
+        for answer in &answers {
+            assert_eq!(answer[0].2, PushOutcome::Applied, "{answers:?}");
+        }
+        let fsynced = fsyncs.load(Ordering::SeqCst) - before;
+        assert!(
+            (1..=2).contains(&fsynced),
+            "four pushes at once took {fsynced} fsyncs"
+        );
+        let page = store.read_now("*", PullFrom::Since(Hlc::ZERO), 10).unwrap();
+        assert_eq!(page.changes.len(), 4, "every push is durable and readable");
     }
 
     #[test]
