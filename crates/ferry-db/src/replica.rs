@@ -38,14 +38,9 @@ pub(crate) struct Replica {
     clock: Mutex<HlcClock>,
     /// The reservation on disk (what committed, never what a failed write staged).
     reserved: Arc<AtomicU64>,
-    /// Outbox entries (and their sizes) that commits queued, not yet told to the engine.
-    pub(crate) committed: Arc<Mutex<Vec<(Staged, usize)>>>,
-}
-
-/// A queued outbox entry, until the engine hears of it.
-pub(crate) struct Staged {
-    pub key: Key,
-    pub version: Version,
+    /// Queued changes (and their encoded sizes) that commits queued, not yet told to the
+    /// engine.
+    pub(crate) committed: Arc<Mutex<Vec<(Change, usize)>>>,
 }
 
 impl Replica {
@@ -157,7 +152,7 @@ impl Replica {
     }
 
     /// Takes the entries commits have queued since the last call, with their sizes.
-    pub fn take_committed(&self) -> Vec<(Staged, usize)> {
+    pub fn take_committed(&self) -> Vec<(Change, usize)> {
         std::mem::take(&mut *lock(&self.committed))
     }
 }
@@ -357,35 +352,34 @@ impl Replica {
             }
         }
         let version = change.version.clone();
-        let queued = queue_entry(tx, change, now_ms)?;
-        let bytes = queued.as_ref().map_or(0, |(_, bytes)| *bytes);
+        let bytes = queue_entry(tx, change, now_ms)?.unwrap_or(0);
         Ok((version, bytes))
     }
 
     /// Queues `change` in `tx`; once `tx` commits, the sync engine is to hear of it (a
     /// write that fails tells nothing).
     fn queue(&self, tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<()> {
-        if let Some(queued) = queue_entry(tx, change, now_ms)? {
+        if queue_entry(tx, change, now_ms)?.is_some() {
             let committed = Arc::clone(&self.committed);
-            tx.after_commit(move || lock(&committed).push(queued));
+            tx.after_commit_queued(move |queued| {
+                let changes = queued
+                    .into_iter()
+                    .map(|(entry, bytes)| (entry.change, bytes));
+                lock(&committed).extend(changes);
+            });
         }
         Ok(())
     }
 }
 
-/// Puts `change` in the outbox in `tx`; returns what the sync engine must hear of it once
-/// it commits, and its encoded size. Coalescing over a pending change keeps that one's base
-/// (the store's).
-fn queue_entry(tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<Option<(Staged, usize)>> {
+/// Puts `change` in the outbox in `tx`; returns its encoded size, `None` when nothing was
+/// queued. Coalescing over a pending change keeps that one's base (the store's).
+fn queue_entry(tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<Option<usize>> {
     let entry = OutboxEntry {
         change,
         queued_ms: now_ms.max(0) as u64,
     };
-    let staged = Staged {
-        key: entry.change.key.clone(),
-        version: entry.change.version.clone(),
-    };
     // A fresh stamp is newer than anything pending, so the entry replaces it; only a
     // version at the clock's end (a hostile one) can tie: nothing is queued then.
-    Ok(tx.queue(entry)?.map(|bytes| (staged, bytes)))
+    Ok(tx.queue(entry)?)
 }

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use ferry_journal::Change;
 use ferry_store::Durability;
-use ferry_sync::{EngineStatus, Input};
+use ferry_sync::EngineStatus;
 use ferry_types::Hlc;
 
 use crate::port::ReplicaPort;
@@ -79,8 +80,9 @@ pub(crate) fn restart_cursors_of_new_downloads(
 /// What a sync driver does for the database it is attached to (`ferry-driver` implements
 /// it). The database calls it without holding any lock.
 pub trait Replication: Send + Sync {
-    /// A local commit queued an outbox entry (`Input::Queued`).
-    fn notify(&self, input: Input);
+    /// A local commit queued `change` in the outbox, encoded in `bytes` (the engine hears
+    /// of it as `Input::Queued`; the driver may keep the change to push it).
+    fn queued(&self, change: Change, bytes: usize);
     /// Runs a cloud change's triggers elsewhere (a background driver's trigger thread);
     /// returns the event when the caller must run them itself.
     fn dispatch(&self, event: Event) -> Option<Event>;
@@ -313,13 +315,8 @@ impl Db {
         let Some(replication) = self.inner.sync.get() else {
             return;
         };
-        for (staged, bytes) in taken {
-            let (key, version) = (staged.key, staged.version);
-            replication.notify(Input::Queued {
-                key,
-                version,
-                bytes,
-            });
+        for (change, bytes) in taken {
+            replication.queued(change, bytes);
         }
     }
 

@@ -18,6 +18,7 @@ use ferry_types::{Hlc, Key, Version};
 use crate::Syncer;
 use crate::in_flight::{Answer, InFlight};
 use crate::link::{Link, timed};
+use crate::loaded::Loaded;
 
 /// Attempts of one single-row read in a resync before the resync is tried again later.
 const READ_ATTEMPTS: u32 = 3;
@@ -49,6 +50,8 @@ pub(crate) struct Driver {
     pub in_flight: InFlight,
     /// Answers the background task took while waiting, for the next step.
     pub arrived: Vec<Answer>,
+    /// Queued changes as their commits handed them over, for the push.
+    loaded: Loaded,
     /// The cloud's change of each key whose push was superseded, until the engine asks
     /// (in the same step: the answer and the engine's `Superseded` come together).
     superseded: BTreeMap<Key, Change>,
@@ -74,6 +77,7 @@ impl Driver {
             call_timeout,
             in_flight,
             arrived: Vec::new(),
+            loaded: Loaded::default(),
             superseded: BTreeMap::new(),
             flushed: false,
             unsettled: Vec::new(),
@@ -87,7 +91,7 @@ impl Driver {
     pub async fn step(&mut self, port: &ReplicaPort, syncer: &Syncer) {
         let now = Now::of(port);
         self.flushed = false;
-        for input in syncer.take_inputs(port) {
+        for input in syncer.take_inputs(port, &mut self.loaded) {
             self.engine.handle(input, now.timer);
         }
         self.engine.tick(now.timer);
@@ -136,6 +140,9 @@ impl Driver {
         if acked.is_empty() {
             return;
         }
+        for (key, version) in acked.iter() {
+            self.loaded.forget(key, version);
+        }
         match port.settle(acked) {
             Ok(()) => acked.clear(),
             Err(e) => {
@@ -170,6 +177,7 @@ impl Driver {
                         self.requeue(key, version, bytes, now);
                     }
                     Resolved::Lost => {
+                        self.loaded.forget(&key, &local);
                         let version = local;
                         self.engine
                             .handle(Input::Settled { key, version }, now.timer);
@@ -318,6 +326,10 @@ impl Driver {
         let mut changes = Vec::with_capacity(listed.len());
         let mut newer_than_listed = false;
         for (key, version) in listed {
+            if let Some(change) = self.loaded.take(&key, &version) {
+                changes.push(change);
+                continue;
+            }
             match port.pending_change(&key)? {
                 Some(change) => {
                     newer_than_listed |= change.version != version;
@@ -516,6 +528,7 @@ impl Driver {
     /// Outbox entries a cloud change overwrote leave the engine's pending set.
     fn settled(&mut self, settled: Vec<(Key, Version)>, now: Now) {
         for (key, version) in settled {
+            self.loaded.forget(&key, &version);
             self.engine
                 .handle(Input::Settled { key, version }, now.timer);
         }

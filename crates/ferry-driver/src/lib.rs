@@ -15,6 +15,7 @@ mod background;
 mod driver;
 mod in_flight;
 mod link;
+mod loaded;
 mod trigger_queue;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,6 +23,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_db::{Db, Error, Event, ReplicaPort, Replication, Result};
+use ferry_journal::Change;
 use ferry_sync::{Engine, EngineConfig, EngineStatus, Input, Transport};
 use ferry_types::Key;
 
@@ -120,6 +122,8 @@ struct Inbox {
     overflowed: bool,
     /// Bytes of the `Queued` inputs since the last step took the inbox.
     queued_bytes: usize,
+    /// The queued changes themselves, for the push.
+    loaded: loaded::Loaded,
 }
 
 impl Inbox {
@@ -142,9 +146,13 @@ impl Inbox {
 }
 
 impl Syncer {
-    /// The inputs queued since the last step (the whole outbox again after an overflow).
-    fn take_inputs(&self, port: &ReplicaPort) -> Vec<Input> {
-        let inbox = std::mem::take(&mut *lock(&self.inbox));
+    /// The inputs queued since the last step (the whole outbox again after an overflow);
+    /// the queued changes go to `loaded`.
+    fn take_inputs(&self, port: &ReplicaPort, loaded: &mut loaded::Loaded) -> Vec<Input> {
+        let mut inbox = std::mem::take(&mut *lock(&self.inbox));
+        for (change, bytes) in inbox.loaded.drain() {
+            loaded.keep(change, bytes);
+        }
         if !inbox.overflowed {
             return inbox.inputs;
         }
@@ -166,6 +174,24 @@ impl Syncer {
     fn push_input(&self, input: Input) {
         let mut inbox = lock(&self.inbox);
         let wake = inbox.push(input, self.queue_slack_bytes.load(Ordering::Acquire));
+        drop(inbox);
+        if wake {
+            self.wake.notify();
+        }
+    }
+
+    /// A commit queued `change`: the engine hears of it, the push may take it from here.
+    fn push_queued(&self, change: Change, bytes: usize) {
+        let queued = Input::Queued {
+            key: change.key.clone(),
+            version: change.version.clone(),
+            bytes,
+        };
+        let mut inbox = lock(&self.inbox);
+        let wake = inbox.push(queued, self.queue_slack_bytes.load(Ordering::Acquire));
+        if !inbox.overflowed {
+            inbox.loaded.keep(change, bytes);
+        }
         drop(inbox);
         if wake {
             self.wake.notify();
@@ -295,8 +321,8 @@ fn build<T: Transport>(
 struct Handle(Arc<Syncer>);
 
 impl Replication for Handle {
-    fn notify(&self, input: Input) {
-        self.0.push_input(input);
+    fn queued(&self, change: Change, bytes: usize) {
+        self.0.push_queued(change, bytes);
     }
 
     fn dispatch(&self, event: Event) -> Option<Event> {

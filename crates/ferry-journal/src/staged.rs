@@ -282,6 +282,15 @@ impl StagedRecords {
         &self.outbox
     }
 
+    /// The outbox entries this write queued, with their encoded sizes, taken out once they
+    /// are written: what the sync engine hears of, and the driver pushes without reading
+    /// them back.
+    pub fn into_queued(self) -> Vec<(OutboxEntry, usize)> {
+        (self.outbox.into_values().flatten())
+            .map(|staged| (staged.record, staged.bytes.len()))
+            .collect()
+    }
+
     /// The staged tombstones (`None`: removed).
     pub fn tombstones(&self) -> &Records<Tombstone> {
         &self.tombstones

@@ -45,7 +45,12 @@ pub struct Tx<'s> {
     changes: Vec<ItemChange>,
     /// What the caller keeps in memory of this write, once it has committed.
     after_commit: Vec<Box<dyn FnOnce() + 's>>,
+    /// Who hears of the outbox entries this write queued, once it has committed.
+    on_queued: Option<QueuedHook<'s>>,
 }
+
+/// Takes the outbox entries a write queued, with their encoded sizes.
+type QueuedHook<'s> = Box<dyn FnOnce(Vec<(OutboxEntry, usize)>) + 's>;
 
 impl<'s> Tx<'s> {
     pub(crate) fn new(store: &'s Store, durability: Durability) -> Tx<'s> {
@@ -58,6 +63,7 @@ impl<'s> Tx<'s> {
             journal: StagedRecords::default(),
             changes: Vec::new(),
             after_commit: Vec::new(),
+            on_queued: None,
         }
     }
 
@@ -66,6 +72,13 @@ impl<'s> Tx<'s> {
     /// report). Commits are serialized, so these run in commit order.
     pub fn after_commit(&mut self, f: impl FnOnce() + 's) {
         self.after_commit.push(Box::new(f));
+    }
+
+    /// Hands `f` the outbox entries this write queued (as the write left them, with their
+    /// encoded sizes) once it has committed, after the [`Tx::after_commit`] calls; never if
+    /// it fails. One taker per write: a later call replaces an earlier one.
+    pub fn after_commit_queued(&mut self, f: impl FnOnce(Vec<(OutboxEntry, usize)>) + 's) {
+        self.on_queued = Some(Box::new(f));
     }
 
     /// Asks for an fsync before the commit returns (it never lowers durability).
@@ -194,15 +207,19 @@ impl<'s> Tx<'s> {
     /// and the staged replication records, in one batch.
     pub(crate) fn commit(mut self) -> Result<Vec<ItemChange>> {
         let after_commit = std::mem::take(&mut self.after_commit);
-        let changes = self.commit_batch()?;
+        let on_queued = self.on_queued.take();
+        let (changes, journal) = self.commit_batch()?;
         after_commit.into_iter().for_each(|f| f());
+        if let Some(f) = on_queued {
+            f(journal.into_queued());
+        }
         Ok(changes)
     }
 
-    fn commit_batch(self) -> Result<Vec<ItemChange>> {
+    fn commit_batch(self) -> Result<(Vec<ItemChange>, StagedRecords)> {
         let store = self.store;
         if self.touched.is_empty() && self.journal.is_empty() {
-            return Ok(self.changes);
+            return Ok((self.changes, self.journal));
         }
         let mut batch = store.db.batch();
         for (key, (old, new)) in &self.touched {
@@ -271,7 +288,7 @@ impl<'s> Tx<'s> {
         moved(&store.outbox_len, self.journal.outbox_delta());
         moved(&store.quarantine_len, self.journal.quarantine_delta());
         store.conflicts_len.store(conflicts_len, Ordering::Release);
-        Ok(self.changes)
+        Ok((self.changes, self.journal))
     }
 
     /// Removes the entries the old item had and adds the new item's, per secondary index.
