@@ -599,3 +599,103 @@ fn a_background_driver_keeps_several_batches_in_flight_and_takes_their_answers_i
         "pushes in flight at once: {peak}"
     );
 }
+
+/// A link whose session a reconnect replaces: a push fails once a newer session exists
+/// (the relay ends a replaced session without answering it), else it is answered after
+/// `push_ms`. The first pull times out, which takes the first session down.
+struct ReplacedSessions {
+    inner: MemoryTransport,
+    sessions: std::sync::atomic::AtomicU64,
+    pulls: std::sync::atomic::AtomicU64,
+    push_ms: u64,
+}
+
+impl ferry::replication::Transport for ReplacedSessions {
+    fn connect(
+        &self,
+    ) -> impl Future<
+        Output = Result<ferry::replication::Session, ferry::replication::TransportError>,
+    > + Send {
+        self.sessions
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.connect()
+    }
+
+    fn push(
+        &self,
+        changes: Vec<Change>,
+    ) -> impl Future<
+        Output = Result<ferry::replication::PushResults, ferry::replication::TransportError>,
+    > + Send {
+        use std::sync::atomic::Ordering::SeqCst;
+        async move {
+            let session = self.sessions.load(SeqCst);
+            for _ in 0..self.push_ms / 10 {
+                if self.sessions.load(SeqCst) != session {
+                    let gone = "the session was replaced".to_string();
+                    return Err(ferry::replication::TransportError::Unavailable(gone));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.inner.push(changes).await
+        }
+    }
+
+    fn pull(
+        &self,
+        scope: &str,
+        from: ferry::replication::PullFrom,
+        limit: usize,
+    ) -> impl Future<
+        Output = Result<ferry::replication::PullPage, ferry::replication::TransportError>,
+    > + Send {
+        let first = self.pulls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        let page = self.inner.pull(scope, from, limit);
+        async move {
+            match first {
+                true => Err(ferry::replication::TransportError::Timeout(1)),
+                false => page.await,
+            }
+        }
+    }
+}
+
+#[test]
+fn a_late_failure_of_a_push_from_a_replaced_session_leaves_the_new_one_up() {
+    let world = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    // The engine's timers on the real clock: the reconnects come by themselves.
+    let config = Config {
+        clock: world.clock.clock(),
+        ttl_sweep: None,
+        ..Config::with_schema(schema(SCHEMA)).context("deviceId", "d1")
+    };
+    let db = Db::open(dir.path(), config).unwrap();
+    let transport = Arc::new(ReplacedSessions {
+        inner: MemoryTransport::new(world.cloud.clone()),
+        sessions: Default::default(),
+        pulls: Default::default(),
+        push_ms: 600,
+    });
+    let options = SyncOptions {
+        engine: ferry::replication::EngineConfig {
+            batch_changes_max: 1,
+            retry_base_ms: 50,
+            retry_max_ms: 100,
+            ..Default::default()
+        },
+        ..SyncOptions::default()
+    };
+    for n in 0..8 {
+        db.create("Fault", json!({"id": format!("f{n}"), "code": n}))
+            .unwrap();
+    }
+    db.attach(Arc::clone(&transport), options).unwrap();
+    db.sync(Duration::from_secs(20)).unwrap();
+    assert_eq!(db.status().pending_changes, 0);
+    let sessions = transport.sessions.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        sessions <= 3,
+        "the old session's failures took the new one down: {sessions} sessions"
+    );
+}

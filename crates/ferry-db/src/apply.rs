@@ -276,17 +276,18 @@ impl ReplicaPort {
     }
 
     /// Changes the cloud pushed without being asked: applied like a page (idempotent by
-    /// version), without moving any cursor.
-    pub fn apply_live(&self, changes: &[Change]) {
+    /// version), without moving any cursor. Returns the pending changes they overwrote,
+    /// which left the outbox (the engine must hear of them, as of a page's).
+    pub fn apply_live(&self, changes: &[Change]) -> Vec<(Key, Version)> {
         let now = self.db.now_ms().max(0) as u64;
         // A token may grant scopes this device does not read; its pulls never bring them,
         // and neither may the live feed.
         let reads = match self.db.read_scopes() {
             Ok(reads) => reads,
             Err(e) => {
-                return self
-                    .db
-                    .report_error(format!("{}: applying live changes: {e}", e.code()));
+                let error = format!("{}: applying live changes: {e}", e.code());
+                self.db.report_error(error);
+                return Vec::new();
             }
         };
         let mut applied = Applied::default();
@@ -299,10 +300,13 @@ impl ReplicaPort {
             Ok((_, committed)) => {
                 self.db.fire(&committed, Origin::Cloud);
                 self.db.fire_conflicts(&applied.conflicts);
+                applied.settled
             }
-            Err(e) => self
-                .db
-                .report_error(format!("{}: applying live changes: {e}", e.code())),
+            Err(e) => {
+                let error = format!("{}: applying live changes: {e}", e.code());
+                self.db.report_error(error);
+                Vec::new()
+            }
         }
     }
 

@@ -105,7 +105,8 @@ async fn run(
                 if let (Ok(changes), Some(port)) = (live, port.upgrade())
                     && !syncer.triggers_behind()
                 {
-                    port.apply_live(&changes);
+                    let settled = port.apply_live(&changes);
+                    driver.left_outbox(&port, settled);
                 }
             }
         }

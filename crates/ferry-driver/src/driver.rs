@@ -91,6 +91,11 @@ impl Driver {
     pub async fn step(&mut self, port: &ReplicaPort, syncer: &Syncer) {
         let now = Now::of(port);
         self.flushed = false;
+        // Answers first: a batch whose answer came is not to time out at this step's tick.
+        self.arrived.extend(self.in_flight.answered().await);
+        for (batch, answer) in std::mem::take(&mut self.arrived) {
+            self.answered(port, batch, answer, now);
+        }
         for input in syncer.take_inputs(port, &mut self.loaded) {
             self.engine.handle(input, now.timer);
         }
@@ -240,8 +245,10 @@ impl Driver {
         result
     }
 
-    /// The engine hears of a re-stamped change as of a newly queued one.
+    /// The engine hears of a re-stamped change as of a newly queued one. Its commit came
+    /// after this step's fsync, if any: the push that takes it needs another.
     fn requeue(&mut self, key: Key, version: Version, bytes: usize, now: Now) {
+        self.flushed = false;
         let queued = Input::Queued {
             key,
             version,
@@ -371,9 +378,12 @@ impl Driver {
         answer: std::result::Result<PushResults, TransportError>,
         now: Now,
     ) {
+        // A late answer (its batch timed out, or was abandoned with a link that dropped)
+        // only proves what landed: the engine keeps that much of it, nothing more.
+        let late = !self.engine.is_in_flight(batch);
         match answer {
             Ok(outcomes) => {
-                for (key, _, outcome) in &outcomes {
+                for (key, _, outcome) in (outcomes.iter()).filter(|_| !late) {
                     if let ferry_sync::PushOutcome::Superseded { cloud } = outcome {
                         self.superseded.insert(key.clone(), (**cloud).clone());
                     }
@@ -381,6 +391,8 @@ impl Driver {
                 self.engine
                     .handle(Input::Pushed { batch, outcomes }, now.timer);
             }
+            // The link it went over may be gone already; this one is not down for it.
+            Err(e) if late => port.report_error(format!("a late push failed: {e}")),
             Err(e) => {
                 self.engine.handle(Input::PushFailed { batch }, now.timer);
                 self.call_failed(port, "push failed".into(), &e, now);
@@ -523,6 +535,11 @@ impl Driver {
             }
             attempts += 1;
         }
+    }
+
+    /// Outbox entries that live changes overwrote leave the engine's pending set.
+    pub fn left_outbox(&mut self, port: &ReplicaPort, settled: Vec<(Key, Version)>) {
+        self.settled(settled, Now::of(port));
     }
 
     /// Outbox entries a cloud change overwrote leave the engine's pending set.

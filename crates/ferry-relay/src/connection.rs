@@ -30,9 +30,9 @@ use crate::server::{Shared, Socket};
 use crate::store::CloudStore;
 
 /// Pushes of one connection being written at once; past it the relay reads no more of its
-/// frames until one is answered. Above a device's own bound (the engine's
-/// `in_flight_batches_max`, 4 by default), so the device sets the depth.
-const PUSHES_IN_FLIGHT_MAX: usize = 8;
+/// frames until one is answered. A device's own default (the engine's
+/// `in_flight_batches_max`): each holds a decoded frame, so the bound is on memory too.
+const PUSHES_IN_FLIGHT_MAX: usize = 4;
 /// Room a page's frame keeps for everything but its changes.
 const PAGE_FRAME_SLACK: usize = 64 * 1024;
 /// What a change's answer takes beside its encoding and key: lengths, tags and a version

@@ -266,12 +266,17 @@ impl<'s> Tx<'s> {
             Durability::Immediate => fjall::PersistMode::SyncAll,
             Durability::Default => fjall::PersistMode::Buffer,
         };
+        // Dirty before the batch is visible: a reader that meets it and persists must
+        // fsync it (after, a reader in between would find nothing to fsync).
+        if mode == fjall::PersistMode::Buffer {
+            store.dirty.store(true, Ordering::Release);
+        }
         batch
             .durability(Some(mode))
             .commit()
             .map_err(|e| store.fail(e))?;
         match mode {
-            fjall::PersistMode::Buffer => store.dirty.store(true, Ordering::Release),
+            fjall::PersistMode::Buffer => {}
             // An `Immediate` commit whose disk failed may be lost: refuse more, as
             // `Store::persist` does.
             _ => store.fsynced().map_err(|e| {

@@ -378,6 +378,13 @@ impl Engine {
         }
     }
 
+    /// Whether `batch` awaits its answer: not yet answered, failed, timed out or
+    /// abandoned with the link. An answer to a batch that is not is late: it tells
+    /// nothing of the link as it is now.
+    pub fn is_in_flight(&self, batch: BatchId) -> bool {
+        self.pushes.is_in_flight(batch)
+    }
+
     /// The limits a batch and a page respect: the config's, lowered by the transport's.
     pub fn limits(&self) -> Limits {
         self.limits

@@ -90,6 +90,10 @@ impl Pushes {
         self.batches.len()
     }
 
+    pub(super) fn is_in_flight(&self, batch: BatchId) -> bool {
+        self.batches.contains_key(&batch)
+    }
+
     pub(super) fn failures(&self) -> u32 {
         self.failures
     }
