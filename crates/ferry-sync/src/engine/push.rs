@@ -98,11 +98,6 @@ impl Pushes {
         self.failures
     }
 
-    #[cfg(test)]
-    pub(super) fn is_in_flight(&self, batch: BatchId) -> bool {
-        self.batches.contains_key(&batch)
-    }
-
     /// Every pending key with its version (what a `db.sync()` waits for).
     pub(super) fn snapshot(&self) -> BTreeMap<Key, Version> {
         self.entries
