@@ -2147,3 +2147,87 @@ fn opening_a_new_database_without_a_schema_is_refused() {
     assert!(error.to_string().contains("schema"), "{error}");
     assert_eq!(error.kind(), ferry::ErrorKind::Invalid);
 }
+
+#[test]
+fn json_text_is_what_the_json_api_serializes() {
+    let (_dir, db) = db(r#"{
+        version: '1',
+        indexes: {
+            primary: { hash: 'pk', sort: 'sk' },
+            gs1: { hash: 'gs1pk', sort: 'gs1sk', project: 'keys' },
+        },
+        models: { Thing: {
+            pk: { value: 'thing#${id}' }, sk: { value: 'thing#' },
+            gs1pk: { value: 'things' }, gs1sk: { value: '${name}' },
+            id: { required: true }, name: { type: 'string' },
+            big: { type: 'number' }, ratio: { type: 'number' },
+            on: { type: 'boolean', default: true }, at: { type: 'date' },
+            tags: { type: 'set' }, log: { type: 'array' }, flags: { type: 'object' },
+            secret: { hidden: true }, note: { default: 'none' },
+        } },
+    }"#);
+    for (id, name) in [
+        ("t1", "quo\"te \u{fc}\n\u{1}"),
+        ("t2", "plain"),
+        ("t3", "z"),
+    ] {
+        db.create(
+            "Thing",
+            json!({
+                "id": id, "name": name, "big": 12345678901234567890123_u128,
+                "ratio": -0.000_5, "at": "2026-01-02T03:04:05.000Z", "tags": ["b", "a"],
+                "log": [1, "x", {"k": [true, null]}], "flags": {"z": 1, "a": "\u{e9}"},
+                "secret": "s",
+            }),
+        )
+        .unwrap();
+    }
+    let readings = [
+        FindOptions::default(),
+        FindOptions {
+            hidden: true,
+            ..FindOptions::default()
+        },
+        FindOptions {
+            fields: Some(vec!["name".into(), "big".into(), "note".into()]),
+            ..FindOptions::default()
+        },
+    ];
+    for options in &readings {
+        let key = json!({"id": "t1"});
+        let value = db.get_with("Thing", key.clone(), options).unwrap().unwrap();
+        let text = db.get_text("Thing", key, options).unwrap().unwrap();
+        assert_eq!(text, value.to_string(), "{options:?}");
+    }
+    let gs1 = || FindOptions {
+        index: Some("gs1".into()),
+        ..all()
+    };
+    let pages = [
+        (json!({"id": "t1"}), all()),
+        (
+            json!({}),
+            FindOptions {
+                limit: Some(2),
+                ..gs1()
+            },
+        ),
+        (
+            json!({}),
+            FindOptions {
+                follow: true,
+                hidden: true,
+                reverse: true,
+                ..gs1()
+            },
+        ),
+    ];
+    for (props, options) in pages {
+        let values = db.find("Thing", props.clone(), &options).unwrap();
+        let texts = db.find_text("Thing", props, &options).unwrap();
+        let expected: Vec<String> = values.items.iter().map(|v| v.to_string()).collect();
+        assert!(!expected.is_empty());
+        assert_eq!(texts.items, expected, "{options:?}");
+        assert_eq!(texts.next, values.next);
+    }
+}

@@ -136,6 +136,41 @@ impl Subject for Typed<'_> {
     }
 }
 
+/// Ferry's JSON text reads (`Db::get_text`, `Db::find_text`): what the CLI and the agent
+/// socket hand on, written from the stored bytes. Writes go through the JSON API.
+pub struct Text<'f>(pub &'f mut Ferry);
+
+impl Subject for Text<'_> {
+    fn create(&mut self, seq: u64) -> Result<()> {
+        self.0.create(seq)
+    }
+
+    fn get(&mut self, seq: u64) -> Result<()> {
+        let key = json!({"dev": seq / ITEMS_PER_DEVICE, "seq": seq});
+        match self
+            .0
+            .db
+            .get_text("Reading", key, &FindOptions::default())?
+        {
+            Some(_) => Ok(()),
+            None => bail!("ferry text: item {seq} is missing"),
+        }
+    }
+
+    fn page(&mut self, device: u64) -> Result<usize> {
+        let options = FindOptions {
+            limit: Some(PAGE_ITEMS),
+            ..FindOptions::default()
+        };
+        let page = (self.0.db).find_text("Reading", json!({"dev": device}), &options)?;
+        Ok(page.items.len())
+    }
+
+    fn update(&mut self, seq: u64) -> Result<()> {
+        self.0.update(seq)
+    }
+}
+
 /// Gets per second of `threads` readers sharing one database, each doing `gets`.
 pub fn readers_rate(ferry: &Ferry, threads: u64, gets: u64, items: u64) -> Result<f64> {
     let started = std::time::Instant::now();

@@ -248,6 +248,11 @@ fn local(sizes: &[u64]) -> Result<()> {
         };
         let json_get = median_rate(&mut ferry, Op::Get, gets, items)?;
         let json_page = median_rate(&mut ferry, Op::Page, pages, items)?;
+        let (text_get, text_page) = {
+            let mut text = ferry_side::Text(&mut ferry);
+            let get = median_rate(&mut text, Op::Get, gets, items)?;
+            (get, median_rate(&mut text, Op::Page, pages, items)?)
+        };
         eprintln!("  {items} typed: get {typed_get:.0}/s page {typed_page:.0}/s");
         let readers = |threads| {
             let mut rates = (0..ROUNDS)
@@ -264,6 +269,8 @@ fn local(sizes: &[u64]) -> Result<()> {
             json_get,
             typed_page,
             json_page,
+            text_get,
+            text_page,
             one,
             two,
         });
@@ -326,23 +333,33 @@ struct FerryAlone {
     json_get: f64,
     typed_page: f64,
     json_page: f64,
+    text_get: f64,
+    text_page: f64,
     one: f64,
     two: f64,
 }
 
 fn print_alone(alone: &[FerryAlone]) {
     println!();
-    println!("| items | operation | typed ops/s | JSON ops/s | typed / JSON |");
-    println!("|---:|---|---:|---:|---:|");
+    println!(
+        "| items | operation | typed ops/s | JSON ops/s | JSON text ops/s | typed / JSON | text / JSON |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|");
     for row in alone {
-        for (op, typed, json) in [
-            ("get", row.typed_get, row.json_get),
-            ("find 100-item page", row.typed_page, row.json_page),
+        for (op, typed, json, text) in [
+            ("get", row.typed_get, row.json_get, row.text_get),
+            (
+                "find 100-item page",
+                row.typed_page,
+                row.json_page,
+                row.text_page,
+            ),
         ] {
             println!(
-                "| {} | {op} | {typed:.0} | {json:.0} | {:.2}x |",
+                "| {} | {op} | {typed:.0} | {json:.0} | {text:.0} | {:.2}x | {:.2}x |",
                 row.items,
-                typed / json
+                typed / json,
+                text / json
             );
         }
     }

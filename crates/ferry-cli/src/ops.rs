@@ -66,8 +66,10 @@ pub fn run_on(db: &Db, cli: &Cli, out: &mut dyn std::io::Write) -> Result<(), Fa
                 hidden,
                 ..FindOptions::default()
             };
-            match db.get_with(model, parse(json, "key")?, &options)? {
-                Some(item) => print(out, &item),
+            match db.get_text(model, parse(json, "key")?, &options)? {
+                Some(item) => {
+                    let _ = writeln!(out, "{item}");
+                }
                 None => return Err(not_found(model, json)),
             }
         }
@@ -104,8 +106,14 @@ pub fn run_on(db: &Db, cli: &Cli, out: &mut dyn std::io::Write) -> Result<(), Fa
                 hidden,
                 ..FindOptions::default()
             };
-            let page = db.find(model, find_props(json.as_deref())?, &options)?;
-            print(out, &json!({ "items": page.items, "next": page.next }));
+            let page = db.find_text(model, find_props(json.as_deref())?, &options)?;
+            // The items' text as the database wrote it: no JSON value is built.
+            let next = Json::from(page.next);
+            let _ = writeln!(
+                out,
+                "{{\"items\":[{}],\"next\":{next}}}",
+                page.items.join(",")
+            );
         }
         Command::Load { file } => load(db, file, out)?,
         Command::Export => export(db, hidden, out)?,

@@ -66,6 +66,18 @@ impl Db {
         self.get_as(model_name, &props, options, &json_of)
     }
 
+    /// [`Db::get_with`], the item as JSON text (what `serde_json::to_string` of the
+    /// `Value` gives), written from the stored bytes without building a
+    /// `serde_json::Value`: for callers that hand the text on (a CLI, a socket).
+    pub fn get_text(
+        &self,
+        model_name: &str,
+        props: Json,
+        options: &FindOptions,
+    ) -> Result<Option<String>> {
+        self.get_as(model_name, &props, options, &text_of)
+    }
+
     /// [`Db::get_with`], each item handed back by `shape`.
     pub(crate) fn get_as<R>(
         &self,
@@ -108,6 +120,16 @@ impl Db {
     /// condition or template prefix), other given properties and `options.condition`.
     pub fn find(&self, model_name: &str, props: Json, options: &FindOptions) -> Result<Page> {
         self.find_as(model_name, &props, options, &json_of)
+    }
+
+    /// [`Db::find`], each item as JSON text (see [`Db::get_text`]).
+    pub fn find_text(
+        &self,
+        model_name: &str,
+        props: Json,
+        options: &FindOptions,
+    ) -> Result<Page<String>> {
+        self.find_as(model_name, &props, options, &text_of)
     }
 
     /// [`Db::find`], each item handed back by `shape`.
@@ -301,6 +323,16 @@ fn json_of(model: &Model, item: &ItemRef<'_>, reading: Reading<'_>) -> Result<Js
         json.retain(|name, _| fields.iter().any(|f| f == name));
     }
     Ok(Json::Object(json))
+}
+
+/// An item as JSON text: [`json_of`]'s, serialized, written from the item in place.
+fn text_of(model: &Model, item: &ItemRef<'_>, reading: Reading<'_>) -> Result<String> {
+    let mut text = Vec::with_capacity(256);
+    model.write_json(item, reading, &mut text);
+    String::from_utf8(text).map_err(|e| Error::System {
+        what: "writing an item's JSON".into(),
+        source: std::io::Error::other(e),
+    })
 }
 
 /// Has the TTL of `model`'s item passed at `now_ms`?

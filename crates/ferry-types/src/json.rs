@@ -68,6 +68,24 @@ pub fn number_text_to_json(text: &str) -> Json {
         .unwrap_or_else(|_| Json::String(text.to_string()))
 }
 
+/// Appends [`number_text_to_json`]'s JSON text for `text` to `out`.
+pub fn write_number(text: &str, out: &mut Vec<u8>) {
+    if let Ok(int) = text.parse::<i64>() {
+        write_serialized(&int, out);
+        return;
+    }
+    match serde_json::from_str::<serde_json::Number>(text) {
+        Ok(number) => write_serialized(&number, out),
+        Err(_) => write_serialized(text, out),
+    }
+}
+
+/// Appends `value` serialized as JSON to `out`.
+pub fn write_serialized<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    // Into memory, a string, a number or a `serde_json::Value` cannot fail to serialize.
+    let _ = serde_json::to_writer(out, value);
+}
+
 /// Binary as base64 text.
 pub fn base64_json(bytes: &[u8]) -> Json {
     Json::String(base64::engine::general_purpose::STANDARD.encode(bytes))

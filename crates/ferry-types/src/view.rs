@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use crate::codec::Reader;
-use crate::json::number_text_to_json;
+use crate::json::{number_text_to_json, write_number, write_serialized};
 use crate::{Error, Item, Number, Result, Value};
 
 /// A value borrowed from encoded bytes or from an owned [`Value`].
@@ -126,6 +126,21 @@ impl<'a> ItemRef<'a> {
             .map(|(name, value)| (name.to_string(), value.to_json()))
             .collect()
     }
+
+    /// Appends the JSON text of [`ItemRef::to_json`] to `out`, building no
+    /// `serde_json::Value`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (at, (name, value)) in self.iter().enumerate() {
+            if at > 0 {
+                out.push(b',');
+            }
+            write_serialized(name, out);
+            out.push(b':');
+            value.write_json(out);
+        }
+        out.push(b'}');
+    }
 }
 
 impl<'a> ValueRef<'a> {
@@ -185,6 +200,29 @@ impl<'a> ValueRef<'a> {
             ValueRef::Bs(set) => {
                 Json::Array(set.iter().map(|b| crate::json::base64_json(b)).collect())
             }
+        }
+    }
+
+    /// Appends the JSON text of [`ValueRef::to_json`] to `out`, building no
+    /// `serde_json::Value` (but for binaries and sets, which are rare).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            ValueRef::S(s) => write_serialized(*s, out),
+            ValueRef::N(n) => write_number(n, out),
+            ValueRef::Bool(b) => write_serialized(b, out),
+            ValueRef::Null => out.extend_from_slice(b"null"),
+            ValueRef::M(map) => map.write_json(out),
+            ValueRef::L(list) => {
+                out.push(b'[');
+                for (at, value) in list.iter().enumerate() {
+                    if at > 0 {
+                        out.push(b',');
+                    }
+                    value.write_json(out);
+                }
+                out.push(b']');
+            }
+            other => write_serialized(&other.to_json(), out),
         }
     }
 

@@ -1,10 +1,11 @@
-//! Stored item -> a caller's serde type, straight from the stored bytes.
+//! Stored item -> a caller's serde type, or JSON text, straight from the stored bytes.
 //!
 //! The result is what `serde_json::from_value` of [`Model::to_json`]'s object gives, but
 //! no JSON is built for a field that reads as is: its value is handed to the type's
 //! visitor from the item view. A field with a read rule (ttl dates, nested schemas,
 //! encoded parts) and a read default go through their JSON.
 
+use ferry_types::json::write_serialized;
 use ferry_types::{ItemRef, ValueRef};
 use serde::de::value::{Error, StrDeserializer};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visitor};
@@ -40,6 +41,35 @@ impl Model {
             pending: None,
         };
         T::deserialize(de::value::MapAccessDeserializer::new(fields)).map_err(|e| e.to_string())
+    }
+}
+
+impl Model {
+    /// The item as JSON text, appended to `out`: what serializing [`Model::to_json`]'s
+    /// object (with `reading`'s hidden fields, projection and field list) gives. A field
+    /// that reads as is is written from the stored bytes, building no `serde_json::Value`.
+    pub fn write_json(&self, item: &ItemRef<'_>, reading: Reading<'_>, out: &mut Vec<u8>) {
+        let mut fields = Fields {
+            model: self,
+            item,
+            reading,
+            next: self.fields.iter(),
+            pending: None,
+        };
+        out.push(b'{');
+        let mut first = true;
+        while let Some((field, value)) = fields.advance() {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            write_serialized(field.name.as_str(), out);
+            out.push(b':');
+            match value {
+                Pending::AsIs(value) => value.write_json(out),
+                Pending::Json(json) => write_serialized(&json, out),
+            }
+        }
+        out.push(b'}');
     }
 }
 
