@@ -1,11 +1,14 @@
 //! Replication through the reference cloud: the behaviours Ioto gets wrong, as named
 //! regressions, and two devices converging.
 
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry::Attach;
 use ferry::journal::{Change, ChangeOp};
+use ferry::replication::{PullFrom, PullPage, PushResults, Session, TransportError};
 use ferry::types::{Hlc, Item, Key, ReplicaId, Value, Version};
 use ferry::{
     Config, Db, FindOptions, MemoryCloud, MemoryTransport, Origin, SyncOptions, WriteOptions,
@@ -514,39 +517,68 @@ fn tombstones_are_forgotten_after_the_horizon_unless_their_delete_is_pending() {
     );
 }
 
-/// A transport whose pushes take `delays_ms` in turn (the first push the longest, so the
-/// answers come back in the other order), counting how many run at once.
-struct SlowPushes {
+/// The reference cloud behind a slow link: push number n takes `delays_ms[n]` (the last
+/// one past the list) and fails early once a newer session replaced the one it went over
+/// (the relay ends a replaced session without answering its pushes). With
+/// `time_out_first_pull`, the first pull times out, which takes the first session down.
+/// It counts the sessions and the pushes that ran at once.
+struct SlowLink {
     inner: MemoryTransport,
     delays_ms: Vec<u64>,
-    started: std::sync::atomic::AtomicUsize,
-    running: std::sync::atomic::AtomicUsize,
-    peak: std::sync::atomic::AtomicUsize,
+    time_out_first_pull: bool,
+    sessions: AtomicU64,
+    pulls: AtomicU64,
+    started: AtomicUsize,
+    running: AtomicUsize,
+    peak: AtomicUsize,
 }
 
-impl ferry::replication::Transport for SlowPushes {
-    fn connect(
-        &self,
-    ) -> impl Future<
-        Output = Result<ferry::replication::Session, ferry::replication::TransportError>,
-    > + Send {
+impl SlowLink {
+    fn new(world: &World, delays_ms: Vec<u64>, time_out_first_pull: bool) -> Arc<SlowLink> {
+        Arc::new(SlowLink {
+            inner: MemoryTransport::new(world.cloud.clone()),
+            delays_ms,
+            time_out_first_pull,
+            sessions: AtomicU64::new(0),
+            pulls: AtomicU64::new(0),
+            started: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+        })
+    }
+}
+
+impl ferry::replication::Transport for SlowLink {
+    fn connect(&self) -> impl Future<Output = Result<Session, TransportError>> + Send {
+        self.sessions.fetch_add(1, SeqCst);
         self.inner.connect()
     }
 
     fn push(
         &self,
         changes: Vec<Change>,
-    ) -> impl Future<
-        Output = Result<ferry::replication::PushResults, ferry::replication::TransportError>,
-    > + Send {
-        use std::sync::atomic::Ordering::SeqCst;
+    ) -> impl Future<Output = Result<PushResults, TransportError>> + Send {
         async move {
             let nth = self.started.fetch_add(1, SeqCst);
-            let delay_ms = self.delays_ms.get(nth).copied().unwrap_or(0);
+            let delay_ms = (self.delays_ms.get(nth))
+                .or(self.delays_ms.last())
+                .copied()
+                .unwrap_or(0);
+            let session = self.sessions.load(SeqCst);
             let running = self.running.fetch_add(1, SeqCst) + 1;
             self.peak.fetch_max(running, SeqCst);
-            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-            let answer = self.inner.push(changes).await;
+            let mut waited_ms = 0;
+            let answer = loop {
+                if self.sessions.load(SeqCst) != session {
+                    let gone = "the session was replaced".to_string();
+                    break Err(TransportError::Unavailable(gone));
+                }
+                if waited_ms >= delay_ms {
+                    break self.inner.push(changes).await;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                waited_ms += 10;
+            };
             self.running.fetch_sub(1, SeqCst);
             answer
         }
@@ -555,12 +587,17 @@ impl ferry::replication::Transport for SlowPushes {
     fn pull(
         &self,
         scope: &str,
-        from: ferry::replication::PullFrom,
+        from: PullFrom,
         limit: usize,
-    ) -> impl Future<
-        Output = Result<ferry::replication::PullPage, ferry::replication::TransportError>,
-    > + Send {
-        self.inner.pull(scope, from, limit)
+    ) -> impl Future<Output = Result<PullPage, TransportError>> + Send {
+        let first = self.pulls.fetch_add(1, SeqCst) == 0;
+        let page = self.inner.pull(scope, from, limit);
+        async move {
+            match first && self.time_out_first_pull {
+                true => Err(TransportError::Timeout(1)),
+                false => page.await,
+            }
+        }
     }
 }
 
@@ -568,13 +605,8 @@ impl ferry::replication::Transport for SlowPushes {
 fn a_background_driver_keeps_several_batches_in_flight_and_takes_their_answers_in_any_order() {
     let mut world = World::new();
     let (db, _) = world.open("d1", None);
-    let transport = Arc::new(SlowPushes {
-        inner: MemoryTransport::new(world.cloud.clone()),
-        delays_ms: vec![400, 300, 200, 100],
-        started: Default::default(),
-        running: Default::default(),
-        peak: Default::default(),
-    });
+    // The first push the longest: the answers come back in the other order.
+    let transport = SlowLink::new(&world, vec![400, 300, 200, 100, 0], false);
     let options = SyncOptions {
         engine: ferry::replication::EngineConfig {
             batch_changes_max: 1,
@@ -593,71 +625,11 @@ fn a_background_driver_keeps_several_batches_in_flight_and_takes_their_answers_i
         assert!(world.cloud_item(&key).is_some(), "f{n} is in the cloud");
     }
     assert_eq!(db.status().pending_changes, 0, "every answer settled");
-    let peak = transport.peak.load(std::sync::atomic::Ordering::SeqCst);
+    let peak = transport.peak.load(SeqCst);
     assert!(
         (2..=ferry::replication::IN_FLIGHT_BATCHES_MAX).contains(&peak),
         "pushes in flight at once: {peak}"
     );
-}
-
-/// A link whose session a reconnect replaces: a push fails once a newer session exists
-/// (the relay ends a replaced session without answering it), else it is answered after
-/// `push_ms`. The first pull times out, which takes the first session down.
-struct ReplacedSessions {
-    inner: MemoryTransport,
-    sessions: std::sync::atomic::AtomicU64,
-    pulls: std::sync::atomic::AtomicU64,
-    push_ms: u64,
-}
-
-impl ferry::replication::Transport for ReplacedSessions {
-    fn connect(
-        &self,
-    ) -> impl Future<
-        Output = Result<ferry::replication::Session, ferry::replication::TransportError>,
-    > + Send {
-        self.sessions
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.connect()
-    }
-
-    fn push(
-        &self,
-        changes: Vec<Change>,
-    ) -> impl Future<
-        Output = Result<ferry::replication::PushResults, ferry::replication::TransportError>,
-    > + Send {
-        use std::sync::atomic::Ordering::SeqCst;
-        async move {
-            let session = self.sessions.load(SeqCst);
-            for _ in 0..self.push_ms / 10 {
-                if self.sessions.load(SeqCst) != session {
-                    let gone = "the session was replaced".to_string();
-                    return Err(ferry::replication::TransportError::Unavailable(gone));
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            self.inner.push(changes).await
-        }
-    }
-
-    fn pull(
-        &self,
-        scope: &str,
-        from: ferry::replication::PullFrom,
-        limit: usize,
-    ) -> impl Future<
-        Output = Result<ferry::replication::PullPage, ferry::replication::TransportError>,
-    > + Send {
-        let first = self.pulls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
-        let page = self.inner.pull(scope, from, limit);
-        async move {
-            match first {
-                true => Err(ferry::replication::TransportError::Timeout(1)),
-                false => page.await,
-            }
-        }
-    }
 }
 
 #[test]
@@ -671,12 +643,7 @@ fn a_late_failure_of_a_push_from_a_replaced_session_leaves_the_new_one_up() {
         ..Config::with_schema(schema(SCHEMA)).context("deviceId", "d1")
     };
     let db = Db::open(dir.path(), config).unwrap();
-    let transport = Arc::new(ReplacedSessions {
-        inner: MemoryTransport::new(world.cloud.clone()),
-        sessions: Default::default(),
-        pulls: Default::default(),
-        push_ms: 600,
-    });
+    let transport = SlowLink::new(&world, vec![600], true);
     let options = SyncOptions {
         engine: ferry::replication::EngineConfig {
             batch_changes_max: 1,
@@ -693,7 +660,7 @@ fn a_late_failure_of_a_push_from_a_replaced_session_leaves_the_new_one_up() {
     db.attach(Arc::clone(&transport), options).unwrap();
     db.sync(Duration::from_secs(20)).unwrap();
     assert_eq!(db.status().pending_changes, 0);
-    let sessions = transport.sessions.load(std::sync::atomic::Ordering::SeqCst);
+    let sessions = transport.sessions.load(SeqCst);
     assert!(
         sessions <= 3,
         "the old session's failures took the new one down: {sessions} sessions"
