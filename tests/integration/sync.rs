@@ -554,34 +554,29 @@ impl ferry::replication::Transport for SlowLink {
         self.inner.connect()
     }
 
-    fn push(
-        &self,
-        changes: Vec<Change>,
-    ) -> impl Future<Output = Result<PushResults, TransportError>> + Send {
-        async move {
-            let nth = self.started.fetch_add(1, SeqCst);
-            let delay_ms = (self.delays_ms.get(nth))
-                .or(self.delays_ms.last())
-                .copied()
-                .unwrap_or(0);
-            let session = self.sessions.load(SeqCst);
-            let running = self.running.fetch_add(1, SeqCst) + 1;
-            self.peak.fetch_max(running, SeqCst);
-            let mut waited_ms = 0;
-            let answer = loop {
-                if self.sessions.load(SeqCst) != session {
-                    let gone = "the session was replaced".to_string();
-                    break Err(TransportError::Unavailable(gone));
-                }
-                if waited_ms >= delay_ms {
-                    break self.inner.push(changes).await;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                waited_ms += 10;
-            };
-            self.running.fetch_sub(1, SeqCst);
-            answer
-        }
+    async fn push(&self, changes: Vec<Change>) -> Result<PushResults, TransportError> {
+        let nth = self.started.fetch_add(1, SeqCst);
+        let delay_ms = (self.delays_ms.get(nth))
+            .or(self.delays_ms.last())
+            .copied()
+            .unwrap_or(0);
+        let session = self.sessions.load(SeqCst);
+        let running = self.running.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(running, SeqCst);
+        let mut waited_ms = 0;
+        let answer = loop {
+            if self.sessions.load(SeqCst) != session {
+                let gone = "the session was replaced".to_string();
+                break Err(TransportError::Unavailable(gone));
+            }
+            if waited_ms >= delay_ms {
+                break self.inner.push(changes).await;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited_ms += 10;
+        };
+        self.running.fetch_sub(1, SeqCst);
+        answer
     }
 
     fn pull(
