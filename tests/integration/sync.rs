@@ -520,12 +520,14 @@ fn tombstones_are_forgotten_after_the_horizon_unless_their_delete_is_pending() {
 /// The reference cloud behind a slow link: push number n takes `delays_ms[n]` (the last
 /// one past the list) and fails early once a newer session replaced the one it went over
 /// (the relay ends a replaced session without answering its pushes). With
-/// `time_out_first_pull`, the first pull times out, which takes the first session down.
-/// It counts the sessions and the pushes that ran at once.
+/// `time_out_first_pull`, the first pull times out, which takes the first session down;
+/// with `hang_first_session`, pushes over the first session never answer (a half-open
+/// link). It counts the sessions and the pushes that ran at once.
 struct SlowLink {
     inner: MemoryTransport,
     delays_ms: Vec<u64>,
     time_out_first_pull: bool,
+    hang_first_session: bool,
     sessions: AtomicU64,
     pulls: AtomicU64,
     started: AtomicUsize,
@@ -534,17 +536,18 @@ struct SlowLink {
 }
 
 impl SlowLink {
-    fn new(world: &World, delays_ms: Vec<u64>, time_out_first_pull: bool) -> Arc<SlowLink> {
-        Arc::new(SlowLink {
+    fn new(world: &World, delays_ms: Vec<u64>, time_out_first_pull: bool) -> SlowLink {
+        SlowLink {
             inner: MemoryTransport::new(world.cloud.clone()),
             delays_ms,
             time_out_first_pull,
+            hang_first_session: false,
             sessions: AtomicU64::new(0),
             pulls: AtomicU64::new(0),
             started: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
-        })
+        }
     }
 }
 
@@ -561,6 +564,10 @@ impl ferry::replication::Transport for SlowLink {
             .copied()
             .unwrap_or(0);
         let session = self.sessions.load(SeqCst);
+        let delay_ms = match self.hang_first_session && session == 1 {
+            true => u64::MAX,
+            false => delay_ms,
+        };
         let running = self.running.fetch_add(1, SeqCst) + 1;
         self.peak.fetch_max(running, SeqCst);
         let mut waited_ms = 0;
@@ -601,7 +608,7 @@ fn a_background_driver_keeps_several_batches_in_flight_and_takes_their_answers_i
     let mut world = World::new();
     let (db, _) = world.open("d1", None);
     // The first push the longest: the answers come back in the other order.
-    let transport = SlowLink::new(&world, vec![400, 300, 200, 100, 0], false);
+    let transport = Arc::new(SlowLink::new(&world, vec![400, 300, 200, 100, 0], false));
     let options = SyncOptions {
         engine: ferry::replication::EngineConfig {
             batch_changes_max: 1,
@@ -638,7 +645,7 @@ fn a_late_failure_of_a_push_from_a_replaced_session_leaves_the_new_one_up() {
         ..Config::with_schema(schema(SCHEMA)).context("deviceId", "d1")
     };
     let db = Db::open(dir.path(), config).unwrap();
-    let transport = SlowLink::new(&world, vec![600], true);
+    let transport = Arc::new(SlowLink::new(&world, vec![600], true));
     let options = SyncOptions {
         engine: ferry::replication::EngineConfig {
             batch_changes_max: 1,
@@ -660,4 +667,38 @@ fn a_late_failure_of_a_push_from_a_replaced_session_leaves_the_new_one_up() {
         sessions <= 3,
         "the old session's failures took the new one down: {sessions} sessions"
     );
+}
+
+#[test]
+fn a_push_that_times_out_takes_a_half_open_link_down_and_the_next_session_delivers_it() {
+    let world = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        clock: world.clock.clock(),
+        ttl_sweep: None,
+        ..Config::with_schema(schema(SCHEMA)).context("deviceId", "d1")
+    };
+    let db = Db::open(dir.path(), config).unwrap();
+    let transport = Arc::new(SlowLink {
+        hang_first_session: true,
+        ..SlowLink::new(&world, vec![0], false)
+    });
+    // The engine gives up on a batch before the transport's call times out: the timeout
+    // comes as a late answer, and it is what tells the link is gone (nothing is pulled).
+    let options = SyncOptions {
+        engine: ferry::replication::EngineConfig {
+            ack_timeout_ms: 300,
+            poll_interval_ms: 3_600_000,
+            retry_base_ms: 50,
+            retry_max_ms: 100,
+            ..Default::default()
+        },
+        call_timeout: Duration::from_millis(400),
+        ..SyncOptions::default()
+    };
+    db.create("Fault", json!({"id": "f1", "code": 1})).unwrap();
+    db.attach(Arc::clone(&transport), options).unwrap();
+    db.sync(Duration::from_secs(10)).unwrap();
+    assert!(world.cloud_item(&key("fault#d1", "fault#f1")).is_some());
+    assert_eq!(transport.sessions.load(SeqCst), 2, "one reconnect");
 }

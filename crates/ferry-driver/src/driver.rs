@@ -6,7 +6,7 @@
 //! `Db::drive`); nothing else locks it, so no lock is held across a transport call and
 //! `status()` reads the snapshot the last step published.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +52,10 @@ pub(crate) struct Driver {
     pub arrived: Vec<Answer>,
     /// Queued changes as their commits handed them over, for the push.
     loaded: Loaded,
+    /// Sessions the transport opened so far, and the one each push in flight went over:
+    /// a failure speaks of its own session only.
+    session: u64,
+    sent_on: HashMap<BatchId, u64>,
     /// The cloud's change of each key whose push was superseded, until the engine asks
     /// (in the same step: the answer and the engine's `Superseded` come together).
     superseded: BTreeMap<Key, Change>,
@@ -78,6 +82,8 @@ impl Driver {
             in_flight,
             arrived: Vec::new(),
             loaded: Loaded::default(),
+            session: 0,
+            sent_on: HashMap::new(),
             superseded: BTreeMap::new(),
             flushed: false,
             unsettled: Vec::new(),
@@ -260,6 +266,7 @@ impl Driver {
     async fn connect(&mut self, port: &ReplicaPort, syncer: &Syncer, now: Now) {
         match timed(self.call_timeout, self.link.connect()).await {
             Ok(session) => {
+                self.session += 1;
                 // The server's time disciplines this device's clock.
                 if let Err(e) = port.observe_server(session.server_time_ms) {
                     port.report_error(format!("{}: {e}", e.code()));
@@ -366,6 +373,7 @@ impl Driver {
             }
             self.flushed = true;
         }
+        self.sent_on.insert(batch, self.session);
         self.in_flight.send(&self.link, batch, changes);
         Ok(())
     }
@@ -379,8 +387,11 @@ impl Driver {
         now: Now,
     ) {
         // A late answer (its batch timed out, or was abandoned with a link that dropped)
-        // only proves what landed: the engine keeps that much of it, nothing more.
+        // only proves what landed: the engine keeps that much of it, nothing more. A
+        // failure says the link is down only if it is of the session up now (a push that
+        // timed out on it, say), not of one a reconnect replaced.
         let late = !self.engine.is_in_flight(batch);
+        let this_session = self.sent_on.remove(&batch) == Some(self.session);
         match answer {
             Ok(outcomes) => {
                 for (key, _, outcome) in (outcomes.iter()).filter(|_| !late) {
@@ -391,8 +402,9 @@ impl Driver {
                 self.engine
                     .handle(Input::Pushed { batch, outcomes }, now.timer);
             }
-            // The link it went over may be gone already; this one is not down for it.
-            Err(e) if late => port.report_error(format!("a late push failed: {e}")),
+            Err(e) if !this_session => {
+                port.report_error(format!("a push of an earlier session failed: {e}"));
+            }
             Err(e) => {
                 self.engine.handle(Input::PushFailed { batch }, now.timer);
                 self.call_failed(port, "push failed".into(), &e, now);

@@ -660,3 +660,44 @@ fn a_malformed_sync_number_or_text_is_corruption_not_zero() {
         assert!(error.to_string().contains("meta record"), "{error}");
     }
 }
+
+/// A persist that runs while a write is about to commit (here: from the commit hook) takes
+/// the dirty flag without covering the write: the write sets it again once written, so the
+/// next persist fsyncs it.
+#[test]
+fn a_persist_racing_a_commit_leaves_the_commit_for_the_next_fsync() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{OnceLock, Weak};
+
+    let dir = tempfile::tempdir().unwrap();
+    let fsyncs = Arc::new(AtomicU64::new(0));
+    let store_cell: Arc<OnceLock<Weak<Store>>> = Arc::default();
+    let counted = fsyncs.clone();
+    let racing = store_cell.clone();
+    let options = Options {
+        on_fsync: Some(Arc::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })),
+        on_commit: Some(Arc::new(move || {
+            if let Some(store) = racing.get().and_then(Weak::upgrade) {
+                store.persist().map_err(std::io::Error::other)?;
+            }
+            Ok(())
+        })),
+        ..Options::default()
+    };
+    let store =
+        Arc::new(Store::open(dir.path(), &options, |_| Ok::<_, Error>(layout(false))).unwrap());
+    store_cell.set(Arc::downgrade(&store)).unwrap();
+    store
+        .write(Durability::Default, |tx| tx.put(item(1, 1, None, 0)))
+        .unwrap();
+    let before = fsyncs.load(Ordering::SeqCst);
+    store.persist().unwrap();
+    assert_eq!(
+        fsyncs.load(Ordering::SeqCst),
+        before + 1,
+        "the write is fsynced by the persist after it"
+    );
+}

@@ -256,6 +256,12 @@ impl<'s> Tx<'s> {
                 None => batch.remove(&store.unique, text.as_bytes()),
             }
         }
+        // Dirty before the batch is visible, so that a reader who meets it and persists
+        // fsyncs it; and again once it is written (below), since a persist in between
+        // may have taken the flag without covering the batch.
+        if self.durability == Durability::Default {
+            store.dirty.store(true, Ordering::Release);
+        }
         if let Some(hook) = &store.on_commit {
             hook().map_err(|e| store.fail(fjall::Error::Io(e)))?;
         }
@@ -266,17 +272,12 @@ impl<'s> Tx<'s> {
             Durability::Immediate => fjall::PersistMode::SyncAll,
             Durability::Default => fjall::PersistMode::Buffer,
         };
-        // Dirty before the batch is visible: a reader that meets it and persists must
-        // fsync it (after, a reader in between would find nothing to fsync).
-        if mode == fjall::PersistMode::Buffer {
-            store.dirty.store(true, Ordering::Release);
-        }
         batch
             .durability(Some(mode))
             .commit()
             .map_err(|e| store.fail(e))?;
         match mode {
-            fjall::PersistMode::Buffer => {}
+            fjall::PersistMode::Buffer => store.dirty.store(true, Ordering::Release),
             // An `Immediate` commit whose disk failed may be lost: refuse more, as
             // `Store::persist` does.
             _ => store.fsynced().map_err(|e| {

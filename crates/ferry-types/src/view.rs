@@ -131,11 +131,17 @@ impl<'a> ItemRef<'a> {
     /// `serde_json::Value`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.push(b'{');
-        for (at, (name, value)) in self.iter().enumerate() {
-            if at > 0 {
+        let mut first = true;
+        for (at, (name, value)) in self.attrs.iter().enumerate() {
+            // A name held twice (only hostile bytes do) shows its last value, as the map of
+            // `to_json` keeps it; names are sorted, so the two are neighbours.
+            if self.attrs.get(at + 1).is_some_and(|(next, _)| next == name) {
+                continue;
+            }
+            if !std::mem::take(&mut first) {
                 out.push(b',');
             }
-            write_serialized(name, out);
+            write_serialized(*name, out);
             out.push(b':');
             value.write_json(out);
         }
@@ -295,6 +301,28 @@ mod tests {
         let mut item = crate::codec::tests::every_type();
         item.insert("m".into(), Value::M(inner));
         item
+    }
+
+    #[test]
+    fn json_text_is_the_serialized_json_of_every_type_and_of_a_name_held_twice() {
+        let item = sample();
+        let mut text = Vec::new();
+        ItemRef::of(&item).write_json(&mut text);
+        let json = serde_json::Value::Object(ItemRef::of(&item).to_json());
+        assert_eq!(String::from_utf8(text).unwrap(), json.to_string());
+        // Only hostile bytes hold a name twice: the text shows what the map keeps.
+        let one = Value::N(Number::from(1i64));
+        let two = Value::N(Number::from(2i64));
+        let pairs = vec![
+            ("b", ValueRef::of(&one)),
+            ("a", ValueRef::of(&one)),
+            ("a", ValueRef::of(&two)),
+        ];
+        let twice = ItemRef::from_pairs(pairs);
+        let mut text = Vec::new();
+        twice.write_json(&mut text);
+        let json = serde_json::Value::Object(twice.to_json());
+        assert_eq!(String::from_utf8(text).unwrap(), json.to_string());
     }
 
     #[test]
