@@ -219,7 +219,9 @@ pub async fn serve<S: CloudStore>(
                 reject: Some(Reject::Replaced),
             }),
             _ = ping.tick() => {
-                if liveness.quiet() >= config.idle_timeout {
+                // While its pushes are being written the device waits on the relay (which
+                // reads no more of its frames at the bound): that is not its silence.
+                if pushes.is_empty() && liveness.quiet() >= config.idle_timeout {
                     break Some(Ended::idle(config.idle_timeout));
                 }
                 if queue.send(Message::Ping(Bytes::new())).await.is_err() {
