@@ -616,10 +616,7 @@ fn a_background_driver_keeps_several_batches_in_flight_and_takes_their_answers_i
         },
         ..SyncOptions::default()
     };
-    for n in 0..8 {
-        db.create("Fault", json!({"id": format!("f{n}"), "code": n}))
-            .unwrap();
-    }
+    create_faults(&db, 8);
     db.attach(Arc::clone(&transport), options).unwrap();
     db.sync(SYNC_TIMEOUT).unwrap();
     for n in 0..8 {
@@ -634,17 +631,31 @@ fn a_background_driver_keeps_several_batches_in_flight_and_takes_their_answers_i
     );
 }
 
-#[test]
-fn a_late_failure_of_a_push_from_a_replaced_session_leaves_the_new_one_up() {
-    let world = World::new();
+/// Faults `f0` to `f{count - 1}` of device d1, queued before it attaches.
+fn create_faults(db: &Db, count: u64) {
+    for n in 0..count {
+        db.create("Fault", json!({"id": format!("f{n}"), "code": n}))
+            .unwrap();
+    }
+}
+
+/// Device d1 of `world` whose engine runs on the real monotonic clock (the world's timer
+/// stands still): its retries and reconnects come by themselves.
+fn on_the_real_timer(world: &World) -> (tempfile::TempDir, Db) {
     let dir = tempfile::tempdir().unwrap();
-    // The engine's timers on the real clock: the reconnects come by themselves.
     let config = Config {
         clock: world.clock.clock(),
         ttl_sweep: None,
         ..Config::with_schema(schema(SCHEMA)).context("deviceId", "d1")
     };
     let db = Db::open(dir.path(), config).unwrap();
+    (dir, db)
+}
+
+#[test]
+fn a_late_failure_of_a_push_from_a_replaced_session_leaves_the_new_one_up() {
+    let world = World::new();
+    let (_dir, db) = on_the_real_timer(&world);
     let transport = Arc::new(SlowLink::new(&world, vec![600], true));
     let options = SyncOptions {
         engine: ferry::replication::EngineConfig {
@@ -655,10 +666,7 @@ fn a_late_failure_of_a_push_from_a_replaced_session_leaves_the_new_one_up() {
         },
         ..SyncOptions::default()
     };
-    for n in 0..8 {
-        db.create("Fault", json!({"id": format!("f{n}"), "code": n}))
-            .unwrap();
-    }
+    create_faults(&db, 8);
     db.attach(Arc::clone(&transport), options).unwrap();
     db.sync(Duration::from_secs(20)).unwrap();
     assert_eq!(db.status().pending_changes, 0);
@@ -672,13 +680,7 @@ fn a_late_failure_of_a_push_from_a_replaced_session_leaves_the_new_one_up() {
 #[test]
 fn a_push_that_times_out_takes_a_half_open_link_down_and_the_next_session_delivers_it() {
     let world = World::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        clock: world.clock.clock(),
-        ttl_sweep: None,
-        ..Config::with_schema(schema(SCHEMA)).context("deviceId", "d1")
-    };
-    let db = Db::open(dir.path(), config).unwrap();
+    let (_dir, db) = on_the_real_timer(&world);
     let transport = Arc::new(SlowLink {
         hang_first_session: true,
         ..SlowLink::new(&world, vec![0], false)
