@@ -98,10 +98,7 @@ impl Driver {
         let now = Now::of(port);
         self.flushed = false;
         // Answers first: a batch whose answer came is not to time out at this step's tick.
-        self.arrived.extend(self.in_flight.answered().await);
-        for (batch, answer) in std::mem::take(&mut self.arrived) {
-            self.answered(port, batch, answer, now);
-        }
+        self.take_answers(port).await;
         for input in syncer.take_inputs(port, &mut self.loaded) {
             self.engine.handle(input, now.timer);
         }
@@ -110,9 +107,6 @@ impl Driver {
         let mut acked = std::mem::take(&mut self.unsettled);
         let mut undone = std::mem::take(&mut self.undone).into_iter();
         loop {
-            for (batch, answer) in std::mem::take(&mut self.arrived) {
-                self.answered(port, batch, answer, Now::of(port));
-            }
             while let Some(output) = undone.next().or_else(|| self.engine.poll_output()) {
                 if let Output::Acked { key, version } = output {
                     acked.push((key, version));
@@ -133,8 +127,7 @@ impl Driver {
             self.settle(port, &mut acked);
             // Answers that came meanwhile are this step's work too (their acknowledgements,
             // the batches they make room for).
-            self.arrived = self.in_flight.answered().await;
-            if self.arrived.is_empty() {
+            if !self.take_answers(port).await {
                 break;
             }
         }
@@ -376,6 +369,18 @@ impl Driver {
         self.sent_on.insert(batch, self.session);
         self.in_flight.send(&self.link, batch, changes);
         Ok(())
+    }
+
+    /// Feeds the engine every answer that came in (a driver stepped by hand runs its held
+    /// pushes now); false when none did.
+    async fn take_answers(&mut self, port: &ReplicaPort) -> bool {
+        self.arrived.extend(self.in_flight.answered().await);
+        let answers = std::mem::take(&mut self.arrived);
+        let any = !answers.is_empty();
+        for (batch, answer) in answers {
+            self.answered(port, batch, answer, Now::of(port));
+        }
+        any
     }
 
     /// The answer to the push of `batch`.
