@@ -35,7 +35,7 @@
 //!    bring it to the wall's time at each call. Left at zero, it would refuse every honest
 //!    version as ahead of its time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,6 +82,9 @@ pub struct MemoryCloud {
     /// Draws each arrival's lag; seeded, so a simulation replays.
     lag_rng: Jitter,
     rows: BTreeMap<Key, Row>,
+    /// The rows that are tombstones, oldest `_seq` first: what a purge looks at (a scan
+    /// of every row at each tick of the clock would cost each call the whole cloud).
+    tombstones: BTreeSet<(Hlc, Key)>,
     /// The sync GSI as readers see it: (`_scope`, `_seq`) -> the changes stamped there
     /// (writers may tie), and where each key stands in it.
     feed: BTreeMap<(String, Hlc), Vec<Arc<Change>>>,
@@ -113,6 +116,7 @@ impl MemoryCloud {
             lag_ms_max: 0,
             lag_rng: Jitter::new(0),
             rows: BTreeMap::new(),
+            tombstones: BTreeSet::new(),
             feed: BTreeMap::new(),
             feed_of: BTreeMap::new(),
             arriving: BTreeMap::new(),
@@ -196,7 +200,14 @@ impl MemoryCloud {
         };
         let lag_ms = self.draw_lag_ms();
         let key = row.change.key.clone();
-        self.rows.insert(key.clone(), row.clone());
+        if let Some(old) = self.rows.insert(key.clone(), row.clone())
+            && old.change.op == ChangeOp::Delete
+        {
+            self.tombstones.remove(&(old.seq, key.clone()));
+        }
+        if row.change.op == ChangeOp::Delete {
+            self.tombstones.insert((row.seq, key.clone()));
+        }
         match self.arriving.get_mut(&key) {
             // Visible at once, and nothing of the key before it still on its way.
             None if lag_ms == 0 => self.list(row),
@@ -341,15 +352,13 @@ impl MemoryCloud {
     }
 
     fn purge(&mut self) {
-        let expired: Vec<Key> = (self.rows.iter())
-            .filter(|(key, row)| {
-                row.change.op == ChangeOp::Delete
-                    && self.past_horizon(row.seq)
-                    && !self.arriving.contains_key(*key)
-            })
-            .map(|(key, _)| key.clone())
+        let expired: Vec<(Hlc, Key)> = (self.tombstones.iter())
+            .take_while(|(seq, _)| self.past_horizon(*seq))
+            .filter(|(_, key)| !self.arriving.contains_key(key))
+            .cloned()
             .collect();
-        for key in expired {
+        for (seq, key) in expired {
+            self.tombstones.remove(&(seq, key.clone()));
             if let Some(row) = self.rows.remove(&key) {
                 self.unlist(&key);
                 let purged = self

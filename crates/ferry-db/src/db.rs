@@ -174,14 +174,10 @@ impl Db {
             on_commit: config.on_commit.clone(),
             ..ferry_store::Options::default()
         };
-        let (mut opened, mut replaced) = (None, None);
-        let store = Store::open(dir.as_ref(), &options, |kept| {
+        let (store, (schema, replaced)) = Store::open(dir.as_ref(), &options, |kept| {
             let (schema, before) = schema_of(dir.as_ref(), config.schema.take(), kept)?;
-            let layout = store_layout(&schema)?;
-            (opened, replaced) = (Some(schema), before);
-            Ok::<_, Error>(layout)
+            Ok::<_, Error>((store_layout(&schema)?, (schema, before)))
         })?;
-        let schema = opened.ok_or_else(|| Error::Argument("the store opened no schema".into()))?;
         let last_error = last_error(&store)?;
         let replica = Replica::load(&store, config.replica.as_ref())?;
         config.context = remembered_context(&store, std::mem::take(&mut config.context))?;

@@ -34,7 +34,7 @@ pub struct DynamoRows {
 
 impl DynamoRows {
     /// Opens the table (its settings) for `writer`'s replica.
-    pub async fn open(writer: Writer) -> Result<DynamoRows> {
+    async fn open(writer: Writer) -> Result<DynamoRows> {
         let table = Table {
             dynamo: &writer.dynamo,
             name: &writer.table,
@@ -101,7 +101,8 @@ impl Rows for DynamoRows {
                 },
             );
         if let Err(refusal) = admitted {
-            return Err(refused("Refused", format!("{model} {key}: {refusal}")));
+            let refusal = format!("{model} {key}: {refusal}");
+            return Err(ferry_service::Error::refused("Refused", refusal).into());
         }
         let seq = format!("{}-{}", self.writer.dynamo.clock.stamp(), self.writer.id);
         let row = layout.row(&change, &seq, &self.writer.id, self.settings.horizon_ms)?;
@@ -130,10 +131,11 @@ impl Rows for DynamoRows {
         match answer {
             Ok(_) => Ok(()),
             Err(e) => match e.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(_)) => Err(refused(
-                    "ConditionalCheckFailed",
-                    format!("{model} {key} changed meanwhile: read it again and retry"),
-                )),
+                Some(PutItemError::ConditionalCheckFailedException(_)) => {
+                    let message =
+                        format!("{model} {key} changed meanwhile: read it again and retry");
+                    Err(ferry_service::Error::refused("ConditionalCheckFailed", message).into())
+                }
                 _ => Err(Failure::of("PutItem", &e).into()),
             },
         }
@@ -237,10 +239,6 @@ impl Rows for DynamoRows {
         let next = answer.last_evaluated_key().map(encode_cursor).transpose()?;
         Ok((items, next))
     }
-}
-
-fn refused(code: &'static str, message: String) -> Error {
-    Error::Refused { code, message }
 }
 
 /// A query's `LastEvaluatedKey` as an opaque cursor (its keys are texts or numbers).

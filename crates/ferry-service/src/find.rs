@@ -18,7 +18,7 @@ use ferry_types::{Hlc, Item, Key, Value, keycode};
 use crate::{CloudFind, Error, Result, TransportRows};
 
 /// The most rows one `find` reads: past it, the scopes are too large to read whole.
-pub const FIND_ROWS_MAX: usize = 100_000;
+pub(crate) const FIND_ROWS_MAX: usize = 100_000;
 
 impl<T: Transport> TransportRows<T> {
     /// The items of `model` that `query` selects, at most `limit`, by the index's sort key

@@ -15,13 +15,12 @@ mod transport;
 
 use std::future::Future;
 
+use ferry_cloud::TransportError;
 use ferry_journal::{Change, ChangeOp};
 use ferry_schema::{Context, Crypto, KeyQuery, Model, PutMode, Schema, UpdateOps, properties};
 use ferry_types::{Item, ItemLayout, ItemRef, Key, Value, Version};
 use serde_json::Value as Json;
 
-pub use ferry_cloud::{Transport, TransportError};
-pub use find::FIND_ROWS_MAX;
 pub use transport::TransportRows;
 
 /// The attribute holding an item's version text, as devices keep it.
@@ -173,11 +172,6 @@ impl<R: Rows> Service<R> {
             crypto,
             context: Context::new(),
         })
-    }
-
-    /// Where the rows live.
-    pub fn rows(&self) -> &R {
-        &self.rows
     }
 
     /// Creates an item; fails with `ConditionalCheckFailed` if it exists.

@@ -52,11 +52,6 @@ impl<T: Transport> Service<TransportRows<T>> {
         };
         Service::new(rows, schema, crypto)
     }
-
-    /// The cloud's time now: the handshake's, carried on the monotonic clock.
-    pub fn now_ms(&self) -> u64 {
-        self.rows().now_ms()
-    }
 }
 
 impl<T: Transport> Rows for TransportRows<T> {

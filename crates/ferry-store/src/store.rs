@@ -110,13 +110,14 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the store in `dir`, keeping its items by the layout `layout_of`
-    /// gives for the document the last open kept (`None` for a new store). Indexes the
-    /// layout adds or changes are rebuilt; its document is kept for the next open.
-    pub fn open<E: From<Error>>(
+    /// gives for the document the last open kept (`None` for a new store), with what else
+    /// `layout_of` made of that document (a caller's schema, say). Indexes the layout adds
+    /// or changes are rebuilt; its document is kept for the next open.
+    pub fn open<E: From<Error>, T>(
         dir: &Path,
         options: &Options,
-        layout_of: impl FnOnce(Option<&[u8]>) -> std::result::Result<StoreLayout, E>,
-    ) -> std::result::Result<Store, E> {
+        layout_of: impl FnOnce(Option<&[u8]>) -> std::result::Result<(StoreLayout, T), E>,
+    ) -> std::result::Result<(Store, T), E> {
         let path = dir.to_path_buf();
         let fail = |source| Error::Storage {
             path: dir.display().to_string(),
@@ -145,7 +146,7 @@ impl Store {
         let open = |name: &str| db.keyspace(name, keyspace_options).map_err(fail);
         let meta = open("meta")?;
         let stored = meta.get(META_DOCUMENT).map_err(fail)?;
-        let layout = layout_of(stored.as_deref())?;
+        let (layout, made) = layout_of(stored.as_deref())?;
         layout.check().map_err(|detail| Error::Corrupt {
             path: path.display().to_string(),
             what: "store layout".into(),
@@ -205,7 +206,7 @@ impl Store {
         };
         store.save_layout()?;
         store.forget_memory_kinds()?;
-        Ok(store)
+        Ok((store, made))
     }
 
     /// The database directory.

@@ -53,7 +53,11 @@ fn layout(memory: bool) -> StoreLayout {
 
 /// Opens the store in `dir` with [`layout`].
 fn open_with(dir: &std::path::Path, memory: bool) -> Store {
-    Store::open(dir, &Options::default(), |_| Ok::<_, Error>(layout(memory))).unwrap()
+    let (store, ()) = Store::open(dir, &Options::default(), |_| {
+        Ok::<_, Error>((layout(memory), ()))
+    })
+    .unwrap();
+    store
 }
 
 fn open(dir: &std::path::Path) -> Store {
@@ -522,9 +526,9 @@ fn replication_records_survive_reopen() {
         .unwrap();
     drop(store);
     let mut kept = None;
-    let store = Store::open(dir.path(), &Options::default(), |document| {
+    let (store, ()) = Store::open(dir.path(), &Options::default(), |document| {
         kept = document.map(<[u8]>::to_vec);
-        Ok::<_, Error>(layout(false))
+        Ok::<_, Error>((layout(false), ()))
     })
     .unwrap();
     assert!(store.get(&key(0, 0)).unwrap().is_some());
@@ -687,8 +691,13 @@ fn a_persist_racing_a_commit_leaves_the_commit_for_the_next_fsync() {
         })),
         ..Options::default()
     };
-    let store =
-        Arc::new(Store::open(dir.path(), &options, |_| Ok::<_, Error>(layout(false))).unwrap());
+    let store = Arc::new(
+        Store::open(dir.path(), &options, |_| {
+            Ok::<_, Error>((layout(false), ()))
+        })
+        .unwrap()
+        .0,
+    );
     store_cell.set(Arc::downgrade(&store)).unwrap();
     store
         .write(Durability::Default, |tx| tx.put(item(1, 1, None, 0)))

@@ -76,9 +76,12 @@ impl<'s> Tx<'s> {
 
     /// Hands `f` the outbox entries this write queued (as the write left them, with their
     /// encoded sizes) once it has committed, after the [`Tx::after_commit`] calls; never if
-    /// it fails. One taker per write: a later call replaces an earlier one.
+    /// it fails. One taker per write: the first; later calls change nothing (a write that
+    /// queues many changes installs it once).
     pub fn after_commit_queued(&mut self, f: impl FnOnce(Vec<(OutboxEntry, usize)>) + 's) {
-        self.on_queued = Some(Box::new(f));
+        if self.on_queued.is_none() {
+            self.on_queued = Some(Box::new(f));
+        }
     }
 
     /// Asks for an fsync before the commit returns (it never lowers durability).

@@ -68,7 +68,8 @@ pub fn number_text_to_json(text: &str) -> Json {
         .unwrap_or_else(|_| Json::String(text.to_string()))
 }
 
-/// Appends [`number_text_to_json`]'s JSON text for `text` to `out`.
+/// Appends [`number_text_to_json`]'s JSON text for `text` to `out`, by its same rule but
+/// without its `Value` for an integer (with `arbitrary_precision` each holds a `String`).
 pub fn write_number(text: &str, out: &mut Vec<u8>) {
     if let Ok(int) = text.parse::<i64>() {
         write_serialized(&int, out);

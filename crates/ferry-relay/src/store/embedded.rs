@@ -132,7 +132,7 @@ impl EmbeddedStore {
             on_fsync,
             ..Options::default()
         };
-        let store = Store::open(dir, &options, |_| Ok::<_, OpenError>(row_layout()))?;
+        let (store, ()) = Store::open(dir, &options, |_| Ok::<_, OpenError>((row_layout(), ())))?;
         let last = Hlc::from_u64(store.meta_u64(META_SEQ)?.unwrap_or(0));
         let purged: BTreeMap<String, u64> = match store.meta(META_PURGED)? {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| corrupt(META_PURGED, e))?,
@@ -910,8 +910,11 @@ mod tests {
                 item_bytes_max: ROW_BYTES_MAX,
                 ..Options::default()
             };
-            let store =
-                Store::open(dir.path(), &options, |_| Ok::<_, OpenError>(row_layout())).unwrap();
+            let store = Store::open(dir.path(), &options, |_| {
+                Ok::<_, OpenError>((row_layout(), ()))
+            })
+            .unwrap()
+            .0;
             let mut encoded = Vec::new();
             encode_change(&tombstone, &mut encoded);
             let row = Item::from([
