@@ -704,3 +704,97 @@ fn a_push_that_times_out_takes_a_half_open_link_down_and_the_next_session_delive
     assert!(world.cloud_item(&key("fault#d1", "fault#f1")).is_some());
     assert_eq!(transport.sessions.load(SeqCst), 2, "one reconnect");
 }
+
+/// The reference cloud behind a check of the fsync-before-push rule: a write the test made
+/// since the last fsync must not be pushed. The database's fsync hook clears the writes.
+struct DurableOnly {
+    inner: MemoryTransport,
+    unsynced: Arc<Mutex<Vec<Key>>>,
+    pushed_unsynced: Mutex<Vec<Key>>,
+}
+
+impl ferry::replication::Transport for DurableOnly {
+    fn connect(&self) -> impl Future<Output = Result<Session, TransportError>> + Send {
+        self.inner.connect()
+    }
+
+    async fn push(&self, changes: Vec<Change>) -> Result<PushResults, TransportError> {
+        let unsynced = self.unsynced.lock().unwrap().clone();
+        let pushed = (changes.iter().map(|change| &change.key))
+            .filter(|key| unsynced.contains(key))
+            .cloned();
+        self.pushed_unsynced.lock().unwrap().extend(pushed);
+        self.inner.push(changes).await
+    }
+
+    fn pull(
+        &self,
+        scope: &str,
+        from: PullFrom,
+        limit: usize,
+    ) -> impl Future<Output = Result<PullPage, TransportError>> + Send {
+        self.inner.pull(scope, from, limit)
+    }
+}
+
+/// Only what an fsync covered goes up: changes written after the fsync that served earlier
+/// pushes (new keys and newer versions of pushed ones) wait for one of their own.
+#[test]
+fn a_push_goes_only_after_an_fsync_that_covers_its_changes() {
+    let world = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let unsynced: Arc<Mutex<Vec<Key>>> = Arc::default();
+    let cleared = unsynced.clone();
+    let config = Config {
+        clock: world.clock.clock(),
+        timer: world.clock.clock(),
+        ttl_sweep: None,
+        // No background fsync: each one is the driver's.
+        sync_window: Duration::from_secs(3600),
+        on_fsync: Some(Arc::new(move || {
+            cleared.lock().unwrap().clear();
+            Ok(())
+        })),
+        ..Config::with_schema(schema(SCHEMA)).context("deviceId", "d1")
+    };
+    let db = Db::open(dir.path(), config).unwrap();
+    let transport = Arc::new(DurableOnly {
+        inner: MemoryTransport::new(world.cloud.clone()),
+        unsynced: unsynced.clone(),
+        pushed_unsynced: Mutex::default(),
+    });
+    let options = SyncOptions {
+        engine: ferry::replication::EngineConfig {
+            batch_changes_max: 2,
+            sync_delay_ms: 0,
+            ..Default::default()
+        },
+        background: false,
+        ..SyncOptions::default()
+    };
+    db.attach(Arc::clone(&transport), options).unwrap();
+    let write = |from: u64, to: u64, code: u64| {
+        for n in from..to {
+            let item = json!({"id": format!("f{n}"), "code": code});
+            db.upsert("Fault", item, &WriteOptions::default()).unwrap();
+            let written = key("fault#d1", &format!("fault#f{n}"));
+            unsynced.lock().unwrap().push(written);
+        }
+    };
+    write(0, 10, 1);
+    db.drive().unwrap();
+    // Changed and new keys, written after the fsyncs that served those pushes.
+    write(8, 12, 2);
+    db.drive().unwrap();
+    let pushed_unsynced = transport.pushed_unsynced.lock().unwrap().clone();
+    assert!(
+        pushed_unsynced.is_empty(),
+        "pushed before their fsync: {pushed_unsynced:?}"
+    );
+    for n in 0..12 {
+        let item = world.cloud_item(&key("fault#d1", &format!("fault#f{n}")));
+        let code = item.and_then(|item| item.get("code").cloned());
+        let expected = Value::N(if (8..12).contains(&n) { 2u64 } else { 1 }.into());
+        assert_eq!(code, Some(expected), "f{n} in the cloud");
+    }
+}

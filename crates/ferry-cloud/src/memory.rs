@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferry_journal::{Change, ChangeOp};
 use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
-use ferry_types::{Hlc, HlcClock, Key};
+use ferry_types::{Hlc, HlcClock, Key, KeyMap};
 
 use crate::defaults::{CATCHUP_WINDOW_MS, HORIZON_MS};
 use crate::jitter::Jitter;
@@ -81,15 +81,16 @@ pub struct MemoryCloud {
     lag_ms_max: u64,
     /// Draws each arrival's lag; seeded, so a simulation replays.
     lag_rng: Jitter,
-    rows: BTreeMap<Key, Row>,
+    rows: KeyMap<Row>,
     /// The rows that are tombstones, oldest `_seq` first: what a purge looks at (a scan
     /// of every row at each tick of the clock would cost each call the whole cloud).
     tombstones: BTreeSet<(Hlc, Key)>,
     /// The sync GSI as readers see it: (`_scope`, `_seq`) -> the changes stamped there
     /// (writers may tie), and where each key stands in it.
     feed: BTreeMap<(String, Hlc), Vec<Arc<Change>>>,
-    feed_of: BTreeMap<Key, (String, Hlc)>,
-    /// Landed changes not visible yet, per key in landing order.
+    feed_of: KeyMap<(String, Hlc)>,
+    /// Landed changes not visible yet, per key in landing order. Ordered by key: arrivals
+    /// due at once reach the feed in key order, the same in every replay.
     arriving: BTreeMap<Key, Vec<Arrival>>,
     /// Per scope, the highest `_seq` of a purged tombstone.
     purged: BTreeMap<String, Hlc>,
@@ -115,10 +116,10 @@ impl MemoryCloud {
             window_ms: CATCHUP_WINDOW_MS,
             lag_ms_max: 0,
             lag_rng: Jitter::new(0),
-            rows: BTreeMap::new(),
+            rows: KeyMap::default(),
             tombstones: BTreeSet::new(),
             feed: BTreeMap::new(),
-            feed_of: BTreeMap::new(),
+            feed_of: KeyMap::default(),
             arriving: BTreeMap::new(),
             purged: BTreeMap::new(),
             models: Models::unchecked(),

@@ -84,6 +84,16 @@ impl ReplicaPort {
         &self.db
     }
 
+    /// A mark of the writes committed so far (see [`ReplicaPort::is_persisted`]).
+    pub fn commit_mark(&self) -> u64 {
+        self.db.inner.store.commit_mark()
+    }
+
+    /// Whether every write committed by `mark` is on disk: an fsync since covered it.
+    pub fn is_persisted(&self, mark: u64) -> bool {
+        self.db.inner.store.is_persisted(mark)
+    }
+
     /// The same port, without keeping the database open.
     pub fn downgrade(&self) -> WeakReplicaPort {
         WeakReplicaPort {

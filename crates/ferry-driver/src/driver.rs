@@ -13,7 +13,7 @@ use std::time::Duration;
 use ferry_db::{ReplicaPort, Resolved, Result};
 use ferry_journal::Change;
 use ferry_sync::{BatchId, Engine, Input, Output, PullFrom, PushResults, TransportError};
-use ferry_types::{Hlc, Key, Version};
+use ferry_types::{Hlc, Key, KeyMap, Version};
 
 use crate::Syncer;
 use crate::in_flight::{Answer, InFlight};
@@ -59,8 +59,11 @@ pub(crate) struct Driver {
     /// The cloud's change of each key whose push was superseded, until the engine asks
     /// (in the same step: the answer and the engine's `Superseded` come together).
     superseded: BTreeMap<Key, Change>,
-    /// This step fsynced the database (see `Driver::push`).
-    flushed: bool,
+    /// The store's commit mark when the engine last heard of queued changes, and the mark
+    /// of the step that heard of each key's newest change (until its first push): a push
+    /// fsyncs first unless an fsync covered the marks of its changes (see `Driver::push`).
+    heard_mark: u64,
+    heard_marks: KeyMap<u64>,
     /// Work carried over to the next step: acknowledged changes the store refused to take
     /// out of the outbox, and the cloud's answers (superseded, ahead, rejected) it refused
     /// to carry out. The engine counts both as done, so nothing else would.
@@ -85,7 +88,8 @@ impl Driver {
             session: 0,
             sent_on: HashMap::new(),
             superseded: BTreeMap::new(),
-            flushed: false,
+            heard_mark: 0,
+            heard_marks: KeyMap::default(),
             unsettled: Vec::new(),
             undone: Vec::new(),
         }
@@ -96,10 +100,15 @@ impl Driver {
     /// cloud, by the next step for what the store refused.
     pub async fn step(&mut self, port: &ReplicaPort, syncer: &Syncer) {
         let now = Now::of(port);
-        self.flushed = false;
         // Answers first: a batch whose answer came is not to time out at this step's tick.
         self.take_answers(port).await;
-        for input in syncer.take_inputs(port, &mut self.loaded) {
+        let inputs = syncer.take_inputs(port, &mut self.loaded);
+        // Read after the inputs were taken: each change they queued was committed by then.
+        self.heard_mark = port.commit_mark();
+        for input in inputs {
+            if let Input::Queued { key, .. } = &input {
+                self.heard_marks.insert(key.clone(), self.heard_mark);
+            }
             self.engine.handle(input, now.timer);
         }
         self.engine.tick(now.timer);
@@ -178,7 +187,7 @@ impl Driver {
                 match port.superseded(&key, &local, &cloud, winner.as_ref(), now.wall)? {
                     Resolved::Stale => {}
                     Resolved::Restamped { version, bytes } => {
-                        self.requeue(key, version, bytes, now);
+                        self.requeue(port, key, version, bytes, now);
                     }
                     Resolved::Lost => {
                         self.loaded.forget(&key, &local);
@@ -205,7 +214,7 @@ impl Driver {
                         version: local,
                     };
                     self.engine.handle(settled, now.timer);
-                    self.requeue(key, version, bytes, now);
+                    self.requeue(port, key, version, bytes, now);
                 }
                 Ok(())
             }
@@ -244,10 +253,11 @@ impl Driver {
         result
     }
 
-    /// The engine hears of a re-stamped change as of a newly queued one. Its commit came
-    /// after this step's fsync, if any: the push that takes it needs another.
-    fn requeue(&mut self, key: Key, version: Version, bytes: usize, now: Now) {
-        self.flushed = false;
+    /// The engine hears of a re-stamped change as of a newly queued one. Its commit may
+    /// be past the last fsync: the push that takes it waits for one that covers it.
+    fn requeue(&mut self, port: &ReplicaPort, key: Key, version: Version, bytes: usize, now: Now) {
+        self.heard_mark = port.commit_mark();
+        self.heard_marks.insert(key.clone(), self.heard_mark);
         let queued = Input::Queued {
             key,
             version,
@@ -332,7 +342,13 @@ impl Driver {
     ) -> Result<()> {
         let mut changes = Vec::with_capacity(listed.len());
         let mut newer_than_listed = false;
+        let mut mark = 0;
         for (key, version) in listed {
+            // A change sent before (a retry) has no mark of its own any more: the newest
+            // step's covers it.
+            mark = (self.heard_marks.remove(&key))
+                .unwrap_or(self.heard_mark)
+                .max(mark);
             if let Some(change) = self.loaded.take(&key, &version) {
                 changes.push(change);
                 continue;
@@ -356,15 +372,15 @@ impl Driver {
         }
         // Only what a power loss cannot take back from the device goes up: otherwise the
         // cloud could keep an `up` change the device no longer has, or a version the
-        // device's clock would stamp again. One fsync a step covers every version the
-        // engine lists (each was committed before it was reported); a change written since
-        // needs another.
-        if !self.flushed || newer_than_listed {
-            if let Err(e) = port.db().flush() {
-                self.engine.handle(Input::PushFailed { batch }, now.timer);
-                return Err(e);
-            }
-            self.flushed = true;
+        // device's clock would stamp again. Each version the engine lists was committed
+        // by the mark of the step that heard of it, so an fsync that covered the highest
+        // of those covers them all: a writer far ahead of the pushes needs one fsync per
+        // run of them, not one per push. A change read back newer than listed may have
+        // been committed since, and needs another.
+        let covered = !newer_than_listed && port.is_persisted(mark);
+        if !covered && let Err(e) = port.db().flush() {
+            self.engine.handle(Input::PushFailed { batch }, now.timer);
+            return Err(e);
         }
         self.sent_on.insert(batch, self.session);
         self.in_flight.send(&self.link, batch, changes);
@@ -563,6 +579,7 @@ impl Driver {
     fn settled(&mut self, settled: Vec<(Key, Version)>, now: Now) {
         for (key, version) in settled {
             self.loaded.forget(&key, &version);
+            self.heard_marks.remove(&key);
             self.engine
                 .handle(Input::Settled { key, version }, now.timer);
         }

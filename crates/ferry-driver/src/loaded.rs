@@ -2,10 +2,8 @@
 //! from here is not read back from the outbox. Bounded by bytes: past
 //! [`LOADED_BYTES_MAX`] a change is not kept, and its push reads it back.
 
-use std::collections::HashMap;
-
 use ferry_journal::Change;
-use ferry_types::{Key, Version};
+use ferry_types::{Key, KeyMap, Version};
 
 /// Encoded bytes of queued changes kept at most, by the writers' side and by the driver's
 /// each: four batches of the default size.
@@ -14,7 +12,7 @@ pub(crate) const LOADED_BYTES_MAX: usize = 4 * ferry_sync::BATCH_BYTES_MAX;
 /// Queued changes by key, the newest of each.
 #[derive(Default)]
 pub(crate) struct Loaded {
-    changes: HashMap<Key, (Change, usize)>,
+    changes: KeyMap<(Change, usize)>,
     bytes: usize,
 }
 

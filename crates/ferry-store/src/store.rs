@@ -10,7 +10,7 @@ use ferry_types::table::Index;
 use ferry_types::{Item, ItemRef, Key};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
-use crate::durability::Fsyncer;
+use crate::durability::{Flushes, Fsyncer, fsync_journal};
 use crate::layout;
 use crate::store_layout::StoreLayout;
 use crate::tx::{ItemChange, Tx};
@@ -99,7 +99,7 @@ pub struct Store {
     pub(crate) on_fsync: Option<FsyncHook>,
     pub(crate) on_commit: Option<CommitHook>,
     pub(crate) write_lock: Mutex<()>,
-    pub(crate) dirty: Arc<AtomicBool>,
+    pub(crate) flushes: Arc<Flushes>,
     /// Held through each fsync, the background one too: a caller of [`Store::persist`]
     /// that finds nothing dirty may still have to wait for an fsync in flight. Callers
     /// that queue here are served by one fsync: a group commit.
@@ -156,13 +156,14 @@ impl Store {
         for index in &layout.indexes {
             indexes.push((index.clone(), open(&format!("index.{}", index.name))?));
         }
-        let dirty = Arc::new(AtomicBool::new(false));
+        let flushes = Arc::new(Flushes::default());
         let fsyncing = Arc::new(Mutex::new(()));
         let poisoned = Arc::new(AtomicBool::new(false));
         let syncer = Fsyncer::start(
             db.clone(),
+            path.clone(),
             options.sync_window,
-            dirty.clone(),
+            flushes.clone(),
             fsyncing.clone(),
             poisoned.clone(),
             options.on_fsync.clone(),
@@ -199,7 +200,7 @@ impl Store {
             on_fsync: options.on_fsync.clone(),
             on_commit: options.on_commit.clone(),
             write_lock: Mutex::new(()),
-            dirty,
+            flushes,
             fsyncing,
             poisoned,
             _syncer: syncer,
@@ -295,15 +296,26 @@ impl Store {
         let _fsync = self.fsyncing.lock().unwrap_or_else(|p| p.into_inner());
         // The fsync this caller waited for may have failed: what it covered may be lost.
         self.check_writable()?;
-        if !self.dirty.swap(false, Ordering::AcqRel) {
-            return Ok(());
-        }
-        let fsynced = (self.db.persist(fjall::PersistMode::SyncAll))
-            .and_then(|()| self.fsynced().map_err(fjall::Error::Io));
-        fsynced.map_err(|e| {
+        let fsync = || {
+            fsync_journal(&self.db, &self.path, fjall::PersistMode::SyncAll)
+                .and_then(|()| self.fsynced().map_err(fjall::Error::Io))
+        };
+        self.flushes.fsync_if_dirty(fsync).map_err(|e| {
             self.poisoned.store(true, Ordering::Release);
             self.fail(e)
         })
+    }
+
+    /// A mark of the writes committed so far: once [`Store::is_persisted`] holds for it,
+    /// each of them is on disk.
+    pub fn commit_mark(&self) -> u64 {
+        self.flushes.commits()
+    }
+
+    /// Whether every write committed by `mark` ([`Store::commit_mark`]) is on disk: an
+    /// fsync since covered it.
+    pub fn is_persisted(&self, mark: u64) -> bool {
+        self.flushes.is_covered(mark)
     }
 
     pub(crate) fn fsynced(&self) -> std::io::Result<()> {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use ferry_journal::{Change, ChangeOp, ConflictRecord, OutboxEntry, Tombstone};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ferry_types::table::{Index, IndexKind, Projection, SortCondition};
 use ferry_types::{Hlc, Item, Key, Number, ReplicaId, Value, Version};
@@ -379,7 +380,7 @@ fn lsm_shape_after_bulk_load() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     for i in 0..n {
         let mut it = item((i % 200) as u8, i, Some((i % 2) as u8), i);
         it.insert(
@@ -439,7 +440,7 @@ fn lsm_shape_after_bulk_load() {
     drop(store);
     let store = open(dir.path());
     eprintln!("after reopen: {}", rss());
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     for i in 0..100_000i64 {
         let k = (i * 7919) % n;
         assert!(store.get(&key((k % 200) as u8, k)).unwrap().is_some());
@@ -702,6 +703,11 @@ fn a_persist_racing_a_commit_leaves_the_commit_for_the_next_fsync() {
     store
         .write(Durability::Default, |tx| tx.put(item(1, 1, None, 0)))
         .unwrap();
+    let mark = store.commit_mark();
+    assert!(
+        !store.is_persisted(mark),
+        "the racing persist did not cover it"
+    );
     let before = fsyncs.load(Ordering::SeqCst);
     store.persist().unwrap();
     assert_eq!(
@@ -709,4 +715,58 @@ fn a_persist_racing_a_commit_leaves_the_commit_for_the_next_fsync() {
         before + 1,
         "the write is fsynced by the persist after it"
     );
+    assert!(store.is_persisted(mark));
+}
+
+/// A commit's mark is persisted once an fsync covers it: an explicit persist, an
+/// `Immediate` commit after it, or the syncer's own within its window. The fsync goes to
+/// the journal files where fjall keeps them (a layout change would fail here, not skip it).
+#[test]
+fn a_commit_mark_is_persisted_once_an_fsync_covers_it() {
+    let open = |window_ms| {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            sync_window: Duration::from_millis(window_ms),
+            ..Options::default()
+        };
+        let layout = |_: Option<&[u8]>| Ok::<_, Error>((layout(false), ()));
+        (Store::open(dir.path(), &options, layout).unwrap().0, dir)
+    };
+    let put = |store: &Store, n: u8, durability| {
+        store
+            .write(durability, |tx| tx.put(item(n, 1, None, 0)))
+            .unwrap();
+        store.commit_mark()
+    };
+    // A syncer that never runs in the test's time first.
+    let (store, dir) = open(3_600_000);
+    let journals = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|entry| {
+            (entry.as_ref().unwrap().path().extension()).is_some_and(|ext| ext == "jnl")
+        })
+        .count();
+    assert!(
+        journals > 0,
+        "no journal file where the fsync looks for one"
+    );
+
+    let first = put(&store, 1, Durability::Default);
+    let second = put(&store, 2, Durability::Default);
+    assert!(second > first);
+    let immediate = put(&store, 3, Durability::Immediate);
+    assert!(store.is_persisted(first) && store.is_persisted(immediate));
+
+    let mut mark = put(&store, 4, Durability::Default);
+    assert!(!store.is_persisted(mark));
+    store.persist().unwrap();
+    assert!(store.is_persisted(mark));
+
+    let (store, _dir) = open(20);
+    mark = put(&store, 5, Durability::Default);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store.is_persisted(mark) {
+        assert!(Instant::now() < deadline, "the syncer never covered it");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

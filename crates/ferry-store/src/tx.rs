@@ -263,7 +263,7 @@ impl<'s> Tx<'s> {
         // fsyncs it; and again once it is written (below), since a persist in between
         // may have taken the flag without covering the batch.
         if self.durability == Durability::Default {
-            store.dirty.store(true, Ordering::Release);
+            store.flushes.dirty.store(true, Ordering::Release);
         }
         if let Some(hook) = &store.on_commit {
             hook().map_err(|e| store.fail(fjall::Error::Io(e)))?;
@@ -280,13 +280,20 @@ impl<'s> Tx<'s> {
             .commit()
             .map_err(|e| store.fail(e))?;
         match mode {
-            fjall::PersistMode::Buffer => store.dirty.store(true, Ordering::Release),
+            fjall::PersistMode::Buffer => {
+                store.flushes.dirty.store(true, Ordering::Release);
+                store.flushes.committed();
+            }
             // An `Immediate` commit whose disk failed may be lost: refuse more, as
-            // `Store::persist` does.
-            _ => store.fsynced().map_err(|e| {
-                store.poisoned.store(true, Ordering::Release);
-                store.fail(fjall::Error::Io(e))
-            })?,
+            // `Store::persist` does. Its fsync covers every commit before it.
+            _ => {
+                store.fsynced().map_err(|e| {
+                    store.poisoned.store(true, Ordering::Release);
+                    store.fail(fjall::Error::Io(e))
+                })?;
+                let commits = store.flushes.committed();
+                store.flushes.covered(commits);
+            }
         }
         // Commits are serialized by the write lock, so the counts move by whole batches.
         let moved = |count: &AtomicUsize, delta: isize| {

@@ -10,8 +10,9 @@
 //!
 //! **Architecture invariant:** the sync engine never does I/O, reads no clock and draws no
 //! randomness of its own. Time comes in as `now_ms`, jitter from the seed given to
-//! [`Engine::new`], messages as [`Input`]s; it iterates `BTreeMap`s and `Vec`s only. The same
-//! seed and inputs replay the same run, which is what the simulator relies on.
+//! [`Engine::new`], messages as [`Input`]s; where order matters it iterates `BTreeMap`s and
+//! `Vec`s only (its by-key lookups go through `KeyMap`s, fixed-hashed). The same seed and
+//! inputs replay the same run, which is what the simulator relies on.
 
 mod config;
 mod engine;

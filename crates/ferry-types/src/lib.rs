@@ -23,6 +23,6 @@ pub use error::{Error, Result};
 pub use layout::ItemLayout;
 pub use number::Number;
 pub use size::item_size;
-pub use value::{Item, Key, PathPart, Value};
+pub use value::{Item, Key, KeyMap, KeySet, PathPart, Value};
 pub use version::{Hlc, HlcClock, Observed, ReplicaId, SyncDirection, Version};
 pub use view::{ItemRef, ValueRef};

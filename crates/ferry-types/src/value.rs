@@ -139,6 +139,15 @@ impl PathPart {
     }
 }
 
+/// A map by primary key, for lookups. Hashed, not ordered: a lookup costs one hash of the
+/// key's bytes where a `BTreeMap` compares whole keys a dozen times. The hasher is fixed
+/// (no per-process seed), so a run replays the same; code that needs key order keeps a
+/// `BTreeMap`.
+pub type KeyMap<V> = std::collections::HashMap<Key, V, rustc_hash::FxBuildHasher>;
+
+/// A set of primary keys, for lookups (see [`KeyMap`]).
+pub type KeySet = std::collections::HashSet<Key, rustc_hash::FxBuildHasher>;
+
 /// A primary key: the hash (partition) value and, when the table has one, the sort value.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key {

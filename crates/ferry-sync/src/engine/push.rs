@@ -1,8 +1,10 @@
 //! The push side: pending keys, batches in flight, acknowledgements and retries.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use ferry_types::{Key, Version};
+use rustc_hash::FxBuildHasher;
+
+use ferry_types::{Key, KeyMap, KeySet, Version};
 
 use super::{BatchId, Engine, Output};
 use ferry_cloud::PushOutcome;
@@ -49,7 +51,7 @@ struct Batch {
 /// Push-side state. Counters are kept in step with `entries` by the helpers below.
 #[derive(Debug, Default)]
 pub(super) struct Pushes {
-    entries: BTreeMap<Key, Entry>,
+    entries: KeyMap<Entry>,
     /// Keys in `KeyState::Ready`, by send order.
     ready: BTreeSet<(u64, Key)>,
     ready_bytes: usize,
@@ -58,7 +60,7 @@ pub(super) struct Pushes {
     batches: BTreeMap<BatchId, Batch>,
     /// Every key of `batches` and its batch. Outlives the key's entry if the driver settles
     /// it meanwhile, so that a new write of the key waits for that batch too.
-    in_flight_keys: BTreeMap<Key, BatchId>,
+    in_flight_keys: KeyMap<BatchId>,
     next_batch: BatchId,
     /// When the ready keys are due (the sync delay, or now).
     send_at_ms: Option<u64>,
@@ -70,7 +72,7 @@ pub(super) struct Pushes {
     /// Keys refused as ahead of the cloud's time: the driver settles the refused version and
     /// queues the key again, re-stamped; it waited its delay once and goes with the next
     /// batch.
-    restamping: BTreeSet<Key>,
+    restamping: KeySet,
 }
 
 impl Pushes {
@@ -99,7 +101,7 @@ impl Pushes {
     }
 
     /// Every pending key with its version (what a `db.sync()` waits for).
-    pub(super) fn snapshot(&self) -> BTreeMap<Key, Version> {
+    pub(super) fn snapshot(&self) -> KeyMap<Version> {
         self.entries
             .iter()
             .map(|(key, entry)| (key.clone(), entry.version.clone()))
@@ -380,15 +382,19 @@ impl Engine {
             }
             return;
         };
-        let mut answered = BTreeSet::new();
+        // Each key of the batch takes its first answer; answers for keys it did not send
+        // are ignored.
+        let mut sent: HashMap<&Key, bool, FxBuildHasher> = (record.changes.iter())
+            .map(|(key, _)| (key, false))
+            .collect();
         for (key, version, outcome) in outcomes {
-            let in_batch = record.changes.iter().any(|(sent, _)| *sent == key);
-            if in_batch && answered.insert(key.clone()) {
+            if let Some(answered @ false) = sent.get_mut(&key) {
+                *answered = true;
                 self.apply_outcome(batch, key, version, outcome);
             }
         }
         let unanswered: Vec<&Key> = (record.changes.iter().map(|(key, _)| key))
-            .filter(|key| !answered.contains(*key))
+            .filter(|key| sent.get(key) == Some(&false))
             .collect();
         let progress = unanswered.len() < record.changes.len();
         if unanswered.is_empty() {

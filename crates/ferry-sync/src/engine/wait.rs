@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use ferry_types::{Key, Version};
+use ferry_types::{Key, KeyMap, Version};
 
 use super::{Engine, Output};
 use crate::config::SYNC_WAITS_MAX;
@@ -12,7 +12,7 @@ use crate::config::SYNC_WAITS_MAX;
 pub(super) struct SyncWait {
     /// Keys pending at the request, with their versions: each must be acknowledged (or
     /// superseded, rejected, settled) at that version or a newer one.
-    keys: BTreeMap<Key, Version>,
+    keys: KeyMap<Version>,
     /// Per scope, the rounds started before the request: a later round must complete.
     rounds: BTreeMap<String, u64>,
     /// How many requests this answers.
