@@ -8,48 +8,71 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Which commits an fsync has covered. Shared by the store's commits, its `persist` and the
-/// syncer thread; fsyncs run under the store's fsync lock.
-#[derive(Default)]
+/// syncer thread; fsyncs run under the store's fsync lock, commits under its write lock.
 pub(crate) struct Flushes {
     /// Set by each commit, taken by the fsync that covers it.
     pub dirty: AtomicBool,
-    /// Commits written since the store opened.
-    commits: AtomicU64,
+    /// Commits begun since the store opened, each counted before its batch is visible: a
+    /// reader who meets a change knows a mark that holds its commit.
+    begun: AtomicU64,
+    /// Commits ended (written, or failed having written nothing), in the order they began.
+    ended: AtomicU64,
     /// Every commit up to this count is on disk.
     covered: AtomicU64,
 }
 
+impl Default for Flushes {
+    /// The open counts as a commit not fsynced yet: what the last process wrote may be in
+    /// the OS's cache only (it crashed before its fsync), and a push must not take it from
+    /// there to the cloud before an fsync.
+    fn default() -> Flushes {
+        Flushes {
+            dirty: AtomicBool::new(true),
+            begun: AtomicU64::new(1),
+            ended: AtomicU64::new(1),
+            covered: AtomicU64::new(0),
+        }
+    }
+}
+
 impl Flushes {
-    /// Counts a commit, once written (after it set `dirty`).
-    pub fn committed(&self) -> u64 {
-        self.commits.fetch_add(1, Ordering::AcqRel) + 1
+    /// A commit begins: before its batch is visible.
+    pub fn begin(&self) {
+        self.begun.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Records an fsync of commits up to `commits` done outside [`Flushes::fsync_if_dirty`]
+    /// The commit begun last ends (after it set `dirty`, if it wrote); returns its count.
+    pub fn end(&self) -> u64 {
+        self.ended.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Records an fsync of commits up to `ended` done outside [`Flushes::fsync_if_dirty`]
     /// (an `Immediate` commit's own).
-    pub fn covered(&self, commits: u64) {
-        self.covered.fetch_max(commits, Ordering::AcqRel);
+    pub fn covered(&self, ended: u64) {
+        self.covered.fetch_max(ended, Ordering::AcqRel);
     }
 
-    pub fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Acquire)
+    /// A mark that holds every commit begun so far.
+    pub fn mark(&self) -> u64 {
+        self.begun.load(Ordering::Acquire)
     }
 
-    pub fn is_covered(&self, commits: u64) -> bool {
-        self.covered.load(Ordering::Acquire) >= commits
+    pub fn is_covered(&self, mark: u64) -> bool {
+        self.covered.load(Ordering::Acquire) >= mark
     }
 
     /// Runs `fsync` if a commit took place since the last one, and records what is covered.
     /// The caller holds the fsync lock.
     pub fn fsync_if_dirty<E>(&self, fsync: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
-        // Counted before the flag is read: a commit counted here set the flag before it was
-        // counted, so either the flag holds it or an fsync that took the flag since (done:
-        // the caller holds the lock it ran under) covered it.
-        let commits = self.commits();
+        // Ended commits are read before the flag: a commit that ended having written set
+        // the flag before it ended, so either the flag holds it or an fsync that took the
+        // flag since (done: the caller holds the lock it ran under) covered it. A commit
+        // begun but not ended is not counted, though a reader may meet its batch.
+        let ended = self.ended.load(Ordering::Acquire);
         if self.dirty.swap(false, Ordering::AcqRel) {
             fsync()?;
         }
-        self.covered(commits);
+        self.covered(ended);
         Ok(())
     }
 }
@@ -60,35 +83,43 @@ impl Flushes {
 /// The lock is held only to hand the journal's buffer to the OS; the fsync then goes
 /// through a handle of our own on each journal file (an fsync covers the file, whatever
 /// the handle). A journal fjall sealed meanwhile was fsynced as it was sealed; one it
-/// removed had its contents flushed to tables first. A directory with no journal this
-/// knows (another fjall layout) gets fjall's own fsync.
+/// removed had its contents flushed to tables first. When the journals cannot be listed
+/// or opened (no descriptor left, say, or another fjall layout), fjall's own fsync does
+/// it: only a failed fsync is a failure.
 pub(crate) fn fsync_journal(
     db: &fjall::Database,
     dir: &Path,
     mode: fjall::PersistMode,
 ) -> fjall::Result<()> {
     db.persist(fjall::PersistMode::Buffer)?;
-    let mut journals = 0;
+    let journals = match journal_files(dir) {
+        Ok(journals) if !journals.is_empty() => journals,
+        _ => return db.persist(mode),
+    };
+    for journal in journals {
+        match mode {
+            fjall::PersistMode::SyncData => journal.sync_data()?,
+            _ => journal.sync_all()?,
+        }
+    }
+    Ok(())
+}
+
+/// The journal files in `dir`, opened; one removed meanwhile is left out.
+fn journal_files(dir: &Path) -> std::io::Result<Vec<std::fs::File>> {
+    let mut journals = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.extension().is_none_or(|ext| ext != "jnl") {
             continue;
         }
-        let file = match std::fs::File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e.into()),
-        };
-        match mode {
-            fjall::PersistMode::SyncData => file.sync_data()?,
-            _ => file.sync_all()?,
+        match std::fs::File::open(&path) {
+            Ok(file) => journals.push(file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
-        journals += 1;
     }
-    if journals == 0 {
-        db.persist(mode)?;
-    }
-    Ok(())
+    Ok(journals)
 }
 
 /// Fsyncs the journal every window while there are unsynced commits.

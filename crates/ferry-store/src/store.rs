@@ -74,6 +74,9 @@ impl Default for Options {
 /// A Ferry database directory: items, indexes, expiries, unique claims and metadata.
 pub struct Store {
     pub(crate) path: PathBuf,
+    /// Where fjall keeps its journal files: `path` made absolute, so that a process that
+    /// changes its working directory still finds them to fsync.
+    journal_dir: PathBuf,
     pub(crate) db: Database,
     pub(crate) layout: StoreLayout,
     pub(crate) items: Keyspace,
@@ -119,6 +122,7 @@ impl Store {
         layout_of: impl FnOnce(Option<&[u8]>) -> std::result::Result<(StoreLayout, T), E>,
     ) -> std::result::Result<(Store, T), E> {
         let path = dir.to_path_buf();
+        let journal_dir = std::path::absolute(dir).unwrap_or_else(|_| path.clone());
         let fail = |source| Error::Storage {
             path: dir.display().to_string(),
             source,
@@ -161,7 +165,7 @@ impl Store {
         let poisoned = Arc::new(AtomicBool::new(false));
         let syncer = Fsyncer::start(
             db.clone(),
-            path.clone(),
+            journal_dir.clone(),
             options.sync_window,
             flushes.clone(),
             fsyncing.clone(),
@@ -196,6 +200,7 @@ impl Store {
             indexes,
             layout,
             path,
+            journal_dir,
             db,
             on_fsync: options.on_fsync.clone(),
             on_commit: options.on_commit.clone(),
@@ -297,7 +302,7 @@ impl Store {
         // The fsync this caller waited for may have failed: what it covered may be lost.
         self.check_writable()?;
         let fsync = || {
-            fsync_journal(&self.db, &self.path, fjall::PersistMode::SyncAll)
+            fsync_journal(&self.db, &self.journal_dir, fjall::PersistMode::SyncAll)
                 .and_then(|()| self.fsynced().map_err(fjall::Error::Io))
         };
         self.flushes.fsync_if_dirty(fsync).map_err(|e| {
@@ -309,7 +314,7 @@ impl Store {
     /// A mark of the writes committed so far: once [`Store::is_persisted`] holds for it,
     /// each of them is on disk.
     pub fn commit_mark(&self) -> u64 {
-        self.flushes.commits()
+        self.flushes.mark()
     }
 
     /// Whether every write committed by `mark` ([`Store::commit_mark`]) is on disk: an
@@ -368,10 +373,12 @@ impl Store {
     fn save_layout(&self) -> Result<()> {
         let document = &self.layout.document;
         let stored = self.meta.get(META_DOCUMENT).map_err(|e| self.fail(e))?;
+        let mut changed = false;
         if stored.as_deref() != Some(&document[..]) {
             (self.meta)
                 .insert(META_DOCUMENT, document.as_slice())
                 .map_err(|e| self.fail(e))?;
+            changed = true;
         }
         for (index, keyspace) in &self.indexes {
             let name = format!("{META_INDEX_PREFIX}{}", index.name);
@@ -382,8 +389,16 @@ impl Store {
                 self.meta
                     .insert(&name, definition)
                     .map_err(|e| self.fail(e))?;
+                changed = true;
             }
         }
+        // Written past the transactions that mark the store dirty: mark it, so that the
+        // persist fsyncs them. An unchanged layout leaves the open's own fsync to the
+        // syncer's window or the first push (see `Flushes::default`).
+        if !changed {
+            return Ok(());
+        }
+        self.flushes.dirty.store(true, Ordering::Release);
         self.persist()
     }
 

@@ -668,17 +668,20 @@ fn a_malformed_sync_number_or_text_is_corruption_not_zero() {
 
 /// A persist that runs while a write is about to commit (here: from the commit hook) takes
 /// the dirty flag without covering the write: the write sets it again once written, so the
-/// next persist fsyncs it.
+/// next persist fsyncs it. A mark taken meanwhile (as by a reader who meets the batch
+/// before the commit ends) holds the commit: no fsync before its end covers it.
 #[test]
 fn a_persist_racing_a_commit_leaves_the_commit_for_the_next_fsync() {
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{OnceLock, Weak};
+    use std::sync::{Mutex, OnceLock, Weak};
 
     let dir = tempfile::tempdir().unwrap();
     let fsyncs = Arc::new(AtomicU64::new(0));
     let store_cell: Arc<OnceLock<Weak<Store>>> = Arc::default();
     let counted = fsyncs.clone();
     let racing = store_cell.clone();
+    let marked: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
+    let marking = marked.clone();
     let options = Options {
         on_fsync: Some(Arc::new(move || {
             counted.fetch_add(1, Ordering::SeqCst);
@@ -687,6 +690,11 @@ fn a_persist_racing_a_commit_leaves_the_commit_for_the_next_fsync() {
         on_commit: Some(Arc::new(move || {
             if let Some(store) = racing.get().and_then(Weak::upgrade) {
                 store.persist().map_err(std::io::Error::other)?;
+                let mark = store.commit_mark();
+                marking
+                    .lock()
+                    .unwrap()
+                    .push((mark, store.is_persisted(mark)));
             }
             Ok(())
         })),
@@ -703,7 +711,13 @@ fn a_persist_racing_a_commit_leaves_the_commit_for_the_next_fsync() {
     store
         .write(Durability::Default, |tx| tx.put(item(1, 1, None, 0)))
         .unwrap();
+    let (mark_in_commit, covered_in_commit) = marked.lock().unwrap()[0];
+    assert!(
+        !covered_in_commit,
+        "a persist before the commit ended covered its mark"
+    );
     let mark = store.commit_mark();
+    assert_eq!(mark, mark_in_commit);
     assert!(
         !store.is_persisted(mark),
         "the racing persist did not cover it"
@@ -723,14 +737,13 @@ fn a_persist_racing_a_commit_leaves_the_commit_for_the_next_fsync() {
 /// the journal files where fjall keeps them (a layout change would fail here, not skip it).
 #[test]
 fn a_commit_mark_is_persisted_once_an_fsync_covers_it() {
-    let open = |window_ms| {
-        let dir = tempfile::tempdir().unwrap();
+    let open = |dir: &std::path::Path, window_ms| {
         let options = Options {
             sync_window: Duration::from_millis(window_ms),
             ..Options::default()
         };
         let layout = |_: Option<&[u8]>| Ok::<_, Error>((layout(false), ()));
-        (Store::open(dir.path(), &options, layout).unwrap().0, dir)
+        Store::open(dir, &options, layout).unwrap().0
     };
     let put = |store: &Store, n: u8, durability| {
         store
@@ -738,8 +751,20 @@ fn a_commit_mark_is_persisted_once_an_fsync_covers_it() {
             .unwrap();
         store.commit_mark()
     };
-    // A syncer that never runs in the test's time first.
-    let (store, dir) = open(3_600_000);
+    // A syncer that never runs in the test's time first, on a store opened again.
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path(), 3_600_000));
+    let store = open(dir.path(), 3_600_000);
+    let opened = store.commit_mark();
+    assert!(
+        !store.is_persisted(opened),
+        "what the last process left may be in the OS's cache only"
+    );
+    store.persist().unwrap();
+    assert!(store.is_persisted(opened));
+    // Journals it cannot list: fjall's own fsync, not a failure.
+    let nowhere = dir.path().join("not-a-directory");
+    crate::durability::fsync_journal(&store.db, &nowhere, fjall::PersistMode::SyncAll).unwrap();
     let journals = std::fs::read_dir(dir.path())
         .unwrap()
         .filter(|entry| {
@@ -762,7 +787,8 @@ fn a_commit_mark_is_persisted_once_an_fsync_covers_it() {
     store.persist().unwrap();
     assert!(store.is_persisted(mark));
 
-    let (store, _dir) = open(20);
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 20);
     mark = put(&store, 5, Durability::Default);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !store.is_persisted(mark) {

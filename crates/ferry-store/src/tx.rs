@@ -265,35 +265,34 @@ impl<'s> Tx<'s> {
         if self.durability == Durability::Default {
             store.flushes.dirty.store(true, Ordering::Release);
         }
-        if let Some(hook) = &store.on_commit {
-            hook().map_err(|e| store.fail(fjall::Error::Io(e)))?;
-        }
-        let conflicts_len = crate::journal::write_staged(store, &self.journal, &mut batch);
         // A batch reaches the OS only when asked to: `Buffer` is what makes a commit
         // survive a process crash; the syncer fsyncs it within the window.
         let mode = match self.durability {
             Durability::Immediate => fjall::PersistMode::SyncAll,
             Durability::Default => fjall::PersistMode::Buffer,
         };
-        batch
-            .durability(Some(mode))
-            .commit()
-            .map_err(|e| store.fail(e))?;
-        match mode {
-            fjall::PersistMode::Buffer => {
-                store.flushes.dirty.store(true, Ordering::Release);
-                store.flushes.committed();
+        store.flushes.begin();
+        let written = (|| {
+            if let Some(hook) = &store.on_commit {
+                hook().map_err(|e| store.fail(fjall::Error::Io(e)))?;
             }
-            // An `Immediate` commit whose disk failed may be lost: refuse more, as
-            // `Store::persist` does. Its fsync covers every commit before it.
-            _ => {
-                store.fsynced().map_err(|e| {
-                    store.poisoned.store(true, Ordering::Release);
-                    store.fail(fjall::Error::Io(e))
-                })?;
-                let commits = store.flushes.committed();
-                store.flushes.covered(commits);
-            }
+            let conflicts_len = crate::journal::write_staged(store, &self.journal, &mut batch);
+            (batch.durability(Some(mode)).commit()).map_err(|e| store.fail(e))?;
+            Ok::<_, Error>(conflicts_len)
+        })();
+        if written.is_ok() && mode == fjall::PersistMode::Buffer {
+            store.flushes.dirty.store(true, Ordering::Release);
+        }
+        let ended = store.flushes.end();
+        let conflicts_len = written?;
+        // An `Immediate` commit whose disk failed may be lost: refuse more, as
+        // `Store::persist` does. Its fsync covers every commit before it.
+        if mode != fjall::PersistMode::Buffer {
+            store.fsynced().map_err(|e| {
+                store.poisoned.store(true, Ordering::Release);
+                store.fail(fjall::Error::Io(e))
+            })?;
+            store.flushes.covered(ended);
         }
         // Commits are serialized by the write lock, so the counts move by whole batches.
         let moved = |count: &AtomicUsize, delta: isize| {
