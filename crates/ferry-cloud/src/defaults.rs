@@ -1,7 +1,7 @@
 //! Defaults both sides of the seam share, each with its source.
 
-/// Changes per batch (a transport may lower it). Pushes carry more than DynamoDB's 25 a
-/// `BatchWriteItem`: its transport writes a push 25 at a time, and the relay takes 1000.
+/// Changes per batch (a transport may lower it: DynamoDB's takes as many as it writes at
+/// once, 64; the relay takes 1000).
 pub const BATCH_CHANGES_MAX: usize = 100;
 /// Bytes per batch: one MiB keeps a frame small on device links (DynamoDB allows 16 MiB).
 pub const BATCH_BYTES_MAX: usize = 1024 * 1024;

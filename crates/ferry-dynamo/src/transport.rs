@@ -21,8 +21,9 @@ use crate::layout::{Layout, SCOPE, SEQ, SYNC_INDEX, seq_floor_after};
 use crate::table::{Settings, Table};
 use crate::writer::{CONDITION_SCOPES_MAX, Writer};
 
-/// Changes per push: enough to keep many conditional puts in flight.
-pub const PUSH_CHANGES_MAX: usize = 100;
+/// Changes per push: as many as the writer keeps in flight, so that a push takes one
+/// conditional put's time (its retries included), well within a call's timeout.
+pub const PUSH_CHANGES_MAX: usize = crate::writer::PUTS_IN_FLIGHT;
 /// Bytes per push.
 pub const PUSH_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Changes per pulled page (a query answers at most 1 MB, whatever the limit).

@@ -36,14 +36,14 @@ impl Default for Flushes {
 }
 
 impl Flushes {
-    /// A commit begins: before its batch is visible.
-    pub fn begin(&self) {
+    /// A commit begins: before its batch is visible. It ends when the returned guard does,
+    /// even by a panic, so that the counts never part for good.
+    pub fn begin(&self) -> Begun<'_> {
         self.begun.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// The commit begun last ends (after it set `dirty`, if it wrote); returns its count.
-    pub fn end(&self) -> u64 {
-        self.ended.fetch_add(1, Ordering::AcqRel) + 1
+        Begun {
+            flushes: self,
+            ended: false,
+        }
     }
 
     /// Records an fsync of commits up to `ended` done outside [`Flushes::fsync_if_dirty`]
@@ -68,12 +68,37 @@ impl Flushes {
         // the flag before it ended, so either the flag holds it or an fsync that took the
         // flag since (done: the caller holds the lock it ran under) covered it. A commit
         // begun but not ended is not counted, though a reader may meet its batch.
+        // A commit begun and not ended may have handed its batch to the OS and shown it to
+        // readers before it set the flag again: fsync for it too.
         let ended = self.ended.load(Ordering::Acquire);
-        if self.dirty.swap(false, Ordering::AcqRel) {
+        let dirty = self.dirty.swap(false, Ordering::AcqRel);
+        if dirty || self.begun.load(Ordering::Acquire) > ended {
             fsync()?;
         }
         self.covered(ended);
         Ok(())
+    }
+}
+
+/// A commit under way (see [`Flushes::begin`]).
+pub(crate) struct Begun<'f> {
+    flushes: &'f Flushes,
+    ended: bool,
+}
+
+impl Begun<'_> {
+    /// The commit ends (after it set `dirty`, if it wrote); returns its count.
+    pub fn end(mut self) -> u64 {
+        self.ended = true;
+        self.flushes.ended.fetch_add(1, Ordering::AcqRel) + 1
+    }
+}
+
+impl Drop for Begun<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.flushes.ended.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 

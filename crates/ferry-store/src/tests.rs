@@ -796,3 +796,57 @@ fn a_commit_mark_is_persisted_once_an_fsync_covers_it() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// A persist that finds the flag taken while a commit is under way (its batch may be in
+/// the OS and shown to readers already, the flag not set again yet) fsyncs for it.
+#[test]
+fn a_persist_during_a_commit_fsyncs_for_it_though_the_flag_was_taken() {
+    use std::sync::atomic::Ordering;
+
+    let flushes = crate::durability::Flushes::default();
+    let fsyncs = std::cell::Cell::new(0);
+    let fsync = || {
+        fsyncs.set(fsyncs.get() + 1);
+        Ok::<_, ()>(())
+    };
+    flushes.fsync_if_dirty(fsync).unwrap();
+    flushes.dirty.store(true, Ordering::Release);
+    let commit = flushes.begin();
+    flushes.fsync_if_dirty(fsync).unwrap(); // took the flag before the batch was written
+    flushes.fsync_if_dirty(fsync).unwrap(); // a reader who met the batch
+    assert_eq!(fsyncs.get(), 3, "the reader's persist fsynced");
+    let ended = commit.end();
+    assert!(
+        !flushes.is_covered(ended),
+        "no fsync after its end covered it yet"
+    );
+    flushes.fsync_if_dirty(fsync).unwrap();
+    assert!(flushes.is_covered(ended));
+}
+
+/// A commit that panics half way still ends: later marks can be covered.
+#[test]
+fn a_commit_that_panics_leaves_later_marks_to_be_covered() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let panicked = Arc::new(AtomicBool::new(false));
+    let once = panicked.clone();
+    let options = Options {
+        on_commit: Some(Arc::new(move || {
+            if !once.swap(true, Ordering::SeqCst) {
+                panic!("a hook that panics once");
+            }
+            Ok(())
+        })),
+        ..Options::default()
+    };
+    let layout = |_: Option<&[u8]>| Ok::<_, Error>((layout(false), ()));
+    let (store, ()) = Store::open(dir.path(), &options, layout).unwrap();
+    let write = |n| store.write(Durability::Default, |tx| tx.put(item(n, 1, None, 0)));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(1)));
+    assert!(caught.is_err() && panicked.load(Ordering::SeqCst));
+    write(2).unwrap();
+    store.persist().unwrap();
+    assert!(store.is_persisted(store.commit_mark()));
+}

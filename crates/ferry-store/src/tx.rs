@@ -271,7 +271,7 @@ impl<'s> Tx<'s> {
             Durability::Immediate => fjall::PersistMode::SyncAll,
             Durability::Default => fjall::PersistMode::Buffer,
         };
-        store.flushes.begin();
+        let begun = store.flushes.begin();
         let written = (|| {
             if let Some(hook) = &store.on_commit {
                 hook().map_err(|e| store.fail(fjall::Error::Io(e)))?;
@@ -283,7 +283,7 @@ impl<'s> Tx<'s> {
         if written.is_ok() && mode == fjall::PersistMode::Buffer {
             store.flushes.dirty.store(true, Ordering::Release);
         }
-        let ended = store.flushes.end();
+        let ended = begun.end();
         let conflicts_len = written?;
         // An `Immediate` commit whose disk failed may be lost: refuse more, as
         // `Store::persist` does. Its fsync covers every commit before it.
