@@ -798,3 +798,84 @@ fn a_push_goes_only_after_an_fsync_that_covers_its_changes() {
         assert_eq!(code, Some(expected), "f{n} in the cloud");
     }
 }
+
+/// The reference cloud behind a hostile link that stamps every pulled change of one key at
+/// the end of time.
+struct StampsAhead {
+    inner: MemoryTransport,
+    key: Key,
+}
+
+impl ferry::replication::Transport for StampsAhead {
+    fn connect(&self) -> impl Future<Output = Result<Session, TransportError>> + Send {
+        self.inner.connect()
+    }
+
+    fn push(
+        &self,
+        changes: Vec<Change>,
+    ) -> impl Future<Output = Result<PushResults, TransportError>> + Send {
+        self.inner.push(changes)
+    }
+
+    async fn pull(
+        &self,
+        scope: &str,
+        from: PullFrom,
+        limit: usize,
+    ) -> Result<PullPage, TransportError> {
+        let mut page = self.inner.pull(scope, from, limit).await?;
+        for (_, change) in &mut page.changes {
+            if change.key == self.key {
+                change.version.hlc = Hlc::from_u64(u64::MAX);
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// A cloud change stamped past any time an honest cloud's rule allows would outrank every
+/// later local write of its key: it is quarantined, and the key stays the device's to write.
+#[test]
+fn a_cloud_change_stamped_past_the_clouds_time_is_quarantined_and_the_key_stays_writable() {
+    let mut world = World::new();
+    let (db, _) = world.open("d1", None);
+    let note = key("note#d1", "note#n1");
+    let transport = StampsAhead {
+        inner: MemoryTransport::new(world.cloud.clone()),
+        key: note.clone(),
+    };
+    db.attach(Arc::new(transport), SyncOptions::default())
+        .unwrap();
+    db.create("Note", json!({"id": "n1", "text": "device"}))
+        .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+
+    world.advance(1_000);
+    let mut hostile = world.cloud_item(&note).unwrap();
+    hostile.insert("text".into(), Value::S("end of time".into()));
+    world.cloud_write("Note", note.clone(), "d1", Some(hostile));
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let quarantined = db.quarantine(10).unwrap();
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert!(
+        quarantined[0].reason.contains("past the cloud's time"),
+        "{}",
+        quarantined[0].reason
+    );
+    let local = db.get("Note", json!({"id": "n1"})).unwrap().unwrap();
+    assert_eq!(local["text"], "device", "the hostile change did not apply");
+
+    world.advance(1_000);
+    db.update(
+        "Note",
+        json!({"id": "n1", "text": "written after"}),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let cloud = world.cloud_item(&note).unwrap();
+    assert_eq!(cloud["text"], Value::S("written after".into()));
+    let local = db.get("Note", json!({"id": "n1"})).unwrap().unwrap();
+    assert_eq!(local["text"], "written after");
+}

@@ -18,6 +18,12 @@ use crate::{Db, Error, Result};
 /// Items removed per transaction when a resync forgets what the cloud no longer has.
 const FORGET_BATCH_ITEMS: usize = 256;
 
+/// How far past the cloud's time a cloud change's version may be stamped: what the cloud's
+/// write rule lets a version lead ([`ferry_sync::AHEAD_MAX_MS`]), and a day for a cloud
+/// clock stepped back since. A version past it is no honest cloud's: applied, it would
+/// outrank every later local write of its key (the clock never goes that far).
+pub(crate) const CLOUD_STAMP_LEAD_MAX_MS: u64 = ferry_sync::AHEAD_MAX_MS + 24 * 3_600_000;
+
 impl Db {
     /// Applies again every quarantined change (after a schema upgrade some now can), each
     /// in its own transaction: those that still cannot stay, with their new reason.
@@ -68,6 +74,13 @@ impl Db {
         if let Some(reason) = self.malformed(model, change) {
             return quarantine(tx, change, reason, now);
         }
+        if let Some(lead_ms) = self.past_cloud_time(&change.version) {
+            let reason = format!(
+                "its version is stamped {lead_ms} ms past the cloud's time, more than the \
+                 {CLOUD_STAMP_LEAD_MAX_MS} ms a cloud change may lead: kept, not applied"
+            );
+            return quarantine(tx, change, reason, now);
+        }
         if let Some(ahead) = (self.inner.replica).observe(tx, change.version.hlc, now as i64) {
             lock(&self.inner.report).skew_ms = Some(ahead);
         }
@@ -78,6 +91,17 @@ impl Db {
                 .release_quarantine(&change.key, &change.version)
                 .map_err(Error::from),
         }
+    }
+
+    /// How far `version` is stamped past the cloud's time, when that is more than
+    /// [`CLOUD_STAMP_LEAD_MAX_MS`]. The cloud's time is the last handshake's, moved on by
+    /// the timer since (not the wall clock, which may be wrong); before any handshake,
+    /// nothing is judged.
+    fn past_cloud_time(&self, version: &Version) -> Option<u64> {
+        let (server_ms, at_timer_ms) = lock(&self.inner.report).cloud_time?;
+        let cloud_now_ms = server_ms.saturating_add(self.timer_ms().saturating_sub(at_timer_ms));
+        let lead_ms = version.hlc.physical_ms().saturating_sub(cloud_now_ms);
+        (lead_ms > CLOUD_STAMP_LEAD_MAX_MS).then_some(lead_ms)
     }
 
     /// Why `change` can never apply as it is, if it cannot: its item does not belong to

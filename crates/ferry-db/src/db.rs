@@ -63,6 +63,9 @@ pub(crate) struct Report {
     /// until a sync succeeds.
     pub last_error: Option<(String, u64)>,
     pub skew_ms: Option<u64>,
+    /// The cloud's time at the last handshake and the timer's then: the cloud's time now,
+    /// as far as this device can tell (see `Db::past_cloud_time`).
+    pub cloud_time: Option<(u64, u64)>,
 }
 
 /// The schema this open uses, `given` or the one `kept` with the store, and, when one is
@@ -197,6 +200,7 @@ impl Db {
             report: Mutex::new(Report {
                 last_error,
                 skew_ms: None,
+                cloud_time: None,
             }),
         });
         Ok(Db { inner })

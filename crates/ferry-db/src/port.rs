@@ -291,7 +291,10 @@ impl ReplicaPort {
     pub fn observe_server(&self, server_time_ms: u64) -> Result<()> {
         let now = self.db.now_ms();
         let skew_ms = (server_time_ms as i64 - now).unsigned_abs();
-        lock(&self.db.inner.report).skew_ms = Some(skew_ms);
+        let mut report = lock(&self.db.inner.report);
+        report.skew_ms = Some(skew_ms);
+        report.cloud_time = Some((server_time_ms, self.db.timer_ms()));
+        drop(report);
         let replica = &self.db.inner.replica;
         self.db.inner.store.write(Durability::Default, |tx| {
             replica.observe(tx, Hlc::new(server_time_ms, 0), now);
