@@ -839,7 +839,7 @@ impl ferry::replication::Transport for StampsAhead {
 #[test]
 fn a_cloud_change_stamped_past_the_clouds_time_is_quarantined_and_the_key_stays_writable() {
     let mut world = World::new();
-    let (db, _) = world.open("d1", None);
+    let (db, index) = world.open("d1", None);
     let note = key("note#d1", "note#n1");
     let transport = StampsAhead {
         inner: MemoryTransport::new(world.cloud.clone()),
@@ -878,4 +878,51 @@ fn a_cloud_change_stamped_past_the_clouds_time_is_quarantined_and_the_key_stays_
     assert_eq!(cloud["text"], Value::S("written after".into()));
     let local = db.get("Note", json!({"id": "n1"})).unwrap().unwrap();
     assert_eq!(local["text"], "written after");
+
+    // Opened again, the quarantine is applied again as the database attaches (no
+    // handshake yet) and after the handshake: the hostile change stays out both times.
+    drop(db);
+    let (db, _) = world.open("d1", Some(index));
+    let honest = MemoryTransport::new(world.cloud.clone());
+    db.attach(honest, SyncOptions::default()).unwrap();
+    let kept = db.status().quarantined;
+    assert!(kept >= 1, "the hostile change is still kept");
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(db.status().quarantined, kept);
+    let local = db.get("Note", json!({"id": "n1"})).unwrap().unwrap();
+    assert_eq!(local["text"], "written after");
+}
+
+/// The cloud's time moves on with the wall clock too: a device whose timer stood still
+/// while it slept (the monotonic clock stops in a suspend) applies the cloud's changes
+/// made meanwhile, though no handshake told it the time since.
+#[test]
+fn a_device_whose_timer_stood_still_for_days_applies_the_clouds_new_changes() {
+    let world = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        clock: world.clock.clock(),
+        timer: ManualClock::at(0).clock(),
+        ttl_sweep: None,
+        ..Config::with_schema(schema(SCHEMA)).context("deviceId", "d1")
+    };
+    let db = Db::open(dir.path(), config).unwrap();
+    db.attach(
+        MemoryTransport::new(world.cloud.clone()),
+        SyncOptions::default(),
+    )
+    .unwrap();
+    db.create("Note", json!({"id": "n1", "text": "device"}))
+        .unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+
+    world.advance(3 * 24 * 3_600_000);
+    let note = key("note#d1", "note#n1");
+    let mut newer = world.cloud_item(&note).unwrap();
+    newer.insert("text".into(), Value::S("cloud".into()));
+    world.cloud_write("Note", note, "d1", Some(newer));
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(db.status().quarantined, 0, "{:?}", db.quarantine(10));
+    let local = db.get("Note", json!({"id": "n1"})).unwrap().unwrap();
+    assert_eq!(local["text"], "cloud");
 }

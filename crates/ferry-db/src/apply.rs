@@ -94,12 +94,16 @@ impl Db {
     }
 
     /// How far `version` is stamped past the cloud's time, when that is more than
-    /// [`CLOUD_STAMP_LEAD_MAX_MS`]. The cloud's time is the last handshake's, moved on by
-    /// the timer since (not the wall clock, which may be wrong); before any handshake,
-    /// nothing is judged.
+    /// [`CLOUD_STAMP_LEAD_MAX_MS`]. The cloud's time is the last handshake's, moved on
+    /// since (see `CloudTime`); before the first handshake (the quarantine applied again
+    /// as the database attaches), the wall clock's. The handshake applies the quarantine
+    /// again, so a wall clock that is behind keeps an honest change out only until then.
     fn past_cloud_time(&self, version: &Version) -> Option<u64> {
-        let (server_ms, at_timer_ms) = lock(&self.inner.report).cloud_time?;
-        let cloud_now_ms = server_ms.saturating_add(self.timer_ms().saturating_sub(at_timer_ms));
+        let wall_ms = self.now_ms().max(0) as u64;
+        let cloud_now_ms = match lock(&self.inner.report).cloud_time {
+            Some(at) => at.now_ms(self.timer_ms(), wall_ms),
+            None => wall_ms,
+        };
         let lead_ms = version.hlc.physical_ms().saturating_sub(cloud_now_ms);
         (lead_ms > CLOUD_STAMP_LEAD_MAX_MS).then_some(lead_ms)
     }

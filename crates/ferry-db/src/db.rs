@@ -63,9 +63,27 @@ pub(crate) struct Report {
     /// until a sync succeeds.
     pub last_error: Option<(String, u64)>,
     pub skew_ms: Option<u64>,
-    /// The cloud's time at the last handshake and the timer's then: the cloud's time now,
-    /// as far as this device can tell (see `Db::past_cloud_time`).
-    pub cloud_time: Option<(u64, u64)>,
+    /// The last handshake's time, by which the device tells the cloud's time now.
+    pub cloud_time: Option<CloudTime>,
+}
+
+/// The cloud's time at a handshake, with the device's timer and wall clock then.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CloudTime {
+    pub server_ms: u64,
+    pub timer_ms: u64,
+    pub wall_ms: u64,
+}
+
+impl CloudTime {
+    /// The cloud's time now, moved on from the handshake's by the timer or the wall clock,
+    /// whichever moved more: the timer stops while a device sleeps, and a wall clock may
+    /// step back.
+    pub fn now_ms(&self, timer_ms: u64, wall_ms: u64) -> u64 {
+        let elapsed_ms =
+            (timer_ms.saturating_sub(self.timer_ms)).max(wall_ms.saturating_sub(self.wall_ms));
+        self.server_ms.saturating_add(elapsed_ms)
+    }
 }
 
 /// The schema this open uses, `given` or the one `kept` with the store, and, when one is

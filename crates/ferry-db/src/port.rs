@@ -9,6 +9,7 @@ use ferry_store::Durability;
 use ferry_sync::Input;
 use ferry_types::{Hlc, Key, Version};
 
+use crate::db::CloudTime;
 use crate::replication::lock;
 use crate::triggers::Event;
 use crate::{Db, Error, Replication, Result, WeakDb};
@@ -286,21 +287,26 @@ impl ReplicaPort {
         Ok(resolved)
     }
 
-    /// The server's time at a handshake: the clock observes it (persisted), and the
-    /// difference is the skew `status()` reports.
+    /// The server's time at a handshake: the clock observes it (persisted), the difference
+    /// is the skew `status()` reports, and the quarantine is applied again, judged by it
+    /// (a change kept as stamped past the cloud's time may apply by now).
     pub fn observe_server(&self, server_time_ms: u64) -> Result<()> {
         let now = self.db.now_ms();
-        let skew_ms = (server_time_ms as i64 - now).unsigned_abs();
+        let skew_ms = server_time_ms.abs_diff(now.max(0) as u64);
         let mut report = lock(&self.db.inner.report);
         report.skew_ms = Some(skew_ms);
-        report.cloud_time = Some((server_time_ms, self.db.timer_ms()));
+        report.cloud_time = Some(CloudTime {
+            server_ms: server_time_ms,
+            timer_ms: self.db.timer_ms(),
+            wall_ms: now.max(0) as u64,
+        });
         drop(report);
         let replica = &self.db.inner.replica;
         self.db.inner.store.write(Durability::Default, |tx| {
             replica.observe(tx, Hlc::new(server_time_ms, 0), now);
             Ok::<_, Error>(())
         })?;
-        Ok(())
+        self.db.retry_quarantined()
     }
 
     /// Runs the triggers of `event` here (a driver's trigger thread).
