@@ -926,3 +926,30 @@ fn a_device_whose_timer_stood_still_for_days_applies_the_clouds_new_changes() {
     let local = db.get("Note", json!({"id": "n1"})).unwrap().unwrap();
     assert_eq!(local["text"], "cloud");
 }
+
+/// This device's own change the cloud refused stays in the quarantine, and its item on
+/// the device, when the database opens again (the quarantine is applied again as it
+/// attaches: the refused change is no cloud change to apply, and leaving would free its
+/// item for a resync to remove).
+#[test]
+fn a_refused_change_of_this_device_stays_quarantined_across_a_reopen() {
+    let mut world = World::new();
+    let (db, index) = world.open("d1", None);
+    let link = MemoryTransport::new(world.cloud.clone()).with_write_scopes(["elsewhere"]);
+    db.attach(link, SyncOptions::default()).unwrap();
+    db.create("Note", json!({"id": "n1", "text": "kept"}))
+        .unwrap();
+    let refused = db.sync(SYNC_TIMEOUT).unwrap_err();
+    assert!(refused.to_string().contains("refused"), "{refused}");
+    assert_eq!(db.status().quarantined, 1, "{:?}", db.quarantine(10));
+    drop(db);
+
+    let (db, _) = world.open("d1", Some(index));
+    let link = MemoryTransport::new(world.cloud.clone());
+    db.attach(link, SyncOptions::default()).unwrap();
+    let kept = db.quarantine(10).unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].reason.contains("refused"), "{}", kept[0].reason);
+    let note = db.get("Note", json!({"id": "n1"})).unwrap().unwrap();
+    assert_eq!(note["text"], "kept");
+}

@@ -24,12 +24,20 @@ const FORGET_BATCH_ITEMS: usize = 256;
 /// outrank every later local write of its key (the clock never goes that far).
 pub(crate) const CLOUD_STAMP_LEAD_MAX_MS: u64 = ferry_sync::AHEAD_MAX_MS + 24 * 3_600_000;
 
+/// The cloud's time at the last handshake, kept for the next open (epoch ms).
+pub(crate) const META_CLOUD_TIME: &str = "cloud_time";
+
 impl Db {
     /// Applies again every quarantined change (after a schema upgrade some now can), each
     /// in its own transaction: those that still cannot stay, with their new reason.
     pub(crate) fn retry_quarantined(&self) -> Result<()> {
         let now = self.now_ms().max(0) as u64;
         for record in self.inner.store.quarantined(usize::MAX)? {
+            // This device's own change the cloud refused is no cloud change to apply: it
+            // stays, shown, and guarding its item (see `forget_absent`).
+            if record.change.version.replica == self.inner.replica.id {
+                continue;
+            }
             let mut applied = Applied::default();
             let (_, committed) = self.inner.store.write(Durability::Default, |tx| {
                 self.apply_change(tx, &record.change, now, &mut applied)
@@ -95,14 +103,20 @@ impl Db {
 
     /// How far `version` is stamped past the cloud's time, when that is more than
     /// [`CLOUD_STAMP_LEAD_MAX_MS`]. The cloud's time is the last handshake's, moved on
-    /// since (see `CloudTime`); before the first handshake (the quarantine applied again
-    /// as the database attaches), the wall clock's. The handshake applies the quarantine
-    /// again, so a wall clock that is behind keeps an honest change out only until then.
+    /// since (see `CloudTime`). Before this process's first handshake (the quarantine
+    /// applied again as the database attaches) it is at least the wall clock's and the
+    /// last handshake's of an earlier process: a device with no real-time clock still
+    /// knows a time the cloud reached.
     fn past_cloud_time(&self, version: &Version) -> Option<u64> {
         let wall_ms = self.now_ms().max(0) as u64;
-        let cloud_now_ms = match lock(&self.inner.report).cloud_time {
+        let handshake = lock(&self.inner.report).cloud_time;
+        let cloud_now_ms = match handshake {
             Some(at) => at.now_ms(self.timer_ms(), wall_ms),
-            None => wall_ms,
+            None => {
+                // A record that does not read leaves the wall's time alone: the more lenient.
+                let kept = self.inner.store.meta_u64(META_CLOUD_TIME).ok().flatten();
+                wall_ms.max(kept.unwrap_or(0))
+            }
         };
         let lead_ms = version.hlc.physical_ms().saturating_sub(cloud_now_ms);
         (lead_ms > CLOUD_STAMP_LEAD_MAX_MS).then_some(lead_ms)

@@ -9,6 +9,7 @@ use ferry_store::Durability;
 use ferry_sync::Input;
 use ferry_types::{Hlc, Key, Version};
 
+use crate::apply::META_CLOUD_TIME;
 use crate::db::CloudTime;
 use crate::replication::lock;
 use crate::triggers::Event;
@@ -288,8 +289,8 @@ impl ReplicaPort {
     }
 
     /// The server's time at a handshake: the clock observes it (persisted), the difference
-    /// is the skew `status()` reports, and the quarantine is applied again, judged by it
-    /// (a change kept as stamped past the cloud's time may apply by now).
+    /// is the skew `status()` reports, and it is the cloud's time cloud changes are judged
+    /// by (kept for the next open too: see `Db::past_cloud_time`).
     pub fn observe_server(&self, server_time_ms: u64) -> Result<()> {
         let now = self.db.now_ms();
         let skew_ms = server_time_ms.abs_diff(now.max(0) as u64);
@@ -304,9 +305,10 @@ impl ReplicaPort {
         let replica = &self.db.inner.replica;
         self.db.inner.store.write(Durability::Default, |tx| {
             replica.observe(tx, Hlc::new(server_time_ms, 0), now);
+            tx.set_meta(META_CLOUD_TIME, server_time_ms.to_be_bytes().to_vec());
             Ok::<_, Error>(())
         })?;
-        self.db.retry_quarantined()
+        Ok(())
     }
 
     /// Runs the triggers of `event` here (a driver's trigger thread).
