@@ -953,3 +953,70 @@ fn a_refused_change_of_this_device_stays_quarantined_across_a_reopen() {
     let note = db.get("Note", json!({"id": "n1"})).unwrap().unwrap();
     assert_eq!(note["text"], "kept");
 }
+
+/// The reference cloud behind a hostile link that answers every push: superseded, by a
+/// version stamped at the end of time. It counts the pushes.
+struct AnswersFromTheFuture {
+    inner: MemoryTransport,
+    pushes: AtomicUsize,
+}
+
+impl ferry::replication::Transport for AnswersFromTheFuture {
+    fn connect(&self) -> impl Future<Output = Result<Session, TransportError>> + Send {
+        self.inner.connect()
+    }
+
+    async fn push(&self, changes: Vec<Change>) -> Result<PushResults, TransportError> {
+        self.pushes.fetch_add(1, SeqCst);
+        let superseded = |change: Change| {
+            let mut cloud = change.clone();
+            cloud.version.hlc = Hlc::from_u64(u64::MAX);
+            let cloud = Box::new(cloud);
+            let outcome = ferry::replication::PushOutcome::Superseded { cloud };
+            (change.key, change.version, outcome)
+        };
+        Ok(changes.into_iter().map(superseded).collect())
+    }
+
+    fn pull(
+        &self,
+        scope: &str,
+        from: PullFrom,
+        limit: usize,
+    ) -> impl Future<Output = Result<PullPage, TransportError>> + Send {
+        self.inner.pull(scope, from, limit)
+    }
+}
+
+/// A push answer that names a version no honest cloud holds neither re-stamps the change
+/// at the end of time (`up`) nor drops it as lost (`both`): the change is quarantined and
+/// not sent again, and its item stays.
+#[test]
+fn a_push_answer_naming_a_version_past_the_clouds_time_quarantines_the_change() {
+    let mut world = World::new();
+    let (db, _) = world.open("d1", None);
+    let link = Arc::new(AnswersFromTheFuture {
+        inner: MemoryTransport::new(world.cloud.clone()),
+        pushes: AtomicUsize::new(0),
+    });
+    db.attach(Arc::clone(&link), SyncOptions::default())
+        .unwrap();
+    create_faults(&db, 1);
+    db.create("Note", json!({"id": "n1", "text": "mine"}))
+        .unwrap();
+    let _ = db.sync(SYNC_TIMEOUT);
+    let kept = db.quarantine(10).unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(
+        kept.iter().all(|q| q.reason.contains("past its time")),
+        "{kept:?}"
+    );
+    assert_eq!(db.status().pending_changes, 0);
+    assert_eq!(db.status().conflicts, 0, "nothing lost to it");
+    let pushes = link.pushes.load(SeqCst);
+    let _ = db.sync(SYNC_TIMEOUT);
+    assert_eq!(link.pushes.load(SeqCst), pushes, "not sent again");
+    assert!(db.get("Fault", json!({"id": "f0"})).unwrap().is_some());
+    let note = db.get("Note", json!({"id": "n1"})).unwrap().unwrap();
+    assert_eq!(note["text"], "mine");
+}

@@ -107,7 +107,7 @@ impl Db {
     /// applied again as the database attaches) it is at least the wall clock's and the
     /// last handshake's of an earlier process: a device with no real-time clock still
     /// knows a time the cloud reached.
-    fn past_cloud_time(&self, version: &Version) -> Option<u64> {
+    pub(crate) fn past_cloud_time(&self, version: &Version) -> Option<u64> {
         let wall_ms = self.now_ms().max(0) as u64;
         let handshake = lock(&self.inner.report).cloud_time;
         let cloud_now_ms = match handshake {

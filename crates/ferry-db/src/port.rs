@@ -49,7 +49,8 @@ pub enum Resolved {
         bytes: usize,
     },
     /// `both`: the cloud's newer version won and applied; the local change is in the
-    /// conflict log and left the outbox.
+    /// conflict log and left the outbox. (Or the answer named a version no honest cloud
+    /// holds: the local change left the outbox for the quarantine.)
     Lost,
 }
 
@@ -236,6 +237,23 @@ impl ReplicaPort {
                 let Some(entry) = tx.pending(key)?.filter(|e| &e.change.version == local) else {
                     return Ok((Resolved::Stale, Vec::new())); // a newer write is pending
                 };
+                if let Some(lead_ms) = self.db.past_cloud_time(cloud) {
+                    // No honest cloud holds such a version (see `CLOUD_STAMP_LEAD_MAX_MS`):
+                    // re-stamped over it the change would be stamped at the end of time too,
+                    // and lost to it, it would be dropped. It is kept, shown, and not sent.
+                    let reason = format!(
+                        "the cloud answered that it holds a version stamped {lead_ms} ms past \
+                         its time: kept on this device, not sent again"
+                    );
+                    let record = ferry_journal::QuarantineRecord {
+                        change: entry.change,
+                        reason,
+                        at_ms: now,
+                    };
+                    tx.quarantine(record)?;
+                    tx.settle(key, local)?;
+                    return Ok((Resolved::Lost, Vec::new()));
+                }
                 let model = self.db.schema().model(&entry.change.model);
                 if model.is_ok_and(|m| m.control.sync == ferry_schema::SyncDirection::Up) {
                     // The device is authoritative: come back with a version past the cloud's.
