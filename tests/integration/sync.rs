@@ -955,7 +955,8 @@ fn a_refused_change_of_this_device_stays_quarantined_across_a_reopen() {
 }
 
 /// The reference cloud behind a hostile link that answers every push: superseded, by a
-/// version stamped at the end of time. It counts the pushes.
+/// version stamped at the end of time; and that stamps every pulled change there too. It
+/// counts the pushes.
 struct AnswersFromTheFuture {
     inner: MemoryTransport,
     pushes: AtomicUsize,
@@ -978,19 +979,24 @@ impl ferry::replication::Transport for AnswersFromTheFuture {
         Ok(changes.into_iter().map(superseded).collect())
     }
 
-    fn pull(
+    async fn pull(
         &self,
         scope: &str,
         from: PullFrom,
         limit: usize,
-    ) -> impl Future<Output = Result<PullPage, TransportError>> + Send {
-        self.inner.pull(scope, from, limit)
+    ) -> Result<PullPage, TransportError> {
+        let mut page = self.inner.pull(scope, from, limit).await?;
+        for (_, change) in &mut page.changes {
+            change.version.hlc = Hlc::from_u64(u64::MAX);
+        }
+        Ok(page)
     }
 }
 
 /// A push answer that names a version no honest cloud holds neither re-stamps the change
 /// at the end of time (`up`) nor drops it as lost (`both`): the change is quarantined and
-/// not sent again, and its item stays.
+/// not sent again, and its item stays. It takes the place of a pulled change of its key
+/// stamped as far ahead in the quarantine (a record a key), so that it stays shown.
 #[test]
 fn a_push_answer_naming_a_version_past_the_clouds_time_quarantines_the_change() {
     let mut world = World::new();
@@ -1001,10 +1007,28 @@ fn a_push_answer_naming_a_version_past_the_clouds_time_quarantines_the_change() 
     });
     db.attach(Arc::clone(&link), SyncOptions::default())
         .unwrap();
+    // The cloud's note comes down stamped at the end of time: quarantined.
+    let mut cloud_note = Item::new();
+    let fields = [
+        ("_type", "Note"),
+        ("pk", "note#d1"),
+        ("sk", "note#n1"),
+        ("deviceId", "d1"),
+        ("id", "n1"),
+        ("text", "cloud"),
+    ];
+    for (name, value) in fields {
+        cloud_note.insert(name.into(), Value::S(value.into()));
+    }
+    world.cloud_write("Note", key("note#d1", "note#n1"), "d1", Some(cloud_note));
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(db.status().quarantined, 1, "{:?}", db.quarantine(10));
+
     create_faults(&db, 1);
     db.create("Note", json!({"id": "n1", "text": "mine"}))
         .unwrap();
-    let _ = db.sync(SYNC_TIMEOUT);
+    let refused = db.sync(SYNC_TIMEOUT).unwrap_err();
+    assert!(refused.to_string().contains("past its time"), "{refused}");
     let kept = db.quarantine(10).unwrap();
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert!(

@@ -245,6 +245,14 @@ impl ReplicaPort {
                         "the cloud answered that it holds a version stamped {lead_ms} ms past \
                          its time: kept on this device, not sent again"
                     );
+                    // The quarantine keeps a record a key: one of a cloud change stamped as
+                    // far ahead gives way, this device's own change must stay shown.
+                    let hostile = |held: &ferry_journal::QuarantineRecord| {
+                        self.db.past_cloud_time(&held.change.version).is_some()
+                    };
+                    if let Some(held) = tx.quarantined(key)?.filter(hostile) {
+                        tx.release_quarantine(key, &held.change.version)?;
+                    }
                     let record = ferry_journal::QuarantineRecord {
                         change: entry.change,
                         reason,
