@@ -67,9 +67,8 @@ impl Flushes {
         // Ended commits are read before the flag: a commit that ended having written set
         // the flag before it ended, so either the flag holds it or an fsync that took the
         // flag since (done: the caller holds the lock it ran under) covered it. A commit
-        // begun but not ended is not counted, though a reader may meet its batch.
-        // A commit begun and not ended may have handed its batch to the OS and shown it to
-        // readers before it set the flag again: fsync for it too.
+        // begun and not ended is not counted as covered, yet it may have handed its batch
+        // to the OS and shown it to readers before it set the flag again: fsync for it too.
         let ended = self.ended.load(Ordering::Acquire);
         let dirty = self.dirty.swap(false, Ordering::AcqRel);
         if dirty || self.begun.load(Ordering::Acquire) > ended {
