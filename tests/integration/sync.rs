@@ -799,23 +799,45 @@ fn a_push_goes_only_after_an_fsync_that_covers_its_changes() {
     }
 }
 
-/// The reference cloud behind a hostile link that stamps every pulled change of one key at
-/// the end of time.
-struct StampsAhead {
+/// The reference cloud behind a hostile link that stamps the pulled changes of `key` (of
+/// every key, if `None`) at the end of time and, when it `supersedes`, answers every push:
+/// superseded, by such a version. It counts the pushes.
+struct FromTheFuture {
     inner: MemoryTransport,
-    key: Key,
+    key: Option<Key>,
+    supersedes: bool,
+    pushes: AtomicUsize,
 }
 
-impl ferry::replication::Transport for StampsAhead {
+impl FromTheFuture {
+    fn new(world: &World, key: Option<Key>, supersedes: bool) -> FromTheFuture {
+        FromTheFuture {
+            inner: MemoryTransport::new(world.cloud.clone()),
+            key,
+            supersedes,
+            pushes: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl ferry::replication::Transport for FromTheFuture {
     fn connect(&self) -> impl Future<Output = Result<Session, TransportError>> + Send {
         self.inner.connect()
     }
 
-    fn push(
-        &self,
-        changes: Vec<Change>,
-    ) -> impl Future<Output = Result<PushResults, TransportError>> + Send {
-        self.inner.push(changes)
+    async fn push(&self, changes: Vec<Change>) -> Result<PushResults, TransportError> {
+        self.pushes.fetch_add(1, SeqCst);
+        if !self.supersedes {
+            return self.inner.push(changes).await;
+        }
+        let superseded = |change: Change| {
+            let mut cloud = change.clone();
+            cloud.version.hlc = Hlc::from_u64(u64::MAX);
+            let cloud = Box::new(cloud);
+            let outcome = ferry::replication::PushOutcome::Superseded { cloud };
+            (change.key, change.version, outcome)
+        };
+        Ok(changes.into_iter().map(superseded).collect())
     }
 
     async fn pull(
@@ -826,7 +848,7 @@ impl ferry::replication::Transport for StampsAhead {
     ) -> Result<PullPage, TransportError> {
         let mut page = self.inner.pull(scope, from, limit).await?;
         for (_, change) in &mut page.changes {
-            if change.key == self.key {
+            if self.key.as_ref().is_none_or(|key| *key == change.key) {
                 change.version.hlc = Hlc::from_u64(u64::MAX);
             }
         }
@@ -841,10 +863,7 @@ fn a_cloud_change_stamped_past_the_clouds_time_is_quarantined_and_the_key_stays_
     let mut world = World::new();
     let (db, index) = world.open("d1", None);
     let note = key("note#d1", "note#n1");
-    let transport = StampsAhead {
-        inner: MemoryTransport::new(world.cloud.clone()),
-        key: note.clone(),
-    };
+    let transport = FromTheFuture::new(&world, Some(note.clone()), false);
     db.attach(Arc::new(transport), SyncOptions::default())
         .unwrap();
     db.create("Note", json!({"id": "n1", "text": "device"}))
@@ -954,45 +973,6 @@ fn a_refused_change_of_this_device_stays_quarantined_across_a_reopen() {
     assert_eq!(note["text"], "kept");
 }
 
-/// The reference cloud behind a hostile link that answers every push: superseded, by a
-/// version stamped at the end of time; and that stamps every pulled change there too. It
-/// counts the pushes.
-struct AnswersFromTheFuture {
-    inner: MemoryTransport,
-    pushes: AtomicUsize,
-}
-
-impl ferry::replication::Transport for AnswersFromTheFuture {
-    fn connect(&self) -> impl Future<Output = Result<Session, TransportError>> + Send {
-        self.inner.connect()
-    }
-
-    async fn push(&self, changes: Vec<Change>) -> Result<PushResults, TransportError> {
-        self.pushes.fetch_add(1, SeqCst);
-        let superseded = |change: Change| {
-            let mut cloud = change.clone();
-            cloud.version.hlc = Hlc::from_u64(u64::MAX);
-            let cloud = Box::new(cloud);
-            let outcome = ferry::replication::PushOutcome::Superseded { cloud };
-            (change.key, change.version, outcome)
-        };
-        Ok(changes.into_iter().map(superseded).collect())
-    }
-
-    async fn pull(
-        &self,
-        scope: &str,
-        from: PullFrom,
-        limit: usize,
-    ) -> Result<PullPage, TransportError> {
-        let mut page = self.inner.pull(scope, from, limit).await?;
-        for (_, change) in &mut page.changes {
-            change.version.hlc = Hlc::from_u64(u64::MAX);
-        }
-        Ok(page)
-    }
-}
-
 /// A push answer that names a version no honest cloud holds neither re-stamps the change
 /// at the end of time (`up`) nor drops it as lost (`both`): the change is quarantined and
 /// not sent again, and its item stays. It takes the place of a pulled change of its key
@@ -1001,10 +981,7 @@ impl ferry::replication::Transport for AnswersFromTheFuture {
 fn a_push_answer_naming_a_version_past_the_clouds_time_quarantines_the_change() {
     let mut world = World::new();
     let (db, _) = world.open("d1", None);
-    let link = Arc::new(AnswersFromTheFuture {
-        inner: MemoryTransport::new(world.cloud.clone()),
-        pushes: AtomicUsize::new(0),
-    });
+    let link = Arc::new(FromTheFuture::new(&world, None, true));
     db.attach(Arc::clone(&link), SyncOptions::default())
         .unwrap();
     // The cloud's note comes down stamped at the end of time: quarantined.
