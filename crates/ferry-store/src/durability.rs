@@ -9,9 +9,8 @@ use std::time::Duration;
 
 /// Which commits an fsync has covered. Shared by the store's commits, its `persist` and the
 /// syncer thread; fsyncs run under the store's fsync lock, commits under its write lock.
+/// An fsync is due while a commit begun is not covered: no flag is kept beside the counts.
 pub(crate) struct Flushes {
-    /// Set by each commit, taken by the fsync that covers it.
-    pub dirty: AtomicBool,
     /// Commits begun since the store opened, each counted before its batch is visible: a
     /// reader who meets a change knows a mark that holds its commit.
     begun: AtomicU64,
@@ -27,7 +26,6 @@ impl Default for Flushes {
     /// there to the cloud before an fsync.
     fn default() -> Flushes {
         Flushes {
-            dirty: AtomicBool::new(true),
             begun: AtomicU64::new(1),
             ended: AtomicU64::new(1),
             covered: AtomicU64::new(0),
@@ -46,8 +44,8 @@ impl Flushes {
         }
     }
 
-    /// Records an fsync of commits up to `ended` done outside [`Flushes::fsync_if_dirty`]
-    /// (an `Immediate` commit's own).
+    /// Records an fsync of commits up to `ended` done outside
+    /// [`Flushes::fsync_if_uncovered`] (an `Immediate` commit's own).
     pub fn covered(&self, ended: u64) {
         self.covered.fetch_max(ended, Ordering::AcqRel);
     }
@@ -61,17 +59,14 @@ impl Flushes {
         self.covered.load(Ordering::Acquire) >= mark
     }
 
-    /// Runs `fsync` if a commit took place since the last one, and records what is covered.
-    /// The caller holds the fsync lock.
-    pub fn fsync_if_dirty<E>(&self, fsync: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
-        // Ended commits are read before the flag: a commit that ended having written set
-        // the flag before it ended, so either the flag holds it or an fsync that took the
-        // flag since (done: the caller holds the lock it ran under) covered it. A commit
-        // begun and not ended is not counted as covered, yet it may have handed its batch
-        // to the OS and shown it to readers before it set the flag again: fsync for it too.
+    /// Runs `fsync` if a commit begun is not covered yet, and records what it covered. The
+    /// caller holds the fsync lock.
+    pub fn fsync_if_uncovered<E>(&self, fsync: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+        // Ended commits are read first: each of them is in the OS, so the fsync covers it.
+        // A commit begun and not ended is not counted as covered, yet it may have handed
+        // its batch to the OS and shown it to readers already: the fsync runs for it too.
         let ended = self.ended.load(Ordering::Acquire);
-        let dirty = self.dirty.swap(false, Ordering::AcqRel);
-        if dirty || self.begun.load(Ordering::Acquire) > ended {
+        if self.begun.load(Ordering::Acquire) > self.covered.load(Ordering::Acquire) {
             fsync()?;
         }
         self.covered(ended);
@@ -86,7 +81,7 @@ pub(crate) struct Begun<'f> {
 }
 
 impl Begun<'_> {
-    /// The commit ends (after it set `dirty`, if it wrote); returns its count.
+    /// The commit ends, its batch in the OS if it wrote one; returns its count.
     pub fn end(mut self) -> u64 {
         self.ended = true;
         self.flushes.ended.fetch_add(1, Ordering::AcqRel) + 1
@@ -177,7 +172,7 @@ impl Fsyncer {
                         Ok(()) => disk().map_err(|_| ()),
                         Err(_) => Err(()),
                     };
-                    if flushes.fsync_if_dirty(fsync).is_err() {
+                    if flushes.fsync_if_uncovered(fsync).is_err() {
                         // A failed fsync means acknowledged writes may be lost: refuse more.
                         poisoned.store(true, Ordering::Release);
                         return;

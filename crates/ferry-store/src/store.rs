@@ -104,7 +104,7 @@ pub struct Store {
     pub(crate) write_lock: Mutex<()>,
     pub(crate) flushes: Arc<Flushes>,
     /// Held through each fsync, the background one too: a caller of [`Store::persist`]
-    /// that finds nothing dirty may still have to wait for an fsync in flight. Callers
+    /// that finds nothing uncovered may still have to wait for an fsync in flight. Callers
     /// that queue here are served by one fsync: a group commit.
     pub(crate) fsyncing: Arc<Mutex<()>>,
     pub(crate) poisoned: Arc<AtomicBool>,
@@ -305,7 +305,7 @@ impl Store {
             fsync_journal(&self.db, &self.journal_dir, fjall::PersistMode::SyncAll)
                 .and_then(|()| self.fsynced().map_err(fjall::Error::Io))
         };
-        self.flushes.fsync_if_dirty(fsync).map_err(|e| {
+        self.flushes.fsync_if_uncovered(fsync).map_err(|e| {
             self.poisoned.store(true, Ordering::Release);
             self.fail(e)
         })
@@ -392,13 +392,13 @@ impl Store {
                 changed = true;
             }
         }
-        // Written past the transactions that mark the store dirty: mark it, so that the
-        // persist fsyncs them. An unchanged layout leaves the open's own fsync to the
-        // syncer's window or the first push (see `Flushes::default`).
+        // Written past the transactions, which count commits: counted here as one, so
+        // that the persist fsyncs them. An unchanged layout leaves the open's own fsync to
+        // the syncer's window or the first push (see `Flushes::default`).
         if !changed {
             return Ok(());
         }
-        self.flushes.dirty.store(true, Ordering::Release);
+        self.flushes.begin().end();
         self.persist()
     }
 

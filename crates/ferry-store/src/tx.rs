@@ -259,18 +259,13 @@ impl<'s> Tx<'s> {
                 None => batch.remove(&store.unique, text.as_bytes()),
             }
         }
-        // Dirty before the batch is visible, so that a reader who meets it and persists
-        // fsyncs it; and again once it is written (below), since a persist in between
-        // may have taken the flag without covering the batch.
-        if self.durability == Durability::Default {
-            store.flushes.dirty.store(true, Ordering::Release);
-        }
         // A batch reaches the OS only when asked to: `Buffer` is what makes a commit
         // survive a process crash; the syncer fsyncs it within the window.
         let mode = match self.durability {
             Durability::Immediate => fjall::PersistMode::SyncAll,
             Durability::Default => fjall::PersistMode::Buffer,
         };
+        // Counted before the batch is visible: a reader who meets it and persists fsyncs it.
         let begun = store.flushes.begin();
         let written = (|| {
             if let Some(hook) = &store.on_commit {
@@ -280,9 +275,6 @@ impl<'s> Tx<'s> {
             (batch.durability(Some(mode)).commit()).map_err(|e| store.fail(e))?;
             Ok::<_, Error>(conflicts_len)
         })();
-        if written.is_ok() && mode == fjall::PersistMode::Buffer {
-            store.flushes.dirty.store(true, Ordering::Release);
-        }
         let ended = begun.end();
         let conflicts_len = written?;
         // An `Immediate` commit whose disk failed may be lost: refuse more, as
