@@ -15,10 +15,10 @@ use ferry_journal::Change;
 use ferry_sync::{BatchId, Engine, Input, Output, PullFrom, PushResults, TransportError};
 use ferry_types::{Hlc, Key, KeyMap, Version};
 
-use crate::Syncer;
 use crate::in_flight::{Answer, InFlight};
 use crate::link::{Link, timed};
 use crate::loaded::Loaded;
+use crate::{Inbox, Syncer};
 
 /// Attempts of one single-row read in a resync before the resync is tried again later.
 const READ_ATTEMPTS: u32 = 3;
@@ -52,6 +52,8 @@ pub(crate) struct Driver {
     pub arrived: Vec<Answer>,
     /// Queued changes as their commits handed them over, for the push.
     loaded: Loaded,
+    /// The writers' inbox as the last step took it (see `Syncer::take_inputs`).
+    taken: Inbox,
     /// Sessions the transport opened so far, and the one each push in flight went over:
     /// a failure speaks of its own session only.
     session: u64,
@@ -85,6 +87,7 @@ impl Driver {
             in_flight,
             arrived: Vec::new(),
             loaded: Loaded::default(),
+            taken: Inbox::default(),
             session: 0,
             sent_on: HashMap::new(),
             superseded: BTreeMap::new(),
@@ -102,15 +105,17 @@ impl Driver {
         let now = Now::of(port);
         // Answers first: a batch whose answer came is not to time out at this step's tick.
         self.take_answers(port).await;
-        let inputs = syncer.take_inputs(port, &mut self.loaded);
+        syncer.take_inputs(port, &mut self.loaded, &mut self.taken);
         // Read after the inputs were taken: each change they queued was committed by then.
         self.heard_mark = port.commit_mark();
-        for input in inputs {
+        let mut inputs = std::mem::take(&mut self.taken.inputs);
+        for input in inputs.drain(..) {
             if let Input::Queued { key, .. } = &input {
                 self.heard_marks.insert(key.clone(), self.heard_mark);
             }
             self.engine.handle(input, now.timer);
         }
+        self.taken.inputs = inputs;
         self.engine.tick(now.timer);
         // Acknowledgements come one per change: settle a run of them in one commit.
         let mut acked = std::mem::take(&mut self.unsettled);

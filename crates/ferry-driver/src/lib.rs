@@ -117,7 +117,7 @@ impl Delivered {
 }
 
 #[derive(Default)]
-struct Inbox {
+pub(crate) struct Inbox {
     inputs: Vec<Input>,
     overflowed: bool,
     /// Bytes of the `Queued` inputs since the last step took the inbox.
@@ -146,29 +146,33 @@ impl Inbox {
 }
 
 impl Syncer {
-    /// The inputs queued since the last step (the whole outbox again after an overflow);
-    /// the queued changes go to `loaded`.
-    fn take_inputs(&self, port: &ReplicaPort, loaded: &mut loaded::Loaded) -> Vec<Input> {
-        let mut inbox = std::mem::take(&mut *lock(&self.inbox));
-        for (change, bytes) in inbox.loaded.drain() {
+    /// Moves the inputs queued since the last step (the whole outbox again after an
+    /// overflow) to `taken.inputs`, and the queued changes to `loaded`. `taken` is the
+    /// inbox the last step emptied: the writers get it back with the room it grew, so that
+    /// their commits do not grow a vector and a map from nothing at every step.
+    fn take_inputs(&self, port: &ReplicaPort, loaded: &mut loaded::Loaded, taken: &mut Inbox) {
+        taken.inputs.clear();
+        std::mem::swap(&mut *lock(&self.inbox), taken);
+        for (change, bytes) in taken.loaded.drain() {
             loaded.keep(change, bytes);
         }
-        if !inbox.overflowed {
-            return inbox.inputs;
+        taken.queued_bytes = 0;
+        if !std::mem::take(&mut taken.overflowed) {
+            return;
         }
-        let mut inputs = port.queued_inputs().unwrap_or_else(|e| {
-            port.report_error(format!("{}: reloading the outbox: {e}", e.code()));
-            // Reloaded at the next step, then.
-            lock(&self.inbox).overflowed = true;
-            Vec::new()
-        });
-        inputs.extend(
-            inbox
-                .inputs
-                .into_iter()
-                .filter(|i| !matches!(i, Input::Queued { .. })),
-        );
-        inputs
+        match port.queued_inputs() {
+            Ok(queued) => {
+                taken.inputs.retain(|i| !matches!(i, Input::Queued { .. }));
+                taken.inputs.splice(0..0, queued);
+            }
+            Err(e) => {
+                port.report_error(format!("{}: reloading the outbox: {e}", e.code()));
+                // Reloaded at the next step, then; the inputs that are not queued changes
+                // are this step's.
+                taken.inputs.retain(|i| !matches!(i, Input::Queued { .. }));
+                lock(&self.inbox).overflowed = true;
+            }
+        }
     }
 
     fn push_input(&self, input: Input) {
