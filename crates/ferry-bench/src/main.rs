@@ -172,9 +172,9 @@ fn sync(sizes: &[u64]) -> Result<()> {
         }
     }
     println!(
-        "| changes | replicated (write + sync) changes/s | local-only writes/s | replicated / local | CPU us per change, replicated / local | bytes per change |"
+        "| changes | replicated (write + sync) changes/s | local-only writes/s | replicated / local | CPU us per change, replicated / local | the writer's CPU us per change, replicated / local | bytes per change |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for &changes in sizes {
         let mut runs: Vec<&sync_side::SyncRow> =
             rows.iter().filter(|r| r.changes == changes).collect();
@@ -186,8 +186,10 @@ fn sync(sizes: &[u64]) -> Result<()> {
             us[us.len() / 2]
         };
         let (synced_cpu, local_cpu) = (cpu(|r| r.synced_cpu_us), cpu(|r| r.local_cpu_us));
+        let (synced_writer, local_writer) =
+            (cpu(|r| r.synced_writer_us), cpu(|r| r.local_writer_us));
         println!(
-            "| {changes} | {:.0} | {:.0} | {:.2}x | {synced_cpu:.1} / {local_cpu:.1} ({:.2}x) | {:.0} |",
+            "| {changes} | {:.0} | {:.0} | {:.2}x | {synced_cpu:.1} / {local_cpu:.1} ({:.2}x) | {synced_writer:.1} / {local_writer:.1} | {:.0} |",
             median.synced_per_s,
             median.local_per_s,
             median.synced_per_s / median.local_per_s,

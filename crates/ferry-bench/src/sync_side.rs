@@ -38,6 +38,9 @@ pub struct SyncRow {
     pub local_per_s: f64,
     pub synced_cpu_us: f64,
     pub local_cpu_us: f64,
+    /// CPU time of the writing thread alone (the rest is the driver's and the storage's).
+    pub synced_writer_us: f64,
+    pub local_writer_us: f64,
     pub bytes_per_change: f64,
 }
 
@@ -60,16 +63,18 @@ pub fn run(changes: u64) -> Result<SyncRow> {
     let cloud = Arc::new(Mutex::new(MemoryCloud::default()));
     db.attach(MemoryTransport::new(cloud.clone()), SyncOptions::default())?;
 
-    let (started, cpu) = (Instant::now(), process_cpu()?);
+    let (started, cpu, writer) = (Instant::now(), process_cpu()?, thread_cpu()?);
     for seq in 0..changes {
         db.create("Local", item(seq))?;
     }
     let (local, local_cpu) = (started.elapsed(), process_cpu()? - cpu);
+    let local_writer = thread_cpu()? - writer;
 
-    let (started, cpu) = (Instant::now(), process_cpu()?);
+    let (started, cpu, writer) = (Instant::now(), process_cpu()?, thread_cpu()?);
     for seq in 0..changes {
         db.create("Synced", item(seq))?;
     }
+    let synced_writer = thread_cpu()? - writer;
     db.sync(Duration::from_secs(600))?;
     let (synced, synced_cpu) = (started.elapsed(), process_cpu()? - cpu);
     let uploaded = cloud.lock().map(|c| c.len()).unwrap_or(0) as u64;
@@ -84,6 +89,8 @@ pub fn run(changes: u64) -> Result<SyncRow> {
         local_per_s: changes as f64 / local.as_secs_f64(),
         synced_cpu_us: synced_cpu * 1e6 / changes as f64,
         local_cpu_us: local_cpu * 1e6 / changes as f64,
+        synced_writer_us: synced_writer * 1e6 / changes as f64,
+        local_writer_us: local_writer * 1e6 / changes as f64,
         bytes_per_change,
     })
 }
@@ -106,6 +113,15 @@ fn process_cpu() -> Result<f64> {
         Ok(field.parse::<f64>()?)
     };
     Ok((ticks(11)? + ticks(12)?) / CLOCK_TICKS_PER_S)
+}
+
+/// Seconds of CPU the calling thread has used (the kernel's scheduler statistics, in ns).
+fn thread_cpu() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat")?;
+    let on_cpu_ns: u64 = (stat.split_whitespace().next())
+        .context("/proc/thread-self/schedstat is empty")?
+        .parse()?;
+    Ok(on_cpu_ns as f64 / 1e9)
 }
 
 /// `sysconf(_SC_CLK_TCK)`, which is 100 on every Linux the project runs on.
