@@ -3,7 +3,7 @@
 //! with SIGKILL, refused for bad tokens, scopes and frames.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,8 @@ pub struct RelayProcess {
     pub port: u16,
     store: String,
     extra: Vec<String>,
+    /// Environment variables of the process (a preloaded library, say).
+    envs: Vec<(String, String)>,
     log: PathBuf,
 }
 
@@ -44,6 +46,12 @@ impl RelayProcess {
     /// A relay over `store` (`embedded:DIR` or `dynamodb:TABLE`), in `dir`, for the test
     /// schema unless `extra` names another.
     pub fn start_over(dir: tempfile::TempDir, store: String, extra: &[&str]) -> RelayProcess {
+        let mut relay = RelayProcess::unstarted(dir, store, extra);
+        relay.spawn();
+        relay
+    }
+
+    fn unstarted(dir: tempfile::TempDir, store: String, extra: &[&str]) -> RelayProcess {
         crate::support::write_secret(&dir.path().join("secret"), SECRET);
         let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         if !extra.iter().any(|arg| arg == "--schema") {
@@ -52,14 +60,25 @@ impl RelayProcess {
             extra.extend(["--schema".to_string(), schema.display().to_string()]);
         }
         let log = dir.path().join("relay.log");
-        let mut relay = RelayProcess {
+        RelayProcess {
             child: None,
             dir,
             port: 0,
             store,
             extra,
+            envs: Vec::new(),
             log,
-        };
+        }
+    }
+
+    /// [`RelayProcess::start`], the process with `envs` set.
+    pub fn start_with_env(extra: &[&str], envs: &[(&str, String)]) -> RelayProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let store = format!("embedded:{}", dir.path().join("store").display());
+        let mut relay = RelayProcess::unstarted(dir, store, extra);
+        relay.envs = (envs.iter())
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         relay.spawn();
         relay
     }
@@ -85,6 +104,7 @@ impl RelayProcess {
             .arg("--secret-file")
             .arg(&secret)
             .args(&self.extra)
+            .envs(self.envs.iter().cloned())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -458,6 +478,99 @@ fn a_session_that_answers_no_ping_ends_and_a_quiet_one_that_does_stays() {
         assert_eq!(relay.metric("ferry_relay_rejects_total", "idle"), 1.0);
         assert_eq!(relay.metric("ferry_relay_connections", ""), 1.0);
     });
+}
+
+/// A disk that takes its time holds a device's pushes at the relay's bound of pushes being
+/// written, where the relay reads no more of the device's frames, its pongs included: that
+/// wait is the relay's, not the device's silence, and the session stays until the answers
+/// are sent.
+#[test]
+fn a_slow_disk_holding_a_devices_pushes_does_not_end_its_session_as_idle() {
+    // More pushes than the relay writes at once (four): the last ones wait for a place.
+    const PUSHES: u64 = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let slow = dir.path().join("fsync-ms");
+    let relay = RelayProcess::start_with_env(
+        &["--ping-interval", "100ms", "--idle-timeout", "500ms"],
+        &[
+            ("LD_PRELOAD", slow_fsync_library(dir.path())),
+            ("FERRY_TEST_SLOW_FSYNC", slow.display().to_string()),
+        ],
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let note = |n: u64| {
+        let key = key("note#raw", &format!("note#slow{n}"));
+        let mut item = ferry::types::Item::new();
+        item.insert("pk".into(), key.hash.clone());
+        item.insert("sk".into(), key.sort.clone().unwrap());
+        item.insert("_type".into(), ferry::types::Value::S("Note".into()));
+        item.insert("deviceId".into(), ferry::types::Value::S("raw".into()));
+        item.insert("id".into(), ferry::types::Value::S(format!("slow{n}")));
+        ferry::journal::Change {
+            model: "Note".into(),
+            key,
+            op: ferry::journal::ChangeOp::Put,
+            version: ferry::types::Version {
+                hlc: ferry::types::Hlc::new(now_ms, 0),
+                replica: ferry::types::ReplicaId::parse("raw").unwrap(),
+            },
+            scope: "raw".into(),
+            item: Some(item),
+            base: None,
+        }
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let mut ws = raw_session(&relay).await;
+        // Each fsync from now on takes a second, twice the idle timeout.
+        std::fs::write(&slow, "1000").unwrap();
+        for id in 1..=PUSHES {
+            let push = Frame::Push {
+                id,
+                changes: vec![note(id)],
+            };
+            ws.send(Message::Binary(encode(&push).into()))
+                .await
+                .unwrap();
+        }
+        let mut answered = 0;
+        while answered < PUSHES {
+            let message = tokio::time::timeout(Duration::from_secs(30), ws.next()).await;
+            match message {
+                Ok(Some(Ok(Message::Binary(bytes)))) => match decode(&bytes).unwrap() {
+                    Frame::Pushed { results, .. } => {
+                        let applied = (results.iter())
+                            .all(|(_, _, o)| matches!(o, ferry::replication::PushOutcome::Applied));
+                        assert!(applied, "{results:?}");
+                        answered += 1;
+                    }
+                    other => panic!("after {answered} answers: {other:?}"),
+                },
+                Ok(Some(Ok(_))) => {} // the relay's pings
+                other => panic!("the session ended after {answered} answers: {other:?}"),
+            }
+        }
+    });
+    assert_eq!(relay.metric("ferry_relay_rejects_total", "idle"), 0.0);
+}
+
+/// `tests/integration/slow_fsync.c` built into `dir`: a preloaded library that makes a
+/// process's fsyncs slow while the file `FERRY_TEST_SLOW_FSYNC` names holds milliseconds.
+fn slow_fsync_library(dir: &std::path::Path) -> String {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/slow_fsync.c");
+    let library = dir.join("slow_fsync.so");
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .expect("running cc to build the slow-disk library");
+    assert!(built.success(), "cc could not build {}", source.display());
+    library.display().to_string()
 }
 
 /// One token opens sessions without bound no more. A replica holds one session: a new one
