@@ -105,6 +105,14 @@ impl World {
         self.dirs[index].path()
     }
 
+    /// A copy of the closed database `index` (a device image cloned with its replica id).
+    pub fn copy_dir(&mut self, index: usize) -> usize {
+        let copy = tempfile::tempdir().unwrap();
+        copy_tree(self.dirs[index].path(), copy.path());
+        self.dirs.push(copy);
+        self.dirs.len() - 1
+    }
+
     /// A device database (new, or reopened from `dir`), not attached yet.
     pub fn open(&mut self, id: &str, dir: Option<usize>) -> (Db, usize) {
         let index = dir.unwrap_or_else(|| {
@@ -440,6 +448,55 @@ fn two_devices_converge_and_cloud_changes_fire_cloud_triggers() {
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].0, Origin::Cloud);
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        match entry.file_type().unwrap().is_dir() {
+            true => copy_tree(&entry.path(), &target),
+            false => drop(std::fs::copy(entry.path(), target).unwrap()),
+        }
+    }
+}
+
+/// A device does not apply again the changes it pushed when its scope's feed brings them
+/// back, and tells them by key and version, not by its replica id: a twin cloned from its
+/// image, with the same replica id, writes changes the device applies like any other.
+#[test]
+fn a_twin_with_a_copied_replica_id_still_gets_its_changes_applied() {
+    let mut world = World::new();
+    let (original, index) = world.open("d1", None);
+    let replica = original.status().replica;
+    drop(original);
+    let twin_index = world.copy_dir(index);
+    let (original, _, _) = world.device("d1", Some(index));
+    let (twin, _, _) = world.device("d1", Some(twin_index));
+    assert_eq!(twin.status().replica, replica, "a clone's replica id");
+
+    original
+        .create("Note", json!({"id": "mine", "text": "original"}))
+        .unwrap();
+    original.sync(SYNC_TIMEOUT).unwrap();
+    world.advance(5);
+    twin.create("Note", json!({"id": "twins", "text": "twin"}))
+        .unwrap();
+    twin.sync(SYNC_TIMEOUT).unwrap();
+    world.advance(5);
+    original.sync(SYNC_TIMEOUT).unwrap();
+    let note = |db: &Db, id: &str| {
+        db.get("Note", json!({"id": id}))
+            .unwrap()
+            .map(|n| n["text"].clone())
+    };
+    assert_eq!(
+        note(&original, "twins"),
+        Some(json!("twin")),
+        "the twin's change applied"
+    );
+    assert_eq!(note(&twin, "mine"), Some(json!("original")));
+    assert_eq!(note(&original, "mine"), Some(json!("original")));
 }
 
 #[test]

@@ -15,6 +15,7 @@ use ferry_journal::Change;
 use ferry_sync::{BatchId, Engine, Input, Output, PullFrom, PushResults, TransportError};
 use ferry_types::{Hlc, Key, KeyMap, Version};
 
+use crate::echoes::Echoes;
 use crate::in_flight::{Answer, InFlight};
 use crate::link::{Link, timed};
 use crate::loaded::Loaded;
@@ -54,6 +55,8 @@ pub(crate) struct Driver {
     loaded: Loaded,
     /// The writers' inbox as the last step took it (see `Syncer::take_inputs`).
     taken: Inbox,
+    /// Changes pushed to scopes this device pulls, not applied again when they come back.
+    echoes: Echoes,
     /// Sessions the transport opened so far, and the one each push in flight went over:
     /// a failure speaks of its own session only.
     session: u64,
@@ -88,6 +91,7 @@ impl Driver {
             arrived: Vec::new(),
             loaded: Loaded::default(),
             taken: Inbox::default(),
+            echoes: Echoes::default(),
             session: 0,
             sent_on: HashMap::new(),
             superseded: BTreeMap::new(),
@@ -387,6 +391,11 @@ impl Driver {
             self.engine.handle(Input::PushFailed { batch }, now.timer);
             return Err(e);
         }
+        for change in &changes {
+            if self.engine.cursor(&change.scope).is_some() {
+                self.echoes.pushed(change);
+            }
+        }
         self.sent_on.insert(batch, self.session);
         self.in_flight.send(&self.link, batch, changes);
         Ok(())
@@ -443,12 +452,14 @@ impl Driver {
         let limit = self.engine.limits().page_changes_max;
         let from = PullFrom::Since(since);
         match timed(self.call_timeout, self.link.pull(scope, from, limit)).await {
-            Ok(page) => {
+            Ok(mut page) => {
                 let cursor = self.next_cursor(scope, &page);
+                let last_seq = page.changes.last().map(|(seq, _)| *seq);
+                page.changes
+                    .retain(|(_, change)| !self.echoes.came_back(change));
                 let applied = port.apply_page(scope, &page.changes, Some(cursor), now.wall)?;
                 self.settled(applied, now);
                 let (scope, more, safe) = (scope.to_string(), page.more, page.safe);
-                let last_seq = page.changes.last().map(|(seq, _)| *seq);
                 let input = Input::Pulled {
                     scope,
                     last_seq,

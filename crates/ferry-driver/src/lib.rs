@@ -13,6 +13,7 @@
 
 mod background;
 mod driver;
+mod echoes;
 mod in_flight;
 mod link;
 mod loaded;
