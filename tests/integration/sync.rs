@@ -1028,6 +1028,15 @@ fn a_refused_change_of_this_device_stays_quarantined_across_a_reopen() {
     assert!(kept[0].reason.contains("refused"), "{}", kept[0].reason);
     let note = db.get("Note", json!({"id": "n1"})).unwrap().unwrap();
     assert_eq!(note["text"], "kept");
+
+    // A newer write of the key lands: the refused change it outdates leaves the quarantine,
+    // also when the pull that brings the newer version back skips it as this device's own.
+    let newer = json!({"id": "n1", "text": "newer"});
+    db.update("Note", newer, &Default::default()).unwrap();
+    db.sync(SYNC_TIMEOUT).unwrap();
+    world.advance(1_000);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert_eq!(db.status().quarantined, 0, "{:?}", db.quarantine(10));
 }
 
 /// A push answer that names a version no honest cloud holds neither re-stamps the change

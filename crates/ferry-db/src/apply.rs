@@ -295,10 +295,14 @@ impl Db {
 impl ReplicaPort {
     /// Applies a page of a scope's changes and, with `cursor`, persists the scope's new
     /// cursor in the same transaction. Returns the outbox entries the page overwrote.
+    /// `echoes` are changes of the page this device pushed itself: it holds each of them
+    /// or a newer version, so they only release the quarantined change of their key that
+    /// they outdate, as an applied change does.
     pub fn apply_page(
         &self,
         scope: &str,
         changes: &[(Hlc, Change)],
+        echoes: &[(Key, Version)],
         cursor: Option<Hlc>,
         now: u64,
     ) -> Result<Vec<(Key, Version)>> {
@@ -306,6 +310,9 @@ impl ReplicaPort {
         let (_, committed) = self.db.inner.store.write(Durability::Default, |tx| {
             for (_, change) in changes {
                 self.db.apply_change(tx, change, now, &mut applied)?;
+            }
+            for (key, version) in echoes {
+                tx.release_quarantine(key, version)?;
             }
             if let Some(cursor) = cursor {
                 set_cursor(tx, scope, cursor);

@@ -19,7 +19,7 @@ use crate::echoes::Echoes;
 use crate::in_flight::{Answer, InFlight};
 use crate::link::{Link, timed};
 use crate::loaded::Loaded;
-use crate::{Inbox, Syncer};
+use crate::{INBOX_INPUTS_MAX, Inbox, Syncer};
 
 /// Attempts of one single-row read in a resync before the resync is tried again later.
 const READ_ATTEMPTS: u32 = 3;
@@ -119,6 +119,8 @@ impl Driver {
             }
             self.engine.handle(input, now.timer);
         }
+        // An attach or a reload hands over the whole outbox at once: that room goes back.
+        inputs.shrink_to(INBOX_INPUTS_MAX);
         self.taken.inputs = inputs;
         self.engine.tick(now.timer);
         // Acknowledgements come one per change: settle a run of them in one commit.
@@ -392,7 +394,7 @@ impl Driver {
             return Err(e);
         }
         for change in &changes {
-            if self.engine.cursor(&change.scope).is_some() {
+            if self.engine.cursor(&change.scope).is_some() && self.engine.reads(&change.scope) {
                 self.echoes.pushed(change);
             }
         }
@@ -455,9 +457,16 @@ impl Driver {
             Ok(mut page) => {
                 let cursor = self.next_cursor(scope, &page);
                 let last_seq = page.changes.last().map(|(seq, _)| *seq);
-                page.changes
-                    .retain(|(_, change)| !self.echoes.came_back(change));
-                let applied = port.apply_page(scope, &page.changes, Some(cursor), now.wall)?;
+                let mut echoes = Vec::new();
+                page.changes.retain(|(_, change)| {
+                    let echo = self.echoes.came_back(change);
+                    if echo {
+                        echoes.push((change.key.clone(), change.version.clone()));
+                    }
+                    !echo
+                });
+                let applied =
+                    port.apply_page(scope, &page.changes, &echoes, Some(cursor), now.wall)?;
                 self.settled(applied, now);
                 let (scope, more, safe) = (scope.to_string(), page.more, page.safe);
                 let input = Input::Pulled {
@@ -510,7 +519,7 @@ impl Driver {
                 }
             };
             seen.extend(page.changes.iter().map(|(_, c)| c.key.clone()));
-            let applied = port.apply_page(scope, &page.changes, None, now.wall)?;
+            let applied = port.apply_page(scope, &page.changes, &[], None, now.wall)?;
             self.settled(applied, now);
             if let Some((seq, _)) = page.changes.last() {
                 after = *seq;
@@ -523,6 +532,8 @@ impl Driver {
             return Ok(());
         };
         port.forget_absent(scope, &absent, safe)?;
+        // Items forgotten without a newer version: their own pushed changes must apply again.
+        self.echoes = Echoes::default();
         let input = Input::Pulled {
             scope: scope.to_string(),
             last_seq: None,
@@ -552,7 +563,8 @@ impl Driver {
             match self.read_row(&key).await {
                 // The answer must be of this key and scope: anything else says nothing of it.
                 Ok(Some(held)) if held.key == key && held.scope == scope => {
-                    let applied = port.apply_page(scope, &[(Hlc::ZERO, held)], None, now.wall)?;
+                    let page = [(Hlc::ZERO, held)];
+                    let applied = port.apply_page(scope, &page, &[], None, now.wall)?;
                     self.settled(applied, now);
                 }
                 Ok(_) | Err(TransportError::Rejected(_) | TransportError::Unauthorized(_)) => {
