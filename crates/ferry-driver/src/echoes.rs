@@ -49,26 +49,7 @@ impl Echoes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_journal::ChangeOp;
-    use ferry_types::{Hlc, Key, ReplicaId, Value, Version};
-
-    fn change(sort: u64, at: u64) -> Change {
-        Change {
-            model: "M".into(),
-            key: Key {
-                hash: Value::S("k".into()),
-                sort: Some(Value::N(sort.into())),
-            },
-            op: ChangeOp::Delete,
-            version: Version {
-                hlc: Hlc::new(at, 0),
-                replica: ReplicaId::from_random(1),
-            },
-            scope: "*".into(),
-            item: None,
-            base: None,
-        }
-    }
+    use crate::loaded::tests::change;
 
     #[test]
     fn a_pushed_change_comes_back_once_and_nothing_else_passes_for_it() {

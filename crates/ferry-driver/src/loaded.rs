@@ -58,12 +58,13 @@ impl Loaded {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ferry_journal::ChangeOp;
     use ferry_types::{Hlc, ReplicaId, Value};
 
-    fn change(sort: u64, at: u64) -> Change {
+    /// A delete of key `k`/`sort` stamped at `at`.
+    pub(crate) fn change(sort: u64, at: u64) -> Change {
         Change {
             model: "M".into(),
             key: Key {
