@@ -2,7 +2,7 @@
 //! regressions, and two devices converging.
 
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -1086,4 +1086,83 @@ fn a_push_answer_naming_a_version_past_the_clouds_time_quarantines_the_change() 
     assert!(db.get("Fault", json!({"id": "f0"})).unwrap().is_some());
     let note = db.get("Note", json!({"id": "n1"})).unwrap().unwrap();
     assert_eq!(note["text"], "mine");
+}
+
+/// The reference cloud behind a link that hides `key` from every pull until `shown`, and
+/// answers the first catch-up pull of `scope` after `expire` with `Expired` (a resync
+/// follows). It reads no single rows, so a resync takes a key its snapshot lacks for gone.
+struct Hiding {
+    inner: MemoryTransport,
+    key: Key,
+    scope: &'static str,
+    shown: AtomicBool,
+    expire: AtomicBool,
+}
+
+impl ferry::replication::Transport for Hiding {
+    fn connect(&self) -> impl Future<Output = Result<Session, TransportError>> + Send {
+        self.inner.connect()
+    }
+
+    fn push(
+        &self,
+        changes: Vec<Change>,
+    ) -> impl Future<Output = Result<PushResults, TransportError>> + Send {
+        self.inner.push(changes)
+    }
+
+    async fn pull(
+        &self,
+        scope: &str,
+        from: PullFrom,
+        limit: usize,
+    ) -> Result<PullPage, TransportError> {
+        let catch_up = matches!(from, PullFrom::Since(_)) && scope == self.scope;
+        if catch_up && self.expire.swap(false, SeqCst) {
+            return Err(TransportError::Expired);
+        }
+        let mut page = self.inner.pull(scope, from, limit).await?;
+        if !self.shown.load(SeqCst) {
+            page.changes.retain(|(_, change)| change.key != self.key);
+        }
+        Ok(page)
+    }
+}
+
+/// A resync removes the items its snapshot lacks without a newer version: a change this
+/// device pushed of such an item, when the feed brings it back, applies again rather than
+/// passing for an echo of what the device holds.
+#[test]
+fn an_item_a_resync_removed_comes_back_with_the_device_s_own_pushed_change() {
+    let mut world = World::new();
+    let (db, _) = world.open("d1", None);
+    let note = key("note#d1", "note#n1");
+    let link = Arc::new(Hiding {
+        inner: MemoryTransport::new(world.cloud.clone()),
+        key: note.clone(),
+        scope: "d1",
+        shown: AtomicBool::new(false),
+        expire: AtomicBool::new(false),
+    });
+    db.attach(Arc::clone(&link), SyncOptions::default())
+        .unwrap();
+    db.create("Note", json!({"id": "n1", "text": "mine"}))
+        .unwrap();
+    // Pushed, and not brought back yet: the device remembers it went up.
+    db.sync(SYNC_TIMEOUT).unwrap();
+    assert!(world.cloud_item(&note).is_some());
+
+    // A resync whose snapshot lacks the note removes it here.
+    link.expire.store(true, SeqCst);
+    world.advance(1_000);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let gone = db.get("Note", json!({"id": "n1"})).unwrap();
+    assert_eq!(gone, None, "the resync removed what its snapshot lacked");
+
+    // The feed shows it again: the device's own change applies.
+    link.shown.store(true, SeqCst);
+    world.advance(1_000);
+    db.sync(SYNC_TIMEOUT).unwrap();
+    let back = db.get("Note", json!({"id": "n1"})).unwrap();
+    assert_eq!(back.map(|n| n["text"].clone()), Some(json!("mine")));
 }
