@@ -22,20 +22,16 @@ static void slow_down(void) {
     nanosleep(&delay, NULL);
 }
 
-int fsync(int fd) {
-    static int (*real)(int);
-    if (!real) {
-        real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+/* `name(fd)`, slowed down first, then the C library's own. */
+#define SLOWED(name)                                              \
+    int name(int fd) {                                            \
+        static int (*real)(int);                                  \
+        if (!real) {                                              \
+            real = (int (*)(int))dlsym(RTLD_NEXT, #name);         \
+        }                                                         \
+        slow_down();                                              \
+        return real(fd);                                          \
     }
-    slow_down();
-    return real(fd);
-}
 
-int fdatasync(int fd) {
-    static int (*real)(int);
-    if (!real) {
-        real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-    }
-    slow_down();
-    return real(fd);
-}
+SLOWED(fsync)
+SLOWED(fdatasync)

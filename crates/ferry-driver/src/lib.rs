@@ -152,7 +152,6 @@ impl Syncer {
     /// inbox the last step emptied: the writers get it back with the room it grew, so that
     /// their commits do not grow a vector and a map from nothing at every step.
     fn take_inputs(&self, port: &ReplicaPort, loaded: &mut loaded::Loaded, taken: &mut Inbox) {
-        taken.inputs.clear();
         std::mem::swap(&mut *lock(&self.inbox), taken);
         for (change, bytes) in taken.loaded.drain() {
             loaded.keep(change, bytes);
@@ -161,16 +160,13 @@ impl Syncer {
         if !std::mem::take(&mut taken.overflowed) {
             return;
         }
+        // The outbox says every queued change; the other inputs are this step's either way.
+        taken.inputs.retain(|i| !matches!(i, Input::Queued { .. }));
         match port.queued_inputs() {
-            Ok(queued) => {
-                taken.inputs.retain(|i| !matches!(i, Input::Queued { .. }));
-                taken.inputs.splice(0..0, queued);
-            }
+            Ok(queued) => drop(taken.inputs.splice(0..0, queued)),
             Err(e) => {
                 port.report_error(format!("{}: reloading the outbox: {e}", e.code()));
-                // Reloaded at the next step, then; the inputs that are not queued changes
-                // are this step's.
-                taken.inputs.retain(|i| !matches!(i, Input::Queued { .. }));
+                // Reloaded at the next step, then.
                 lock(&self.inbox).overflowed = true;
             }
         }
