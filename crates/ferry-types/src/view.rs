@@ -47,7 +47,7 @@ impl<'a> ItemRef<'a> {
     /// follows it. Every part is checked here (lengths, UTF-8, nesting), so a corrupt
     /// record is an error now rather than a surprise later.
     pub fn decode(bytes: &'a [u8]) -> Result<ItemRef<'a>> {
-        let mut reader = Reader::new(bytes);
+        let mut reader = Reader::texts_checked_once(bytes);
         let item = reader.item_ref()?;
         if !reader.rest().is_empty() {
             return Err(Error::Corrupt("trailing bytes after item".into()));
