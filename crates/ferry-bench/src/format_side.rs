@@ -30,7 +30,7 @@ type WireItem = Vec<(String, WireValue)>;
 type ArchivedWireItem = rkyv::Archived<WireItem>;
 
 /// The stored form of `bench local`'s item `seq` (keys, templates and timestamps included).
-fn stored(seq: u64) -> ferry::types::Item {
+pub(crate) fn stored(seq: u64) -> ferry::types::Item {
     let text = |s: String| Value::S(s);
     let number = |n: u64| Value::int(n as i64);
     let dev = seq / crate::ITEMS_PER_DEVICE;

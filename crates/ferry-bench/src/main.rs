@@ -6,6 +6,7 @@
 //! 100 ms; SQLite: WAL with `synchronous=NORMAL`). Each operation runs in rounds; the table
 //! gives the median round's rate and the ratio of the medians.
 
+mod blocks_side;
 mod cli_side;
 mod dynamo_side;
 mod ferry_side;
@@ -86,6 +87,10 @@ fn main() -> Result<()> {
         Some("sqlite-get") => cli_side::sqlite_get(&args),
         Some("frames") => frames_side::run(),
         Some("format") => format_side::run(),
+        Some("blocks") => {
+            let sizes = parse_sizes(&args, &[1_000_000])?;
+            sizes.iter().try_for_each(|&n| blocks_side::run(n))
+        }
         Some("relay") => {
             let sizes = parse_sizes(&args, &[100_000])?;
             sizes.iter().try_for_each(|&n| relay_side::run(n))
@@ -122,7 +127,7 @@ fn main() -> Result<()> {
         }
         Some(other) => {
             bail!(
-                "unknown benchmark '{other}': try `local`, `scale`, `sync`, `format`, `cli`, `dynamo`, `frames`, `relay` or `soak`"
+                "unknown benchmark '{other}': try `local`, `scale`, `sync`, `format`, `blocks`, `cli`, `dynamo`, `frames`, `relay` or `soak`"
             )
         }
     }

@@ -158,8 +158,7 @@ impl<'a> Reader<'a> {
 
     /// Reads a length-prefixed UTF-8 text.
     pub fn text(&mut self) -> Result<String> {
-        String::from_utf8(self.bytes()?.to_vec())
-            .map_err(|_| Error::Corrupt("text is not UTF-8".into()))
+        self.str_ref().map(str::to_owned)
     }
 
     /// Reads a length-prefixed UTF-8 text in place.
@@ -328,7 +327,7 @@ fn truncated(what: &str) -> Error {
 
 /// Decodes an item encoded by [`encode_item`], requiring that nothing follows it.
 pub fn decode_item(bytes: &[u8]) -> Result<Item> {
-    let mut reader = Reader::new(bytes);
+    let mut reader = Reader::texts_checked_once(bytes);
     let item = reader.item()?;
     if !reader.rest().is_empty() {
         return Err(Error::Corrupt("trailing bytes after item".into()));
@@ -399,6 +398,16 @@ pub(crate) mod tests {
     /// says when it is used.
     fn agree(bytes: &[u8]) -> std::result::Result<(), TestCaseError> {
         let viewed = ItemRef::decode(bytes);
+        // Both check the texts of an input that is UTF-8 as a whole at their ends only:
+        // a reader that checks each text byte by byte must agree.
+        let mut each_text_checked = Reader::new(bytes);
+        let checked = (each_text_checked.item()).and_then(|item| {
+            let rest = each_text_checked.rest();
+            rest.is_empty()
+                .then_some(item)
+                .ok_or(Error::Corrupt("trailing bytes".into()))
+        });
+        prop_assert_eq!(checked.ok(), decode_item(bytes).ok());
         if let Ok(owned) = decode_item(bytes) {
             let viewed = viewed.map_err(|e| TestCaseError::fail(format!("{e}")))?;
             prop_assert_eq!(viewed.to_item().ok(), Some(owned));
