@@ -12,7 +12,7 @@ use crate::codec::Reader;
 use crate::json::{number_text_to_json, write_number, write_serialized};
 use crate::{Error, Item, Number, Result, Value};
 
-/// Items with at most this many attributes are searched front to back ([`ItemRef::get`]).
+/// Items with at most this many attributes are scanned, not binary-searched ([`ItemRef::get`]).
 const LINEAR_LOOKUP_MAX: usize = 16;
 
 /// A value borrowed from encoded bytes or from an owned [`Value`].
@@ -88,8 +88,10 @@ impl<'a> ItemRef<'a> {
                 (self.attrs.iter().rev()).find(|(n, _)| n.len() == name.len() && *n == name);
             return found.map(|(_, value)| value);
         }
-        let at = self.attrs.binary_search_by(|(n, _)| (*n).cmp(name)).ok()?;
-        Some(&self.attrs[at].1)
+        // The last of the names not past `name`: the last of a name held twice, too.
+        let past = self.attrs.partition_point(|(n, _)| *n <= name);
+        let (found, value) = self.attrs.get(past.checked_sub(1)?)?;
+        (*found == name).then_some(value)
     }
 
     /// The text of attribute `name`, when it is an `S`.
@@ -381,6 +383,19 @@ mod tests {
         let twice = ItemRef::from_pairs(vec![("a", ValueRef::of(&one)), ("a", ValueRef::of(&two))]);
         assert_eq!(twice.get("a"), Some(&ValueRef::of(&two)));
         assert_eq!(twice.to_json()["a"], serde_json::json!(2));
+        // So does the binary search of a large item.
+        let numbers: Vec<Value> = (0..20).map(|i| Value::N(Number::from(i as i64))).collect();
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+        let pairs = (numbers.iter().enumerate())
+            .map(|(i, n)| (names[if i < 10 { i } else { 4 }], ValueRef::of(n)))
+            .collect();
+        let wide = ItemRef::from_pairs(pairs);
+        assert!(wide.len() > LINEAR_LOOKUP_MAX);
+        assert_eq!(wide.get("e"), Some(&ValueRef::of(&numbers[19])));
+        assert_eq!(wide.to_json()["e"], serde_json::json!(19));
+        assert_eq!(wide.to_item().unwrap()["e"], numbers[19]);
+        assert_eq!(wide.get("j"), Some(&ValueRef::of(&numbers[9])));
+        assert!(wide.get("k").is_none() && wide.get("0").is_none());
     }
 
     #[test]
