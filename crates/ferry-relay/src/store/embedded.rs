@@ -28,7 +28,7 @@ use ferry_store::{Durability, Kind, Options, Query, Store, StoreLayout};
 use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::table::{Index, IndexKind, Projection, SortCondition};
 use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
-use ferry_types::{Hlc, HlcClock, Item, Key, Value, keycode};
+use ferry_types::{Hlc, HlcClock, Item, ItemRef, Key, Value, ValueRef, keycode};
 
 use super::CloudStore;
 use crate::Clock;
@@ -230,7 +230,10 @@ impl EmbeddedStore {
             for change in changes {
                 let (key, version) = (change.key.clone(), change.version.clone());
                 let row_key = row_key(&change.key);
-                let held = tx.get(&row_key)?.map(|row| held(&row)).transpose()?;
+                let held = tx
+                    .get(&row_key)?
+                    .map(|row| held(&ItemRef::of(&row)))
+                    .transpose()?;
                 let decision = decide(held.as_ref(), &change, grant, &self.models, now);
                 // Every answer but `Land` is the rule's own; a landed change is written here.
                 let outcome = match decision.outcome(grant, &change) {
@@ -285,12 +288,14 @@ impl EmbeddedStore {
         let (mut more, mut bytes) = (false, 0);
         let rows = self.store.rows(&query).map_err(StoreFailure::from)?;
         for row in rows {
-            let row = row.and_then(|row| row.item()).map_err(StoreFailure::from)?;
+            // Read in place: a row's change is decoded straight from the stored bytes.
+            let row = row.map_err(StoreFailure::from)?;
+            let row = row.view().map_err(StoreFailure::from)?;
             // A page holds what one frame can carry: no row past it is read, however large
             // the rows (every row has its own stamp, so the cut keeps stamps whole; the
             // first row always goes, so a pull moves on).
             let size = match row.get("c") {
-                Some(Value::B(change)) => change.len(),
+                Some(ValueRef::B(change)) => change.len(),
                 _ => 0,
             };
             if changes.len() == limit || (!changes.is_empty() && bytes + size > PAGE_BYTES_MAX) {
@@ -299,7 +304,7 @@ impl EmbeddedStore {
             }
             bytes += size;
             let seq = match row.get("q") {
-                Some(Value::B(bytes)) => seq_of(bytes),
+                Some(ValueRef::B(bytes)) => seq_of(bytes),
                 _ => None,
             };
             let seq = seq.ok_or_else(|| StoreFailure::corrupt("row without a _seq"))?;
@@ -327,7 +332,7 @@ impl EmbeddedStore {
         if seq.is_some_and(|seq| self.committed.load(Ordering::Acquire) < seq.as_u64()) {
             self.store.persist().map_err(StoreFailure::from)?;
         }
-        Ok(row.map(|row| held(&row)).transpose()?)
+        Ok(row.map(|row| held(&ItemRef::of(&row))).transpose()?)
     }
 
     /// Purges tombstones whose lifetime (the horizon, on the store's age clock) passed,
@@ -356,7 +361,7 @@ impl EmbeddedStore {
             let mut count = 0;
             for key in &due {
                 let Some(row) = tx.get(key)? else { continue };
-                let change = held(&row)?;
+                let change = held(&ItemRef::of(&row))?;
                 let seq = match row.get("q") {
                     Some(Value::B(bytes)) => seq_of(bytes),
                     _ => None,
@@ -486,9 +491,9 @@ fn row_key(key: &Key) -> Key {
 }
 
 /// The change a row holds.
-fn held(row: &Item) -> Result<Change, StoreFailure> {
+fn held(row: &ItemRef<'_>) -> Result<Change, StoreFailure> {
     match row.get("c") {
-        Some(Value::B(bytes)) => {
+        Some(ValueRef::B(bytes)) => {
             decode_change(bytes).map_err(|e| StoreFailure::corrupt(&format!("row change: {e}")))
         }
         _ => Err(StoreFailure::corrupt("row without a change")),
@@ -904,38 +909,13 @@ mod tests {
         let seq = Hlc::new(crate::wall_ms() - 365 * 24 * 3_600_000, 0);
         let horizon_ms = 24 * 3_600_000;
         let tombstone = change("a", 20, "*", ChangeOp::Delete);
-        {
-            // The rows as the earlier version wrote them: no age record.
-            let options = Options {
-                item_bytes_max: ROW_BYTES_MAX,
-                ..Options::default()
-            };
-            let store = Store::open(dir.path(), &options, |_| {
-                Ok::<_, OpenError>((row_layout(), ()))
-            })
-            .unwrap()
-            .0;
-            let mut encoded = Vec::new();
-            encode_change(&tombstone, &mut encoded);
-            let row = Item::from([
-                (TYPE_FIELD.to_string(), Value::S(ROW_KIND.into())),
-                ("k".to_string(), row_key(&tombstone.key).hash),
-                ("s".to_string(), Value::S("*".into())),
-                ("q".to_string(), seq_value(seq)),
-                ("c".to_string(), Value::B(encoded)),
-                (
-                    "x".to_string(),
-                    Value::N(((seq.physical_ms() + horizon_ms) / 1000).into()),
-                ),
-            ]);
-            store
-                .write(Durability::Default, |tx| {
-                    tx.put(row)?;
-                    tx.set_meta(META_SEQ, seq.as_u64().to_be_bytes().to_vec());
-                    Ok::<_, ferry_store::Error>(())
-                })
-                .unwrap();
-        }
+        // The rows as the earlier version wrote them: no age record.
+        let mut encoded = Vec::new();
+        encode_change(&tombstone, &mut encoded);
+        let mut row = raw_row(&tombstone, encoded, seq);
+        let expiry = (seq.physical_ms() + horizon_ms) / 1000;
+        row.insert("x".to_string(), Value::N(expiry.into()));
+        put_raw_row(dir.path(), row, seq);
         let store = EmbeddedStore::open(dir.path(), horizon_ms, Models::unchecked()).unwrap();
         assert_eq!(
             store.purge().unwrap(),
@@ -943,6 +923,74 @@ mod tests {
             "a year of wall clock is no lifetime"
         );
         assert!(store.get(&tombstone.key).unwrap().is_some());
+    }
+
+    /// A row of `change` stamped `seq` as the store writes it, its change bytes as given.
+    fn raw_row(change: &Change, encoded: Vec<u8>, seq: Hlc) -> Item {
+        Item::from([
+            (TYPE_FIELD.to_string(), Value::S(ROW_KIND.into())),
+            ("k".to_string(), row_key(&change.key).hash),
+            ("s".to_string(), Value::S(change.scope.clone())),
+            ("q".to_string(), seq_value(seq)),
+            ("c".to_string(), Value::B(encoded)),
+        ])
+    }
+
+    /// Writes `row` straight into the relay store in `dir`, as another version of the relay
+    /// or a damaged disk left it.
+    fn put_raw_row(dir: &Path, row: Item, seq: Hlc) {
+        let options = Options {
+            item_bytes_max: ROW_BYTES_MAX,
+            ..Options::default()
+        };
+        let store = Store::open(dir, &options, |_| Ok::<_, OpenError>((row_layout(), ())))
+            .unwrap()
+            .0;
+        store
+            .write(Durability::Default, |tx| {
+                tx.put(row)?;
+                tx.set_meta(META_SEQ, seq.as_u64().to_be_bytes().to_vec());
+                Ok::<_, ferry_store::Error>(())
+            })
+            .unwrap();
+    }
+
+    /// A row whose change bytes are damaged fails the pull and the get that reach it with an
+    /// error naming the row's change, and a push to its key, rather than passing on
+    /// something else or panicking.
+    #[test]
+    fn a_damaged_row_fails_what_reads_it_and_names_its_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = change("a", 10, "*", ChangeOp::Put);
+        let mut encoded = Vec::new();
+        encode_change(&put, &mut encoded);
+        encoded.truncate(encoded.len() - 3);
+        put_raw_row(
+            dir.path(),
+            raw_row(&put, encoded, Hlc::new(10, 0)),
+            Hlc::new(10, 0),
+        );
+        let store = EmbeddedStore::open(dir.path(), 60_000, Models::unchecked()).unwrap();
+        let named = |result: Result<_, TransportError>| match result {
+            Err(TransportError::Unavailable(why)) => why.contains("row change"),
+            _ => false,
+        };
+        let pulled = store.read_now("*", PullFrom::Since(Hlc::new(0, 0)), 10);
+        assert!(
+            named(pulled.as_ref().map(|_| ()).map_err(Clone::clone)),
+            "{pulled:?}"
+        );
+        let got = store.get(&put.key);
+        assert!(
+            named(got.as_ref().map(|_| ()).map_err(Clone::clone)),
+            "{got:?}"
+        );
+        let newer = change("a", 20, "*", ChangeOp::Put);
+        let pushed = store.write_now(vec![newer], &writer());
+        assert!(
+            named(pushed.as_ref().map(|_| ()).map_err(Clone::clone)),
+            "{pushed:?}"
+        );
     }
 
     /// A disk whose fsync fails: the push it covered is failed (the device sends it again),
