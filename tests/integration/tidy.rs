@@ -101,10 +101,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("ferry-cli", &["ferry", "ferry-relay"]),
 ];
 
-/// Third-party crates only one workspace crate may name.
-const OWNED: &[(&str, &str)] = &[
-    ("fjall", "ferry-store"),
-    ("aws-sdk-dynamodb", "ferry-dynamo"),
+/// Third-party crates only one workspace crate may name (and the benchmark that measures
+/// the crate's own options against each other: `bench blocks` for fjall's).
+const OWNED: &[(&str, &[&str])] = &[
+    ("fjall", &["ferry-store", "ferry-bench"]),
+    ("aws-sdk-dynamodb", &["ferry-dynamo"]),
 ];
 
 /// Crates that must stay synchronous and deterministic.
@@ -170,10 +171,13 @@ fn workspace_edges_follow_the_layer_table() {
             );
         }
     }
-    for (dep, owner) in OWNED {
+    for (dep, owners) in OWNED {
         for (krate, actual) in &deps {
             if actual.contains(*dep) {
-                assert_eq!(krate, owner, "only {owner} may depend on {dep}");
+                assert!(
+                    owners.contains(&krate.as_str()),
+                    "only {owners:?} may depend on {dep}, not {krate}"
+                );
             }
         }
     }
