@@ -42,6 +42,13 @@ fn expected(what: &str, json: &Json) -> String {
 }
 
 fn number(json: &Json) -> Result<Number, String> {
+    // An integer's decimal text is already the canonical form `Number::parse` gives.
+    if let Some(n) = json.as_i64() {
+        return Ok(Number::from(n));
+    }
+    if let Some(n) = json.as_u64() {
+        return Ok(Number::from(n));
+    }
     let text = match json {
         Json::Number(n) => n.to_string(),
         Json::String(s) => s.trim().to_string(),
@@ -210,6 +217,30 @@ mod tests {
 
     fn check(text: &str, want: Option<i64>) {
         assert_eq!(parse_iso(text), want, "{text}");
+    }
+
+    #[test]
+    fn an_integer_coerces_to_what_its_text_parses_to() {
+        let texts = [
+            "0",
+            "1",
+            "-1",
+            "7",
+            "100",
+            "-1000000",
+            "1000000000000000000",
+        ];
+        let extremes = [
+            i64::MIN.to_string(),
+            i64::MAX.to_string(),
+            u64::MAX.to_string(),
+        ];
+        for text in texts.into_iter().chain(extremes.iter().map(String::as_str)) {
+            let json: Json = serde_json::from_str(text).unwrap();
+            let parsed = Number::parse(text).unwrap();
+            assert_eq!(number(&json).unwrap(), parsed, "{text}");
+            assert_eq!(number(&json).unwrap().as_str(), parsed.as_str(), "{text}");
+        }
     }
 
     #[test]
