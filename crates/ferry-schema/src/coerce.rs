@@ -241,6 +241,11 @@ mod tests {
             assert_eq!(number(&json).unwrap(), parsed, "{text}");
             assert_eq!(number(&json).unwrap().as_str(), parsed.as_str(), "{text}");
         }
+        // What is not an integer's plain text goes the way it went.
+        for (text, canonical) in [("-0", "0"), ("1.0", "1"), ("1e2", "100"), ("-1.50", "-1.5")] {
+            let json: Json = serde_json::from_str(text).unwrap();
+            assert_eq!(number(&json).unwrap().as_str(), canonical, "{text}");
+        }
     }
 
     #[test]

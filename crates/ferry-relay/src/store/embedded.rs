@@ -288,7 +288,9 @@ impl EmbeddedStore {
         let (mut more, mut bytes) = (false, 0);
         let rows = self.store.rows(&query).map_err(StoreFailure::from)?;
         for row in rows {
-            // Read in place: a row's change is decoded straight from the stored bytes.
+            // Read in place: a row's change is decoded straight from the stored bytes. A
+            // pull reads only the row's change and stamp; the change is checked in full by
+            // its decode, the rest of the row by its shape only (a view's check).
             let row = row.map_err(StoreFailure::from)?;
             let row = row.view().map_err(StoreFailure::from)?;
             // A page holds what one frame can carry: no row past it is read, however large
