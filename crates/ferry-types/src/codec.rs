@@ -364,14 +364,7 @@ pub(crate) mod tests {
             let item: Item = pairs.into_iter().map(|(name, text)| (name, Value::S(text))).collect();
             let mut bytes = Vec::new();
             encode_item(&item, &mut bytes);
-            for (at, byte, how) in edits {
-                let at = at.index(bytes.len() + 1);
-                match how {
-                    0 if at < bytes.len() => bytes[at] = byte,
-                    1 => bytes.insert(at, byte),
-                    _ => bytes.truncate(at),
-                }
-            }
+            damage(&mut bytes, edits);
             agree(&bytes)?;
         }
 
@@ -381,15 +374,20 @@ pub(crate) mod tests {
         ) {
             let mut bytes = Vec::new();
             encode_item(&every_type(), &mut bytes);
-            for (at, byte, how) in edits {
-                let at = at.index(bytes.len() + 1);
-                match how {
-                    0 if at < bytes.len() => bytes[at] = byte,
-                    1 => bytes.insert(at, byte),
-                    _ => bytes.truncate(at),
-                }
-            }
+            damage(&mut bytes, edits);
             agree(&bytes)?;
+        }
+    }
+
+    /// Applies `edits` to `bytes`: each sets a byte, inserts one or cuts the rest.
+    fn damage(bytes: &mut Vec<u8>, edits: Vec<(prop::sample::Index, u8, u8)>) {
+        for (at, byte, how) in edits {
+            let at = at.index(bytes.len() + 1);
+            match how {
+                0 if at < bytes.len() => bytes[at] = byte,
+                1 => bytes.insert(at, byte),
+                _ => bytes.truncate(at),
+            }
         }
     }
 
