@@ -112,16 +112,14 @@ impl Driver {
         syncer.take_inputs(port, &mut self.loaded, &mut self.taken);
         // Read after the inputs were taken: each change they queued was committed by then.
         self.heard_mark = port.commit_mark();
-        let mut inputs = std::mem::take(&mut self.taken.inputs);
-        for input in inputs.drain(..) {
+        for input in self.taken.inputs.drain(..) {
             if let Input::Queued { key, .. } = &input {
                 self.heard_marks.insert(key.clone(), self.heard_mark);
             }
             self.engine.handle(input, now.timer);
         }
         // An attach or a reload hands over the whole outbox at once: that room goes back.
-        inputs.shrink_to(INBOX_INPUTS_MAX);
-        self.taken.inputs = inputs;
+        self.taken.inputs.shrink_to(INBOX_INPUTS_MAX);
         self.engine.tick(now.timer);
         // Acknowledgements come one per change: settle a run of them in one commit.
         let mut acked = std::mem::take(&mut self.unsettled);

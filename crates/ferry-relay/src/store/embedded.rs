@@ -28,7 +28,7 @@ use ferry_store::{Durability, Kind, Options, Query, Store, StoreLayout};
 use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::table::{Index, IndexKind, Projection, SortCondition};
 use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
-use ferry_types::{Hlc, HlcClock, Item, ItemRef, Key, Value, ValueRef, keycode};
+use ferry_types::{Hlc, HlcClock, Item, Key, Value, ValueRef, keycode};
 
 use super::CloudStore;
 use crate::Clock;
@@ -230,10 +230,7 @@ impl EmbeddedStore {
             for change in changes {
                 let (key, version) = (change.key.clone(), change.version.clone());
                 let row_key = row_key(&change.key);
-                let held = tx
-                    .get(&row_key)?
-                    .map(|row| held(&ItemRef::of(&row)))
-                    .transpose()?;
+                let held = tx.get(&row_key)?.map(|row| held(&row)).transpose()?;
                 let decision = decide(held.as_ref(), &change, grant, &self.models, now);
                 // Every answer but `Land` is the rule's own; a landed change is written here.
                 let outcome = match decision.outcome(grant, &change) {
@@ -296,10 +293,11 @@ impl EmbeddedStore {
             // A page holds what one frame can carry: no row past it is read, however large
             // the rows (every row has its own stamp, so the cut keeps stamps whole; the
             // first row always goes, so a pull moves on).
-            let size = match row.get("c") {
-                Some(ValueRef::B(change)) => change.len(),
-                _ => 0,
+            let change = match row.get("c") {
+                Some(ValueRef::B(change)) => Some(*change),
+                _ => None,
             };
+            let size = change.map_or(0, <[u8]>::len);
             if changes.len() == limit || (!changes.is_empty() && bytes + size > PAGE_BYTES_MAX) {
                 more = true;
                 break;
@@ -314,7 +312,7 @@ impl EmbeddedStore {
                 // Committed, its fsync still running: shown once it is durable.
                 self.store.persist().map_err(StoreFailure::from)?;
             }
-            changes.push((seq, held(&row)?));
+            changes.push((seq, decode_held(change)?));
         }
         Ok(PullPage {
             changes,
@@ -334,7 +332,7 @@ impl EmbeddedStore {
         if seq.is_some_and(|seq| self.committed.load(Ordering::Acquire) < seq.as_u64()) {
             self.store.persist().map_err(StoreFailure::from)?;
         }
-        Ok(row.map(|row| held(&ItemRef::of(&row))).transpose()?)
+        Ok(row.map(|row| held(&row)).transpose()?)
     }
 
     /// Purges tombstones whose lifetime (the horizon, on the store's age clock) passed,
@@ -363,7 +361,7 @@ impl EmbeddedStore {
             let mut count = 0;
             for key in &due {
                 let Some(row) = tx.get(key)? else { continue };
-                let change = held(&ItemRef::of(&row))?;
+                let change = held(&row)?;
                 let seq = match row.get("q") {
                     Some(Value::B(bytes)) => seq_of(bytes),
                     _ => None,
@@ -391,13 +389,7 @@ impl EmbeddedStore {
     fn row(&self, change: &Change, row_key: Key, seq: Hlc, age_ms: u64) -> Item {
         let mut encoded = Vec::new();
         encode_change(change, &mut encoded);
-        let mut row = Item::from([
-            (TYPE_FIELD.to_string(), Value::S(ROW_KIND.into())),
-            ("k".to_string(), row_key.hash),
-            ("s".to_string(), Value::S(change.scope.clone())),
-            ("q".to_string(), seq_value(seq)),
-            ("c".to_string(), Value::B(encoded)),
-        ]);
+        let mut row = row_holding(change, row_key, encoded, seq);
         if change.op == ChangeOp::Delete {
             let purge_s = (age_ms + self.horizon_ms).div_ceil(1000);
             row.insert("x".into(), Value::N(purge_s.into()));
@@ -492,14 +484,29 @@ fn row_key(key: &Key) -> Key {
     }
 }
 
+/// The row of `change` stamped `seq`, holding `encoded` as its change: the rows' layout.
+fn row_holding(change: &Change, row_key: Key, encoded: Vec<u8>, seq: Hlc) -> Item {
+    Item::from([
+        (TYPE_FIELD.to_string(), Value::S(ROW_KIND.into())),
+        ("k".to_string(), row_key.hash),
+        ("s".to_string(), Value::S(change.scope.clone())),
+        ("q".to_string(), seq_value(seq)),
+        ("c".to_string(), Value::B(encoded)),
+    ])
+}
+
 /// The change a row holds.
-fn held(row: &ItemRef<'_>) -> Result<Change, StoreFailure> {
-    match row.get("c") {
-        Some(ValueRef::B(bytes)) => {
-            decode_change(bytes).map_err(|e| StoreFailure::corrupt(&format!("row change: {e}")))
-        }
-        _ => Err(StoreFailure::corrupt("row without a change")),
-    }
+fn held(row: &Item) -> Result<Change, StoreFailure> {
+    decode_held(match row.get("c") {
+        Some(Value::B(bytes)) => Some(bytes),
+        _ => None,
+    })
+}
+
+/// The change of a row whose change attribute holds `bytes` (`None`: it holds none).
+fn decode_held(bytes: Option<&[u8]>) -> Result<Change, StoreFailure> {
+    let bytes = bytes.ok_or_else(|| StoreFailure::corrupt("row without a change"))?;
+    decode_change(bytes).map_err(|e| StoreFailure::corrupt(&format!("row change: {e}")))
 }
 
 /// A stamp as a sort key: big-endian bytes order as the stamps do.
@@ -929,13 +936,7 @@ mod tests {
 
     /// A row of `change` stamped `seq` as the store writes it, its change bytes as given.
     fn raw_row(change: &Change, encoded: Vec<u8>, seq: Hlc) -> Item {
-        Item::from([
-            (TYPE_FIELD.to_string(), Value::S(ROW_KIND.into())),
-            ("k".to_string(), row_key(&change.key).hash),
-            ("s".to_string(), Value::S(change.scope.clone())),
-            ("q".to_string(), seq_value(seq)),
-            ("c".to_string(), Value::B(encoded)),
-        ])
+        row_holding(change, row_key(&change.key), encoded, seq)
     }
 
     /// Writes `row` straight into the relay store in `dir`, as another version of the relay
