@@ -36,8 +36,9 @@ commands:
   bench reopen   fast reopen's worth: `ferry get` processes after a `ferry load` process, a CLI
                  built with fast reopen beside one without (device-only release builds in
                  target/reopen). options: --items N (default 200000)
-  bench blocks   fjall's table options for Ferry's reads: data block sizes and the in-block
-                 hash index, gets and 100-row scans side by side. --items N (1000000)
+  bench blocks   fjall's table options for Ferry's reads: data block sizes, compression, the
+                 in-block hash index; gets, 100-row and 1-row scans side by side. --items N
+                 (1000000)
   bench format   the on-disk item format: the codec read owned or in place (view) vs rkyv
                  (bytes, one attribute, every attribute to JSON, encode)
   bench frames   the relay's frame encoding: ferry-protocol's codec vs rkyv (bytes, encode,

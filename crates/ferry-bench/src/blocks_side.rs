@@ -1,8 +1,9 @@
 //! `cargo xtask bench blocks`: fjall's table options for Ferry's reads. The items of
 //! `bench local`, keyed and encoded as Ferry's store keeps its primary table, are loaded
 //! into one fjall keyspace per candidate setting; then, in rounds that visit every setting
-//! in turn, each answers random point reads and 100-row range scans, each row read as a
-//! view as Ferry reads it. The setting Ferry ships is the first row; the store's options
+//! in turn, each answers random point reads, 100-row range scans and 1-row scans (what
+//! setting up an iterator costs, against a point read), each row read as a view as Ferry
+//! reads it. The setting Ferry ships is the first row; the store's options
 //! (`ferry-store/src/store.rs`) change only where another row wins past the noise.
 
 use std::time::Instant;
@@ -10,11 +11,12 @@ use std::time::Instant;
 use anyhow::Result;
 use ferry::types::{ItemRef, Key, Value, codec, keycode};
 use fjall::config::{BlockSizePolicy, CompressionPolicy, HashRatioPolicy, PartitioningPolicy};
-use fjall::{Database, KeyspaceCreateOptions};
+use fjall::{CompressionType, Database, KeyspaceCreateOptions};
 
 use crate::{ITEMS_PER_DEVICE, PAGE_ITEMS};
 
-/// Ferry's store: a 16 MiB block cache and 4 MiB memtables (`ferry-store`'s defaults).
+/// Ferry's store: a 16 MiB block cache and 4 MiB memtables (`ferry-store`'s defaults),
+/// 4 KiB data blocks, lz4 on every level (`SHIPPED`).
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -27,17 +29,20 @@ struct Setting {
     /// No filters on the last level: a read that finds its key skips them.
     expect_hits: bool,
     cache_bytes: u64,
+    /// The first level whose data blocks are lz4-compressed (`None`: none are).
+    lz4_from_level: Option<usize>,
 }
 
 const SHIPPED: Setting = Setting {
-    name: "4 KiB blocks (shipped)",
+    name: "4 KiB blocks, lz4 (shipped)",
     block_bytes: 4096,
     hash_ratio: 0.0,
     expect_hits: false,
     cache_bytes: CACHE_BYTES,
+    lz4_from_level: Some(0),
 };
 
-const SETTINGS: [Setting; 7] = [
+const SETTINGS: [Setting; 9] = [
     SHIPPED,
     Setting {
         name: "4 KiB blocks, in-block hash index",
@@ -52,6 +57,16 @@ const SETTINGS: [Setting; 7] = [
     Setting {
         name: "4 KiB blocks, 32 MiB cache",
         cache_bytes: 2 * CACHE_BYTES,
+        ..SHIPPED
+    },
+    Setting {
+        name: "4 KiB blocks, uncompressed",
+        lz4_from_level: None,
+        ..SHIPPED
+    },
+    Setting {
+        name: "4 KiB blocks, lz4 from level 2 (fjall's default)",
+        lz4_from_level: Some(2),
         ..SHIPPED
     },
     Setting {
@@ -92,6 +107,7 @@ pub fn run(items: u64) -> Result<()> {
     let devices = (items / ITEMS_PER_DEVICE).max(1);
     let mut gets = vec![Vec::new(); loaded.len()];
     let mut pages = vec![Vec::new(); loaded.len()];
+    let mut firsts = vec![Vec::new(); loaded.len()];
     let mut next = crate::fastrand_like(items);
     for _ in 0..BLOCK_ROUNDS {
         for (at, one) in loaded.iter().enumerate() {
@@ -114,22 +130,35 @@ pub fn run(items: u64) -> Result<()> {
                 }
             }
             pages[at].push(count as f64 / started.elapsed().as_secs_f64());
+            let count = 20_000;
+            let started = Instant::now();
+            for _ in 0..count {
+                let from = key(next() % items);
+                let guard = (one.table.range(from..).next())
+                    .ok_or_else(|| anyhow::anyhow!("item missing from {}", one.name))?;
+                let (_, bytes) = guard.into_inner()?;
+                std::hint::black_box(ItemRef::decode(&bytes)?.len());
+            }
+            firsts[at].push(count as f64 / started.elapsed().as_secs_f64());
         }
     }
     let gets: Vec<f64> = gets.iter_mut().map(|rates| median(rates)).collect();
     let pages: Vec<f64> = pages.iter_mut().map(|rates| median(rates)).collect();
+    let firsts: Vec<f64> = firsts.iter_mut().map(|rates| median(rates)).collect();
     println!(
-        "| {items} items, medians of {BLOCK_ROUNDS} rounds | gets/s | pages/s | gets / shipped | pages / shipped | bytes on disk per item |"
+        "| {items} items, medians of {BLOCK_ROUNDS} rounds | gets/s | pages/s | 1-row scans/s | gets / shipped | pages / shipped | 1-row scans / gets | bytes on disk per item |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (at, one) in loaded.iter().enumerate() {
         println!(
-            "| {} | {:.0} | {:.0} | {:.2}x | {:.2}x | {:.0} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.2}x | {:.2}x | {:.0} |",
             one.name,
             gets[at],
             pages[at],
+            firsts[at],
             gets[at] / gets[0],
             pages[at] / pages[0],
+            firsts[at] / gets[at],
             one.table.disk_space() as f64 / items as f64
         );
     }
@@ -141,11 +170,19 @@ fn load(setting: &Setting, items: u64) -> Result<Loaded> {
     let db = Database::builder(dir.path())
         .cache_size(setting.cache_bytes)
         .open()?;
+    let compression = match setting.lz4_from_level {
+        None => CompressionPolicy::disabled(),
+        Some(level) => {
+            let mut levels = vec![CompressionType::None; level];
+            levels.push(CompressionType::Lz4);
+            CompressionPolicy::new(levels)
+        }
+    };
     let options = || {
         let partitioned = || PartitioningPolicy::new([false, false, true]);
         KeyspaceCreateOptions::default()
             .max_memtable_size(MEMTABLE_BYTES)
-            .data_block_compression_policy(CompressionPolicy::disabled())
+            .data_block_compression_policy(compression.clone())
             .index_block_partitioning_policy(partitioned())
             .filter_block_partitioning_policy(partitioned())
             .data_block_size_policy(BlockSizePolicy::all(setting.block_bytes))

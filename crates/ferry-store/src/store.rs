@@ -8,7 +8,8 @@ use std::time::Duration;
 use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::table::Index;
 use ferry_types::{Item, ItemRef, Key};
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use fjall::config::CompressionPolicy;
+use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions};
 
 use crate::durability::{Flushes, Fsyncer, fsync_journal};
 use crate::layout;
@@ -135,15 +136,18 @@ impl Store {
                 fjall::Error::Locked => Error::Locked(dir.display().to_string()),
                 other => fail(other),
             })?;
-        // Uncompressed data blocks: reads skip decompression (the OS caches them as is).
-        // Index and filter blocks are partitioned from L2, where tables are large: a point
+        // Data blocks are lz4-compressed on every level: a third of the bytes on disk and
+        // of the bytes written, for reads within the noise (`bench blocks`, `bench local`:
+        // docs/benchmarks.md). fjall keeps a keyspace's options from its creation, so a
+        // store made before stays uncompressed; every table says how its blocks are
+        // stored, so either reads. Index and filter blocks are partitioned from L2, where tables are large: a point
         // read then loads one small partition, not a table's whole index, when the small
         // cache no longer holds them (10M items).
         let keyspace_options = || {
             let partitioned = || fjall::config::PartitioningPolicy::new([false, false, true]);
             KeyspaceCreateOptions::default()
                 .max_memtable_size(MEMTABLE_BYTES_MAX)
-                .data_block_compression_policy(fjall::config::CompressionPolicy::disabled())
+                .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
                 .index_block_partitioning_policy(partitioned())
                 .filter_block_partitioning_policy(partitioned())
         };

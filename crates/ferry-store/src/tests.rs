@@ -370,6 +370,37 @@ fn a_clean_close_leaves_no_journal_to_replay() {
     );
 }
 
+#[test]
+fn items_are_stored_compressed_and_read_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let note = "a reading of moderate length, like a device would keep; ".repeat(8);
+    let written = |sk| {
+        let mut item = item(1, sk, None, 0);
+        item.insert("note".into(), Value::S(format!("{sk}: {note}")));
+        item
+    };
+    let mut raw = 0;
+    for sk in 0..2000 {
+        let item = written(sk);
+        raw += crate::layout::encode_item(&item).len() as u64;
+        store
+            .write(Durability::Default, |tx| tx.put(item).map(|_| ()))
+            .unwrap();
+    }
+    store.items.rotate_memtable_and_wait().unwrap();
+    let on_disk = store.items.disk_space();
+    assert!(
+        on_disk * 4 < raw,
+        "{on_disk} bytes on disk for {raw} bytes of repetitive items: the blocks are compressed"
+    );
+    drop(store);
+    let store = open(dir.path());
+    for sk in 0..2000 {
+        assert_eq!(store.get(&key(1, sk)).unwrap(), Some(written(sk)));
+    }
+}
+
 /// Diagnostics for tuning (run by hand): `cargo test --release -p ferry-store -- --ignored --nocapture lsm_shape`.
 #[test]
 #[ignore = "a manual tuning aid: loads many items and prints the LSM shape"]
