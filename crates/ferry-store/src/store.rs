@@ -140,7 +140,8 @@ impl Store {
         // of the bytes written, for reads within the noise (`bench blocks`, `bench local`:
         // docs/benchmarks.md). fjall keeps a keyspace's options from its creation, so a
         // store made before stays uncompressed; every table says how its blocks are
-        // stored, so either reads. Index and filter blocks are partitioned from L2, where tables are large: a point
+        // stored, so either reads.
+        // Index and filter blocks are partitioned from L2, where tables are large: a point
         // read then loads one small partition, not a table's whole index, when the small
         // cache no longer holds them (10M items).
         let keyspace_options = || {
