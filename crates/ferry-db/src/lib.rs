@@ -27,11 +27,12 @@ mod write;
 pub use config::{Clock, Config};
 pub use db::{Db, WeakDb};
 pub use error::{Error, ErrorKind, Result};
+pub use ferry_store::Acked;
 pub use find::{FindOptions, Page};
 #[doc(hidden)]
 pub use inspect::{LocalState, PendingChange};
 pub use port::{ReplicaPort, Resolved, WeakReplicaPort};
-pub use replication::{Conflict, Quarantined, Replication, Status};
+pub use replication::{Conflict, Quarantined, Queued, Replication, Status};
 pub use triggers::{Event, Op, Origin, TriggerId};
 pub use typed::TypedModel;
 pub use write::{Write, WriteOptions};

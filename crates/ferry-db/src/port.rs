@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_journal::Change;
+use ferry_store::Acked;
 use ferry_store::Durability;
 use ferry_sync::Input;
 use ferry_types::{Hlc, Key, Version};
@@ -207,16 +208,10 @@ impl ReplicaPort {
     }
 
     /// Drops each outbox entry whose version the cloud holds (or a newer one), in one commit.
-    pub fn settle(&self, acked: &[(Key, Version)]) -> Result<()> {
-        if acked.is_empty() {
-            return Ok(());
-        }
-        self.db.inner.store.write(Durability::Default, |tx| {
-            acked
-                .iter()
-                .try_for_each(|(key, version)| tx.settle(key, version).map(|_| ()))
-        })?;
-        Ok(())
+    /// An entry whose queuing commit `acked` names goes unread when no commit wrote it
+    /// since ([`ferry_store::Store::settle`]).
+    pub fn settle(&self, acked: &[Acked]) -> Result<()> {
+        Ok(self.db.inner.store.settle(acked)?)
     }
 
     /// The cloud holds `cloud`, newer than the pending `local` of `key`: the model's

@@ -12,6 +12,7 @@ use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
 use ferry_types::{Hlc, HlcClock, Item, Key, ReplicaId, Value, Version, item_size};
 
+use crate::replication::Queued;
 use crate::replication::lock;
 use crate::{Error, Result};
 
@@ -38,9 +39,8 @@ pub(crate) struct Replica {
     clock: Mutex<HlcClock>,
     /// The reservation on disk (what committed, never what a failed write staged).
     reserved: Arc<AtomicU64>,
-    /// Queued changes (and their encoded sizes) that commits queued, not yet told to the
-    /// engine.
-    pub(crate) committed: Arc<Mutex<Vec<(Change, usize)>>>,
+    /// Queued changes that commits queued, not yet told to the engine.
+    pub(crate) committed: Arc<Mutex<Vec<Queued>>>,
 }
 
 impl Replica {
@@ -151,8 +151,8 @@ impl Replica {
         }
     }
 
-    /// Takes the entries commits have queued since the last call, with their sizes.
-    pub fn take_committed(&self) -> Vec<(Change, usize)> {
+    /// Takes the entries commits have queued since the last call.
+    pub fn take_committed(&self) -> Vec<Queued> {
         std::mem::take(&mut *lock(&self.committed))
     }
 }
@@ -361,10 +361,12 @@ impl Replica {
     fn queue(&self, tx: &mut Tx<'_>, change: Change, now_ms: i64) -> Result<()> {
         if queue_entry(tx, change, now_ms)?.is_some() {
             let committed = Arc::clone(&self.committed);
-            tx.after_commit_queued(move |queued| {
-                let changes = queued
-                    .into_iter()
-                    .map(|(entry, bytes)| (entry.change, bytes));
+            tx.after_commit_queued(move |queued, commit| {
+                let changes = queued.into_iter().map(|(entry, bytes)| Queued {
+                    change: entry.change,
+                    bytes,
+                    commit,
+                });
                 lock(&committed).extend(changes);
             });
         }

@@ -77,12 +77,24 @@ pub(crate) fn restart_cursors_of_new_downloads(
     Ok(())
 }
 
+/// A change a local commit queued in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queued {
+    /// The change as the outbox holds it.
+    pub change: Change,
+    /// Its encoded size.
+    pub bytes: usize,
+    /// The commit that queued it: a settle of this version names it
+    /// ([`Acked::queued_by`](crate::Acked::queued_by)).
+    pub commit: u64,
+}
+
 /// What a sync driver does for the database it is attached to (`ferry-driver` implements
 /// it). The database calls it without holding any lock.
 pub trait Replication: Send + Sync {
-    /// A local commit queued `change` in the outbox, encoded in `bytes` (the engine hears
-    /// of it as `Input::Queued`; the driver may keep the change to push it).
-    fn queued(&self, change: Change, bytes: usize);
+    /// A local commit queued a change in the outbox (the engine hears of it as
+    /// `Input::Queued`; the driver may keep the change to push it).
+    fn queued(&self, queued: Queued);
     /// Runs a cloud change's triggers elsewhere (a background driver's trigger thread);
     /// returns the event when the caller must run them itself.
     fn dispatch(&self, event: Event) -> Option<Event>;
@@ -315,8 +327,8 @@ impl Db {
         let Some(replication) = self.inner.sync.get() else {
             return;
         };
-        for (change, bytes) in taken {
-            replication.queued(change, bytes);
+        for queued in taken {
+            replication.queued(queued);
         }
     }
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_db::{ReplicaPort, Resolved, Result};
+use ferry_db::{Acked, ReplicaPort, Resolved, Result};
 use ferry_journal::Change;
 use ferry_sync::{BatchId, Engine, Input, Output, PullFrom, PushResults, TransportError};
 use ferry_types::{Hlc, Key, KeyMap, Version};
@@ -18,7 +18,7 @@ use ferry_types::{Hlc, Key, KeyMap, Version};
 use crate::echoes::Echoes;
 use crate::in_flight::{Answer, InFlight};
 use crate::link::{Link, timed};
-use crate::loaded::Loaded;
+use crate::loaded::{Loaded, QueuedBy};
 use crate::{INBOX_INPUTS_MAX, Inbox, Syncer};
 
 /// Attempts of one single-row read in a resync before the resync is tried again later.
@@ -72,8 +72,10 @@ pub(crate) struct Driver {
     /// Work carried over to the next step: acknowledged changes the store refused to take
     /// out of the outbox, and the cloud's answers (superseded, ahead, rejected) it refused
     /// to carry out. The engine counts both as done, so nothing else would.
-    unsettled: Vec<(Key, Version)>,
+    unsettled: Vec<Acked>,
     undone: Vec<Output>,
+    /// The commit that queued each version pushed from memory, for its settle.
+    queued_by: QueuedBy,
 }
 
 impl Driver {
@@ -99,6 +101,7 @@ impl Driver {
             heard_marks: KeyMap::default(),
             unsettled: Vec::new(),
             undone: Vec::new(),
+            queued_by: QueuedBy::default(),
         }
     }
 
@@ -127,7 +130,7 @@ impl Driver {
         loop {
             while let Some(output) = undone.next().or_else(|| self.engine.poll_output()) {
                 if let Output::Acked { key, version } = output {
-                    acked.push((key, version));
+                    acked.push(self.acked(key, version));
                     continue;
                 }
                 self.settle(port, &mut acked);
@@ -156,13 +159,24 @@ impl Driver {
         syncer.publish(&self.engine);
     }
 
+    /// The acknowledgement of `version` of `key`, naming the commit that queued it when
+    /// the push took it from memory.
+    fn acked(&mut self, key: Key, version: Version) -> Acked {
+        let queued_by = self.queued_by.acked(&key, &version);
+        Acked {
+            key,
+            version,
+            queued_by,
+        }
+    }
+
     /// Removes acknowledged changes from the outbox; if the store refuses, they are tried
     /// again at the next step (the engine counts them as acknowledged).
-    fn settle(&mut self, port: &ReplicaPort, acked: &mut Vec<(Key, Version)>) {
+    fn settle(&mut self, port: &ReplicaPort, acked: &mut Vec<Acked>) {
         if acked.is_empty() {
             return;
         }
-        for (key, version) in acked.iter() {
+        for Acked { key, version, .. } in acked.iter() {
             self.loaded.forget(key, version);
         }
         match port.settle(acked) {
@@ -188,7 +202,8 @@ impl Driver {
             }
             Output::Push { batch, changes } => self.push(port, batch, changes, now).await,
             Output::Acked { key, version } => {
-                self.settle(port, &mut vec![(key, version)]);
+                let acked = self.acked(key, version);
+                self.settle(port, &mut vec![acked]);
                 Ok(())
             }
             Output::Superseded { key, local, cloud } => {
@@ -358,10 +373,12 @@ impl Driver {
             mark = (self.heard_marks.remove(&key))
                 .unwrap_or(self.heard_mark)
                 .max(mark);
-            if let Some(change) = self.loaded.take(&key, &version) {
-                changes.push(change);
+            if let Some(queued) = self.loaded.take(&key, &version) {
+                self.queued_by.pushed(&queued);
+                changes.push(queued.change);
                 continue;
             }
+            self.queued_by.forget(&key);
             match port.pending_change(&key)? {
                 Some(change) => {
                     newer_than_listed |= change.version != version;

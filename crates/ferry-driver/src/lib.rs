@@ -23,8 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_db::{Db, Error, Event, ReplicaPort, Replication, Result};
-use ferry_journal::Change;
+use ferry_db::{Db, Error, Event, Queued, ReplicaPort, Replication, Result};
 use ferry_sync::{Engine, EngineConfig, EngineStatus, Input, Transport};
 use ferry_types::Key;
 
@@ -153,8 +152,8 @@ impl Syncer {
     /// their commits do not grow a vector and a map from nothing at every step.
     fn take_inputs(&self, port: &ReplicaPort, loaded: &mut loaded::Loaded, taken: &mut Inbox) {
         std::mem::swap(&mut *lock(&self.inbox), taken);
-        for (change, bytes) in taken.loaded.drain() {
-            loaded.keep(change, bytes);
+        for queued in taken.loaded.drain() {
+            loaded.keep(queued);
         }
         taken.queued_bytes = 0;
         if !std::mem::take(&mut taken.overflowed) {
@@ -181,17 +180,17 @@ impl Syncer {
         }
     }
 
-    /// A commit queued `change`: the engine hears of it, the push may take it from here.
-    fn push_queued(&self, change: Change, bytes: usize) {
-        let queued = Input::Queued {
-            key: change.key.clone(),
-            version: change.version.clone(),
-            bytes,
+    /// A commit queued a change: the engine hears of it, the push may take it from here.
+    fn push_queued(&self, queued: Queued) {
+        let input = Input::Queued {
+            key: queued.change.key.clone(),
+            version: queued.change.version.clone(),
+            bytes: queued.bytes,
         };
         let mut inbox = lock(&self.inbox);
-        let wake = inbox.push(queued, self.queue_slack_bytes.load(Ordering::Acquire));
+        let wake = inbox.push(input, self.queue_slack_bytes.load(Ordering::Acquire));
         if !inbox.overflowed {
-            inbox.loaded.keep(change, bytes);
+            inbox.loaded.keep(queued);
         }
         drop(inbox);
         if wake {
@@ -322,8 +321,8 @@ fn build<T: Transport>(
 struct Handle(Arc<Syncer>);
 
 impl Replication for Handle {
-    fn queued(&self, change: Change, bytes: usize) {
-        self.0.push_queued(change, bytes);
+    fn queued(&self, queued: Queued) {
+        self.0.push_queued(queued);
     }
 
     fn dispatch(&self, event: Event) -> Option<Event> {

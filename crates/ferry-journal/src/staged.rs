@@ -138,21 +138,6 @@ impl StagedRecords {
         Ok(Some(size))
     }
 
-    /// The version pending for `key`, reading no more of the entry than that.
-    fn pending_version<C: Committed>(
-        &self,
-        committed: &C,
-        key: &Key,
-    ) -> Result<Option<Version>, C::Error> {
-        let bytes = key_bytes(key);
-        match self.outbox.get(&bytes) {
-            Some(staged) => Ok(staged
-                .as_ref()
-                .map(|staged| staged.record.change.version.clone())),
-            None => committed.pending_version(&bytes),
-        }
-    }
-
     /// Removes the pending entry of `key` if the cloud holds its version (`acked` is the
     /// same or newer). Returns whether it was removed: a newer entry stays pending.
     pub fn settle<C: Committed>(
@@ -161,9 +146,32 @@ impl StagedRecords {
         key: &Key,
         acked: &Version,
     ) -> Result<bool, C::Error> {
-        match self.pending_version(committed, key)? {
+        self.settle_with(key, acked, |bytes| committed.pending_version(bytes))
+    }
+
+    /// [`StagedRecords::settle`], with the committed pending version of `key` read already
+    /// (`committed`) by a caller who knows no commit has written that entry since.
+    pub fn settle_read(&mut self, key: &Key, acked: &Version, committed: Option<Version>) -> bool {
+        let read = |_: &[u8]| Ok::<_, std::convert::Infallible>(committed);
+        self.settle_with(key, acked, read)
+            .unwrap_or_else(|never| match never {})
+    }
+
+    fn settle_with<E>(
+        &mut self,
+        key: &Key,
+        acked: &Version,
+        committed: impl FnOnce(&[u8]) -> Result<Option<Version>, E>,
+    ) -> Result<bool, E> {
+        // The version alone: the entry's item need not be decoded.
+        let bytes = key_bytes(key);
+        let pending = match self.outbox.get(&bytes) {
+            Some(staged) => (staged.as_ref()).map(|staged| staged.record.change.version.clone()),
+            None => committed(&bytes)?,
+        };
+        match pending {
             Some(pending) if pending <= *acked => {
-                self.outbox.insert(key_bytes(key), None);
+                self.outbox.insert(bytes, None);
                 self.outbox_delta -= 1;
                 Ok(true)
             }

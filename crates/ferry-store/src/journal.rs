@@ -11,14 +11,16 @@
 //! - `quarantine`: primary key bytes -> `QuarantineRecord` (the newest refused change)
 //! - `meta`: `state:` ++ name -> bytes (the prefix keeps them clear of the schema records)
 
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use ferry_journal::{
     Committed, ConflictRecord, OutboxEntry, QuarantineRecord, Records, StagedRecords, Tombstone,
 };
-use ferry_types::{Key, Version};
+use ferry_types::{Durability, Key, Version};
 use fjall::Keyspace;
 
+use crate::outbox_writes::OutboxWrites;
 use crate::store::Store;
 use crate::{Error, Result, layout};
 
@@ -131,6 +133,62 @@ fn encode<T>(append: fn(&T, &mut Vec<u8>)) -> impl Fn(&T) -> Vec<u8> {
 
 fn meta_key(name: &str) -> String {
     format!("{META_STATE_PREFIX}{name}")
+}
+
+/// A change the cloud acknowledged: it holds `version` of `key`, or a newer one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acked {
+    /// The change's key.
+    pub key: Key,
+    /// The version acknowledged.
+    pub version: Version,
+    /// The commit that queued this very version, when the pusher knows it
+    /// ([`Tx::after_commit_queued`](crate::Tx::after_commit_queued) names it).
+    pub queued_by: Option<u64>,
+}
+
+impl Store {
+    /// Removes the pending entry of each acknowledged key whose version the cloud holds (or
+    /// a newer one), in one commit; a newer entry stays pending.
+    ///
+    /// An entry whose queuing commit is named, when that commit is the last to have
+    /// written it (the store remembers which entries its latest commits wrote), is that very
+    /// version: it goes unread. Any other is read under the write lock.
+    pub fn settle(&self, acked: &[Acked]) -> Result<()> {
+        if acked.is_empty() {
+            return Ok(());
+        }
+        self.write(Durability::Default, |tx| {
+            // Under the write lock every commit is recorded. From the oldest named commit
+            // on, the log says which commit last wrote each entry.
+            let oldest = acked.iter().filter_map(|a| a.queued_by).min();
+            let writes = oldest.and_then(|oldest| lock(&self.outbox_writes).since(oldest));
+            for Acked {
+                key,
+                version,
+                queued_by,
+            } in acked
+            {
+                let unwritten = match (queued_by, &writes) {
+                    (Some(commit), Some(writes)) => {
+                        writes.last_wrote(&layout::key_bytes(key), *commit)
+                    }
+                    _ => false,
+                };
+                if unwritten {
+                    tx.settle_read(key, version, Some(version.clone()));
+                } else {
+                    tx.settle(key, version)?;
+                }
+            }
+            Ok::<_, Error>(())
+        })?;
+        Ok(())
+    }
+}
+
+pub(crate) fn lock(writes: &Mutex<OutboxWrites>) -> std::sync::MutexGuard<'_, OutboxWrites> {
+    writes.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Replication reads: committed state only (a [`Tx`](crate::Tx) also sees its own writes).
@@ -250,6 +308,8 @@ impl Store {
     }
 
     fn pending_version_at(&self, key: &[u8]) -> Result<Option<Version>> {
+        #[cfg(test)]
+        self.pending_reads.fetch_add(1, Ordering::Relaxed);
         let value = self.outbox.get(key).map_err(|e| self.fail(e))?;
         value
             .map(|v| self.decoded(ferry_journal::decode_outbox_version(&v)))

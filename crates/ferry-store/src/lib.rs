@@ -12,6 +12,7 @@ mod durability;
 mod error;
 mod journal;
 mod layout;
+mod outbox_writes;
 mod query;
 mod store;
 mod store_layout;
@@ -19,6 +20,7 @@ mod tx;
 
 pub use error::{Error, Result};
 pub use ferry_types::Durability;
+pub use journal::Acked;
 pub use query::{Query, Row};
 pub use store::{CommitHook, FsyncHook, OUTBOX_CHANGES_MAX, Options, Record, Store};
 pub use store_layout::{Claims, Kind, StoreLayout};

@@ -13,6 +13,7 @@ use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions};
 
 use crate::durability::{Flushes, Fsyncer, fsync_journal};
 use crate::layout;
+use crate::outbox_writes::OutboxWrites;
 use crate::store_layout::StoreLayout;
 use crate::tx::{ItemChange, Tx};
 use crate::{Error, Result};
@@ -103,6 +104,11 @@ pub struct Store {
     pub(crate) on_fsync: Option<FsyncHook>,
     pub(crate) on_commit: Option<CommitHook>,
     pub(crate) write_lock: Mutex<()>,
+    /// The outbox keys the latest commits wrote (recorded and read under `write_lock`).
+    pub(crate) outbox_writes: Mutex<OutboxWrites>,
+    /// Outbox entries read for their version (tests count what a settle reads).
+    #[cfg(test)]
+    pub(crate) pending_reads: AtomicUsize,
     pub(crate) flushes: Arc<Flushes>,
     /// Held through each fsync, the background one too: a caller of [`Store::persist`]
     /// that finds nothing uncovered may still have to wait for an fsync in flight. Callers
@@ -210,6 +216,9 @@ impl Store {
             on_fsync: options.on_fsync.clone(),
             on_commit: options.on_commit.clone(),
             write_lock: Mutex::new(()),
+            outbox_writes: Mutex::default(),
+            #[cfg(test)]
+            pending_reads: AtomicUsize::new(0),
             flushes,
             fsyncing,
             poisoned,

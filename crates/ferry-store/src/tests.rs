@@ -4,13 +4,14 @@ use std::collections::BTreeMap;
 
 use ferry_journal::{Change, ChangeOp, ConflictRecord, OutboxEntry, Tombstone};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ferry_types::table::{Index, IndexKind, Projection, SortCondition};
 use ferry_types::{Hlc, Item, Key, Number, ReplicaId, Value, Version};
 use proptest::prelude::*;
 
-use crate::{Claims, Durability, Error, Kind, Options, Query, Store, StoreLayout};
+use crate::{Acked, Claims, Durability, Error, Kind, Options, Query, Store, StoreLayout};
 
 /// Kind `T` with a keys-only index `gs1` on (kind, n), a unique `code` and an expiry
 /// `exp`; `memory`: a kind `Live` too, kept in memory only, and `gs1` projecting all.
@@ -533,6 +534,152 @@ fn a_failed_write_leaves_no_outbox_entry() {
     assert_eq!(store.get(&key(0, 0)).unwrap(), None);
     assert_eq!(store.pending(&key(0, 0)).unwrap(), None);
     assert_eq!(store.tombstone(&key(1, 0)).unwrap(), None);
+}
+
+/// Entries queued, the commits of [`write_between`] after them (or none: `between`
+/// false), then a settle that names the commit that queued each acknowledged version:
+/// an entry newer than its acknowledgement stays either way, and the outbox's count is
+/// right.
+fn settle_around(between: bool, others: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let queued_by = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let heard = Arc::clone(&queued_by);
+    store
+        .write(Durability::Default, move |tx| {
+            tx.after_commit_queued(move |_, commit| heard.store(commit, Ordering::Relaxed));
+            (0..5).try_for_each(|pk| tx.queue(entry(pk, 1)).map(|_| ()))
+        })
+        .unwrap();
+    if between {
+        write_between(&store, others);
+    }
+    let acked: Vec<_> = [0, 1, 2, 3, 4, 0]
+        .into_iter()
+        .map(|pk| Acked {
+            key: key(pk, 0),
+            version: version(1),
+            queued_by: Some(queued_by.load(Ordering::Relaxed)),
+        })
+        .collect();
+    store.settle(&acked).unwrap();
+
+    assert_eq!(
+        store.pending(&key(0, 0)).unwrap(),
+        None,
+        "settled, twice over"
+    );
+    let (newer, requeued) = match between {
+        true => (Some(entry(1, 5)), Some(entry(3, 7))),
+        false => (None, None),
+    };
+    assert_eq!(
+        store.pending(&key(1, 0)).unwrap(),
+        newer,
+        "a newer write after the one acknowledged stays pending"
+    );
+    assert_eq!(store.pending(&key(2, 0)).unwrap(), None);
+    assert_eq!(
+        store.pending(&key(3, 0)).unwrap(),
+        requeued,
+        "an entry settled and queued again stays pending"
+    );
+    assert_eq!(store.pending(&key(4, 0)).unwrap(), None);
+    let held = store.outbox().count();
+    assert_eq!(store.outbox_len(), held, "the count is the entries held");
+}
+
+/// Queues a newer entry of key 1, settles key 2 and settles and requeues key 3 (three
+/// commits), besides `others` entries of other keys first.
+fn write_between(store: &Store, others: u32) {
+    store
+        .write(Durability::Default, |tx| {
+            for sort in 0..others {
+                let mut other = entry(9, 1);
+                other.change.key = key(9, i64::from(sort));
+                tx.queue(other)?;
+            }
+            tx.queue(entry(1, 5)).map(|_| ())
+        })
+        .unwrap();
+    store
+        .write(Durability::Default, |tx| tx.settle(&key(2, 0), &version(1)))
+        .unwrap();
+    store
+        .write(Durability::Default, |tx| {
+            tx.settle(&key(3, 0), &version(1))?;
+            tx.queue(entry(3, 7)).map(|_| ())
+        })
+        .unwrap();
+}
+
+/// Queues `entry` in a commit of its own; returns the commit's number.
+fn queue_alone(store: &Store, entry: OutboxEntry) -> u64 {
+    let queued_by = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let heard = Arc::clone(&queued_by);
+    store
+        .write(Durability::Default, move |tx| {
+            tx.after_commit_queued(move |_, commit| heard.store(commit, Ordering::Relaxed));
+            tx.queue(entry).map(|_| ())
+        })
+        .unwrap();
+    queued_by.load(Ordering::Relaxed)
+}
+
+fn acked(pk: u8, hlc: u64, queued_by: Option<u64>) -> Acked {
+    Acked {
+        key: key(pk, 0),
+        version: version(hlc),
+        queued_by,
+    }
+}
+
+#[test]
+fn a_settle_of_versions_their_own_commits_queued_reads_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let commits: Vec<u64> = (0..5).map(|pk| queue_alone(&store, entry(pk, 1))).collect();
+    let reads = store.pending_reads.load(Ordering::Relaxed);
+    let all: Vec<_> = (0..5u8)
+        .map(|pk| acked(pk, 1, Some(commits[usize::from(pk)])))
+        .collect();
+    store.settle(&all).unwrap();
+    assert_eq!(
+        store.pending_reads.load(Ordering::Relaxed),
+        reads,
+        "no entry read"
+    );
+    assert_eq!((store.outbox_len(), store.outbox().count()), (0, 0));
+}
+
+#[test]
+fn a_settle_naming_a_commit_that_did_not_queue_its_version_reads_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let queued = queue_alone(&store, entry(0, 5));
+    let other = queue_alone(&store, entry(1, 5));
+    for named in [u64::MAX, other, queued - 1] {
+        store.settle(&[acked(0, 1, Some(named))]).unwrap();
+        assert_eq!(
+            store.pending(&key(0, 0)).unwrap(),
+            Some(entry(0, 5)),
+            "commit {named} did not queue version 1: the newer entry stays"
+        );
+        store.settle(&[acked(2, 1, Some(named))]).unwrap();
+        assert_eq!(
+            store.outbox_len(),
+            2,
+            "settling an absent entry removes nothing"
+        );
+    }
+}
+
+#[test]
+fn a_settle_keeps_what_was_written_after_the_commit_it_names() {
+    settle_around(false, 0);
+    settle_around(true, 0);
+    // More keys than the log of outbox writes holds: the settle reads the entries.
+    settle_around(true, 5000);
 }
 
 #[test]

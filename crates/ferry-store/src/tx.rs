@@ -49,8 +49,9 @@ pub struct Tx<'s> {
     on_queued: Option<QueuedHook<'s>>,
 }
 
-/// Takes the outbox entries a write queued, with their encoded sizes.
-type QueuedHook<'s> = Box<dyn FnOnce(Vec<(OutboxEntry, usize)>) + 's>;
+/// Takes the outbox entries a write queued, with their encoded sizes, and the number of
+/// its commit ([`Store::settle`](crate::Store::settle) takes it back).
+type QueuedHook<'s> = Box<dyn FnOnce(Vec<(OutboxEntry, usize)>, u64) + 's>;
 
 impl<'s> Tx<'s> {
     pub(crate) fn new(store: &'s Store, durability: Durability) -> Tx<'s> {
@@ -75,10 +76,10 @@ impl<'s> Tx<'s> {
     }
 
     /// Hands `f` the outbox entries this write queued (as the write left them, with their
-    /// encoded sizes) once it has committed, after the [`Tx::after_commit`] calls; never if
-    /// it fails. One taker per write: the first; later calls change nothing (a write that
-    /// queues many changes installs it once).
-    pub fn after_commit_queued(&mut self, f: impl FnOnce(Vec<(OutboxEntry, usize)>) + 's) {
+    /// encoded sizes) and the number of its commit, once it has committed, after the
+    /// [`Tx::after_commit`] calls; never if it fails. One taker per write: the first; later
+    /// calls change nothing (a write that queues many changes installs it once).
+    pub fn after_commit_queued(&mut self, f: impl FnOnce(Vec<(OutboxEntry, usize)>, u64) + 's) {
         if self.on_queued.is_none() {
             self.on_queued = Some(Box::new(f));
         }
@@ -211,18 +212,21 @@ impl<'s> Tx<'s> {
     pub(crate) fn commit(mut self) -> Result<Vec<ItemChange>> {
         let after_commit = std::mem::take(&mut self.after_commit);
         let on_queued = self.on_queued.take();
-        let (changes, journal) = self.commit_batch()?;
+        let (changes, journal, commit) = self.commit_batch()?;
         after_commit.into_iter().for_each(|f| f());
         if let Some(f) = on_queued {
-            f(journal.into_queued());
+            f(journal.into_queued(), commit);
         }
         Ok(changes)
     }
 
-    fn commit_batch(self) -> Result<(Vec<ItemChange>, StagedRecords)> {
+    /// Writes the batch; returns the changes, the records and the number of the commit
+    /// (`OutboxWrites`).
+    fn commit_batch(self) -> Result<(Vec<ItemChange>, StagedRecords, u64)> {
         let store = self.store;
         if self.touched.is_empty() && self.journal.is_empty() {
-            return Ok((self.changes, self.journal));
+            let commit = crate::journal::lock(&store.outbox_writes).latest();
+            return Ok((self.changes, self.journal, commit));
         }
         let mut batch = store.db.batch();
         for (key, (old, new)) in &self.touched {
@@ -265,6 +269,10 @@ impl<'s> Tx<'s> {
             Durability::Immediate => fjall::PersistMode::SyncAll,
             Durability::Default => fjall::PersistMode::Buffer,
         };
+        // Recorded before the batch is visible, whether it then commits or not: a settle
+        // (under the write lock, as this is) finds every write to the outbox there.
+        let outbox_keys = self.journal.outbox().keys().map(Vec::as_slice);
+        let commit = crate::journal::lock(&store.outbox_writes).record(outbox_keys);
         // Counted before the batch is visible: a reader who meets it and persists fsyncs it.
         let begun = store.flushes.begin();
         let written = (|| {
@@ -295,7 +303,7 @@ impl<'s> Tx<'s> {
         moved(&store.outbox_len, self.journal.outbox_delta());
         moved(&store.quarantine_len, self.journal.quarantine_delta());
         store.conflicts_len.store(conflicts_len, Ordering::Release);
-        Ok((self.changes, self.journal))
+        Ok((self.changes, self.journal, commit))
     }
 
     /// Removes the entries the old item had and adds the new item's, per secondary index.
@@ -351,6 +359,12 @@ impl Tx<'_> {
     /// is the same or newer). Returns whether it was removed: a newer entry stays pending.
     pub fn settle(&mut self, key: &Key, acked: &Version) -> Result<bool> {
         self.journal.settle(self.store, key, acked)
+    }
+
+    /// [`Tx::settle`] with the committed pending version read already, by a caller who
+    /// knows no commit has written the entry since ([`Store::settle`]).
+    pub(crate) fn settle_read(&mut self, key: &Key, acked: &Version, read: Option<Version>) {
+        self.journal.settle_read(key, acked, read);
     }
 
     /// The pending outbox entry of `key`, as this write has left it so far.
