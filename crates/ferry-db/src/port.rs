@@ -5,8 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_journal::Change;
-use ferry_store::Acked;
-use ferry_store::Durability;
+use ferry_store::{Acked, Durability};
 use ferry_sync::Input;
 use ferry_types::{Hlc, Key, Version};
 

@@ -12,8 +12,7 @@ use ferry_types::limits::ITEM_BYTES_MAX;
 use ferry_types::version::MAX_FORWARD_MS_DEFAULT;
 use ferry_types::{Hlc, HlcClock, Item, Key, ReplicaId, Value, Version, item_size};
 
-use crate::replication::Queued;
-use crate::replication::lock;
+use crate::replication::{Queued, lock};
 use crate::{Error, Result};
 
 /// Meta record holding this replica's id.
