@@ -152,17 +152,22 @@ impl Store {
     /// a newer one), in one commit; a newer entry stays pending.
     ///
     /// An entry whose queuing commit is named, when that commit is the last to have
-    /// written it (the store remembers which entries its latest commits wrote), is that very
-    /// version: it goes unread. Any other is read under the write lock.
+    /// written it and left the acknowledged version there (the store remembers what its
+    /// latest commits wrote), is that version still: it goes unread. Any other is read
+    /// under the write lock.
     pub fn settle(&self, acked: &[Acked]) -> Result<()> {
         if acked.is_empty() {
             return Ok(());
         }
         self.write(Durability::Default, |tx| {
             // Under the write lock every commit is recorded. From the oldest named commit
-            // on, the log says which commit last wrote each entry.
-            let oldest = acked.iter().filter_map(|a| a.queued_by).min();
-            let writes = oldest.and_then(|oldest| lock(&self.outbox_writes).since(oldest));
+            // the log still holds on, it says which commit last wrote each entry, and what
+            // it left (an older commit named is read).
+            let log = lock(&self.outbox_writes);
+            let named = acked.iter().filter_map(|a| a.queued_by);
+            let oldest = named.filter(|commit| log.holds_from(*commit)).min();
+            let writes = oldest.and_then(|oldest| log.since(oldest));
+            drop(log);
             for Acked {
                 key,
                 version,
@@ -171,7 +176,7 @@ impl Store {
             {
                 let unwritten = match (queued_by, &writes) {
                     (Some(commit), Some(writes)) => {
-                        writes.last_wrote(&layout::key_bytes(key), *commit)
+                        writes.left(&layout::key_bytes(key), *commit, version)
                     }
                     _ => false,
                 };

@@ -658,7 +658,8 @@ fn a_settle_naming_a_commit_that_did_not_queue_its_version_reads_the_entry() {
     let store = open(dir.path());
     let queued = queue_alone(&store, entry(0, 5));
     let other = queue_alone(&store, entry(1, 5));
-    for named in [u64::MAX, other, queued - 1] {
+    // `queued` queued version 5, not the 1 acknowledged.
+    for named in [u64::MAX, other, queued - 1, queued] {
         store.settle(&[acked(0, 1, Some(named))]).unwrap();
         assert_eq!(
             store.pending(&key(0, 0)).unwrap(),
@@ -672,6 +673,31 @@ fn a_settle_naming_a_commit_that_did_not_queue_its_version_reads_the_entry() {
             "settling an absent entry removes nothing"
         );
     }
+}
+
+#[test]
+fn a_commit_the_log_has_forgotten_costs_its_own_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let old = queue_alone(&store, entry(0, 1));
+    store
+        .write(Durability::Default, |tx| {
+            for sort in 0..5000 {
+                let mut other = entry(9, 1);
+                other.change.key = key(9, sort);
+                tx.queue(other)?;
+            }
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    let fresh = queue_alone(&store, entry(1, 1));
+    let reads = store.pending_reads.load(Ordering::Relaxed);
+    store
+        .settle(&[acked(0, 1, Some(old)), acked(1, 1, Some(fresh))])
+        .unwrap();
+    assert_eq!(store.pending_reads.load(Ordering::Relaxed), reads + 1);
+    assert_eq!(store.pending(&key(0, 0)).unwrap(), None);
+    assert_eq!(store.pending(&key(1, 0)).unwrap(), None);
 }
 
 #[test]

@@ -271,8 +271,11 @@ impl<'s> Tx<'s> {
         };
         // Recorded before the batch is visible, whether it then commits or not: a settle
         // (under the write lock, as this is) finds every write to the outbox there.
-        let outbox_keys = self.journal.outbox().keys().map(Vec::as_slice);
-        let commit = crate::journal::lock(&store.outbox_writes).record(outbox_keys);
+        let outbox = (self.journal.outbox().iter()).map(|(key, staged)| {
+            let version = staged.as_ref().map(|staged| &staged.record.change.version);
+            (key.as_slice(), version)
+        });
+        let commit = crate::journal::lock(&store.outbox_writes).record(outbox);
         // Counted before the batch is visible: a reader who meets it and persists fsyncs it.
         let begun = store.flushes.begin();
         let written = (|| {
