@@ -1,5 +1,6 @@
 //! Queued changes as their commits handed them over, kept for the push: a change pushed
-//! from here is not read back from the outbox. Bounded by bytes: past
+//! from here is not read back from the outbox, and its settle names the commit that
+//! queued it ([`QueuedBy`]), so it is not read then either. Bounded by bytes: past
 //! [`LOADED_BYTES_MAX`] a change is not kept, and its push reads it back.
 
 use ferry_db::Queued;
