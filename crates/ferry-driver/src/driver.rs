@@ -614,6 +614,7 @@ impl Driver {
     }
 
     /// Outbox entries that live changes overwrote leave the engine's pending set.
+    #[cfg(feature = "tokio")]
     pub fn left_outbox(&mut self, port: &ReplicaPort, settled: Vec<(Key, Version)>) {
         self.settled(settled, Now::of(port));
     }
