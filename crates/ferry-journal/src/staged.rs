@@ -146,25 +146,24 @@ impl StagedRecords {
         key: &Key,
         acked: &Version,
     ) -> Result<bool, C::Error> {
-        self.settle_with(key, acked, |bytes| committed.pending_version(bytes))
+        let read = |bytes: &[u8]| committed.pending_version(bytes);
+        self.settle_with(key_bytes(key), acked, read)
     }
 
-    /// [`StagedRecords::settle`], with the committed pending version of `key` read already
-    /// (`committed`) by a caller who knows no commit has written that entry since.
-    pub fn settle_read(&mut self, key: &Key, acked: &Version, committed: Option<Version>) -> bool {
-        let read = |_: &[u8]| Ok::<_, std::convert::Infallible>(committed);
-        self.settle_with(key, acked, read)
-            .unwrap_or_else(|never| match never {})
+    /// [`StagedRecords::settle`] of the entry at `key_bytes`, by a caller who knows the
+    /// committed entry is `acked` itself (nothing is read).
+    pub fn settle_known(&mut self, key_bytes: Vec<u8>, acked: &Version) -> bool {
+        let known = |_: &[u8]| Ok::<_, std::convert::Infallible>(Some(acked.clone()));
+        (self.settle_with(key_bytes, acked, known)).unwrap_or_else(|never| match never {})
     }
 
     fn settle_with<E>(
         &mut self,
-        key: &Key,
+        bytes: Vec<u8>,
         acked: &Version,
         committed: impl FnOnce(&[u8]) -> Result<Option<Version>, E>,
     ) -> Result<bool, E> {
         // The version alone: the entry's item need not be decoded.
-        let bytes = key_bytes(key);
         let pending = match self.outbox.get(&bytes) {
             Some(staged) => (staged.as_ref()).map(|staged| staged.record.change.version.clone()),
             None => committed(&bytes)?,

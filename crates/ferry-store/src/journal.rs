@@ -160,30 +160,24 @@ impl Store {
             return Ok(());
         }
         self.write(Durability::Default, |tx| {
-            // Under the write lock every commit is recorded. From the oldest named commit
-            // the log still holds on, it says which commit last wrote each entry, and what
-            // it left (an older commit named is read).
-            let log = lock(&self.outbox_writes);
-            let named = acked.iter().filter_map(|a| a.queued_by);
-            let oldest = named.filter(|commit| log.holds_from(*commit)).min();
-            let writes = oldest.and_then(|oldest| log.since(oldest));
-            drop(log);
-            for Acked {
-                key,
-                version,
-                queued_by,
-            } in acked
-            {
-                let unwritten = match (queued_by, &writes) {
-                    (Some(commit), Some(writes)) => {
-                        writes.left(&layout::key_bytes(key), *commit, version)
+            // Under the write lock every commit is recorded (and none records meanwhile:
+            // the log's lock is let go before this write commits).
+            let known: Vec<Option<Vec<u8>>> = {
+                let log = lock(&self.outbox_writes);
+                (acked.iter())
+                    .map(|acked| {
+                        let commit = acked.queued_by?;
+                        let bytes = layout::key_bytes(&acked.key);
+                        log.left(&bytes, commit, &acked.version).then_some(bytes)
+                    })
+                    .collect()
+            };
+            for (Acked { key, version, .. }, known) in acked.iter().zip(known) {
+                match known {
+                    Some(bytes) => tx.settle_known(bytes, version),
+                    None => {
+                        tx.settle(key, version)?;
                     }
-                    _ => false,
-                };
-                if unwritten {
-                    tx.settle_read(key, version, Some(version.clone()));
-                } else {
-                    tx.settle(key, version)?;
                 }
             }
             Ok::<_, Error>(())

@@ -18,17 +18,18 @@ const HELD_MAX: usize = 4096;
 /// the same process, say) never names a commit of this one.
 static COMMITS: AtomicU64 = AtomicU64::new(0);
 
-/// The outbox keys of the latest commits that wrote any, by commit, with the versions they
-/// left. Keys and versions are held as hashes: a collision only costs a read.
+/// The newest write of each outbox entry among the latest commits' writes. Keys and
+/// versions are held as hashes: a collision only costs a read.
 #[derive(Debug, Default)]
 pub(crate) struct OutboxWrites {
     /// The number of this store's latest commit that wrote the outbox.
     latest: u64,
-    /// The newest commit some of whose keys were forgotten.
-    forgotten_through: u64,
-    /// (commit, key hash, hash of the version left; `None`: the entry was removed), oldest
-    /// first.
-    held: VecDeque<(u64, u64, Option<u64>)>,
+    /// Per key hash: the newest commit that wrote it, and the hash of the version it left
+    /// (`None`: it removed the entry).
+    newest: FxHashMap<u64, (u64, Option<u64>)>,
+    /// (commit, key hash) of the writes held, oldest first: past [`HELD_MAX`] the oldest
+    /// is forgotten, and with it its key's newest write if it was that.
+    order: VecDeque<(u64, u64)>,
 }
 
 impl OutboxWrites {
@@ -50,49 +51,27 @@ impl OutboxWrites {
         // Under the write lock: a store's numbers grow with its commits.
         self.latest = COMMITS.fetch_add(1, Ordering::Relaxed) + 1;
         for (key, version) in writes {
-            if self.held.len() == HELD_MAX
-                && let Some((commit, _, _)) = self.held.pop_front()
+            if self.order.len() == HELD_MAX
+                && let Some((commit, key)) = self.order.pop_front()
+                && self
+                    .newest
+                    .get(&key)
+                    .is_some_and(|(newest, _)| *newest == commit)
             {
-                self.forgotten_through = commit;
+                self.newest.remove(&key);
             }
-            self.held
-                .push_back((self.latest, hash(key), version.map(hash)));
+            let key = hash(key);
+            self.order.push_back((self.latest, key));
+            self.newest.insert(key, (self.latest, version.map(hash)));
         }
         self.latest
     }
 
-    /// Whether every write of commits from `from` on is held (`from` is one of this
-    /// store's numbers, and none of those writes is forgotten).
-    pub fn holds_from(&self, from: u64) -> bool {
-        from > self.forgotten_through && from <= self.latest
-    }
-
-    /// The commits from `from` on, as the newest of them that wrote each key; `None` unless
-    /// [`OutboxWrites::holds_from`].
-    pub fn since(&self, from: u64) -> Option<Writes> {
-        self.holds_from(from).then(|| {
-            let mut newest = FxHashMap::default();
-            for (commit, key, version) in self.held.iter().rev() {
-                if *commit < from {
-                    break;
-                }
-                newest.entry(*key).or_insert((*commit, *version));
-            }
-            Writes(newest)
-        })
-    }
-}
-
-/// What [`OutboxWrites::since`] found: per key hash, the newest commit that wrote it and
-/// the version it left.
-pub(crate) struct Writes(FxHashMap<u64, (u64, Option<u64>)>);
-
-impl Writes {
     /// Whether commit `commit` is the last that wrote the entry at `key`, and left
-    /// `version` there. A collision makes it not so (a read, never a wrong answer), and so
-    /// does a commit these writes do not reach back to.
+    /// `version` there. A write forgotten, a collision, or a number this store never gave
+    /// makes it not so: a read, never a wrong answer.
     pub fn left(&self, key: &[u8], commit: u64, version: &Version) -> bool {
-        self.0.get(&hash(key)) == Some(&(commit, Some(hash(version))))
+        self.newest.get(&hash(key)) == Some(&(commit, Some(hash(version))))
     }
 }
 
@@ -124,31 +103,36 @@ mod tests {
         );
         let second = log.record([(b"b".as_slice(), Some(&v2)), (b"c", None)].into_iter());
         assert!(second > first);
-        let writes = log.since(first).unwrap();
-        assert!(writes.left(b"a", first, &v1));
-        assert!(!writes.left(b"a", first, &v2), "it left another version");
-        assert!(!writes.left(b"b", first, &v1), "b was written again");
-        assert!(writes.left(b"b", second, &v2));
-        assert!(!writes.left(b"c", second, &v1), "c was removed");
+        assert!(log.left(b"a", first, &v1));
+        assert!(!log.left(b"a", first, &v2), "it left another version");
+        assert!(!log.left(b"b", first, &v1), "b was written again");
+        assert!(log.left(b"b", second, &v2));
+        assert!(!log.left(b"c", second, &v1), "c was removed");
         assert!(
-            !writes.left(b"c", first, &v1),
+            !log.left(b"c", first, &v1),
             "the first commit did not write c"
         );
         assert!(
-            !log.holds_from(second + 1),
+            !log.left(b"a", second + 1, &v1),
             "a number this store never gave"
         );
 
-        let keys: Vec<Vec<u8>> = (0..HELD_MAX as u32)
+        // Past the bound the oldest writes go: a's, and b's older one but not its newest.
+        let keys: Vec<Vec<u8>> = (0..HELD_MAX as u32 - 2)
             .map(|i| i.to_be_bytes().to_vec())
             .collect();
-        let big = log.record(keys.iter().map(|key| (key.as_slice(), Some(&v1))));
-        assert!(log.since(second).is_none(), "b and c are forgotten");
-        let after = log.record([(b"d".as_slice(), Some(&v2))].into_iter());
-        assert!(log.since(after).unwrap().left(b"d", after, &v2));
+        log.record(keys.iter().map(|key| (key.as_slice(), Some(&v1))));
+        assert!(!log.left(b"a", first, &v1), "a's write is forgotten");
         assert!(
-            !log.holds_from(big),
-            "the big commit lost a key to the one after it"
+            log.left(b"b", second, &v2),
+            "b's newest write is still held"
+        );
+        log.record([(b"d".as_slice(), Some(&v2)), (b"e", Some(&v2))].into_iter());
+        assert!(!log.left(b"b", second, &v2), "now it is forgotten too");
+        assert_eq!(
+            log.newest.len(),
+            log.order.len(),
+            "one newest write per key held"
         );
     }
 }

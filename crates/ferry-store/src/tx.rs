@@ -364,10 +364,10 @@ impl Tx<'_> {
         self.journal.settle(self.store, key, acked)
     }
 
-    /// [`Tx::settle`] with the committed pending version read already, by a caller who
-    /// knows no commit has written the entry since ([`Store::settle`]).
-    pub(crate) fn settle_read(&mut self, key: &Key, acked: &Version, read: Option<Version>) {
-        self.journal.settle_read(key, acked, read);
+    /// [`Tx::settle`] of the entry at `key_bytes`, by a caller who knows the committed
+    /// entry is `acked` itself ([`Store::settle`]).
+    pub(crate) fn settle_known(&mut self, key_bytes: Vec<u8>, acked: &Version) {
+        self.journal.settle_known(key_bytes, acked);
     }
 
     /// The pending outbox entry of `key`, as this write has left it so far.
